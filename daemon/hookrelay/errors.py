@@ -4,6 +4,7 @@
 
     HookrelayError
     ├── ConfigError            configuration refused at load time (file, line, key path)
+    ├── InvalidEventError      a record is not a valid identity event (dead-lettered)
     ├── KafkaUnavailableError  the broker could not be reached or refused a request
     └── DeliveryError          one attempt to POST a webhook failed
         ├── RetryableDeliveryError   408/425/429/5xx, connection errors, timeouts
@@ -83,3 +84,15 @@ class PermanentDeliveryError(DeliveryError):
     """Retrying will not help: other 4xx, a redirect (never followed), or refused by policy."""
 
     retryable = False
+
+
+class InvalidEventError(HookrelayError):
+    """A Kafka record is not a valid identity event (DESIGN §1.2); it goes to the dead-letter
+    topic. ``reason`` is a bounded code (``not_json``, ``not_object``, ``missing_event``,
+    ``bad_created_at``, ``oversized``, ``empty``); ``detail`` explains it for humans and
+    never quotes the record's content."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

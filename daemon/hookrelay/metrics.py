@@ -1,0 +1,131 @@
+"""Every Prometheus metric hookrelay exports; the only module that touches prometheus_client.
+
+Each ``Metrics`` owns its own ``CollectorRegistry`` (with the process and platform
+collectors), so several daemons in one test process never collide. Labels are bounded:
+hook id, event name (only catalogue names or names some hook subscribes to; anything else is
+``other``), outcome, status class, reason, tier, topic/partition — never URLs, user ids or
+IPs. Durations are seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from hookrelay import __version__
+
+REQUEST_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENCY_BUCKETS_S: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600,
+)  # fmt: skip
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+# The *_created series double the exposition size and no dashboard uses them.
+disable_created_metrics()
+
+
+class Metrics:
+    """The daemon's metric set. Attribute names follow the exported names without prefix."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        r.register(PROCESS_COLLECTOR)
+        r.register(PLATFORM_COLLECTOR)
+        p = "hookrelay_"
+        self.build_info = Gauge(p + "build_info", "Build information", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.ready = Gauge(p + "ready", "1 when consuming and able to deliver", registry=r)
+        self.events_consumed = Counter(
+            p + "events_consumed", "Kafka records consumed", ["topic"], registry=r
+        )
+        self.events_invalid = Counter(
+            p + "events_invalid", "Records refused by the decoder", ["reason"], registry=r
+        )
+        self.events_matched = Counter(
+            p + "events_matched", "Valid events by name and whether any hook matched",
+            ["event", "matched"], registry=r,
+        )  # fmt: skip
+        self.deliveries = Counter(
+            p + "deliveries", "Deliveries finished, by hook and outcome",
+            ["hook_id", "outcome"], registry=r,
+        )  # fmt: skip
+        self.attempts = Counter(
+            p + "attempts", "POST attempts by hook and status class",
+            ["hook_id", "status_class"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            p + "request_duration_seconds", "One POST, request sent to response read",
+            ["hook_id"], buckets=REQUEST_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.end_to_end_latency = Histogram(
+            p + "end_to_end_latency_seconds", "Kafka record timestamp to 2xx received",
+            ["hook_id"], buckets=LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            p + "in_flight_deliveries", "Deliveries accepted and not yet settled", registry=r
+        )
+        self.lane_pending = Gauge(
+            p + "lane_pending", "Deliveries queued in a hook's lane", ["hook_id"], registry=r
+        )
+        self.lane_in_flight = Gauge(
+            p + "lane_in_flight", "Requests being sent for a hook", ["hook_id"], registry=r
+        )
+        self.lane_retry_waiting = Gauge(
+            p + "lane_retry_waiting", "Deliveries waiting for their next attempt",
+            ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.rate_limit_wait = Counter(
+            p + "rate_limit_wait_seconds", "Time spent waiting for a token", ["hook_id"],
+            registry=r,
+        )  # fmt: skip
+        self.retries_scheduled = Counter(
+            p + "retries_scheduled", "Retries scheduled after a retryable failure",
+            ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.dead_lettered = Counter(
+            p + "dead_lettered", "Records written to the dead-letter topic", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.dead_letter_write_failures = Counter(
+            p + "dead_letter_write_failures", "Dead-letter writes that failed and were retried",
+            registry=r,
+        )  # fmt: skip
+        self.offsets_committed = Counter(
+            p + "offset_commits", "Successful offset commits", registry=r
+        )
+        self.commit_failures = Counter(
+            p + "offset_commit_failures", "Offset commits that failed", registry=r
+        )
+        self.consumer_paused = Gauge(
+            p + "consumer_paused", "1 while fetching is paused by backpressure", registry=r
+        )
+        self.consumer_lag = Gauge(
+            p + "consumer_lag", "High watermark minus position, per partition",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.committed_offset = Gauge(
+            p + "committed_offset", "Last committed offset per partition",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop per-partition series of a revoked partition so they do not go stale."""
+        for gauge in (self.consumer_lag, self.committed_offset):
+            try:
+                gauge.remove(topic, str(partition))
+            except KeyError:
+                pass

@@ -1,0 +1,111 @@
+"""The small typed values that flow between pipeline stages.
+
+``Origin`` → where a Kafka record came from; ``Event`` → a decoded, valid identity event;
+``Delivery`` → one (event, hook) pair on its way to an endpoint; ``AttemptResult`` → what one
+POST of a delivery produced. Stages exchange these values, never each other's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hookrelay.config import Hook
+    from hookrelay.offsets import AckTicket
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Kafka coordinates of a record: topic, partition, offset, and the record's timestamp
+    in epoch milliseconds (producer create time or broker append time)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid identity event.
+
+    ``name`` is the ``event`` member; ``raw`` the record value exactly as consumed (what the
+    dead-letter topic keeps); ``body_head`` the producer's JSON object bytes with surrounding
+    whitespace, any ``hookId`` member and the closing ``}`` removed, so a hook's body is
+    ``body_head + member + b"}"`` without re-serialising (see ``signing.splice_hook_id``);
+    ``empty`` says the object had no other member (no comma before ``hookId``).
+    """
+
+    name: str
+    created_at: str
+    raw: bytes
+    body_head: bytes
+    empty: bool
+    key: bytes | None
+    origin: Origin
+
+
+class Outcome(Enum):
+    """How a delivery ended, as counted in ``hookrelay_deliveries_total{outcome}``."""
+
+    DELIVERED = "delivered"
+    DEAD_LETTERED = "dead_lettered"
+    ABANDONED = "abandoned"  # shutdown reached before it settled; redelivered after restart
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One (event, hook) pair: the signed request to make, and its attempt history.
+
+    ``attempts`` counts POSTs made so far; times are epoch seconds (``time.time()``);
+    ``enqueued_mono`` is ``time.monotonic()`` when it entered its lane.
+    """
+
+    event: Event
+    hook: Hook
+    delivery_id: str
+    body: bytes
+    ticket: AckTicket
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    enqueued_mono: float = field(default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one POST produced.
+
+    ``status`` is the HTTP status when the endpoint answered; ``error`` a short reason when
+    the attempt failed (``None`` on 2xx); ``retryable`` whether another attempt may succeed;
+    ``retry_after_s`` the endpoint's usable ``Retry-After`` in seconds (capped), if any;
+    ``duration_s`` the time from sending the request to reading the capped response.
+    """
+
+    status: int | None
+    error: str | None
+    retryable: bool
+    retry_after_s: float | None
+    duration_s: float
+    response_head: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx answer."""
+        return self.error is None
+
+    @property
+    def status_class(self) -> str:
+        """Bounded label for metrics: ``2xx``..``5xx``, ``timeout``, ``connection_error``,
+        ``refused``."""
+        if self.status is not None:
+            return f"{self.status // 100}xx"
+        if self.error and self.error.startswith("timeout"):
+            return "timeout"
+        if self.error and self.error.startswith("refused"):
+            return "refused"
+        return "connection_error"

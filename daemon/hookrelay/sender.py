@@ -1,0 +1,184 @@
+"""POST one delivery attempt with a shared aiohttp session and classify what happened.
+
+Outcome rules (DESIGN §1.4 and Part 2):
+
+- 2xx → delivered.
+- 3xx → permanent failure; redirects are never followed (a POST turned into a GET to an
+  unchecked host loses the payload and is an SSRF hole).
+- 408, 425, 429 (or the hook's ``retry_on_status``) and every 5xx → retryable; a usable
+  ``Retry-After`` (delta-seconds or HTTP-date, RFC 9110 §10.2.3) is returned, capped.
+- other 4xx → permanent.
+- connection errors, TLS errors, timeouts → retryable.
+
+Request headers mirror Logto's ``createHookRequest``: ``content-type: application/json``,
+``user-agent``, the hook's custom headers, ``logto-signature-sha-256`` when the hook has a
+signing key, plus hookrelay's stable ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Protocol
+
+import aiohttp
+from multidict import CIMultiDict
+
+from hookrelay.config import Hook, HttpSettings
+from hookrelay.model import AttemptResult
+from hookrelay.signing import DELIVERY_ID_HEADER, LOGTO_SIGNATURE_HEADER, Signer
+
+DEFAULT_RETRYABLE_4XX = (408, 425, 429)
+
+
+class Sender(Protocol):
+    """The transport seam: the dispatcher only ever calls ``attempt``."""
+
+    async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
+        """POST ``body`` to ``hook``'s endpoint once; never raises for endpoint failures."""
+        ...
+
+
+def parse_retry_after(value: str | None, cap_s: float, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, or ``None`` when absent or nonsense.
+
+    Accepts delta-seconds (``"120"``) or an HTTP-date; a date in the past gives 0.0; the
+    result is capped at ``cap_s``. Negative, non-numeric or unparsable values give ``None``
+    so the caller falls back to its retry schedule.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap_s)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return min(max(0.0, when.timestamp() - now), cap_s)
+
+
+def classify_status(status: int, retry_on_status: tuple[int, ...]) -> tuple[str | None, bool]:
+    """``(error, retryable)`` for an HTTP status; error ``None`` means delivered."""
+    if 200 <= status < 300:
+        return None, False
+    if 300 <= status < 400:
+        return f"redirect {status} not followed", False
+    if status >= 500 or status in retry_on_status:
+        return f"http {status}", True
+    return f"http {status}", False
+
+
+class HttpSender:
+    """The real sender: one shared ``aiohttp.ClientSession`` for every hook.
+
+    ``start()`` opens the session, ``close()`` closes it. One ``Signer`` per signing key is
+    cached so the keyed HMAC state is computed once.
+    """
+
+    def __init__(self, http: HttpSettings, max_retry_after_s: float) -> None:
+        self._http = http
+        self._max_retry_after_s = max_retry_after_s
+        self._session: aiohttp.ClientSession | None = None
+        self._signers: dict[str, Signer] = {}
+
+    async def start(self) -> None:
+        """Open the shared session (connection pool of ``http.max_connections``)."""
+        connector = aiohttp.TCPConnector(
+            limit=self._http.max_connections, limit_per_host=0, ttl_dns_cache=60
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def headers(self, hook: Hook, delivery_id: str, body: bytes) -> CIMultiDict[str]:
+        """The request headers for ``body`` sent to ``hook`` (signed when it has a key)."""
+        headers: CIMultiDict[str] = CIMultiDict()
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = self._http.user_agent
+        for name, value in hook.headers:
+            headers[name] = value
+        if hook.signing_key is not None:
+            headers[LOGTO_SIGNATURE_HEADER] = self._signer(hook).sign(body)
+        headers[DELIVERY_ID_HEADER] = delivery_id
+        return headers
+
+    def _signer(self, hook: Hook) -> Signer:
+        assert hook.signing_key is not None
+        key = hook.signing_key.get_secret_value()
+        signer = self._signers.get(key)
+        if signer is None:
+            signer = self._signers[key] = Signer(key)
+        return signer
+
+    async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
+        """POST once; classify the answer. Raises only ``RuntimeError`` if not started."""
+        if self._session is None:
+            raise RuntimeError("HttpSender.start() was not awaited")
+        timeout_s = hook.timeout_s if hook.timeout_s is not None else self._http.timeout_s
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s, connect=min(self._http.connect_timeout_s, timeout_s)
+        )
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                hook.url,
+                data=body,
+                headers=self.headers(hook, delivery_id, body),
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                head = await response.content.read(self._http.max_response_bytes)
+                return self._answered(hook, response.status, response.headers, head, started)
+        except TimeoutError:
+            return _failed(f"timeout after {timeout_s:g}s", started)
+        except aiohttp.ClientSSLError as e:
+            return _failed(f"tls error: {type(e).__name__}", started)
+        except aiohttp.InvalidURL:
+            return _failed("refused: invalid url", started, retryable=False)
+        except (aiohttp.ClientError, OSError) as e:
+            return _failed(f"connection error: {type(e).__name__}: {e}"[:300], started)
+
+    def _answered(
+        self,
+        hook: Hook,
+        status: int,
+        headers: Mapping[str, str],
+        head: bytes,
+        started: float,
+    ) -> AttemptResult:
+        retry_on = hook.retry_on_status if hook.retry_on_status is not None else DEFAULT_RETRYABLE_4XX
+        error, retryable = classify_status(status, retry_on)
+        retry_after = None
+        if error is not None and retryable:
+            retry_after = parse_retry_after(headers.get("Retry-After"), self._max_retry_after_s)
+        return AttemptResult(
+            status, error, retryable, retry_after, time.perf_counter() - started, head
+        )
+
+
+def _failed(error: str, started: float, *, retryable: bool = True) -> AttemptResult:
+    return AttemptResult(None, error, retryable, None, time.perf_counter() - started)
+
+
+async def close_quietly(sender: HttpSender, timeout_s: float = 5.0) -> None:
+    """Close ``sender`` within ``timeout_s``; a hung close is abandoned, not awaited forever."""
+    try:
+        await asyncio.wait_for(sender.close(), timeout_s)
+    except TimeoutError:
+        pass
