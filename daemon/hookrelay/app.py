@@ -1,0 +1,228 @@
+"""The supervisor: builds the pipeline, runs its named tasks, and shuts down in order.
+
+Tasks (in one ``asyncio.TaskGroup``; if any dies unexpectedly, all stop and the daemon
+exits non-zero, loudly):
+
+- ``fetch``: the source's poll loop (decode → route → dispatch, or dead-letter);
+- ``committer``: periodic offset commits and lag gauges;
+- ``dead-letter-writer``: durable writes to the dead-letter topic;
+- ``watchdog``: surfaces a crashed lane worker;
+- ``shutdown``: waits for the stop signal, then runs the shutdown sequence.
+
+Shutdown order (SIGTERM/SIGINT set a flag and nothing else):
+1. stop fetching; 2. drain queued and in-flight deliveries for up to ``shutdown.grace_s``;
+3. abandon what is left (unsettled, so consumed again after restart); 4. commit settled
+offsets; 5. close the HTTP session; 6. stop the producer (flushes acknowledged dead letters)
+and the consumer (leaves the group); 7. stop the admin server. A second signal, or
+``shutdown.hard_deadline_s`` after the first, exits the process at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from contextlib import suppress
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import TopicPartition
+
+from hookrelay.admin import AdminServer
+from hookrelay.catalogue import KNOWN_EVENTS
+from hookrelay.config import Settings
+from hookrelay.deadletter import DeadLetterWriter, invalid_record
+from hookrelay.decode import decode
+from hookrelay.dispatcher import Dispatcher
+from hookrelay.errors import InvalidEventError
+from hookrelay.logs import get_logger
+from hookrelay.metrics import Metrics
+from hookrelay.model import Origin
+from hookrelay.offsets import AckTracker
+from hookrelay.router import Router
+from hookrelay.sender import HttpSender, Sender, close_quietly
+from hookrelay.source import Backpressure, Source
+
+log = get_logger("hookrelay.app")
+
+EXIT_HARD_DEADLINE = 70
+EXIT_SECOND_SIGNAL = 130
+
+
+class Pipeline:
+    """Per-record glue: decode, route, register with the ack tracker, dispatch or
+    dead-letter. ``handle`` is synchronous and never raises on bad input."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: AckTracker,
+        dispatcher: Dispatcher,
+        dead_letters: DeadLetterWriter,
+        metrics: Metrics,
+    ) -> None:
+        self.router = Router(settings.hooks)
+        self._max_bytes = settings.delivery.max_event_bytes
+        self._tracker = tracker
+        self._dispatcher = dispatcher
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+
+    def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Take one consumed record all the way to its lanes or the dead-letter topic."""
+        origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
+        tp = TopicPartition(record.topic, record.partition)
+        try:
+            event = decode(record.value, record.key, origin, self._max_bytes)
+        except InvalidEventError as e:
+            self._metrics.events_invalid.labels(e.reason).inc()
+            log.warning(
+                "event_invalid", reason=e.reason, detail=e.detail,
+                topic=origin.topic, partition=origin.partition, offset=origin.offset,
+            )  # fmt: skip
+            ticket = self._tracker.register(tp, record.offset, 1)
+            letter = invalid_record(e.reason, e.detail, record.value, record.key, origin)
+            self._dead_letters.submit(letter, ticket.settle)
+            return
+        hooks = self.router.match(event.name)
+        # Event names come from untrusted records: only known or subscribed names become
+        # label values, so the metric's cardinality stays bounded.
+        label = event.name if hooks or event.name in KNOWN_EVENTS else "other"
+        self._metrics.events_matched.labels(label, "true" if hooks else "false").inc()
+        ticket = self._tracker.register(tp, record.offset, len(hooks))
+        if hooks:
+            self._dispatcher.submit(event, hooks, ticket)
+
+
+class Daemon:
+    """hookrelay's long-running process. ``await Daemon(settings).run()`` returns the exit
+    status (0 after a clean shutdown). ``sender`` may be injected for tests."""
+
+    def __init__(self, settings: Settings, *, sender: Sender | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self._http = HttpSender(settings.http, settings.delivery.max_retry_after_s)
+        self._sender: Sender = sender or self._http
+        k = settings.kafka
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=list(k.bootstrap_servers),
+            client_id=f"{k.client_id}-producer",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=int(k.request_timeout_s * 1000),
+        )
+        self.tracker = AckTracker()
+        self.dead_letters = DeadLetterWriter(self.producer, settings.dead_letter_topic, self.metrics)
+        self.dispatcher = Dispatcher(
+            self._sender, self.dead_letters, self.metrics, settings.delivery
+        )
+        self.dispatcher.set_hooks(settings.hooks)
+        self.pipeline = Pipeline(
+            settings, self.tracker, self.dispatcher, self.dead_letters, self.metrics
+        )
+        d = settings.delivery
+        backpressure = Backpressure(d.max_in_flight, d.resume_below, lambda: self.dispatcher.in_flight)
+        self.source = Source(
+            k, self.tracker, self.metrics, backpressure, revoke_timeout_s=settings.shutdown.grace_s
+        )
+        self.admin = AdminServer(
+            settings.admin.host, settings.admin.port, self.metrics, self.not_ready_reasons
+        )
+        self._producer_started = False
+        self._signals = 0
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why the daemon is not ready (empty list: ready)."""
+        reasons = []
+        if self.stopping.is_set():
+            reasons.append("shutting down")
+        if not self.source.started:
+            reasons.append("consumer not started")
+        if not self._producer_started:
+            reasons.append("producer not started")
+        elif time.monotonic() - self.source.last_fetch_ok > 10.0:
+            reasons.append("no successful fetch in the last 10 s")
+        return reasons
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM/SIGINT do); a second call exits at once."""
+        self._signals += 1
+        if self._signals > 1:
+            log.error("second_signal_exiting_now")
+            os._exit(EXIT_SECOND_SIGNAL)
+        if self.stopping.is_set():
+            return
+        log.info("shutdown_requested", grace_s=self.settings.shutdown.grace_s)
+        self.stopping.set()
+        timer = threading.Timer(self.settings.shutdown.hard_deadline_s, self._hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    @staticmethod
+    def _hard_exit() -> None:
+        log.error("hard_deadline_exceeded_exiting")
+        os._exit(EXIT_HARD_DEADLINE)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT only set the stop flag (second one: immediate exit)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def run(self) -> int:
+        """Start everything, run until stopped, shut down in order; return the exit status."""
+        await self.admin.start()
+        try:
+            await self._start_clients()
+            log.info("daemon_started", hooks=len(self.settings.hooks))
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.source.run(self.pipeline.handle, self.stopping), name="fetch")
+                tg.create_task(self.source.run_committer(self.stopping), name="committer")
+                writer = tg.create_task(self.dead_letters.run(), name="dead-letter-writer")
+                watchdog = tg.create_task(self._watchdog(), name="watchdog")
+                await self.stopping.wait()
+                await self._drain()
+                writer.cancel()
+                watchdog.cancel()
+        finally:
+            await self._close()
+        log.info("daemon_stopped")
+        return 0
+
+    async def _start_clients(self) -> None:
+        await self._http.start()
+        await self.producer.start()
+        self._producer_started = True
+        await self.source.start()
+        self.source.last_fetch_ok = time.monotonic()
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.dispatcher.check_health()
+
+    async def _drain(self) -> None:
+        grace = self.settings.shutdown.grace_s
+        drained = await self.dispatcher.drain(grace)
+        abandoned = await self.dispatcher.close()
+        log.info("deliveries_drained", complete=drained, abandoned=abandoned)
+
+    async def _close(self) -> None:
+        """Steps 4-7 of the shutdown order; each step runs even if an earlier one failed."""
+        self.stopping.set()
+        with suppress(Exception):
+            await self.dispatcher.close()
+        if self.source.started:
+            with suppress(Exception):
+                await asyncio.wait_for(self.source.commit(), 10.0)
+        await close_quietly(self._http)
+        if self._producer_started:
+            with suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), 10.0)
+            self._producer_started = False
+        with suppress(Exception):
+            await asyncio.wait_for(self.source.stop(), 15.0)
+        await self.admin.stop()

@@ -1,0 +1,212 @@
+"""The Kafka source: a consumer-group member that feeds records to the pipeline.
+
+- Auto-commit is off; offsets come from the ack tracker and are committed every
+  ``kafka.commit_interval_s``, on partition revocation and on shutdown.
+- Backpressure: when the dispatcher holds ``delivery.max_in_flight`` unsettled deliveries,
+  every assigned partition is paused; fetching resumes below the low-water mark. The poll
+  loop keeps calling ``getmany`` while paused, so the consumer never exceeds
+  ``max.poll.interval`` and stays in the group however slow the endpoints are.
+- Revocation: stop handing out records of the revoked partitions, wait (bounded) for their
+  unsettled records, commit what settled, then forget them; a delivery finishing after the
+  hand-over no longer moves any offset (see ``offsets``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from hookrelay.config import KafkaSettings
+from hookrelay.logs import get_logger
+from hookrelay.metrics import Metrics
+from hookrelay.offsets import AckTracker
+
+log = get_logger("hookrelay.source")
+
+RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], None]
+
+
+class Backpressure:
+    """Pause/resume decision with hysteresis: pause at ``high``, resume below ``low``."""
+
+    def __init__(self, high: int, low: int, in_flight: Callable[[], int]) -> None:
+        self.high = high
+        self.low = low
+        self._in_flight = in_flight
+        self.paused = False
+
+    def update(self) -> bool:
+        """Return True when fetching should be paused now."""
+        n = self._in_flight()
+        if self.paused and n < self.low:
+            self.paused = False
+        elif not self.paused and n >= self.high:
+            self.paused = True
+        return self.paused
+
+
+class Source(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Consumer-group member on ``settings.topics``; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        tracker: AckTracker,
+        metrics: Metrics,
+        backpressure: Backpressure,
+        *,
+        revoke_timeout_s: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._tracker = tracker
+        self._metrics = metrics
+        self._backpressure = backpressure
+        self._revoke_timeout_s = revoke_timeout_s
+        self._revoking: set[TopicPartition] = set()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=list(settings.bootstrap_servers),
+            group_id=settings.group_id,
+            client_id=settings.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_poll_records=settings.max_poll_records,
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
+            max_poll_interval_ms=int(settings.max_poll_interval_s * 1000),
+            request_timeout_ms=int(settings.request_timeout_s * 1000),
+        )
+        self.started = False
+        self.last_fetch_ok = 0.0
+
+    async def start(self) -> None:
+        """Connect and subscribe (raises ``KafkaError`` when the cluster is unreachable)."""
+        await self.consumer.start()
+        self.consumer.subscribe(list(self._settings.topics), listener=self)
+        self.started = True
+        log.info("consumer_started", topics=list(self._settings.topics))
+
+    async def stop(self) -> None:
+        """Leave the group and close connections (no commit here; see ``commit``)."""
+        if self.started:
+            self.started = False
+            await self.consumer.stop()
+
+    # -- rebalance listener (awaited by aiokafka around a group rebalance) ------------------
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Drain (bounded), commit and forget the revoked partitions."""
+        partitions = list(revoked)
+        if not partitions:
+            return
+        self._revoking.update(partitions)
+        deadline = time.monotonic() + self._revoke_timeout_s
+        while self._tracker.unsettled(partitions) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.commit(partitions)
+        left = self._tracker.unsettled(partitions)
+        self._tracker.forget(partitions)
+        for tp in partitions:
+            self._metrics.forget_partition(tp.topic, tp.partition)
+        self._revoking.difference_update(partitions)
+        log.info("partitions_revoked", partitions=_names(partitions), left_unsettled=left)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Track newly assigned partitions; keep them paused if backpressure is on."""
+        self._tracker.assign(list(assigned))
+        if self._backpressure.paused and assigned:
+            self.consumer.pause(*assigned)
+        log.info("partitions_assigned", partitions=_names(assigned))
+
+    # -- the poll loop ---------------------------------------------------------------------
+
+    async def run(self, handle: RecordHandler, stopping: asyncio.Event) -> None:
+        """Fetch and hand records to ``handle`` until ``stopping`` is set."""
+        while not stopping.is_set():
+            self._apply_backpressure()
+            try:
+                batches = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.max_poll_records
+                )
+            except KafkaError as e:
+                log.warning("fetch_failed", error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(1.0)
+                continue
+            self.last_fetch_ok = time.monotonic()
+            for tp, records in batches.items():
+                if tp in self._revoking:
+                    continue
+                self._metrics.events_consumed.labels(tp.topic).inc(len(records))
+                for record in records:
+                    handle(record)
+            # Yield so lanes run between large batches even when fetch returns at once.
+            await asyncio.sleep(0)
+
+    def _apply_backpressure(self) -> None:
+        was_paused = self._backpressure.paused
+        paused = self._backpressure.update()
+        if paused == was_paused:
+            return
+        assignment = list(self.consumer.assignment())
+        if paused:
+            self.consumer.pause(*assignment)
+            log.info("fetch_paused", in_flight_limit=self._backpressure.high)
+        else:
+            self.consumer.resume(*assignment)
+            log.info("fetch_resumed")
+        self._metrics.consumer_paused.set(1 if paused else 0)
+
+    # -- offsets ---------------------------------------------------------------------------
+
+    async def commit(self, partitions: list[TopicPartition] | None = None) -> bool:
+        """Commit every settled offset that moved; a failure is logged and counted, never
+        raised (the next commit retries it). Returns True when nothing was left to commit."""
+        offsets = self._tracker.to_commit(partitions)
+        if not offsets:
+            return True
+        kafka_offsets: dict[Any, int] = {TopicPartition(*tp): off for tp, off in offsets.items()}
+        try:
+            await asyncio.shield(self.consumer.commit(kafka_offsets))
+        except (KafkaError, TimeoutError) as e:
+            self._metrics.commit_failures.inc()
+            log.warning("offset_commit_failed", error=f"{type(e).__name__}: {e}")
+            return False
+        self._tracker.mark_committed(offsets)
+        self._metrics.offsets_committed.inc()
+        for tp, off in offsets.items():
+            self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(off)
+        log.debug("offsets_committed", offsets={f"{t.topic}[{t.partition}]": o for t, o in offsets.items()})
+        return True
+
+    async def run_committer(self, stopping: asyncio.Event) -> None:
+        """Commit every ``commit_interval_s`` and refresh the lag gauges, until stopping."""
+        interval = self._settings.commit_interval_s
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), interval)
+            except TimeoutError:
+                pass
+            await self.commit()
+            await self._update_lag()
+
+    async def _update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(self.consumer.position(tp), 1.0)
+            except (KafkaError, TimeoutError, AssertionError):
+                continue  # not yet fetched, or revoked meanwhile; next round
+            lag = max(0, highwater - position)
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _names(partitions: Any) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
