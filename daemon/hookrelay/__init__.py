@@ -1,3 +1,3 @@
-"""hookrelay: consume identity events from Kafka, fan them out as Logto-compatible signed webhooks."""
+"""hookrelay: identity events from Kafka, fanned out as Logto-compatible signed webhooks."""
 
 __version__ = "0.1.0"

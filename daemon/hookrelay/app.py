@@ -115,7 +115,9 @@ class Daemon:
             request_timeout_ms=int(k.request_timeout_s * 1000),
         )
         self.tracker = AckTracker()
-        self.dead_letters = DeadLetterWriter(self.producer, settings.dead_letter_topic, self.metrics)
+        self.dead_letters = DeadLetterWriter(
+            self.producer, settings.dead_letter_topic, self.metrics
+        )
         self.dispatcher = Dispatcher(
             self._sender, self.dead_letters, self.metrics, settings.delivery
         )
@@ -124,7 +126,9 @@ class Daemon:
             settings, self.tracker, self.dispatcher, self.dead_letters, self.metrics
         )
         d = settings.delivery
-        backpressure = Backpressure(d.max_in_flight, d.resume_below, lambda: self.dispatcher.in_flight)
+        backpressure = Backpressure(
+            d.max_in_flight, d.resume_below, lambda: self.dispatcher.in_flight
+        )
         self.source = Source(
             k, self.tracker, self.metrics, backpressure, revoke_timeout_s=settings.shutdown.grace_s
         )

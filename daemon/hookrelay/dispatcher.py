@@ -27,6 +27,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import DeadLetterWriter, failed_delivery
@@ -43,26 +44,17 @@ log = get_logger("hookrelay.dispatcher")
 _LANE_PAUSING_STATUSES = (429, 503)
 
 
+@dataclass(frozen=True, slots=True)
 class _Context:
     """What every lane shares: collaborators, settings, clock and bookkeeping callbacks."""
 
-    def __init__(
-        self,
-        sender: Sender,
-        dead_letters: DeadLetterWriter,
-        metrics: Metrics,
-        settings: DeliverySettings,
-        clock: Clock,
-        jitter: Callable[[], float],
-        on_finished: Callable[[Delivery, Outcome], None],
-    ) -> None:
-        self.sender = sender
-        self.dead_letters = dead_letters
-        self.metrics = metrics
-        self.settings = settings
-        self.clock = clock
-        self.jitter = jitter
-        self.on_finished = on_finished
+    sender: Sender
+    dead_letters: DeadLetterWriter
+    metrics: Metrics
+    settings: DeliverySettings
+    clock: Clock
+    jitter: Callable[[], float]
+    on_finished: Callable[[Delivery, Outcome], None]
 
 
 class Lane:
@@ -264,9 +256,7 @@ class Dispatcher:
         clock: Clock = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._ctx = _Context(
-            sender, dead_letters, metrics, settings, clock, jitter, self._finished
-        )
+        self._ctx = _Context(sender, dead_letters, metrics, settings, clock, jitter, self._finished)
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
         self.in_flight = 0
@@ -323,7 +313,9 @@ class Dispatcher:
         """Wait until nothing is queued or being sent (retry waits excluded), at most
         ``timeout_s`` seconds. Returns True when drained."""
         deadline = time.monotonic() + timeout_s
-        while self.busy and time.monotonic() < deadline:
+        # busy sums every lane and the dead-letter queue; a 50 ms poll during shutdown is
+        # simpler than a condition all of them would have to signal.
+        while self.busy and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return self.busy == 0
 

@@ -32,11 +32,15 @@ def redact_secrets(
         return event_dict
     for key, value in event_dict.items():
         if isinstance(value, str):
-            for secret in _SECRETS:
-                if secret in value:
-                    value = value.replace(secret, "***")
-            event_dict[key] = value
+            event_dict[key] = _redact(value)
     return event_dict
+
+
+def _redact(text: str) -> str:
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:

@@ -9,6 +9,7 @@ IPs. Durations are seconds.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
 from prometheus_client import (
@@ -125,7 +126,5 @@ class Metrics:
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop per-partition series of a revoked partition so they do not go stale."""
         for gauge in (self.consumer_lag, self.committed_offset):
-            try:
+            with contextlib.suppress(KeyError):
                 gauge.remove(topic, str(partition))
-            except KeyError:
-                pass

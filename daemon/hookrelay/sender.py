@@ -18,10 +18,11 @@ signing key, plus hookrelay's stable ``webhook-id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Protocol
 
 import aiohttp
@@ -162,7 +163,9 @@ class HttpSender:
         head: bytes,
         started: float,
     ) -> AttemptResult:
-        retry_on = hook.retry_on_status if hook.retry_on_status is not None else DEFAULT_RETRYABLE_4XX
+        retry_on = (
+            hook.retry_on_status if hook.retry_on_status is not None else DEFAULT_RETRYABLE_4XX
+        )
         error, retryable = classify_status(status, retry_on)
         retry_after = None
         if error is not None and retryable:
@@ -178,7 +181,5 @@ def _failed(error: str, started: float, *, retryable: bool = True) -> AttemptRes
 
 async def close_quietly(sender: HttpSender, timeout_s: float = 5.0) -> None:
     """Close ``sender`` within ``timeout_s``; a hung close is abandoned, not awaited forever."""
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(sender.close(), timeout_s)
-    except TimeoutError:
-        pass

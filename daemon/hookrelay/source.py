@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -107,7 +108,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self._revoking.update(partitions)
         deadline = time.monotonic() + self._revoke_timeout_s
-        while self._tracker.unsettled(partitions) and time.monotonic() < deadline:
+        # Settlements come from many lanes; a short poll bounded by the deadline is enough.
+        while self._tracker.unsettled(partitions) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await self.commit(partitions)
         left = self._tracker.unsettled(partitions)
@@ -181,17 +183,18 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics.offsets_committed.inc()
         for tp, off in offsets.items():
             self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(off)
-        log.debug("offsets_committed", offsets={f"{t.topic}[{t.partition}]": o for t, o in offsets.items()})
+        log.debug(
+            "offsets_committed",
+            offsets={f"{t.topic}[{t.partition}]": o for t, o in offsets.items()},
+        )
         return True
 
     async def run_committer(self, stopping: asyncio.Event) -> None:
         """Commit every ``commit_interval_s`` and refresh the lag gauges, until stopping."""
         interval = self._settings.commit_interval_s
         while not stopping.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
-            except TimeoutError:
-                pass
             await self.commit()
             await self._update_lag()
 

@@ -1,0 +1,52 @@
+# hookrelay — the one command surface (README, CI and people run these targets).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+KAFKA  := $(PYTHON) deploy/kafka/kafkactl.py
+KAFKA_PORT ?= 9092
+
+.PHONY: help venv test unit integration lint fmt demo kafka-start kafka-stop kafka-status clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(BIN)/hookrelay: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,fast]'
+	@touch $@
+
+venv: $(BIN)/hookrelay  ## create the virtualenv with hookrelay and its dev tools
+
+test: venv  ## the whole suite: unit + integration against a real local Kafka broker
+	$(BIN)/pytest
+
+unit: venv  ## unit tests only (no broker)
+	$(BIN)/pytest tests/unit
+
+integration: venv  ## integration tests only (starts a broker)
+	$(BIN)/pytest tests/integration
+
+lint: venv  ## ruff format --check, ruff check, mypy --strict
+	$(BIN)/ruff format --check daemon tests deploy
+	$(BIN)/ruff check daemon tests deploy
+	$(BIN)/mypy --strict daemon/
+
+fmt: venv  ## apply ruff formatting and safe fixes
+	$(BIN)/ruff format daemon tests deploy
+	$(BIN)/ruff check --fix daemon tests deploy
+
+demo: venv  ## local Kafka + demo receiver + daemon on config/, publish every event, verify
+	$(BIN)/python deploy/demo/run_demo.py
+
+kafka-start:  ## start the local broker on KAFKA_PORT (default 9092)
+	$(KAFKA) start --port $(KAFKA_PORT)
+
+kafka-stop:  ## stop the local broker on KAFKA_PORT
+	$(KAFKA) stop --data-dir .cache/kafka-data/$(KAFKA_PORT)
+
+kafka-status:
+	$(KAFKA) status --data-dir .cache/kafka-data/$(KAFKA_PORT)
+
+clean:  ## remove the virtualenv and caches (keeps downloaded Kafka jars)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

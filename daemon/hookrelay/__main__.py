@@ -1,0 +1,7 @@
+"""``python -m hookrelay`` is the same as the ``hookrelay`` command."""
+
+import sys
+
+from hookrelay.cli import main
+
+sys.exit(main())

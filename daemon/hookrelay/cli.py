@@ -1,0 +1,225 @@
+"""The ``hookrelay`` command line.
+
+::
+
+    hookrelay run       -c FILE                  the daemon (foreground, logs to stdout)
+    hookrelay check     -c FILE                  validate configuration (exit 0/1/2)
+    hookrelay produce   -c FILE [--topic T] FILE|-   publish JSON / JSON-lines events
+    hookrelay send-test -c FILE HOOK_ID [--event NAME]   one Logto-style test POST
+
+Exit codes: 0 success; 1 invalid configuration, failed delivery or runtime error;
+2 usage error (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hookrelay import __version__
+from hookrelay.catalogue import KNOWN_EVENTS
+from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.errors import ConfigError, InvalidEventError
+
+DEFAULT_CONFIG = "config/hookrelay.yaml"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hookrelay",
+        description=(
+            "Consume Logto identity events from Kafka and deliver them as Logto-compatible, "
+            "signed webhooks with rate limits, retries and a dead-letter topic."
+        ),
+        epilog="Configuration reference: config/hookrelay.yaml and config/hooks.yaml.",
+    )
+    parser.add_argument("--version", action="version", version=f"hookrelay {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "-c", "--config", default=os.environ.get("HOOKRELAY_CONFIG", DEFAULT_CONFIG),
+            help="daemon settings file (default: $HOOKRELAY_CONFIG or %(default)s)",
+        )  # fmt: skip
+        return p
+
+    add("run", "Run the daemon in the foreground until SIGTERM/SIGINT.")
+    add("check", "Validate the configuration; print problems with file, line and key.")
+    produce = add(
+        "produce", "Publish events (a JSON object, a JSON array, or JSON lines) to Kafka."
+    )
+    produce.add_argument("file", help="events file, or - for standard input")
+    produce.add_argument("--topic", help="topic to publish to (default: the first kafka.topics)")
+    produce.add_argument(
+        "--key-field", default=None,
+        help="use this top-level member of each event as the record key (e.g. userId)",
+    )  # fmt: skip
+    test = add("send-test", "POST one Logto-style test payload to a hook and print the answer.")
+    test.add_argument("hook_id", metavar="HOOK_ID", help="the hook's id from hooks.yaml")
+    test.add_argument("--event", default="PostRegister", help="event name (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hookrelay`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"hookrelay: invalid configuration ({len(e.issues)} problem(s)):", file=sys.stderr)
+        for issue in e.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_FAILED
+    handler = {"run": _run, "check": _check, "produce": _produce, "send-test": _send_test}
+    return handler[args.command](settings, args)
+
+
+def _check(settings: Settings, _args: argparse.Namespace) -> int:
+    for warning in config_warnings(settings):
+        print(f"warning: {warning}")
+    enabled = sum(1 for h in settings.hooks if h.enabled)
+    print(f"{settings.source_file}: ok ({len(settings.hooks)} hooks, {enabled} enabled)")
+    return EXIT_OK
+
+
+def _event_loop_policy() -> None:
+    try:
+        import uvloop  # noqa: PLC0415  (optional speed-up, installed with the 'fast' extra)
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from hookrelay.app import Daemon  # noqa: PLC0415  (keeps `check` free of aiokafka start-up)
+    from hookrelay.logs import configure_logging, get_logger, register_secrets  # noqa: PLC0415
+
+    configure_logging(settings.logging.level, settings.logging.format)
+    register_secrets(h.signing_key.get_secret_value() for h in settings.hooks if h.signing_key)
+    _event_loop_policy()
+
+    async def run() -> int:
+        daemon = Daemon(settings)
+        daemon.install_signal_handlers()
+        return await daemon.run()
+
+    try:
+        return asyncio.run(run())
+    except Exception as e:
+        get_logger("hookrelay.cli").exception("daemon_failed", error=f"{type(e).__name__}: {e}")
+        return EXIT_FAILED
+
+
+def _read_events(source: str) -> list[bytes]:
+    """Event values from a file: a JSON array, or one JSON object per line (blank lines and
+    ``#`` comments skipped). JSON-lines values keep the producer's exact bytes."""
+    raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    stripped = raw.lstrip()
+    if stripped.startswith(b"["):
+        return [orjson.dumps(item) for item in orjson.loads(stripped)]
+    lines = (line.strip() for line in raw.splitlines())
+    return [line for line in lines if line and not line.startswith(b"#")]
+
+
+def _record_key(value: bytes, key_field: str | None) -> bytes | None:
+    if key_field is None:
+        return None
+    try:
+        member = orjson.loads(value).get(key_field)
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return None if member is None else str(member).encode("utf-8")
+
+
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    try:
+        values = _read_events(args.file)
+    except (OSError, orjson.JSONDecodeError) as e:
+        print(f"hookrelay: cannot read events from {args.file}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    topic = args.topic or settings.kafka.topics[0]
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=list(settings.kafka.bootstrap_servers), acks="all", linger_ms=10
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(topic, value, key=_record_key(value, args.key_field))
+                for value in values
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(produce())
+    except Exception as e:
+        print(f"hookrelay: producing to {topic} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"produced {len(values)} events to {topic}")
+    return EXIT_OK
+
+
+def _send_test(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.decode import decode  # noqa: PLC0415
+    from hookrelay.model import Origin  # noqa: PLC0415
+    from hookrelay.sender import HttpSender  # noqa: PLC0415
+    from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id  # noqa: PLC0415
+    from hookrelay.testpayload import test_payload  # noqa: PLC0415
+
+    hook = next((h for h in settings.hooks if h.id == args.hook_id), None)
+    if hook is None:
+        known = ", ".join(h.id for h in settings.hooks) or "none"
+        print(f"hookrelay: no hook with id {args.hook_id!r} (known: {known})", file=sys.stderr)
+        return EXIT_USAGE
+    if args.event not in KNOWN_EVENTS:
+        print(f"warning: {args.event!r} is not a known Logto hook event", file=sys.stderr)
+    if not hook.enabled:
+        print(f"note: hook {hook.id!r} is disabled; sending the test anyway", file=sys.stderr)
+    now_ms = int(time.time() * 1000)
+    try:
+        event = decode(
+            test_payload(args.event), None, Origin("send-test", 0, now_ms, now_ms), 1 << 20
+        )
+    except InvalidEventError as e:  # pragma: no cover - test_payload always builds valid JSON
+        print(f"hookrelay: bad test payload: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    body = splice_hook_id(event.body_head, event.empty, hook_id_member(hook.id))
+    did = delivery_id("send-test", 0, now_ms, hook.id)
+
+    async def send() -> Any:
+        sender = HttpSender(settings.http, settings.delivery.max_retry_after_s)
+        await sender.start()
+        try:
+            return await sender.attempt(hook, did, body)
+        finally:
+            await sender.close()
+
+    result = asyncio.run(send())
+    signed = "signed" if hook.signing_key is not None else "unsigned"
+    print(f"POST {hook.url}  event={args.event}  webhook-id={did}  ({signed})")
+    if result.status is not None:
+        print(f"status: {result.status}  ({result.duration_s * 1000:.0f} ms)")
+        print(result.response_head[:1024].decode("utf-8", "replace"))
+    if not result.ok:
+        print(f"hookrelay: test delivery failed: {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The decoder accepts valid events byte-faithfully and names why others are invalid."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from hookrelay.decode import decode
+from hookrelay.errors import InvalidEventError
+from hookrelay.model import Origin
+from hookrelay.signing import hook_id_member, splice_hook_id
+
+ORIGIN = Origin("identity.events", 0, 7, 1_700_000_000_000)
+VALID = b'{"event":"User.Created","createdAt":"2026-08-21T09:15:42.123Z","data":{"id":"u1"}}'
+
+
+def body_for(value: bytes, hook_id: str = "h") -> bytes:
+    event = decode(value, None, ORIGIN, 1 << 20)
+    return splice_hook_id(event.body_head, event.empty, hook_id_member(hook_id))
+
+
+def test_valid_event_keeps_the_producers_bytes() -> None:
+    event = decode(VALID, b"k", ORIGIN, 1 << 20)
+    assert event.name == "User.Created"
+    assert event.created_at == "2026-08-21T09:15:42.123Z"
+    assert event.raw is VALID and event.key == b"k" and event.origin == ORIGIN
+    assert body_for(VALID) == VALID[:-1] + b',"hookId":"h"}'
+
+
+def test_number_formatting_and_escapes_survive_untouched() -> None:
+    value = (
+        b'{"event":"User.Data.Updated","createdAt":"2026-01-01T00:00:00.000Z",'
+        b'"a":1.50,"b":1e3,"c":123456789012345678901234567890,"d":"Zo\\u00eb \\ud83d\\ude00"}'
+    )
+    assert body_for(value) == value[:-1] + b',"hookId":"h"}'
+
+
+def test_surrounding_whitespace_is_trimmed_before_splicing() -> None:
+    assert body_for(b"  " + VALID + b"\n") == VALID[:-1] + b',"hookId":"h"}'
+
+
+def test_existing_hook_id_is_replaced_not_duplicated() -> None:
+    value = b'{"hookId":"spoofed","event":"PostSignIn","createdAt":"2026-01-01T00:00:00.000Z"}'
+    body = body_for(value, "real")
+    parsed = orjson.loads(body)
+    assert parsed["hookId"] == "real"
+    assert body.count(b"hookId") == 1
+    assert list(parsed)[-1] == "hookId"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"not json", "not_json"),
+        (b'{"event":"x","createdAt":"2026-01-01T00:00:00Z"', "not_json"),
+        (b'\xff{"event":"x"}', "not_json"),
+        (b'{"event":"\xc3\x28","createdAt":"2026-01-01T00:00:00Z"}', "not_json"),
+        (b'[{"event":"User.Created"}]', "not_object"),
+        (b'"User.Created"', "not_object"),
+        (b'{"createdAt":"2026-01-01T00:00:00.000Z"}', "missing_event"),
+        (b'{"event":"","createdAt":"2026-01-01T00:00:00.000Z"}', "missing_event"),
+        (b'{"event":42,"createdAt":"2026-01-01T00:00:00.000Z"}', "missing_event"),
+        (b'{"event":"User.Created"}', "bad_created_at"),
+        (b'{"event":"User.Created","createdAt":1700000000000}', "bad_created_at"),
+        (b'{"event":"User.Created","createdAt":"yesterday"}', "bad_created_at"),
+    ],
+)
+def test_invalid_records_are_refused_with_a_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        decode(value, None, ORIGIN, 1 << 20)
+    assert caught.value.reason == reason
+
+
+def test_oversized_record_is_refused_before_parsing() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        decode(VALID, None, ORIGIN, len(VALID) - 1)
+    assert caught.value.reason == "oversized"
+    assert str(len(VALID)) in caught.value.detail

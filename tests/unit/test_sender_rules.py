@@ -1,0 +1,53 @@
+"""Outcome classification and Retry-After parsing."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from hookrelay.sender import DEFAULT_RETRYABLE_4XX, classify_status, parse_retry_after
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retryable"),
+    [
+        (200, None, False),
+        (204, None, False),
+        (301, "redirect 301 not followed", False),
+        (307, "redirect 307 not followed", False),
+        (400, "http 400", False),
+        (404, "http 404", False),
+        (410, "http 410", False),
+        (408, "http 408", True),
+        (425, "http 425", True),
+        (429, "http 429", True),
+        (500, "http 500", True),
+        (503, "http 503", True),
+    ],
+)
+def test_status_classes(status: int, error: str | None, retryable: bool) -> None:
+    assert classify_status(status, DEFAULT_RETRYABLE_4XX) == (error, retryable)
+
+
+def test_per_hook_retryable_4xx_override() -> None:
+    assert classify_status(409, (409,)) == ("http 409", True)
+    assert classify_status(429, (409,)) == ("http 429", False)
+
+
+def test_retry_after_delta_seconds_is_capped() -> None:
+    assert parse_retry_after("120", cap_s=3600) == 120.0
+    assert parse_retry_after("999999", cap_s=3600) == 3600.0
+
+
+def test_retry_after_http_date() -> None:
+    now = 1_800_000_000.0
+    header = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(header, cap_s=3600, now=now) == pytest.approx(30.0)
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after(past, cap_s=3600, now=now) == 0.0
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5e3", "Mon, 99 Foo 2026"])
+def test_nonsense_retry_after_falls_back_to_the_schedule(value: str | None) -> None:
+    assert parse_retry_after(value, cap_s=3600) is None
