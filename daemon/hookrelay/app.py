@@ -137,6 +137,7 @@ class Daemon:
         )
         self._producer_started = False
         self._signals = 0
+        self._hard_deadline: threading.Timer | None = None
 
     def not_ready_reasons(self) -> list[str]:
         """Why the daemon is not ready (empty list: ready)."""
@@ -152,18 +153,24 @@ class Daemon:
         return reasons
 
     def request_stop(self) -> None:
-        """Begin a graceful shutdown (what SIGTERM/SIGINT do); a second call exits at once."""
-        self._signals += 1
-        if self._signals > 1:
-            log.error("second_signal_exiting_now")
-            os._exit(EXIT_SECOND_SIGNAL)
+        """Begin a graceful shutdown and arm the hard deadline; idempotent."""
         if self.stopping.is_set():
             return
         log.info("shutdown_requested", grace_s=self.settings.shutdown.grace_s)
         self.stopping.set()
-        timer = threading.Timer(self.settings.shutdown.hard_deadline_s, self._hard_exit)
-        timer.daemon = True
-        timer.start()
+        deadline = self.settings.shutdown.hard_deadline_s
+        self._hard_deadline = threading.Timer(deadline, self._hard_exit)
+        self._hard_deadline.daemon = True
+        self._hard_deadline.start()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            # The operator asked twice: they want out now, drain or not.
+            log.error("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(EXIT_SECOND_SIGNAL)
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        self.request_stop()
 
     @staticmethod
     def _hard_exit() -> None:
@@ -174,7 +181,7 @@ class Daemon:
         """SIGTERM and SIGINT only set the stop flag (second one: immediate exit)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(sig, self._on_signal, sig)
 
     async def run(self) -> int:
         """Start everything, run until stopped, shut down in order; return the exit status."""
@@ -193,6 +200,8 @@ class Daemon:
                 watchdog.cancel()
         finally:
             await self._close()
+            if self._hard_deadline is not None:
+                self._hard_deadline.cancel()
         log.info("daemon_stopped")
         return 0
 

@@ -22,7 +22,7 @@ from hookrelay.signing import (
     ("key", "body", "expected"),
     [
         # Logto's own test vectors (packages/core/src/libraries/hook/utils.test.ts).
-        ("foo", b'{"bar":"bar","foo":"foo"}', "436958f1dbfefab37712fb3927760490fbf7757da8c0b2306ee7b485f0360eee"),
+        ("foo", b'{"bar":"bar","foo":"foo"}', "436958f1dbfefab37712fb3927760490fbf7757da8c0b2306ee7b485f0360eee"),  # noqa: E501
         ("foo", b"{}", "c76356efa19d219d1d7e08ccb20b1d26db53b143156f406c99dcb8e0876d6c55"),
     ],
 )  # fmt: skip
@@ -41,7 +41,9 @@ def test_signer_reuses_keyed_state_without_mixing_messages() -> None:
 def test_signing_key_is_used_as_utf8_text_not_decoded() -> None:
     key = "c2VjcmV0"  # looks like base64; Logto still uses the text itself
     assert logto_signature(key, b"{}") == hmac.new(key.encode(), b"{}", hashlib.sha256).hexdigest()
-    assert logto_signature("clé", b"{}") == hmac.new("clé".encode(), b"{}", hashlib.sha256).hexdigest()
+    assert (
+        logto_signature("clé", b"{}") == hmac.new("clé".encode(), b"{}", hashlib.sha256).hexdigest()
+    )
 
 
 def test_verify_accepts_uppercase_hex_and_rejects_other_bodies() -> None:

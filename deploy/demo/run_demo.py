@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""``make demo``: the whole path on real components, then a one-line verdict.
+
+1. start a throw-away local Kafka broker on the port ``config/hookrelay.yaml`` names;
+2. create the event topic and the dead-letter topic;
+3. start the demo receiver (verifies Logto signatures) on 127.0.0.1:8787;
+4. start ``hookrelay run -c config/hookrelay.yaml`` and wait until ``/readyz`` is true;
+5. publish ``deploy/demo/events.jsonl`` (every catalogue event, all three payload families)
+   with ``hookrelay produce``;
+6. wait until every expected (event, hook) webhook arrived, and print the summary;
+7. stop the daemon (SIGTERM, expects exit 0), the receiver and the broker.
+
+Exit status 0 only when every expected webhook arrived exactly once with a valid signature
+(or unsigned, for hooks without a signing key) and nothing unexpected arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from hookrelay.config import load_settings
+
+from hookrelay.router import Router
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "hookrelay.yaml"
+EVENTS = ROOT / "deploy" / "demo" / "events.jsonl"
+KEYS = ROOT / "deploy" / "demo" / "keys"
+RECEIVER_PORT = 8787
+BIN = Path(sys.executable).parent
+
+
+def say(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+def get_json(url: str, timeout_s: float = 2.0) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def wait_for(url: str, what: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"demo: {what} exited early with status {process.returncode}")
+        try:
+            get_json(url)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"demo: {what} not ready after {timeout_s:.0f}s ({url})")
+
+
+def expected_pairs() -> collections.Counter[tuple[str, str]]:
+    """(hook id, event) → count, from the shipped hooks and the events file."""
+    router = Router(load_settings(CONFIG).hooks)
+    pairs: collections.Counter[tuple[str, str]] = collections.Counter()
+    for line in EVENTS.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            name = json.loads(line)["event"]
+            pairs.update((hook.id, name) for hook in router.match(name))
+    return pairs
+
+
+def start_kafka(stack: ExitStack, port: int) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="hookrelay-demo-kafka-"))
+    kafkactl = [sys.executable, str(ROOT / "deploy" / "kafka" / "kafkactl.py")]
+    say(f"starting Kafka on 127.0.0.1:{port} (first run downloads the broker jars)")
+    subprocess.run(
+        [*kafkactl, "start", "--port", str(port), "--data-dir", str(data_dir)], check=True
+    )
+    stack.callback(subprocess.run, [*kafkactl, "stop", "--data-dir", str(data_dir)], check=False)
+
+
+async def create_topics(bootstrap: str, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for topic in topics:
+            with suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+
+
+def start_process(stack: ExitStack, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    log = stack.enter_context(log_path.open("wb"))
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    stack.callback(stop)
+    return process
+
+
+def await_deliveries(
+    expected: collections.Counter[tuple[str, str]], timeout_s: float
+) -> dict[str, object]:
+    total = sum(expected.values())
+    deadline = time.monotonic() + timeout_s
+    stats = get_json(f"http://127.0.0.1:{RECEIVER_PORT}/stats")
+    while time.monotonic() < deadline:
+        stats = get_json(f"http://127.0.0.1:{RECEIVER_PORT}/stats")
+        if int(stats["received"]) >= total:  # type: ignore[call-overload]
+            time.sleep(1.0)  # let anything unexpected arrive before judging
+            return get_json(f"http://127.0.0.1:{RECEIVER_PORT}/stats")
+        time.sleep(0.25)
+    return stats
+
+
+def verdict(expected: collections.Counter[tuple[str, str]], stats: dict[str, object]) -> bool:
+    deliveries = stats["deliveries"]
+    assert isinstance(deliveries, list)
+    got = collections.Counter((hook, event) for hook, event, _ in deliveries)
+    total = sum(expected.values())
+    delivered = sum((got & expected).values())
+    missing, unexpected = expected - got, got - expected
+    by_hook = collections.Counter(hook for hook, _ in expected.elements())
+    for hook, count in sorted(by_hook.items()):
+        say(f"  {hook:<18} {got_for(got, hook):>3}/{count:<3} webhooks")
+    ok = not missing and not unexpected and stats["bad_signature"] == 0
+    if missing:
+        say(f"missing: {sorted(missing.elements())[:10]}")
+    if unexpected:
+        say(f"unexpected: {sorted(unexpected.elements())[:10]}")
+    state = (
+        "signatures verified"
+        if stats["bad_signature"] == 0
+        else f"{stats['bad_signature']} BAD signatures"
+    )
+    say(f"{delivered}/{total} webhooks delivered, {state}")
+    say(f"  ({stats['verified']} signed and verified, {stats['unsigned']} unsigned by design)")
+    return ok
+
+
+def got_for(got: collections.Counter[tuple[str, str]], hook: str) -> int:
+    return sum(n for (h, _), n in got.items() if h == hook)
+
+
+def main() -> int:
+    settings = load_settings(CONFIG)
+    bootstrap = settings.kafka.bootstrap_servers[0]
+    port = int(bootstrap.rsplit(":", 1)[1])
+    expected = expected_pairs()
+    logs = Path(tempfile.mkdtemp(prefix="hookrelay-demo-logs-"))
+    with ExitStack() as stack:
+        start_kafka(stack, port)
+        asyncio.run(create_topics(bootstrap, [*settings.kafka.topics, settings.dead_letter_topic]))
+        receiver = start_process(
+            stack,
+            [
+                sys.executable,
+                "deploy/demo/receiver.py",
+                "--port",
+                str(RECEIVER_PORT),
+                "--keys-dir",
+                str(KEYS),
+            ],
+            logs / "receiver.log",
+        )
+        wait_for(f"http://127.0.0.1:{RECEIVER_PORT}/stats", "demo receiver", 15, receiver)
+        daemon = start_process(
+            stack, [str(BIN / "hookrelay"), "run", "-c", str(CONFIG)], logs / "daemon.log"
+        )
+        admin = f"http://{settings.admin.host}:{settings.admin.port}"
+        wait_for(f"{admin}/healthz", "hookrelay daemon", 30, daemon)
+        say(f"daemon running (admin {admin}); publishing {EVENTS.relative_to(ROOT)}")
+        subprocess.run(
+            [
+                str(BIN / "hookrelay"),
+                "produce",
+                "-c",
+                str(CONFIG),
+                str(EVENTS),
+                "--key-field",
+                "userId",
+            ],
+            check=True,
+        )
+        stats = await_deliveries(expected, timeout_s=60)
+        ok = verdict(expected, stats)
+        daemon.send_signal(signal.SIGTERM)
+        status = daemon.wait(30)
+        say(f"daemon stopped with exit status {status}; logs in {logs}")
+        ok = ok and status == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Helpers for integration tests: real config files, a real daemon, real Kafka reads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+from hookrelay.config import Settings, load_settings
+
+from hookrelay.app import Daemon
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses (topics, groups)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def write_config(
+    directory: Path,
+    bootstrap: str,
+    topic: str,
+    hooks: list[dict[str, Any]],
+    *,
+    group_id: str | None = None,
+    dead_letter_topic: str | None = None,
+    delivery: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a ``hookrelay.yaml`` with inline hooks (JSON is valid YAML 1.2) and return it."""
+    config: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": [bootstrap],
+            "topics": [topic],
+            "group_id": group_id or unique("group"),
+            "auto_offset_reset": "earliest",
+            "commit_interval_s": 0.2,
+            "session_timeout_s": 10,
+        },
+        "dead_letter_topic": dead_letter_topic or f"{topic}.dlq",
+        "http": {"timeout_s": 5},
+        "delivery": {"retry_schedule_s": [0.2, 0.4], "retry_jitter": 0.0, **(delivery or {})},
+        "admin": {"listen": "127.0.0.1:0"},
+        "logging": {"level": "info", "format": "json"},
+        "shutdown": {"grace_s": 3, "hard_deadline_s": 20},
+        "hooks": hooks,
+        **(extra or {}),
+    }
+    path = directory / f"hookrelay-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+    return path
+
+
+async def wait_until(
+    predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` every 20 ms; raise ``TimeoutError`` naming ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
+    """Run a real ``Daemon`` in this event loop until the block exits, then stop it cleanly."""
+    daemon = Daemon(settings)
+    task = asyncio.create_task(daemon.run(), name="daemon-under-test")
+    try:
+        await wait_until(
+            lambda: task.done() or bool(daemon.source.started and daemon.tracker.partitions),
+            30.0,
+            "the daemon to join its consumer group",
+        )
+        if task.done():
+            task.result()  # surface a start-up failure
+        yield daemon
+    finally:
+        daemon.request_stop()
+        exit_code = await asyncio.wait_for(task, 30.0)
+        assert exit_code == 0
+
+
+def settings_for(path: Path) -> Settings:
+    return load_settings(path)
+
+
+async def produce(
+    bootstrap: str, topic: str, values: Iterable[bytes], *, partition: int | None = None
+) -> None:
+    """Publish ``values`` in order (acks=all) and wait for every acknowledgement."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, v, partition=partition) for v in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, count: int, timeout_s: float = 20.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read the first ``count`` records of ``topic`` (all partitions, from the beginning)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    if len(records) < count:
+        raise TimeoutError(f"{topic}: {len(records)} of {count} records after {timeout_s}s")
+    return records
+
+
+async def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
+    """The group's committed offsets as the broker reports them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0, what: str = "condition"
+) -> None:
+    """Like ``wait_until`` for an async check, polled every 100 ms."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    """A record's headers decoded as UTF-8 text."""
+    return {k: v.decode("utf-8") for k, v in record.headers}
