@@ -117,7 +117,9 @@ class AckTracker:
             if (state := self._partitions.get(TopicPartition(tp.topic, tp.partition)))
         )
 
-    def to_commit(self, partitions: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+    def to_commit(
+        self, partitions: list[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int]:
         """Offsets that moved since the last ``mark_committed``: ``{tp: next offset to read}``."""
         result: dict[TopicPartition, int] = {}
         for tp, state in self._partitions.items():
