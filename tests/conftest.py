@@ -1,0 +1,3 @@
+"""Shared pytest configuration for the hookrelay test suite."""
+
+pytest_plugins = ["tests.kafka_broker"]
