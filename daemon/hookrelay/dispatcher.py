@@ -214,7 +214,7 @@ class Lane:
             name,
             hook_id=self.hook.id,
             delivery_id=delivery.delivery_id,
-            event=delivery.event.name,
+            event_name=delivery.event.name,
             attempt=delivery.attempts,
             status=result.status,
             error=result.error,

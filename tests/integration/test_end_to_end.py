@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from hookrelay.catalogue import HOOK_EVENTS
 from tests.integration.harness import (
     committed_offsets,
     eventually,
@@ -20,8 +22,6 @@ from tests.integration.harness import (
 )
 from tests.kafka_broker import create_topics
 from tests.receiver import Receiver, Reply
-
-from hookrelay.catalogue import HOOK_EVENTS
 
 pytestmark = pytest.mark.integration
 
