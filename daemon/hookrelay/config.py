@@ -1,0 +1,1266 @@
+"""Configuration: two YAML files in, one frozen, validated ``Settings`` snapshot out.
+
+* The main file (``config/hookrelay.yaml``) holds the daemon's sections: ``kafka``,
+  ``dead_letter_topic``, ``http``, ``delivery``, ``admin``, ``logging``, ``shutdown``, and either
+  ``hooks_file`` (a path relative to the main file) or an inline ``hooks`` list. Every section is
+  optional; an empty file gives the defaults.
+* The hooks file (``config/hooks.yaml``) is a mapping with one key, ``hooks``.
+
+How a load goes::
+
+    text ─▶ ruamel round-trip tree ─▶ plain dicts/lists ─▶ pydantic models ─▶ Settings
+            (YAML 1.2, line numbers,    (${VAR} expanded,     (frozen, unknown keys
+             duplicate keys reported)    key path → line map)  refused)
+
+Every problem met on the way becomes a :class:`~hookrelay.errors.ConfigIssue` (file, line, key
+path such as ``hooks[2].rate_limit.per_second``, what was expected); :func:`load_settings` raises
+one :class:`~hookrelay.errors.ConfigError` with all of them, in file order. Messages never echo a
+value: values may be secrets, or come from the environment.
+
+YAML 1.2 means ``yes``/``no``/``on``/``off`` are text. Where text is expected, a YAML number or
+boolean is refused rather than converted (``0777`` is not silently ``"777"``); where a boolean is
+expected only ``true``/``false`` are accepted. ``${NAME}`` in any string value is replaced by the
+environment variable (an unset one is an error); ``$${`` writes a literal ``${``.
+
+The JSON Schemas under ``config/`` are generated from these models by :func:`json_schemas`;
+regenerate them with ``python -c "from hookrelay.config import write_json_schemas;
+write_json_schemas('config')"``. A unit test keeps the checked-in copies equal to the models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, get_args
+from urllib.parse import SplitResult, urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    PrivateAttr,
+    SecretStr,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import WithJsonSchema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from hookrelay import __version__
+from hookrelay.catalogue import KNOWN_EVENTS
+from hookrelay.errors import ConfigError, ConfigIssue
+
+__all__ = [
+    "RESERVED_HEADERS",
+    "AdminSettings",
+    "DeliverySettings",
+    "Hook",
+    "HttpSettings",
+    "KafkaSettings",
+    "LoggingSettings",
+    "RateLimit",
+    "Settings",
+    "ShutdownSettings",
+    "config_warnings",
+    "json_schemas",
+    "load_settings",
+    "write_json_schemas",
+]
+
+KeyPath = tuple[str | int, ...]
+"""A place in the configuration: mapping keys and list indexes, e.g. ``("hooks", 2, "url")``."""
+
+RESERVED_HEADERS: Final = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "logto-signature-sha-256",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+"""Header names (lowercase) that hookrelay sets itself; a hook's ``headers`` may not override them.
+``transfer-encoding`` is here with ``content-length`` because both decide the body's framing."""
+
+
+# ── Position bookkeeping ─────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """A position in a YAML file; ``line`` and ``column`` are 1-based."""
+
+    file: str
+    line: int
+    column: int
+
+
+def _key_path_text(path: KeyPath) -> str:
+    """``("hooks", 2, "url")`` → ``"hooks[2].url"``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
+
+
+class _SourceMap:
+    """Where each key path of one loaded configuration came from.
+
+    It travels with ``Settings`` as a private attribute so that :func:`config_warnings` can name
+    lines. It is not part of the settings' value: it compares equal to any other source map, so
+    two loads of the same content are equal even when comments moved the lines.
+    """
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.positions: dict[KeyPath, _Where] = {}
+        self.from_environment: set[KeyPath] = set()
+        self.inline_secrets: set[KeyPath] = set()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SourceMap)
+
+    def __hash__(self) -> int:
+        return 0
+
+    def locate(self, path: KeyPath) -> _Where | None:
+        """Position of ``path``, else of its nearest ancestor that has one, else ``None``."""
+        for end in range(len(path), -1, -1):
+            where = self.positions.get(path[:end])
+            if where is not None:
+                return where
+        return None
+
+    def issue(self, path: KeyPath, message: str, where: _Where | None = None) -> ConfigIssue:
+        """A ``ConfigIssue`` at ``where`` (default: the position of ``path``)."""
+        where = where or self.locate(path)
+        if where is None:
+            return ConfigIssue("", 0, 0, _key_path_text(path), message)
+        return ConfigIssue(where.file, where.line, where.column, _key_path_text(path), message)
+
+
+# ── Validation building blocks ───────────────────────────────────────────────────────────────────
+
+
+def _refuse(message: str, *, at: KeyPath = (), see: KeyPath | None = None) -> PydanticCustomError:
+    """A validation error carrying our own message.
+
+    ``at`` extends pydantic's location (relative to the value being validated) so the issue lands
+    on the right YAML line; ``see`` is a second place, relative the same way, whose file and line
+    are appended to the message (duplicates name both lines). The message must not contain
+    ``{at}`` or ``{see}``: pydantic fills those in from the context.
+    """
+    context: dict[str, Any] = {"at": at}
+    if see is not None:
+        context["see"] = see
+    return PydanticCustomError("hookrelay", message, context)
+
+
+def _no_bool(value: object) -> object:
+    """Refuse ``true``/``false`` where a number is expected (pydantic would read 1 and 0)."""
+    if isinstance(value, bool):
+        raise _refuse("expected a number, not true/false")
+    return value
+
+
+def _bool_from_text(value: object) -> object:
+    """Also accept the texts ``true``/``false``, so a boolean can come from ``${VAR}``."""
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    return value
+
+
+def _single_line(text: str) -> str:
+    if any(char in text for char in "\r\n\0"):
+        raise _refuse("expected a single line of text (no CR, LF or NUL)")
+    return text
+
+
+_HOST: Final = re.compile(r"[A-Za-z0-9._-]+")
+_PORT: Final = re.compile(r"[0-9]{1,5}")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_host_port(address: str) -> tuple[str, int] | None:
+    """``"host:port"`` or ``"[IPv6]:port"`` → ``(host, port)``, brackets removed; ``None`` if
+    malformed. Ports run 0-65535."""
+    if address.startswith("["):
+        host, _, port = address[1:].partition("]:")
+        valid_host = _is_ipv6(host)
+    else:
+        host, _, port = address.rpartition(":")
+        valid_host = _HOST.fullmatch(host) is not None
+    if not valid_host or _PORT.fullmatch(port) is None or int(port) > 65535:
+        return None
+    return host, int(port)
+
+
+def _check_listen(address: str) -> str:
+    if _split_host_port(address) is None:
+        raise _refuse("expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+    return address
+
+
+def _check_broker(address: str) -> str:
+    parsed = _split_host_port(address)
+    if parsed is None or parsed[1] == 0:
+        raise _refuse("expected host:port of a Kafka broker, e.g. 127.0.0.1:9092")
+    return address
+
+
+def _split_commas(value: object) -> object:
+    """``"a:9092, b:9092"`` → ``["a:9092", "b:9092"]``; any other value unchanged."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+_TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _check_topic(name: str) -> str:
+    if _TOPIC.fullmatch(name) is None or name in (".", ".."):
+        raise _refuse("expected a Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ -")
+    return name
+
+
+def _check_client_error(status: int) -> int:
+    if not 400 <= status <= 499:
+        raise _refuse("expected a 4xx status code (5xx are always retried)")
+    return status
+
+
+_HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
+
+
+def _check_hook_id(hook_id: str) -> str:
+    if _HOOK_ID.fullmatch(hook_id) is None:
+        raise _refuse("expected 1-21 characters of A-Z a-z 0-9 _ - (it is sent as hookId)")
+    return hook_id
+
+
+_EVENT_PATTERN: Final = re.compile(r"\*|[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*(?:\.\*)?")
+"""An exact name, a prefix wildcard (``Organization.*``) or ``*``; also in the JSON Schema."""
+
+
+def _check_event_pattern(pattern: str) -> str:
+    if _EVENT_PATTERN.fullmatch(pattern) is None:
+        raise _refuse(
+            "expected an event name like User.Created, a prefix wildcard like Organization.* or *"
+        )
+    return pattern
+
+
+def _check_url(url: str) -> str:
+    """Accept an absolute http(s) URL with a host and without userinfo; never echo it."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise _refuse("expected a URL without spaces or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise _refuse("expected an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise _refuse(
+            "credentials in the URL are refused: URLs end up in logs and proxies; "
+            "send them in headers (e.g. Authorization) instead"
+        )
+    if not parts.hostname:
+        raise _refuse("expected a URL with a host")
+    _check_url_port(parts)
+    return url
+
+
+def _check_url_port(parts: SplitResult) -> None:
+    try:
+        _ = parts.port
+    except ValueError:
+        raise _refuse("expected a port from 0 to 65535 after the host") from None
+
+
+def _check_signing_key(key: SecretStr) -> SecretStr:
+    if not key.get_secret_value():
+        raise _refuse("expected a non-empty signing key")
+    return key
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_header_name(name: str) -> str:
+    if _TOKEN.fullmatch(name) is None:
+        raise _refuse("expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
+    if name.lower() in RESERVED_HEADERS:
+        raise _refuse("this header is set by hookrelay and cannot be overridden")
+    return name
+
+
+def _pairs_as_mapping(value: object) -> object:
+    """Let code pass headers as the stored tuple of pairs; YAML gives a mapping."""
+    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        return dict(value)
+    return value
+
+
+def _mapping_as_pairs(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    seen: set[str] = set()
+    for name in headers:
+        if name.lower() in seen:
+            raise _refuse("header given twice (names are case-insensitive)", at=(name,))
+        seen.add(name.lower())
+    return tuple(headers.items())
+
+
+Number = Annotated[float, BeforeValidator(_no_bool)]
+Integer = Annotated[int, BeforeValidator(_no_bool)]
+Flag = Annotated[StrictBool, BeforeValidator(_bool_from_text)]
+NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+HeaderName = Annotated[StrictStr, AfterValidator(_check_header_name)]
+HeaderValue = Annotated[StrictStr, AfterValidator(_single_line)]
+TopicName = Annotated[
+    StrictStr,
+    AfterValidator(_check_topic),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_TOPIC.pattern})$"}),
+]
+BrokerAddress = Annotated[StrictStr, AfterValidator(_check_broker)]
+RetryableStatus = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_check_client_error)]
+EventPattern = Annotated[
+    StrictStr,
+    AfterValidator(_check_event_pattern),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_EVENT_PATTERN.pattern})$"}),
+]
+HookId = Annotated[
+    StrictStr,
+    AfterValidator(_check_hook_id),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_HOOK_ID.pattern})$"}),
+]
+
+
+def _header_pairs_schema(_source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    """Validate headers as a ``{name: value}`` mapping (errors per header, an object in the JSON
+    Schema) and keep them as an ordered, hashable tuple of ``(name, value)`` pairs."""
+    mapping = handler(dict[HeaderName, HeaderValue])
+    return core_schema.no_info_before_validator_function(
+        _pairs_as_mapping,
+        core_schema.no_info_after_validator_function(_mapping_as_pairs, mapping),
+        serialization=core_schema.plain_serializer_function_ser_schema(dict),
+    )
+
+
+HeaderPairs = Annotated[tuple[tuple[str, str], ...], GetPydanticSchema(_header_pairs_schema)]
+
+
+# ── Models ───────────────────────────────────────────────────────────────────────────────────────
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True
+    )
+
+
+class KafkaSettings(_Model):
+    """Section kafka: where identity events are consumed from."""
+
+    bootstrap_servers: Annotated[tuple[BrokerAddress, ...], BeforeValidator(_split_commas)] = Field(
+        ("127.0.0.1:9092",), min_length=1
+    )
+    """Brokers to contact first, as host:port; a list or one comma-separated string."""
+    topics: tuple[TopicName, ...] = Field(("identity.events",), min_length=1)
+    """Topics carrying identity events (one JSON event per record)."""
+    group_id: NonEmptyText = "hookrelay"
+    """Consumer group; replicas with the same group share the partitions."""
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a group without committed offsets starts reading."""
+    client_id: NonEmptyText = "hookrelay"
+    """Client id shown in broker logs and metrics."""
+    max_poll_records: Integer = Field(500, ge=1)
+    """Most records taken from the broker per fetch."""
+    commit_interval_s: Number = Field(1.0, gt=0)
+    """Seconds between offset commits of settled records."""
+    session_timeout_s: Number = Field(45.0, gt=0)
+    """Seconds without heartbeat before the broker gives this member's partitions away."""
+    max_poll_interval_s: Number = Field(300.0, gt=0)
+    """Seconds allowed between fetches before the member is considered stuck."""
+    request_timeout_s: Number = Field(30.0, gt=0)
+    """Seconds to wait for a broker answer."""
+
+
+class HttpSettings(_Model):
+    """Section http: the shared HTTP client that POSTs webhooks."""
+
+    timeout_s: Number = Field(10.0, gt=0)
+    """Seconds one delivery attempt may take in total (a hook's timeout_s overrides it)."""
+    connect_timeout_s: Number = Field(5.0, gt=0)
+    """Seconds to open a connection (part of timeout_s)."""
+    max_connections: Integer = Field(512, ge=1)
+    """Open connections across all endpoints."""
+    user_agent: HeaderValue = Field(f"hookrelay/{__version__}", min_length=1)
+    """user-agent header; "Logto (https://logto.io/)" makes requests look like Logto's own."""
+    max_response_bytes: Integer = Field(65536, ge=0)
+    """Most bytes of a response body read (kept for logs and the dead-letter topic)."""
+
+
+class DeliverySettings(_Model):
+    """Section delivery: retries, backpressure and which answers are retried."""
+
+    retry_schedule_s: tuple[Annotated[Number, Field(gt=0)], ...] = Field(
+        (5.0, 30.0, 120.0, 600.0, 3600.0, 18000.0, 36000.0), min_length=1
+    )
+    """Seconds to wait before each retry, non-decreasing; after the last one the delivery goes to
+    the dead-letter topic."""
+    retry_jitter: Number = Field(0.2, ge=0, le=1)
+    """Random spread of each retry delay, as a fraction (0.2 = ±20 %)."""
+    max_retry_after_s: Number = Field(3600.0, gt=0)
+    """Cap, in seconds, on an endpoint's Retry-After."""
+    max_in_flight: Integer = Field(10000, ge=1)
+    """Deliveries in flight across all hooks before the consumer pauses (backpressure)."""
+    resume_in_flight: Integer | None = Field(None, ge=1)
+    """The paused consumer resumes once fewer than this many deliveries are in flight; null means
+    80 % of max_in_flight. Must be below max_in_flight."""
+    max_event_bytes: Integer = Field(1_048_576, ge=1)
+    """Largest record value accepted as an event; larger ones go to the dead-letter topic."""
+    retry_on_status: tuple[RetryableStatus, ...] = (408, 425, 429)
+    """4xx answers that are retried; 5xx are always retried, other 4xx are permanent failures."""
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _delays_never_shrink(cls, delays: tuple[float, ...]) -> tuple[float, ...]:
+        for index in range(1, len(delays)):
+            if delays[index] < delays[index - 1]:
+                raise _refuse("expected delays in non-decreasing order", at=(index,))
+        return delays
+
+    @model_validator(mode="after")
+    def _resume_below_the_bound(self) -> DeliverySettings:
+        if self.resume_in_flight is not None and self.resume_in_flight >= self.max_in_flight:
+            raise _refuse("expected a number below max_in_flight", at=("resume_in_flight",))
+        return self
+
+    @property
+    def resume_below(self) -> int:
+        """Effective low-water mark (≥ 1): resume fetching when in-flight deliveries < this."""
+        if self.resume_in_flight is not None:
+            return self.resume_in_flight
+        return max(1, self.max_in_flight * 4 // 5)
+
+
+class AdminSettings(_Model):
+    """Section admin: the HTTP endpoint for /metrics, /healthz and /readyz."""
+
+    listen: Annotated[StrictStr, AfterValidator(_check_listen)] = "127.0.0.1:9464"
+    """host:port to listen on; IPv6 in brackets ([::1]:9464); port 0 picks a free port."""
+
+    @property
+    def host(self) -> str:
+        """The host part, without IPv6 brackets."""
+        return self._parsed[0]
+
+    @property
+    def port(self) -> int:
+        return self._parsed[1]
+
+    @property
+    def _parsed(self) -> tuple[str, int]:
+        parsed = _split_host_port(self.listen)
+        assert parsed is not None, "validated at construction"
+        return parsed
+
+
+class LoggingSettings(_Model):
+    """Section logging: structured logs on stdout."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level written."""
+    format: Literal["json", "console"] = "json"
+    """json: one JSON object per line (for collectors); console: coloured text for people."""
+
+
+class ShutdownSettings(_Model):
+    """Section shutdown: how a SIGTERM drains."""
+
+    grace_s: Number = Field(10.0, ge=0)
+    """Seconds to let in-flight deliveries finish before parking the rest."""
+    hard_deadline_s: Number = Field(30.0, gt=0)
+    """Seconds after which the process exits whatever is left; must exceed grace_s."""
+
+    @model_validator(mode="after")
+    def _deadline_after_grace(self) -> ShutdownSettings:
+        if self.hard_deadline_s <= self.grace_s:
+            raise _refuse("expected a number greater than grace_s", at=("hard_deadline_s",))
+        return self
+
+
+class RateLimit(_Model):
+    """A token bucket: per_second tokens flow in, at most capacity are stored."""
+
+    per_second: Number = Field(gt=0)
+    """Deliveries per second allowed on average."""
+    burst: Integer | None = Field(None, ge=1)
+    """Deliveries allowed at once after a quiet period; null means ceil(per_second)."""
+
+    @property
+    def capacity(self) -> int:
+        """Effective bucket size: ``burst``, or ``max(1, ceil(per_second))``."""
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.per_second))
+
+
+class Hook(_Model):
+    """A hook subscription: which events go to which endpoint, and how."""
+
+    id: HookId
+    """1-21 characters of A-Z a-z 0-9 _ -, unique; sent as hookId in every body."""
+    name: StrictStr = ""
+    """Free text for people."""
+    events: tuple[EventPattern, ...] = Field(min_length=1)
+    """Event names (User.Created), prefix wildcards (Organization.*) or "*" for every event."""
+    url: Annotated[StrictStr, AfterValidator(_check_url)]
+    """Endpoint receiving the POSTs: http or https, no user:password@ part."""
+    signing_key: Annotated[SecretStr, AfterValidator(_check_signing_key)] | None = None
+    """Key for the logto-signature-sha-256 header (HMAC-SHA256 of the body); no key, no header.
+    Write ${VAR}, or use signing_key_file, to keep it out of the file."""
+    headers: HeaderPairs = Field((), json_schema_extra={"default": {}})
+    """Extra request headers, name: value; hookrelay's own headers cannot be overridden."""
+    enabled: Flag = True
+    """false keeps the hook configured but sends it nothing."""
+    rate_limit: RateLimit | None = None
+    """Token bucket for this endpoint; null means unlimited."""
+    max_concurrency: Integer = Field(8, ge=1, le=1024)
+    """Requests in flight to this endpoint at once."""
+    timeout_s: Number | None = Field(None, gt=0)
+    """Seconds per attempt; null means http.timeout_s."""
+    retry_on_status: tuple[RetryableStatus, ...] | None = None
+    """4xx answers retried for this hook; null means delivery.retry_on_status."""
+
+    def effective_timeout_s(self, http: HttpSettings) -> float:
+        """Seconds one attempt may take: the hook's ``timeout_s``, else ``http.timeout_s``."""
+        return self.timeout_s if self.timeout_s is not None else http.timeout_s
+
+    def effective_retry_on_status(self, delivery: DeliverySettings) -> tuple[int, ...]:
+        """4xx statuses retried for this hook: its own list, else ``delivery.retry_on_status``."""
+        if self.retry_on_status is not None:
+            return self.retry_on_status
+        return delivery.retry_on_status
+
+    def is_retryable_status(self, status: int, delivery: DeliverySettings) -> bool:
+        """Whether an HTTP answer with ``status`` is retried: every 5xx, and the 4xx listed in
+        :meth:`effective_retry_on_status`. 2xx is success; 3xx and other 4xx are permanent."""
+        return 500 <= status <= 599 or status in self.effective_retry_on_status(delivery)
+
+
+class Settings(_Model):
+    """hookrelay's configuration: daemon settings and hook subscriptions."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    """Where events are consumed from."""
+    dead_letter_topic: TopicName = "hookrelay.dlq"
+    """Topic receiving invalid records and deliveries that used up their retries."""
+    http: HttpSettings = HttpSettings()
+    """The HTTP client."""
+    delivery: DeliverySettings = DeliverySettings()
+    """Retries and backpressure."""
+    admin: AdminSettings = AdminSettings()
+    """The /metrics, /healthz and /readyz endpoint."""
+    logging: LoggingSettings = LoggingSettings()
+    """Structured logs on stdout."""
+    shutdown: ShutdownSettings = ShutdownSettings()
+    """Draining on SIGTERM."""
+    hooks: tuple[Hook, ...] = ()
+    """Hook subscriptions written inline (or loaded from hooks_file)."""
+    source_file: StrictStr = ""
+    """Absolute path of the main file loaded; empty for settings built in code."""
+    hooks_file: StrictStr | None = None
+    """In the file: the hooks file, relative to the main file. Loaded: its absolute path."""
+
+    _source: _SourceMap = PrivateAttr(default_factory=_SourceMap)
+
+    @field_validator("hooks")
+    @classmethod
+    def _hook_ids_are_unique(cls, hooks: tuple[Hook, ...]) -> tuple[Hook, ...]:
+        first: dict[str, int] = {}
+        for index, hook in enumerate(hooks):
+            if hook.id in first:
+                earlier = first[hook.id]
+                raise _refuse(
+                    f"duplicate hook id; already used by hooks[{earlier}]",
+                    at=(index, "id"),
+                    see=(earlier, "id"),
+                )
+            first[hook.id] = index
+        return hooks
+
+    @model_validator(mode="after")
+    def _dead_letters_are_not_consumed(self) -> Settings:
+        if self.dead_letter_topic in self.kafka.topics:
+            raise _refuse(
+                "expected a topic not listed in kafka.topics (hookrelay would consume its own "
+                "dead letters)",
+                at=("dead_letter_topic",),
+            )
+        return self
+
+
+class _HooksFile(_Model):
+    """hooks.yaml: hookrelay's hook subscriptions."""
+
+    hooks: tuple[Hook, ...]
+    """Hook subscriptions."""
+
+
+# ── Reading YAML ─────────────────────────────────────────────────────────────────────────────────
+
+_BROKEN: Final = object()
+"""Marks a file that could not be read or parsed (its issue is already recorded)."""
+
+_OLD_YAML_DIRECTIVE: Final = re.compile(r"^%YAML[ \t]+1\.[01]\b", re.MULTILINE)
+_REFERENCE: Final = re.compile(r"\$\$\{|\$\{(?P<name>[^}]*)(?P<close>\})?")
+_VARIABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _expand(text: str, env: Mapping[str, str]) -> tuple[str, list[str], bool]:
+    """Replace ``${NAME}`` by ``env[NAME]`` and ``$${`` by ``${``, in one pass.
+
+    Returns ``(text, problems, substituted)``: problems name the variable, never its value;
+    ``substituted`` says whether any variable was used.
+    """
+    problems: list[str] = []
+    used: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name is None:
+            return "${"
+        if match.group("close") is None or _VARIABLE_NAME.fullmatch(name) is None:
+            problems.append("malformed ${...}; expected ${NAME}, or $${ for a literal ${")
+        elif name not in env:
+            problems.append(f"environment variable {name} is not set")
+        else:
+            used.append(name)
+            return env[name]
+        return ""
+
+    return _REFERENCE.sub(substitute, text), problems, bool(used)
+
+
+def _key_where(node: CommentedMap, key: Any, file: str) -> _Where:
+    try:
+        line, column = node.lc.key(key)
+    except KeyError:  # a key merged in with `<<: *anchor` has no position of its own
+        line, column = node.lc.line, node.lc.col
+    return _Where(file, line + 1, column + 1)
+
+
+def _item_where(node: CommentedSeq, index: int, file: str) -> _Where:
+    try:
+        line, column = node.lc.item(index)
+    except KeyError:
+        line, column = node.lc.line, node.lc.col
+    return _Where(file, line + 1, column + 1)
+
+
+def _first_line(tree: Any) -> int:
+    if isinstance(tree, CommentedMap | CommentedSeq):
+        return int(tree.lc.line) + 1
+    return 1
+
+
+def _yaml_issue(file: str, error: YAMLError) -> ConfigIssue:
+    """A parse error as an issue. Built from the problem text only: ``str(error)`` quotes the
+    offending source line, which may hold a secret."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "context", None)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    return ConfigIssue(file, line, column, "", f"invalid YAML: {problem or 'cannot parse'}")
+
+
+def _duplicate_keys(root: Node | None, file: str) -> list[ConfigIssue]:
+    """Issues for repeated keys anywhere in a composed YAML node tree, naming both lines."""
+    issues: list[ConfigIssue] = []
+    pending: list[tuple[Node, KeyPath]] = [] if root is None else [(root, ())]
+    seen: set[int] = set()
+    while pending:
+        node, path = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, SequenceNode):
+            pending.extend((item, (*path, index)) for index, item in enumerate(node.value))
+        elif isinstance(node, MappingNode):
+            pending.extend(_mapping_children(node, path, file, issues))
+    return issues
+
+
+def _mapping_children(
+    node: MappingNode, path: KeyPath, file: str, issues: list[ConfigIssue]
+) -> list[tuple[Node, KeyPath]]:
+    first_line: dict[tuple[str, str], int] = {}
+    children: list[tuple[Node, KeyPath]] = []
+    for key, value in node.value:
+        if not isinstance(key, ScalarNode):
+            continue
+        here = (*path, str(key.value))
+        identity = (str(key.tag), str(key.value))
+        if identity in first_line:
+            mark = key.start_mark
+            message = f"duplicate key '{key.value}' (first at line {first_line[identity]})"
+            where = (file, mark.line + 1, mark.column + 1)
+            issues.append(ConfigIssue(*where, _key_path_text(here), message))
+        else:
+            first_line[identity] = key.start_mark.line + 1
+        children.append((value, here))
+    return children
+
+
+# ── Loading ──────────────────────────────────────────────────────────────────────────────────────
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the main configuration file at ``path`` (and the hooks file it names).
+
+    ``env`` supplies ``${VAR}`` values (default: ``os.environ``). Signing key files and the hooks
+    file are read relative to the YAML file that names them.
+
+    Returns a frozen ``Settings`` whose ``source_file``/``hooks_file`` are absolute paths.
+    Raises ``ConfigError`` listing every issue found, in file order (main file first); each names
+    the file, line and key path, says what was expected, and never echoes a value.
+    """
+    loader = _Loader(os.environ if env is None else env)
+    settings = loader.load(Path(path))
+    if settings is None or loader.issues:
+        raise ConfigError(loader.sorted_issues())
+    return settings
+
+
+def _strip_one_newline(text: str) -> str:
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
+
+
+def _read_key_file(file: Path) -> tuple[str | None, str | None]:
+    """``(key, None)`` or ``(None, problem)``; the problem names the file, never its content."""
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except OSError as e:
+        return None, f"cannot read signing key file {file}: {e.strerror or type(e).__name__}"
+    except UnicodeDecodeError:
+        return None, f"signing key file {file} is not UTF-8 text"
+    key = _strip_one_newline(text)
+    if not key:
+        return None, f"signing key file {file} is empty"
+    return key, None
+
+
+def _hook_mappings(data: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    hooks = data.get("hooks")
+    if isinstance(hooks, list):
+        for index, hook in enumerate(hooks):
+            if isinstance(hook, dict):
+                yield index, hook
+
+
+class _Loader:
+    """State of one :func:`load_settings` call: the environment, where every key came from,
+    and the issues found so far."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.source = _SourceMap()
+        self.issues: list[ConfigIssue] = []
+        self.failed: set[KeyPath] = set()  # already reported; validation errors there are noise
+
+    def load(self, main_file: Path) -> Settings | None:
+        tree = self._read_tree(main_file, cited_at=None)
+        if tree is _BROKEN:
+            return None
+        data = self._main_data(tree, str(main_file))
+        self._attach_hooks(data, main_file)
+        self._note_inline_secrets(data)
+        for index, hook in _hook_mappings(data):
+            if "signing_key_file" in hook:
+                self._read_signing_key_file(hook, ("hooks", index))
+        data["source_file"] = os.path.abspath(main_file)
+        return self._validate(data)
+
+    def sorted_issues(self) -> list[ConfigIssue]:
+        rank = {name: index for index, name in enumerate(self.source.files)}
+        return sorted(self.issues, key=lambda i: (rank.get(i.file, len(rank)), i.line, i.column))
+
+    def report(self, path: KeyPath, message: str, where: _Where | None = None) -> None:
+        self.issues.append(self.source.issue(path, message, where))
+
+    # Files and YAML
+
+    def _read_tree(self, file: Path, cited_at: KeyPath | None) -> Any:
+        """``file`` as a ruamel round-trip tree (``None`` when empty), or ``_BROKEN`` after
+        recording why it could not be read. ``cited_at`` is where another file names it."""
+        name = str(file)
+        self.source.files.append(name)
+        try:
+            text = file.read_bytes().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror
+            if cited_at is None:
+                self.issues.append(ConfigIssue(name, 0, 0, "", f"cannot read this file: {reason}"))
+            else:
+                self.report(cited_at, f"cannot read {name}: {reason}")
+                self.failed.add(cited_at)
+            return _BROKEN
+        return self._parse(name, text)
+
+    def _parse(self, name: str, text: str) -> Any:
+        directive = _OLD_YAML_DIRECTIVE.search(text)
+        if directive is not None:
+            line = text.count("\n", 0, directive.start()) + 1
+            message = "hookrelay reads YAML 1.2 only (1.1 turns yes/no/on/off into booleans)"
+            self.issues.append(ConfigIssue(name, line, 1, "", message))
+            return _BROKEN
+        yaml = YAML(typ="rt")
+        yaml.allow_duplicate_keys = True  # reported below, with both lines, and not fatal
+        try:
+            self.issues.extend(_duplicate_keys(yaml.compose(text), name))
+            return yaml.load(text)
+        except YAMLError as e:
+            self.issues.append(_yaml_issue(name, e))
+            return _BROKEN
+
+    def _plain(self, node: Any, path: KeyPath, file: str) -> Any:
+        """A ruamel value as plain dicts, lists, str, int, float, bool and None, with string
+        values ``${VAR}``-expanded and every key's position recorded. Other values (dates,
+        tagged scalars) are passed on for validation to refuse. (ruamel already turns a
+        recursive alias into ``None``, so this walk always ends.)"""
+        if isinstance(node, CommentedMap):
+            return self._mapping(node, path, file)
+        if isinstance(node, CommentedSeq):
+            return self._sequence(node, path, file)
+        if isinstance(node, str):
+            return self._expand(str(node), path)
+        if isinstance(node, bool | ScalarBoolean):
+            return bool(node)
+        if isinstance(node, int | float):
+            return int(node) if isinstance(node, int) else float(node)
+        return node
+
+    def _mapping(self, node: CommentedMap, path: KeyPath, file: str) -> dict[str, Any]:
+        plain: dict[str, Any] = {}
+        for key, value in node.items():
+            where = _key_where(node, key, file)
+            if not isinstance(key, str):
+                self.report(path, "expected text keys; quote this key", where)
+                continue
+            child = (*path, str(key))
+            self.source.positions[child] = where
+            plain[str(key)] = self._plain(value, child, file)
+        return plain
+
+    def _sequence(self, node: CommentedSeq, path: KeyPath, file: str) -> list[Any]:
+        plain: list[Any] = []
+        for index, value in enumerate(node):
+            child = (*path, index)
+            self.source.positions[child] = _item_where(node, index, file)
+            plain.append(self._plain(value, child, file))
+        return plain
+
+    def _expand(self, text: str, path: KeyPath) -> str:
+        if "${" not in text:
+            return text
+        expanded, problems, substituted = _expand(text, self.env)
+        for problem in problems:
+            self.report(path, problem)
+            self.failed.add(path)
+        if substituted:
+            self.source.from_environment.add(path)
+        return expanded
+
+    # The two files' shapes
+
+    def _main_data(self, tree: Any, file: str) -> dict[str, Any]:
+        self.source.positions[()] = _Where(file, _first_line(tree), 1)
+        if tree is None:
+            return {}
+        if not isinstance(tree, CommentedMap):
+            self.report((), "expected a mapping of sections (kafka, http, delivery, ...)")
+            return {}
+        data: dict[str, Any] = self._plain(tree, (), file)
+        if "source_file" in data:  # a Settings field, but set by the loader, not by the file
+            del data["source_file"]
+            self.report(("source_file",), _unknown_key_message("source_file", _file_keys(Settings)))
+        return data
+
+    def _attach_hooks(self, data: dict[str, Any], main_file: Path) -> None:
+        """Load the hooks file named by ``hooks_file`` into ``data["hooks"]``, and record its
+        absolute path in ``data["hooks_file"]``."""
+        relative = data.get("hooks_file")
+        if relative is None:
+            return
+        if "hooks" in data:
+            self.report(("hooks_file",), "use either hooks_file or an inline hooks list, not both")
+            data["hooks_file"] = None
+            return
+        if not isinstance(relative, str):
+            return  # validation refuses it with "expected a string"
+        hooks_path = main_file.parent / relative
+        data["hooks_file"] = os.path.abspath(hooks_path)
+        hooks = self._hooks_document(hooks_path)
+        if hooks is not _BROKEN:
+            data["hooks"] = hooks
+
+    def _hooks_document(self, hooks_path: Path) -> Any:
+        """The ``hooks`` value of the hooks file as plain data, or ``_BROKEN``."""
+        tree = self._read_tree(hooks_path, cited_at=("hooks_file",))
+        file = str(hooks_path)
+        if tree is _BROKEN:
+            return _BROKEN
+        if not isinstance(tree, CommentedMap):
+            message = "expected a mapping with a 'hooks' list"
+            self.issues.append(ConfigIssue(file, _first_line(tree), 1, "", message))
+            return _BROKEN
+        for key in tree:
+            if key != "hooks":
+                where = _key_where(tree, key, file)
+                message = _unknown_key_message(str(key), ("hooks",))
+                self.issues.append(ConfigIssue(file, where.line, where.column, str(key), message))
+        if "hooks" not in tree:
+            message = "missing required key 'hooks'"
+            self.issues.append(ConfigIssue(file, _first_line(tree), 1, "", message))
+            return _BROKEN
+        self.source.positions[("hooks",)] = _key_where(tree, "hooks", file)
+        return self._plain(tree["hooks"], ("hooks",), file)
+
+    def _note_inline_secrets(self, data: dict[str, Any]) -> None:
+        for index, hook in _hook_mappings(data):
+            path: KeyPath = ("hooks", index, "signing_key")
+            if (
+                isinstance(hook.get("signing_key"), str)
+                and path not in self.source.from_environment
+            ):
+                self.source.inline_secrets.add(path)
+
+    def _read_signing_key_file(self, hook: dict[str, Any], path: KeyPath) -> None:
+        """Replace the hook's ``signing_key_file`` by ``signing_key`` read from that file
+        (relative to the YAML file naming it), or report why not."""
+        file_path = (*path, "signing_key_file")
+        relative = hook.pop("signing_key_file")
+        where = self.source.positions[file_path]
+        if "signing_key" in hook:
+            self.report(file_path, "use either signing_key or signing_key_file, not both")
+        elif not isinstance(relative, str):
+            self.report(file_path, "expected a string; quote the value")
+        elif file_path not in self.failed:
+            key, problem = _read_key_file(Path(where.file).parent / relative)
+            if problem is not None:
+                self.report(file_path, problem)
+                return
+            hook["signing_key"] = key
+            self.source.positions[(*path, "signing_key")] = where
+
+    # Validation
+
+    def _validate(self, data: dict[str, Any]) -> Settings | None:
+        try:
+            settings = Settings.model_validate(data)
+        except ValidationError as e:
+            for error in _without_echoes(e.errors(include_url=False)):
+                self._report_validation_error(error)
+            return None
+        settings._source = self.source
+        return settings
+
+    def _report_validation_error(self, error: ErrorDetails) -> None:
+        context = error.get("ctx", {})
+        loc = tuple(part for part in error["loc"] if part != "[key]")
+        path = (*loc, *context.get("at", ()))
+        if any(path[:end] in self.failed for end in range(len(path) + 1)):
+            return
+        message = _message(error, path)
+        see = context.get("see")
+        if see is not None:
+            where = self.source.locate((*loc, *see))
+            message += f" at {where.file}:{where.line}" if where else ""
+        self.report(path[:-1] if error["type"] == "missing" else path, message)
+
+
+def _without_echoes(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Drop a list's "too short" error when its items have errors of their own: pydantic counts
+    only the valid items, so one bad event would also read as an empty ``events`` list."""
+    with_item_errors = {error["loc"][:-1] for error in errors if error["loc"]}
+    return [e for e in errors if e["type"] != "too_short" or e["loc"] not in with_item_errors]
+
+
+# ── Messages ─────────────────────────────────────────────────────────────────────────────────────
+
+_FIXED_MESSAGES: Final = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "string_too_short": "expected a non-empty string",
+}
+
+_BOUNDS: Final = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+
+def _number_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _string_message(error: ErrorDetails, _path: KeyPath) -> str:
+    value = error.get("input")
+    if isinstance(value, dict | list):
+        return "expected a string, not a mapping or list"
+    if value is None:
+        return "expected a string, found no value"
+    return "expected a string; quote the value"
+
+
+def _bool_message(error: ErrorDetails, _path: KeyPath) -> str:
+    if isinstance(error.get("input"), str):
+        return "expected true or false (YAML 1.2 reads yes/no/on/off as text)"
+    return "expected true or false"
+
+
+def _literal_message(error: ErrorDetails, _path: KeyPath) -> str:
+    choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+    return f"expected one of: {', '.join(choices)}"
+
+
+def _too_short_message(error: ErrorDetails, _path: KeyPath) -> str:
+    least = error.get("ctx", {}).get("min_length", 1)
+    return "expected a non-empty list" if least == 1 else f"expected at least {least} items"
+
+
+def _missing_message(_error: ErrorDetails, path: KeyPath) -> str:
+    return f"missing required key '{path[-1]}'"
+
+
+def _extra_message(_error: ErrorDetails, path: KeyPath) -> str:
+    return _unknown_key_message(str(path[-1]), _file_keys(_model_at(path[:-1])))
+
+
+_SPECIAL_MESSAGES: Final[dict[str, Callable[[ErrorDetails, KeyPath], str]]] = {
+    "string_type": _string_message,
+    "bool_type": _bool_message,
+    "bool_parsing": _bool_message,
+    "literal_error": _literal_message,
+    "too_short": _too_short_message,
+    "missing": _missing_message,
+    "extra_forbidden": _extra_message,
+}
+
+
+def _message(error: ErrorDetails, path: KeyPath) -> str:
+    """What was expected, from the error's type and context; never from its input."""
+    kind = error["type"]
+    if kind in _FIXED_MESSAGES:
+        return _FIXED_MESSAGES[kind]
+    if kind in _BOUNDS:
+        name, sign = _BOUNDS[kind]
+        return f"expected a number {sign} {_number_text(error.get('ctx', {}).get(name))}"
+    special = _SPECIAL_MESSAGES.get(kind)
+    if special is not None:
+        return special(error, path)
+    return error["msg"]  # our own messages ("hookrelay"), or pydantic's, which omit the input
+
+
+def _unknown_key_message(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown key '{key}'; did you mean '{close[0]}'?"
+    return f"unknown key '{key}'; expected one of: {', '.join(known)}"
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation such as ``tuple[Hook, ...]`` or ``RateLimit | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _inner_model(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(path: KeyPath) -> type[BaseModel] | None:
+    """The model validating the mapping at ``path`` (list indexes skipped), if any."""
+    model: type[BaseModel] | None = Settings
+    for part in path:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        model = _inner_model(field.annotation) if field is not None else None
+    return model
+
+
+def _file_keys(model: type[BaseModel] | None) -> tuple[str, ...]:
+    """Keys a YAML mapping for ``model`` may hold (the file shape, not the loaded shape)."""
+    if model is None:
+        return ()
+    keys = tuple(name for name in model.model_fields if name != "source_file")
+    return (*keys, "signing_key_file") if model is Hook else keys
+
+
+# ── Warnings ─────────────────────────────────────────────────────────────────────────────────────
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Things worth a look that do not stop hookrelay, one line each, in file order.
+
+    Lines read ``file:line: key.path: message`` (``key.path: message`` for settings built in
+    code). Warns about: no enabled hook; event names not in Logto's catalogue (still routed);
+    prefix wildcards matching no known event; signing keys written inline in YAML instead of
+    ``${VAR}`` or ``signing_key_file``; signed webhooks sent over plain http to a host that is
+    not loopback.
+    """
+    source = settings._source
+    found: list[tuple[KeyPath, str]] = []
+    if not any(hook.enabled for hook in settings.hooks):
+        message = "no enabled hooks: events are consumed and committed without any delivery"
+        found.append((("hooks",), message))
+    for index, hook in enumerate(settings.hooks):
+        found.extend(_hook_warnings(hook, ("hooks", index), source))
+    return [_warning_text(source.issue(path, message)) for path, message in found]
+
+
+def _hook_warnings(hook: Hook, path: KeyPath, source: _SourceMap) -> list[tuple[KeyPath, str]]:
+    found: list[tuple[KeyPath, str]] = []
+    for index, pattern in enumerate(hook.events):
+        here = (*path, "events", index)
+        shown = "this event name" if here in source.from_environment else repr(pattern)
+        message = _event_warning(pattern, shown)
+        if message is not None:
+            found.append((here, message))
+    if (*path, "signing_key") in source.inline_secrets:
+        message = "signing key written inline; use ${VAR} or signing_key_file to keep it secret"
+        found.append(((*path, "signing_key"), message))
+    if _is_plain_http_to_remote(hook.url):
+        message = "signed events go over plain http to a host that is not loopback; use https"
+        found.append(((*path, "url"), message))
+    return found
+
+
+def _event_warning(pattern: str, shown: str) -> str | None:
+    if pattern == "*" or pattern in KNOWN_EVENTS:
+        return None
+    if pattern.endswith(".*"):
+        if any(name.startswith(pattern[:-1]) for name in KNOWN_EVENTS):
+            return None
+        return f"{shown} matches no known Logto hook event (still routed if one is ever published)"
+    message = f"{shown} is not a known Logto hook event (still routed if it is ever published)"
+    close = difflib.get_close_matches(pattern, sorted(KNOWN_EVENTS), n=1)
+    return f"{message}; did you mean '{close[0]}'?" if close else message
+
+
+def _is_plain_http_to_remote(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return True
+
+
+def _warning_text(issue: ConfigIssue) -> str:
+    return str(issue) if issue.file else f"{issue.key_path}: {issue.message}"
+
+
+# ── JSON Schemas for editors ─────────────────────────────────────────────────────────────────────
+
+_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of the two YAML files, keyed by their file names under ``config/``:
+    ``hookrelay.schema.json`` (main file) and ``hooks.schema.json`` (hooks file).
+
+    Generated from the models, then adjusted where the file differs from the loaded shape:
+    ``source_file`` is set by the loader; a hook's ``signing_key_file`` is read by the loader;
+    ``hooks``/``hooks_file`` and ``signing_key``/``signing_key_file`` exclude each other.
+    """
+    main = Settings.model_json_schema()
+    del main["properties"]["source_file"]
+    main["properties"]["hooks_file"] = {
+        "anyOf": [{"type": "string"}, {"type": "null"}],
+        "default": None,
+        "title": "Hooks File",
+        "description": "Path of the hooks file (a mapping with a hooks list), relative to this "
+        "file. Use it or an inline hooks list, not both.",
+    }
+    main["not"] = {"required": ["hooks", "hooks_file"]}
+    hooks = _HooksFile.model_json_schema()
+    for schema in (main, hooks):
+        _add_signing_key_file(schema["$defs"]["Hook"])
+    return {
+        "hookrelay.schema.json": {"$schema": _SCHEMA_DIALECT, **main, "title": "hookrelay.yaml"},
+        "hooks.schema.json": {"$schema": _SCHEMA_DIALECT, **hooks, "title": "hooks.yaml"},
+    }
+
+
+def _add_signing_key_file(hook: dict[str, Any]) -> None:
+    properties: dict[str, Any] = {}
+    for name, schema in hook["properties"].items():
+        properties[name] = schema
+        if name == "signing_key":
+            properties["signing_key_file"] = {
+                "type": "string",
+                "title": "Signing Key File",
+                "description": "File holding the signing key as UTF-8 text (one trailing newline "
+                "is ignored), relative to this YAML file. Use it or signing_key, not both.",
+            }
+    hook["properties"] = properties
+    hook["not"] = {"required": ["signing_key", "signing_key_file"]}
+
+
+def write_json_schemas(directory: str | Path) -> list[Path]:
+    """Write :func:`json_schemas` into ``directory`` (2-space JSON, trailing newline); returns
+    the paths written."""
+    written: list[Path] = []
+    for name, schema in json_schemas().items():
+        target = Path(directory) / name
+        target.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        written.append(target)
+    return written

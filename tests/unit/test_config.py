@@ -1,0 +1,1040 @@
+"""hookrelay.config: YAML files → frozen Settings, and refusals that name file, line and key."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from hookrelay import __version__
+from hookrelay.config import (
+    AdminSettings,
+    DeliverySettings,
+    Hook,
+    HttpSettings,
+    RateLimit,
+    Settings,
+    ShutdownSettings,
+    config_warnings,
+    json_schemas,
+    load_settings,
+)
+from hookrelay.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "config"
+DEMO_KEYS = REPO / "deploy" / "demo" / "keys"
+
+HOOK = """
+    - id: crm-sync
+      events: [User.Created]
+      url: https://crm.example.com/hooks/logto
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def main_file(tmp_path: Path, text: str) -> Path:
+    return write(tmp_path, "hookrelay.yaml", text)
+
+
+def with_hooks(tmp_path: Path, hooks_text: str) -> Path:
+    """A main file naming hooks.yaml, and that hooks file with ``hooks_text`` below ``hooks:``."""
+    write(tmp_path, "hooks.yaml", "hooks:\n" + textwrap.dedent(hooks_text).lstrip("\n"))
+    return main_file(tmp_path, "hooks_file: hooks.yaml\n")
+
+
+def refusals(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env=env or {})
+    return [str(issue) for issue in caught.value.issues]
+
+
+# ── The shipped files ───────────────────────────────────────────────────────────────────────────
+
+
+def test_shipped_config_loads_without_any_environment_variable() -> None:
+    settings = load_settings(CONFIG_DIR / "hookrelay.yaml", env={})
+
+    assert settings.kafka.bootstrap_servers == ("127.0.0.1:9092",)
+    assert settings.kafka.topics == ("identity.events",)
+    assert settings.admin.listen == "127.0.0.1:9464"
+    assert settings.hooks_file == str(CONFIG_DIR / "hooks.yaml")
+    assert settings.source_file == str(CONFIG_DIR / "hookrelay.yaml")
+    assert [hook.id for hook in settings.hooks] == [
+        "crm-sync",
+        "audit-log",
+        "org-sync",
+        "security-alerts",
+        "analytics",
+        "legacy-erp",
+    ]
+
+
+def test_shipped_hooks_cover_exact_wildcard_star_exception_disabled_and_unsigned() -> None:
+    hooks = {hook.id: hook for hook in load_settings(CONFIG_DIR / "hookrelay.yaml", env={}).hooks}
+
+    assert hooks["crm-sync"].events == ("User.Created", "User.Data.Updated", "Organization.*")
+    assert hooks["audit-log"].events == ("*",)
+    assert hooks["org-sync"].events == ("Organization.*", "OrganizationRole.*")
+    assert hooks["security-alerts"].rate_limit == RateLimit(per_second=5, burst=10)
+    assert hooks["legacy-erp"].enabled is False
+    assert hooks["analytics"].signing_key is None
+    assert all(h.url == f"http://127.0.0.1:8787/hooks/{h.id}" for h in hooks.values())
+
+
+def test_shipped_signing_keys_are_the_demo_key_files() -> None:
+    settings = load_settings(CONFIG_DIR / "hookrelay.yaml", env={})
+
+    for hook in settings.hooks:
+        key_file = DEMO_KEYS / f"{hook.id}.key"
+        if hook.signing_key is None:
+            assert not key_file.exists()
+            continue
+        key = key_file.read_text(encoding="utf-8").removesuffix("\n")
+        assert hook.signing_key.get_secret_value() == key
+        assert len(key) == 32
+
+
+def test_shipped_config_has_no_warnings() -> None:
+    assert config_warnings(load_settings(CONFIG_DIR / "hookrelay.yaml", env={})) == []
+
+
+def test_shipped_json_schemas_equal_the_generated_ones() -> None:
+    hint = (
+        "regenerate them: .venv/bin/python -c "
+        "\"from hookrelay.config import write_json_schemas; write_json_schemas('config')\""
+    )
+    for name, schema in json_schemas().items():
+        shipped = json.loads((CONFIG_DIR / name).read_text(encoding="utf-8"))
+        assert shipped == schema, f"config/{name} is stale; {hint}"
+
+
+def test_json_schemas_describe_the_file_shape_not_the_loaded_shape() -> None:
+    schemas = json_schemas()
+    main, hooks = schemas["hookrelay.schema.json"], schemas["hooks.schema.json"]
+    hook = hooks["$defs"]["Hook"]
+
+    assert "source_file" not in main["properties"]
+    assert main["not"] == {"required": ["hooks", "hooks_file"]}
+    assert hooks["required"] == ["hooks"]
+    assert hooks["additionalProperties"] is False
+    assert list(hook["properties"])[4:6] == ["signing_key", "signing_key_file"]
+    assert hook["not"] == {"required": ["signing_key", "signing_key_file"]}
+    assert hook["properties"]["headers"]["type"] == "object"
+    assert hook["properties"]["headers"]["default"] == {}
+    assert main["properties"]["kafka"]["default"]["topics"] == ["identity.events"]
+    assert hook["properties"]["timeout_s"]["description"].startswith("Seconds per attempt")
+
+
+# ── Defaults and partial files ──────────────────────────────────────────────────────────────────
+
+
+def test_empty_main_file_gives_every_default(tmp_path: Path) -> None:
+    settings = load_settings(main_file(tmp_path, ""), env={})
+
+    assert settings.kafka.group_id == "hookrelay"
+    assert settings.kafka.auto_offset_reset == "earliest"
+    assert settings.dead_letter_topic == "hookrelay.dlq"
+    assert settings.http.timeout_s == 10.0
+    assert settings.http.user_agent == f"hookrelay/{__version__}"
+    assert settings.delivery.retry_schedule_s == (5, 30, 120, 600, 3600, 18000, 36000)
+    assert settings.delivery.retry_on_status == (408, 425, 429)
+    assert settings.logging.level == "info"
+    assert settings.shutdown.hard_deadline_s == 30.0
+    assert settings.hooks == ()
+    assert settings.hooks_file is None
+
+
+def test_main_file_with_only_some_sections_defaults_the_rest(tmp_path: Path) -> None:
+    path = main_file(
+        tmp_path,
+        """
+        kafka:
+          group_id: relay-eu
+        logging:
+          format: console
+        """,
+    )
+    settings = load_settings(path, env={})
+
+    assert settings.kafka.group_id == "relay-eu"
+    assert settings.kafka.topics == ("identity.events",)
+    assert settings.logging.format == "console"
+    assert settings.logging.level == "info"
+    assert settings.admin.port == 9464
+
+
+def test_inline_hooks_are_loaded_from_the_main_file(tmp_path: Path) -> None:
+    settings = load_settings(main_file(tmp_path, "hooks:" + HOOK), env={})
+
+    assert [hook.id for hook in settings.hooks] == ["crm-sync"]
+    assert settings.hooks_file is None
+
+
+def test_hooks_file_is_relative_to_the_main_file(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    write(tmp_path / "etc", "subscriptions.yaml", "hooks:" + HOOK)
+    main = main_file(tmp_path / "etc", "hooks_file: subscriptions.yaml\n")
+
+    settings = load_settings(main, env={})
+
+    assert settings.hooks[0].id == "crm-sync"
+    assert settings.hooks_file == str(tmp_path / "etc" / "subscriptions.yaml")
+
+
+# ── Values of each section ──────────────────────────────────────────────────────────────────────
+
+
+def test_bootstrap_servers_accept_a_comma_separated_string(tmp_path: Path) -> None:
+    path = main_file(tmp_path, 'kafka:\n  bootstrap_servers: "k1:9092, k2:9093,[::1]:9094"\n')
+
+    servers = load_settings(path, env={}).kafka.bootstrap_servers
+
+    assert servers == ("k1:9092", "k2:9093", "[::1]:9094")
+
+
+def test_bootstrap_server_without_port_is_refused_with_line(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  bootstrap_servers:\n    - k1:9092\n    - k2\n")
+
+    assert refusals(path) == [
+        f"{path}:4: kafka.bootstrap_servers[1]: "
+        "expected host:port of a Kafka broker, e.g. 127.0.0.1:9092"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [("127.0.0.1:9464", "127.0.0.1", 9464), ("[::1]:80", "::1", 80), ("0.0.0.0:0", "0.0.0.0", 0)],
+)
+def test_admin_listen_splits_into_host_and_port(listen: str, host: str, port: int) -> None:
+    admin = AdminSettings(listen=listen)
+
+    assert (admin.host, admin.port) == (host, port)
+
+
+@pytest.mark.parametrize("listen", ["9464", "localhost", "::1:9464", "[::1]9464", "h:99999", "h:"])
+def test_admin_listen_that_is_not_host_port_is_refused(tmp_path: Path, listen: str) -> None:
+    path = main_file(tmp_path, f'admin:\n  listen: "{listen}"\n')
+
+    assert refusals(path) == [
+        f"{path}:2: admin.listen: expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464"
+    ]
+
+
+def test_literal_choice_lists_what_was_expected(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  auto_offset_reset: latests\n")
+
+    assert refusals(path) == [
+        f"{path}:2: kafka.auto_offset_reset: expected one of: earliest, latest"
+    ]
+
+
+def test_retry_schedule_must_not_shrink(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "delivery:\n  retry_schedule_s: [5, 30, 10]\n")
+
+    assert refusals(path) == [
+        f"{path}:2: delivery.retry_schedule_s[2]: expected delays in non-decreasing order"
+    ]
+
+
+def test_retry_schedule_must_not_be_empty_or_hold_zero(tmp_path: Path) -> None:
+    empty = main_file(tmp_path, "delivery:\n  retry_schedule_s: []\n")
+    assert refusals(empty) == [f"{empty}:2: delivery.retry_schedule_s: expected a non-empty list"]
+
+    zero = main_file(tmp_path, "delivery:\n  retry_schedule_s:\n    - 0\n")
+    assert refusals(zero) == [f"{zero}:3: delivery.retry_schedule_s[0]: expected a number > 0"]
+
+
+def test_resume_below_defaults_to_80_percent_of_max_in_flight() -> None:
+    assert DeliverySettings().resume_below == 8000
+    assert DeliverySettings(max_in_flight=1).resume_below == 1
+    assert DeliverySettings(max_in_flight=100, resume_in_flight=10).resume_below == 10
+
+
+def test_resume_in_flight_must_stay_below_max_in_flight(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "delivery:\n  max_in_flight: 100\n  resume_in_flight: 100\n")
+
+    assert refusals(path) == [
+        f"{path}:3: delivery.resume_in_flight: expected a number below max_in_flight"
+    ]
+
+
+def test_retry_on_status_accepts_only_4xx(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "delivery:\n  retry_on_status: [429, 503]\n")
+
+    assert refusals(path) == [
+        f"{path}:2: delivery.retry_on_status[1]: "
+        "expected a 4xx status code (5xx are always retried)"
+    ]
+
+
+def test_shutdown_hard_deadline_must_exceed_grace(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "shutdown:\n  grace_s: 30\n  hard_deadline_s: 30\n")
+
+    assert refusals(path) == [
+        f"{path}:3: shutdown.hard_deadline_s: expected a number greater than grace_s"
+    ]
+
+
+def test_dead_letter_topic_must_not_be_a_consumed_topic(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  topics: [events, dlq]\ndead_letter_topic: dlq\n")
+
+    assert refusals(path) == [
+        f"{path}:3: dead_letter_topic: expected a topic not listed in kafka.topics "
+        "(hookrelay would consume its own dead letters)"
+    ]
+
+
+def test_topic_names_follow_kafka_rules(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  topics: [identity events]\n")
+
+    assert refusals(path) == [
+        f"{path}:2: kafka.topics[0]: "
+        "expected a Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ -"
+    ]
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+
+    with pytest.raises(pydantic.ValidationError):
+        settings.kafka.group_id = "other"  # type: ignore[misc]
+
+
+def test_loading_the_same_content_twice_gives_equal_settings(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "hooks:" + HOOK)
+    first = load_settings(path, env={})
+    path.write_text("# a comment moves every line\n" + path.read_text(), encoding="utf-8")
+
+    assert load_settings(path, env={}) == first
+
+
+# ── YAML: types, keys, syntax ───────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("value", ["0777", "true", "12.5", "2024-01-01"])
+def test_non_string_is_refused_where_a_string_is_expected(tmp_path: Path, value: str) -> None:
+    path = main_file(tmp_path, f"kafka:\n  group_id: {value}\n")
+
+    assert refusals(path) == [f"{path}:2: kafka.group_id: expected a string; quote the value"]
+
+
+@pytest.mark.parametrize("value", ["no", "yes", "on", "off"])
+def test_yes_no_on_off_stay_strings(tmp_path: Path, value: str) -> None:
+    path = main_file(tmp_path, f"kafka:\n  group_id: {value}\n")
+
+    assert load_settings(path, env={}).kafka.group_id == value
+
+
+def test_enabled_no_is_refused_with_a_hint(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      enabled: no\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].enabled: "
+        "expected true or false (YAML 1.2 reads yes/no/on/off as text)"
+    ]
+
+
+def test_yaml_1_1_directive_is_refused(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "%YAML 1.1\n---\nkafka:\n  group_id: no\n")
+
+    assert refusals(path) == [
+        f"{path}:1: hookrelay reads YAML 1.2 only (1.1 turns yes/no/on/off into booleans)"
+    ]
+
+
+def test_boolean_is_refused_where_a_number_is_expected(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "http:\n  timeout_s: true\n")
+
+    assert refusals(path) == [f"{path}:2: http.timeout_s: expected a number, not true/false"]
+
+
+def test_integer_is_accepted_where_seconds_are_expected(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "http:\n  timeout_s: 3\n")
+
+    assert load_settings(path, env={}).http.timeout_s == 3.0
+
+
+def test_fraction_is_refused_where_an_integer_is_expected(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "http:\n  max_connections: 1.5\n")
+
+    assert refusals(path) == [f"{path}:2: http.max_connections: expected an integer"]
+
+
+def test_unknown_key_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "http:\n  timout_s: 3\n")
+
+    assert refusals(path) == [
+        f"{path}:2: http.timout_s: unknown key 'timout_s'; did you mean 'timeout_s'?"
+    ]
+
+
+def test_unknown_key_without_a_close_match_lists_the_known_keys(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "logging:\n  colour: true\n")
+
+    assert refusals(path) == [
+        f"{path}:2: logging.colour: unknown key 'colour'; expected one of: level, format"
+    ]
+
+
+def test_source_file_cannot_be_set_from_the_file(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "source_file: /etc/other.yaml\n")
+
+    assert refusals(path) == [
+        f"{path}:1: source_file: unknown key 'source_file'; expected one of: kafka, "
+        "dead_letter_topic, http, delivery, admin, logging, shutdown, hooks, hooks_file"
+    ]
+
+
+def test_duplicate_key_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "http:\n  timeout_s: 3\n  max_connections: 9\n  timeout_s: 4\n")
+
+    assert refusals(path) == [
+        f"{path}:4: http.timeout_s: duplicate key 'timeout_s' (first at line 2)"
+    ]
+
+
+def test_duplicate_key_inside_a_hook_is_refused(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      url: https://other.example.com/\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].url: duplicate key 'url' (first at line 4)"
+    ]
+
+
+def test_non_text_key_is_refused(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "http:\n  1: 3\n")
+
+    assert refusals(path) == [f"{path}:2: http: expected text keys; quote this key"]
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  topics: [a, b\nhttp: {}\n")
+
+    [issue] = refusals(path)
+
+    assert issue.startswith(f"{path}:3: invalid YAML: ")
+
+
+def test_yaml_syntax_error_does_not_quote_the_source_line(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "hooks:\n  - signing_key: s3cr3t-value: oops\n")
+
+    [issue] = refusals(path)
+
+    assert issue == f"{path}:2: invalid YAML: mapping values are not allowed here"
+
+
+def test_missing_main_file_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+
+    assert refusals(path) == [f"{path}: cannot read this file: No such file or directory"]
+
+
+def test_main_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "- kafka\n")
+
+    assert refusals(path) == [
+        f"{path}:1: expected a mapping of sections (kafka, http, delivery, ...)"
+    ]
+
+
+def test_section_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka: localhost:9092\n")
+
+    assert refusals(path) == [f"{path}:1: kafka: expected a mapping"]
+
+
+def test_recursive_alias_is_refused_not_followed(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  topics: &t [a, *t]\n")
+
+    assert refusals(path) == [f"{path}:2: kafka.topics[1]: expected a string, found no value"]
+
+
+def test_merge_keys_share_settings_between_hooks(tmp_path: Path) -> None:
+    path = with_hooks(
+        tmp_path,
+        """
+        - &defaults
+          id: a
+          events: ["*"]
+          url: https://a.example.com/
+          max_concurrency: 2
+        - <<: *defaults
+          id: b
+        """,
+    )
+
+    first, second = load_settings(path, env={}).hooks
+
+    assert (second.id, second.url, second.max_concurrency) == ("b", first.url, 2)
+
+
+# ── ${VAR} expansion ────────────────────────────────────────────────────────────────────────────
+
+
+def test_variables_are_expanded_in_string_values(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  group_id: relay-${REGION}-${STAGE}\n")
+
+    settings = load_settings(path, env={"REGION": "eu", "STAGE": "prod"})
+
+    assert settings.kafka.group_id == "relay-eu-prod"
+
+
+def test_numeric_value_from_a_variable_is_accepted(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "http:\n  max_connections: ${CONNS}\n  timeout_s: ${T}\n")
+
+    settings = load_settings(path, env={"CONNS": "64", "T": "2.5"})
+
+    assert (settings.http.max_connections, settings.http.timeout_s) == (64, 2.5)
+
+
+def test_boolean_from_a_variable_is_accepted_as_true_or_false(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      enabled: ${CRM_ENABLED}\n")
+
+    assert load_settings(path, env={"CRM_ENABLED": "false"}).hooks[0].enabled is False
+
+
+def test_double_dollar_writes_a_literal_reference(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  client_id: $${NOT_EXPANDED}-$$-x\n")
+
+    assert load_settings(path, env={}).kafka.client_id == "${NOT_EXPANDED}-$$-x"
+
+
+def test_unset_variable_is_refused_with_line(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  topics: [identity.events]\n  group_id: ${GROUP}\n")
+
+    assert refusals(path) == [f"{path}:3: kafka.group_id: environment variable GROUP is not set"]
+
+
+def test_variable_set_to_empty_text_is_not_unset(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  client_id: relay${SUFFIX}\n")
+
+    assert load_settings(path, env={"SUFFIX": ""}).kafka.client_id == "relay"
+
+
+def test_malformed_reference_is_refused(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  group_id: ${GROUP\n")
+
+    assert refusals(path) == [
+        f"{path}:2: kafka.group_id: "
+        "malformed ${...}; expected ${NAME}, or $${ for a literal ${"
+    ]
+
+
+def test_variables_default_to_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOKRELAY_TEST_GROUP", "from-os-environ")
+    path = main_file(tmp_path, "kafka:\n  group_id: ${HOOKRELAY_TEST_GROUP}\n")
+
+    assert load_settings(path).kafka.group_id == "from-os-environ"
+
+
+def test_values_from_the_environment_never_appear_in_errors(tmp_path: Path) -> None:
+    secret = "hunter2-s3cr3t"
+    path = with_hooks(
+        tmp_path,
+        """
+        - id: crm-sync
+          events: ["${EVENT}"]
+          url: "${URL}"
+          signing_key: ${KEY}
+          max_concurrency: ${CONCURRENCY}
+        """,
+    )
+    env = {
+        "EVENT": f"{secret}*",
+        "URL": f"https://user:{secret}@crm.example.com/",
+        "KEY": "",
+        "CONCURRENCY": secret,
+    }
+
+    issues = refusals(path, env)
+
+    hooks = tmp_path / "hooks.yaml"
+    assert issues == [
+        f"{hooks}:3: hooks[0].events[0]: expected an event name like User.Created, "
+        "a prefix wildcard like Organization.* or *",
+        f"{hooks}:4: hooks[0].url: credentials in the URL are refused: URLs end up in logs and "
+        "proxies; send them in headers (e.g. Authorization) instead",
+        f"{hooks}:5: hooks[0].signing_key: expected a non-empty signing key",
+        f"{hooks}:6: hooks[0].max_concurrency: expected an integer",
+    ]
+    assert all(secret not in issue and "input" not in issue for issue in issues)
+
+
+# ── Hooks file ──────────────────────────────────────────────────────────────────────────────────
+
+
+def test_errors_inside_the_hooks_file_name_that_file_and_line(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      rate_limit: {per_second: 0}\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].rate_limit.per_second: expected a number > 0"
+    ]
+
+
+def test_missing_hooks_file_is_refused_at_the_line_naming_it(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "logging:\n  level: info\nhooks_file: gone.yaml\n")
+
+    assert refusals(path) == [
+        f"{path}:3: hooks_file: cannot read {tmp_path / 'gone.yaml'}: No such file or directory"
+    ]
+
+
+def test_hooks_file_and_inline_hooks_together_are_refused(tmp_path: Path) -> None:
+    write(tmp_path, "hooks.yaml", "hooks:" + HOOK)
+    path = main_file(tmp_path, "hooks_file: hooks.yaml\nhooks:" + HOOK)
+
+    assert refusals(path) == [
+        f"{path}:1: hooks_file: use either hooks_file or an inline hooks list, not both"
+    ]
+
+
+def test_hooks_file_without_hooks_key_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "hooks.yaml", "hook:" + HOOK)
+    path = main_file(tmp_path, "hooks_file: hooks.yaml\n")
+
+    hooks = tmp_path / "hooks.yaml"
+    assert refusals(path) == [
+        f"{hooks}:1: hook: unknown key 'hook'; did you mean 'hooks'?",
+        f"{hooks}:1: missing required key 'hooks'",
+    ]
+
+
+def test_empty_hooks_list_is_allowed_with_a_warning(tmp_path: Path) -> None:
+    write(tmp_path, "hooks.yaml", "hooks: []\n")
+    settings = load_settings(main_file(tmp_path, "hooks_file: hooks.yaml\n"), env={})
+
+    assert settings.hooks == ()
+    assert config_warnings(settings) == [
+        f"{tmp_path / 'hooks.yaml'}:1: hooks: "
+        "no enabled hooks: events are consumed and committed without any delivery"
+    ]
+
+
+def test_issues_from_both_files_are_collected_in_file_order(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "hooks.yaml",
+        """
+        hooks:
+          - id: a
+            events: [User.Created]
+            url: ftp://a.example.com/
+          - id: b
+            events: [User*]
+            url: https://b.example.com/
+        """,
+    )
+    path = main_file(
+        tmp_path, "http:\n  timeout_s: 0\nlogging:\n  level: loud\nhooks_file: hooks.yaml\n"
+    )
+
+    hooks = tmp_path / "hooks.yaml"
+    assert refusals(path) == [
+        f"{path}:2: http.timeout_s: expected a number > 0",
+        f"{path}:4: logging.level: expected one of: debug, info, warning, error",
+        f"{hooks}:4: hooks[0].url: expected an http:// or https:// URL",
+        f"{hooks}:6: hooks[1].events[0]: expected an event name like User.Created, "
+        "a prefix wildcard like Organization.* or *",
+    ]
+
+
+# ── Hook rules ──────────────────────────────────────────────────────────────────────────────────
+
+
+def test_missing_required_key_points_at_the_hook(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, "  - id: crm-sync\n    events: [User.Created]\n")
+
+    assert refusals(path) == [f"{tmp_path / 'hooks.yaml'}:2: hooks[0]: missing required key 'url'"]
+
+
+def test_duplicate_hook_ids_are_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + HOOK)
+
+    hooks = tmp_path / "hooks.yaml"
+    assert refusals(path) == [
+        f"{hooks}:6: hooks[1].id: duplicate hook id; already used by hooks[0] at {hooks}:2"
+    ]
+
+
+@pytest.mark.parametrize("hook_id", ['""', "a" * 22, "crm sync", "crm.sync", "crm/sync", "café"])
+def test_hook_id_outside_the_allowed_alphabet_is_refused(tmp_path: Path, hook_id: str) -> None:
+    path = with_hooks(tmp_path, HOOK.replace("crm-sync", hook_id))
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:2: hooks[0].id: "
+        "expected 1-21 characters of A-Z a-z 0-9 _ - (it is sent as hookId)"
+    ]
+
+
+def test_hook_id_of_21_characters_is_accepted(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK.replace("crm-sync", "A_z-9" * 4 + "x"))
+
+    assert load_settings(path, env={}).hooks[0].id == "A_z-9A_z-9A_z-9A_z-9x"
+
+
+@pytest.mark.parametrize(
+    "pattern", ["User.Created", "PostSignIn", "Organization.*", "*", "User.Data.*", "Custom.v2"]
+)
+def test_event_patterns_accepted(pattern: str) -> None:
+    hook = Hook(id="h", events=(pattern,), url="https://x.example.com/")
+
+    assert hook.events == (pattern,)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["User*", "*.Created", "a..b", ".User", "User.", "User.*.Created", "**", "", "User Created"],
+)
+def test_event_patterns_refused(tmp_path: Path, pattern: str) -> None:
+    path = with_hooks(tmp_path, HOOK.replace("[User.Created]", f'["{pattern}"]'))
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:3: hooks[0].events[0]: expected an event name like "
+        "User.Created, a prefix wildcard like Organization.* or *"
+    ]
+
+
+def test_hook_without_events_is_refused(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK.replace("[User.Created]", "[]"))
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:3: hooks[0].events: expected a non-empty list"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://x.example.com/", "expected an http:// or https:// URL"),
+        ("crm.example.com/hooks", "expected an http:// or https:// URL"),
+        ("https:///path-only", "expected a URL with a host"),
+        ("https://x.example.com:99999/", "expected a port from 0 to 65535 after the host"),
+        ("https://x.example.com/a b", "expected a URL without spaces or control characters"),
+        (
+            "https://user:pw@x.example.com/",
+            "credentials in the URL are refused: URLs end up in logs and proxies; "
+            "send them in headers (e.g. Authorization) instead",
+        ),
+    ],
+)
+def test_url_rules(tmp_path: Path, url: str, message: str) -> None:
+    path = with_hooks(tmp_path, HOOK.replace("https://crm.example.com/hooks/logto", f'"{url}"'))
+
+    assert refusals(path) == [f"{tmp_path / 'hooks.yaml'}:4: hooks[0].url: {message}"]
+
+
+def test_headers_mapping_becomes_ordered_pairs(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + '      headers: {X-Source: identity, X-Empty: ""}\n')
+
+    assert load_settings(path, env={}).hooks[0].headers == (
+        ("X-Source", "identity"),
+        ("X-Empty", ""),
+    )
+
+
+def test_headers_given_as_pairs_in_code_are_accepted() -> None:
+    hook = Hook(id="h", events=("*",), url="https://x.example.com/", headers=(("X-A", "1"),))
+
+    assert hook.headers == (("X-A", "1"),)
+    assert hook.model_dump()["headers"] == {"X-A": "1"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Content-Type",
+        "logto-signature-sha-256",
+        "Webhook-Id",
+        "webhook-timestamp",
+        "WEBHOOK-SIGNATURE",
+        "content-length",
+        "Host",
+    ],
+)
+def test_headers_set_by_hookrelay_cannot_be_overridden(tmp_path: Path, name: str) -> None:
+    path = with_hooks(tmp_path, HOOK + f"      headers:\n        X-Ok: yes\n        {name}: x\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:7: hooks[0].headers.{name}: "
+        "this header is set by hookrelay and cannot be overridden"
+    ]
+
+
+def test_header_name_must_be_an_http_token(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + '      headers: {"X Source": a}\n')
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].headers.X Source: "
+        "expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
+    ]
+
+
+def test_header_value_with_line_break_is_refused(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + '      headers: {X-A: "a\\r\\nInjected: 1"}\n')
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].headers.X-A: "
+        "expected a single line of text (no CR, LF or NUL)"
+    ]
+
+
+def test_header_value_must_be_text(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      headers: {X-Version: 2}\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].headers.X-Version: "
+        "expected a string; quote the value"
+    ]
+
+
+def test_header_names_differing_only_in_case_are_refused(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      headers:\n        X-A: '1'\n        x-a: '2'\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:7: hooks[0].headers.x-a: "
+        "header given twice (names are case-insensitive)"
+    ]
+
+
+def test_rate_limit_capacity_defaults_to_per_second_rounded_up() -> None:
+    assert RateLimit(per_second=2.5).capacity == 3
+    assert RateLimit(per_second=0.1).capacity == 1
+    assert RateLimit(per_second=20, burst=40).capacity == 40
+
+
+def test_rate_limit_burst_must_be_at_least_one(tmp_path: Path) -> None:
+    path = with_hooks(
+        tmp_path, HOOK + "      rate_limit:\n        per_second: 1\n        burst: 0\n"
+    )
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:7: hooks[0].rate_limit.burst: expected a number >= 1"
+    ]
+
+
+def test_max_concurrency_is_bounded(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      max_concurrency: 1025\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].max_concurrency: expected a number <= 1024"
+    ]
+
+
+def test_hook_timeout_falls_back_to_the_http_timeout() -> None:
+    http = HttpSettings(timeout_s=7)
+    hook = Hook(id="h", events=("*",), url="https://x.example.com/")
+
+    assert hook.effective_timeout_s(http) == 7.0
+    assert hook.model_copy(update={"timeout_s": 2.0}).effective_timeout_s(http) == 2.0
+
+
+def test_hook_retry_on_status_overrides_the_delivery_default() -> None:
+    delivery = DeliverySettings()
+    default = Hook(id="h", events=("*",), url="https://x.example.com/")
+    strict = Hook(id="s", events=("*",), url="https://x.example.com/", retry_on_status=(409,))
+
+    assert default.effective_retry_on_status(delivery) == (408, 425, 429)
+    assert [default.is_retryable_status(s, delivery) for s in (429, 409, 503, 404, 302)] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert [strict.is_retryable_status(s, delivery) for s in (429, 409, 500)] == [False, True, True]
+
+
+# ── Signing keys ────────────────────────────────────────────────────────────────────────────────
+
+
+def test_signing_key_file_is_relative_to_the_yaml_file_with_one_newline_stripped(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "crm.key").write_bytes(b"k\xc3\xa9y with spaces \n\n")
+    path = with_hooks(tmp_path, HOOK + "      signing_key_file: secrets/crm.key\n")
+
+    key = load_settings(path, env={}).hooks[0].signing_key
+
+    assert key is not None
+    assert key.get_secret_value() == "kéy with spaces \n"
+
+
+def test_signing_key_file_path_may_use_a_variable(tmp_path: Path) -> None:
+    (tmp_path / "crm.key").write_text("from-file\r\n", encoding="utf-8")
+    path = with_hooks(tmp_path, HOOK + "      signing_key_file: ${KEYS}/crm.key\n")
+
+    key = load_settings(path, env={"KEYS": str(tmp_path)}).hooks[0].signing_key
+
+    assert key is not None and key.get_secret_value() == "from-file"
+
+
+def test_missing_signing_key_file_is_refused_naming_the_path(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      signing_key_file: keys/crm.key\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_key_file: "
+        f"cannot read signing key file {tmp_path / 'keys' / 'crm.key'}: No such file or directory"
+    ]
+
+
+def test_signing_key_file_that_is_not_utf8_is_refused_without_its_content(tmp_path: Path) -> None:
+    (tmp_path / "crm.key").write_bytes(b"\xffs3cr3t")
+    path = with_hooks(tmp_path, HOOK + "      signing_key_file: crm.key\n")
+
+    [issue] = refusals(path)
+
+    assert issue == (
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_key_file: "
+        f"signing key file {tmp_path / 'crm.key'} is not UTF-8 text"
+    )
+
+
+def test_empty_signing_key_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "crm.key").write_text("\n", encoding="utf-8")
+    path = with_hooks(tmp_path, HOOK + "      signing_key_file: crm.key\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_key_file: "
+        f"signing key file {tmp_path / 'crm.key'} is empty"
+    ]
+
+
+def test_signing_key_and_signing_key_file_together_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "crm.key").write_text("k", encoding="utf-8")
+    path = with_hooks(tmp_path, HOOK + "      signing_key: ${K}\n      signing_key_file: crm.key\n")
+
+    assert refusals(path, {"K": "k"}) == [
+        f"{tmp_path / 'hooks.yaml'}:6: hooks[0].signing_key_file: "
+        "use either signing_key or signing_key_file, not both"
+    ]
+
+
+def test_signing_key_must_be_text(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      signing_key: 123456\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_key: expected a string; quote the value"
+    ]
+
+
+def test_signing_key_is_hidden_in_reprs(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      signing_key: ${K}\n")
+
+    settings = load_settings(path, env={"K": "very-secret-key"})
+
+    assert "very-secret-key" not in repr(settings)
+    assert "very-secret-key" not in str(settings.model_dump())
+
+
+# ── Warnings ────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_warns_about_unknown_event_names_with_line(tmp_path: Path) -> None:
+    path = with_hooks(
+        tmp_path,
+        """
+        - id: crm-sync
+          events:
+            - User.Created
+            - User.Creatd
+            - Organisation.*
+            - Billing.Invoice.Paid
+          url: https://crm.example.com/
+        """,
+    )
+
+    hooks = tmp_path / "hooks.yaml"
+    assert config_warnings(load_settings(path, env={})) == [
+        f"{hooks}:5: hooks[0].events[1]: 'User.Creatd' is not a known Logto hook event "
+        "(still routed if it is ever published); did you mean 'User.Created'?",
+        f"{hooks}:6: hooks[0].events[2]: 'Organisation.*' matches no known Logto hook event "
+        "(still routed if one is ever published)",
+        f"{hooks}:7: hooks[0].events[3]: 'Billing.Invoice.Paid' is not a known Logto hook event "
+        "(still routed if it is ever published)",
+    ]
+
+
+def test_warns_about_inline_signing_keys_but_not_variables_or_files(tmp_path: Path) -> None:
+    (tmp_path / "b.key").write_text("b", encoding="utf-8")
+    path = with_hooks(
+        tmp_path,
+        """
+        - id: a
+          events: ["*"]
+          url: https://a.example.com/
+          signing_key: written-in-the-file
+        - id: b
+          events: ["*"]
+          url: https://b.example.com/
+          signing_key_file: b.key
+        - id: c
+          events: ["*"]
+          url: https://c.example.com/
+          signing_key: ${C_KEY}
+        """,
+    )
+
+    assert config_warnings(load_settings(path, env={"C_KEY": "c"})) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_key: "
+        "signing key written inline; use ${VAR} or signing_key_file to keep it secret"
+    ]
+
+
+def test_warns_about_plain_http_to_a_remote_host(tmp_path: Path) -> None:
+    path = with_hooks(
+        tmp_path,
+        """
+        - id: remote
+          events: ["*"]
+          url: http://crm.example.com/hook
+        - id: local
+          events: ["*"]
+          url: http://localhost:8787/hook
+        - id: v6
+          events: ["*"]
+          url: http://[::1]:8787/hook
+        """,
+    )
+
+    assert config_warnings(load_settings(path, env={})) == [
+        f"{tmp_path / 'hooks.yaml'}:4: hooks[0].url: "
+        "signed events go over plain http to a host that is not loopback; use https"
+    ]
+
+
+def test_warns_when_every_hook_is_disabled(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "hooks:" + HOOK + "      enabled: false\n")
+
+    assert config_warnings(load_settings(path, env={})) == [
+        f"{path}:1: hooks: no enabled hooks: events are consumed and committed without any delivery"
+    ]
+
+
+def test_warnings_for_settings_built_in_code_have_no_file() -> None:
+    settings = Settings(hooks=(Hook(id="h", events=("User.Creatd",), url="https://x.example/"),))
+
+    assert config_warnings(settings) == [
+        "hooks[0].events[0]: 'User.Creatd' is not a known Logto hook event "
+        "(still routed if it is ever published); did you mean 'User.Created'?"
+    ]
+
+
+def test_settings_built_in_code_are_validated_too() -> None:
+    hook = Hook(id="h", events=("*",), url="https://x.example/")
+
+    with pytest.raises(pydantic.ValidationError):
+        Settings(hooks=(hook, hook))
+    with pytest.raises(pydantic.ValidationError):
+        ShutdownSettings(grace_s=5, hard_deadline_s=1)
