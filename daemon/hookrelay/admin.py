@@ -47,9 +47,8 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
-        server = site._server  # aiohttp exposes the bound socket only here
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        if self._runner.addresses:
+            self.port = int(self._runner.addresses[0][1])
         log.info("admin_listening", host=self._host, port=self.port)
 
     async def stop(self) -> None:

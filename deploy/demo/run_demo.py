@@ -31,8 +31,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from hookrelay.config import load_settings
 
+from hookrelay.config import load_settings
 from hookrelay.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]

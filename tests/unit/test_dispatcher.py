@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hookrelay.config import DeliverySettings, Hook
 
+from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import DeadLetterWriter
 from hookrelay.decode import decode
 from hookrelay.dispatcher import Dispatcher
