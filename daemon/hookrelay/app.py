@@ -103,7 +103,7 @@ class Daemon:
         self.settings = settings
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
-        self._http = HttpSender(settings.http, settings.delivery.max_retry_after_s)
+        self._http = HttpSender(settings.http, settings.delivery)
         self._sender: Sender = sender or self._http
         k = settings.kafka
         self.producer = AIOKafkaProducer(

@@ -202,7 +202,7 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     did = delivery_id("send-test", 0, now_ms, hook.id)
 
     async def send() -> Any:
-        sender = HttpSender(settings.http, settings.delivery.max_retry_after_s)
+        sender = HttpSender(settings.http, settings.delivery)
         await sender.start()
         try:
             return await sender.attempt(hook, did, body)

@@ -5,7 +5,8 @@ Outcome rules (DESIGN §1.4 and Part 2):
 - 2xx → delivered.
 - 3xx → permanent failure; redirects are never followed (a POST turned into a GET to an
   unchecked host loses the payload and is an SSRF hole).
-- 408, 425, 429 (or the hook's ``retry_on_status``) and every 5xx → retryable; a usable
+- 408, 425, 429 (``delivery.retry_on_status``, or the hook's own list) and every 5xx →
+  retryable; a usable
   ``Retry-After`` (delta-seconds or HTTP-date, RFC 9110 §10.2.3) is returned, capped.
 - other 4xx → permanent.
 - connection errors, TLS errors, timeouts → retryable.
@@ -28,7 +29,7 @@ from typing import Protocol
 import aiohttp
 from multidict import CIMultiDict
 
-from hookrelay.config import Hook, HttpSettings
+from hookrelay.config import DeliverySettings, Hook, HttpSettings
 from hookrelay.model import AttemptResult
 from hookrelay.signing import DELIVERY_ID_HEADER, LOGTO_SIGNATURE_HEADER, Signer
 
@@ -83,9 +84,9 @@ class HttpSender:
     cached so the keyed HMAC state is computed once.
     """
 
-    def __init__(self, http: HttpSettings, max_retry_after_s: float) -> None:
+    def __init__(self, http: HttpSettings, delivery: DeliverySettings) -> None:
         self._http = http
-        self._max_retry_after_s = max_retry_after_s
+        self._delivery = delivery
         self._session: aiohttp.ClientSession | None = None
         self._signers: dict[str, Signer] = {}
 

@@ -14,9 +14,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
-from hookrelay.config import Settings, load_settings
 
 from hookrelay.app import Daemon
+from hookrelay.config import Settings, load_settings
 
 
 def unique(prefix: str) -> str:
