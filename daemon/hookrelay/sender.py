@@ -164,13 +164,11 @@ class HttpSender:
         head: bytes,
         started: float,
     ) -> AttemptResult:
-        retry_on = (
-            hook.retry_on_status if hook.retry_on_status is not None else DEFAULT_RETRYABLE_4XX
-        )
-        error, retryable = classify_status(status, retry_on)
+        error, retryable = classify_status(status, hook.effective_retry_on_status(self._delivery))
         retry_after = None
         if error is not None and retryable:
-            retry_after = parse_retry_after(headers.get("Retry-After"), self._max_retry_after_s)
+            cap_s = self._delivery.max_retry_after_s
+            retry_after = parse_retry_after(headers.get("Retry-After"), cap_s)
         return AttemptResult(
             status, error, retryable, retry_after, time.perf_counter() - started, head
         )
