@@ -93,5 +93,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger bound with ``logger=name``."""
-    return structlog.get_logger(name).bind(logger=name)
+    """A lazy structlog logger bound with ``component=name``."""
+    # Stay a lazy proxy: binding here would freeze structlog's default configuration into
+    # module-level loggers created at import time, before configure_logging() runs.
+    return structlog.get_logger(component=name)

@@ -1,0 +1,172 @@
+"""The ``hookrelay`` command line, run as a real subprocess against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.harness import (
+    committed_offsets,
+    produce,
+    read_topic,
+    unique,
+    write_config,
+)
+from tests.kafka_broker import create_topics
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+HOOKRELAY = [sys.executable, "-m", "hookrelay"]
+SECRET = "s3cret-signing-key-never-logged"
+
+
+async def hookrelay(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *HOOKRELAY, *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_check_accepts_the_shipped_configuration() -> None:
+    code, out, err = await hookrelay("check", "-c", "config/hookrelay.yaml")
+    assert code == 0, err
+    assert "ok (6 hooks, 5 enabled)" in out
+
+
+async def test_check_refuses_bad_configuration_naming_file_line_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "kafka:\n  topics: [identity.events]\n"
+        "hooks:\n  - id: a\n    events: ['*']\n    url: ftp://example.com/x\n    enabled: no\n"
+    )
+    code, _, err = await hookrelay("check", "-c", str(config))
+    assert code == 1
+    assert f"{config}:6: hooks[0].url:" in err
+    assert f"{config}:7: hooks[0].enabled:" in err
+
+
+async def test_usage_errors_exit_2() -> None:
+    code, _, err = await hookrelay("frobnicate")
+    assert code == 2
+    assert "invalid choice" in err
+
+
+async def test_send_test_delivers_a_signed_logto_style_payload(tmp_path: Path) -> None:
+    async with Receiver(keys={"mine": SECRET}) as receiver:
+        hooks = [
+            {"id": "mine", "events": ["User.*"], "url": receiver.url("mine"), "signing_key": SECRET}
+        ]
+        path = write_config(tmp_path, "127.0.0.1:1", "unused", hooks)
+        code, out, err = await hookrelay(
+            "send-test", "mine", "--event", "User.Created", "-c", str(path)
+        )
+        assert code == 0, err
+        assert "status: 200" in out
+        [request] = receiver.requests
+    assert request.signature_valid is True
+    assert request.json["event"] == "User.Created"
+    assert request.body.endswith(b',"hookId":"mine"}')
+    assert SECRET not in out + err
+
+
+async def test_send_test_reports_a_failing_endpoint(tmp_path: Path) -> None:
+    hooks = [{"id": "nobody", "events": ["*"], "url": f"http://127.0.0.1:{free_port()}/x"}]
+    path = write_config(tmp_path, "127.0.0.1:1", "unused", hooks)
+    code, _, err = await hookrelay("send-test", "nobody", "-c", str(path))
+    assert code == 1
+    assert "connection error" in err
+    code, _, err = await hookrelay("send-test", "missing", "-c", str(path))
+    assert code == 2
+    assert "no hook with id 'missing'" in err
+
+
+async def test_produce_publishes_json_lines_byte_for_byte(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("produce")
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    lines = [
+        b'{"event":"PostSignIn","createdAt":"2026-01-01T00:00:00.000Z","userId":"u1","n":1.50}',
+        b'{"event":"User.Created","createdAt":"2026-01-01T00:00:01.000Z","userId":"u2"}',
+    ]
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n\n")
+    path = write_config(tmp_path, kafka_bootstrap, topic, [])
+    code, out, err = await hookrelay(
+        "produce", "-c", str(path), str(events), "--key-field", "userId"
+    )
+    assert code == 0, err
+    assert f"produced 2 events to {topic}" in out
+    records = await read_topic(kafka_bootstrap, topic, 2)
+    assert [r.value for r in records] == lines
+    assert [r.key for r in records] == [b"u1", b"u2"]
+
+
+async def test_run_delivers_then_drains_commits_and_exits_0_on_sigterm(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=1)
+    async with Receiver(keys={"crm": SECRET}) as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "signing_key": SECRET}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        config = orjson.loads(path.read_bytes())
+        config["admin"]["listen"] = f"127.0.0.1:{free_port()}"
+        path.write_bytes(orjson.dumps(config))
+        values = [
+            orjson.dumps({"event": "User.Created", "createdAt": "2026-01-01T00:00:00.000Z",
+                          "data": {"primaryEmail": f"private-{i}@example.com"}})
+            for i in range(20)
+        ]  # fmt: skip
+        await produce(kafka_bootstrap, topic, values, partition=0)
+        daemon = await asyncio.create_subprocess_exec(
+            *HOOKRELAY, "run", "-c", str(path), cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            await receiver.wait_for(20, timeout_s=30)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(daemon.communicate(), 30)
+    assert daemon.returncode == 0, output.decode()[-3000:]
+    assert all(r.signature_valid for r in receiver.requests)
+    group = config["kafka"]["group_id"]
+    assert list((await committed_offsets(kafka_bootstrap, group)).values()) == [20]
+    logs = [orjson.loads(line) for line in output.splitlines() if line.startswith(b"{")]
+    names = [entry["event"] for entry in logs]
+    assert names.index("shutdown_requested") < names.index("deliveries_drained")
+    assert names[-1] == "daemon_stopped"
+    succeeded = [entry for entry in logs if entry["event"] == "delivery_succeeded"]
+    assert len(succeeded) == 20
+    assert {"hook_id", "delivery_id", "event_name", "attempt", "status"} <= set(succeeded[0])
+    assert SECRET.encode() not in output
+    assert b"private-" not in output  # payload bodies are never logged
+
+
+async def test_run_refuses_invalid_configuration_without_starting(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("kafka:\n  group_id: ${HOOKRELAY_TEST_UNSET_VARIABLE}\n")
+    code, _, err = await hookrelay("run", "-c", str(config))
+    assert code == 1
+    assert "HOOKRELAY_TEST_UNSET_VARIABLE" in err
+    assert f"{config}:2: kafka.group_id:" in err
