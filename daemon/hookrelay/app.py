@@ -27,6 +27,7 @@ import time
 from contextlib import suppress
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from hookrelay.admin import AdminServer
@@ -138,6 +139,7 @@ class Daemon:
         self._producer_started = False
         self._signals = 0
         self._hard_deadline: threading.Timer | None = None
+        self._kafka_error = ""
 
     def not_ready_reasons(self) -> list[str]:
         """Why the daemon is not ready (empty list: ready)."""
@@ -148,8 +150,10 @@ class Daemon:
             reasons.append("consumer not started")
         if not self._producer_started:
             reasons.append("producer not started")
-        elif time.monotonic() - self.source.last_fetch_ok > 10.0:
-            reasons.append("no successful fetch in the last 10 s")
+        if self._kafka_error:
+            reasons.append(f"kafka unreachable: {self._kafka_error}")
+        elif self.source.started and time.monotonic() - self.source.last_contact_ok > 15.0:
+            reasons.append("no answer from the Kafka cluster in the last 15 s")
         return reasons
 
     def request_stop(self) -> None:
@@ -187,17 +191,8 @@ class Daemon:
         """Start everything, run until stopped, shut down in order; return the exit status."""
         await self.admin.start()
         try:
-            await self._start_clients()
-            log.info("daemon_started", hooks=len(self.settings.hooks))
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.source.run(self.pipeline.handle, self.stopping), name="fetch")
-                tg.create_task(self.source.run_committer(self.stopping), name="committer")
-                writer = tg.create_task(self.dead_letters.run(), name="dead-letter-writer")
-                watchdog = tg.create_task(self._watchdog(), name="watchdog")
-                await self.stopping.wait()
-                await self._drain()
-                writer.cancel()
-                watchdog.cancel()
+            if await self._start_clients():
+                await self._run_tasks()
         finally:
             await self._close()
             if self._hard_deadline is not None:
@@ -205,12 +200,45 @@ class Daemon:
         log.info("daemon_stopped")
         return 0
 
-    async def _start_clients(self) -> None:
+    async def _run_tasks(self) -> None:
+        log.info("daemon_started", hooks=len(self.settings.hooks))
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.source.run(self.pipeline.handle, self.stopping), name="fetch")
+            tg.create_task(self.source.run_committer(self.stopping), name="committer")
+            writer = tg.create_task(self.dead_letters.run(), name="dead-letter-writer")
+            watchdog = tg.create_task(self._watchdog(), name="watchdog")
+            await self.stopping.wait()
+            await self._drain()
+            writer.cancel()
+            watchdog.cancel()
+
+    async def _start_clients(self) -> bool:
+        """Open the HTTP session, then connect to Kafka, retrying with backoff while the
+        cluster is unreachable (the daemon stays up and reports not ready meanwhile).
+        Returns False when asked to stop before Kafka answered."""
         await self._http.start()
-        await self.producer.start()
-        self._producer_started = True
-        await self.source.start()
-        self.source.last_fetch_ok = time.monotonic()
+        backoff_s = 0.5
+        while not self.stopping.is_set():
+            try:
+                if not self._producer_started:
+                    await self.producer.start()
+                    self._producer_started = True
+                await self.source.start()
+            except KafkaError as e:
+                self._kafka_error = f"{type(e).__name__}"
+                log.warning(
+                    "kafka_unreachable",
+                    bootstrap_servers=list(self.settings.kafka.bootstrap_servers),
+                    error=f"{type(e).__name__}: {e}",
+                    retry_in_s=backoff_s,
+                )
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), backoff_s)
+                backoff_s = min(backoff_s * 2, 10.0)
+                continue
+            self._kafka_error = ""
+            return True
+        return False
 
     async def _watchdog(self) -> None:
         while True:
@@ -232,10 +260,10 @@ class Daemon:
             with suppress(Exception):
                 await asyncio.wait_for(self.source.commit(), 10.0)
         await close_quietly(self._http)
-        if self._producer_started:
-            with suppress(Exception):
-                await asyncio.wait_for(self.producer.stop(), 10.0)
-            self._producer_started = False
+        # Stopped even when start() failed half-way, so no connection or task is left open.
+        with suppress(Exception):
+            await asyncio.wait_for(self.producer.stop(), 10.0)
+        self._producer_started = False
         with suppress(Exception):
             await asyncio.wait_for(self.source.stop(), 15.0)
         await self.admin.stop()

@@ -31,6 +31,9 @@ from hookrelay.offsets import AckTracker
 
 log = get_logger("hookrelay.source")
 
+PROBE_INTERVAL_S = 5.0
+"""Seconds between metadata probes of the cluster (readiness)."""
+
 RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], None]
 
 
@@ -84,20 +87,21 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             request_timeout_ms=int(settings.request_timeout_s * 1000),
         )
         self.started = False
-        self.last_fetch_ok = 0.0
+        self.last_contact_ok = 0.0
 
     async def start(self) -> None:
         """Connect and subscribe (raises ``KafkaError`` when the cluster is unreachable)."""
         await self.consumer.start()
         self.consumer.subscribe(list(self._settings.topics), listener=self)
         self.started = True
+        self.last_contact_ok = time.monotonic()
         log.info("consumer_started", topics=list(self._settings.topics))
 
     async def stop(self) -> None:
-        """Leave the group and close connections (no commit here; see ``commit``)."""
-        if self.started:
-            self.started = False
-            await self.consumer.stop()
+        """Leave the group and close connections (no commit here; see ``commit``). Safe to
+        call after a failed or no ``start()``."""
+        self.started = False
+        await self.consumer.stop()
 
     # -- rebalance listener (awaited by aiokafka around a group rebalance) ------------------
 
@@ -140,7 +144,6 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("fetch_failed", error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(1.0)
                 continue
-            self.last_fetch_ok = time.monotonic()
             for tp, records in batches.items():
                 if tp in self._revoking:
                     continue
@@ -192,11 +195,26 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run_committer(self, stopping: asyncio.Event) -> None:
         """Commit every ``commit_interval_s`` and refresh the lag gauges, until stopping."""
         interval = self._settings.commit_interval_s
+        next_probe = 0.0
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
             await self.commit()
             await self._update_lag()
+            if time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + PROBE_INTERVAL_S
+                await self.probe()
+
+    async def probe(self, timeout_s: float = 5.0) -> bool:
+        """Ask the cluster for metadata; a timely answer refreshes ``last_contact_ok``, which
+        readiness uses (aiokafka's fetch loop hides a lost broker, it just returns nothing)."""
+        try:
+            await asyncio.wait_for(self.consumer.topics(), timeout_s)
+        except (KafkaError, TimeoutError) as e:
+            log.warning("kafka_probe_failed", error=f"{type(e).__name__}: {e}")
+            return False
+        self.last_contact_ok = time.monotonic()
+        return True
 
     async def _update_lag(self) -> None:
         for tp in self.consumer.assignment():
