@@ -4,14 +4,14 @@
 
     HookrelayError
     ├── ConfigError            configuration refused at load time (file, line, key path)
-    ├── InvalidEventError      a record is not a valid identity event (dead-lettered)
-    ├── KafkaUnavailableError  the broker could not be reached or refused a request
-    └── DeliveryError          one attempt to POST a webhook failed
-        ├── RetryableDeliveryError   408/425/429/5xx, connection errors, timeouts
-        └── PermanentDeliveryError   other 4xx, 3xx (never followed), refused by policy
+    └── InvalidEventError      a record is not a valid identity event (dead-lettered)
 
-Every ``DeliveryError`` says whether it is retryable (``retryable``) and carries the HTTP
-status when there was one. Raise with ``from e`` to keep the transport's cause.
+A failed delivery attempt is deliberately *not* an exception: endpoints failing is the normal
+business of a webhook relay, so the sender returns an ``AttemptResult`` value that says
+whether the failure is retryable (``model.AttemptResult.retryable``), with the HTTP status
+and ``Retry-After`` when there were any. Kafka client failures stay aiokafka's ``KafkaError``
+and are handled where they occur (start-up retries, commit retries, dead-letter write
+retries). Raise with ``from e`` to keep a cause.
 """
 
 from __future__ import annotations
@@ -50,40 +50,6 @@ class ConfigError(HookrelayError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(issue) for issue in issues))
-
-
-class KafkaUnavailableError(HookrelayError):
-    """The Kafka cluster could not be reached, or refused a request hookrelay needs."""
-
-
-class DeliveryError(HookrelayError):
-    """One delivery attempt failed.
-
-    ``status`` is the HTTP status when the endpoint answered, else ``None``.
-    ``retry_after_s`` is the endpoint's ``Retry-After`` in seconds when it sent a usable one.
-    """
-
-    retryable: bool = False
-
-    def __init__(
-        self, reason: str, *, status: int | None = None, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after_s = retry_after_s
-
-
-class RetryableDeliveryError(DeliveryError):
-    """The attempt may succeed later: 408, 425, 429, 5xx, connection error or timeout."""
-
-    retryable = True
-
-
-class PermanentDeliveryError(DeliveryError):
-    """Retrying will not help: other 4xx, a redirect (never followed), or refused by policy."""
-
-    retryable = False
 
 
 class InvalidEventError(HookrelayError):
