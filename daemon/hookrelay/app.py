@@ -5,7 +5,7 @@ exits non-zero, loudly):
 
 - ``fetch``: the source's poll loop (decode → route → dispatch, or dead-letter);
 - ``committer``: periodic offset commits and lag gauges;
-- ``dead-letter-writer``: durable writes to the dead-letter topic;
+- ``kafka-writer``: durable writes to the retry topics and the dead-letter topic;
 - ``watchdog``: surfaces a crashed lane worker;
 - ``shutdown``: waits for the stop signal, then runs the shutdown sequence.
 
@@ -26,74 +26,25 @@ import threading
 import time
 from contextlib import suppress
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.structs import TopicPartition
 
 from hookrelay.admin import AdminServer
-from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.config import Settings
-from hookrelay.deadletter import DeadLetterWriter, invalid_record
-from hookrelay.decode import decode
 from hookrelay.dispatcher import Dispatcher
-from hookrelay.errors import InvalidEventError
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
-from hookrelay.model import Origin
 from hookrelay.offsets import AckTracker
-from hookrelay.router import Router
+from hookrelay.pipeline import Pipeline
 from hookrelay.sender import HttpSender, Sender, close_quietly
 from hookrelay.source import Backpressure, Source
+from hookrelay.topics import ensure_topics
+from hookrelay.writer import DurableWriter
 
 log = get_logger("hookrelay.app")
 
 EXIT_HARD_DEADLINE = 70
 EXIT_SECOND_SIGNAL = 130
-
-
-class Pipeline:
-    """Per-record glue: decode, route, register with the ack tracker, dispatch or
-    dead-letter. ``handle`` is synchronous and never raises on bad input."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        tracker: AckTracker,
-        dispatcher: Dispatcher,
-        dead_letters: DeadLetterWriter,
-        metrics: Metrics,
-    ) -> None:
-        self.router = Router(settings.hooks)
-        self._max_bytes = settings.delivery.max_event_bytes
-        self._tracker = tracker
-        self._dispatcher = dispatcher
-        self._dead_letters = dead_letters
-        self._metrics = metrics
-
-    def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Take one consumed record all the way to its lanes or the dead-letter topic."""
-        origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
-        tp = TopicPartition(record.topic, record.partition)
-        try:
-            event = decode(record.value, record.key, origin, self._max_bytes)
-        except InvalidEventError as e:
-            self._metrics.events_invalid.labels(e.reason).inc()
-            log.warning(
-                "event_invalid", reason=e.reason, detail=e.detail,
-                topic=origin.topic, partition=origin.partition, offset=origin.offset,
-            )  # fmt: skip
-            ticket = self._tracker.register(tp, record.offset, 1)
-            letter = invalid_record(e.reason, e.detail, record.value, record.key, origin)
-            self._dead_letters.submit(letter, ticket.settle)
-            return
-        hooks = self.router.match(event.name)
-        # Event names come from untrusted records: only known or subscribed names become
-        # label values, so the metric's cardinality stays bounded.
-        label = event.name if hooks or event.name in KNOWN_EVENTS else "other"
-        self._metrics.events_matched.labels(label, "true" if hooks else "false").inc()
-        ticket = self._tracker.register(tp, record.offset, len(hooks))
-        if hooks:
-            self._dispatcher.submit(event, hooks, ticket)
 
 
 class Daemon:
@@ -116,23 +67,22 @@ class Daemon:
             request_timeout_ms=int(k.request_timeout_s * 1000),
         )
         self.tracker = AckTracker()
-        self.dead_letters = DeadLetterWriter(
-            self.producer, settings.dead_letter_topic, self.metrics
-        )
+        self.writer = DurableWriter(self.producer, self.metrics)
         self.dispatcher = Dispatcher(
-            self._sender, self.dead_letters, self.metrics, settings.delivery
-        )
+            self._sender, self.writer, self.metrics, settings.delivery,
+            retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
+        )  # fmt: skip
         self.dispatcher.set_hooks(settings.hooks)
-        self.pipeline = Pipeline(
-            settings, self.tracker, self.dispatcher, self.dead_letters, self.metrics
-        )
+        self.pipeline = Pipeline(settings, self.tracker, self.dispatcher, self.writer, self.metrics)
         d = settings.delivery
         backpressure = Backpressure(
             d.max_in_flight, d.resume_below, lambda: self.dispatcher.in_flight
         )
         self.source = Source(
-            k, self.tracker, self.metrics, backpressure, revoke_timeout_s=settings.shutdown.grace_s
-        )
+            k, self.tracker, self.metrics, backpressure,
+            retry_topics=settings.retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
+        )  # fmt: skip
+        self._topics_ready = False
         self.admin = AdminServer(
             settings.admin.host, settings.admin.port, self.metrics, self.not_ready_reasons
         )
@@ -205,7 +155,7 @@ class Daemon:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.source.run(self.pipeline.handle, self.stopping), name="fetch")
             tg.create_task(self.source.run_committer(self.stopping), name="committer")
-            writer = tg.create_task(self.dead_letters.run(), name="dead-letter-writer")
+            writer = tg.create_task(self.writer.run(), name="kafka-writer")
             watchdog = tg.create_task(self._watchdog(), name="watchdog")
             await self.stopping.wait()
             await self._drain()
@@ -220,6 +170,9 @@ class Daemon:
         backoff_s = 0.5
         while not self.stopping.is_set():
             try:
+                if not self._topics_ready:
+                    await ensure_topics(self.settings)
+                    self._topics_ready = True
                 if not self._producer_started:
                     await self.producer.start()
                     self._producer_started = True

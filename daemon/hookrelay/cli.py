@@ -27,7 +27,7 @@ import orjson
 from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.config import Settings, config_warnings, load_settings
-from hookrelay.errors import ConfigError, InvalidEventError
+from hookrelay.errors import ConfigError, InvalidEventError, TopicsMissingError
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -115,6 +115,9 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
+    except TopicsMissingError as e:
+        print(f"hookrelay: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:
         get_logger("hookrelay.cli").exception("daemon_failed", error=f"{type(e).__name__}: {e}")
         return EXIT_FAILED

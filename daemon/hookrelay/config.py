@@ -68,6 +68,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.errors import ConfigError, ConfigIssue
+from hookrelay.retries import tier_topics
 
 __all__ = [
     "RESERVED_HEADERS",
@@ -411,6 +412,13 @@ class KafkaSettings(_Model):
     """Seconds allowed between fetches before the member is considered stuck."""
     request_timeout_s: Number = Field(30.0, gt=0)
     """Seconds to wait for a broker answer."""
+    create_topics: StrictBool = True
+    """Create the dead-letter and retry topics at start-up when they are missing; false makes
+    a missing topic a start-up error that names it."""
+    topic_partitions: Integer = Field(3, ge=1)
+    """Partitions of the topics hookrelay creates (dead-letter and retry topics)."""
+    topic_replication_factor: Integer = Field(1, ge=1)
+    """Replication factor of the topics hookrelay creates; use 3 on a production cluster."""
 
 
 class HttpSettings(_Model):
@@ -449,6 +457,17 @@ class DeliverySettings(_Model):
     """Largest record value accepted as an event; larger ones go to the dead-letter topic."""
     retry_on_status: tuple[RetryableStatus, ...] = (408, 425, 429)
     """4xx answers that are retried; 5xx are always retried, other 4xx are permanent failures."""
+    retry_topic_prefix: TopicName = "hookrelay.retry."
+    """Retry topics are this prefix plus each delay of retry_schedule_s (hookrelay.retry.5s,
+    hookrelay.retry.2m, ...)."""
+    lane_max_pending: Integer = Field(1000, ge=1)
+    """Deliveries a hook's lane holds in memory; beyond this, new ones are parked in the first
+    retry topic instead, so a slow endpoint never holds the consumer back."""
+    circuit_failure_threshold: Integer = Field(5, ge=1)
+    """Consecutive retryable failures that open a hook's circuit: its deliveries are parked
+    in the retry topics without being attempted until the cool-down ends."""
+    circuit_cooldown_s: Number = Field(30.0, gt=0)
+    """Seconds an open circuit waits before letting one probe delivery through."""
 
     @field_validator("retry_schedule_s")
     @classmethod
@@ -626,7 +645,19 @@ class Settings(_Model):
                 "dead letters)",
                 at=("dead_letter_topic",),
             )
+        clash = set(self.retry_topics) & {*self.kafka.topics, self.dead_letter_topic}
+        if clash:
+            raise _refuse(
+                "expected a prefix whose retry topics differ from kafka.topics and "
+                "dead_letter_topic",
+                at=("delivery", "retry_topic_prefix"),
+            )
         return self
+
+    @property
+    def retry_topics(self) -> tuple[str, ...]:
+        """The retry topic of each tier, in ``delivery.retry_schedule_s`` order."""
+        return tier_topics(self.delivery.retry_topic_prefix, self.delivery.retry_schedule_s)
 
 
 class _HooksFile(_Model):

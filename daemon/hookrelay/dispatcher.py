@@ -1,23 +1,32 @@
 """Fan deliveries out to one lane per hook, and decide what each attempt's result means.
 
-A **lane** serves one hook: a FIFO of pending deliveries, a token bucket (the hook's rate
-limit), and at most ``max_concurrency`` worker tasks, spawned lazily when work arrives and
-exiting when the FIFO is empty (kopf's per-key worker). Lanes share nothing but the sender's
-connection pool, so a slow, throttled or failing endpoint only ever holds its own workers:
-other hooks' sends never wait behind it.
+A **lane** serves one hook: a bounded FIFO of pending deliveries, a token bucket (the hook's
+rate limit), a circuit breaker, and at most ``max_concurrency`` worker tasks, spawned lazily
+when work arrives and exiting when the FIFO is empty (kopf's per-key worker). Lanes share
+nothing but the sender's connection pool, so a slow, throttled or failing endpoint only ever
+holds its own workers: other hooks' sends never wait behind it.
 
-After each attempt:
+Nothing waits in memory for long. A delivery is **parked** — written to a retry topic (see
+``retries``) and its source record settled once the broker acknowledged it — when:
 
-- delivered → settle the record's ack ticket;
-- retryable failure with attempts left → wait ``retry_schedule_s[n]`` (± jitter, and no
-  earlier than the endpoint's ``Retry-After``), then queue it again in its lane; a 429/503
-  with ``Retry-After`` also pauses the whole lane until then;
-- permanent failure, or schedule exhausted → hand it to the dead-letter writer, which settles
-  the ticket once the broker acknowledged the write.
+- an attempt failed with a retryable outcome (the next tier of the schedule, never sooner
+  than the endpoint's ``Retry-After``);
+- the lane is full (``delivery.lane_max_pending``), or paused by a ``Retry-After`` on a
+  429/503 (the first tier that covers the pause);
+- the circuit is open: after ``circuit_failure_threshold`` consecutive retryable failures
+  the lane stops attempting for ``circuit_cooldown_s``, then lets one probe through
+  (half-open); the probe's outcome closes or re-opens it. A delivery parked by an open
+  circuit counts as a failed attempt, so an endpoint that never recovers still ends each
+  delivery in the dead-letter topic after the whole schedule.
 
-Retries wait in process (timer handles, not tasks) in this version; they count as in flight,
-so backpressure still bounds memory. ``in_flight`` counts deliveries accepted and not yet
-settled; the source pauses fetching when it reaches ``delivery.max_in_flight``.
+A delivery goes to the **dead-letter topic** on a permanent failure (other 4xx, 3xx), when
+the schedule is exhausted, or when its hook answered ``410 Gone``: that pauses the hook
+(every later delivery is dead-lettered too, reason ``hook_gone``) until the configuration is
+reloaded.
+
+``Dispatcher.in_flight`` counts deliveries accepted and not yet settled (delivered, parked or
+dead-lettered, with the broker's acknowledgement); the source pauses fetching when it
+reaches ``delivery.max_in_flight``.
 """
 
 from __future__ import annotations
@@ -28,20 +37,32 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 
 from hookrelay.config import DeliverySettings, Hook
-from hookrelay.deadletter import DeadLetterWriter, failed_delivery
+from hookrelay.deadletter import failed_delivery
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import AttemptResult, Delivery, Event, Outcome
 from hookrelay.offsets import AckTicket
 from hookrelay.ratelimit import Clock, TokenBucket
+from hookrelay.retries import RetryPlan, RetryRecord
 from hookrelay.sender import Sender
 from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id
+from hookrelay.writer import DurableWriter, OutboundRecord
 
 log = get_logger("hookrelay.dispatcher")
 
 _LANE_PAUSING_STATUSES = (429, 503)
+_GONE = 410
+
+
+class Circuit(Enum):
+    """Circuit-breaker state; the value is the ``hookrelay_circuit_state`` gauge."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +70,11 @@ class _Context:
     """What every lane shares: collaborators, settings, clock and bookkeeping callbacks."""
 
     sender: Sender
-    dead_letters: DeadLetterWriter
+    writer: DurableWriter
     metrics: Metrics
     settings: DeliverySettings
+    plan: RetryPlan
+    dead_letter_topic: str
     clock: Clock
     jitter: Callable[[], float]
     on_finished: Callable[[Delivery, Outcome], None]
@@ -66,8 +89,12 @@ class Lane:
         self._workers: set[asyncio.Task[None]] = set()
         self._starting = 0
         self._sending = 0
-        self._timers: dict[int, asyncio.TimerHandle] = {}
         self._not_before = 0.0
+        self._failures = 0
+        self._circuit = Circuit.CLOSED
+        self._circuit_until = 0.0
+        self._probing = False
+        self.gone = False
         self.failure: BaseException | None = None
         self.member = hook_id_member(hook.id)
         self.hook = hook
@@ -76,9 +103,11 @@ class Lane:
         m = ctx.metrics
         self._m_pending = m.lane_pending.labels(hook.id)
         self._m_sending = m.lane_in_flight.labels(hook.id)
-        self._m_waiting = m.lane_retry_waiting.labels(hook.id)
         self._m_duration = m.request_duration.labels(hook.id)
         self._m_rate_wait = m.rate_limit_wait.labels(hook.id)
+        self._m_circuit = m.circuit_state.labels(hook.id)
+        self._m_circuit.set(0)
+        m.hook_paused.labels(hook.id).set(0)
 
     def configure(self, hook: Hook) -> None:
         """Apply ``hook``'s (possibly changed) settings; a new rate limit applies at once."""
@@ -98,16 +127,27 @@ class Lane:
 
     @property
     def busy(self) -> int:
-        """Deliveries queued or being sent (not those waiting for a retry)."""
+        """Deliveries queued or being sent."""
         return len(self._queue) + self._sending
 
     @property
-    def retry_waiting(self) -> int:
-        """Deliveries waiting in process for their next attempt."""
-        return len(self._timers)
+    def circuit(self) -> Circuit:
+        """The circuit state now (an open circuit past its cool-down reads half-open)."""
+        if self._circuit is Circuit.OPEN and self._ctx.clock() >= self._circuit_until:
+            return Circuit.HALF_OPEN
+        return self._circuit
+
+    # -- intake ---------------------------------------------------------------------------
 
     def submit(self, delivery: Delivery) -> None:
-        """Queue ``delivery`` and make sure a worker will pick it up."""
+        """Queue ``delivery`` (or park or dead-letter it at once; see module docstring)."""
+        if self.gone:
+            self._dead_letter(delivery, "hook_gone")
+            return
+        reason = self._park_reason(queued=len(self._queue))
+        if reason is not None:
+            self._park_unattempted(delivery, reason)
+            return
         delivery.enqueued_mono = self._ctx.clock()
         self._queue.append(delivery)
         self._m_pending.set(len(self._queue))
@@ -117,16 +157,42 @@ class Lane:
             self._workers.add(task)
             task.add_done_callback(self._worker_done)
 
+    def _park_reason(self, queued: int) -> str | None:
+        """Why a delivery must not wait in this lane now, or None if it may."""
+        state = self.circuit
+        if state is Circuit.OPEN:
+            return "circuit_open"
+        if state is Circuit.HALF_OPEN and self._probing:
+            return "circuit_open"  # one probe at a time while half-open
+        if self._not_before - self._ctx.clock() > 1.0:
+            return "throttled"
+        if queued >= self._ctx.settings.lane_max_pending:
+            return "lane_full"
+        return None
+
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         self._workers.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.failure = task.exception()
+
+    # -- the worker loop ------------------------------------------------------------------
 
     async def _work(self) -> None:
         self._starting -= 1
         while self._queue:
             delivery = self._queue.popleft()
             self._m_pending.set(len(self._queue))
+            if self.gone:
+                self._dead_letter(delivery, "hook_gone")
+                continue
+            reason = self._park_reason(queued=0)
+            if reason is not None:
+                self._park_unattempted(delivery, reason)
+                continue
+            if self.circuit is Circuit.HALF_OPEN:
+                self._probing = True  # this delivery is the probe
+                self._set_circuit(Circuit.HALF_OPEN)
+                log.info("circuit_half_open", hook_id=self.hook.id)
             await self._wait_for_turn()
             self._sending += 1
             self._m_sending.set(self._sending)
@@ -138,7 +204,7 @@ class Lane:
             self._handle(delivery, result)
 
     async def _wait_for_turn(self) -> None:
-        """Honour a lane pause (Retry-After), then the token bucket."""
+        """Honour a short lane pause (Retry-After ≤ 1 s), then the token bucket."""
         pause = self._not_before - self._ctx.clock()
         if pause > 0:
             await asyncio.sleep(pause)
@@ -155,58 +221,117 @@ class Lane:
             log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
             return AttemptResult(None, f"internal error: {type(e).__name__}", True, None, 0.0)
 
+    # -- outcomes -------------------------------------------------------------------------
+
     def _handle(self, delivery: Delivery, result: AttemptResult) -> None:
-        now = time.time()
-        delivery.attempts += 1
-        if delivery.first_attempt_at is None:
-            delivery.first_attempt_at = now
-        delivery.last_attempt_at = now
-        delivery.last_status = result.status
-        delivery.last_error = result.error
+        _record_attempt(delivery, result.status, result.error)
         metrics = self._ctx.metrics
         metrics.attempts.labels(self.hook.id, result.status_class).inc()
         self._m_duration.observe(result.duration_s)
         if result.ok:
-            latency = now - delivery.event.origin.timestamp_ms / 1000.0
+            self._circuit_success()
+            latency = time.time() - delivery.event.origin.timestamp_ms / 1000.0
             metrics.end_to_end_latency.labels(self.hook.id).observe(max(0.0, latency))
             self._log(delivery, result, "delivery_succeeded")
             self._ctx.on_finished(delivery, Outcome.DELIVERED)
-        elif result.retryable and delivery.attempts <= len(self._ctx.settings.retry_schedule_s):
-            self._schedule_retry(delivery, result)
+        elif result.status == _GONE:
+            self._log(delivery, result, "delivery_failed")
+            self._pause_gone()
+            self._dead_letter(delivery, "hook_gone")
+        elif result.retryable:
+            self._circuit_failure()
+            self._throttle(result)
+            self._retry_or_give_up(delivery, result)
         else:
-            self._dead_letter(delivery, result)
+            self._circuit_success()  # a 4xx answer proves the endpoint is up
+            self._log(delivery, result, "delivery_failed")
+            self._dead_letter(delivery, "permanent_failure")
 
-    def _retry_delay(self, delivery: Delivery, result: AttemptResult) -> float:
-        base = self._ctx.settings.retry_schedule_s[delivery.attempts - 1]
-        spread = self._ctx.settings.retry_jitter
-        delay = base * (1.0 + spread * (2.0 * self._ctx.jitter() - 1.0))
-        if result.retry_after_s is not None:
-            delay = max(delay, result.retry_after_s)
-        return max(0.0, delay)
+    def _retry_or_give_up(self, delivery: Delivery, result: AttemptResult) -> None:
+        plan = self._ctx.plan
+        if delivery.attempts >= plan.max_attempts:
+            self._log(delivery, result, "delivery_failed", gave_up=True)
+            self._dead_letter(delivery, "retries_exhausted")
+            return
+        wait = result.retry_after_s or 0.0
+        tier = plan.tier(delivery.attempts - 1, wait)
+        self._log(delivery, result, "delivery_failed", retry_tier=plan.topics[tier])
+        self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
+        self._park(delivery, tier, wait, "retry")
 
-    def _schedule_retry(self, delivery: Delivery, result: AttemptResult) -> None:
-        delay = self._retry_delay(delivery, result)
+    def _park_unattempted(self, delivery: Delivery, reason: str) -> None:
+        """Park a delivery that was not attempted now (lane full, throttled, circuit open)."""
+        plan = self._ctx.plan
+        self._ctx.metrics.parked.labels(self.hook.id, reason).inc()
+        if reason == "circuit_open":
+            _record_attempt(delivery, None, "circuit open: not attempted")
+            if delivery.attempts >= plan.max_attempts:
+                self._dead_letter(delivery, "retries_exhausted")
+                return
+            tier = plan.tier(delivery.attempts - 1, self._circuit_until - self._ctx.clock())
+        else:
+            wait = max(0.0, self._not_before - self._ctx.clock())
+            tier = plan.tier(max(0, delivery.attempts - 1), wait)
+        log.debug("delivery_parked", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
+                  reason=reason, retry_tier=plan.topics[tier])  # fmt: skip
+        self._park(delivery, tier, 0.0, reason)
+
+    def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> None:
+        plan = self._ctx.plan
+        due = plan.due_at_ms(tier, time.time(), self._ctx.jitter(), min_wait_s)
+        record = _retry_record(delivery, due)
+        event = delivery.event
+        outbound = OutboundRecord(
+            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry"
+        )
+        self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason)
+
+        def written() -> None:
+            self._ctx.metrics.dead_lettered.labels(reason).inc()
+            self._ctx.on_finished(delivery, Outcome.DEAD_LETTERED)
+
+        log.warning("delivery_dead_lettered", hook_id=self.hook.id, reason=reason,
+                    delivery_id=delivery.delivery_id, event_name=delivery.event.name,
+                    attempt=delivery.attempts, error=delivery.last_error)  # fmt: skip
+        self._ctx.writer.submit(letter, written)
+
+    # -- lane state -----------------------------------------------------------------------
+
+    def _throttle(self, result: AttemptResult) -> None:
         if result.retry_after_s is not None and result.status in _LANE_PAUSING_STATUSES:
             self._not_before = max(self._not_before, self._ctx.clock() + result.retry_after_s)
-        self._ctx.metrics.retries_scheduled.labels(self.hook.id).inc()
-        self._log(delivery, result, "delivery_retry_scheduled", retry_in_s=round(delay, 3))
-        key = id(delivery)
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, self._retry_due, key, delivery)
-        self._m_waiting.set(len(self._timers))
 
-    def _retry_due(self, key: int, delivery: Delivery) -> None:
-        self._timers.pop(key, None)
-        self._m_waiting.set(len(self._timers))
-        self.submit(delivery)
+    def _pause_gone(self) -> None:
+        if not self.gone:
+            self.gone = True
+            self._ctx.metrics.hook_paused.labels(self.hook.id).set(1)
+            log.error("hook_paused_gone", hook_id=self.hook.id,
+                      hint="the endpoint answered 410 Gone; fix the hook and reload")  # fmt: skip
 
-    def _dead_letter(self, delivery: Delivery, result: AttemptResult) -> None:
-        reason = "retries_exhausted" if result.retryable else "permanent_failure"
-        self._log(delivery, result, "delivery_dead_lettered", reason=reason)
-        self._ctx.dead_letters.submit(
-            failed_delivery(delivery, reason),
-            lambda: self._ctx.on_finished(delivery, Outcome.DEAD_LETTERED),
-        )
+    def _circuit_success(self) -> None:
+        self._failures = 0
+        self._probing = False
+        if self._circuit is not Circuit.CLOSED:
+            log.info("circuit_closed", hook_id=self.hook.id)
+        self._set_circuit(Circuit.CLOSED)
+
+    def _circuit_failure(self) -> None:
+        self._failures += 1
+        was_probe = self._probing
+        self._probing = False
+        if was_probe or self._failures >= self._ctx.settings.circuit_failure_threshold:
+            self._circuit_until = self._ctx.clock() + self._ctx.settings.circuit_cooldown_s
+            if self._circuit is Circuit.CLOSED or was_probe:
+                log.warning("circuit_opened", hook_id=self.hook.id, failures=self._failures,
+                            cooldown_s=self._ctx.settings.circuit_cooldown_s)  # fmt: skip
+            self._set_circuit(Circuit.OPEN)
+
+    def _set_circuit(self, state: Circuit) -> None:
+        self._circuit = state
+        self._m_circuit.set(state.value)
 
     def _log(self, delivery: Delivery, result: AttemptResult, name: str, **extra: object) -> None:
         level = log.info if result.ok else log.warning
@@ -223,40 +348,74 @@ class Lane:
         )
 
     async def close(self) -> int:
-        """Cancel workers and pending retry timers; return how many deliveries were abandoned."""
-        abandoned = len(self._queue) + len(self._timers) + self._sending
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        """Cancel workers; return how many deliveries were abandoned (left unsettled)."""
+        abandoned = len(self._queue) + self._sending
         self._queue.clear()
         workers = list(self._workers)
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         self._m_pending.set(0)
-        self._m_waiting.set(0)
         return abandoned
+
+
+def _record_attempt(delivery: Delivery, status: int | None, error: str | None) -> None:
+    now = time.time()
+    delivery.attempts += 1
+    if delivery.first_attempt_at is None:
+        delivery.first_attempt_at = now
+    delivery.last_attempt_at = now
+    delivery.last_status = status
+    delivery.last_error = error
+
+
+def _ms(epoch_s: float | None) -> int | None:
+    return None if epoch_s is None else int(epoch_s * 1000)
+
+
+def _retry_record(delivery: Delivery, due_at_ms: int) -> RetryRecord:
+    origin = delivery.event.origin
+    return RetryRecord(
+        hook_id=delivery.hook.id,
+        event=delivery.event.name,
+        delivery_id=delivery.delivery_id,
+        attempts=delivery.attempts,
+        first_attempt_at_ms=_ms(delivery.first_attempt_at),
+        last_attempt_at_ms=_ms(delivery.last_attempt_at),
+        last_status=delivery.last_status,
+        error=delivery.last_error or "",
+        due_at_ms=due_at_ms,
+        origin_topic=origin.topic,
+        origin_partition=origin.partition,
+        origin_offset=origin.offset,
+        origin_timestamp_ms=origin.timestamp_ms,
+    )
 
 
 class Dispatcher:
     """Owns the lanes; turns (event, matching hooks, ack ticket) into deliveries.
 
-    ``in_flight`` counts deliveries accepted and not yet settled (delivered or
-    dead-lettered). The clock (monotonic seconds) and jitter source (``[0, 1)``) are
-    injectable for tests.
+    ``in_flight`` counts deliveries accepted and not yet settled. The clock (monotonic
+    seconds) and jitter source (``[0, 1)``) are injectable for tests.
     """
 
     def __init__(
         self,
         sender: Sender,
-        dead_letters: DeadLetterWriter,
+        writer: DurableWriter,
         metrics: Metrics,
         settings: DeliverySettings,
         *,
+        retry_topics: tuple[str, ...],
+        dead_letter_topic: str,
         clock: Clock = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._ctx = _Context(sender, dead_letters, metrics, settings, clock, jitter, self._finished)
+        plan = RetryPlan(settings.retry_schedule_s, retry_topics, settings.retry_jitter)
+        self._ctx = _Context(
+            sender, writer, metrics, settings, plan, dead_letter_topic, clock, jitter,
+            self._finished,
+        )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
         self.in_flight = 0
@@ -280,21 +439,45 @@ class Dispatcher:
         """The lane serving ``hook_id`` (``KeyError`` if the hook is not enabled)."""
         return self._lanes[hook_id]
 
+    def has_lane(self, hook_id: str) -> bool:
+        """True when ``hook_id`` is an enabled hook."""
+        return hook_id in self._lanes
+
     def submit(self, event: Event, hooks: tuple[Hook, ...], ticket: AckTicket) -> None:
         """Queue one delivery of ``event`` per hook in ``hooks``; each settles ``ticket`` once."""
         origin = event.origin
+        self.in_flight += len(hooks)
+        self._metrics.in_flight.set(self.in_flight)
         for hook in hooks:
             lane = self._lanes[hook.id]
             body = splice_hook_id(event.body_head, event.empty, lane.member)
             did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
             lane.submit(Delivery(event, hook, did, body, ticket))
-        self.in_flight += len(hooks)
+
+    def resubmit(self, event: Event, retry: RetryRecord, ticket: AckTicket) -> None:
+        """Take a delivery back from a retry topic, with its attempt history; a hook that
+        was removed or disabled meanwhile sends it to the dead-letter topic."""
+        self.in_flight += 1
         self._metrics.in_flight.set(self.in_flight)
+        lane = self._lanes.get(retry.hook_id)
+        hook = lane.hook if lane is not None else _placeholder_hook(retry.hook_id)
+        body = splice_hook_id(event.body_head, event.empty, hook_id_member(retry.hook_id))
+        delivery = Delivery(event, hook, retry.delivery_id, body, ticket, attempts=retry.attempts)
+        delivery.first_attempt_at = _seconds(retry.first_attempt_at_ms)
+        delivery.last_attempt_at = _seconds(retry.last_attempt_at_ms)
+        delivery.last_status = retry.last_status
+        delivery.last_error = retry.error or None
+        if lane is None:
+            letter = failed_delivery(self._ctx.dead_letter_topic, delivery, "hook_removed")
+            self._ctx.writer.submit(letter, lambda: self._finished(delivery, Outcome.DEAD_LETTERED))
+            return
+        lane.submit(delivery)
 
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
         self._metrics.in_flight.set(self.in_flight)
-        self._metrics.deliveries.labels(delivery.hook.id, outcome.value).inc()
+        if outcome is not Outcome.PARKED:
+            self._metrics.deliveries.labels(delivery.hook.id, outcome.value).inc()
         delivery.ticket.settle()
 
     def check_health(self) -> None:
@@ -305,15 +488,15 @@ class Dispatcher:
 
     @property
     def busy(self) -> int:
-        """Deliveries queued or being sent, plus dead letters not yet acknowledged."""
+        """Deliveries queued or being sent, plus Kafka writes not yet acknowledged."""
         lanes = (*self._lanes.values(), *self._retired)
-        return sum(lane.busy for lane in lanes) + self._ctx.dead_letters.pending
+        return sum(lane.busy for lane in lanes) + self._ctx.writer.pending
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until nothing is queued or being sent (retry waits excluded), at most
-        ``timeout_s`` seconds. Returns True when drained."""
+        """Wait until nothing is queued, being sent or being written, at most ``timeout_s``
+        seconds. Returns True when drained."""
         deadline = time.monotonic() + timeout_s
-        # busy sums every lane and the dead-letter queue; a 50 ms poll during shutdown is
+        # busy sums every lane and the writer queue; a 50 ms poll during shutdown is
         # simpler than a condition all of them would have to signal.
         while self.busy and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
@@ -330,3 +513,12 @@ class Dispatcher:
             if count:
                 self._metrics.deliveries.labels(lane.hook.id, Outcome.ABANDONED.value).inc(count)
         return sum(counts)
+
+
+def _seconds(epoch_ms: int | None) -> float | None:
+    return None if epoch_ms is None else epoch_ms / 1000.0
+
+
+def _placeholder_hook(hook_id: str) -> Hook:
+    """A stand-in for a hook no longer configured, so its dead letter can name it."""
+    return Hook.model_validate({"id": hook_id, "events": ["*"], "url": "http://removed.invalid/"})

@@ -4,7 +4,8 @@
 
     HookrelayError
     ├── ConfigError            configuration refused at load time (file, line, key path)
-    └── InvalidEventError      a record is not a valid identity event (dead-lettered)
+    ├── InvalidEventError      a record is not a valid identity event (dead-lettered)
+    └── TopicsMissingError     topics hookrelay writes to are missing and may not be created
 
 A failed delivery attempt is deliberately *not* an exception: endpoints failing is the normal
 business of a webhook relay, so the sender returns an ``AttemptResult`` value that says
@@ -62,3 +63,15 @@ class InvalidEventError(HookrelayError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class TopicsMissingError(HookrelayError):
+    """Topics hookrelay must write to (dead-letter, retry tiers) do not exist, and
+    ``kafka.create_topics`` is false. ``topics`` names them all."""
+
+    def __init__(self, topics: list[str]) -> None:
+        self.topics = topics
+        super().__init__(
+            "missing Kafka topics (kafka.create_topics is false; create them first): "
+            + ", ".join(topics)
+        )

@@ -81,8 +81,16 @@ class Metrics:
         self.lane_in_flight = Gauge(
             p + "lane_in_flight", "Requests being sent for a hook", ["hook_id"], registry=r
         )
-        self.lane_retry_waiting = Gauge(
-            p + "lane_retry_waiting", "Deliveries waiting for their next attempt",
+        self.parked = Counter(
+            p + "parked", "Deliveries parked in a retry topic without an attempt",
+            ["hook_id", "reason"], registry=r,
+        )  # fmt: skip
+        self.circuit_state = Gauge(
+            p + "circuit_state", "Circuit breaker per hook: 0 closed, 1 open, 2 half-open",
+            ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.hook_paused = Gauge(
+            p + "hook_paused", "1 while a hook is paused (its endpoint answered 410 Gone)",
             ["hook_id"], registry=r,
         )  # fmt: skip
         self.rate_limit_wait = Counter(
@@ -90,16 +98,20 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.retries_scheduled = Counter(
-            p + "retries_scheduled", "Retries scheduled after a retryable failure",
-            ["hook_id"], registry=r,
+            p + "retries_scheduled", "Retries scheduled after a retryable failure, by tier",
+            ["hook_id", "tier"], registry=r,
+        )  # fmt: skip
+        self.retries_consumed = Counter(
+            p + "retries_consumed", "Records taken back from a retry topic", ["tier"],
+            registry=r,
         )  # fmt: skip
         self.dead_lettered = Counter(
             p + "dead_lettered", "Records written to the dead-letter topic", ["reason"],
             registry=r,
         )  # fmt: skip
-        self.dead_letter_write_failures = Counter(
-            p + "dead_letter_write_failures", "Dead-letter writes that failed and were retried",
-            registry=r,
+        self.kafka_write_failures = Counter(
+            p + "kafka_write_failures", "Retry/dead-letter writes that failed and were retried",
+            ["kind"], registry=r,
         )  # fmt: skip
         self.offsets_committed = Counter(
             p + "offset_commits", "Successful offset commits", registry=r
@@ -110,6 +122,10 @@ class Metrics:
         self.consumer_paused = Gauge(
             p + "consumer_paused", "1 while fetching is paused by backpressure", registry=r
         )
+        self.partitions_paused = Gauge(
+            p + "partitions_paused", "Assigned partitions paused, by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.consumer_lag = Gauge(
             p + "consumer_lag", "High watermark minus position, per partition",
             ["topic", "partition"], registry=r,

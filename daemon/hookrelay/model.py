@@ -52,6 +52,7 @@ class Outcome(Enum):
 
     DELIVERED = "delivered"
     DEAD_LETTERED = "dead_lettered"
+    PARKED = "parked"  # written to a retry topic; it comes back later (not counted)
     ABANDONED = "abandoned"  # shutdown reached before it settled; redelivered after restart
 
 

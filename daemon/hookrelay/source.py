@@ -28,6 +28,7 @@ from hookrelay.config import KafkaSettings
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
+from hookrelay.retries import DUE_AT_HEADER
 
 log = get_logger("hookrelay.source")
 
@@ -66,9 +67,13 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics: Metrics,
         backpressure: Backpressure,
         *,
+        retry_topics: tuple[str, ...] = (),
         revoke_timeout_s: float = 10.0,
     ) -> None:
         self._settings = settings
+        self._topics = list(dict.fromkeys([*settings.topics, *retry_topics]))
+        self._retry_topics = frozenset(retry_topics)
+        self._waiting: dict[TopicPartition, float] = {}  # retry partition → head due (epoch s)
         self._tracker = tracker
         self._metrics = metrics
         self._backpressure = backpressure
@@ -92,10 +97,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     async def start(self) -> None:
         """Connect and subscribe (raises ``KafkaError`` when the cluster is unreachable)."""
         await self.consumer.start()
-        self.consumer.subscribe(list(self._settings.topics), listener=self)
+        self.consumer.subscribe(self._topics, listener=self)
         self.started = True
         self.last_contact_ok = time.monotonic()
-        log.info("consumer_started", topics=list(self._settings.topics))
+        log.info("consumer_started", topics=self._topics)
 
     async def stop(self) -> None:
         """Leave the group and close connections (no commit here; see ``commit``). Safe to
@@ -119,6 +124,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         left = self._tracker.unsettled(partitions)
         self._tracker.forget(partitions)
         for tp in partitions:
+            self._waiting.pop(tp, None)
             self._metrics.forget_partition(tp.topic, tp.partition)
         self._revoking.difference_update(partitions)
         log.info("partitions_revoked", partitions=_names(partitions), left_unsettled=left)
@@ -130,12 +136,17 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             self.consumer.pause(*assigned)
         log.info("partitions_assigned", partitions=_names(assigned))
 
+    @property
+    def waiting_partitions(self) -> int:
+        """Retry partitions paused until their head record is due."""
+        return len(self._waiting)
+
     # -- the poll loop ---------------------------------------------------------------------
 
     async def run(self, handle: RecordHandler, stopping: asyncio.Event) -> None:
         """Fetch and hand records to ``handle`` until ``stopping`` is set."""
         while not stopping.is_set():
-            self._apply_backpressure()
+            self._apply_pauses()
             try:
                 batches = await self.consumer.getmany(
                     timeout_ms=200, max_records=self._settings.max_poll_records
@@ -144,28 +155,57 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("fetch_failed", error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(1.0)
                 continue
-            for tp, records in batches.items():
+            for tp, fetched in batches.items():
                 if tp in self._revoking:
                     continue
+                records = (
+                    self._due_records(tp, fetched) if tp.topic in self._retry_topics else fetched
+                )
                 self._metrics.events_consumed.labels(tp.topic).inc(len(records))
                 for record in records:
                     handle(record)
             # Yield so lanes run between large batches even when fetch returns at once.
             await asyncio.sleep(0)
 
-    def _apply_backpressure(self) -> None:
+    def _due_records(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """The records of a retry partition that are due now. At the first one that is not,
+        rewind the partition to it and keep it paused until it is due: a tier's records are
+        in due order, so nothing behind the head can be due earlier (±jitter)."""
+        now = time.time()
+        for index, record in enumerate(records):
+            due = due_at_s(record)
+            if due > now:
+                self.consumer.seek(tp, record.offset)
+                self._waiting[tp] = due
+                self.consumer.pause(tp)
+                return records[:index]
+        return records
+
+    def _apply_pauses(self) -> None:
+        """Pause everything under backpressure; otherwise pause only retry partitions whose
+        head is not yet due, and resume those that became due."""
         was_paused = self._backpressure.paused
         paused = self._backpressure.update()
-        if paused == was_paused:
-            return
-        assignment = list(self.consumer.assignment())
-        if paused:
-            self.consumer.pause(*assignment)
-            log.info("fetch_paused", in_flight_limit=self._backpressure.high)
-        else:
-            self.consumer.resume(*assignment)
-            log.info("fetch_resumed")
-        self._metrics.consumer_paused.set(1 if paused else 0)
+        if paused != was_paused:
+            self._metrics.consumer_paused.set(1 if paused else 0)
+            if paused:
+                log.info("fetch_paused", in_flight_limit=self._backpressure.high)
+            else:
+                log.info("fetch_resumed")
+        now = time.time()
+        for tp in [tp for tp, due in self._waiting.items() if due <= now]:
+            del self._waiting[tp]
+        assignment = self.consumer.assignment()
+        want = set(assignment) if paused else {tp for tp in self._waiting if tp in assignment}
+        have = self.consumer.paused()
+        if want - have:
+            self.consumer.pause(*(want - have))
+        if have - want:
+            self.consumer.resume(*(have - want))
+        self._metrics.partitions_paused.labels("backpressure").set(len(want) if paused else 0)
+        self._metrics.partitions_paused.labels("retry_not_due").set(len(self._waiting))
 
     # -- offsets ---------------------------------------------------------------------------
 
@@ -227,6 +267,18 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue  # not yet fetched, or revoked meanwhile; next round
             lag = max(0, highwater - position)
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def due_at_s(record: ConsumerRecord[bytes, bytes]) -> float:
+    """A retry record's due time (epoch seconds) from its ``hookrelay-due-at`` header; 0.0
+    (due now) when the header is missing or unreadable, so a damaged record is never stuck."""
+    for key, value in record.headers:
+        if key == DUE_AT_HEADER:
+            try:
+                return int(value) / 1000.0
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def _names(partitions: Any) -> list[str]:

@@ -47,7 +47,12 @@ def write_config(
         },
         "dead_letter_topic": dead_letter_topic or f"{topic}.dlq",
         "http": {"timeout_s": 5},
-        "delivery": {"retry_schedule_s": [0.2, 0.4], "retry_jitter": 0.0, **(delivery or {})},
+        "delivery": {
+            "retry_schedule_s": [0.2, 0.4],
+            "retry_jitter": 0.0,
+            "retry_topic_prefix": f"{topic}.retry.",
+            **(delivery or {}),
+        },
         "admin": {"listen": "127.0.0.1:0"},
         "logging": {"level": "info", "format": "json"},
         "shutdown": {"grace_s": 3, "hard_deadline_s": 20},

@@ -256,10 +256,11 @@ async def test_an_endpoint_that_never_answers_is_cut_off_by_the_timeout(
     assert elapsed < 10.0  # two 0.5 s timeouts, not an hour
 
 
-async def test_the_committed_offset_does_not_pass_a_record_still_being_retried(
+async def test_a_failed_delivery_waits_in_its_retry_topic_and_no_offset_passes_it_unsettled(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     topic = unique("events")
+    retry_topic = f"{topic}.retry.3s"
     await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=1)
     async with Receiver(keys={"picky": None}) as receiver:
         # The first request (record 0's first attempt) fails; every later one succeeds.
@@ -272,16 +273,34 @@ async def test_the_committed_offset_does_not_pass_a_record_still_being_retried(
         async with running_daemon(settings):
             await produce(kafka_bootstrap, topic, [event_bytes("PostRegister", 0)], partition=0)
             await receiver.wait_for(1, timeout_s=15)
+            failed_at = time.monotonic()
             later = [event_bytes("PostRegister", i) for i in range(1, 5)]
             await produce(kafka_bootstrap, topic, later, partition=0)
             await receiver.wait_for(5, timeout_s=15)  # record 0 failed once; 1-4 delivered
-            await _settle_briefly()
-            held = await committed_offsets(kafka_bootstrap, group)
-            assert list(held.values()) == [0]  # records 1-4 are settled, record 0 is not
-            await receiver.wait_for(6, timeout_s=20)  # record 0's retry succeeds
+            # Record 0 is durably parked, so the event topic's offset moves on ...
             await eventually(lambda: _committed_is(kafka_bootstrap, group, 5), what="offset 5")
-    ids = [r.json["data"]["id"] for r in receiver.for_hook("picky")]
-    assert ids[0] == "u0" and ids[-1] == "u0"  # the failed first record was retried last
+            # ... while the retry topic's offset has not passed the parked retry record.
+            assert await _retry_offsets(kafka_bootstrap, group, retry_topic) == 0
+            await receiver.wait_for(6, timeout_s=20)  # record 0's retry succeeds
+            retried_after = time.monotonic() - failed_at
+            await eventually(
+                lambda: _retry_offsets_are(kafka_bootstrap, group, retry_topic, 1),
+                what="the retry record committed",
+            )
+    attempts = receiver.for_hook("picky")
+    assert [r.json["data"]["id"] for r in attempts] == ["u0", "u1", "u2", "u3", "u4", "u0"]
+    assert attempts[0].headers["webhook-id"] == attempts[-1].headers["webhook-id"]
+    assert attempts[-1].body == expected_body(event_bytes("PostRegister", 0), "picky")
+    assert retried_after >= 2.9  # not before the tier's delay
+
+
+async def _retry_offsets(bootstrap: str, group: str, retry_topic: str) -> int:
+    offsets = await committed_offsets(bootstrap, group)
+    return sum(offset for tp, offset in offsets.items() if tp.topic == retry_topic)
+
+
+async def _retry_offsets_are(bootstrap: str, group: str, retry_topic: str, total: int) -> bool:
+    return await _retry_offsets(bootstrap, group, retry_topic) == total
 
 
 async def test_admin_endpoints_expose_health_readiness_and_metrics(

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from hookrelay.config import DeliverySettings, Hook
-from hookrelay.deadletter import DeadLetterWriter
 from hookrelay.decode import decode
-from hookrelay.dispatcher import Dispatcher
+from hookrelay.dispatcher import Circuit, Dispatcher
 from hookrelay.metrics import Metrics
 from hookrelay.model import AttemptResult, Origin
 from hookrelay.offsets import AckTracker, TopicPartition
+from hookrelay.retries import RetryRecord, tier_topics
+from hookrelay.writer import DurableWriter
 
 TP = TopicPartition("identity.events", 0)
+RETRY_TP = TopicPartition("retry.10ms", 0)
 OK = AttemptResult(200, None, False, None, 0.001)
 
 
@@ -64,6 +67,9 @@ class FakeProducer:
         future.set_result(None)
         return future
 
+    def to(self, topic: str) -> list[tuple[str, bytes, dict[str, bytes]]]:
+        return [sent for sent in self.sent if sent[0] == topic]
+
 
 def hook(hook_id: str, **fields: Any) -> Hook:
     return Hook.model_validate(
@@ -72,21 +78,26 @@ def hook(hook_id: str, **fields: Any) -> Hook:
 
 
 class Rig:
-    """A dispatcher with fakes around it, and helpers to feed it events."""
+    """A dispatcher with fakes around it, and helpers to feed it events and retries."""
 
     def __init__(self, sender: FakeSender, hooks: list[Hook], **delivery: Any) -> None:
         self.metrics = Metrics()
         self.producer = FakeProducer()
-        self.writer = DeadLetterWriter(self.producer, "dlq", self.metrics)
+        self.writer = DurableWriter(self.producer, self.metrics)
         settings = DeliverySettings.model_validate(
-            {"retry_schedule_s": [0.01, 0.01], "retry_jitter": 0.0, **delivery}
+            {"retry_schedule_s": [0.01, 0.02], "retry_jitter": 0.0, **delivery}
         )
-        self.dispatcher = Dispatcher(sender, self.writer, self.metrics, settings)
+        topics = tier_topics("retry.", settings.retry_schedule_s)
+        self.dispatcher = Dispatcher(
+            sender, self.writer, self.metrics, settings,
+            retry_topics=topics, dead_letter_topic="dlq",
+        )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks
         self.tracker = AckTracker()
-        self.tracker.assign([TP])
+        self.tracker.assign([TP, RETRY_TP])
         self.offset = 0
+        self.retry_offset = 0
 
     def publish(self, name: str = "User.Created", hooks: list[Hook] | None = None) -> None:
         value = b'{"event":"%s","createdAt":"2026-01-01T00:00:00.000Z"}' % name.encode()
@@ -96,8 +107,19 @@ class Rig:
         self.dispatcher.submit(event, targets, ticket)
         self.offset += 1
 
+    def feed_back(self, sent: tuple[str, bytes, dict[str, bytes]]) -> RetryRecord:
+        """Do what the retry consumer does with a parked record once it is due."""
+        _topic, value, headers = sent
+        retry = RetryRecord.from_headers(list(headers.items()))
+        origin = Origin(retry.origin_topic, retry.origin_partition, retry.origin_offset, 0)
+        event = decode(value, None, origin, 1 << 20)
+        ticket = self.tracker.register(RETRY_TP, self.retry_offset, 1)
+        self.retry_offset += 1
+        self.dispatcher.resubmit(event, retry, ticket)
+        return retry
+
     async def __aenter__(self) -> Rig:
-        self._writer_task = asyncio.create_task(self.writer.run(), name="dlq-writer")
+        self._writer_task = asyncio.create_task(self.writer.run(), name="kafka-writer")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -145,20 +167,48 @@ async def test_concurrency_cap_limits_parallel_requests_per_hook() -> None:
     assert sender.max_concurrent["capped"] == 3
 
 
-async def test_retryable_failures_follow_the_schedule_then_dead_letter() -> None:
+async def test_a_retryable_failure_is_parked_in_its_tier_and_settles_the_record() -> None:
     sender = FakeSender(lambda _h, _n: fail(500, retryable=True))
     async with Rig(sender, [hook("down")]) as rig:
+        before_ms = time.time() * 1000
         rig.publish("PostSignIn")
         await until(lambda: rig.dispatcher.in_flight == 0)
-        assert rig.tracker.to_commit() == {TP: 1}
-    assert len(sender.attempts) == 3  # first attempt + two scheduled retries
-    assert len({d for _, d, _ in sender.attempts}) == 1  # one webhook-id for all attempts
+        assert rig.tracker.to_commit()[TP] == 1  # settled once the retry record was acked
     [(topic, value, headers)] = rig.producer.sent
-    assert topic == "dlq"
+    assert topic == "retry.10ms"
+    assert value.startswith(b'{"event":"PostSignIn"')  # the original bytes, no hookId
+    retry = RetryRecord.from_headers(list(headers.items()))
+    assert (retry.hook_id, retry.event, retry.attempts, retry.last_status) == (
+        "down",
+        "PostSignIn",
+        1,
+        500,
+    )
+    assert retry.error == "http 500"
+    assert (retry.origin_topic, retry.origin_partition, retry.origin_offset) == (TP.topic, 0, 0)
+    assert int(before_ms) + 9 <= retry.due_at_ms <= time.time() * 1000 + 10
+    assert rig.metrics.retries_scheduled.labels("down", "retry.10ms")._value.get() == 1
+
+
+async def test_retries_walk_the_tiers_then_dead_letter_with_the_history() -> None:
+    sender = FakeSender(lambda _h, _n: fail(503, retryable=True))
+    async with Rig(sender, [hook("down")]) as rig:
+        rig.publish("PostSignIn")
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.feed_back(rig.producer.sent[0])
+        await until(lambda: len(rig.producer.sent) == 2)
+        assert rig.producer.sent[1][0] == "retry.20ms"
+        rig.feed_back(rig.producer.sent[1])
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert rig.tracker.to_commit() == {TP: 1, RETRY_TP: 2}
+    assert len(sender.attempts) == 3  # first attempt + one per tier
+    assert len({d for _, d, _ in sender.attempts}) == 1  # one webhook-id for all attempts
+    [(_, value, headers)] = rig.producer.to("dlq")
     assert value.startswith(b'{"event":"PostSignIn"')
     assert headers["hookrelay-reason"] == b"retries_exhausted"
     assert headers["hookrelay-attempts"] == b"3"
-    assert headers["hookrelay-last-status"] == b"500"
+    assert headers["hookrelay-last-status"] == b"503"
+    assert headers["hookrelay-origin-offset"] == b"0"
     assert rig.metrics.deliveries.labels("down", "dead_lettered")._value.get() == 1
 
 
@@ -168,36 +218,113 @@ async def test_permanent_failure_is_dead_lettered_without_retry() -> None:
         rig.publish()
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert len(sender.attempts) == 1
-    assert rig.producer.sent[0][2]["hookrelay-reason"] == b"permanent_failure"
+    [(topic, _, headers)] = rig.producer.sent
+    assert topic == "dlq"
+    assert headers["hookrelay-reason"] == b"permanent_failure"
 
 
-async def test_success_after_retries_settles_once() -> None:
-    sender = FakeSender(lambda _h, n: OK if n == 3 else fail(503, retryable=True))
-    async with Rig(sender, [hook("flaky")], retry_schedule_s=[0.01, 0.01, 0.01]) as rig:
+async def test_success_after_a_retry_counts_one_delivery() -> None:
+    sender = FakeSender(lambda _h, n: OK if n == 2 else fail(503, retryable=True))
+    async with Rig(sender, [hook("flaky")]) as rig:
         rig.publish()
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.feed_back(rig.producer.sent[0])
         await until(lambda: rig.dispatcher.in_flight == 0)
-        assert rig.tracker.to_commit() == {TP: 1}
-    assert len(sender.attempts) == 3
-    assert rig.producer.sent == []
+    assert len(sender.attempts) == 2
     assert rig.metrics.deliveries.labels("flaky", "delivered")._value.get() == 1
 
 
-async def test_retry_after_pauses_the_whole_lane() -> None:
-    loop = asyncio.get_running_loop()
-    times: list[float] = []
-
-    def behaviour(_h: str, n: int) -> AttemptResult:
-        times.append(loop.time())
-        return fail(429, retryable=True, retry_after_s=0.3) if len(times) == 1 else OK
-
-    sender = FakeSender(behaviour)
+async def test_retry_after_picks_a_tier_long_enough_and_throttles_the_lane() -> None:
+    sender = FakeSender(lambda _h, _n: fail(429, retryable=True, retry_after_s=5.0))
     async with Rig(sender, [hook("throttled", max_concurrency=1)]) as rig:
         rig.publish()
-        await until(lambda: len(times) == 1)
-        rig.publish()  # a fresh delivery must also wait out the Retry-After
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.publish()  # arrives while the lane is paused: parked, not attempted
         await until(lambda: rig.dispatcher.in_flight == 0)
-    assert len(times) == 3
-    assert min(times[1:]) - times[0] >= 0.29
+    assert len(sender.attempts) == 1
+    first, second = (RetryRecord.from_headers(list(h.items())) for _, _, h in rig.producer.sent)
+    assert rig.producer.sent[0][0] == "retry.20ms"  # the 10 ms tier cannot honour 5 s
+    assert first.due_at_ms - first.last_attempt_at_ms >= 4_990  # type: ignore[operator]
+    assert second.attempts == 0
+    assert rig.metrics.parked.labels("throttled", "throttled")._value.get() == 1
+
+
+async def test_a_full_lane_parks_new_deliveries_instead_of_holding_them() -> None:
+    release = asyncio.Event()
+
+    async def behaviour(_h: str, _n: int) -> AttemptResult:
+        await release.wait()
+        return OK
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [hook("slow", max_concurrency=1)], lane_max_pending=3) as rig:
+        for _ in range(10):
+            rig.publish()
+        await until(lambda: len(rig.producer.sent) == 7)
+        lane = rig.dispatcher.lane("slow")
+        assert lane.busy == 3  # the lane holds its bound; the rest went to the retry topic
+        assert {topic for topic, _, _ in rig.producer.sent} == {"retry.10ms"}
+        assert rig.metrics.parked.labels("slow", "lane_full")._value.get() == 7
+        assert all(h["hookrelay-attempts"] == b"0" for _, _, h in rig.producer.sent)
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert len(sender.attempts) == 3
+
+
+async def test_the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() -> None:
+    healthy = False
+
+    def behaviour(_h: str, _n: int) -> AttemptResult:
+        return OK if healthy else fail(500, retryable=True)
+
+    sender = FakeSender(behaviour)
+    settings = {"circuit_failure_threshold": 3, "circuit_cooldown_s": 0.2,
+                "retry_schedule_s": [0.01, 0.02, 0.03, 0.04, 0.05]}  # fmt: skip
+    async with Rig(sender, [hook("breaker", max_concurrency=1)], **settings) as rig:
+        for _ in range(3):
+            rig.publish()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        lane = rig.dispatcher.lane("breaker")
+        assert lane.circuit is Circuit.OPEN
+        assert rig.metrics.circuit_state.labels("breaker")._value.get() == 1
+        rig.publish()  # not attempted while open; parked with the attempt counted
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert len(sender.attempts) == 3
+        parked = RetryRecord.from_headers(list(rig.producer.sent[-1][2].items()))
+        assert parked.attempts == 1 and parked.error.startswith("circuit open")
+        await asyncio.sleep(0.25)  # cool-down over: the next delivery is the probe
+        healthy = True
+        rig.publish()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.CLOSED
+        assert len(sender.attempts) == 4
+
+
+async def test_a_410_pauses_the_hook_and_dead_letters_what_follows() -> None:
+    sender = FakeSender(lambda _h, _n: fail(410, retryable=False))
+    async with Rig(sender, [hook("moved-away", max_concurrency=1), hook("fine")]) as rig:
+        rig.publish(hooks=[rig.hooks[0]])
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        rig.publish(hooks=[rig.hooks[0]])
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert len(sender.attempts) == 1  # the second delivery was not attempted
+    reasons = [h["hookrelay-reason"] for _, _, h in rig.producer.to("dlq")]
+    assert reasons == [b"hook_gone", b"hook_gone"]
+    assert rig.metrics.hook_paused.labels("moved-away")._value.get() == 1
+    assert rig.metrics.hook_paused.labels("fine")._value.get() == 0
+
+
+async def test_a_retry_for_a_removed_hook_is_dead_lettered() -> None:
+    sender = FakeSender(lambda _h, _n: fail(500, retryable=True))
+    async with Rig(sender, [hook("old")]) as rig:
+        rig.publish()
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.dispatcher.set_hooks([])  # a reload removed the hook
+        rig.feed_back(rig.producer.sent[0])
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    [(_, _, headers)] = rig.producer.to("dlq")
+    assert headers["hookrelay-reason"] == b"hook_removed"
+    assert headers["hookrelay-hook-id"] == b"old"
 
 
 async def test_hooks_each_get_their_own_hook_id_in_the_body() -> None:

@@ -1,0 +1,59 @@
+"""Make sure the topics hookrelay writes to exist before it consumes anything.
+
+The dead-letter topic and one retry topic per delay tier are created at start-up when
+missing (``kafka.create_topics``, with ``kafka.topic_partitions`` partitions and
+``kafka.topic_replication_factor`` replicas). When creation is switched off, a missing topic
+is a start-up error that names every missing topic, because writing a retry to a topic that
+does not exist would stall every lane. The event topics are only checked: a missing one is
+logged (the consumer group picks it up once a producer creates it).
+"""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from hookrelay.config import Settings
+from hookrelay.errors import TopicsMissingError
+from hookrelay.logs import get_logger
+
+log = get_logger("hookrelay.topics")
+
+
+def owned_topics(settings: Settings) -> list[str]:
+    """The topics hookrelay writes: the dead-letter topic and the retry tiers, no repeats."""
+    return list(dict.fromkeys([settings.dead_letter_topic, *settings.retry_topics]))
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing owned topics (or raise ``TopicsMissingError``); return those created.
+
+    Raises aiokafka's ``KafkaError`` when the cluster cannot be reached.
+    """
+    k = settings.kafka
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=list(k.bootstrap_servers),
+        client_id=f"{k.client_id}-admin",
+        request_timeout_ms=int(k.request_timeout_s * 1000),
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in owned_topics(settings) if t not in existing]
+        absent_sources = [t for t in k.topics if t not in existing]
+        if absent_sources:
+            log.warning("event_topics_missing", topics=absent_sources)
+        if missing and not k.create_topics:
+            raise TopicsMissingError(missing)
+        for topic in missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(topic, k.topic_partitions, k.topic_replication_factor)]
+                )
+            except TopicAlreadyExistsError:
+                continue  # another replica created it first
+            log.info("topic_created", topic=topic, partitions=k.topic_partitions,
+                     replication_factor=k.topic_replication_factor)  # fmt: skip
+        return missing
+    finally:
+        await admin.close()
