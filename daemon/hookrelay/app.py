@@ -71,13 +71,12 @@ class Daemon:
         self.dispatcher = Dispatcher(
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
+            batch_size=k.max_poll_records,
         )  # fmt: skip
         self.dispatcher.set_hooks(settings.hooks)
         self.pipeline = Pipeline(settings, self.tracker, self.dispatcher, self.writer, self.metrics)
         d = settings.delivery
-        backpressure = Backpressure(
-            d.max_in_flight, d.resume_below, lambda: self.dispatcher.in_flight
-        )
+        backpressure = Backpressure(self.dispatcher.load, d.resume_below / d.max_in_flight)
         self.source = Source(
             k, self.tracker, self.metrics, backpressure,
             retry_topics=settings.retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
@@ -102,6 +101,8 @@ class Daemon:
             reasons.append("producer not started")
         if self._kafka_error:
             reasons.append(f"kafka unreachable: {self._kafka_error}")
+        elif self.source.started and self.source.probe_failing:
+            reasons.append("kafka unreachable: metadata request failed")
         elif self.source.started and time.monotonic() - self.source.last_contact_ok > 15.0:
             reasons.append("no answer from the Kafka cluster in the last 15 s")
         return reasons

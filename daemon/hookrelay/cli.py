@@ -6,6 +6,8 @@
     hookrelay check     -c FILE                  validate configuration (exit 0/1/2)
     hookrelay produce   -c FILE [--topic T] FILE|-   publish JSON / JSON-lines events
     hookrelay send-test -c FILE HOOK_ID [--event NAME]   one Logto-style test POST
+    hookrelay replay    -c FILE [--hook-id H] [--event E] [--since T] [--dry-run]
+                                                 re-drive dead-lettered deliveries
 
 Exit codes: 0 success; 1 invalid configuration, failed delivery or runtime error;
 2 usage error (argparse's convention).
@@ -19,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,25 @@ def _parser() -> argparse.ArgumentParser:
         "--key-field", default=None,
         help="use this top-level member of each event as the record key (e.g. userId)",
     )  # fmt: skip
+    replay = add(
+        "replay",
+        "Re-drive dead-lettered deliveries through the normal path (the first retry topic); "
+        "the running daemon delivers them with the same webhook-id.",
+    )
+    replay.add_argument(
+        "--hook-id", action="append", default=[], help="only this hook (repeatable)"
+    )
+    replay.add_argument("--event", action="append", default=[], help="only this event (repeatable)")
+    replay.add_argument(
+        "--reason", action="append", default=[],
+        help="only this dead-letter reason, e.g. retries_exhausted (repeatable)",
+    )  # fmt: skip
+    replay.add_argument("--since", type=_timestamp_ms, help="dead-lettered at or after (ISO-8601)")
+    replay.add_argument("--until", type=_timestamp_ms, help="dead-lettered before (ISO-8601)")
+    replay.add_argument("--limit", type=int, help="replay at most this many")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="print what would be replayed; write nothing"
+    )
     test = add("send-test", "POST one Logto-style test payload to a hook and print the answer.")
     test.add_argument("hook_id", metavar="HOOK_ID", help="the hook's id from hooks.yaml")
     test.add_argument("--event", default="PostRegister", help="event name (default: %(default)s)")
@@ -80,8 +102,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         for issue in e.issues:
             print(f"  {issue}", file=sys.stderr)
         return EXIT_FAILED
-    handler = {"run": _run, "check": _check, "produce": _produce, "send-test": _send_test}
+    handler = {
+        "run": _run, "check": _check, "produce": _produce, "send-test": _send_test,
+        "replay": _replay,
+    }  # fmt: skip
     return handler[args.command](settings, args)
+
+
+def _timestamp_ms(text: str) -> int:
+    """argparse type: ISO-8601 (``2026-08-21T09:00:00Z`` or a date) → epoch milliseconds."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected an ISO-8601 time, got {text!r}") from e
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.replay import ReplayFilter, replay  # noqa: PLC0415
+
+    selection = ReplayFilter(
+        tuple(args.hook_id), tuple(args.event), tuple(args.reason), args.since, args.until
+    )
+    try:
+        summary = asyncio.run(replay(settings, selection, dry_run=args.dry_run, limit=args.limit))
+    except Exception as e:
+        print(f"hookrelay: replay failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in summary.lines:
+        print(line)
+    verb = "would replay" if args.dry_run else "replayed"
+    print(
+        f"{verb} {summary.selected} of {summary.read} dead letters from "
+        f"{settings.dead_letter_topic} (not replayable: {summary.not_replayable} invalid "
+        f"records; {summary.unknown_hook} for hooks not configured)"
+    )
+    return EXIT_OK
 
 
 def _check(settings: Settings, _args: argparse.Namespace) -> int:

@@ -449,7 +449,8 @@ class DeliverySettings(_Model):
     max_retry_after_s: Number = Field(3600.0, gt=0)
     """Cap, in seconds, on an endpoint's Retry-After."""
     max_in_flight: Integer = Field(10000, ge=1)
-    """Deliveries in flight across all hooks before the consumer pauses (backpressure)."""
+    """Deliveries held by healthy lanes (queued or being sent) and Kafka writes waiting for
+    their acknowledgement before the consumer pauses (backpressure)."""
     resume_in_flight: Integer | None = Field(None, ge=1)
     """The paused consumer resumes once fewer than this many deliveries are in flight; null means
     80 % of max_in_flight. Must be below max_in_flight."""
@@ -461,8 +462,13 @@ class DeliverySettings(_Model):
     """Retry topics are this prefix plus each delay of retry_schedule_s (hookrelay.retry.5s,
     hookrelay.retry.2m, ...)."""
     lane_max_pending: Integer = Field(1000, ge=1)
-    """Deliveries a hook's lane holds in memory; beyond this, new ones are parked in the first
-    retry topic instead, so a slow endpoint never holds the consumer back."""
+    """Deliveries a healthy hook's lane queues in memory; when one lane reaches it, fetching
+    pauses until it drains (backpressure). Beyond this plus one fetch batch
+    (kafka.max_poll_records), the excess is parked in the first retry topic."""
+    lane_max_wait_s: Number = Field(2.0, gt=0)
+    """Seconds the oldest queued delivery of a lane may wait before the lane counts as slow:
+    its new deliveries are then parked in the retry topics instead of queued, and it no
+    longer holds back fetching for the other hooks."""
     circuit_failure_threshold: Integer = Field(5, ge=1)
     """Consecutive retryable failures that open a hook's circuit: its deliveries are parked
     in the retry topics without being attempted until the cool-down ends."""

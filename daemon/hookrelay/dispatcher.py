@@ -11,8 +11,10 @@ Nothing waits in memory for long. A delivery is **parked** — written to a retr
 
 - an attempt failed with a retryable outcome (the next tier of the schedule, never sooner
   than the endpoint's ``Retry-After``);
-- the lane is full (``delivery.lane_max_pending``), or paused by a ``Retry-After`` on a
-  429/503 (the first tier that covers the pause);
+- the lane is *impaired*: its oldest queued delivery has waited longer than
+  ``delivery.lane_max_wait_s`` (a slow endpoint), or a ``Retry-After`` on a 429/503 paused
+  it (the first tier that covers the pause), or its queue hit the hard bound
+  (``delivery.lane_max_pending`` plus one fetch batch, ``kafka.max_poll_records``);
 - the circuit is open: after ``circuit_failure_threshold`` consecutive retryable failures
   the lane stops attempting for ``circuit_cooldown_s``, then lets one probe through
   (half-open); the probe's outcome closes or re-opens it. A delivery parked by an open
@@ -24,9 +26,12 @@ the schedule is exhausted, or when its hook answered ``410 Gone``: that pauses t
 (every later delivery is dead-lettered too, reason ``hook_gone``) until the configuration is
 reloaded.
 
-``Dispatcher.in_flight`` counts deliveries accepted and not yet settled (delivered, parked or
-dead-lettered, with the broker's acknowledgement); the source pauses fetching when it
-reaches ``delivery.max_in_flight``.
+Backpressure is for healthy lanes only. ``Dispatcher.load()`` is the larger of (work held by
+unimpaired lanes and the Kafka writer) / ``delivery.max_in_flight`` and the fullest
+unimpaired lane's queue / ``delivery.lane_max_pending``; the source pauses fetching at 1.0.
+So a backlog for a fast hook slows fetching to that hook's pace (nothing parked, nothing
+lost), while an impaired hook's work goes to the retry topics and never holds the others.
+``Dispatcher.in_flight`` counts deliveries accepted and not yet settled.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class _Context:
     settings: DeliverySettings
     plan: RetryPlan
     dead_letter_topic: str
+    lane_hard_bound: int
     clock: Clock
     jitter: Callable[[], float]
     on_finished: Callable[[Delivery, Outcome], None]
@@ -144,7 +150,9 @@ class Lane:
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
             return
-        reason = self._park_reason(queued=len(self._queue))
+        reason = self.impaired
+        if reason is None and len(self._queue) >= self._ctx.lane_hard_bound:
+            reason = "lane_full"
         if reason is not None:
             self._park_unattempted(delivery, reason)
             return
@@ -157,8 +165,8 @@ class Lane:
             self._workers.add(task)
             task.add_done_callback(self._worker_done)
 
-    def _park_reason(self, queued: int) -> str | None:
-        """Why a delivery must not wait in this lane now, or None if it may."""
+    def _park_reason(self) -> str | None:
+        """Why a delivery must not be attempted now (circuit, Retry-After), or None."""
         state = self.circuit
         if state is Circuit.OPEN:
             return "circuit_open"
@@ -166,9 +174,18 @@ class Lane:
             return "circuit_open"  # one probe at a time while half-open
         if self._not_before - self._ctx.clock() > 1.0:
             return "throttled"
-        if queued >= self._ctx.settings.lane_max_pending:
-            return "lane_full"
         return None
+
+    @property
+    def impaired(self) -> str | None:
+        """Why new deliveries must not queue here now (``circuit_open``, ``throttled``,
+        ``slow``), or None for a healthy lane."""
+        reason = self._park_reason()
+        if reason is None and self._queue:
+            waited = self._ctx.clock() - self._queue[0].enqueued_mono
+            if waited > self._ctx.settings.lane_max_wait_s:
+                reason = "slow"
+        return reason
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         self._workers.discard(task)
@@ -185,7 +202,7 @@ class Lane:
             if self.gone:
                 self._dead_letter(delivery, "hook_gone")
                 continue
-            reason = self._park_reason(queued=0)
+            reason = self._park_reason()
             if reason is not None:
                 self._park_unattempted(delivery, reason)
                 continue
@@ -408,13 +425,17 @@ class Dispatcher:
         *,
         retry_topics: tuple[str, ...],
         dead_letter_topic: str,
+        batch_size: int = 500,
         clock: Clock = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         plan = RetryPlan(settings.retry_schedule_s, retry_topics, settings.retry_jitter)
+        # Backpressure acts between fetch batches, so a healthy lane may overshoot its bound
+        # by one batch; only beyond that is its excess parked.
+        hard_bound = settings.lane_max_pending + batch_size
         self._ctx = _Context(
-            sender, writer, metrics, settings, plan, dead_letter_topic, clock, jitter,
-            self._finished,
+            sender, writer, metrics, settings, plan, dead_letter_topic, hard_bound, clock,
+            jitter, self._finished,
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
@@ -485,6 +506,17 @@ class Dispatcher:
         for lane in (*self._lanes.values(), *self._retired):
             if lane.failure is not None:
                 raise RuntimeError(f"lane {lane.hook.id} crashed") from lane.failure
+
+    def load(self) -> float:
+        """Backpressure signal (see the module docstring): fetching pauses at 1.0."""
+        settings = self._ctx.settings
+        held = self._ctx.writer.pending
+        fullest = 0
+        for lane in self._lanes.values():
+            if lane.impaired is None:
+                held += lane.busy
+                fullest = max(fullest, lane.pending)
+        return max(held / settings.max_in_flight, fullest / settings.lane_max_pending)
 
     @property
     def busy(self) -> int:

@@ -32,27 +32,27 @@ from hookrelay.retries import DUE_AT_HEADER
 
 log = get_logger("hookrelay.source")
 
-PROBE_INTERVAL_S = 5.0
+PROBE_INTERVAL_S = 3.0
 """Seconds between metadata probes of the cluster (readiness)."""
 
 RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], None]
 
 
 class Backpressure:
-    """Pause/resume decision with hysteresis: pause at ``high``, resume below ``low``."""
+    """Pause/resume decision with hysteresis on a load figure (``Dispatcher.load``): pause
+    at ``load() >= 1.0``, resume once ``load() < resume_at`` (e.g. 0.8)."""
 
-    def __init__(self, high: int, low: int, in_flight: Callable[[], int]) -> None:
-        self.high = high
-        self.low = low
-        self._in_flight = in_flight
+    def __init__(self, load: Callable[[], float], resume_at: float) -> None:
+        self._load = load
+        self.resume_at = resume_at
         self.paused = False
 
     def update(self) -> bool:
         """Return True when fetching should be paused now."""
-        n = self._in_flight()
-        if self.paused and n < self.low:
+        load = self._load()
+        if self.paused and load < self.resume_at:
             self.paused = False
-        elif not self.paused and n >= self.high:
+        elif not self.paused and load >= 1.0:
             self.paused = True
         return self.paused
 
@@ -93,6 +93,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.started = False
         self.last_contact_ok = 0.0
+        self.probe_failing = False
 
     async def start(self) -> None:
         """Connect and subscribe (raises ``KafkaError`` when the cluster is unreachable)."""
@@ -191,7 +192,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         if paused != was_paused:
             self._metrics.consumer_paused.set(1 if paused else 0)
             if paused:
-                log.info("fetch_paused", in_flight_limit=self._backpressure.high)
+                log.info("fetch_paused", reason="backpressure")
             else:
                 log.info("fetch_resumed")
         now = time.time()
@@ -251,8 +252,13 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await asyncio.wait_for(self.consumer.topics(), timeout_s)
         except (KafkaError, TimeoutError) as e:
-            log.warning("kafka_probe_failed", error=f"{type(e).__name__}: {e}")
+            if not self.probe_failing:
+                log.warning("kafka_unreachable", error=f"{type(e).__name__}: {e}")
+            self.probe_failing = True
             return False
+        if self.probe_failing:
+            log.info("kafka_reachable_again")
+        self.probe_failing = False
         self.last_contact_ok = time.monotonic()
         return True
 

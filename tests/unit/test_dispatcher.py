@@ -90,7 +90,7 @@ class Rig:
         topics = tier_topics("retry.", settings.retry_schedule_s)
         self.dispatcher = Dispatcher(
             sender, self.writer, self.metrics, settings,
-            retry_topics=topics, dead_letter_topic="dlq",
+            retry_topics=topics, dead_letter_topic="dlq", batch_size=3,
         )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks
@@ -249,26 +249,63 @@ async def test_retry_after_picks_a_tier_long_enough_and_throttles_the_lane() -> 
     assert rig.metrics.parked.labels("throttled", "throttled")._value.get() == 1
 
 
-async def test_a_full_lane_parks_new_deliveries_instead_of_holding_them() -> None:
+def blocked_sender() -> tuple[FakeSender, asyncio.Event]:
     release = asyncio.Event()
 
     async def behaviour(_h: str, _n: int) -> AttemptResult:
         await release.wait()
         return OK
 
-    sender = FakeSender(behaviour)
-    async with Rig(sender, [hook("slow", max_concurrency=1)], lane_max_pending=3) as rig:
-        for _ in range(10):
+    return FakeSender(behaviour), release
+
+
+async def test_a_slow_lane_parks_new_deliveries_instead_of_queueing_them() -> None:
+    sender, release = blocked_sender()
+    lane_settings = {"lane_max_wait_s": 0.05}
+    async with Rig(sender, [hook("slow", max_concurrency=1)], **lane_settings) as rig:
+        for _ in range(3):
             rig.publish()
-        await until(lambda: len(rig.producer.sent) == 7)
-        lane = rig.dispatcher.lane("slow")
-        assert lane.busy == 3  # the lane holds its bound; the rest went to the retry topic
+        await asyncio.sleep(0.1)  # the oldest queued delivery has now waited too long
+        assert rig.dispatcher.lane("slow").impaired == "slow"
+        for _ in range(5):
+            rig.publish()
+        await until(lambda: len(rig.producer.sent) == 5)
+        assert rig.dispatcher.lane("slow").busy == 3  # memory stays bounded
         assert {topic for topic, _, _ in rig.producer.sent} == {"retry.10ms"}
-        assert rig.metrics.parked.labels("slow", "lane_full")._value.get() == 7
         assert all(h["hookrelay-attempts"] == b"0" for _, _, h in rig.producer.sent)
+        assert rig.metrics.parked.labels("slow", "slow")._value.get() == 5
         release.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert len(sender.attempts) == 3
+
+
+async def test_a_lane_never_queues_more_than_its_bound_plus_one_batch() -> None:
+    sender, release = blocked_sender()
+    async with Rig(sender, [hook("busy", max_concurrency=1)], lane_max_pending=3) as rig:
+        for _ in range(10):
+            rig.publish()
+        await until(lambda: len(rig.producer.sent) == 4)
+        assert rig.dispatcher.lane("busy").busy == 6
+        assert rig.metrics.parked.labels("busy", "lane_full")._value.get() == 4
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+
+
+async def test_load_counts_healthy_lanes_only() -> None:
+    sender, release = blocked_sender()
+    lanes = [hook("healthy", max_concurrency=1), hook("stuck", max_concurrency=1)]
+    settings = {"lane_max_pending": 10, "max_in_flight": 100, "lane_max_wait_s": 0.05}
+    async with Rig(sender, lanes, **settings) as rig:
+        for _ in range(6):
+            rig.publish(hooks=[lanes[0]])
+        assert rig.dispatcher.load() == 0.6  # the fullest healthy lane: 6 of 10
+        for _ in range(9):
+            rig.publish(hooks=[lanes[1]])
+        assert rig.dispatcher.load() == 0.9
+        await asyncio.sleep(0.1)  # both lanes now count as slow: neither holds fetching back
+        assert rig.dispatcher.load() == 0.0
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
 
 
 async def test_the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() -> None:

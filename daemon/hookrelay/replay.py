@@ -1,0 +1,239 @@
+"""``hookrelay replay``: re-drive dead-lettered deliveries through the normal path.
+
+The dead-letter topic is read from its beginning up to its end as of the start of the run
+(no consumer group, nothing committed, so a replay never changes what the daemon consumes).
+Each failed delivery that passes the filters is written to the *first retry topic* as a
+fresh retry record — same hook, same event bytes, same ``webhook-id``, attempt count reset,
+due now — so the running daemon delivers it exactly like any retry: through the hook's lane,
+its rate limit and circuit breaker, and its full retry schedule.
+
+Dead letters of *invalid records* (``not_json``, ``oversized``...) carry no hook and are
+reported as not replayable: replaying them would only fail again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+
+from hookrelay.config import Settings
+from hookrelay.retries import HEADER_PREFIX, RetryRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    """Which dead letters to replay; empty tuples and ``None`` bounds match everything.
+
+    ``since_ms``/``until_ms`` bound the dead letter's Kafka timestamp (when it was written),
+    in epoch milliseconds, ``until`` exclusive.
+    """
+
+    hook_ids: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def matches(self, letter: DeadLetterView) -> bool:
+        """True when ``letter`` is selected."""
+        return (
+            (not self.hook_ids or letter.hook_id in self.hook_ids)
+            and (not self.events or letter.event in self.events)
+            and (not self.reasons or letter.reason in self.reasons)
+            and (self.since_ms is None or letter.timestamp_ms >= self.since_ms)
+            and (self.until_ms is None or letter.timestamp_ms < self.until_ms)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterView:
+    """A dead-letter record as replay sees it: its ``hookrelay-*`` headers and value."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes
+    key: bytes | None
+    headers: dict[str, str]
+
+    @property
+    def hook_id(self) -> str:
+        return self.headers.get("hook-id", "")
+
+    @property
+    def event(self) -> str:
+        return self.headers.get("event", "")
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get("reason", "")
+
+    def describe(self) -> str:
+        """One line for people: what would be (or was) replayed."""
+        written = (
+            datetime.fromtimestamp(self.timestamp_ms / 1000)
+            .astimezone()
+            .isoformat(timespec="seconds")
+        )
+        status = self.headers.get("last-status") or "-"
+        return (
+            f"hook={self.hook_id} event={self.event} webhook-id={self.headers.get('delivery-id')}"
+            f" reason={self.reason} last_status={status} attempts={self.headers.get('attempts')}"
+            f" dead_lettered_at={written} at={self.partition}:{self.offset}"
+        )
+
+    def retry_record(self, now_ms: int) -> RetryRecord:
+        """A fresh retry record for this delivery, due at ``now_ms``."""
+        h = self.headers
+        return RetryRecord(
+            hook_id=self.hook_id,
+            event=self.event,
+            delivery_id=h["delivery-id"],
+            attempts=0,
+            first_attempt_at_ms=None,
+            last_attempt_at_ms=None,
+            last_status=None,
+            error="replayed from the dead-letter topic",
+            due_at_ms=now_ms,
+            origin_topic=h["origin-topic"],
+            origin_partition=int(h["origin-partition"]),
+            origin_offset=int(h["origin-offset"]),
+            origin_timestamp_ms=int(h.get("origin-timestamp") or self.timestamp_ms),
+        )
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    """Counts of one run; ``lines`` describes each selected dead letter."""
+
+    read: int = 0
+    selected: int = 0
+    not_replayable: int = 0
+    unknown_hook: int = 0
+    lines: list[str] = field(default_factory=list)
+
+
+def _view(record: ConsumerRecord[bytes, bytes]) -> DeadLetterView:
+    headers = {
+        k[len(HEADER_PREFIX) :]: v.decode("utf-8", "replace")
+        for k, v in record.headers
+        if k.startswith(HEADER_PREFIX)
+    }
+    return DeadLetterView(
+        record.partition, record.offset, record.timestamp, record.value or b"", record.key, headers
+    )
+
+
+async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadLetterView]:
+    """Every record of the dead-letter topic up to its current end, oldest first per partition.
+
+    Raises aiokafka's ``KafkaError`` when the cluster is unreachable and ``TimeoutError`` when
+    the end is not reached within ``timeout_s``.
+    """
+    partitions = await _partitions(settings)
+    if not partitions:
+        return []
+    k = settings.kafka
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=list(k.bootstrap_servers),
+        client_id=f"{k.client_id}-replay",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.dead_letter_topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        return [_view(r) async for r in _records_until(consumer, end, timeout_s)]
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(settings: Settings) -> list[int]:
+    """The dead-letter topic's partition numbers (empty when the topic does not exist)."""
+    k = settings.kafka
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=list(k.bootstrap_servers), client_id=f"{k.client_id}-replay"
+    )
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([settings.dead_letter_topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for p in described.get("partitions", []))
+
+
+async def _records_until(
+    consumer: AIOKafkaConsumer, end: dict[TopicPartition, int], timeout_s: float
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    deadline = time.monotonic() + timeout_s
+    remaining = {tp for tp, offset in end.items() if offset > 0}
+    while remaining:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the dead-letter topic was not read to its end in time")
+        batches = await consumer.getmany(*remaining, timeout_ms=500)
+        for tp, records in batches.items():
+            for record in records:
+                if record.offset < end[tp]:
+                    yield record
+            if await consumer.position(tp) >= end[tp]:
+                remaining.discard(tp)
+
+
+async def replay(
+    settings: Settings, selection: ReplayFilter, *, dry_run: bool, limit: int | None = None
+) -> ReplaySummary:
+    """Replay the selected dead letters (or only describe them when ``dry_run``)."""
+    summary = ReplaySummary()
+    known_hooks = {h.id for h in settings.hooks if h.enabled}
+    chosen: list[DeadLetterView] = []
+    for letter in await read_dead_letters(settings):
+        summary.read += 1
+        if not letter.hook_id:
+            summary.not_replayable += 1  # an invalid record: it would only fail again
+            continue
+        if not selection.matches(letter) or (limit is not None and len(chosen) >= limit):
+            continue
+        if letter.hook_id not in known_hooks:
+            summary.unknown_hook += 1
+            summary.lines.append(f"skip (hook not configured or disabled): {letter.describe()}")
+            continue
+        chosen.append(letter)
+        summary.lines.append(("would replay: " if dry_run else "replay: ") + letter.describe())
+    summary.selected = len(chosen)
+    if chosen and not dry_run:
+        await _write_retries(settings, chosen)
+    return summary
+
+
+async def _write_retries(settings: Settings, letters: list[DeadLetterView]) -> None:
+    k = settings.kafka
+    producer = AIOKafkaProducer(
+        bootstrap_servers=list(k.bootstrap_servers), client_id=f"{k.client_id}-replay",
+        acks="all", enable_idempotence=True,
+    )  # fmt: skip
+    await producer.start()
+    try:
+        now_ms = int(time.time() * 1000)
+        topic = settings.retry_topics[0]
+        futures = [
+            await producer.send(
+                topic,
+                letter.value,
+                key=letter.key,
+                headers=letter.retry_record(now_ms).headers(),
+            )
+            for letter in letters
+        ]
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()

@@ -1,0 +1,133 @@
+"""Durable retries, dead letters, replay and isolation on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.harness import (
+    committed_offsets,
+    eventually,
+    headers_of,
+    produce,
+    read_topic,
+    running_daemon,
+    settings_for,
+    unique,
+    write_config,
+)
+from tests.kafka_broker import create_topics
+from tests.receiver import Receiver, Reply
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def event(name: str, n: int) -> bytes:
+    return orjson.dumps(
+        {"event": name, "createdAt": "2026-08-21T09:15:42.123Z", "data": {"id": f"e{n}"}}
+    )
+
+
+async def hookrelay_cli(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hookrelay", *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_replay_redrives_selected_dead_letters_with_their_webhook_id(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    dlq = f"{topic}.dlq"
+    await create_topics(kafka_bootstrap, [topic, dlq])
+    async with Receiver(keys={"fixme": "k-fixme"}) as receiver:
+        receiver.script_forever("fixme", Reply(status=400))  # a receiver bug: permanent
+        hooks = [{"id": "fixme", "events": ["*"], "url": receiver.url("fixme"),
+                  "signing_key": "k-fixme"}]  # fmt: skip
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq)
+        settings = settings_for(path)
+        values = [event("User.Created", 1), event("User.Created", 2), event("Role.Created", 3)]
+        async with running_daemon(settings):
+            await produce(kafka_bootstrap, topic, [*values, b"not json"])
+            letters = await read_topic(kafka_bootstrap, dlq, 4)
+            first_ids = {r.headers["webhook-id"] for r in receiver.requests}
+
+            code, out = await hookrelay_cli(
+                "replay", "-c", str(path), "--hook-id", "fixme", "--event", "User.Created",
+                "--dry-run",
+            )  # fmt: skip
+            assert code == 0, out
+            assert out.count("would replay: hook=fixme event=User.Created") == 2
+            assert "would replay 2 of 4 dead letters" in out
+            assert "not replayable: 1 invalid records" in out
+            await asyncio.sleep(1.0)
+            assert len(receiver.requests) == 3  # a dry run sends nothing
+
+            receiver.script_forever("fixme", None)  # the receiver is fixed
+            code, out = await hookrelay_cli(
+                "replay", "-c", str(path), "--hook-id", "fixme", "--event", "User.Created"
+            )
+            assert code == 0, out
+            assert "replayed 2 of 4 dead letters" in out
+            replayed = (await receiver.wait_for(5, timeout_s=20))[3:]
+    reasons = sorted(headers_of(r)["hookrelay-reason"] for r in letters)
+    assert reasons == ["not_json", "permanent_failure", "permanent_failure", "permanent_failure"]
+    assert sorted(r.body for r in replayed) == sorted(
+        v[:-1] + b',"hookId":"fixme"}' for v in values[:2]
+    )
+    assert {r.headers["webhook-id"] for r in replayed} <= first_ids  # same ids as before
+    assert all(r.signature_valid for r in replayed)
+
+
+async def test_a_dead_endpoint_opens_its_circuit_and_never_holds_back_the_others(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=2)
+    async with Receiver(keys={"dead": None, "healthy": None}) as receiver:
+        receiver.script_forever("dead", Reply(delay_s=3600))  # accepts, never answers
+        hooks = [
+            {"id": "dead", "events": ["*"], "url": receiver.url("dead"), "timeout_s": 0.3},
+            {"id": "healthy", "events": ["*"], "url": receiver.url("healthy")},
+        ]
+        path = write_config(
+            tmp_path, kafka_bootstrap, topic, hooks,
+            delivery={"retry_schedule_s": [30, 60], "circuit_failure_threshold": 3,
+                      "circuit_cooldown_s": 60, "lane_max_pending": 50,
+                      "max_in_flight": 200},
+        )  # fmt: skip
+        settings = settings_for(path)
+        async with running_daemon(settings) as daemon:
+            started = time.monotonic()
+            await produce(kafka_bootstrap, topic, [event("PostSignIn", i) for i in range(400)])
+            await receiver.wait_for(400, hook_id="healthy", timeout_s=30)
+            healthy_s = time.monotonic() - started
+            # Every record is settled: delivered to the healthy hook, parked for the dead one.
+            await eventually(
+                lambda: _event_offsets_are(kafka_bootstrap, settings.kafka.group_id, topic, 400),
+                what="all 400 event offsets committed",
+            )
+            lane = daemon.dispatcher.lane("dead")
+            assert lane.circuit.name == "OPEN"
+            parked = daemon.metrics.parked.labels("dead", "circuit_open")._value.get()
+            in_flight = daemon.dispatcher.in_flight
+    assert len(receiver.for_hook("dead")) <= 3 + 50  # at most a lane's worth was attempted
+    assert parked >= 300
+    assert in_flight == 0  # nothing held in memory for the dead endpoint
+    assert healthy_s < 20
+
+
+async def _event_offsets_are(bootstrap: str, group: str, topic: str, total: int) -> bool:
+    offsets = await committed_offsets(bootstrap, group)
+    return sum(o for tp, o in offsets.items() if tp.topic == topic) == total
