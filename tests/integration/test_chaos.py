@@ -1,0 +1,181 @@
+"""Faults on real processes: kill -9, a broker restart, a consumer-group rebalance, and the
+shutdown signals. Kafka is the system of record: every (event, hook) pair arrives at least
+once, with one ``webhook-id`` however many times it is redelivered."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from hookrelay.app import Daemon
+from tests.integration.harness import (
+    produce,
+    running_daemon,
+    settings_for,
+    unique,
+    wait_until,
+    write_config,
+)
+from tests.kafka_broker import create_topics, free_port, run_kafkactl
+from tests.receiver import Receiver, Reply
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def events(count: int, start: int = 0) -> list[bytes]:
+    return [
+        orjson.dumps({"event": "User.Data.Updated", "createdAt": "2026-08-21T09:15:42.123Z",
+                      "data": {"id": f"u{i}"}})
+        for i in range(start, start + count)
+    ]  # fmt: skip
+
+
+def with_admin_port(path: Path) -> int:
+    """Give a config written by the harness a fixed free admin port (for a subprocess)."""
+    config = orjson.loads(path.read_bytes())
+    port = free_port()
+    config["admin"]["listen"] = f"127.0.0.1:{port}"
+    path.write_bytes(orjson.dumps(config))
+    return port
+
+
+async def start_daemon_process(path: Path, log: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hookrelay", "run", "-c", str(path), cwd=ROOT,
+        stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def ids_seen(receiver: Receiver) -> set[str]:
+    return {r.json["data"]["id"] for r in receiver.requests if r.json}
+
+
+async def test_kill_9_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    async with Receiver(keys={"crm": None}) as receiver:
+        receiver.script_forever("crm", Reply(delay_s=0.02))
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "max_concurrency": 4}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        with_admin_port(path)
+        await produce(kafka_bootstrap, topic, events(600))
+        log = tmp_path / "daemon.log"
+        first = await start_daemon_process(path, log)
+        await receiver.wait_for(150, timeout_s=30)
+        first.kill()  # SIGKILL: no drain, no final commit
+        await first.wait()
+        seen_before = ids_seen(receiver)
+        assert len(seen_before) < 600
+        second = await start_daemon_process(path, log)
+        try:
+            await wait_until(lambda: len(ids_seen(receiver)) == 600, 60, "all 600 events")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), 30) == 0
+    by_id: dict[str, set[str]] = {}
+    for request in receiver.requests:
+        by_id.setdefault(request.json["data"]["id"], set()).add(request.headers["webhook-id"])
+    assert all(len(ids) == 1 for ids in by_id.values())  # a redelivery keeps its webhook-id
+
+
+async def test_a_broker_restart_is_survived_and_reported_as_not_ready(tmp_path: Path) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    data_dir = tmp_path / "restarting-broker"
+    started = await asyncio.to_thread(
+        run_kafkactl, "start", "--port", str(port), "--data-dir", str(data_dir)
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        await create_topics(bootstrap, ["restart.events"])
+        async with Receiver(keys={"r": None}) as receiver:
+            hooks = [{"id": "r", "events": ["*"], "url": receiver.url("r")}]
+            settings = settings_for(write_config(tmp_path, bootstrap, "restart.events", hooks))
+            async with running_daemon(settings) as daemon:
+                await produce(bootstrap, "restart.events", events(20))
+                await receiver.wait_for(20, timeout_s=20)
+                assert await readyz(daemon) == 200
+                stopped = await asyncio.to_thread(run_kafkactl, "stop", "--data-dir", str(data_dir))
+                assert stopped.returncode == 0, stopped.stderr
+                await eventually_status(daemon, 503, timeout_s=30)
+                restarted = await asyncio.to_thread(
+                    run_kafkactl, "start", "--port", str(port), "--data-dir", str(data_dir)
+                )
+                assert restarted.returncode == 0, restarted.stderr
+                await eventually_status(daemon, 200, timeout_s=60)
+                await produce(bootstrap, "restart.events", events(20, start=20))
+                await wait_until(lambda: len(ids_seen(receiver)) == 40, 60, "events after restart")
+    finally:
+        await asyncio.to_thread(run_kafkactl, "stop", "--data-dir", str(data_dir))
+
+
+async def readyz(daemon: Daemon) -> int:
+    url = f"http://127.0.0.1:{daemon.admin.port}/readyz"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status
+
+
+async def eventually_status(daemon: Daemon, status: int, timeout_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await readyz(daemon) != status:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"/readyz never answered {status} within {timeout_s}s")
+        await asyncio.sleep(0.5)
+
+
+async def test_a_rebalance_between_two_daemons_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=6)
+    async with Receiver(keys={"crm": None}) as receiver:
+        receiver.script_forever("crm", Reply(delay_s=0.01))
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "max_concurrency": 2}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        settings = settings_for(path)
+        await produce(kafka_bootstrap, topic, events(600))
+        async with running_daemon(settings) as first:
+            await receiver.wait_for(100, timeout_s=30)
+            async with running_daemon(settings) as second:  # joins: partitions move
+
+                def shared() -> bool:
+                    mine = [tp for tp in first.tracker.partitions if tp.topic == topic]
+                    theirs = [tp for tp in second.tracker.partitions if tp.topic == topic]
+                    return bool(theirs) and len(mine) < 6
+
+                await wait_until(shared, 30, "the partitions to be shared")
+                await receiver.wait_for(300, timeout_s=30)
+            # The second leaves (SIGTERM path): its partitions come back to the first.
+            await wait_until(lambda: len(ids_seen(receiver)) == 600, 60, "all 600 events")
+    assert len(receiver.requests) >= 600
+
+
+async def test_a_second_signal_exits_at_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    async with Receiver(keys={"hang": None}) as receiver:
+        receiver.script_forever("hang", Reply(delay_s=3600))
+        hooks = [{"id": "hang", "events": ["*"], "url": receiver.url("hang"), "timeout_s": 60}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        config = orjson.loads(path.read_bytes())
+        config["shutdown"] = {"grace_s": 30, "hard_deadline_s": 60}
+        path.write_bytes(orjson.dumps(config))
+        with_admin_port(path)
+        await produce(kafka_bootstrap, topic, events(3))
+        daemon = await start_daemon_process(path, tmp_path / "daemon.log")
+        await receiver.wait_for(3, timeout_s=30)
+        daemon.send_signal(signal.SIGTERM)  # would drain for up to 30 s ...
+        await asyncio.sleep(0.5)
+        assert daemon.returncode is None
+        daemon.send_signal(signal.SIGTERM)  # ... but the operator insists
+        assert await asyncio.wait_for(daemon.wait(), 10) == 130
+    log = await asyncio.to_thread((tmp_path / "daemon.log").read_text)
+    assert "second_signal_exiting_now" in log
