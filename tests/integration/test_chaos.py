@@ -179,3 +179,66 @@ async def test_a_second_signal_exits_at_once(kafka_bootstrap: str, tmp_path: Pat
         assert await asyncio.wait_for(daemon.wait(), 10) == 130
     log = await asyncio.to_thread((tmp_path / "daemon.log").read_text)
     assert "second_signal_exiting_now" in log
+
+
+async def test_missing_topics_are_named_when_creation_is_off(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic])
+    path = write_config(tmp_path, kafka_bootstrap, topic, [])
+    config = orjson.loads(path.read_bytes())
+    config["kafka"]["create_topics"] = False
+    path.write_bytes(orjson.dumps(config))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hookrelay", "run", "-c", str(path), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    message = err.decode()
+    assert "kafka.create_topics is false" in message
+    for missing in (f"{topic}.dlq", f"{topic}.retry.200ms", f"{topic}.retry.400ms"):
+        assert missing in message
+
+
+async def test_memory_stays_flat_under_a_backlog_with_a_dead_endpoint(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    backlog = 30_000
+    await produce(kafka_bootstrap, topic, events(backlog))
+    async with Receiver(keys={"dead": None, "alive": None}) as receiver:
+        receiver.script_forever("dead", Reply(status=503))
+        hooks = [
+            {"id": "dead", "events": ["*"], "url": receiver.url("dead")},
+            {"id": "alive", "events": ["*"], "url": receiver.url("alive"), "max_concurrency": 16},
+        ]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                            delivery={"retry_schedule_s": [300, 600]})  # fmt: skip
+        with_admin_port(path)
+        daemon = await start_daemon_process(path, tmp_path / "daemon.log")
+        samples: list[tuple[int, int]] = []  # (alive deliveries so far, RSS kB)
+        try:
+            while len(receiver.for_hook("alive")) < backlog:
+                samples.append((len(receiver.for_hook("alive")), rss_kb(daemon.pid)))
+                assert daemon.returncode is None
+                await asyncio.sleep(0.5)
+                assert len(samples) < 400, "the backlog took over 200 s"
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(daemon.wait(), 30) == 0
+    warm = [rss for done, rss in samples if done >= backlog // 4]
+    assert warm, samples
+    growth_mb = (max(warm) - warm[0]) / 1024
+    assert growth_mb < 25, f"RSS grew {growth_mb:.1f} MB after warm-up: {samples[::10]}"
+    assert max(rss for _, rss in samples) / 1024 < 200
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
