@@ -65,9 +65,13 @@ class Daemon:
             enable_idempotence=True,
             linger_ms=5,
             request_timeout_ms=int(k.request_timeout_s * 1000),
+            # Room for the largest accepted event plus the retry/dead-letter headers.
+            max_request_size=max(1_048_576, settings.delivery.max_event_bytes + 65_536),
         )
         self.tracker = AckTracker()
-        self.writer = DurableWriter(self.producer, self.metrics)
+        self.writer = DurableWriter(
+            self.producer, self.metrics, dead_letter_topic=settings.dead_letter_topic
+        )
         self.dispatcher = Dispatcher(
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,

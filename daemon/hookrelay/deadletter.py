@@ -19,11 +19,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
-from hookrelay.model import Delivery, Origin
-from hookrelay.writer import OutboundRecord
+from hookrelay.model import Delivery, Origin, OutboundRecord
 
 HEADER_PREFIX: Final = "hookrelay-"
 KIND: Final = "dead_letter"
+TRUNCATED_VALUE_BYTES: Final = 64 * 1024
+"""A value too large for the dead-letter topic keeps only its first 64 KiB; the full record
+stays readable at its origin coordinates (for the topic's retention)."""
+
+
+def truncated(value: bytes) -> tuple[bytes, list[tuple[str, str]]]:
+    """The first ``TRUNCATED_VALUE_BYTES`` of ``value`` and the headers that say so."""
+    return value[:TRUNCATED_VALUE_BYTES], [
+        ("truncated", "true"),
+        ("original-bytes", str(len(value))),
+    ]
 
 
 def _iso(epoch_s: float | None) -> str:
@@ -41,6 +51,19 @@ def _origin_headers(origin: Origin) -> list[tuple[str, str]]:
     ]
 
 
+def rejected(record: OutboundRecord, topic: str, error: str) -> OutboundRecord:
+    """A record the broker refused (too large) turned into a small dead letter: reason
+    ``record_too_large``, the first 64 KiB of the value, the original headers kept."""
+    kept = tuple(
+        (k, v)
+        for k, v in record.headers
+        if k not in (HEADER_PREFIX + "reason", HEADER_PREFIX + "error")
+    )
+    value, notes = truncated(record.value or b"")
+    extra = _encode([("reason", "record_too_large"), ("error", error[:500]), *notes])
+    return OutboundRecord(topic, value, record.key, (*extra, *kept), "rejected")
+
+
 def _encode(pairs: list[tuple[str, str]]) -> tuple[tuple[str, bytes], ...]:
     return tuple((HEADER_PREFIX + name, value.encode("utf-8")) for name, value in pairs)
 
@@ -54,9 +77,17 @@ def invalid_record(
     key: bytes | None,
     origin: Origin,
 ) -> OutboundRecord:
-    """A dead letter for a record the decoder refused (``reason`` from ``InvalidEventError``)."""
+    """A dead letter for a record the decoder refused (``reason`` from ``InvalidEventError``).
+
+    The value is the record's bytes, untouched (``None`` for a tombstone), except for an
+    ``oversized`` record, which would not fit the dead-letter topic either: its first 64 KiB
+    are kept, with ``hookrelay-truncated`` and ``hookrelay-original-bytes`` headers.
+    """
     pairs = [("reason", reason), ("error", detail), *_origin_headers(origin)]
-    return OutboundRecord(topic, value or b"", key, _encode(pairs), KIND)
+    if reason == "oversized" and value is not None:
+        value, notes = truncated(value)
+        pairs += notes
+    return OutboundRecord(topic, value, key, _encode(pairs), KIND)
 
 
 def failed_delivery(topic: str, delivery: Delivery, reason: str) -> OutboundRecord:

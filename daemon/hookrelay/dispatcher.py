@@ -48,13 +48,13 @@ from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import failed_delivery
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
-from hookrelay.model import AttemptResult, Delivery, Event, Outcome
+from hookrelay.model import AttemptResult, Delivery, Event, OutboundRecord, Outcome
 from hookrelay.offsets import AckTicket
 from hookrelay.ratelimit import Clock, TokenBucket
 from hookrelay.retries import RetryPlan, RetryRecord
 from hookrelay.sender import Sender
 from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id
-from hookrelay.writer import DurableWriter, OutboundRecord
+from hookrelay.writer import DurableWriter
 
 log = get_logger("hookrelay.dispatcher")
 

@@ -109,6 +109,10 @@ class Metrics:
             p + "dead_lettered", "Records written to the dead-letter topic", ["reason"],
             registry=r,
         )  # fmt: skip
+        self.kafka_write_rejected = Counter(
+            p + "kafka_write_rejected", "Writes the broker refused for good (record too large)",
+            ["kind"], registry=r,
+        )  # fmt: skip
         self.kafka_write_failures = Counter(
             p + "kafka_write_failures", "Retry/dead-letter writes that failed and were retried",
             ["kind"], registry=r,

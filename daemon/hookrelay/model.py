@@ -2,7 +2,8 @@
 
 ``Origin`` → where a Kafka record came from; ``Event`` → a decoded, valid identity event;
 ``Delivery`` → one (event, hook) pair on its way to an endpoint; ``AttemptResult`` → what one
-POST of a delivery produced. Stages exchange these values, never each other's internals.
+POST of a delivery produced; ``OutboundRecord`` → a record hookrelay writes to Kafka (a retry
+or a dead letter). Stages exchange these values, never each other's internals.
 """
 
 from __future__ import annotations
@@ -110,3 +111,15 @@ class AttemptResult:
         if self.error and self.error.startswith("refused"):
             return "refused"
         return "connection_error"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRecord:
+    """One record to write: ``topic``, ``value``, ``key``, ``headers``; ``kind`` is a bounded
+    label (``dead_letter`` or ``retry``) for metrics and logs."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    kind: str

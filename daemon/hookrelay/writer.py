@@ -4,9 +4,17 @@ The dead-letter topic and the retry topics both need the same guarantee: a sourc
 be settled (its offset committed) only after whatever replaces it is safely in Kafka. The
 ``DurableWriter`` keeps a queue served by one task; it sends whatever is queued as one batch
 through the shared producer (``acks=all``, idempotent), waits for every acknowledgement, and
-then calls each record's ``on_written``. A failed write is retried with exponential backoff,
-never dropped. Records still queued at shutdown are simply never acknowledged, so their
-source records stay unsettled and are consumed again after a restart.
+then calls each record's ``on_written``.
+
+- A transient failure (broker away, timeout) is retried with exponential backoff, never
+  dropped; records still queued at shutdown are never acknowledged, so their source records
+  stay unsettled and are consumed again after a restart.
+- A record the broker *rejects* (larger than it accepts) would fail forever and block every
+  record behind it, so it is rewritten at once as a small dead letter
+  (``deadletter.rejected``: reason ``record_too_large``, first 64 KiB). Should even that be
+  refused, the failure is logged with the record's origin and counted
+  (``hookrelay_kafka_write_rejected_total``), and the record is settled: the full original
+  stays in its source topic at the logged coordinates.
 """
 
 from __future__ import annotations
@@ -14,34 +22,23 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+
+from hookrelay.deadletter import rejected
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
+from hookrelay.model import OutboundRecord
 
 log = get_logger("hookrelay.writer")
-
-Header = tuple[str, bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundRecord:
-    """One record to write: ``topic``, ``value``, ``key``, ``headers``; ``kind`` is a bounded
-    label (``dead_letter`` or ``retry``) for metrics and logs."""
-
-    topic: str
-    value: bytes
-    key: bytes | None
-    headers: tuple[Header, ...]
-    kind: str
 
 
 class Producer(Protocol):
     """The part of ``aiokafka.AIOKafkaProducer`` the writer uses."""
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = ..., headers: Any = ...
+        self, topic: str, value: bytes | None, key: bytes | None = ..., headers: Any = ...
     ) -> asyncio.Future[Any]: ...
 
 
@@ -57,10 +54,12 @@ class DurableWriter:
         producer: Producer,
         metrics: Metrics,
         *,
+        dead_letter_topic: str,
         retry_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
     ) -> None:
         self._producer = producer
+        self._dead_letter_topic = dead_letter_topic
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
@@ -112,7 +111,10 @@ class DurableWriter:
                 future = await self._producer.send(
                     record.topic, record.value, key=record.key, headers=list(record.headers)
                 )
-            except Exception as e:  # any producer error: keep the record, retry the write
+            except _REJECTED as e:
+                self._reject(item, e, failed)
+                continue
+            except Exception as e:  # any other producer error: keep the record, retry
                 _log_failure(record, e)
                 failed.append(item)
                 continue
@@ -120,12 +122,41 @@ class DurableWriter:
         for item, future in sent:
             try:
                 await future
+            except _REJECTED as e:
+                self._reject(item, e, failed)
+                continue
             except Exception as e:
                 _log_failure(item[0], e)
                 failed.append(item)
                 continue
             item[1]()
         return failed
+
+    def _reject(self, item: _Item, error: Exception, failed: list[_Item]) -> None:
+        """The broker refused this record for good: retry it as a small dead letter, or,
+        if it already was one, give up loudly (see the module docstring)."""
+        record, on_written = item
+        reason = f"{type(error).__name__}: {error}"
+        self._metrics.kafka_write_rejected.labels(record.kind).inc()
+        if record.kind == "rejected":
+            log.error("kafka_write_rejected", topic=record.topic, error=reason,
+                      origin=_origin(record))  # fmt: skip
+            on_written()
+            return
+        log.error("kafka_write_rejected_rewriting_as_dead_letter", topic=record.topic,
+                  kind=record.kind, error=reason, origin=_origin(record))  # fmt: skip
+        failed.append((rejected(record, self._dead_letter_topic, reason), on_written))
+
+
+_REJECTED = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+def _origin(record: OutboundRecord) -> str:
+    h = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+    return "{}[{}]@{}".format(
+        h.get("hookrelay-origin-topic"), h.get("hookrelay-origin-partition"),
+        h.get("hookrelay-origin-offset"),
+    )  # fmt: skip
 
 
 def _log_failure(record: OutboundRecord, error: Exception) -> None:

@@ -83,7 +83,7 @@ class Rig:
     def __init__(self, sender: FakeSender, hooks: list[Hook], **delivery: Any) -> None:
         self.metrics = Metrics()
         self.producer = FakeProducer()
-        self.writer = DurableWriter(self.producer, self.metrics)
+        self.writer = DurableWriter(self.producer, self.metrics, dead_letter_topic="dlq")
         settings = DeliverySettings.model_validate(
             {"retry_schedule_s": [0.01, 0.02], "retry_jitter": 0.0, **delivery}
         )

@@ -1,0 +1,97 @@
+"""The durable writer: acknowledged writes only, retries for transient errors, and no
+head-of-line blocking by a record the broker will never accept."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+from hookrelay.metrics import Metrics
+from hookrelay.model import OutboundRecord
+from hookrelay.writer import DurableWriter
+
+
+class PickyProducer:
+    """Refuses values over ``limit`` bytes for good; fails the first ``flaky`` sends."""
+
+    def __init__(self, limit: int, flaky: int = 0) -> None:
+        self.limit = limit
+        self.flaky = flaky
+        self.written: list[tuple[str, bytes | None, dict[str, bytes]]] = []
+
+    async def send(
+        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.flaky:
+            self.flaky -= 1
+            future.set_exception(KafkaConnectionError("broker away"))
+        elif value is not None and len(value) > self.limit:
+            future.set_exception(MessageSizeTooLargeError("too large"))
+        else:
+            self.written.append((topic, value, dict(headers or [])))
+            future.set_result(None)
+        return future
+
+
+def record(value: bytes, topic: str = "retry.5s") -> OutboundRecord:
+    headers = (("hookrelay-origin-topic", b"events"), ("hookrelay-origin-offset", b"7"))
+    return OutboundRecord(topic, value, b"k", headers, "retry")
+
+
+async def run_until(writer: DurableWriter, done: list[str], count: int) -> None:
+    task = asyncio.create_task(writer.run(), name="writer")
+    try:
+        async with asyncio.timeout(5):
+            while len(done) < count:
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_record_the_broker_refuses_becomes_a_small_dead_letter_without_blocking() -> None:
+    producer = PickyProducer(limit=100 * 1024)
+    metrics = Metrics()
+    writer = DurableWriter(producer, metrics, dead_letter_topic="dlq", retry_backoff_s=0.01)
+    done: list[str] = []
+    writer.submit(record(b"x" * 200 * 1024), lambda: done.append("huge"))
+    writer.submit(record(b"small"), lambda: done.append("small"))
+    await run_until(writer, done, 2)
+    assert sorted(done) == ["huge", "small"]
+    [small] = [w for w in producer.written if w[1] == b"small"]
+    assert small[0] == "retry.5s"
+    [(_, value, headers)] = [w for w in producer.written if w[0] == "dlq"]
+    assert value == b"x" * 64 * 1024
+    assert headers["hookrelay-reason"] == b"record_too_large"
+    assert headers["hookrelay-truncated"] == b"true"
+    assert headers["hookrelay-original-bytes"] == str(200 * 1024).encode()
+    assert headers["hookrelay-origin-offset"] == b"7"
+    assert metrics.kafka_write_rejected.labels("retry")._value.get() == 1
+
+
+async def test_transient_failures_are_retried_until_acknowledged() -> None:
+    producer = PickyProducer(limit=1024, flaky=3)
+    metrics = Metrics()
+    writer = DurableWriter(producer, metrics, dead_letter_topic="dlq", retry_backoff_s=0.01)
+    done: list[str] = []
+    writer.submit(record(b"a"), lambda: done.append("a"))
+    await run_until(writer, done, 1)
+    assert [w[1] for w in producer.written] == [b"a"]
+    assert metrics.kafka_write_failures.labels("retry")._value.get() == 3
+    assert writer.pending == 0
+
+
+async def test_nothing_is_acknowledged_before_the_broker_has_it() -> None:
+    producer = PickyProducer(limit=1024, flaky=1_000_000)
+    writer = DurableWriter(producer, Metrics(), dead_letter_topic="dlq", retry_backoff_s=0.01)
+    done: list[str] = []
+    writer.submit(record(b"a"), lambda: done.append("a"))
+    task = asyncio.create_task(writer.run(), name="writer")
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert done == []
+    assert producer.written == []
