@@ -24,7 +24,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from contextlib import suppress
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -45,6 +47,26 @@ log = get_logger("hookrelay.app")
 
 EXIT_HARD_DEADLINE = 70
 EXIT_SECOND_SIGNAL = 130
+EXIT_ADMIN_LISTEN = 1
+
+
+async def _bounded(
+    step: str, work: Coroutine[Any, Any, Any], end: float, cap_s: float = 30.0
+) -> None:
+    """Run one shutdown step until ``end`` (monotonic) or ``cap_s``; log, never raise."""
+    timeout = max(0.5, min(cap_s, end - time.monotonic()))
+    try:
+        await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        log.warning("shutdown_step_timed_out", step=step, timeout_s=round(timeout, 1))
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves: let it through
+        # aiokafka's stop() can surface the cancellation of its own internal tasks.
+        log.warning("shutdown_step_cancelled", step=step)
+    except Exception as e:
+        log.warning("shutdown_step_failed", step=step, error=f"{type(e).__name__}: {e}")
 
 
 class Daemon:
@@ -107,6 +129,8 @@ class Daemon:
             reasons.append(f"kafka unreachable: {self._kafka_error}")
         elif self.source.started and self.source.probe_failing:
             reasons.append("kafka unreachable: metadata request failed")
+        elif self.source.missing_topics:
+            reasons.append("event topics missing: " + ", ".join(self.source.missing_topics))
         elif self.source.started and time.monotonic() - self.source.last_contact_ok > 15.0:
             reasons.append("no answer from the Kafka cluster in the last 15 s")
         return reasons
@@ -137,14 +161,26 @@ class Daemon:
         os._exit(EXIT_HARD_DEADLINE)
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT only set the stop flag (second one: immediate exit)."""
+        """SIGTERM and SIGINT only set the stop flag (second one: immediate exit); SIGHUP is
+        logged and ignored."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        # Until hot reload exists, SIGHUP (systemd's ExecReload) must not kill the daemon.
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    @staticmethod
+    def _on_sighup() -> None:
+        log.warning("sighup_ignored", hint="configuration reload is not supported yet; restart")
 
     async def run(self) -> int:
         """Start everything, run until stopped, shut down in order; return the exit status."""
-        await self.admin.start()
+        try:
+            await self.admin.start()
+        except OSError as e:
+            log.error("admin_listen_failed", listen=self.settings.admin.listen, error=str(e))
+            await self._close()
+            return EXIT_ADMIN_LISTEN
         try:
             if await self._start_clients():
                 await self._run_tasks()
@@ -210,18 +246,21 @@ class Daemon:
         log.info("deliveries_drained", complete=drained, abandoned=abandoned)
 
     async def _close(self) -> None:
-        """Steps 4-7 of the shutdown order; each step runs even if an earlier one failed."""
+        """Steps 4-7 of the shutdown order. Each step runs even if an earlier one failed, and
+        each is bounded so the whole sequence ends before ``shutdown.hard_deadline_s`` even
+        with the cluster away (then nothing can be committed: the records stay unsettled
+        and are consumed again, which is what at-least-once asks)."""
         self.stopping.set()
-        with suppress(Exception):
-            await self.dispatcher.close()
-        if self.source.started:
-            with suppress(Exception):
-                await asyncio.wait_for(self.source.commit(), 10.0)
+        s = self.settings.shutdown
+        end = time.monotonic() + max(5.0, s.hard_deadline_s - s.grace_s - 2.0)
+        kafka_away = self.source.probe_failing or bool(self._kafka_error)
+        await _bounded("close_lanes", self.dispatcher.close(), end)
+        if self.source.started and not kafka_away:
+            await _bounded("final_commit", self.source.commit(), end, cap_s=10.0)
         await close_quietly(self._http)
         # Stopped even when start() failed half-way, so no connection or task is left open.
-        with suppress(Exception):
-            await asyncio.wait_for(self.producer.stop(), 10.0)
+        cap = 2.0 if kafka_away else 10.0
+        await _bounded("producer_stop", self.producer.stop(), end, cap_s=cap)
         self._producer_started = False
-        with suppress(Exception):
-            await asyncio.wait_for(self.source.stop(), 15.0)
+        await _bounded("consumer_stop", self.source.stop(), end, cap_s=cap)
         await self.admin.stop()

@@ -182,12 +182,23 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _read_events(source: str) -> list[bytes]:
-    """Event values from a file: a JSON array, or one JSON object per line (blank lines and
-    ``#`` comments skipped). JSON-lines values keep the producer's exact bytes."""
+    """Event values from a file or stdin, in order.
+
+    The whole input is tried as one JSON document first: an object is one event (its bytes
+    sent as written, pretty-printed or not), an array is one event per element. Otherwise
+    each non-blank line that does not start with ``#`` is one record, sent byte for byte
+    (JSON lines; a broken line is sent too, which is how the dead-letter path is tried).
+    """
     raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    stripped = raw.lstrip()
-    if stripped.startswith(b"["):
-        return [orjson.dumps(item) for item in orjson.loads(stripped)]
+    whole = raw.strip()
+    try:
+        document = orjson.loads(whole)
+    except orjson.JSONDecodeError:
+        document = None
+    if isinstance(document, dict):
+        return [whole]
+    if isinstance(document, list):
+        return [orjson.dumps(item) for item in document]
     lines = (line.strip() for line in raw.splitlines())
     return [line for line in lines if line and not line.startswith(b"#")]
 
@@ -242,6 +253,9 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id  # noqa: PLC0415
     from hookrelay.testpayload import test_payload  # noqa: PLC0415
 
+    if not args.event.strip():
+        print("hookrelay: --event needs an event name, e.g. User.Created", file=sys.stderr)
+        return EXIT_USAGE
     hook = next((h for h in settings.hooks if h.id == args.hook_id), None)
     if hook is None:
         known = ", ".join(h.id for h in settings.hooks) or "none"

@@ -406,7 +406,7 @@ class KafkaSettings(_Model):
     """Most records taken from the broker per fetch."""
     commit_interval_s: Number = Field(1.0, gt=0)
     """Seconds between offset commits of settled records."""
-    session_timeout_s: Number = Field(45.0, gt=0)
+    session_timeout_s: Number = Field(15.0, gt=0)
     """Seconds without heartbeat before the broker gives this member's partitions away."""
     max_poll_interval_s: Number = Field(300.0, gt=0)
     """Seconds allowed between fetches before the member is considered stuck."""
@@ -454,8 +454,10 @@ class DeliverySettings(_Model):
     resume_in_flight: Integer | None = Field(None, ge=1)
     """The paused consumer resumes once fewer than this many deliveries are in flight; null means
     80 % of max_in_flight. Must be below max_in_flight."""
-    max_event_bytes: Integer = Field(1_048_576, ge=1)
-    """Largest record value accepted as an event; larger ones go to the dead-letter topic."""
+    max_event_bytes: Integer = Field(1_000_000, ge=1)
+    """Largest record value accepted as an event; larger ones go to the dead-letter topic.
+    The default leaves room under the broker's default message.max.bytes (1048588) for the
+    headers a retry or dead letter adds, so an accepted event always fits a retry topic."""
     retry_on_status: tuple[RetryableStatus, ...] = (408, 425, 429)
     """4xx answers that are retried; 5xx are always retried, other 4xx are permanent failures."""
     retry_topic_prefix: TopicName = "hookrelay.retry."
@@ -906,6 +908,13 @@ class _Loader:
             return bool(node)
         if isinstance(node, int | float):
             return int(node) if isinstance(node, int) else float(node)
+        return self._other_scalar(node, path)
+
+    def _other_scalar(self, node: Any, path: KeyPath) -> Any:
+        if isinstance(node, bytes | bytearray):
+            # !!binary would silently base64-decode a signing key; Logto uses key text as is.
+            self.report(path, "expected text, not a !!binary value; write the text itself")
+            return None
         return node
 
     def _mapping(self, node: CommentedMap, path: KeyPath, file: str) -> dict[str, Any]:
@@ -1187,8 +1196,9 @@ def config_warnings(settings: Settings) -> list[str]:
     """Things worth a look that do not stop hookrelay, one line each, in file order.
 
     Lines read ``file:line: key.path: message`` (``key.path: message`` for settings built in
-    code). Warns about: no enabled hook; event names not in Logto's catalogue (still routed);
-    prefix wildcards matching no known event; signing keys written inline in YAML instead of
+    code). Warns about: no enabled hook; a session timeout outside the broker's defaults;
+    event names not in Logto's catalogue (still routed); prefix wildcards matching no known
+    event; signing keys written inline in YAML instead of
     ``${VAR}`` or ``signing_key_file``; signed webhooks sent over plain http to a host that is
     not loopback.
     """
@@ -1197,6 +1207,12 @@ def config_warnings(settings: Settings) -> list[str]:
     if not any(hook.enabled for hook in settings.hooks):
         message = "no enabled hooks: events are consumed and committed without any delivery"
         found.append((("hooks",), message))
+    if not 6.0 <= settings.kafka.session_timeout_s <= 1800.0:
+        message = (
+            "outside the broker's default group.min/max.session.timeout.ms (6 s to 30 min); "
+            "the broker will refuse to let hookrelay join unless it was reconfigured"
+        )
+        found.append((("kafka", "session_timeout_s"), message))
     for index, hook in enumerate(settings.hooks):
         found.extend(_hook_warnings(hook, ("hooks", index), source))
     return [_warning_text(source.issue(path, message)) for path, message in found]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -41,6 +42,35 @@ def _redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+class RepeatFilter(logging.Filter):
+    """Let the same library message (logger + format string) through once per ``window_s``.
+
+    aiokafka logs every failed reconnect at ERROR, dozens per second while a broker is away;
+    hookrelay's own ``kafka_unreachable`` line already says what matters. A message that
+    comes back after its window carries ``suppressed``: how many repeats were dropped.
+    """
+
+    def __init__(self, window_s: float = 30.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self._window_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            record.suppressed = last[1]
+        if len(self._seen) > 1024:
+            self._seen.clear()  # bounded: messages are format strings, but stay safe
+        self._seen[key] = (now, 0)
+        return True
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
@@ -76,9 +106,14 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     )
     # Libraries log through stdlib logging; send their warnings through the same renderer.
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(RepeatFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=("suppressed",)),
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 redact_secrets,

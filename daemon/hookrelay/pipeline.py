@@ -62,9 +62,11 @@ class Pipeline:
             self._dead_letter_invalid(record, origin, e)
             return
         hooks = self.router.match(event.name)
-        # Event names come from untrusted records: only known or subscribed names become
-        # label values, so the metric's cardinality stays bounded.
-        label = event.name if hooks or event.name in KNOWN_EVENTS else "other"
+        # Event names come from untrusted records: only catalogue names and names a hook
+        # lists exactly become label values (a wildcard would let producers add series).
+        label = (
+            event.name if event.name in KNOWN_EVENTS or self.router.names(event.name) else "other"
+        )
         self._metrics.events_matched.labels(label, "true" if hooks else "false").inc()
         tp = TopicPartition(record.topic, record.partition)
         ticket = self._tracker.register(tp, record.offset, len(hooks))

@@ -60,6 +60,11 @@ class Router:
         self._cache[event_name] = result
         return result
 
+    def names(self, event_name: str) -> bool:
+        """True when some enabled hook subscribes to ``event_name`` by its exact name (so
+        the name is configuration, not producer input, and may become a metric label)."""
+        return event_name in self._exact
+
     def routes(self, event_name: str) -> bool:
         """True when at least one enabled hook subscribes to ``event_name``."""
         return bool(self.match(event_name))

@@ -21,7 +21,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    InvalidSessionTimeoutError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.structs import TopicPartition
 
 from hookrelay.config import KafkaSettings
@@ -31,6 +36,12 @@ from hookrelay.offsets import AckTracker
 from hookrelay.retries import DUE_AT_HEADER
 
 log = get_logger("hookrelay.source")
+
+_FATAL_FETCH_ERRORS = (
+    InvalidSessionTimeoutError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+)
 
 PROBE_INTERVAL_S = 3.0
 """Seconds between metadata probes of the cluster (readiness)."""
@@ -90,10 +101,13 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
             max_poll_interval_ms=int(settings.max_poll_interval_s * 1000),
             request_timeout_ms=int(settings.request_timeout_s * 1000),
+            # A topic created after start-up is subscribed within 30 s, not aiokafka's 5 min.
+            metadata_max_age_ms=30_000,
         )
         self.started = False
         self.last_contact_ok = 0.0
         self.probe_failing = False
+        self.missing_topics: list[str] = []
 
     async def start(self) -> None:
         """Connect and subscribe (raises ``KafkaError`` when the cluster is unreachable)."""
@@ -153,6 +167,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                     timeout_ms=200, max_records=self._settings.max_poll_records
                 )
             except KafkaError as e:
+                if isinstance(e, _FATAL_FETCH_ERRORS):
+                    raise  # configuration the cluster refuses: exit loudly, not loop forever
                 log.warning("fetch_failed", error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(1.0)
                 continue
@@ -248,9 +264,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def probe(self, timeout_s: float = 5.0) -> bool:
         """Ask the cluster for metadata; a timely answer refreshes ``last_contact_ok``, which
-        readiness uses (aiokafka's fetch loop hides a lost broker, it just returns nothing)."""
+        readiness uses (aiokafka's fetch loop hides a lost broker, it just returns nothing).
+        Also notes event topics that do not exist (``missing_topics``)."""
         try:
-            await asyncio.wait_for(self.consumer.topics(), timeout_s)
+            existing = await asyncio.wait_for(self.consumer.topics(), timeout_s)
         except (KafkaError, TimeoutError) as e:
             if not self.probe_failing:
                 log.warning("kafka_unreachable", error=f"{type(e).__name__}: {e}")
@@ -260,19 +277,29 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("kafka_reachable_again")
         self.probe_failing = False
         self.last_contact_ok = time.monotonic()
+        missing = [t for t in self._settings.topics if t not in existing]
+        if missing and missing != self.missing_topics:
+            log.warning("event_topics_missing", topics=missing,
+                        hint="create them; they are picked up within 30 s")  # fmt: skip
+        self.missing_topics = missing
         return True
 
     async def _update_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await asyncio.wait_for(self.consumer.position(tp), 1.0)
-            except (KafkaError, TimeoutError, AssertionError):
-                continue  # not yet fetched, or revoked meanwhile; next round
-            lag = max(0, highwater - position)
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        """Lag per assigned partition: log-end offset minus the committed offset (what
+        ``kafka-consumer-groups --describe`` shows), so records fetched but not yet settled,
+        and records waiting while fetching is paused, both count."""
+        assignment = list(self.consumer.assignment())
+        if not assignment:
+            return
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(assignment), 5.0)
+        except (KafkaError, TimeoutError, AssertionError):
+            return  # the cluster is away or the assignment changed; next round
+        for tp, end in ends.items():
+            done = self._tracker.committed(tp)
+            if done is None:
+                continue  # nothing committed yet by this member
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
 
 
 def due_at_s(record: ConsumerRecord[bytes, bytes]) -> float:

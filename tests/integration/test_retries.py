@@ -131,3 +131,45 @@ async def test_a_dead_endpoint_opens_its_circuit_and_never_holds_back_the_others
 async def _event_offsets_are(bootstrap: str, group: str, topic: str, total: int) -> bool:
     offsets = await committed_offsets(bootstrap, group)
     return sum(o for tp, o in offsets.items() if tp.topic == topic) == total
+
+
+async def test_a_record_too_large_for_any_topic_is_dead_lettered_truncated_and_nothing_stalls(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    topic = unique("events")
+    dlq = f"{topic}.dlq"
+    await create_topics(kafka_bootstrap, [topic, dlq], partitions=1)
+    # gzip lets a producer get a 1.5 MB value past the broker's 1 MiB limit.
+    huge = (
+        b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z","pad":"'
+        + (b"x" * 1_500_000)
+        + b'"}'
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, compression_type="gzip", max_request_size=4_000_000
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, huge)
+    finally:
+        await producer.stop()
+    async with Receiver(keys={"all": None}) as receiver:
+        hooks = [{"id": "all", "events": ["*"], "url": receiver.url("all")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq)
+        settings = settings_for(path)
+        async with running_daemon(settings):
+            await produce(kafka_bootstrap, topic, [event("PostSignIn", 1)])
+            [request] = await receiver.wait_for(1, timeout_s=20)
+            [letter] = await read_topic(kafka_bootstrap, dlq, 1)
+            await eventually(
+                lambda: _event_offsets_are(kafka_bootstrap, settings.kafka.group_id, topic, 2),
+                what="both offsets committed",
+            )
+    headers = headers_of(letter)
+    assert headers["hookrelay-reason"] == "oversized"
+    assert headers["hookrelay-truncated"] == "true"
+    assert headers["hookrelay-original-bytes"] == str(len(huge))
+    assert letter.value == huge[: 64 * 1024]
+    assert request.json["data"]["id"] == "e1"

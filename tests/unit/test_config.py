@@ -1038,3 +1038,17 @@ def test_settings_built_in_code_are_validated_too() -> None:
         Settings(hooks=(hook, hook))
     with pytest.raises(pydantic.ValidationError):
         ShutdownSettings(grace_s=5, hard_deadline_s=1)
+
+
+def test_binary_values_are_refused_rather_than_decoded(tmp_path: Path) -> None:
+    config = tmp_path / "hookrelay.yaml"
+    config.write_text(
+        "hooks:\n  - id: a\n    events: ['*']\n    url: http://127.0.0.1:9/x\n"
+        "    signing_key: !!binary Y2hhbmdlLW1l\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    [issue] = caught.value.issues
+    assert (issue.line, issue.key_path) == (5, "hooks[0].signing_key")
+    assert "!!binary" in issue.message
+    assert "Y2hhbmdlLW1l" not in str(caught.value)
