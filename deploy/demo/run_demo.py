@@ -20,7 +20,9 @@ import asyncio
 import collections
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,13 +78,34 @@ def expected_pairs() -> collections.Counter[tuple[str, str]]:
     return pairs
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def check_ports(ports: dict[int, str]) -> None:
+    """Refuse to start when a port the demo needs is taken, saying which and why."""
+    busy = [f"{port} ({what})" for port, what in ports.items() if port_in_use(port)]
+    if busy:
+        raise SystemExit(
+            "demo: port(s) already in use: "
+            + ", ".join(busy)
+            + ". Stop whatever listens there (make kafka-stop, if it is a broker started with"
+            " make kafka-start) and run make demo again."
+        )
+
+
 def start_kafka(stack: ExitStack, port: int) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="hookrelay-demo-kafka-"))
+    stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
     kafkactl = [sys.executable, str(ROOT / "deploy" / "kafka" / "kafkactl.py")]
     say(f"starting Kafka on 127.0.0.1:{port} (first run downloads the broker jars)")
-    subprocess.run(
-        [*kafkactl, "start", "--port", str(port), "--data-dir", str(data_dir)], check=True
+    started = subprocess.run(
+        [*kafkactl, "start", "--port", str(port), "--data-dir", str(data_dir)], check=False
     )
+    if started.returncode != 0:
+        raise SystemExit(f"demo: the local Kafka broker did not start (exit {started.returncode})")
     stack.callback(subprocess.run, [*kafkactl, "stop", "--data-dir", str(data_dir)], check=False)
 
 
@@ -164,6 +187,11 @@ def main() -> int:
     bootstrap = settings.kafka.bootstrap_servers[0]
     port = int(bootstrap.rsplit(":", 1)[1])
     expected = expected_pairs()
+    check_ports({
+        port: "Kafka, kafka.bootstrap_servers in config/hookrelay.yaml",
+        RECEIVER_PORT: "the demo receiver, the url of the hooks in config/hooks.yaml",
+        settings.admin.port: "admin.listen in config/hookrelay.yaml",
+    })  # fmt: skip
     logs = Path(tempfile.mkdtemp(prefix="hookrelay-demo-logs-"))
     with ExitStack() as stack:
         start_kafka(stack, port)

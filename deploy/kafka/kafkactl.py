@@ -373,7 +373,9 @@ def require_free_port(host: str, port: int) -> None:
     """Raise the one-line "port in use" error unless host:port is free."""
     if port_in_use(host, port):
         raise KafkactlError(
-            f"port {port} is already in use by another process; choose --port", EXIT_PORT
+            f"port {port} is already in use by another process; "
+            "choose another with --port (make: KAFKA_PORT=...)",
+            EXIT_PORT,
         )
 
 
