@@ -153,7 +153,8 @@ def test_start_on_busy_port_fails_with_clear_message(tmp_path: Path) -> None:
         result = run_kafkactl("start", "--port", str(port), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 5
     assert result.stderr.strip() == (
-        f"hookrelay: port {port} is already in use by another process; choose --port"
+        f"hookrelay: port {port} is already in use by another process; "
+        "choose another with --port (make: KAFKA_PORT=...)"
     )
     assert not (tmp_path / "d" / "kafka.pid").exists()
 
