@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -159,3 +161,43 @@ async def eventually(
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     """A record's headers decoded as UTF-8 text."""
     return {k: v.decode("utf-8") for k, v in record.headers}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+HOOKRELAY = [sys.executable, "-m", "hookrelay"]
+
+
+async def hookrelay_cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """Run the ``hookrelay`` command line to completion: (exit status, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        *HOOKRELAY, *args, cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def start_daemon_process(path: Path, log: Path) -> asyncio.subprocess.Process:
+    """``hookrelay run -c path`` as a real process, its output appended to ``log``."""
+    return await asyncio.create_subprocess_exec(
+        *HOOKRELAY, "run", "-c", str(path), cwd=ROOT,
+        stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def edit_config(path: Path, section: str, **values: Any) -> None:
+    """Change keys of one section of a config written by ``write_config``."""
+    config = orjson.loads(path.read_bytes())
+    config.setdefault(section, {}).update(values)
+    path.write_bytes(orjson.dumps(config))
+
+
+def with_admin_port(path: Path) -> int:
+    """Give a config a fixed free admin port (a subprocess cannot report port 0 back)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    edit_config(path, "admin", listen=f"127.0.0.1:{port}")
+    return port

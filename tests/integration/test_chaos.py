@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,19 +14,21 @@ import pytest
 
 from hookrelay.app import Daemon
 from tests.integration.harness import (
+    edit_config,
+    hookrelay_cli,
     produce,
     running_daemon,
     settings_for,
+    start_daemon_process,
     unique,
     wait_until,
+    with_admin_port,
     write_config,
 )
 from tests.kafka_broker import create_topics, free_port, run_kafkactl
 from tests.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def events(count: int, start: int = 0) -> list[bytes]:
@@ -36,22 +37,6 @@ def events(count: int, start: int = 0) -> list[bytes]:
                       "data": {"id": f"u{i}"}})
         for i in range(start, start + count)
     ]  # fmt: skip
-
-
-def with_admin_port(path: Path) -> int:
-    """Give a config written by the harness a fixed free admin port (for a subprocess)."""
-    config = orjson.loads(path.read_bytes())
-    port = free_port()
-    config["admin"]["listen"] = f"127.0.0.1:{port}"
-    path.write_bytes(orjson.dumps(config))
-    return port
-
-
-async def start_daemon_process(path: Path, log: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hookrelay", "run", "-c", str(path), cwd=ROOT,
-        stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
 
 
 def ids_seen(receiver: Receiver) -> set[str]:
@@ -165,9 +150,7 @@ async def test_a_second_signal_exits_at_once(kafka_bootstrap: str, tmp_path: Pat
         receiver.script_forever("hang", Reply(delay_s=3600))
         hooks = [{"id": "hang", "events": ["*"], "url": receiver.url("hang"), "timeout_s": 60}]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
-        config = orjson.loads(path.read_bytes())
-        config["shutdown"] = {"grace_s": 30, "hard_deadline_s": 60}
-        path.write_bytes(orjson.dumps(config))
+        edit_config(path, "shutdown", grace_s=30, hard_deadline_s=60)
         with_admin_port(path)
         await produce(kafka_bootstrap, topic, events(3))
         daemon = await start_daemon_process(path, tmp_path / "daemon.log")
@@ -187,16 +170,9 @@ async def test_missing_topics_are_named_when_creation_is_off(
     topic = unique("events")
     await create_topics(kafka_bootstrap, [topic])
     path = write_config(tmp_path, kafka_bootstrap, topic, [])
-    config = orjson.loads(path.read_bytes())
-    config["kafka"]["create_topics"] = False
-    path.write_bytes(orjson.dumps(config))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hookrelay", "run", "-c", str(path), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 1
-    message = err.decode()
+    edit_config(path, "kafka", create_topics=False)
+    code, _, message = await hookrelay_cli("run", "-c", str(path))
+    assert code == 1
     assert "kafka.create_topics is false" in message
     for missing in (f"{topic}.dlq", f"{topic}.retry.200ms", f"{topic}.retry.400ms"):
         assert missing in message

@@ -5,49 +5,32 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.integration.harness import (
+    HOOKRELAY,
+    ROOT,
     committed_offsets,
+    edit_config,
+    hookrelay_cli,
     produce,
     read_topic,
     unique,
     write_config,
 )
-from tests.kafka_broker import create_topics
+from tests.kafka_broker import create_topics, free_port
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-HOOKRELAY = [sys.executable, "-m", "hookrelay"]
 SECRET = "s3cret-signing-key-never-logged"
 
 
-async def hookrelay(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *HOOKRELAY, *args,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=ROOT,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_check_accepts_the_shipped_configuration() -> None:
-    code, out, err = await hookrelay("check", "-c", "config/hookrelay.yaml")
+    code, out, err = await hookrelay_cli("check", "-c", "config/hookrelay.yaml")
     assert code == 0, err
     assert "ok (6 hooks, 5 enabled)" in out
 
@@ -58,14 +41,14 @@ async def test_check_refuses_bad_configuration_naming_file_line_and_key(tmp_path
         "kafka:\n  topics: [identity.events]\n"
         "hooks:\n  - id: a\n    events: ['*']\n    url: ftp://example.com/x\n    enabled: no\n"
     )
-    code, _, err = await hookrelay("check", "-c", str(config))
+    code, _, err = await hookrelay_cli("check", "-c", str(config))
     assert code == 1
     assert f"{config}:6: hooks[0].url:" in err
     assert f"{config}:7: hooks[0].enabled:" in err
 
 
 async def test_usage_errors_exit_2() -> None:
-    code, _, err = await hookrelay("frobnicate")
+    code, _, err = await hookrelay_cli("frobnicate")
     assert code == 2
     assert "invalid choice" in err
 
@@ -76,7 +59,7 @@ async def test_send_test_delivers_a_signed_logto_style_payload(tmp_path: Path) -
             {"id": "mine", "events": ["User.*"], "url": receiver.url("mine"), "signing_key": SECRET}
         ]
         path = write_config(tmp_path, "127.0.0.1:1", "unused", hooks)
-        code, out, err = await hookrelay(
+        code, out, err = await hookrelay_cli(
             "send-test", "mine", "--event", "User.Created", "-c", str(path)
         )
         assert code == 0, err
@@ -91,10 +74,10 @@ async def test_send_test_delivers_a_signed_logto_style_payload(tmp_path: Path) -
 async def test_send_test_reports_a_failing_endpoint(tmp_path: Path) -> None:
     hooks = [{"id": "nobody", "events": ["*"], "url": f"http://127.0.0.1:{free_port()}/x"}]
     path = write_config(tmp_path, "127.0.0.1:1", "unused", hooks)
-    code, _, err = await hookrelay("send-test", "nobody", "-c", str(path))
+    code, _, err = await hookrelay_cli("send-test", "nobody", "-c", str(path))
     assert code == 1
     assert "connection error" in err
-    code, _, err = await hookrelay("send-test", "missing", "-c", str(path))
+    code, _, err = await hookrelay_cli("send-test", "missing", "-c", str(path))
     assert code == 2
     assert "no hook with id 'missing'" in err
 
@@ -111,7 +94,7 @@ async def test_produce_publishes_json_lines_byte_for_byte(
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"\n".join(lines) + b"\n\n")
     path = write_config(tmp_path, kafka_bootstrap, topic, [])
-    code, out, err = await hookrelay(
+    code, out, err = await hookrelay_cli(
         "produce", "-c", str(path), str(events), "--key-field", "userId"
     )
     assert code == 0, err
@@ -129,9 +112,8 @@ async def test_run_delivers_then_drains_commits_and_exits_0_on_sigterm(
     async with Receiver(keys={"crm": SECRET}) as receiver:
         hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "signing_key": SECRET}]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        edit_config(path, "admin", listen=f"127.0.0.1:{free_port()}")
         config = orjson.loads(path.read_bytes())
-        config["admin"]["listen"] = f"127.0.0.1:{free_port()}"
-        path.write_bytes(orjson.dumps(config))
         values = [
             orjson.dumps({"event": "User.Created", "createdAt": "2026-01-01T00:00:00.000Z",
                           "data": {"primaryEmail": f"private-{i}@example.com"}})
@@ -166,7 +148,7 @@ async def test_run_delivers_then_drains_commits_and_exits_0_on_sigterm(
 async def test_run_refuses_invalid_configuration_without_starting(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("kafka:\n  group_id: ${HOOKRELAY_TEST_UNSET_VARIABLE}\n")
-    code, _, err = await hookrelay("run", "-c", str(config))
+    code, _, err = await hookrelay_cli("run", "-c", str(config))
     assert code == 1
     assert "HOOKRELAY_TEST_UNSET_VARIABLE" in err
     assert f"{config}:2: kafka.group_id:" in err

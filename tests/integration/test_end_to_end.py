@@ -163,7 +163,10 @@ async def test_rate_limited_hook_is_held_to_its_limit_while_an_unlimited_hook_ge
              "rate_limit": {"per_second": 20, "burst": 20}},
             {"id": "fast", "events": ["*"], "url": receiver.url("fast"), "max_concurrency": 32},
         ]  # fmt: skip
-        settings = settings_for(write_config(tmp_path, kafka_bootstrap, topic, hooks))
+        # The limited lane holds its 100 (no parking): this test is about the token bucket.
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                            delivery={"lane_max_wait_s": 60})  # fmt: skip
+        settings = settings_for(path)
         async with running_daemon(settings):
             await produce(
                 kafka_bootstrap, topic, [event_bytes("PostSignIn", i) for i in range(100)]
@@ -177,8 +180,8 @@ async def test_rate_limited_hook_is_held_to_its_limit_while_an_unlimited_hook_ge
     assert slow[-1] - slow[0] >= 3.9
     # No 1-second window holds more than limit + burst.
     assert max(sum(1 for t in slow if start <= t < start + 1.0) for start in slow) <= 40
-    assert fast[-1] - fast[0] < 2.0
-    assert fast_done < slow[-1] - 2.0  # the unlimited hook never waited for the limited one
+    assert fast[-1] - fast[0] < 3.0
+    assert fast_done < slow[-1] - 1.0  # the unlimited hook never waited for the limited one
 
 
 async def test_a_receiver_answering_500_twice_then_200_gets_the_event(

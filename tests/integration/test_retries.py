@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from tests.integration.harness import (
     committed_offsets,
     eventually,
     headers_of,
+    hookrelay_cli,
     produce,
     read_topic,
     running_daemon,
@@ -26,23 +26,11 @@ from tests.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def event(name: str, n: int) -> bytes:
     return orjson.dumps(
         {"event": name, "createdAt": "2026-08-21T09:15:42.123Z", "data": {"id": f"e{n}"}}
     )
-
-
-async def hookrelay_cli(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hookrelay", *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
 
 
 async def test_replay_redrives_selected_dead_letters_with_their_webhook_id(
@@ -63,7 +51,7 @@ async def test_replay_redrives_selected_dead_letters_with_their_webhook_id(
             letters = await read_topic(kafka_bootstrap, dlq, 4)
             first_ids = {r.headers["webhook-id"] for r in receiver.requests}
 
-            code, out = await hookrelay_cli(
+            code, out, _ = await hookrelay_cli(
                 "replay", "-c", str(path), "--hook-id", "fixme", "--event", "User.Created",
                 "--dry-run",
             )  # fmt: skip
@@ -75,7 +63,7 @@ async def test_replay_redrives_selected_dead_letters_with_their_webhook_id(
             assert len(receiver.requests) == 3  # a dry run sends nothing
 
             receiver.script_forever("fixme", None)  # the receiver is fixed
-            code, out = await hookrelay_cli(
+            code, out, _ = await hookrelay_cli(
                 "replay", "-c", str(path), "--hook-id", "fixme", "--event", "User.Created"
             )
             assert code == 0, out
