@@ -123,6 +123,9 @@ class Metrics:
         self.commit_failures = Counter(
             p + "offset_commit_failures", "Offset commits that failed", registry=r
         )
+        self.rebalances = Counter(
+            p + "rebalances", "Consumer-group rebalances this member went through", registry=r
+        )
         self.consumer_paused = Gauge(
             p + "consumer_paused", "1 while fetching is paused by backpressure", registry=r
         )

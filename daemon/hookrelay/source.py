@@ -129,7 +129,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         """Drain (bounded), commit and forget the revoked partitions."""
         partitions = list(revoked)
         if not partitions:
-            return
+            return  # the first join of this member also calls here, with nothing to revoke
+        self._metrics.rebalances.inc()
         self._revoking.update(partitions)
         deadline = time.monotonic() + self._revoke_timeout_s
         # Settlements come from many lanes; a short poll bounded by the deadline is enough.

@@ -218,3 +218,28 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+async def test_a_slow_endpoint_never_pushes_the_consumer_out_of_its_group(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    async with Receiver(keys={"slow": None, "fast": None}) as receiver:
+        receiver.script_forever("slow", Reply(delay_s=8.0))  # each answer takes 8 s
+        hooks = [
+            {"id": "slow", "events": ["*"], "url": receiver.url("slow"), "max_concurrency": 1},
+            {"id": "fast", "events": ["*"], "url": receiver.url("fast")},
+        ]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        # Far shorter than one slow answer: a consumer that stopped polling would be evicted.
+        edit_config(path, "kafka", max_poll_interval_s=4, session_timeout_s=6)
+        settings = settings_for(path)
+        async with running_daemon(settings) as daemon:
+            await produce(kafka_bootstrap, topic, events(5))
+            await receiver.wait_for(5, hook_id="fast", timeout_s=20)
+            await asyncio.sleep(10)  # two and a half poll intervals with the slow one busy
+            await produce(kafka_bootstrap, topic, events(5, start=5))
+            await receiver.wait_for(10, hook_id="fast", timeout_s=20)
+            assert daemon.metrics.rebalances._value.get() == 0  # never evicted, never revoked
+            assert daemon.source.consumer.assignment()
