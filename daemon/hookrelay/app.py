@@ -39,7 +39,7 @@ from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
 from hookrelay.pipeline import Pipeline
 from hookrelay.sender import HttpSender, Sender, close_quietly
-from hookrelay.source import Backpressure, Source
+from hookrelay.source import PROBE_INTERVAL_S, Backpressure, Source
 from hookrelay.topics import ensure_topics
 from hookrelay.writer import DurableWriter
 
@@ -123,6 +123,8 @@ class Daemon:
             reasons.append("shutting down")
         if not self.source.started:
             reasons.append("consumer not started")
+        elif not self.source.joined:
+            reasons.append("waiting to join the consumer group")
         if not self._producer_started:
             reasons.append("producer not started")
         if self._kafka_error:
@@ -194,14 +196,24 @@ class Daemon:
     async def _run_tasks(self) -> None:
         log.info("daemon_started", hooks=len(self.settings.hooks))
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.source.run(self.pipeline.handle, self.stopping), name="fetch")
-            tg.create_task(self.source.run_committer(self.stopping), name="committer")
+            fetch = tg.create_task(
+                self.source.run(self.pipeline.handle, self.stopping), name="fetch"
+            )
+            committer = tg.create_task(self.source.run_committer(self.stopping), name="committer")
+            probe = tg.create_task(self._probe(), name="cluster-probe")
             writer = tg.create_task(self.writer.run(), name="kafka-writer")
             watchdog = tg.create_task(self._watchdog(), name="watchdog")
             await self.stopping.wait()
+            # Step 1: no new records. The poll loop ends after its current fetch (≤ 0.2 s)
+            # and hands nothing more to the lanes, so draining never races new deliveries.
+            done, _ = await asyncio.wait({fetch}, timeout=5.0)
+            if not done:
+                fetch.cancel()
             await self._drain()
-            writer.cancel()
-            watchdog.cancel()
+            # The final commit happens in _close(); a periodic one stuck on an absent
+            # cluster must not hold the shutdown.
+            for task in (committer, probe, writer, watchdog):
+                task.cancel()
 
     async def _start_clients(self) -> bool:
         """Open the HTTP session, then connect to Kafka, retrying with backoff while the
@@ -233,6 +245,14 @@ class Daemon:
             self._kafka_error = ""
             return True
         return False
+
+    async def _probe(self) -> None:
+        """Every few seconds: ask the cluster for metadata, refresh lag and readiness."""
+        while True:
+            await self.source.probe()
+            await self.source.update_lag()
+            self.metrics.ready.set(0 if self.not_ready_reasons() else 1)
+            await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def _watchdog(self) -> None:
         while True:

@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     replay.add_argument("--since", type=_timestamp_ms, help="dead-lettered at or after (ISO-8601)")
     replay.add_argument("--until", type=_timestamp_ms, help="dead-lettered before (ISO-8601)")
-    replay.add_argument("--limit", type=int, help="replay at most this many")
+    replay.add_argument("--limit", type=_positive_int, help="replay at most this many")
     replay.add_argument(
         "--dry-run", action="store_true", help="print what would be replayed; write nothing"
     )
@@ -107,6 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
     }  # fmt: skip
     return handler[args.command](settings, args)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
 
 
 def _timestamp_ms(text: str) -> int:

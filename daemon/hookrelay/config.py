@@ -439,7 +439,7 @@ class HttpSettings(_Model):
 class DeliverySettings(_Model):
     """Section delivery: retries, backpressure and which answers are retried."""
 
-    retry_schedule_s: tuple[Annotated[Number, Field(gt=0)], ...] = Field(
+    retry_schedule_s: tuple[Annotated[Number, Field(ge=0.01)], ...] = Field(
         (5.0, 30.0, 120.0, 600.0, 3600.0, 18000.0, 36000.0), min_length=1
     )
     """Seconds to wait before each retry, non-decreasing; after the last one the delivery goes to

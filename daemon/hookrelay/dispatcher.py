@@ -84,6 +84,7 @@ class _Context:
     clock: Clock
     jitter: Callable[[], float]
     on_finished: Callable[[Delivery, Outcome], None]
+    others_hungry: Callable[[Lane], bool]
 
 
 class Lane:
@@ -179,11 +180,16 @@ class Lane:
     @property
     def impaired(self) -> str | None:
         """Why new deliveries must not queue here now (``circuit_open``, ``throttled``,
-        ``slow``), or None for a healthy lane."""
+        ``slow``), or None for a healthy lane.
+
+        ``slow``: the oldest queued delivery waited over ``lane_max_wait_s`` *and* another
+        lane could use more input. Parking only helps when this lane is what holds fetching
+        back for others; a lane that is merely busy with a backlog nobody else shares is
+        left to backpressure, because parking it would only rewrite its work to Kafka."""
         reason = self._park_reason()
         if reason is None and self._queue:
             waited = self._ctx.clock() - self._queue[0].enqueued_mono
-            if waited > self._ctx.settings.lane_max_wait_s:
+            if waited > self._ctx.settings.lane_max_wait_s and self._ctx.others_hungry(self):
                 reason = "slow"
         return reason
 
@@ -197,6 +203,7 @@ class Lane:
     async def _work(self) -> None:
         self._starting -= 1
         while self._queue:
+            self._shed_if_slow()
             delivery = self._queue.popleft()
             self._m_pending.set(len(self._queue))
             if self.gone:
@@ -219,6 +226,16 @@ class Lane:
                 self._sending -= 1
                 self._m_sending.set(self._sending)
             self._handle(delivery, result)
+
+    def _shed_if_slow(self) -> None:
+        """A slow lane keeps a small working set and parks the rest of its queue: records
+        held in memory would hold back their partitions' commits (and be redelivered to
+        every hook after a crash)."""
+        keep = 2 * self.hook.max_concurrency
+        if len(self._queue) > keep and self.impaired == "slow":
+            while len(self._queue) > keep:
+                self._park_unattempted(self._queue.pop(), "slow")
+            self._m_pending.set(len(self._queue))
 
     async def _wait_for_turn(self) -> None:
         """Honour a short lane pause (Retry-After ≤ 1 s), then the token bucket."""
@@ -277,21 +294,28 @@ class Lane:
         self._park(delivery, tier, wait, "retry")
 
     def _park_unattempted(self, delivery: Delivery, reason: str) -> None:
-        """Park a delivery that was not attempted now (lane full, throttled, circuit open)."""
+        """Park a delivery that was not attempted now (slow, throttled, circuit open, full).
+
+        No attempt is counted: an endpoint that recovers gets its full schedule. Each park
+        goes one tier further than the last (so a long impairment costs few rewrites), never
+        sooner than the pause or cool-down it waits out. A delivery older than the whole
+        schedule (``RetryPlan.window_s``, counted from ``created_at``) is given up instead,
+        so a dead endpoint still ends every delivery in the dead-letter topic."""
         plan = self._ctx.plan
+        if time.time() - delivery.created_at > plan.window_s:
+            delivery.last_error = delivery.last_error or f"{reason}: never attempted"
+            self._dead_letter(delivery, "retries_exhausted")
+            return
         self._ctx.metrics.parked.labels(self.hook.id, reason).inc()
         if reason == "circuit_open":
-            _record_attempt(delivery, None, "circuit open: not attempted")
-            if delivery.attempts >= plan.max_attempts:
-                self._dead_letter(delivery, "retries_exhausted")
-                return
-            tier = plan.tier(delivery.attempts - 1, self._circuit_until - self._ctx.clock())
+            wait = self._circuit_until - self._ctx.clock()
         else:
-            wait = max(0.0, self._not_before - self._ctx.clock())
-            tier = plan.tier(max(0, delivery.attempts - 1), wait)
+            wait = self._not_before - self._ctx.clock()
+        tier = plan.tier(max(delivery.attempts - 1, delivery.parks), max(0.0, wait))
+        delivery.parks += 1
         log.debug("delivery_parked", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
                   reason=reason, retry_tier=plan.topics[tier])  # fmt: skip
-        self._park(delivery, tier, 0.0, reason)
+        self._park(delivery, tier, max(0.0, wait), reason)
 
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> None:
         plan = self._ctx.plan
@@ -406,6 +430,8 @@ def _retry_record(delivery: Delivery, due_at_ms: int) -> RetryRecord:
         origin_partition=origin.partition,
         origin_offset=origin.offset,
         origin_timestamp_ms=origin.timestamp_ms,
+        created_at_ms=int(delivery.created_at * 1000),
+        parks=delivery.parks,
     )
 
 
@@ -435,7 +461,7 @@ class Dispatcher:
         hard_bound = settings.lane_max_pending + batch_size
         self._ctx = _Context(
             sender, writer, metrics, settings, plan, dead_letter_topic, hard_bound, clock,
-            jitter, self._finished,
+            jitter, self._finished, self._others_hungry,
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
@@ -483,7 +509,10 @@ class Dispatcher:
         lane = self._lanes.get(retry.hook_id)
         hook = lane.hook if lane is not None else _placeholder_hook(retry.hook_id)
         body = splice_hook_id(event.body_head, event.empty, hook_id_member(retry.hook_id))
-        delivery = Delivery(event, hook, retry.delivery_id, body, ticket, attempts=retry.attempts)
+        delivery = Delivery(
+            event, hook, retry.delivery_id, body, ticket, attempts=retry.attempts,
+            created_at=retry.created_at_ms / 1000.0, parks=retry.parks,
+        )  # fmt: skip
         delivery.first_attempt_at = _seconds(retry.first_attempt_at_ms)
         delivery.last_attempt_at = _seconds(retry.last_attempt_at_ms)
         delivery.last_status = retry.last_status
@@ -506,6 +535,14 @@ class Dispatcher:
         for lane in (*self._lanes.values(), *self._retired):
             if lane.failure is not None:
                 raise RuntimeError(f"lane {lane.hook.id} crashed") from lane.failure
+
+    def _others_hungry(self, lane: Lane) -> bool:
+        """True when some other lane, not blocked itself, has room for more work."""
+        room = self._ctx.settings.lane_max_pending // 2
+        return any(
+            other is not lane and other.pending < room and other._park_reason() is None
+            for other in self._lanes.values()
+        )
 
     def load(self) -> float:
         """Backpressure signal (see the module docstring): fetching pauses at 1.0."""

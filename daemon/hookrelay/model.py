@@ -8,6 +8,7 @@ or a dead letter). Stages exchange these values, never each other's internals.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -61,7 +62,9 @@ class Outcome(Enum):
 class Delivery:
     """One (event, hook) pair: the signed request to make, and its attempt history.
 
-    ``attempts`` counts POSTs made so far; times are epoch seconds (``time.time()``);
+    ``attempts`` counts POSTs made so far; ``parks`` how often it was parked without an
+    attempt (slow lane, Retry-After, open circuit); times are epoch seconds
+    (``time.time()``): ``created_at`` when hookrelay first took the event for this hook;
     ``enqueued_mono`` is ``time.monotonic()`` when it entered its lane.
     """
 
@@ -76,6 +79,8 @@ class Delivery:
     last_status: int | None = None
     last_error: str | None = None
     enqueued_mono: float = field(default=0.0)
+    created_at: float = field(default_factory=time.time)
+    parks: int = 0
 
 
 @dataclass(frozen=True, slots=True)

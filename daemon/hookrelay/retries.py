@@ -12,6 +12,8 @@ as first consumed; key: the original key; headers (``hookrelay-*``, UTF-8 text):
 
 - ``hook-id``, ``event``, ``delivery-id`` (the stable ``webhook-id``)
 - ``attempts``: POSTs made so far; ``first-attempt-at``/``last-attempt-at``: epoch ms
+- ``parks``: times parked without an attempt; ``created-at``: epoch ms when hookrelay first
+  took the event for this hook (the retry window counts from there)
 - ``last-status`` (empty when there was no HTTP answer) and ``error``
 - ``due-at``: epoch ms before which it must not be attempted (jittered delay, or the
   endpoint's ``Retry-After`` when later)
@@ -71,6 +73,8 @@ class RetryRecord:
     origin_partition: int
     origin_offset: int
     origin_timestamp_ms: int
+    created_at_ms: int = 0
+    parks: int = 0
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's Kafka headers."""
@@ -88,6 +92,8 @@ class RetryRecord:
             "origin-partition": str(self.origin_partition),
             "origin-offset": str(self.origin_offset),
             "origin-timestamp": str(self.origin_timestamp_ms),
+            "created-at": str(self.created_at_ms),
+            "parks": str(self.parks),
         }
         return [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
 
@@ -116,6 +122,8 @@ class RetryRecord:
                 origin_partition=int(h["origin-partition"]),
                 origin_offset=int(h["origin-offset"]),
                 origin_timestamp_ms=int(h["origin-timestamp"]),
+                created_at_ms=int(h.get("created-at") or h["due-at"]),
+                parks=int(h.get("parks") or 0),
             )
         except KeyError as e:
             raise ValueError(f"retry record lacks header {HEADER_PREFIX}{e.args[0]}") from e
@@ -157,10 +165,18 @@ class RetryPlan:
             index += 1
         return index
 
+    @property
+    def window_s(self) -> float:
+        """The whole schedule: a delivery older than this is given up (dead-lettered)."""
+        return float(sum(self.schedule_s))
+
     def due_at_ms(
         self, tier: int, now_s: float, unit_random: float, min_wait_s: float = 0.0
     ) -> int:
         """Epoch ms when a record written to ``tier`` now becomes due: the tier's delay
-        spread by ± ``jitter`` (``unit_random`` in [0, 1)), never before ``min_wait_s``."""
+        spread by ± ``jitter`` (``unit_random`` in [0, 1)), not before ``min_wait_s`` — but
+        never later than the tier's own delay, so one long ``Retry-After`` cannot hold back a
+        tier's other records (the lane's own pause makes the record wait again)."""
         delay = self.schedule_s[tier] * (1.0 + self.jitter * (2.0 * unit_random - 1.0))
-        return int((now_s + max(delay, min_wait_s)) * 1000)
+        floor = min(min_wait_s, self.schedule_s[tier])
+        return int((now_s + max(delay, floor)) * 1000)

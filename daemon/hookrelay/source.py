@@ -105,6 +105,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             metadata_max_age_ms=30_000,
         )
         self.started = False
+        self.joined = False
+        self._commit_timeout_s = min(10.0, settings.request_timeout_s)
         self.last_contact_ok = 0.0
         self.probe_failing = False
         self.missing_topics: list[str] = []
@@ -147,6 +149,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Track newly assigned partitions; keep them paused if backpressure is on."""
+        self.joined = True
         self._tracker.assign(list(assigned))
         if self._backpressure.paused and assigned:
             self.consumer.pause(*assigned)
@@ -173,6 +176,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("fetch_failed", error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(1.0)
                 continue
+            if stopping.is_set():
+                break  # shutting down: these records stay unregistered and are re-read
             for tp, fetched in batches.items():
                 if tp in self._revoking:
                     continue
@@ -235,7 +240,11 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             return True
         kafka_offsets: dict[Any, int] = {TopicPartition(*tp): off for tp, off in offsets.items()}
         try:
-            await asyncio.shield(self.consumer.commit(kafka_offsets))
+            # Shielded so a cancelled caller never leaves a half-sent commit; bounded so an
+            # absent cluster cannot hold the committer (the next round retries).
+            await asyncio.wait_for(
+                asyncio.shield(self.consumer.commit(kafka_offsets)), self._commit_timeout_s
+            )
         except (KafkaError, TimeoutError) as e:
             self._metrics.commit_failures.inc()
             log.warning("offset_commit_failed", error=f"{type(e).__name__}: {e}")
@@ -251,17 +260,12 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         return True
 
     async def run_committer(self, stopping: asyncio.Event) -> None:
-        """Commit every ``commit_interval_s`` and refresh the lag gauges, until stopping."""
+        """Commit every ``commit_interval_s`` until stopping."""
         interval = self._settings.commit_interval_s
-        next_probe = 0.0
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
             await self.commit()
-            await self._update_lag()
-            if time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + PROBE_INTERVAL_S
-                await self.probe()
 
     async def probe(self, timeout_s: float = 5.0) -> bool:
         """Ask the cluster for metadata; a timely answer refreshes ``last_contact_ok``, which
@@ -285,7 +289,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self.missing_topics = missing
         return True
 
-    async def _update_lag(self) -> None:
+    async def update_lag(self) -> None:
         """Lag per assigned partition: log-end offset minus the committed offset (what
         ``kafka-consumer-groups --describe`` shows), so records fetched but not yet settled,
         and records waiting while fetching is paused, both count."""

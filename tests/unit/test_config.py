@@ -250,7 +250,7 @@ def test_retry_schedule_must_not_be_empty_or_hold_zero(tmp_path: Path) -> None:
     assert refusals(empty) == [f"{empty}:2: delivery.retry_schedule_s: expected a non-empty list"]
 
     zero = main_file(tmp_path, "delivery:\n  retry_schedule_s:\n    - 0\n")
-    assert refusals(zero) == [f"{zero}:3: delivery.retry_schedule_s[0]: expected a number > 0"]
+    assert refusals(zero) == [f"{zero}:3: delivery.retry_schedule_s[0]: expected a number >= 0.01"]
 
 
 def test_resume_below_defaults_to_80_percent_of_max_in_flight() -> None:
