@@ -243,3 +243,39 @@ async def test_a_slow_endpoint_never_pushes_the_consumer_out_of_its_group(
             await receiver.wait_for(10, hook_id="fast", timeout_s=20)
             assert daemon.metrics.rebalances._value.get() == 0  # never evicted, never revoked
             assert daemon.source.consumer.assignment()
+
+
+async def test_sigterm_under_steady_traffic_drains_and_exits_0(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    async with Receiver(keys={"a": None, "b": None}) as receiver:
+        hooks = [
+            {"id": "a", "events": ["*"], "url": receiver.url("a")},
+            {"id": "b", "events": ["*"], "url": receiver.url("b")},
+        ]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        with_admin_port(path)
+        stop_producing = asyncio.Event()
+
+        async def steady_traffic() -> None:
+            n = 0
+            while not stop_producing.is_set():
+                await produce(kafka_bootstrap, topic, events(20, start=n))
+                n += 20
+                await asyncio.sleep(0.1)
+
+        producer = asyncio.create_task(steady_traffic(), name="steady-traffic")
+        try:
+            for cycle in range(3):
+                daemon = await start_daemon_process(path, tmp_path / f"daemon-{cycle}.log")
+                await asyncio.sleep(4.0)
+                daemon.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(daemon.wait(), 30) == 0, f"cycle {cycle}"
+        finally:
+            stop_producing.set()
+            await producer
+    log = await asyncio.to_thread((tmp_path / "daemon-2.log").read_text)
+    assert "daemon_stopped" in log
+    assert "Traceback" not in log

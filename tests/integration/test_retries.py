@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 
 from tests.integration.harness import (
     committed_offsets,
+    edit_config,
     eventually,
     headers_of,
     hookrelay_cli,
@@ -161,3 +163,64 @@ async def test_a_record_too_large_for_any_topic_is_dead_lettered_truncated_and_n
     assert headers["hookrelay-original-bytes"] == str(len(huge))
     assert letter.value == huge[: 64 * 1024]
     assert request.json["data"]["id"] == "e1"
+
+
+async def test_an_endpoint_that_recovers_after_its_circuit_opened_gets_every_event(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    async with Receiver(keys={"flappy": None}) as receiver:
+        receiver.script_forever("flappy", Reply(status=503))
+        hooks = [{"id": "flappy", "events": ["*"], "url": receiver.url("flappy")}]
+        path = write_config(
+            tmp_path, kafka_bootstrap, topic, hooks,
+            delivery={"retry_schedule_s": [1, 2, 4], "circuit_failure_threshold": 3,
+                      "circuit_cooldown_s": 2},
+        )  # fmt: skip
+        async with running_daemon(settings_for(path)) as daemon:
+            await produce(kafka_bootstrap, topic, [event("User.Created", i) for i in range(50)])
+            await eventually(
+                _async(lambda: daemon.dispatcher.lane("flappy").circuit.name != "CLOSED"),
+                what="the circuit to open",
+            )
+            await asyncio.sleep(3.0)
+            receiver.script_forever("flappy", None)  # the endpoint recovers
+            await eventually(
+                _async(lambda: {r.json["data"]["id"] for r in receiver.for_hook("flappy")
+                                if r.json} >= {f"e{i}" for i in range(50)}),
+                timeout_s=40, what="all 50 events delivered",
+            )  # fmt: skip
+            dead = daemon.metrics.dead_lettered.labels("retries_exhausted")._value.get()
+    assert dead == 0  # the cool-down did not eat the schedule
+
+
+async def test_a_long_retry_after_never_holds_up_another_hooks_retries(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=1)
+    async with Receiver(keys={"throttled": None, "flaky": None}) as receiver:
+        receiver.script("throttled", [Reply(status=429, headers={"Retry-After": "60"})])
+        receiver.script("flaky", [Reply(status=500)] * 3)
+        hooks = [
+            {"id": "throttled", "events": ["*"], "url": receiver.url("throttled")},
+            {"id": "flaky", "events": ["*"], "url": receiver.url("flaky"), "max_concurrency": 1},
+        ]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                            delivery={"retry_schedule_s": [0.5, 1, 2]})  # fmt: skip
+        edit_config(path, "kafka", topic_partitions=1)
+        async with running_daemon(settings_for(path)):
+            started = time.monotonic()
+            await produce(kafka_bootstrap, topic, [event("PostSignIn", 1)])
+            await receiver.wait_for(4, hook_id="flaky", timeout_s=30)
+            flaky_done = time.monotonic() - started
+    assert flaky_done < 15  # 0.5 + 1 + 2 s of schedule, not the other hook's 60 s
+    assert len(receiver.for_hook("throttled")) == 1  # still waiting out its Retry-After
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def wrapped() -> bool:
+        return check()
+
+    return wrapped
