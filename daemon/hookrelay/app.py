@@ -277,6 +277,9 @@ class Daemon:
         await _bounded("close_lanes", self.dispatcher.close(), end)
         if self.source.started and not kafka_away:
             await _bounded("final_commit", self.source.commit(), end, cap_s=10.0)
+        elif self.source.started:
+            log.warning("final_commit_skipped", reason="kafka unreachable",
+                        hint="unsettled records are consumed again after restart")  # fmt: skip
         await close_quietly(self._http)
         # Stopped even when start() failed half-way, so no connection or task is left open.
         cap = 2.0 if kafka_away else 10.0

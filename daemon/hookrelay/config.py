@@ -1207,6 +1207,13 @@ def config_warnings(settings: Settings) -> list[str]:
     if not any(hook.enabled for hook in settings.hooks):
         message = "no enabled hooks: events are consumed and committed without any delivery"
         found.append((("hooks",), message))
+    window = sum(settings.delivery.retry_schedule_s)
+    if settings.delivery.circuit_cooldown_s > window:
+        message = (
+            f"longer than the whole retry schedule ({window:g} s): a delivery parked by an "
+            "open circuit may be dead-lettered before the first probe"
+        )
+        found.append((("delivery", "circuit_cooldown_s"), message))
     if not 6.0 <= settings.kafka.session_timeout_s <= 1800.0:
         message = (
             "outside the broker's default group.min/max.session.timeout.ms (6 s to 30 min); "

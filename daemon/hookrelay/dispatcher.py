@@ -101,6 +101,7 @@ class Lane:
         self._circuit = Circuit.CLOSED
         self._circuit_until = 0.0
         self._probing = False
+        self.last_intake = float("-inf")
         self.gone = False
         self.failure: BaseException | None = None
         self.member = hook_id_member(hook.id)
@@ -157,7 +158,7 @@ class Lane:
         if reason is not None:
             self._park_unattempted(delivery, reason)
             return
-        delivery.enqueued_mono = self._ctx.clock()
+        delivery.enqueued_mono = self.last_intake = self._ctx.clock()
         self._queue.append(delivery)
         self._m_pending.set(len(self._queue))
         if len(self._workers) < self.hook.max_concurrency and len(self._queue) > self._starting:
@@ -298,12 +299,13 @@ class Lane:
 
         No attempt is counted: an endpoint that recovers gets its full schedule. Each park
         goes one tier further than the last (so a long impairment costs few rewrites), never
-        sooner than the pause or cool-down it waits out. A delivery older than the whole
-        schedule (``RetryPlan.window_s``, counted from ``created_at``) is given up instead,
-        so a dead endpoint still ends every delivery in the dead-letter topic."""
+        sooner than the pause or cool-down it waits out. Behind an open circuit, a delivery
+        older than the whole schedule (``RetryPlan.window_s``, counted from ``created_at``)
+        is given up instead, so a dead endpoint still ends every delivery in the dead-letter
+        topic; a slow or throttled endpoint is alive, so its deliveries never expire."""
         plan = self._ctx.plan
-        if time.time() - delivery.created_at > plan.window_s:
-            delivery.last_error = delivery.last_error or f"{reason}: never attempted"
+        if reason == "circuit_open" and time.time() - delivery.created_at > plan.window_s:
+            delivery.last_error = delivery.last_error or "circuit open for the whole schedule"
             self._dead_letter(delivery, "retries_exhausted")
             return
         self._ctx.metrics.parked.labels(self.hook.id, reason).inc()
@@ -518,10 +520,25 @@ class Dispatcher:
         delivery.last_status = retry.last_status
         delivery.last_error = retry.error or None
         if lane is None:
-            letter = failed_delivery(self._ctx.dead_letter_topic, delivery, "hook_removed")
-            self._ctx.writer.submit(letter, lambda: self._finished(delivery, Outcome.DEAD_LETTERED))
+            self._dead_letter_removed(delivery)
             return
         lane.submit(delivery)
+
+    def _dead_letter_removed(self, delivery: Delivery) -> None:
+        """A retry for a hook that is no longer configured (or disabled). Its id came from a
+        record header, so it is logged but never becomes a metric label."""
+        log.warning("delivery_dead_lettered", hook_id=delivery.hook.id, reason="hook_removed",
+                    delivery_id=delivery.delivery_id, event_name=delivery.event.name,
+                    attempt=delivery.attempts)  # fmt: skip
+        letter = failed_delivery(self._ctx.dead_letter_topic, delivery, "hook_removed")
+
+        def written() -> None:
+            self.in_flight -= 1
+            self._metrics.in_flight.set(self.in_flight)
+            self._metrics.dead_lettered.labels("hook_removed").inc()
+            delivery.ticket.settle()
+
+        self._ctx.writer.submit(letter, written)
 
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
@@ -537,10 +554,16 @@ class Dispatcher:
                 raise RuntimeError(f"lane {lane.hook.id} crashed") from lane.failure
 
     def _others_hungry(self, lane: Lane) -> bool:
-        """True when some other lane, not blocked itself, has room for more work."""
-        room = self._ctx.settings.lane_max_pending // 2
+        """True when some other lane that is receiving work right now, and is not blocked
+        itself, has room for more: only then does parking ``lane`` let anyone go faster."""
+        settings = self._ctx.settings
+        room = settings.lane_max_pending // 2
+        recent = self._ctx.clock() - settings.lane_max_wait_s
         return any(
-            other is not lane and other.pending < room and other._park_reason() is None
+            other is not lane
+            and other.last_intake > recent  # it is being fed: it wants the next records
+            and other.pending < room
+            and other._park_reason() is None
             for other in self._lanes.values()
         )
 

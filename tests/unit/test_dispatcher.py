@@ -287,14 +287,23 @@ def blocked_sender() -> tuple[FakeSender, asyncio.Event]:
 
 
 async def test_a_slow_lane_parks_new_deliveries_instead_of_queueing_them() -> None:
-    sender, release = blocked_sender()
+    release = asyncio.Event()
+
+    async def behaviour(hook_id: str, _n: int) -> AttemptResult:
+        if hook_id == "slow":
+            await release.wait()
+        return OK
+
+    sender = FakeSender(behaviour)
     lane_settings = {"lane_max_wait_s": 0.05}
-    lanes = [hook("slow", max_concurrency=1), hook("idle")]
+    lanes = [hook("slow", max_concurrency=1), hook("fast")]
     async with Rig(sender, lanes, **lane_settings) as rig:
         for _ in range(3):
             rig.publish(hooks=[lanes[0]])
         await asyncio.sleep(0.1)  # the oldest queued delivery has now waited too long
-        assert rig.dispatcher.lane("slow").impaired == "slow"  # and "idle" wants work
+        assert rig.dispatcher.lane("slow").impaired is None  # but nobody else wants work
+        rig.publish(hooks=[lanes[1]])  # now the fast lane is being fed
+        assert rig.dispatcher.lane("slow").impaired == "slow"
         for _ in range(5):
             rig.publish(hooks=[lanes[0]])
         await until(lambda: len(rig.producer.sent) == 5)
@@ -304,7 +313,7 @@ async def test_a_slow_lane_parks_new_deliveries_instead_of_queueing_them() -> No
         assert rig.metrics.parked.labels("slow", "slow")._value.get() == 5
         release.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
-    assert len(sender.attempts) == 3
+    assert sum(1 for h, _, _ in sender.attempts if h == "slow") == 3
 
 
 async def test_a_lane_never_queues_more_than_its_bound_plus_one_batch() -> None:
@@ -334,8 +343,10 @@ async def test_a_busy_lane_is_only_called_slow_when_another_lane_wants_work() ->
         # Both are behind (one of each now stuck sending), but neither would help the
         # other by parking: backpressure holds fetching instead.
         assert rig.dispatcher.load() == 0.8
-        rig.dispatcher.set_hooks([*lanes, hook("c")])  # an idle lane that wants input
-        assert rig.dispatcher.load() == 0.0  # now both slow lanes stop holding fetching
+        rig.dispatcher.set_hooks([*lanes, hook("c")])
+        assert rig.dispatcher.load() == 0.8  # an idle lane nobody feeds changes nothing
+        rig.publish(hooks=[hook("c")])  # a lane being fed, with room for more
+        assert rig.dispatcher.load() == 0.1  # both slow lanes stop holding fetching
         release.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
 
@@ -394,6 +405,36 @@ async def test_a_retry_for_a_removed_hook_is_dead_lettered() -> None:
     [(_, _, headers)] = rig.producer.to("dlq")
     assert headers["hookrelay-reason"] == b"hook_removed"
     assert headers["hookrelay-hook-id"] == b"old"
+    assert rig.metrics.dead_lettered.labels("hook_removed")._value.get() == 1
+    # The removed id came from a record header: it must not become a metric label.
+    rendered = rig.metrics.render().decode()
+    assert 'hook_id="old",outcome="dead_lettered"' not in rendered
+
+
+async def test_a_slow_lanes_parked_deliveries_never_expire() -> None:
+    sender, release = blocked_sender()
+    lanes = [hook("slow", max_concurrency=1), hook("fast")]
+    async with Rig(sender, lanes, lane_max_wait_s=0.01) as rig:
+        rig.publish(hooks=[rig.hooks[0]])
+        await until(lambda: len(sender.attempts) == 1)  # its only worker is now busy
+        # A delivery created long ago (older than the schedule) comes back from a retry topic.
+        event = decode(
+            b'{"event":"PostSignIn","createdAt":"2026-01-01T00:00:00.000Z"}',
+            None, Origin(TP.topic, 0, 99, 0), 1 << 20,
+        )  # fmt: skip
+        retry = RetryRecord(
+            "slow", "PostSignIn", "msg_x", 0, None, None, None, "", 0, TP.topic, 0, 99, 0,
+            created_at_ms=1, parks=3,
+        )  # fmt: skip
+        for _ in range(3):
+            rig.publish(hooks=[rig.hooks[0]])
+        await asyncio.sleep(0.05)
+        rig.publish(hooks=[rig.hooks[1]])  # the fast lane is fed: the slow one is "slow"
+        rig.dispatcher.resubmit(event, retry, rig.tracker.register(RETRY_TP, 0, 1))
+        await until(lambda: any(t.startswith("retry.") for t, _, _ in rig.producer.sent))
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert rig.producer.to("dlq") == []  # a healthy endpoint's work is never given up
 
 
 async def test_hooks_each_get_their_own_hook_id_in_the_body() -> None:
