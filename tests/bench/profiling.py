@@ -1,0 +1,115 @@
+"""Optional: profile the daemon with py-spy during a 1-hook throughput run (``--profile``).
+
+py-spy attaches to the running daemon and samples its stacks at 100 Hz while the backlog is
+delivered. It pauses the daemon for each sample (``--nonblocking`` reads half the stacks
+torn), which slows it by a few per cent: this run's rate is not a figure, only its shares
+are. Idle samples (the loop waiting in epoll) are left out by py-spy, so shares are shares
+of busy CPU. The folded stacks are kept
+and summarised: functions by own ("self") samples, by inclusive samples, and own samples
+per package. py-spy is not a dependency: ``pip install py-spy`` into the virtualenv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tests.bench.harness import Bench, running, wait_for_deliveries
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def py_spy() -> str | None:
+    """Path of the py-spy executable next to this Python, or on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def _function(frame: str) -> str:
+    """``function (file:line)`` → ``function (file)``: samples of one function add up."""
+    match = _FRAME.match(frame)
+    if match is None:
+        return frame
+    return f"{match['function']} ({match['file']})"
+
+
+def _package(frame: str) -> str:
+    """The top-level package or module of a frame's file (py-spy prints paths relative to
+    their import root: ``aiohttp/client.py``, ``asyncio/tasks.py``, ``hookrelay/...``)."""
+    match = _FRAME.match(frame)
+    if match is None:
+        return "other"
+    return re.split(r"[/.]", match["file"].lstrip("<"), maxsplit=1)[0] or "other"
+
+
+def summarise(folded: Path, top: int = 15) -> dict[str, Any]:
+    """Top functions by self and inclusive share (%), and self share per package."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in folded.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        own[_function(frames[-1])] += count
+        packages[_package(frames[-1])] += count
+        for function in {_function(f) for f in frames}:
+            inclusive[function] += count
+
+    def shares(counter: Counter[str]) -> list[list[Any]]:
+        return [[name, round(n / total * 100, 1)] for name, n in counter.most_common(top)]
+
+    return {
+        "samples": total,
+        "self_pct": shares(own),
+        "inclusive_pct": shares(inclusive),
+        "package_self_pct": shares(packages),
+    }
+
+
+async def profile_throughput(bench: Bench, out: Path) -> dict[str, Any]:
+    """Re-run the 1-hook throughput scenario with py-spy attached; summarise the stacks."""
+    spy = py_spy()
+    if spy is None:
+        return {"error": "py-spy not installed (.venv/bin/pip install py-spy)"}
+    specs = bench.hooks(1)
+    _prepare(out)
+    spy_log = bench.workdir / "py-spy.log"
+    async with running(bench, "profile", bench.backlog_topic, specs) as run:
+        recorder = await asyncio.create_subprocess_exec(
+            spy, "record", "--pid", str(run.daemon.pid), "--rate", "100", "--format", "raw",
+            "--output", str(out),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            target = bench.sizes.backlog_deliveries
+            await wait_for_deliveries(bench, run, [specs[0].path], target)
+        finally:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+            output, _ = await asyncio.wait_for(recorder.communicate(), 60)
+            spy_log.write_bytes(output)
+    return _summary_of(out, spy_log)
+
+
+def _prepare(out: Path) -> None:
+    """Make room for a fresh output file (py-spy refuses nothing, but a stale one misleads)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+
+
+def _summary_of(out: Path, spy_log: Path) -> dict[str, Any]:
+    if not out.exists():
+        return {"error": f"py-spy wrote nothing; see {spy_log}"}
+    return {"folded_stacks": str(out), **summarise(out)}

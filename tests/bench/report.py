@@ -1,0 +1,212 @@
+"""The printed table: one row per figure, with its ratio to the baseline and its target.
+
+Targets are issue 4's, for the CI machine class (2 cores, receiver and broker on the same
+machine). "met" is only a reading of this run; on a loaded machine it says little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Results = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table."""
+
+    figure: str
+    value: str
+    vs_baseline: str = ""
+    target: str = ""
+    met: bool | None = None
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _met(ok: bool | None) -> str:
+    return {True: "yes", False: "NO", None: ""}[ok]
+
+
+def _check(value: float | None, test: Callable[[float], bool]) -> bool | None:
+    return None if value is None else test(value)
+
+
+def _receiver_rows(results: Results) -> list[Row]:
+    rows = []
+    ceiling = results.get("receiver_ceiling", {})
+    base = results.get("baseline_1", {}).get("requests_per_s")
+    if "requests_per_s" in ceiling:
+        times = ceiling["requests_per_s"] / base if base else None
+        rows.append(Row(
+            f"receiver ceiling (raw client, {ceiling['connections']} connections)",
+            f"{_n(ceiling['requests_per_s'])} req/s",
+            f"{_n(times, 1)}x baseline", "not the bottleneck", _check(times, lambda x: x >= 2),
+        ))  # fmt: skip
+    for hooks in (1, 10):
+        base_run = results.get(f"baseline_{hooks}", {})
+        if "requests_per_s" in base_run:
+            rows.append(Row(
+                f"baseline: bare aiohttp, {hooks} path(s), concurrency {base_run['concurrency']}",
+                f"{_n(base_run['requests_per_s'])} req/s", "1.00",
+            ))  # fmt: skip
+    return rows
+
+
+def _throughput_rows(results: Results) -> list[Row]:
+    rows = []
+    for hooks in (1, 10):
+        run = results.get(f"throughput_{hooks}", {})
+        if "deliveries_per_s" not in run:
+            continue
+        ratio = run["ratio_to_baseline"]
+        rows.append(Row(
+            f"throughput, {hooks} hook(s), backlog: deliveries/s",
+            f"{_n(run['deliveries_per_s'])} /s", _n(ratio, 2), ">= 0.85",
+            _check(ratio, lambda r: r >= 0.85),
+        ))  # fmt: skip
+        rows.append(Row(
+            "  CPU s per 1,000 deliveries (baseline: per 1,000 requests)",
+            _n(run["cpu_s_per_1000"], 3), f"base {_n(run['baseline_cpu_s_per_1000'], 3)}",
+        ))  # fmt: skip
+    return rows
+
+
+def _latency_text(latency: dict[str, Any]) -> str:
+    keys = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+    return " / ".join(_n(latency.get(key), 1) for key in keys) + " ms"
+
+
+def _latency_rows(results: Results) -> list[Row]:
+    run = results.get("latency", {})
+    if "latency" not in run:
+        return []
+    latency = run["latency"]
+    ok = _check(latency["p50_ms"], lambda p: p <= 5) and _check(
+        latency["p99_ms"], lambda p: p <= 25
+    )
+    rows = [Row(
+        f"latency at {_n(run['offered_events_per_s'])}/s (50% of max): p50/p95/p99/max",
+        _latency_text(latency), "", "p50 <= 5, p99 <= 25 ms", ok,
+    )]  # fmt: skip
+    growth = run.get("rss_growth", {})
+    if "growth_pct" in growth:
+        trend = growth["trend_10min_pct"]
+        trend_text = "too short for a trend" if trend is None else f"trend {trend:+.1f}%"
+        rows.append(Row(
+            f"RSS growth over {_n(growth['measured_over_s'])} s steady load (trend -> 10 min)",
+            f"{growth['growth_pct']:+.1f}% ({trend_text})", "", "<= 5% over 10 min",
+            _check(trend, lambda g: g <= 5),
+        ))  # fmt: skip
+    return rows
+
+
+def _isolation_rows(results: Results) -> list[Row]:
+    rows = []
+    run = results.get("isolation", {})
+    if "nine_per_s" in run:
+        rows.append(Row(
+            "isolation: nine healthy hooks' deliveries/s, one never answers",
+            f"{_n(run['nine_per_s'])} /s", f"{_n(run['ratio'], 2)} of all-healthy",
+            ">= 0.95", _check(run["ratio"], lambda r: r >= 0.95),
+        ))  # fmt: skip
+    steady = results.get("isolation_latency", {})
+    if "p99_ratio" in steady:
+        healthy, dead = steady["all_healthy"]["latency"], steady["one_dead"]["latency"]
+        rows.append(Row(
+            "isolation: nine healthy hooks' p99 at 50% load, dead vs healthy",
+            f"{_n(dead['p99_ms'], 1)} vs {_n(healthy['p99_ms'], 1)} ms",
+            f"{_n(steady['p99_ratio'], 2)}x", "<= 1.5x",
+            _check(steady["p99_ratio"], lambda r: r <= 1.5),
+        ))  # fmt: skip
+    return rows
+
+
+def _rate_limit_rows(results: Results) -> list[Row]:
+    rows = []
+    run = results.get("rate_limit", {})
+    for hook in ("rl50", "rl500"):
+        limit = run.get(hook)
+        if not limit:
+            continue
+        worst = limit["worst_deviation_after_first_pct"]
+        rates = ", ".join(f"{r:g}" for r in limit["window_rates_per_s"])
+        rows.append(Row(
+            f"rate limit {limit['limit_per_s']:g}/s: 10-s windows (first holds the burst)",
+            f"{rates} /s", f"worst {_n(worst, 1)}%", "+-3% per window",
+            _check(worst, lambda w: abs(w) <= 3),
+        ))  # fmt: skip
+        rows.append(Row(
+            f"rate limit {limit['limit_per_s']:g}/s: most requests in any 1 s",
+            f"{limit['max_in_any_1s']} ({limit['max_in_any_1s_after_first_window']} after 10 s)",
+            "", f"<= {limit['bound_1s']:g} (limit + burst)",
+            limit["max_in_any_1s"] <= limit["bound_1s"],
+        ))  # fmt: skip
+    return rows
+
+
+def _memory_rows(results: Results) -> list[Row]:
+    run = results.get("memory", {})
+    if "peak_rss_mb" not in run:
+        return []
+    return [Row(
+        f"memory: {_n(run['backlog_events'])}-event backlog + dead endpoint, "
+        f"{_n(run['duration_s'])} s: peak / steady RSS",
+        f"{_n(run['peak_rss_mb'], 1)} / {_n(run['steady_rss_mb'], 1)} MB", "",
+        "steady <= 150 MB", _check(run["steady_rss_mb"], lambda m: m <= 150),
+    )]  # fmt: skip
+
+
+def _startup_rows(results: Results) -> list[Row]:
+    run = results.get("startup", {})
+    if "median_s" not in run:
+        return []
+    return [Row(
+        "start-up: process start -> /readyz 200 (median, later starts)",
+        f"{run['median_s']:.2f} s (first {run['first_s']:.2f} s)", "", "<= 1.5 s",
+        run["median_s"] <= 1.5,
+    )]  # fmt: skip
+
+
+def rows(results: Results) -> list[Row]:
+    """Every table row the results allow, in scenario order."""
+    sections = (
+        _receiver_rows, _throughput_rows, _latency_rows, _isolation_rows, _rate_limit_rows,
+        _memory_rows, _startup_rows,
+    )  # fmt: skip
+    return [row for section in sections for row in section(results)]
+
+
+def render(table: list[Row]) -> str:
+    """The rows as a fixed-width text table."""
+    header = Row("figure", "value", "vs baseline", "target", None)
+    lines = [(r.figure, r.value, r.vs_baseline, r.target, _met(r.met)) for r in table]
+    cells = [(header.figure, header.value, header.vs_baseline, header.target, "met"), *lines]
+    widths = [max(len(row[i]) for row in cells) for i in range(5)]
+    out = []
+    for index, row in enumerate(cells):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in out)
+
+
+def cores_notes(results: Results) -> list[str]:
+    """One line per scenario: cores used by each process in its measurement window; with
+    ``machine`` (every process on the machine) it also says how much went to others."""
+    notes = []
+    for name, result in results.items():
+        cores = dict(result.get("cores") or {}) if isinstance(result, dict) else {}
+        if not cores:
+            continue
+        machine = cores.pop("machine", None)
+        used = ", ".join(f"{proc} {value:.2f}" for proc, value in cores.items())
+        if machine is not None:
+            others = max(0.0, machine - sum(cores.values()))
+            used += f"; whole machine {machine:.2f}, other processes {others:.2f}"
+        notes.append(f"  {name}: {used}")
+    return notes

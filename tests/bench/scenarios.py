@@ -1,0 +1,410 @@
+"""The benchmark scenarios of issue 4. Each takes the ``Bench`` and returns a JSON-able dict.
+
+Units in the results: rates per second, times in seconds (``_s``) or milliseconds
+(``_ms``), memory in MiB (``_mb``), CPU in seconds or in cores (1.0 = one core busy).
+
+Order matters: the baselines come before the throughput runs (ratios), the throughput runs
+before the latency and isolation runs (their offered load is 50 % of a measured maximum).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import statistics
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from tests.bench import baseline, loadgen
+from tests.bench.daemon import DaemonProcess, HookSpec, write_config
+from tests.bench.harness import (
+    Bench,
+    Run,
+    baseline_requests,
+    keep_running,
+    latencies,
+    offer_load,
+    raw_request,
+    running,
+    signatures_valid,
+    wait_for_deliveries,
+)
+from tests.bench.kafka import PacedProducer
+from tests.bench.procstat import MIB, Sampler, Series
+from tests.bench.receiver import Arrivals
+from tests.bench.stats import (
+    latency_summary,
+    linear_slope,
+    max_in_sliding_window,
+    p99_by_slice,
+    rate_between,
+    steady_rate,
+    window_counts,
+)
+
+FALLBACK_MAX_PER_S = 1000.0
+"""Offered-load reference when the throughput run it derives from was not run or failed."""
+BASELINE_DISTINCT_EVENTS = 1000
+"""Distinct pre-signed bodies the baseline cycles through."""
+LATENCY_WARM_UP_S = 2.0
+"""Deliveries of events produced in the first seconds of a steady run are not counted."""
+GROWTH_WARM_UP_FRACTION = 0.2
+"""RSS growth is measured from this share of the steady run onwards."""
+GROWTH_MIN_TREND_S = 60.0
+"""A shorter growth measurement (quick runs) reports no 10-minute trend: it would be noise."""
+RATE_WINDOW_S = 10.0
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return round(value / reference, 3)
+
+
+def _spawn(target: Any, *args: Any) -> tuple[BaseProcess, Connection]:
+    """Start ``target(*args, pipe)`` in a fresh interpreter; return it and our pipe end.
+
+    Daemonic, so a child left behind by a failed scenario dies with the bench."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=target, args=(*args, theirs), daemon=True)
+    process.start()
+    theirs.close()
+    return process, ours
+
+
+def _reap(process: BaseProcess) -> None:
+    """Wait for a child we started to exit; terminate it after 10 s."""
+    process.join(10)
+    if process.is_alive():
+        process.terminate()
+        process.join(5)
+
+
+async def _receive(pipe: Connection, timeout_s: float) -> Any:
+    """The next message on ``pipe``, waited for without blocking the event loop."""
+    deadline = time.monotonic() + timeout_s
+    while not pipe.poll():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer from a bench process within {timeout_s} s")
+        await asyncio.sleep(0.05)
+    return pipe.recv()
+
+
+def _duplicates(arrivals: Arrivals, paths: list[str]) -> int:
+    """Requests that repeated an event already delivered on the same path."""
+    total = 0
+    for path in paths:
+        pairs = arrivals.by_path.get(path, [])
+        total += len(pairs) - len({seq for _, seq in pairs})
+    return total
+
+
+# -- receiver and baseline ----------------------------------------------------------------
+
+
+async def receiver_ceiling(bench: Bench) -> dict[str, Any]:
+    """The receiver's own ceiling: a raw load generator, same connections as the daemon."""
+    [request] = baseline_requests(bench.receiver, [HookSpec("ceiling")], 1)
+    payload = raw_request(request, bench.receiver.port)
+    duration_s = bench.sizes.ceiling_s
+    bench.receiver.reset()
+    process, pipe = _spawn(loadgen.run, bench.receiver.port, payload, bench.concurrency, duration_s)
+    try:
+        async with Sampler(bench.processes(loadgen=process.pid or 0)) as sampler:
+            answers = await _receive(pipe, duration_s + 60)
+    finally:
+        _reap(process)
+    rate = steady_rate(bench.receiver.dump().times())
+    return {
+        "requests_per_s": round(rate.per_s, 1),
+        "connections": bench.concurrency,
+        "answers": answers,
+        "window": rate.as_dict(),
+        "cores": sampler.utilisation(rate.start, rate.end),
+    }
+
+
+async def bare_client(bench: Bench, hooks: int) -> dict[str, Any]:
+    """The baseline: bare aiohttp POSTing the daemon's requests, same concurrency, no Kafka."""
+    specs = bench.hooks(hooks)
+    events = max(1, BASELINE_DISTINCT_EVENTS // hooks)
+    requests = baseline_requests(bench.receiver, specs, events)
+    concurrency = sum(spec.max_concurrency for spec in specs)
+    n = bench.sizes.baseline_requests
+    bench.receiver.reset()
+    process, pipe = _spawn(baseline.run, requests, n, concurrency)
+    try:
+        await _receive(pipe, 60)
+        async with Sampler(bench.processes(baseline=process.pid or 0)) as sampler:
+            pipe.send("go")
+            failures = await _receive(pipe, 60 + n / 200)
+    finally:
+        _reap(process)
+    arrivals = bench.receiver.dump()
+    rate = steady_rate(arrivals.times())
+    cpu_s = sampler.cpu_between("baseline", rate.start, rate.end)
+    return {
+        "hooks": hooks,
+        "concurrency": concurrency,
+        "requests_per_s": round(rate.per_s, 1),
+        "cpu_s_per_1000": round(cpu_s / rate.count * 1000, 4) if rate.count else None,
+        "failures": failures,
+        "window": rate.as_dict(),
+        "cores": sampler.utilisation(rate.start, rate.end),
+    }
+
+
+# -- throughput and isolation ------------------------------------------------------------
+
+
+async def throughput(bench: Bench, hooks: int) -> dict[str, Any]:
+    """Deliveries/s through the daemon from the backlog, 1 hook or ``hooks``-fold fan-out."""
+    specs = bench.hooks(hooks)
+    paths = [spec.path for spec in specs]
+    target = bench.sizes.backlog_deliveries
+    async with running(bench, f"throughput-{hooks}", bench.backlog_topic, specs) as run:
+        await wait_for_deliveries(bench, run, paths, target)
+    arrivals = bench.receiver.dump()
+    rate = steady_rate(arrivals.times(paths)[:target])
+    base = bench.results.get(f"baseline_{hooks}", {})
+    cpu_s = run.sampler.cpu_between("daemon", rate.start, rate.end)
+    result = {
+        "hooks": hooks,
+        "concurrency_per_hook": specs[0].max_concurrency,
+        "deliveries_per_s": round(rate.per_s, 1),
+        "ratio_to_baseline": _ratio(rate.per_s, base.get("requests_per_s")),
+        "cpu_s_per_1000": round(cpu_s / rate.count * 1000, 4) if rate.count else None,
+        "baseline_cpu_s_per_1000": base.get("cpu_s_per_1000"),
+        "window": rate.as_dict(),
+        "cores": run.sampler.utilisation(rate.start, rate.end),
+        **_run_facts(run, arrivals, specs),
+    }
+    if hooks > 1:
+        per_hook = {
+            s.id: rate_between(arrivals.times([s.path]), rate.start, rate.end) for s in specs
+        }
+        result["per_hook_per_s"] = {hook: round(r.per_s, 1) for hook, r in per_hook.items()}
+        nine = rate_between(arrivals.times(paths[:9]), rate.start, rate.end)
+        result["first_nine_per_s"] = round(nine.per_s, 1)
+    return result
+
+
+def _run_facts(run: Run, arrivals: Arrivals, specs: list[HookSpec]) -> dict[str, Any]:
+    """What every daemon run reports besides its figure."""
+    ready_at = run.daemon.started_at + run.ready_s
+    firsts = [pairs[0][0] for pairs in arrivals.by_path.values() if pairs]
+    return {
+        "ready_s": round(run.ready_s, 3),
+        "first_delivery_after_ready_s": round(min(firsts) - ready_at, 3) if firsts else None,
+        "signatures_valid": signatures_valid(arrivals, specs),
+        "duplicates": _duplicates(arrivals, [spec.path for spec in specs]),
+        "exit_code": run.exit_code,
+        "metrics": run.metrics,
+    }
+
+
+async def isolation(bench: Bench) -> dict[str, Any]:
+    """10 hooks from the backlog, h9 never answers: the other nine's deliveries/s."""
+    specs = bench.hooks(10, hang=(9,))
+    nine = [spec.path for spec in specs[:9]]
+    async with running(bench, "isolation", bench.backlog_topic, specs) as run:
+        await keep_running(run, bench.sizes.isolation_s)
+    arrivals = bench.receiver.dump()
+    rate = steady_rate([t for t in arrivals.times(nine) if t <= run.stopped_at])
+    reference = bench.results.get("throughput_10", {}).get("first_nine_per_s")
+    return {
+        "nine_per_s": round(rate.per_s, 1),
+        "nine_per_s_all_healthy": reference,
+        "ratio": _ratio(rate.per_s, reference),
+        "dead_endpoint_requests": arrivals.count(specs[9].path),
+        "window": rate.as_dict(),
+        "cores": run.sampler.utilisation(rate.start, rate.end),
+        **_run_facts(run, arrivals, specs),
+    }
+
+
+# -- steady offered load: latency, isolation latency, RSS growth ------------------------
+
+
+async def _steady(
+    bench: Bench, name: str, specs: list[HookSpec], events_per_s: float, duration_s: float
+) -> tuple[Run, dict[str, Any]]:
+    """Offer ``events_per_s`` to a fresh topic for ``duration_s``; latency of healthy hooks."""
+    topic = await bench.fresh_topic(name)
+    healthy = [spec.path for spec in specs if not spec.hang]
+    producer = PacedProducer(bench.broker.bootstrap, topic, events_per_s, duration_s)
+    async with running(bench, name, topic, specs) as run:
+        started = time.time()
+        await offer_load(bench, run, producer, healthy)
+    arrivals = bench.receiver.dump()
+    samples = latencies(arrivals, healthy, producer.sent_at, started + LATENCY_WARM_UP_S)
+    expected = len(producer.sent_at) * len(healthy)
+    delivered = sum(arrivals.count(path) for path in healthy)
+    end = min(run.stopped_at, started + duration_s)
+    return run, {
+        "offered_events_per_s": round(events_per_s, 1),
+        "duration_s": round(duration_s, 1),
+        "latency": latency_summary([latency for _, latency in samples]),
+        "p99_ms_by_10s": p99_by_slice(samples, 10.0),
+        "delivered": delivered,
+        "expected": expected,
+        "cores": run.sampler.utilisation(started + LATENCY_WARM_UP_S, end),
+        **_run_facts(run, arrivals, specs),
+    }
+
+
+def _max_events_per_s(bench: Bench, source: str, hooks: int) -> tuple[float, str]:
+    """Events/s the daemon sustained in throughput run ``source`` (deliveries / hooks)."""
+    measured = bench.results.get(source, {}).get("deliveries_per_s")
+    if measured:
+        return measured / hooks, source
+    return FALLBACK_MAX_PER_S / hooks, f"fallback {FALLBACK_MAX_PER_S:g}/s ({source} missing)"
+
+
+def _rss_growth(series: Series, start: float, end: float) -> dict[str, Any]:
+    """RSS change from ``GROWTH_WARM_UP_FRACTION`` into the run to its end, and the linear
+    trend over that span extrapolated to a 10-minute run (MiB, %)."""
+    warm = start + (end - start) * GROWTH_WARM_UP_FRACTION
+    points = [(t, r) for t, r in zip(series.times, series.rss, strict=True) if warm <= t <= end]
+    if len(points) < 2:
+        return {"error": "too few RSS samples"}
+    first, last = points[0][1], points[-1][1]
+    span_s = points[-1][0] - points[0][0]
+    slope_per_s = linear_slope([t for t, _ in points], [r for _, r in points])
+    trend = span_s >= GROWTH_MIN_TREND_S
+    return {
+        "rss_after_warm_up_mb": round(first / MIB, 1),
+        "rss_end_mb": round(last / MIB, 1),
+        "measured_over_s": round(span_s, 1),
+        "growth_pct": round((last - first) / first * 100, 2),
+        "trend_mb_per_min": round(slope_per_s * 60 / MIB, 3),
+        "trend_10min_pct": round(slope_per_s * 600 / first * 100, 2) if trend else None,
+    }
+
+
+async def latency_and_growth(bench: Bench) -> dict[str, Any]:
+    """1 hook at 50 % of the measured maximum: produce → arrival latency, and RSS growth."""
+    max_per_s, source = _max_events_per_s(bench, "throughput_1", 1)
+    duration_s = bench.sizes.steady_s
+    run, result = await _steady(bench, "latency", bench.hooks(1), max_per_s * 0.5, duration_s)
+    start = run.daemon.started_at + run.ready_s
+    result["load_reference"] = source
+    result["rss_growth"] = _rss_growth(run.sampler.series["daemon"], start, run.stopped_at)
+    return result
+
+
+async def isolation_latency(bench: Bench) -> dict[str, Any]:
+    """10 hooks at 50 % of the 10-hook maximum, with and without h9 never answering: the
+    healthy hooks' latency."""
+    max_per_s, source = _max_events_per_s(bench, "throughput_10", 10)
+    duration_s = bench.sizes.isolation_steady_s
+    _, healthy = await _steady(
+        bench, "isolation-latency-healthy", bench.hooks(10), max_per_s * 0.5, duration_s
+    )
+    specs = bench.hooks(10, hang=(9,))
+    _, dead = await _steady(bench, "isolation-latency-dead", specs, max_per_s * 0.5, duration_s)
+    return {
+        "load_reference": source,
+        "all_healthy": healthy,
+        "one_dead": dead,
+        "p99_ratio": _ratio(dead["latency"]["p99_ms"], healthy["latency"]["p99_ms"]),
+    }
+
+
+# -- rate limits, memory, start-up -------------------------------------------------------
+
+
+def _limit_accuracy(times: list[float], limit: float, end: float) -> dict[str, Any]:
+    """10-second window rates (the first holds the initial burst) and the busiest second."""
+    burst = max(1, math.ceil(limit))
+    windows = window_counts(times, RATE_WINDOW_S, times[0], end) if times else []
+    rates = [count / RATE_WINDOW_S for count in windows]
+    deviations = [round((rate / limit - 1) * 100, 2) for rate in rates]
+    after_burst = deviations[1:]
+    return {
+        "limit_per_s": limit,
+        "burst": burst,
+        "window_rates_per_s": rates,
+        "window_deviation_pct": deviations,
+        "worst_deviation_after_first_pct": max(after_burst, key=abs) if after_burst else None,
+        "max_in_any_1s": max_in_sliding_window(times, 1.0),
+        "bound_1s": limit + burst,
+        "max_in_any_1s_after_first_window": max_in_sliding_window(
+            [t for t in times if t >= times[0] + RATE_WINDOW_S] if times else [], 1.0
+        ),
+    }
+
+
+async def rate_limit(bench: Bench) -> dict[str, Any]:
+    """Hooks limited to 50/s and 500/s with a backlog: achieved rate per 10-second window."""
+    specs = [HookSpec("rl50", per_second=50.0), HookSpec("rl500", per_second=500.0)]
+    async with running(bench, "rate-limit", bench.backlog_topic, specs) as run:
+        await keep_running(run, bench.sizes.rate_limit_s)
+    arrivals = bench.receiver.dump()
+    result: dict[str, Any] = {}
+    for spec in specs:
+        assert spec.per_second is not None
+        times = [t for t in arrivals.times([spec.path]) if t <= run.stopped_at]
+        result[spec.id] = _limit_accuracy(times, spec.per_second, run.stopped_at)
+    return {**result, **_run_facts(run, arrivals, specs)}
+
+
+async def memory(bench: Bench) -> dict[str, Any]:
+    """RSS against the large backlog with one healthy hook and one that never answers."""
+    specs = [HookSpec("h0", bench.concurrency), HookSpec("dead", hang=True)]
+    duration_s = bench.sizes.memory_s
+    async with running(bench, "memory", bench.backlog_topic, specs) as run:
+        await keep_running(run, duration_s)
+    series = run.sampler.series["daemon"]
+    half = run.stopped_at - duration_s / 2
+    second_half = [rss for t, rss in zip(series.times, series.rss, strict=True) if t >= half]
+    arrivals = bench.receiver.dump()
+    return {
+        "backlog_events": bench.sizes.memory_backlog,
+        "rss_timeline_mb": _timeline(series, run.daemon.started_at),
+        "duration_s": duration_s,
+        "peak_rss_mb": round(run.peak_rss / MIB, 1),
+        "steady_rss_mb": round(statistics.median(second_half) / MIB, 1) if second_half else None,
+        "delivered_healthy": arrivals.count(specs[0].path),
+        "dead_endpoint_requests": arrivals.count(specs[1].path),
+        **_run_facts(run, arrivals, specs),
+    }
+
+
+def _timeline(series: Series, start: float, step_s: float = 5.0) -> list[list[float]]:
+    """``[[seconds since start, RSS MiB], ...]`` about every ``step_s`` seconds."""
+    points: list[list[float]] = []
+    for t, rss in zip(series.times, series.rss, strict=True):
+        if not points or t - start - points[-1][0] >= step_s:
+            points.append([round(t - start, 1), round(rss / MIB, 1)])
+    return points
+
+
+async def startup(bench: Bench) -> dict[str, Any]:
+    """Process start → ``/readyz`` 200 with the broker up; the first start also creates the
+    retry and dead-letter topics, later starts find them."""
+    topic = await bench.fresh_topic("startup")
+    config = bench.workdir / "startup.json"
+    seconds = []
+    for _ in range(bench.sizes.startup_repeats):
+        port = write_config(
+            config, bootstrap=bench.broker.bootstrap, topic=topic, hooks=bench.hooks(1),
+            receiver_url=bench.receiver.url(""), log_level=bench.log_level,
+        )  # fmt: skip
+        daemon = DaemonProcess(config, port, bench.workdir / "startup.log")
+        daemon.start()
+        try:
+            seconds.append(await daemon.wait_ready(poll_s=0.005))
+        finally:
+            await daemon.stop()
+    later = seconds[1:] or seconds
+    return {
+        "first_s": round(seconds[0], 3),
+        "median_s": round(statistics.median(later), 3),
+        "max_s": round(max(later), 3),
+        "all_s": [round(s, 3) for s in seconds],
+    }
