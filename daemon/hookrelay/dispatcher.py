@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import failed_delivery
@@ -59,6 +60,8 @@ from hookrelay.writer import DurableWriter
 log = get_logger("hookrelay.dispatcher")
 
 _LANE_PAUSING_STATUSES = (429, 503)
+HUNGRY_WINDOW_S = 30.0
+"""A lane fed within this many seconds still wants work (fetching may be paused)."""
 _GONE = 410
 
 
@@ -114,6 +117,9 @@ class Lane:
         self._m_duration = m.request_duration.labels(hook.id)
         self._m_rate_wait = m.rate_limit_wait.labels(hook.id)
         self._m_circuit = m.circuit_state.labels(hook.id)
+        self._m_latency = m.end_to_end_latency.labels(hook.id)
+        self._m_attempts: dict[str, Any] = {}
+        self.m_delivered = m.deliveries.labels(hook.id, Outcome.DELIVERED.value)
         self._m_circuit.set(0)
         m.hook_paused.labels(hook.id).set(0)
 
@@ -153,6 +159,8 @@ class Lane:
             self._dead_letter(delivery, "hook_gone")
             return
         reason = self.impaired
+        if reason == "slow" and len(self._queue) < self._ctx.settings.lane_max_pending:
+            reason = None  # a slow lane still keeps its bound's worth, so it never runs dry
         if reason is None and len(self._queue) >= self._ctx.lane_hard_bound:
             reason = "lane_full"
         if reason is not None:
@@ -184,9 +192,10 @@ class Lane:
         ``slow``), or None for a healthy lane.
 
         ``slow``: the oldest queued delivery waited over ``lane_max_wait_s`` *and* another
-        lane could use more input. Parking only helps when this lane is what holds fetching
-        back for others; a lane that is merely busy with a backlog nobody else shares is
-        left to backpressure, because parking it would only rewrite its work to Kafka."""
+        lane fed within ``HUNGRY_WINDOW_S`` has room for more input. Parking only helps when
+        this lane is what holds fetching back for others; a lane that is merely busy with a
+        backlog nobody else shares is left to backpressure, because parking it would only
+        rewrite its work to Kafka."""
         reason = self._park_reason()
         if reason is None and self._queue:
             waited = self._ctx.clock() - self._queue[0].enqueued_mono
@@ -229,10 +238,10 @@ class Lane:
             self._handle(delivery, result)
 
     def _shed_if_slow(self) -> None:
-        """A slow lane keeps a small working set and parks the rest of its queue: records
-        held in memory would hold back their partitions' commits (and be redelivered to
-        every hook after a crash)."""
-        keep = 2 * self.hook.max_concurrency
+        """A slow lane parks what it holds beyond ``lane_max_pending`` (a healthy lane may
+        have taken up to one fetch batch more): fetching no longer waits for it, and it
+        keeps a full bound's worth so it never runs dry (a rate limit stays exact)."""
+        keep = self._ctx.settings.lane_max_pending
         if len(self._queue) > keep and self.impaired == "slow":
             while len(self._queue) > keep:
                 self._park_unattempted(self._queue.pop(), "slow")
@@ -260,13 +269,12 @@ class Lane:
 
     def _handle(self, delivery: Delivery, result: AttemptResult) -> None:
         _record_attempt(delivery, result.status, result.error)
-        metrics = self._ctx.metrics
-        metrics.attempts.labels(self.hook.id, result.status_class).inc()
+        self._attempts_child(result.status_class).inc()
         self._m_duration.observe(result.duration_s)
         if result.ok:
             self._circuit_success()
             latency = time.time() - delivery.event.origin.timestamp_ms / 1000.0
-            metrics.end_to_end_latency.labels(self.hook.id).observe(max(0.0, latency))
+            self._m_latency.observe(max(0.0, latency))
             self._log(delivery, result, "delivery_succeeded")
             self._ctx.on_finished(delivery, Outcome.DELIVERED)
         elif result.status == _GONE:
@@ -373,11 +381,22 @@ class Lane:
             self._set_circuit(Circuit.OPEN)
 
     def _set_circuit(self, state: Circuit) -> None:
-        self._circuit = state
-        self._m_circuit.set(state.value)
+        if state is not self._circuit:
+            self._circuit = state
+            self._m_circuit.set(state.value)
+
+    def _attempts_child(self, status_class: str) -> Any:
+        """``hookrelay_attempts_total{hook_id, status_class}``, looked up once per class."""
+        child = self._m_attempts.get(status_class)
+        if child is None:
+            child = self._ctx.metrics.attempts.labels(self.hook.id, status_class)
+            self._m_attempts[status_class] = child
+        return child
 
     def _log(self, delivery: Delivery, result: AttemptResult, name: str, **extra: object) -> None:
-        level = log.info if result.ok else log.warning
+        # Successes are the bulk of traffic: debug keeps them out of a production log
+        # (and off the hot path); every failure is a warning.
+        level = log.debug if result.ok else log.warning
         level(
             name,
             hook_id=self.hook.id,
@@ -543,7 +562,13 @@ class Dispatcher:
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
         self._metrics.in_flight.set(self.in_flight)
-        if outcome is not Outcome.PARKED:
+        if outcome is Outcome.DELIVERED:
+            lane = self._lanes.get(delivery.hook.id)
+            if lane is not None:
+                lane.m_delivered.inc()  # the common case, without a label lookup
+            else:
+                self._metrics.deliveries.labels(delivery.hook.id, outcome.value).inc()
+        elif outcome is not Outcome.PARKED:
             self._metrics.deliveries.labels(delivery.hook.id, outcome.value).inc()
         delivery.ticket.settle()
 
@@ -558,7 +583,8 @@ class Dispatcher:
         itself, has room for more: only then does parking ``lane`` let anyone go faster."""
         settings = self._ctx.settings
         room = settings.lane_max_pending // 2
-        recent = self._ctx.clock() - settings.lane_max_wait_s
+        # Fed within the window: a lane starved by a paused fetch still counts as hungry.
+        recent = self._ctx.clock() - HUNGRY_WINDOW_S
         return any(
             other is not lane
             and other.last_intake > recent  # it is being fed: it wants the next records

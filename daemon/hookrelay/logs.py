@@ -102,7 +102,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=False,
+        # Module loggers are lazy proxies; caching binds each once, after this configuration,
+        # instead of rebuilding the processor chain on every call (a hot-path cost).
+        cache_logger_on_first_use=True,
     )
     # Libraries log through stdlib logging; send their warnings through the same renderer.
     handler = logging.StreamHandler(sys.stdout)

@@ -11,6 +11,8 @@ deliveries or as a dead letter with its reason.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import ConsumerRecord
 
 from hookrelay.catalogue import KNOWN_EVENTS
@@ -49,6 +51,7 @@ class Pipeline:
         self._dispatcher = dispatcher
         self._writer = writer
         self._metrics = metrics
+        self._matched: dict[tuple[str, bool], Any] = {}
 
     def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Take one consumed record all the way to its lanes or the dead-letter topic."""
@@ -67,11 +70,19 @@ class Pipeline:
         label = (
             event.name if event.name in KNOWN_EVENTS or self.router.names(event.name) else "other"
         )
-        self._metrics.events_matched.labels(label, "true" if hooks else "false").inc()
+        self._matched_child(label, bool(hooks)).inc()
         tp = TopicPartition(record.topic, record.partition)
         ticket = self._tracker.register(tp, record.offset, len(hooks))
         if hooks:
             self._dispatcher.submit(event, hooks, ticket)
+
+    def _matched_child(self, label: str, matched: bool) -> Any:
+        """``hookrelay_events_matched_total`` child, looked up once per (label, matched)."""
+        child = self._matched.get((label, matched))
+        if child is None:
+            child = self._metrics.events_matched.labels(label, "true" if matched else "false")
+            self._matched[(label, matched)] = child
+        return child
 
     def _handle_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._metrics.retries_consumed.labels(record.topic).inc()

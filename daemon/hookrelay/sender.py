@@ -23,6 +23,7 @@ import contextlib
 import email.utils
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Protocol
 
@@ -77,6 +78,29 @@ def classify_status(status: int, retry_on_status: tuple[int, ...]) -> tuple[str 
     return f"http {status}", False
 
 
+@dataclass(frozen=True, slots=True)
+class _PreparedHook:
+    """Per-hook request parts that never change between deliveries."""
+
+    hook: Hook
+    headers: CIMultiDict[str]
+    signer: Signer | None
+    timeout: aiohttp.ClientTimeout
+
+    @classmethod
+    def build(cls, hook: Hook, http: HttpSettings) -> _PreparedHook:
+        headers: CIMultiDict[str] = CIMultiDict()
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = http.user_agent
+        for name, value in hook.headers:
+            headers[name] = value
+        key = hook.signing_key
+        signer = Signer(key.get_secret_value()) if key is not None else None
+        total = hook.effective_timeout_s(http)
+        timeout = aiohttp.ClientTimeout(total=total, connect=min(http.connect_timeout_s, total))
+        return cls(hook, headers, signer, timeout)
+
+
 class HttpSender:
     """The real sender: one shared ``aiohttp.ClientSession`` for every hook.
 
@@ -88,7 +112,7 @@ class HttpSender:
         self._http = http
         self._delivery = delivery
         self._session: aiohttp.ClientSession | None = None
-        self._signers: dict[str, Signer] = {}
+        self._hooks: dict[str, _PreparedHook] = {}
 
     async def start(self) -> None:
         """Open the shared session (connection pool of ``http.max_connections``)."""
@@ -110,32 +134,29 @@ class HttpSender:
 
     def headers(self, hook: Hook, delivery_id: str, body: bytes) -> CIMultiDict[str]:
         """The request headers for ``body`` sent to ``hook`` (signed when it has a key)."""
-        headers: CIMultiDict[str] = CIMultiDict()
-        headers["content-type"] = "application/json"
-        headers["user-agent"] = self._http.user_agent
-        for name, value in hook.headers:
-            headers[name] = value
-        if hook.signing_key is not None:
-            headers[LOGTO_SIGNATURE_HEADER] = self._signer(hook).sign(body)
+        prepared = self._prepared(hook)
+        headers = prepared.headers.copy()
+        if prepared.signer is not None:
+            headers[LOGTO_SIGNATURE_HEADER] = prepared.signer.sign(body)
         headers[DELIVERY_ID_HEADER] = delivery_id
         return headers
 
-    def _signer(self, hook: Hook) -> Signer:
-        assert hook.signing_key is not None
-        key = hook.signing_key.get_secret_value()
-        signer = self._signers.get(key)
-        if signer is None:
-            signer = self._signers[key] = Signer(key)
-        return signer
+    def _prepared(self, hook: Hook) -> _PreparedHook:
+        """What is the same for every request to ``hook``, built once per hook object (a
+        configuration change brings a new, frozen ``Hook``, so the cache never goes stale)."""
+        prepared = self._hooks.get(hook.id)
+        if prepared is None or prepared.hook is not hook:
+            prepared = _PreparedHook.build(hook, self._http)
+            self._hooks[hook.id] = prepared
+        return prepared
 
     async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
         """POST once; classify the answer. Raises only ``RuntimeError`` if not started."""
         if self._session is None:
             raise RuntimeError("HttpSender.start() was not awaited")
-        timeout_s = hook.timeout_s if hook.timeout_s is not None else self._http.timeout_s
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s, connect=min(self._http.connect_timeout_s, timeout_s)
-        )
+        prepared = self._prepared(hook)
+        timeout = prepared.timeout
+        timeout_s = timeout.total or 0.0
         started = time.perf_counter()
         try:
             async with self._session.post(

@@ -113,6 +113,7 @@ async def test_run_delivers_then_drains_commits_and_exits_0_on_sigterm(
         hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "signing_key": SECRET}]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
         edit_config(path, "admin", listen=f"127.0.0.1:{free_port()}")
+        edit_config(path, "logging", level="debug")  # successes are logged at debug
         config = orjson.loads(path.read_bytes())
         values = [
             orjson.dumps({"event": "User.Created", "createdAt": "2026-01-01T00:00:00.000Z",

@@ -295,7 +295,7 @@ async def test_a_slow_lane_parks_new_deliveries_instead_of_queueing_them() -> No
         return OK
 
     sender = FakeSender(behaviour)
-    lane_settings = {"lane_max_wait_s": 0.05}
+    lane_settings = {"lane_max_wait_s": 0.05, "lane_max_pending": 4}
     lanes = [hook("slow", max_concurrency=1), hook("fast")]
     async with Rig(sender, lanes, **lane_settings) as rig:
         for _ in range(3):
@@ -306,14 +306,14 @@ async def test_a_slow_lane_parks_new_deliveries_instead_of_queueing_them() -> No
         assert rig.dispatcher.lane("slow").impaired == "slow"
         for _ in range(5):
             rig.publish(hooks=[lanes[0]])
-        await until(lambda: len(rig.producer.sent) == 5)
-        assert rig.dispatcher.lane("slow").busy == 3  # memory stays bounded
+        await until(lambda: len(rig.producer.sent) == 3)
+        assert rig.dispatcher.lane("slow").busy == 5  # its bound (4 queued) + 1 sending
         assert {topic for topic, _, _ in rig.producer.sent} == {"retry.10ms"}
         assert all(h["hookrelay-attempts"] == b"0" for _, _, h in rig.producer.sent)
-        assert rig.metrics.parked.labels("slow", "slow")._value.get() == 5
+        assert rig.metrics.parked.labels("slow", "slow")._value.get() == 3
         release.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
-    assert sum(1 for h, _, _ in sender.attempts if h == "slow") == 3
+    assert sum(1 for h, _, _ in sender.attempts if h == "slow") == 5
 
 
 async def test_a_lane_never_queues_more_than_its_bound_plus_one_batch() -> None:
@@ -414,7 +414,7 @@ async def test_a_retry_for_a_removed_hook_is_dead_lettered() -> None:
 async def test_a_slow_lanes_parked_deliveries_never_expire() -> None:
     sender, release = blocked_sender()
     lanes = [hook("slow", max_concurrency=1), hook("fast")]
-    async with Rig(sender, lanes, lane_max_wait_s=0.01) as rig:
+    async with Rig(sender, lanes, lane_max_wait_s=0.01, lane_max_pending=4) as rig:
         rig.publish(hooks=[rig.hooks[0]])
         await until(lambda: len(sender.attempts) == 1)  # its only worker is now busy
         # A delivery created long ago (older than the schedule) comes back from a retry topic.
@@ -426,7 +426,7 @@ async def test_a_slow_lanes_parked_deliveries_never_expire() -> None:
             "slow", "PostSignIn", "msg_x", 0, None, None, None, "", 0, TP.topic, 0, 99, 0,
             created_at_ms=1, parks=3,
         )  # fmt: skip
-        for _ in range(3):
+        for _ in range(4):
             rig.publish(hooks=[rig.hooks[0]])
         await asyncio.sleep(0.05)
         rig.publish(hooks=[rig.hooks[1]])  # the fast lane is fed: the slow one is "slow"
