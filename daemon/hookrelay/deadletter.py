@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 from hookrelay.model import Delivery, Origin, OutboundRecord
+from hookrelay.retries import HEADER_PREFIX
 
-HEADER_PREFIX: Final = "hookrelay-"
 KIND: Final = "dead_letter"
 TRUNCATED_VALUE_BYTES: Final = 64 * 1024
 """A value too large for the dead-letter topic keeps only its first 64 KiB; the full record

@@ -175,7 +175,7 @@ class Lane:
             self._workers.add(task)
             task.add_done_callback(self._worker_done)
 
-    def _park_reason(self) -> str | None:
+    def blocked_reason(self) -> str | None:
         """Why a delivery must not be attempted now (circuit, Retry-After), or None."""
         state = self.circuit
         if state is Circuit.OPEN:
@@ -196,7 +196,7 @@ class Lane:
         this lane is what holds fetching back for others; a lane that is merely busy with a
         backlog nobody else shares is left to backpressure, because parking it would only
         rewrite its work to Kafka."""
-        reason = self._park_reason()
+        reason = self.blocked_reason()
         if reason is None and self._queue:
             waited = self._ctx.clock() - self._queue[0].enqueued_mono
             if waited > self._ctx.settings.lane_max_wait_s and self._ctx.others_hungry(self):
@@ -219,7 +219,7 @@ class Lane:
             if self.gone:
                 self._dead_letter(delivery, "hook_gone")
                 continue
-            reason = self._park_reason()
+            reason = self.blocked_reason()
             if reason is not None:
                 self._park_unattempted(delivery, reason)
                 continue
@@ -589,7 +589,7 @@ class Dispatcher:
             other is not lane
             and other.last_intake > recent  # it is being fed: it wants the next records
             and other.pending < room
-            and other._park_reason() is None
+            and other.blocked_reason() is None
             for other in self._lanes.values()
         )
 

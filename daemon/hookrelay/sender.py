@@ -34,8 +34,6 @@ from hookrelay.config import DeliverySettings, Hook, HttpSettings
 from hookrelay.model import AttemptResult
 from hookrelay.signing import DELIVERY_ID_HEADER, LOGTO_SIGNATURE_HEADER, Signer
 
-DEFAULT_RETRYABLE_4XX = (408, 425, 429)
-
 
 class Sender(Protocol):
     """The transport seam: the dispatcher only ever calls ``attempt``."""

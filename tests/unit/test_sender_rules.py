@@ -6,7 +6,10 @@ import email.utils
 
 import pytest
 
-from hookrelay.sender import DEFAULT_RETRYABLE_4XX, classify_status, parse_retry_after
+from hookrelay.config import DeliverySettings
+from hookrelay.sender import classify_status, parse_retry_after
+
+DEFAULT_RETRYABLE_4XX = DeliverySettings().retry_on_status
 
 
 @pytest.mark.parametrize(
