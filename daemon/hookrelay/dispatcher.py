@@ -112,8 +112,9 @@ class Lane:
         self._bucket: TokenBucket | None = None
         self.configure(hook)
         m = ctx.metrics
-        self._m_pending = m.lane_pending.labels(hook.id)
-        self._m_sending = m.lane_in_flight.labels(hook.id)
+        # Read at scrape time: a gauge set on every delivery would cost the hot path.
+        m.lane_pending.labels(hook.id).set_function(lambda: len(self._queue))
+        m.lane_in_flight.labels(hook.id).set_function(lambda: self._sending)
         self._m_duration = m.request_duration.labels(hook.id)
         self._m_rate_wait = m.rate_limit_wait.labels(hook.id)
         self._m_circuit = m.circuit_state.labels(hook.id)
@@ -168,7 +169,6 @@ class Lane:
             return
         delivery.enqueued_mono = self.last_intake = self._ctx.clock()
         self._queue.append(delivery)
-        self._m_pending.set(len(self._queue))
         if len(self._workers) < self.hook.max_concurrency and len(self._queue) > self._starting:
             self._starting += 1
             task = asyncio.create_task(self._work(), name=f"lane:{self.hook.id}")
@@ -215,7 +215,6 @@ class Lane:
         while self._queue:
             self._shed_if_slow()
             delivery = self._queue.popleft()
-            self._m_pending.set(len(self._queue))
             if self.gone:
                 self._dead_letter(delivery, "hook_gone")
                 continue
@@ -229,12 +228,10 @@ class Lane:
                 log.info("circuit_half_open", hook_id=self.hook.id)
             await self._wait_for_turn()
             self._sending += 1
-            self._m_sending.set(self._sending)
             try:
                 result = await self._attempt(delivery)
             finally:
                 self._sending -= 1
-                self._m_sending.set(self._sending)
             self._handle(delivery, result)
 
     def _shed_if_slow(self) -> None:
@@ -245,7 +242,6 @@ class Lane:
         if len(self._queue) > keep and self.impaired == "slow":
             while len(self._queue) > keep:
                 self._park_unattempted(self._queue.pop(), "slow")
-            self._m_pending.set(len(self._queue))
 
     async def _wait_for_turn(self) -> None:
         """Honour a short lane pause (Retry-After ≤ 1 s), then the token bucket."""
@@ -417,7 +413,6 @@ class Lane:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        self._m_pending.set(0)
         return abandoned
 
 
@@ -488,6 +483,7 @@ class Dispatcher:
         self._retired: list[Lane] = []
         self.in_flight = 0
         self._metrics = metrics
+        metrics.in_flight.set_function(lambda: self.in_flight)
 
     def set_hooks(self, hooks: Iterable[Hook]) -> None:
         """Create or reconfigure a lane per enabled hook; lanes of removed hooks are retired
@@ -515,7 +511,6 @@ class Dispatcher:
         """Queue one delivery of ``event`` per hook in ``hooks``; each settles ``ticket`` once."""
         origin = event.origin
         self.in_flight += len(hooks)
-        self._metrics.in_flight.set(self.in_flight)
         for hook in hooks:
             lane = self._lanes[hook.id]
             body = splice_hook_id(event.body_head, event.empty, lane.member)
@@ -526,7 +521,6 @@ class Dispatcher:
         """Take a delivery back from a retry topic, with its attempt history; a hook that
         was removed or disabled meanwhile sends it to the dead-letter topic."""
         self.in_flight += 1
-        self._metrics.in_flight.set(self.in_flight)
         lane = self._lanes.get(retry.hook_id)
         hook = lane.hook if lane is not None else _placeholder_hook(retry.hook_id)
         body = splice_hook_id(event.body_head, event.empty, hook_id_member(retry.hook_id))
@@ -553,7 +547,6 @@ class Dispatcher:
 
         def written() -> None:
             self.in_flight -= 1
-            self._metrics.in_flight.set(self.in_flight)
             self._metrics.dead_lettered.labels("hook_removed").inc()
             delivery.ticket.settle()
 
@@ -561,7 +554,6 @@ class Dispatcher:
 
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
-        self._metrics.in_flight.set(self.in_flight)
         if outcome is Outcome.DELIVERED:
             lane = self._lanes.get(delivery.hook.id)
             if lane is not None:
