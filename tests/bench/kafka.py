@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from array import array
 from pathlib import Path
@@ -23,26 +21,14 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from tests.bench.events import event_value
-from tests.kafka_broker import create_topics, free_port
+from tests.kafka_broker import create_topics, free_port, run_kafkactl
 
-ROOT = Path(__file__).resolve().parents[2]
-KAFKACTL = ROOT / "deploy" / "kafka" / "kafkactl.py"
 EXIT_PORT_IN_USE = 5
 START_TIMEOUT_S = 90.0
 BATCH_BYTES = 1 << 20
 TICK_S = 0.005
 
 __all__ = ["Broker", "PacedProducer", "create_topics", "produce_backlog"]
-
-
-def _kafkactl(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(KAFKACTL), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 class Broker:
@@ -57,7 +43,7 @@ class Broker:
         result = None
         for _ in range(attempts):
             port = str(free_port())
-            result = _kafkactl(
+            result = run_kafkactl(
                 "start", "--port", port, "--data-dir", str(self.data_dir),
                 "--timeout", str(START_TIMEOUT_S), timeout_s=START_TIMEOUT_S + 120,
             )  # fmt: skip
@@ -76,7 +62,7 @@ class Broker:
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, SIGKILL after 20 s)."""
-        _kafkactl("stop", "--data-dir", str(self.data_dir), "--timeout", "20", timeout_s=60)
+        run_kafkactl("stop", "--data-dir", str(self.data_dir), "--timeout", "20", timeout_s=60)
 
 
 def _fill_batch(producer: AIOKafkaProducer, seq: int, end: int) -> tuple[object, int]:
