@@ -134,15 +134,21 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
-async def test_slow_endpoint_does_not_delay_other_hooks() -> None:
+def blocked_sender(only: str | None = None) -> tuple[FakeSender, asyncio.Event]:
+    """A sender whose attempts hang until the event is set: for every hook, or ``only`` one
+    (the others answer 200 at once)."""
     release = asyncio.Event()
 
     async def behaviour(hook_id: str, _n: int) -> AttemptResult:
-        if hook_id == "slow":
+        if only is None or hook_id == only:
             await release.wait()
         return OK
 
-    sender = FakeSender(behaviour)
+    return FakeSender(behaviour), release
+
+
+async def test_slow_endpoint_does_not_delay_other_hooks() -> None:
+    sender, release = blocked_sender(only="slow")
     async with Rig(sender, [hook("slow", max_concurrency=2), hook("fast")]) as rig:
         for _ in range(20):
             rig.publish()
@@ -276,25 +282,8 @@ async def test_an_open_circuit_parks_without_spending_attempts_until_the_window_
     assert len(sender.attempts) == 1
 
 
-def blocked_sender() -> tuple[FakeSender, asyncio.Event]:
-    release = asyncio.Event()
-
-    async def behaviour(_h: str, _n: int) -> AttemptResult:
-        await release.wait()
-        return OK
-
-    return FakeSender(behaviour), release
-
-
 async def test_a_slow_lane_parks_new_deliveries_instead_of_queueing_them() -> None:
-    release = asyncio.Event()
-
-    async def behaviour(hook_id: str, _n: int) -> AttemptResult:
-        if hook_id == "slow":
-            await release.wait()
-        return OK
-
-    sender = FakeSender(behaviour)
+    sender, release = blocked_sender(only="slow")
     lane_settings = {"lane_max_wait_s": 0.05, "lane_max_pending": 4}
     lanes = [hook("slow", max_concurrency=1), hook("fast")]
     async with Rig(sender, lanes, **lane_settings) as rig:
