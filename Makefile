@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 KAFKA  := $(PYTHON) deploy/kafka/kafkactl.py
 KAFKA_PORT ?= 9092
+PROMETHEUS := $(PYTHON) deploy/prometheus/fetch_prometheus.py
 
-.PHONY: help venv test unit integration lint fmt demo kafka-start kafka-stop kafka-status clean
+.PHONY: help venv test unit integration lint fmt demo kafka-start kafka-stop kafka-status clean prometheus
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -18,8 +19,11 @@ $(BIN)/hookrelay: pyproject.toml
 
 venv: $(BIN)/hookrelay  ## create the virtualenv with hookrelay and its dev tools
 
-test: venv  ## the whole suite: unit + integration against a real local Kafka broker
+test: venv prometheus  ## the whole suite: unit + integration against a real local Kafka broker
 	$(BIN)/pytest
+
+prometheus:  ## Debian's prometheus + promtool into .cache/prometheus (rules and scrape tests)
+	$(PROMETHEUS)
 
 unit: venv  ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit
