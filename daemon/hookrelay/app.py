@@ -15,6 +15,12 @@ Shutdown order (SIGTERM/SIGINT set a flag and nothing else):
 offsets; 5. close the HTTP session; 6. stop the producer (flushes acknowledged dead letters)
 and the consumer (leaves the group); 7. stop the admin server. A second signal, or
 ``shutdown.hard_deadline_s`` after the first, exits the process at once.
+
+Under systemd (``$NOTIFY_SOCKET`` set, see ``sdnotify``), two more tasks live for the whole of
+``run()``: ``systemd-readiness`` sends READY=1 the first time the daemon is ready (what makes
+``/readyz`` answer 200) and STATUS= on every change; ``systemd-watchdog`` sends WATCHDOG=1
+at half the unit's ``WatchdogSec=``, from the event loop, so a blocked loop stops the pings
+and systemd restarts the daemon. STOPPING=1 goes out when the shutdown sequence begins.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
 from hookrelay.pipeline import Pipeline
+from hookrelay.sdnotify import Notifier
 from hookrelay.sender import HttpSender, Sender, close_quietly
 from hookrelay.source import PROBE_INTERVAL_S, Backpressure, Source
 from hookrelay.topics import ensure_topics
@@ -48,6 +55,9 @@ log = get_logger("hookrelay.app")
 EXIT_HARD_DEADLINE = 70
 EXIT_SECOND_SIGNAL = 130
 EXIT_ADMIN_LISTEN = 1
+
+READINESS_POLL_S = 0.5
+"""Seconds between readiness checks reported to systemd (READY=1 comes at most this late)."""
 
 
 async def _bounded(
@@ -71,10 +81,14 @@ async def _bounded(
 
 class Daemon:
     """hookrelay's long-running process. ``await Daemon(settings).run()`` returns the exit
-    status (0 after a clean shutdown). ``sender`` may be injected for tests."""
+    status (0 after a clean shutdown). ``sender`` may be injected for tests, and ``notifier``
+    (default: from this process's environment, a no-op outside systemd)."""
 
-    def __init__(self, settings: Settings, *, sender: Sender | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, sender: Sender | None = None, notifier: Notifier | None = None
+    ) -> None:
         self.settings = settings
+        self.systemd = notifier or Notifier.from_environment()
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
         self._http = HttpSender(settings.http, settings.delivery)
@@ -142,6 +156,9 @@ class Daemon:
         if self.stopping.is_set():
             return
         log.info("shutdown_requested", grace_s=self.settings.shutdown.grace_s)
+        self.systemd.stopping(
+            f"stopping: draining deliveries for up to {self.settings.shutdown.grace_s:g} s"
+        )
         self.stopping.set()
         deadline = self.settings.shutdown.hard_deadline_s
         self._hard_deadline = threading.Timer(deadline, self._hard_exit)
@@ -173,10 +190,29 @@ class Daemon:
 
     @staticmethod
     def _on_sighup() -> None:
+        # Hot reload goes here: build the new settings, then swap them inside
+        # `with self.systemd.reloading():` so systemd sees RELOADING=1 ... READY=1.
         log.warning("sighup_ignored", hint="configuration reload is not supported yet; restart")
 
     async def run(self) -> int:
-        """Start everything, run until stopped, shut down in order; return the exit status."""
+        """Start everything, run until stopped, shut down in order; return the exit status.
+        Raises ``RuntimeError`` (after the shutdown) when a systemd reporting task died."""
+        reporting = None
+        if self.systemd.enabled:
+            reporting = asyncio.create_task(self._report_to_systemd(), name="systemd")
+            reporting.add_done_callback(self._on_reporting_done)
+        try:
+            status = await self._serve()
+        finally:
+            if reporting is not None:
+                reporting.cancel()
+                await asyncio.wait({reporting})
+            self.systemd.close()
+        if reporting is not None and not reporting.cancelled() and reporting.exception():
+            raise RuntimeError("systemd reporting failed") from reporting.exception()
+        return status
+
+    async def _serve(self) -> int:
         try:
             await self.admin.start()
         except OSError as e:
@@ -259,6 +295,50 @@ class Daemon:
             await asyncio.sleep(1.0)
             self.dispatcher.check_health()
 
+    async def _report_to_systemd(self) -> None:
+        timeout_s = self.systemd.watchdog_timeout_s
+        log.info("systemd_notify", notify_socket=self.systemd.address, watchdog_s=timeout_s)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._report_readiness(), name="systemd-readiness")
+            if timeout_s is not None:
+                # Half the timeout, as sd_watchdog_enabled(3) advises: one late ping is no kill.
+                tg.create_task(self._ping_watchdog(timeout_s / 2), name="systemd-watchdog")
+
+    async def _report_readiness(self) -> None:
+        """READY=1 the first time ``not_ready_reasons()`` is empty, STATUS= on every change,
+        until the shutdown begins (then STOPPING=1 has the last word)."""
+        ready_sent = False
+        shown = ""
+        while not self.stopping.is_set():
+            reasons = self.not_ready_reasons()
+            status = self._status_line(reasons)
+            if not reasons and not ready_sent:
+                self.systemd.ready(status)
+                ready_sent = True
+                log.info("systemd_ready")
+            elif status != shown:
+                self.systemd.status(status)
+            shown = status
+            await asyncio.sleep(READINESS_POLL_S)
+
+    def _status_line(self, reasons: list[str]) -> str:
+        if reasons:
+            return "not ready: " + "; ".join(reasons)
+        topics = ", ".join(self.settings.kafka.topics)
+        return f"ready: consuming {topics}, {len(self.settings.hooks)} hooks"
+
+    async def _ping_watchdog(self, interval_s: float) -> None:
+        while True:
+            self.systemd.watchdog()
+            await asyncio.sleep(interval_s)
+
+    def _on_reporting_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # Without its pings systemd would kill the daemon mid-delivery: stop in order instead.
+        log.error("systemd_reporting_failed", error=repr(task.exception()))
+        self.request_stop()
+
     async def _drain(self) -> None:
         grace = self.settings.shutdown.grace_s
         drained = await self.dispatcher.drain(grace)
@@ -270,6 +350,8 @@ class Daemon:
         each is bounded so the whole sequence ends before ``shutdown.hard_deadline_s`` even
         with the cluster away (then nothing can be committed: the records stay unsettled
         and are consumed again, which is what at-least-once asks)."""
+        if not self.stopping.is_set():
+            self.systemd.stopping("stopping")
         self.stopping.set()
         s = self.settings.shutdown
         end = time.monotonic() + max(5.0, s.hard_deadline_s - s.grace_s - 2.0)
