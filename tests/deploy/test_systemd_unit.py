@@ -1,0 +1,368 @@
+"""deploy/systemd/: the unit file as systemd itself reads it.
+
+``systemd-analyze`` (Debian package ``systemd``, on every machine image of this project) checks
+the committed unit byte for byte inside a throw-away root that has the unit's executables, so
+nothing in the unit is rewritten for the test. A missing ``systemd-analyze`` fails, never skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from hookrelay.config import HttpSettings, ShutdownSettings
+from tests.integration.harness import HOOKRELAY, ROOT, produce, unique, write_config
+from tests.kafka_broker import create_topics
+from tests.receiver import Receiver
+
+SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+UNIT = SYSTEMD_DIR / "hookrelay.service"
+SYSUSERS = SYSTEMD_DIR / "hookrelay.sysusers"
+MAX_EXPOSURE = 2.0  # systemd-analyze security: ≤ 2.0 is "OK", the best band but one
+
+
+def systemd_tool(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else "")
+    if not path:
+        pytest.fail(
+            f"{name} not found: install Debian's 'systemd' package (apt-get install systemd)",
+            pytrace=False,
+        )
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+
+
+def directives(section: str) -> dict[str, list[str]]:
+    """``Key=value`` lines of one section of the committed unit, every value of a repeated key."""
+    found: dict[str, list[str]] = {}
+    current = ""
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif current == section and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def seconds(timespan: str) -> float:
+    """A systemd time span (``45s``, ``1min 30s``) in seconds, as systemd-analyze parses it."""
+    result = run(systemd_tool("systemd-analyze"), "timespan", timespan)
+    assert result.returncode == 0, result.stderr
+    [usec] = re.findall(r"μs:\s*(\d+)", result.stdout)
+    return int(usec) / 1e6
+
+
+@pytest.fixture
+def unit_root(tmp_path: Path) -> Iterator[Path]:
+    """A file-system root holding the committed unit, systemd's own units and the programs
+    the unit runs (copies: verify checks that they exist and are executable)."""
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(UNIT, root / "etc/systemd/system" / UNIT.name)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    service = directives("Service")
+    for command in service["ExecStart"] + service["ExecReload"]:
+        program = Path(command.split()[0])  # /opt/hookrelay/bin/hookrelay, /bin/kill
+        copy = root / program.relative_to("/")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        # The real program where this machine has it; else this virtualenv's hookrelay.
+        shutil.copy(
+            program if program.exists() else Path(sys.executable).with_name("hookrelay"), copy
+        )
+    yield root
+
+
+def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(unit_root: Path) -> None:
+    result = run(systemd_tool("systemd-analyze"), "verify", f"--root={unit_root}", UNIT.name)
+    # verify exits 0 on lines it ignores ("Unknown key name", "Failed to parse ... ignoring"),
+    # so any output at all is a failure.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_verify_would_catch_a_misspelt_directive(unit_root: Path) -> None:
+    unit = unit_root / "etc/systemd/system" / UNIT.name
+    unit.write_text(unit.read_text().replace("NotifyAccess=main", "NotifyAccess=mian"))
+    result = run(systemd_tool("systemd-analyze"), "verify", f"--root={unit_root}", UNIT.name)
+    assert "Failed to parse notify access specifier" in result.stderr
+
+
+def test_the_sandbox_rates_ok_in_systemd_analyze_security(unit_root: Path) -> None:
+    result = run(
+        systemd_tool("systemd-analyze"), "security", "--offline=yes", f"--root={unit_root}",
+        f"--threshold={MAX_EXPOSURE * 10:g}", "--no-pager", UNIT.name,
+    )  # fmt: skip
+    # --threshold counts in tenths (0-100): the exit status is non-zero above it.
+    [exposure] = re.findall(
+        r"Overall exposure level for hookrelay.service: ([\d.]+)", result.stdout
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert float(exposure) <= MAX_EXPOSURE
+
+
+def test_stop_timeout_outlasts_the_daemons_own_shutdown_deadline() -> None:
+    service = directives("Service")
+    shutdown = ShutdownSettings()
+    [stop] = service["TimeoutStopSec"]
+    # systemd sends SIGKILL at TimeoutStopSec; the daemon drains for grace_s and exits by
+    # itself at hard_deadline_s at the latest, so systemd must wait longer than that.
+    assert seconds(stop) > shutdown.hard_deadline_s > shutdown.grace_s
+    assert seconds(stop) >= shutdown.hard_deadline_s + 10  # room to unwind and exit
+
+
+def test_watchdog_and_notify_settings_match_what_the_daemon_does() -> None:
+    service = directives("Service")
+    assert service["Type"] == ["notify"]
+    assert service["NotifyAccess"] == ["main"]
+    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    [watchdog] = service["WatchdogSec"]
+    # The daemon pings at half the interval from its event loop: a 1 s readiness poll and a
+    # 0.2 s fetch never come near it, a loop stuck for the whole interval does.
+    assert 10 <= seconds(watchdog) <= 120
+    assert service["Restart"] == ["on-failure"]
+    assert service["EnvironmentFile"] == ["-/etc/hookrelay/hookrelay.env"]
+    assert service["User"] == ["hookrelay"]
+
+
+def test_open_file_limit_leaves_room_for_every_http_connection() -> None:
+    [limit] = directives("Service")["LimitNOFILE"]
+    # One socket per webhook connection, plus Kafka connections, admin clients and files.
+    assert int(limit) >= 2 * HttpSettings().max_connections + 1024
+
+
+def test_sysusers_snippet_creates_a_system_user_without_a_login(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    result = run(systemd_tool("systemd-sysusers"), f"--root={tmp_path}", str(SYSUSERS))
+    assert result.returncode == 0, result.stderr
+    passwd = (tmp_path / "etc/passwd").read_text().splitlines()
+    [entry] = [line.split(":") for line in passwd if line.startswith("hookrelay:")]
+    assert int(entry[2]) < 1000  # a system account
+    assert entry[6] == "/usr/sbin/nologin"
+    assert any(
+        line.startswith("hookrelay:") for line in (tmp_path / "etc/group").read_text().splitlines()
+    )
+
+
+# -- the unit's kernel-side restrictions, applied by hand ---------------------------------
+#
+# No systemd manager runs on a test machine, so the daemon cannot be started by the unit
+# itself. What systemd 252 turns the unit's settings into is plain kernel state, though, built
+# with the same library (libseccomp) from the same syscall groups (as systemd-analyze lists
+# them): one seccomp filter per setting, loaded just before exec. Namespaces (ProtectSystem=,
+# PrivateTmp=, ...) and User= are not reproduced; they hide files the daemon never touches.
+
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_CMP_EQ = 4
+SCMP_CMP_GE = 5
+SCMP_CMP_MASKED_EQ = 7
+PROT_WRITE, PROT_EXEC, SHM_EXEC = 0x2, 0x4, 0o100000
+AF_MAX = 46  # linux/socket.h in the 6.x kernels
+CAP_LAST = 63  # PR_CAPBSET_DROP of a capability the kernel lacks is EINVAL, ignored
+PR_CAPBSET_DROP = 24
+
+
+def scmp_act_errno(code: int) -> int:
+    return 0x00050000 | code
+
+
+class ScmpArgCmp(ctypes.Structure):
+    _fields_ = (
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    )
+
+
+def syscall_groups() -> dict[str, list[str]]:
+    """``systemd-analyze syscall-filter``: every @group with its members (names or @groups)."""
+    result = run(systemd_tool("systemd-analyze"), "syscall-filter", "--no-pager")
+    assert result.returncode == 0, result.stderr
+    groups: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("@"):
+            members = groups.setdefault(line.strip(), [])
+        elif line.startswith("    ") and not line.strip().startswith("#"):
+            members.append(line.strip())
+    return groups
+
+
+def expand(name: str, groups: dict[str, list[str]]) -> set[str]:
+    if not name.startswith("@"):
+        return {name}
+    return set().union(*(expand(member, groups) for member in groups[name]))
+
+
+class Sandbox:
+    """The unit's NoNewPrivileges=, CapabilityBoundingSet=, SystemCallFilter= (with
+    SystemCallErrorNumber=EPERM), MemoryDenyWriteExecute= and RestrictAddressFamilies=, as
+    seccomp filters built here and loaded by ``enter`` (a ``preexec_fn``: runs in the child)."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            self._seccomp = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        except OSError as e:
+            pytest.fail(f"{e}: install Debian's libseccomp2 (systemd needs it too)", pytrace=False)
+        self._seccomp.seccomp_init.restype = ctypes.c_void_p
+        self._seccomp.seccomp_init.argtypes = (ctypes.c_uint32,)
+        self._seccomp.seccomp_load.argtypes = (ctypes.c_void_p,)
+        self._seccomp.seccomp_syscall_resolve_name.argtypes = (ctypes.c_char_p,)
+        self._seccomp.seccomp_rule_add_array.argtypes = (
+            ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+            ctypes.POINTER(ScmpArgCmp),
+        )  # fmt: skip
+        assert directives("Service")["CapabilityBoundingSet"] == [""]
+        # The system-call allow-list goes last, as systemd loads it: it may forbid seccomp().
+        self.filters = [self._memory_filter(), self._family_filter(), self._syscall_filter()]
+
+    def _rule(self, ctx: int, action: int, syscall: str, *cmps: tuple[int, int, int, int]) -> None:
+        number = self._seccomp.seccomp_syscall_resolve_name(syscall.encode())
+        if number == -1:
+            return  # not a system call of this architecture
+        array = (ScmpArgCmp * max(1, len(cmps)))(*(ScmpArgCmp(*c) for c in cmps))
+        rc = self._seccomp.seccomp_rule_add_array(ctx, action, number, len(cmps), array)
+        assert rc == 0 or number < 0, f"seccomp_rule_add {syscall}: {rc}"
+
+    def _syscall_filter(self) -> int:
+        groups = syscall_groups()
+        service = directives("Service")["SystemCallFilter"]  # ["@system-service", "~@privileged"]
+        allowed: set[str] = set()
+        for entry in service:
+            names = set().union(*(expand(n, groups) for n in entry.lstrip("~").split()))
+            allowed = allowed - names if entry.startswith("~") else allowed | names
+        assert directives("Service")["SystemCallErrorNumber"] == ["EPERM"]
+        ctx = self._seccomp.seccomp_init(scmp_act_errno(errno.EPERM))
+        for name in sorted(allowed):
+            self._rule(ctx, SCMP_ACT_ALLOW, name)
+        return int(ctx)
+
+    def _memory_filter(self) -> int:
+        # systemd 252's seccomp_memory_deny_write_execute(): no mapping both writable and
+        # executable, no mapping made executable later, no executable shared memory.
+        assert directives("Service")["MemoryDenyWriteExecute"] == ["yes"]
+        ctx = self._seccomp.seccomp_init(SCMP_ACT_ALLOW)
+        deny = scmp_act_errno(errno.EPERM)
+        wx = PROT_WRITE | PROT_EXEC
+        self._rule(ctx, deny, "mmap", (2, SCMP_CMP_MASKED_EQ, wx, wx))
+        for call in ("mprotect", "pkey_mprotect"):
+            self._rule(ctx, deny, call, (2, SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC))
+        self._rule(ctx, deny, "shmat", (2, SCMP_CMP_MASKED_EQ, SHM_EXEC, SHM_EXEC))
+        return int(ctx)
+
+    def _family_filter(self) -> int:
+        [families] = directives("Service")["RestrictAddressFamilies"]
+        allowed = {int(getattr(socket, name)) for name in families.split()}
+        ctx = self._seccomp.seccomp_init(SCMP_ACT_ALLOW)
+        deny = scmp_act_errno(errno.EAFNOSUPPORT)
+        for family in set(range(AF_MAX)) - allowed:
+            self._rule(ctx, deny, "socket", (0, SCMP_CMP_EQ, family, 0))
+        self._rule(ctx, deny, "socket", (0, SCMP_CMP_GE, AF_MAX, 0))
+        return int(ctx)
+
+    def enter(self) -> None:
+        """In the child, before exec: drop every capability from the bounding set (so exec
+        leaves none), then load the filters (libseccomp sets no_new_privs first)."""
+        for cap in range(CAP_LAST + 1):
+            self._libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+        for ctx in self.filters:
+            if self._seccomp.seccomp_load(ctx) != 0:
+                raise OSError(ctypes.get_errno(), "seccomp_load failed")
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox()
+
+
+PROBE = """
+import mmap, os, socket
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("wx-memory allowed")
+except PermissionError:
+    print("wx-memory refused")
+for family in ("AF_NETLINK", "AF_PACKET", "AF_INET"):
+    try:
+        socket.socket(getattr(socket, family), socket.SOCK_DGRAM).close()
+        print(family, "allowed")
+    except OSError as e:
+        print(family, os.strerror(e.errno))
+try:
+    os.setresuid(os.getuid(), os.getuid(), os.getuid())
+    print("setresuid allowed")
+except PermissionError:
+    print("setresuid refused")
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print("NoNewPrivs", status["NoNewPrivs"].strip(), "CapEff", status["CapEff"].strip())
+"""
+
+
+def test_the_emulated_sandbox_really_restricts_a_process(sandbox: Sandbox) -> None:
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE], preexec_fn=sandbox.enter,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.splitlines() == [
+        "wx-memory refused",  # MemoryDenyWriteExecute=
+        "AF_NETLINK Address family not supported by protocol",  # RestrictAddressFamilies=
+        "AF_PACKET Address family not supported by protocol",
+        "AF_INET allowed",
+        "setresuid refused",  # SystemCallFilter=~@privileged
+        "NoNewPrivs 1 CapEff 0000000000000000",  # NoNewPrivileges=, CapabilityBoundingSet=
+    ]
+
+
+async def test_the_daemon_delivers_inside_the_units_sandbox(
+    sandbox: Sandbox, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("sandboxed")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    async with Receiver(keys={"crm": "sandbox-key"}) as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"),
+                  "signing_key": "sandbox-key"}]  # fmt: skip
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        events = [
+            orjson.dumps({"event": "User.Created", "createdAt": "2026-08-21T09:15:42.123Z",
+                          "data": {"id": f"u{i}", "name": "Zoë 🚀"}})
+            for i in range(50)
+        ]  # fmt: skip
+        await produce(kafka_bootstrap, topic, events)
+        log = tmp_path / "daemon.log"
+        daemon = await asyncio.create_subprocess_exec(
+            *HOOKRELAY, "run", "-c", str(path), cwd=ROOT, preexec_fn=sandbox.enter,
+            stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await receiver.wait_for(50, timeout_s=60)
+            status = await asyncio.to_thread(Path(f"/proc/{daemon.pid}/status").read_text)
+            maps = await asyncio.to_thread(Path(f"/proc/{daemon.pid}/maps").read_text)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(daemon.wait(), 30)
+    assert code == 0, log.read_text()
+    assert "Seccomp:\t2" in status  # filter mode
+    assert re.search(r"CapEff:\t0+\n", status)
+    assert all(r.signature_valid for r in receiver.requests)
+    ids = sorted(r.json["data"]["id"] for r in receiver.requests)
+    assert ids == sorted(f"u{i}" for i in range(50))
+    # The native extensions that could have needed writable code were loaded and used.
+    for extension in ("/uvloop/loop.", "/orjson/orjson.", "/pydantic_core/_pydantic_core."):
+        assert extension in maps, extension
