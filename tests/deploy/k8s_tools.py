@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import kubernetes_validate
-from cloudcoil.models.keda.v1alpha1 import ScaledObject
-from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 from pydantic import BaseModel
 from pydantic import ValidationError as ModelValidationError
 from ruamel.yaml import YAML
@@ -40,11 +39,21 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 """The oldest Kubernetes release the manifests claim to support (README) and the newest whose
 schemas kubernetes-validate 1.37.0 ships; every core object must be valid in both."""
 
-CUSTOM_RESOURCES: Mapping[tuple[str, str], type[BaseModel]] = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): ServiceMonitor,
-    ("keda.sh/v1alpha1", "ScaledObject"): ScaledObject,
-}
-"""(apiVersion, kind) → the model generated from that CRD's OpenAPI schema."""
+
+@functools.cache
+def custom_resources() -> Mapping[tuple[str, str], type[BaseModel]]:
+    """(apiVersion, kind) → the model generated from that CRD's OpenAPI schema.
+
+    Imported on first use: the prometheus-operator models take seconds to build, which
+    collecting the rest of the suite should not pay."""
+    from cloudcoil.models.keda.v1alpha1 import ScaledObject
+    from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+
+    return {
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): ServiceMonitor,
+        ("keda.sh/v1alpha1", "ScaledObject"): ScaledObject,
+    }
+
 
 # Downward-API fields hookrelay's pod reads, with sample values (the kubelet fills in the
 # real ones); any other fieldRef is reported rather than guessed.
@@ -93,7 +102,7 @@ def copy_kubernetes_tree(target: Path) -> Path:
 def schema_problems(obj: KubeObject) -> list[str]:
     """Why ``obj`` is invalid, one line per validator that refused it; [] when valid."""
     where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-    model = CUSTOM_RESOURCES.get((obj.get("apiVersion", ""), obj.get("kind", "")))
+    model = custom_resources().get((obj.get("apiVersion", ""), obj.get("kind", "")))
     if model is not None:
         try:
             model.model_validate(obj, extra="forbid", by_alias=True, by_name=False)
