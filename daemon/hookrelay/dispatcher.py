@@ -47,7 +47,7 @@ from typing import Any
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import failed_delivery
-from hookrelay.logs import get_logger
+from hookrelay.logs import debug_enabled, get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import AttemptResult, Delivery, Event, OutboundRecord, Outcome
 from hookrelay.offsets import AckTicket
@@ -177,6 +177,8 @@ class Lane:
 
     def blocked_reason(self) -> str | None:
         """Why a delivery must not be attempted now (circuit, Retry-After), or None."""
+        if self._circuit is Circuit.CLOSED and not self._not_before:
+            return None  # the common case, without a clock read
         state = self.circuit
         if state is Circuit.OPEN:
             return "circuit_open"
@@ -212,27 +214,41 @@ class Lane:
 
     async def _work(self) -> None:
         self._starting -= 1
-        while self._queue:
+        queue = self._queue
+        while queue:
             self._shed_if_slow()
-            delivery = self._queue.popleft()
-            if self.gone:
-                self._dead_letter(delivery, "hook_gone")
+            delivery = queue.popleft()
+            if not self._may_attempt(delivery):
                 continue
-            reason = self.blocked_reason()
-            if reason is not None:
-                self._park_unattempted(delivery, reason)
-                continue
-            if self.circuit is Circuit.HALF_OPEN:
-                self._probing = True  # this delivery is the probe
-                self._set_circuit(Circuit.HALF_OPEN)
-                log.info("circuit_half_open", hook_id=self.hook.id)
-            await self._wait_for_turn()
+            if self._bucket is not None or self._not_before:
+                await self._wait_for_turn()
             self._sending += 1
             try:
-                result = await self._attempt(delivery)
+                result = await self._ctx.sender.attempt(
+                    self.hook, delivery.delivery_id, delivery.body
+                )
+            except Exception as e:  # a bug in the transport must not kill the lane
+                log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
+                result = AttemptResult(None, f"internal error: {type(e).__name__}", True, None, 0.0)
             finally:
                 self._sending -= 1
             self._handle(delivery, result)
+
+    def _may_attempt(self, delivery: Delivery) -> bool:
+        """False when ``delivery`` must not be sent now: the hook is gone (dead-lettered)
+        or the lane is blocked (parked). A half-open circuit makes it the probe."""
+        if self.gone:
+            self._dead_letter(delivery, "hook_gone")
+            return False
+        reason = self.blocked_reason()
+        if reason is not None:
+            self._park_unattempted(delivery, reason)
+            return False
+        if self.circuit is Circuit.HALF_OPEN:
+            self._probing = True  # this delivery is the probe
+            self._set_circuit(Circuit.HALF_OPEN)
+            log.info("circuit_half_open", hook_id=self.hook.id)
+        return True
 
     def _shed_if_slow(self) -> None:
         """A slow lane parks what it holds beyond ``lane_max_pending`` (a healthy lane may
@@ -245,34 +261,26 @@ class Lane:
 
     async def _wait_for_turn(self) -> None:
         """Honour a short lane pause (Retry-After ≤ 1 s), then the token bucket."""
-        pause = self._not_before - self._ctx.clock()
-        if pause > 0:
-            await asyncio.sleep(pause)
+        if self._not_before:
+            pause = self._not_before - self._ctx.clock()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            else:
+                self._not_before = 0.0  # over: back to the fast path in _may_attempt
         if self._bucket is not None:
             wait = self._bucket.reserve()
             if wait > 0:
                 self._m_rate_wait.inc(wait)
                 await asyncio.sleep(wait)
 
-    async def _attempt(self, delivery: Delivery) -> AttemptResult:
-        try:
-            return await self._ctx.sender.attempt(self.hook, delivery.delivery_id, delivery.body)
-        except Exception as e:  # a bug in the transport must not kill the lane
-            log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
-            return AttemptResult(None, f"internal error: {type(e).__name__}", True, None, 0.0)
-
     # -- outcomes -------------------------------------------------------------------------
 
     def _handle(self, delivery: Delivery, result: AttemptResult) -> None:
-        _record_attempt(delivery, result.status, result.error)
+        now = _record_attempt(delivery, result.status, result.error)
         self._attempts_child(result.status_class).inc()
         self._m_duration.observe(result.duration_s)
         if result.ok:
-            self._circuit_success()
-            latency = time.time() - delivery.event.origin.timestamp_ms / 1000.0
-            self._m_latency.observe(max(0.0, latency))
-            self._log(delivery, result, "delivery_succeeded")
-            self._ctx.on_finished(delivery, Outcome.DELIVERED)
+            self._delivered(delivery, result, now)
         elif result.status == _GONE:
             self._log(delivery, result, "delivery_failed")
             self._pause_gone()
@@ -285,6 +293,15 @@ class Lane:
             self._circuit_success()  # a 4xx answer proves the endpoint is up
             self._log(delivery, result, "delivery_failed")
             self._dead_letter(delivery, "permanent_failure")
+
+    def _delivered(self, delivery: Delivery, result: AttemptResult, now: float) -> None:
+        if self._failures or self._circuit is not Circuit.CLOSED:
+            self._circuit_success()
+        latency = now - delivery.event.origin.timestamp_ms / 1000.0
+        self._m_latency.observe(max(0.0, latency))
+        if debug_enabled():
+            self._log(delivery, result, "delivery_succeeded")
+        self._ctx.on_finished(delivery, Outcome.DELIVERED)
 
     def _retry_or_give_up(self, delivery: Delivery, result: AttemptResult) -> None:
         plan = self._ctx.plan
@@ -416,7 +433,8 @@ class Lane:
         return abandoned
 
 
-def _record_attempt(delivery: Delivery, status: int | None, error: str | None) -> None:
+def _record_attempt(delivery: Delivery, status: int | None, error: str | None) -> float:
+    """Count one attempt on ``delivery``; return its time (epoch seconds)."""
     now = time.time()
     delivery.attempts += 1
     if delivery.first_attempt_at is None:
@@ -424,6 +442,7 @@ def _record_attempt(delivery: Delivery, status: int | None, error: str | None) -
     delivery.last_attempt_at = now
     delivery.last_status = status
     delivery.last_error = error
+    return now
 
 
 def _ms(epoch_s: float | None) -> int | None:

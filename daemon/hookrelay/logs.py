@@ -77,12 +77,23 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode("utf-8")
 
 
+_level = logging.INFO
+
+
+def debug_enabled() -> bool:
+    """True when ``configure_logging`` set level ``debug``: lets a hot path skip building the
+    fields of a debug event that the filtering logger would drop anyway."""
+    return _level <= logging.DEBUG
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure structlog (and stdlib logging, for aiokafka/aiohttp) to write to stdout.
 
     ``level`` is ``debug|info|warning|error``; ``fmt`` is ``json|console``.
     """
+    global _level  # noqa: PLW0603  # one process-wide level, read on the hot path
     numeric = logging.getLevelName(level.upper())
+    _level = numeric
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())

@@ -83,6 +83,9 @@ class Delivery:
     parks: int = 0
 
 
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """What one POST produced.
@@ -110,7 +113,7 @@ class AttemptResult:
         """Bounded label for metrics: ``2xx``..``5xx``, ``timeout``, ``connection_error``,
         ``refused``."""
         if self.status is not None:
-            return f"{self.status // 100}xx"
+            return _STATUS_CLASSES.get(self.status // 100) or f"{self.status // 100}xx"
         if self.error and self.error.startswith("timeout"):
             return "timeout"
         if self.error and self.error.startswith("refused"):

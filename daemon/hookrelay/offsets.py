@@ -100,8 +100,7 @@ class AckTracker:
 
     def register(self, tp: TopicPartition, offset: int, deliveries: int) -> AckTicket:
         """Register a consumed record owing ``deliveries`` settlements; return its ticket."""
-        key = TopicPartition(tp.topic, tp.partition)
-        state = self._partitions.get(key)
+        state = self._partitions.get(tp)  # aiokafka's TopicPartition hashes and compares equal
         if state is None:
             # A record fetched just before assign() ran, or after forget(): track it in a
             # detached state so settling it is harmless and never commits anything.

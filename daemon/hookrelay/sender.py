@@ -98,6 +98,14 @@ class _PreparedHook:
         timeout = aiohttp.ClientTimeout(total=total, connect=min(http.connect_timeout_s, total))
         return cls(hook, headers, signer, timeout)
 
+    def request_headers(self, delivery_id: str, body: bytes) -> CIMultiDict[str]:
+        """The fixed headers plus this request's signature and ``webhook-id``."""
+        headers = self.headers.copy()
+        if self.signer is not None:
+            headers[LOGTO_SIGNATURE_HEADER] = self.signer.sign(body)
+        headers[DELIVERY_ID_HEADER] = delivery_id
+        return headers
+
 
 class HttpSender:
     """The real sender: one shared ``aiohttp.ClientSession`` for every hook.
@@ -132,12 +140,7 @@ class HttpSender:
 
     def headers(self, hook: Hook, delivery_id: str, body: bytes) -> CIMultiDict[str]:
         """The request headers for ``body`` sent to ``hook`` (signed when it has a key)."""
-        prepared = self._prepared(hook)
-        headers = prepared.headers.copy()
-        if prepared.signer is not None:
-            headers[LOGTO_SIGNATURE_HEADER] = prepared.signer.sign(body)
-        headers[DELIVERY_ID_HEADER] = delivery_id
-        return headers
+        return self._prepared(hook).request_headers(delivery_id, body)
 
     def _prepared(self, hook: Hook) -> _PreparedHook:
         """What is the same for every request to ``hook``, built once per hook object (a
@@ -160,7 +163,7 @@ class HttpSender:
             async with self._session.post(
                 hook.url,
                 data=body,
-                headers=self.headers(hook, delivery_id, body),
+                headers=prepared.request_headers(delivery_id, body),
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
@@ -183,6 +186,8 @@ class HttpSender:
         head: bytes,
         started: float,
     ) -> AttemptResult:
+        if 200 <= status < 300:  # the common case, without classification
+            return AttemptResult(status, None, False, None, time.perf_counter() - started, head)
         error, retryable = classify_status(status, hook.effective_retry_on_status(self._delivery))
         retry_after = None
         if error is not None and retryable:
