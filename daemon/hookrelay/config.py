@@ -404,6 +404,13 @@ class KafkaSettings(_Model):
     """Client id shown in broker logs and metrics."""
     max_poll_records: Integer = Field(500, ge=1)
     """Most records taken from the broker per fetch."""
+    max_partition_fetch_bytes: Integer = Field(262_144, ge=1024)
+    """Most bytes fetched per partition per request (a larger first record still comes
+    whole). Buffered fetches are most of the daemon's memory under a backlog: with the retry
+    topics it subscribes to two dozen partitions, so the client's 1 MiB default would let
+    fetches alone hold tens of MiB."""
+    fetch_max_bytes: Integer = Field(8_388_608, ge=1024)
+    """Most bytes per fetch response, over all partitions."""
     commit_interval_s: Number = Field(1.0, gt=0)
     """Seconds between offset commits of settled records."""
     session_timeout_s: Number = Field(15.0, gt=0)
@@ -545,6 +552,10 @@ class ShutdownSettings(_Model):
         return self
 
 
+JITTER_ALLOWANCE_S: Final = 0.02
+"""Seconds of the rate a token bucket keeps back from its burst (see ``RateLimit.capacity``)."""
+
+
 class RateLimit(_Model):
     """A token bucket: per_second tokens flow in, at most capacity are stored."""
 
@@ -555,10 +566,15 @@ class RateLimit(_Model):
 
     @property
     def capacity(self) -> int:
-        """Effective bucket size: ``burst``, or ``max(1, ceil(per_second))``."""
-        if self.burst is not None:
-            return self.burst
-        return max(1, math.ceil(self.per_second))
+        """Effective bucket size: ``burst`` (or ``max(1, ceil(per_second))``) less the
+        jitter allowance, ``per_second * JITTER_ALLOWANCE_S`` tokens rounded, never below 1.
+
+        The allowance is why an endpoint never sees more than ``per_second + burst``
+        requests in any second: a bucket lets exactly that many *leave* in a second, but
+        the first requests of a burst are slowed by connection set-up, so without a reserve
+        a receiver's 1-second window could catch a few more (seen: +7 at 500/s)."""
+        burst = self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+        return max(1, burst - int(self.per_second * JITTER_ALLOWANCE_S + 0.5))
 
 
 class Hook(_Model):

@@ -813,6 +813,12 @@ def test_rate_limit_capacity_defaults_to_per_second_rounded_up() -> None:
     assert RateLimit(per_second=20, burst=40).capacity == 40
 
 
+def test_rate_limit_capacity_keeps_20_ms_of_the_rate_back_for_jitter() -> None:
+    assert RateLimit(per_second=50).capacity == 49
+    assert RateLimit(per_second=500, burst=500).capacity == 490
+    assert RateLimit(per_second=1000, burst=5).capacity == 1  # never below one token
+
+
 def test_rate_limit_burst_must_be_at_least_one(tmp_path: Path) -> None:
     path = with_hooks(
         tmp_path, HOOK + "      rate_limit:\n        per_second: 1\n        burst: 0\n"
