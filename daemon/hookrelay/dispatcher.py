@@ -43,7 +43,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import failed_delivery
@@ -115,12 +114,9 @@ class Lane:
         # Read at scrape time: a gauge set on every delivery would cost the hot path.
         m.lane_pending.labels(hook.id).set_function(lambda: len(self._queue))
         m.lane_in_flight.labels(hook.id).set_function(lambda: self._sending)
-        self._m_duration = m.request_duration.labels(hook.id)
+        self.stats = m.hook_stats(hook.id)
         self._m_rate_wait = m.rate_limit_wait.labels(hook.id)
         self._m_circuit = m.circuit_state.labels(hook.id)
-        self._m_latency = m.end_to_end_latency.labels(hook.id)
-        self._m_attempts: dict[str, Any] = {}
-        self.m_delivered = m.deliveries.labels(hook.id, Outcome.DELIVERED.value)
         self._m_circuit.set(0)
         m.hook_paused.labels(hook.id).set(0)
 
@@ -277,8 +273,7 @@ class Lane:
 
     def _handle(self, delivery: Delivery, result: AttemptResult) -> None:
         now = _record_attempt(delivery, result.status, result.error)
-        self._attempts_child(result.status_class).inc()
-        self._m_duration.observe(result.duration_s)
+        self.stats.count_attempt(result.status_class, result.duration_s)
         if result.ok:
             self._delivered(delivery, result, now)
         elif result.status == _GONE:
@@ -298,7 +293,7 @@ class Lane:
         if self._failures or self._circuit is not Circuit.CLOSED:
             self._circuit_success()
         latency = now - delivery.event.origin.timestamp_ms / 1000.0
-        self._m_latency.observe(max(0.0, latency))
+        self.stats.latency.observe(max(0.0, latency))
         if debug_enabled():
             self._log(delivery, result, "delivery_succeeded")
         self._ctx.on_finished(delivery, Outcome.DELIVERED)
@@ -397,14 +392,6 @@ class Lane:
         if state is not self._circuit:
             self._circuit = state
             self._m_circuit.set(state.value)
-
-    def _attempts_child(self, status_class: str) -> Any:
-        """``hookrelay_attempts_total{hook_id, status_class}``, looked up once per class."""
-        child = self._m_attempts.get(status_class)
-        if child is None:
-            child = self._ctx.metrics.attempts.labels(self.hook.id, status_class)
-            self._m_attempts[status_class] = child
-        return child
 
     def _log(self, delivery: Delivery, result: AttemptResult, name: str, **extra: object) -> None:
         # Successes are the bulk of traffic: debug keeps them out of a production log
@@ -573,14 +560,10 @@ class Dispatcher:
 
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
-        if outcome is Outcome.DELIVERED:
+        if outcome is not Outcome.PARKED:
             lane = self._lanes.get(delivery.hook.id)
-            if lane is not None:
-                lane.m_delivered.inc()  # the common case, without a label lookup
-            else:
-                self._metrics.deliveries.labels(delivery.hook.id, outcome.value).inc()
-        elif outcome is not Outcome.PARKED:
-            self._metrics.deliveries.labels(delivery.hook.id, outcome.value).inc()
+            stats = lane.stats if lane is not None else self._metrics.hook_stats(delivery.hook.id)
+            stats.count_outcome(outcome.value)
         delivery.ticket.settle()
 
     def check_health(self) -> None:
@@ -640,7 +623,7 @@ class Dispatcher:
         counts = await asyncio.gather(*(lane.close() for lane in lanes))
         for lane, count in zip(lanes, counts, strict=True):
             if count:
-                self._metrics.deliveries.labels(lane.hook.id, Outcome.ABANDONED.value).inc(count)
+                lane.stats.count_outcome(Outcome.ABANDONED.value, count)
         return sum(counts)
 
 

@@ -10,6 +10,8 @@ IPs. Durations are seconds.
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import (
@@ -18,10 +20,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from hookrelay import __version__
 
@@ -56,22 +60,8 @@ class Metrics:
             p + "events_matched", "Valid events by name and whether any hook matched",
             ["event", "matched"], registry=r,
         )  # fmt: skip
-        self.deliveries = Counter(
-            p + "deliveries", "Deliveries finished, by hook and outcome",
-            ["hook_id", "outcome"], registry=r,
-        )  # fmt: skip
-        self.attempts = Counter(
-            p + "attempts", "POST attempts by hook and status class",
-            ["hook_id", "status_class"], registry=r,
-        )  # fmt: skip
-        self.request_duration = Histogram(
-            p + "request_duration_seconds", "One POST, request sent to response read",
-            ["hook_id"], buckets=REQUEST_BUCKETS_S, registry=r,
-        )  # fmt: skip
-        self.end_to_end_latency = Histogram(
-            p + "end_to_end_latency_seconds", "Kafka record timestamp to 2xx received",
-            ["hook_id"], buckets=LATENCY_BUCKETS_S, registry=r,
-        )  # fmt: skip
+        self._hooks: dict[str, HookStats] = {}
+        r.register(_HookStatsCollector(self._hooks))
         self.in_flight = Gauge(
             p + "in_flight_deliveries", "Deliveries accepted and not yet settled", registry=r
         )
@@ -142,6 +132,15 @@ class Metrics:
             ["topic", "partition"], registry=r,
         )  # fmt: skip
 
+    def hook_stats(self, hook_id: str) -> HookStats:
+        """The per-delivery counters of ``hook_id`` (created on first use, kept for the
+        process lifetime so a hook that is removed and re-added never sees a counter reset).
+        ``hook_id`` must be a configured hook's id: it becomes a label value."""
+        stats = self._hooks.get(hook_id)
+        if stats is None:
+            stats = self._hooks[hook_id] = HookStats()
+        return stats
+
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
         return generate_latest(self.registry)
@@ -151,3 +150,94 @@ class Metrics:
         for gauge in (self.consumer_lag, self.committed_offset):
             with contextlib.suppress(KeyError):
                 gauge.remove(topic, str(partition))
+
+
+class HistogramCounts:
+    """A histogram as plain numbers: ``counts[i]`` observations ``<= bounds[i]`` and above
+    ``bounds[i-1]`` (the last slot is +Inf), and their ``sum``; seconds."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation (Prometheus ``le`` semantics: a value equal to a bound
+        falls in that bound's bucket)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``[(le, cumulative count), ...]`` ending with ``("+Inf", total)``."""
+        out = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append((floatToGoString(bound), float(total)))  # type: ignore[no-untyped-call]
+        return out
+
+
+class HookStats:
+    """What a hook's lane counts on every delivery, exported at scrape time.
+
+    These are the hot-path metrics (several per delivery): plain ints and bucket lists cost
+    a fraction of prometheus_client children, which take a lock and a few calls per update.
+    The event loop is the only writer and the scrape runs on the same loop, so no lock is
+    needed. ``attempts`` by status class, ``outcomes`` by ``Outcome`` value, request
+    duration and end-to-end latency in seconds.
+    """
+
+    __slots__ = ("attempts", "latency", "outcomes", "request_duration")
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, int] = {}
+        self.outcomes: dict[str, int] = {}
+        self.request_duration = HistogramCounts(REQUEST_BUCKETS_S)
+        self.latency = HistogramCounts(LATENCY_BUCKETS_S)
+
+    def count_attempt(self, status_class: str, duration_s: float) -> None:
+        """One POST answered (or failed) after ``duration_s`` seconds."""
+        self.attempts[status_class] = self.attempts.get(status_class, 0) + 1
+        self.request_duration.observe(duration_s)
+
+    def count_outcome(self, outcome: str, n: int = 1) -> None:
+        """``n`` deliveries finished with ``outcome`` (an ``Outcome`` value)."""
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+
+
+class _HookStatsCollector(Collector):
+    """Exports every ``HookStats`` as the hookrelay_deliveries_total,
+    hookrelay_attempts_total, hookrelay_request_duration_seconds and
+    hookrelay_end_to_end_latency_seconds families."""
+
+    def __init__(self, hooks: dict[str, HookStats]) -> None:
+        self._hooks = hooks
+
+    def collect(self) -> Iterator[Metric]:
+        p = "hookrelay_"
+        deliveries = CounterMetricFamily(
+            p + "deliveries", "Deliveries finished, by hook and outcome",
+            labels=["hook_id", "outcome"],
+        )  # fmt: skip
+        attempts = CounterMetricFamily(
+            p + "attempts", "POST attempts by hook and status class",
+            labels=["hook_id", "status_class"],
+        )  # fmt: skip
+        duration = HistogramMetricFamily(
+            p + "request_duration_seconds", "One POST, request sent to response read",
+            labels=["hook_id"],
+        )  # fmt: skip
+        latency = HistogramMetricFamily(
+            p + "end_to_end_latency_seconds", "Kafka record timestamp to 2xx received",
+            labels=["hook_id"],
+        )  # fmt: skip
+        for hook_id, stats in list(self._hooks.items()):
+            for outcome, n in list(stats.outcomes.items()):
+                deliveries.add_metric([hook_id, outcome], n)
+            for status_class, n in list(stats.attempts.items()):
+                attempts.add_metric([hook_id, status_class], n)
+            for family, counts in ((duration, stats.request_duration), (latency, stats.latency)):
+                family.add_metric([hook_id], counts.cumulative(), counts.sum)
+        yield from (deliveries, attempts, duration, latency)
