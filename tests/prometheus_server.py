@@ -11,9 +11,9 @@ starts a real Prometheus on a free 127.0.0.1 port that scrapes ``targets`` (job
 
 Names: :func:`exported_names` (what a /metrics exposition exports),
 :func:`daemon_metric_names` (what ``hookrelay.metrics.Metrics`` exports), :func:`metric_names`
-(what a PromQL expression selects), :func:`dashboard_queries` and :func:`substitute` (a
-Grafana dashboard's queries with its variables filled in), :func:`rule_groups` (a rules
-file).
+(what a PromQL expression selects), :func:`dashboard_queries`, :func:`variable_queries` and
+:func:`substitute` (a Grafana dashboard's queries, with its variables filled in),
+:func:`rule_groups`, :func:`recording_rules` and :func:`alerting_rules` (a rules file).
 """
 
 from __future__ import annotations
