@@ -26,6 +26,7 @@ and systemd restarts the daemon. STOPPING=1 goes out when the shutdown sequence 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
@@ -231,6 +232,11 @@ class Daemon:
 
     async def _run_tasks(self) -> None:
         log.info("daemon_started", hooks=len(self.settings.hooks))
+        # Everything built so far (modules, settings, clients: ~60,000 objects) lives as long
+        # as the process. Moving it out of the collector's reach keeps each full collection
+        # to the objects of in-flight work: one took ~22 ms otherwise, a pause every
+        # delivery queued at that moment waited out (the bench's p99 latency).
+        gc.freeze()
         async with asyncio.TaskGroup() as tg:
             fetch = tg.create_task(
                 self.source.run(self.pipeline.handle, self.stopping), name="fetch"
