@@ -511,6 +511,11 @@ class AdminSettings(_Model):
 
     listen: Annotated[StrictStr, AfterValidator(_check_listen)] = "127.0.0.1:9464"
     """host:port to listen on; IPv6 in brackets ([::1]:9464); port 0 picks a free port."""
+    recent_attempts: Integer = Field(1000, ge=0)
+    """Attempts kept in memory for GET /v1/deliveries (newest first; 0 keeps none)."""
+    keep_response_bodies: StrictBool = False
+    """Keep the first KiB of each endpoint answer in that log. Off by default: an endpoint
+    may echo personal data from the payload."""
 
     @property
     def host(self) -> str:
