@@ -39,15 +39,21 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from hookrelay.admin import AdminServer
-from hookrelay.config import Settings
+from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.dispatcher import Dispatcher
-from hookrelay.logs import get_logger
+from hookrelay.errors import ConfigError
+from hookrelay.history import History
+from hookrelay.logs import configure_logging, get_logger, redacted_url, register_secrets
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
 from hookrelay.pipeline import Pipeline
+from hookrelay.reload import ReloadPlan, plan_reload
+from hookrelay.router import Router
 from hookrelay.sdnotify import Notifier
 from hookrelay.sender import HttpSender, Sender, close_quietly
 from hookrelay.source import PROBE_INTERVAL_S, Backpressure, Source
+from hookrelay.testpayload import DEFAULT_TEST_EVENT, test_request
 from hookrelay.topics import ensure_topics
 from hookrelay.writer import DurableWriter
 
@@ -109,11 +115,14 @@ class Daemon:
         self.writer = DurableWriter(
             self.producer, self.metrics, dead_letter_topic=settings.dead_letter_topic
         )
+        self.history = History(settings.admin.recent_attempts, settings.admin.keep_response_bodies)
         self.dispatcher = Dispatcher(
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
-            batch_size=k.max_poll_records,
+            batch_size=k.max_poll_records, history=self.history,
         )  # fmt: skip
+        for reason in DEAD_LETTER_REASONS:
+            self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start
         self.dispatcher.set_hooks(settings.hooks)
         self.pipeline = Pipeline(settings, self.tracker, self.dispatcher, self.writer, self.metrics)
         d = settings.delivery
@@ -130,6 +139,8 @@ class Daemon:
         self._signals = 0
         self._hard_deadline: threading.Timer | None = None
         self._kafka_error = ""
+        self._reload_requested = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
 
     def not_ready_reasons(self) -> list[str]:
         """Why the daemon is not ready (empty list: ready)."""
@@ -186,14 +197,107 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        # Until hot reload exists, SIGHUP (systemd's ExecReload) must not kill the daemon.
+        # systemd's ExecReload; the reload itself runs in the supervised "reloader" task.
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
-    @staticmethod
-    def _on_sighup() -> None:
-        # Hot reload goes here: build the new settings, then swap them inside
-        # `with self.systemd.reloading():` so systemd sees RELOADING=1 ... READY=1.
-        log.warning("sighup_ignored", hint="configuration reload is not supported yet; restart")
+    def _on_sighup(self) -> None:
+        log.info("signal_received", signal="SIGHUP")
+        self._reload_requested.set()
+
+    # -- hot reload (see the reload module) -------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration files and apply what may change live; return
+        ``ReloadPlan.summary()``. Raises ``ConfigError`` when the files are invalid: the
+        running configuration stays, the error is logged with its file and line, and
+        ``hookrelay_config_reloads_total{result="failure"}`` counts it."""
+        async with self._reload_lock:
+            with self.systemd.reloading():
+                try:
+                    new = load_settings(self.settings.source_file)
+                except ConfigError as e:
+                    self.metrics.config_reloads.labels("failure").inc()
+                    self.metrics.config_last_reload_successful.set(0)
+                    log.error("config_reload_failed", errors=[str(i) for i in e.issues],
+                              hint="the running configuration stays in force")  # fmt: skip
+                    raise
+                plan = plan_reload(self.settings, new)
+                self._apply(plan)
+        return plan.summary()
+
+    def _apply(self, plan: ReloadPlan) -> None:
+        """Swap in the new hooks (lanes and routes in one step: no await in between)."""
+        settings = plan.settings
+        register_secrets(h.signing_key.get_secret_value() for h in settings.hooks if h.signing_key)
+        if settings.logging != self.settings.logging:
+            configure_logging(settings.logging.level, settings.logging.format)
+        self.dispatcher.set_hooks(settings.hooks)
+        self.pipeline.router = Router(settings.hooks)
+        self.settings = settings
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_last_reload_successful.set(1)
+        self.metrics.config_last_reload_success.set_to_current_time()
+        log.info("config_reloaded", **plan.summary())
+        if plan.restart_required:
+            log.warning("config_reload_needs_restart", keys=list(plan.restart_required),
+                        hint="these keys keep their running values until a restart")  # fmt: skip
+        for warning in config_warnings(settings):
+            log.warning("config_warning", detail=warning)
+
+    async def _reloader(self) -> None:
+        """Serve SIGHUP: one reload per burst of signals; a refused file is already logged."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            with suppress(ConfigError):
+                await self.reload()
+
+    # -- what the admin API asks (admin.AdminBackend) ---------------------------------------
+
+    def hooks(self) -> list[dict[str, Any]]:
+        """Every configured hook with its state, in configuration order."""
+        now = time.time()
+        found = []
+        for hook in self.settings.hooks:
+            state = self.dispatcher.lane_state(hook.id)
+            if state is None:  # disabled: no lane
+                state = {"paused": False, "circuit": "closed", "pending": 0, "in_flight": 0}
+            limit = hook.rate_limit
+            found.append({
+                "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
+                "events": list(hook.events), "enabled": hook.enabled, **state,
+                "rate_limit": None if limit is None else {
+                    "per_second": limit.per_second, "burst": limit.capacity,
+                },
+                "last_24h": self.history.last_24h(hook.id, now),
+            })  # fmt: skip
+        return found
+
+    def deliveries(
+        self, *, hook_id: str | None, outcome: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Recent attempts, newest first (``history.AttemptLog.recent``)."""
+        return self.history.attempts.recent(hook_id=hook_id, outcome=outcome, limit=limit)
+
+    async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
+        """POST a Logto-style test payload to one hook now, outside the retry machinery
+        (nothing is retried, counted or logged as a delivery). Raises ``LookupError`` for an
+        unknown hook id, ``ValueError`` for an empty event name."""
+        hook = next((h for h in self.settings.hooks if h.id == hook_id), None)
+        if hook is None:
+            raise LookupError(hook_id)
+        name = DEFAULT_TEST_EVENT if event is None else event.strip()
+        if not name:
+            raise ValueError("event name must not be empty")
+        did, body = test_request(hook.id, name, int(time.time() * 1000))
+        result = await self._sender.attempt(hook, did, body)
+        log.info("test_payload_sent", hook_id=hook.id, event_name=name, status=result.status,
+                 error=result.error)  # fmt: skip
+        return {
+            "hook_id": hook.id, "event": name, "delivery_id": did, "status": result.status,
+            "duration_ms": round(result.duration_s * 1000, 1), "error": result.error,
+            "response_body": result.response_head[:1024].decode("utf-8", errors="replace"),
+        }  # fmt: skip
 
     async def run(self) -> int:
         """Start everything, run until stopped, shut down in order; return the exit status.
@@ -245,6 +349,7 @@ class Daemon:
             probe = tg.create_task(self._probe(), name="cluster-probe")
             writer = tg.create_task(self.writer.run(), name="kafka-writer")
             watchdog = tg.create_task(self._watchdog(), name="watchdog")
+            reloader = tg.create_task(self._reloader(), name="reloader")
             await self.stopping.wait()
             # Step 1: no new records. The poll loop ends after its current fetch (≤ 0.2 s)
             # and hands nothing more to the lanes, so draining never races new deliveries.
@@ -254,7 +359,7 @@ class Daemon:
             await self._drain()
             # The final commit happens in _close(); a periodic one stuck on an absent
             # cluster must not hold the shutdown.
-            for task in (committer, probe, writer, watchdog):
+            for task in (committer, probe, writer, watchdog, reloader):
                 task.cancel()
 
     async def _start_clients(self) -> bool:
@@ -300,6 +405,7 @@ class Daemon:
         while True:
             await asyncio.sleep(1.0)
             self.dispatcher.check_health()
+            self.dispatcher.prune_retired()
 
     async def _report_to_systemd(self) -> None:
         timeout_s = self.systemd.watchdog_timeout_s

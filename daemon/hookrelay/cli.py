@@ -30,7 +30,7 @@ import orjson
 from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.config import Settings, config_warnings, load_settings
-from hookrelay.errors import ConfigError, InvalidEventError, TopicsMissingError
+from hookrelay.errors import ConfigError, TopicsMissingError
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -258,11 +258,8 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _send_test(settings: Settings, args: argparse.Namespace) -> int:
-    from hookrelay.decode import decode  # noqa: PLC0415
-    from hookrelay.model import Origin  # noqa: PLC0415
     from hookrelay.sender import HttpSender  # noqa: PLC0415
-    from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id  # noqa: PLC0415
-    from hookrelay.testpayload import test_payload  # noqa: PLC0415
+    from hookrelay.testpayload import test_request  # noqa: PLC0415
 
     if not args.event.strip():
         print("hookrelay: --event needs an event name, e.g. User.Created", file=sys.stderr)
@@ -276,16 +273,7 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
         print(f"warning: {args.event!r} is not a known Logto hook event", file=sys.stderr)
     if not hook.enabled:
         print(f"note: hook {hook.id!r} is disabled; sending the test anyway", file=sys.stderr)
-    now_ms = int(time.time() * 1000)
-    try:
-        event = decode(
-            test_payload(args.event), None, Origin("send-test", 0, now_ms, now_ms), 1 << 20
-        )
-    except InvalidEventError as e:  # pragma: no cover - test_payload always builds valid JSON
-        print(f"hookrelay: bad test payload: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    body = splice_hook_id(event.body_head, event.empty, hook_id_member(hook.id))
-    did = delivery_id("send-test", 0, now_ms, hook.id)
+    did, body = test_request(hook.id, args.event, int(time.time() * 1000))
 
     async def send() -> Any:
         sender = HttpSender(settings.http, settings.delivery)

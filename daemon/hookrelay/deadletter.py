@@ -23,6 +23,14 @@ from hookrelay.model import Delivery, Origin, OutboundRecord
 from hookrelay.retries import HEADER_PREFIX
 
 KIND: Final = "dead_letter"
+REASONS: Final = (
+    # invalid records (decode.InvalidEventError, pipeline)
+    "empty", "oversized", "not_json", "not_object", "missing_event", "bad_created_at",
+    "bad_retry_record",
+    # failed deliveries (dispatcher)
+    "permanent_failure", "retries_exhausted", "hook_gone", "hook_removed",
+)  # fmt: skip
+"""Every ``reason`` header value (and ``hookrelay_dead_lettered_total`` label) written here."""
 TRUNCATED_VALUE_BYTES: Final = 64 * 1024
 """A value too large for the dead-letter topic keeps only its first 64 KiB; the full record
 stays readable at its origin coordinates (for the topic's retention)."""

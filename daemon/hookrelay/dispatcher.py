@@ -43,9 +43,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import failed_delivery
+from hookrelay.history import History
 from hookrelay.logs import debug_enabled, get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import AttemptResult, Delivery, Event, OutboundRecord, Outcome
@@ -87,6 +89,7 @@ class _Context:
     jitter: Callable[[], float]
     on_finished: Callable[[Delivery, Outcome], None]
     others_hungry: Callable[[Lane], bool]
+    history: History
 
 
 class Lane:
@@ -115,6 +118,7 @@ class Lane:
         m.lane_pending.labels(hook.id).set_function(lambda: len(self._queue))
         m.lane_in_flight.labels(hook.id).set_function(lambda: self._sending)
         self.stats = m.hook_stats(hook.id)
+        self.hourly = ctx.history.hourly(hook.id)
         self._m_rate_wait = m.rate_limit_wait.labels(hook.id)
         self._m_circuit = m.circuit_state.labels(hook.id)
         self._m_circuit.set(0)
@@ -130,6 +134,27 @@ class Lane:
             self._bucket = TokenBucket(limit.per_second, limit.capacity, self._ctx.clock)
         else:
             self._bucket.reconfigure(limit.per_second, limit.capacity)
+
+    def resume(self) -> None:
+        """Lift a 410 Gone pause (a reload asked for it: the operator fixed the hook)."""
+        if self.gone:
+            self.gone = False
+            self._ctx.metrics.hook_paused.labels(self.hook.id).set(0)
+            log.info("hook_resumed", hook_id=self.hook.id)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready lane state for the admin API: paused, circuit, pending, in_flight."""
+        return {
+            "paused": self.gone,
+            "circuit": self.circuit.name.lower(),
+            "pending": len(self._queue),
+            "in_flight": self._sending,
+        }
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing being sent, no worker left."""
+        return not self._queue and not self._sending and not self._workers
 
     @property
     def pending(self) -> int:
@@ -275,19 +300,29 @@ class Lane:
         now = _record_attempt(delivery, result.status, result.error)
         self.stats.count_attempt(result.status_class, result.duration_s)
         if result.ok:
+            self._note(delivery, result, now, "delivered")
             self._delivered(delivery, result, now)
         elif result.status == _GONE:
+            self._note(delivery, result, now, "dead_lettered")
             self._log(delivery, result, "delivery_failed")
             self._pause_gone()
             self._dead_letter(delivery, "hook_gone")
         elif result.retryable:
+            gives_up = delivery.attempts >= self._ctx.plan.max_attempts
+            self._note(delivery, result, now, "dead_lettered" if gives_up else "retrying")
             self._circuit_failure()
             self._throttle(result)
             self._retry_or_give_up(delivery, result)
         else:
+            self._note(delivery, result, now, "dead_lettered")
             self._circuit_success()  # a 4xx answer proves the endpoint is up
             self._log(delivery, result, "delivery_failed")
             self._dead_letter(delivery, "permanent_failure")
+
+    def _note(self, delivery: Delivery, result: AttemptResult, now: float, outcome: str) -> None:
+        """Count the attempt for the admin API: the hook's 24 h counts and the attempt log."""
+        self.hourly.count(result.ok, now)
+        self._ctx.history.attempts.record(now, delivery, result, outcome)
 
     def _delivered(self, delivery: Delivery, result: AttemptResult, now: float) -> None:
         if self._failures or self._circuit is not Circuit.CLOSED:
@@ -476,6 +511,7 @@ class Dispatcher:
         batch_size: int = 500,
         clock: Clock = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        history: History | None = None,
     ) -> None:
         plan = RetryPlan(settings.retry_schedule_s, retry_topics, settings.retry_jitter)
         # Backpressure acts between fetch batches, so a healthy lane may overshoot its bound
@@ -483,7 +519,7 @@ class Dispatcher:
         hard_bound = settings.lane_max_pending + batch_size
         self._ctx = _Context(
             sender, writer, metrics, settings, plan, dead_letter_topic, hard_bound, clock,
-            jitter, self._finished, self._others_hungry,
+            jitter, self._finished, self._others_hungry, history or History(),
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
@@ -492,8 +528,9 @@ class Dispatcher:
         metrics.in_flight.set_function(lambda: self.in_flight)
 
     def set_hooks(self, hooks: Iterable[Hook]) -> None:
-        """Create or reconfigure a lane per enabled hook; lanes of removed hooks are retired
-        (their queued work still finishes)."""
+        """Create or reconfigure a lane per enabled hook (a changed rate limit applies at
+        once, a 410 pause is lifted); lanes of removed or disabled hooks are retired: their
+        queued work still finishes, then they are dropped."""
         wanted = {h.id: h for h in hooks if h.enabled}
         for hook_id in list(self._lanes):
             if hook_id not in wanted:
@@ -504,6 +541,21 @@ class Dispatcher:
                 self._lanes[hook_id] = Lane(hook, self._ctx)
             else:
                 lane.configure(hook)
+                lane.resume()
+        self.prune_retired()
+
+    def prune_retired(self) -> None:
+        """Drop retired lanes that finished their work, and their per-lane gauges."""
+        done = [lane for lane in self._retired if lane.idle and lane.failure is None]
+        for lane in done:
+            self._retired.remove(lane)
+            if lane.hook.id not in self._lanes:
+                self._metrics.forget_lane(lane.hook.id)
+
+    def lane_state(self, hook_id: str) -> dict[str, Any] | None:
+        """``Lane.state()`` of an enabled hook, or None."""
+        lane = self._lanes.get(hook_id)
+        return None if lane is None else lane.state()
 
     def lane(self, hook_id: str) -> Lane:
         """The lane serving ``hook_id`` (``KeyError`` if the hook is not enabled)."""

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import structlog
@@ -23,6 +24,17 @@ _SECRETS: set[str] = set()
 def register_secrets(values: Iterable[str]) -> None:
     """Remember secret values (signing keys) so the log redactor can mask them."""
     _SECRETS.update(v for v in values if len(v) >= 4)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit to show (admin API, logs): user info and query string, where endpoints
+    often carry a token, become ``***``; scheme, host, port and path stay."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def redact_secrets(

@@ -61,6 +61,22 @@ class Metrics:
             ["event", "matched"], registry=r,
         )  # fmt: skip
         self._hooks: dict[str, HookStats] = {}
+        self.config_reloads = Counter(
+            p + "config_reloads", "Configuration reloads by result (success, failure)",
+            ["result"], registry=r,
+        )  # fmt: skip
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+        self.config_last_reload_successful = Gauge(
+            p + "config_last_reload_successful", "1 when the last reload was applied, 0 when it "
+            "was refused (the previous configuration still runs)", registry=r,
+        )  # fmt: skip
+        self.config_last_reload_successful.set(1)
+        self.config_last_reload_success = Gauge(
+            p + "config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (epoch seconds)", registry=r,
+        )  # fmt: skip
+        self.config_last_reload_success.set_to_current_time()
         r.register(_HookStatsCollector(self._hooks))
         self.in_flight = Gauge(
             p + "in_flight_deliveries", "Deliveries accepted and not yet settled", registry=r
@@ -145,6 +161,13 @@ class Metrics:
         """The registry in Prometheus text exposition format."""
         return generate_latest(self.registry)
 
+    def forget_lane(self, hook_id: str) -> None:
+        """Drop the per-lane gauges of a hook that is no longer configured (its counters
+        stay: a counter that vanished and came back would read as a reset)."""
+        for gauge in (self.lane_pending, self.lane_in_flight, self.circuit_state, self.hook_paused):
+            with contextlib.suppress(KeyError):
+                gauge.remove(hook_id)
+
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop per-partition series of a revoked partition so they do not go stale."""
         for gauge in (self.consumer_lag, self.committed_offset):
@@ -192,8 +215,9 @@ class HookStats:
     __slots__ = ("attempts", "latency", "outcomes", "request_duration")
 
     def __init__(self) -> None:
-        self.attempts: dict[str, int] = {}
-        self.outcomes: dict[str, int] = {}
+        # Exported at 0 from the start, so rate() and increase() see the first event too.
+        self.attempts: dict[str, int] = {"2xx": 0}
+        self.outcomes: dict[str, int] = {"delivered": 0, "dead_lettered": 0, "abandoned": 0}
         self.request_duration = HistogramCounts(REQUEST_BUCKETS_S)
         self.latency = HistogramCounts(LATENCY_BUCKETS_S)
 

@@ -39,6 +39,7 @@ from typing import Final
 import orjson
 
 from hookrelay.catalogue import event_family
+from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id
 
 DEFAULT_TEST_EVENT: Final = "PostRegister"
 """Event used when ``send-test`` is given none (the first name in Logto's ``hookEvents``)."""
@@ -75,6 +76,20 @@ def test_payload(event: str, *, now: datetime | None = None) -> bytes:
 # pytest collects module-level callables named ``test_*`` from any test module that imports
 # this function; the marker tells it this is not a test.
 test_payload.__test__ = False  # type: ignore[attr-defined]
+
+
+def test_request(hook_id: str, event: str, now_ms: int) -> tuple[str, bytes]:
+    """``(webhook-id, body)`` of a test send of ``event`` to ``hook_id`` at ``now_ms`` (epoch
+    milliseconds): the test payload with ``hookId`` appended, as every delivery carries it,
+    and a delivery id of its own (origin ``send-test``), so a receiver never mistakes it for
+    a real event's retry. Raises ``ValueError`` for an empty event name."""
+    body = test_payload(event, now=datetime.fromtimestamp(now_ms / 1000, UTC))
+    # test_payload writes a compact object with members, so its last byte is the brace.
+    spliced = splice_hook_id(body[:-1], False, hook_id_member(hook_id))
+    return delivery_id("send-test", 0, now_ms, hook_id), spliced
+
+
+test_request.__test__ = False  # type: ignore[attr-defined]
 
 
 def _utc(now: datetime | None) -> datetime:

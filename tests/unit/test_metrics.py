@@ -48,6 +48,10 @@ def test_hook_counters_match_prometheus_client_counters() -> None:
     attempts = Counter(
         "hookrelay_attempts", "", ["hook_id", "status_class"], registry=reference
     )  # fmt: skip
+    for hook_id in ("crm", "audit"):  # hookrelay exports these at 0 from the start
+        for outcome in ("delivered", "dead_lettered", "abandoned"):
+            deliveries.labels(hook_id, outcome)
+        attempts.labels(hook_id, "2xx")
     for hook_id, outcome, status_class in (
         ("crm", "delivered", "2xx"), ("crm", "delivered", "2xx"),
         ("crm", "dead_lettered", "4xx"), ("audit", "delivered", "5xx"),
