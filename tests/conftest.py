@@ -24,3 +24,12 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
             task.cancel()
         names = ", ".join(sorted(t.get_name() for t in leaked))
         pytest.fail(f"test left {len(leaked)} asyncio task(s) running: {names}")
+
+
+@pytest.fixture(autouse=True)
+def outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test as if not under systemd: a suite started by a systemd service would
+    otherwise have in-process daemons send READY/STOPPING to the runner's own unit. Tests
+    of the notify protocol set their own ``NOTIFY_SOCKET``."""
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        monkeypatch.delenv(name, raising=False)
