@@ -312,6 +312,23 @@ def _check_signing_key(key: SecretStr) -> SecretStr:
     return key
 
 
+_B64TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""RFC 6750 ``b64token``: the characters a bearer token may hold in an Authorization header."""
+
+ADMIN_TOKEN_MIN_LENGTH: Final = 16
+"""Shortest admin token accepted: 16 characters of ``openssl rand -hex`` output are 64 bits."""
+
+
+def _check_admin_token(token: SecretStr) -> SecretStr:
+    text = token.get_secret_value()
+    if len(text) < ADMIN_TOKEN_MIN_LENGTH or _B64TOKEN.fullmatch(text) is None:
+        raise _refuse(
+            f"expected a bearer token of at least {ADMIN_TOKEN_MIN_LENGTH} characters of "
+            "A-Z a-z 0-9 - . _ ~ + / (then optional =), e.g. from `openssl rand -hex 32`"
+        )
+    return token
+
+
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -507,10 +524,14 @@ class DeliverySettings(_Model):
 
 
 class AdminSettings(_Model):
-    """Section admin: the HTTP endpoint for /metrics, /healthz and /readyz."""
+    """Section admin: the HTTP listener for /metrics, /healthz, /readyz and the /v1 admin API."""
 
     listen: Annotated[StrictStr, AfterValidator(_check_listen)] = "127.0.0.1:9464"
     """host:port to listen on; IPv6 in brackets ([::1]:9464); port 0 picks a free port."""
+    token: Annotated[SecretStr, AfterValidator(_check_admin_token)] | None = None
+    """Bearer token the /v1 admin API requires (Authorization: Bearer <token>); without one
+    the /v1 API is disabled. /metrics, /healthz and /readyz never need it. Write ${VAR}, or
+    use token_file, to keep it out of the file."""
     recent_attempts: Integer = Field(1000, ge=0)
     """Attempts kept in memory for GET /v1/deliveries (newest first; 0 keeps none)."""
     keep_response_bodies: StrictBool = False
@@ -637,7 +658,7 @@ class Settings(_Model):
     delivery: DeliverySettings = DeliverySettings()
     """Retries and backpressure."""
     admin: AdminSettings = AdminSettings()
-    """The /metrics, /healthz and /readyz endpoint."""
+    """The admin listener: /metrics, /healthz, /readyz and the /v1 admin API."""
     logging: LoggingSettings = LoggingSettings()
     """Structured logs on stdout."""
     shutdown: ShutdownSettings = ShutdownSettings()
@@ -827,17 +848,18 @@ def _strip_one_newline(text: str) -> str:
     return text
 
 
-def _read_key_file(file: Path) -> tuple[str | None, str | None]:
-    """``(key, None)`` or ``(None, problem)``; the problem names the file, never its content."""
+def _read_key_file(file: Path, what: str = "signing key") -> tuple[str | None, str | None]:
+    """``(secret, None)`` or ``(None, problem)``; the problem names the file (as the ``what``
+    file, e.g. "signing key file"), never its content."""
     try:
         text = file.read_bytes().decode("utf-8")
     except OSError as e:
-        return None, f"cannot read signing key file {file}: {e.strerror or type(e).__name__}"
+        return None, f"cannot read {what} file {file}: {e.strerror or type(e).__name__}"
     except UnicodeDecodeError:
-        return None, f"signing key file {file} is not UTF-8 text"
+        return None, f"{what} file {file} is not UTF-8 text"
     key = _strip_one_newline(text)
     if not key:
-        return None, f"signing key file {file} is empty"
+        return None, f"{what} file {file} is empty"
     return key, None
 
 
@@ -868,7 +890,10 @@ class _Loader:
         self._note_inline_secrets(data)
         for index, hook in _hook_mappings(data):
             if "signing_key_file" in hook:
-                self._read_signing_key_file(hook, ("hooks", index))
+                self._read_secret_file(hook, ("hooks", index), "signing_key", "signing key")
+        admin = data.get("admin")
+        if isinstance(admin, dict) and "token_file" in admin:
+            self._read_secret_file(admin, ("admin",), "token", "admin token")
         data["source_file"] = os.path.abspath(main_file)
         return self._validate(data)
 
@@ -1025,31 +1050,39 @@ class _Loader:
         return self._plain(tree["hooks"], ("hooks",), file)
 
     def _note_inline_secrets(self, data: dict[str, Any]) -> None:
-        for index, hook in _hook_mappings(data):
-            path: KeyPath = ("hooks", index, "signing_key")
+        secrets: list[tuple[Any, KeyPath]] = [
+            (hook, ("hooks", index, "signing_key")) for index, hook in _hook_mappings(data)
+        ]
+        secrets.append((data.get("admin"), ("admin", "token")))
+        for mapping, path in secrets:
             if (
-                isinstance(hook.get("signing_key"), str)
+                isinstance(mapping, dict)
+                and isinstance(mapping.get(path[-1]), str)
                 and path not in self.source.from_environment
             ):
                 self.source.inline_secrets.add(path)
 
-    def _read_signing_key_file(self, hook: dict[str, Any], path: KeyPath) -> None:
-        """Replace the hook's ``signing_key_file`` by ``signing_key`` read from that file
-        (relative to the YAML file naming it), or report why not."""
-        file_path = (*path, "signing_key_file")
-        relative = hook.pop("signing_key_file")
+    def _read_secret_file(
+        self, mapping: dict[str, Any], path: KeyPath, key: str, what: str
+    ) -> None:
+        """Replace ``<key>_file`` in ``mapping`` (at ``path``) by ``key`` read from that file
+        (relative to the YAML file naming it), or report why not; problems call the file the
+        ``what`` file and never quote its content."""
+        file_key = f"{key}_file"
+        file_path = (*path, file_key)
+        relative = mapping.pop(file_key)
         where = self.source.positions[file_path]
-        if "signing_key" in hook:
-            self.report(file_path, "use either signing_key or signing_key_file, not both")
+        if key in mapping:
+            self.report(file_path, f"use either {key} or {file_key}, not both")
         elif not isinstance(relative, str):
             self.report(file_path, "expected a string; quote the value")
         elif file_path not in self.failed:
-            key, problem = _read_key_file(Path(where.file).parent / relative)
+            secret, problem = _read_key_file(Path(where.file).parent / relative, what)
             if problem is not None:
                 self.report(file_path, problem)
                 return
-            hook["signing_key"] = key
-            self.source.positions[(*path, "signing_key")] = where
+            mapping[key] = secret
+            self.source.positions[(*path, key)] = where
 
     # Validation
 
@@ -1207,7 +1240,9 @@ def _file_keys(model: type[BaseModel] | None) -> tuple[str, ...]:
     if model is None:
         return ()
     keys = tuple(name for name in model.model_fields if name != "source_file")
-    return (*keys, "signing_key_file") if model is Hook else keys
+    if model is Hook:
+        return (*keys, "signing_key_file")
+    return (*keys, "token_file") if model is AdminSettings else keys
 
 
 # ── Warnings ─────────────────────────────────────────────────────────────────────────────────────
@@ -1221,7 +1256,8 @@ def config_warnings(settings: Settings) -> list[str]:
     event names not in Logto's catalogue (still routed); prefix wildcards matching no known
     event; signing keys written inline in YAML instead of
     ``${VAR}`` or ``signing_key_file``; signed webhooks sent over plain http to a host that is
-    not loopback.
+    not loopback; an admin listener beyond loopback without a token (the /v1 API is then
+    off); an admin token written inline instead of ``${VAR}`` or ``token_file``.
     """
     source = settings._source
     found: list[tuple[KeyPath, str]] = []
@@ -1241,9 +1277,24 @@ def config_warnings(settings: Settings) -> list[str]:
             "the broker will refuse to let hookrelay join unless it was reconfigured"
         )
         found.append((("kafka", "session_timeout_s"), message))
+    found.extend(_admin_warnings(settings.admin, source))
     for index, hook in enumerate(settings.hooks):
         found.extend(_hook_warnings(hook, ("hooks", index), source))
     return [_warning_text(source.issue(path, message)) for path, message in found]
+
+
+def _admin_warnings(admin: AdminSettings, source: _SourceMap) -> list[tuple[KeyPath, str]]:
+    found: list[tuple[KeyPath, str]] = []
+    if admin.token is None and not _is_loopback_host(admin.host):
+        message = (
+            "reachable beyond loopback without admin.token or admin.token_file: /metrics, "
+            "/healthz and /readyz answer anyone who can connect, and the /v1 admin API is off"
+        )
+        found.append((("admin", "listen"), message))
+    if ("admin", "token") in source.inline_secrets:
+        message = "admin token written inline; use ${VAR} or token_file to keep it secret"
+        found.append((("admin", "token"), message))
+    return found
 
 
 def _hook_warnings(hook: Hook, path: KeyPath, source: _SourceMap) -> list[tuple[KeyPath, str]]:
@@ -1277,12 +1328,18 @@ def _event_warning(pattern: str, shown: str) -> str | None:
 
 def _is_plain_http_to_remote(url: str) -> bool:
     parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(parts.hostname or "").is_loopback
-    except ValueError:
+    return parts.scheme == "http" and not _is_loopback_host(parts.hostname or "")
+
+
+def _is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); any other name may resolve to
+    anything, and 0.0.0.0 or :: listen on every interface."""
+    if host == "localhost":
         return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _warning_text(issue: ConfigIssue) -> str:
@@ -1314,26 +1371,38 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     main["not"] = {"required": ["hooks", "hooks_file"]}
     hooks = _HooksFile.model_json_schema()
     for schema in (main, hooks):
-        _add_signing_key_file(schema["$defs"]["Hook"])
+        _add_secret_file(schema["$defs"]["Hook"], "signing_key", _SIGNING_KEY_FILE)
+    _add_secret_file(main["$defs"]["AdminSettings"], "token", _TOKEN_FILE)
     return {
         "hookrelay.schema.json": {"$schema": _SCHEMA_DIALECT, **main, "title": "hookrelay.yaml"},
         "hooks.schema.json": {"$schema": _SCHEMA_DIALECT, **hooks, "title": "hooks.yaml"},
     }
 
 
-def _add_signing_key_file(hook: dict[str, Any]) -> None:
+_SIGNING_KEY_FILE: Final = {
+    "type": "string",
+    "title": "Signing Key File",
+    "description": "File holding the signing key as UTF-8 text (one trailing newline "
+    "is ignored), relative to this YAML file. Use it or signing_key, not both.",
+}
+_TOKEN_FILE: Final = {
+    "type": "string",
+    "title": "Token File",
+    "description": "File holding the admin API's bearer token (one trailing newline is "
+    "ignored), relative to this YAML file, e.g. a mounted secret. Use it or token, not both.",
+}
+
+
+def _add_secret_file(model: dict[str, Any], key: str, file_schema: dict[str, Any]) -> None:
+    """Insert ``<key>_file`` (read by the loader) right after ``key`` in a model's schema, and
+    forbid giving both."""
     properties: dict[str, Any] = {}
-    for name, schema in hook["properties"].items():
+    for name, schema in model["properties"].items():
         properties[name] = schema
-        if name == "signing_key":
-            properties["signing_key_file"] = {
-                "type": "string",
-                "title": "Signing Key File",
-                "description": "File holding the signing key as UTF-8 text (one trailing newline "
-                "is ignored), relative to this YAML file. Use it or signing_key, not both.",
-            }
-    hook["properties"] = properties
-    hook["not"] = {"required": ["signing_key", "signing_key_file"]}
+        if name == key:
+            properties[f"{key}_file"] = dict(file_schema)
+    model["properties"] = properties
+    model["not"] = {"required": [key, f"{key}_file"]}
 
 
 def write_json_schemas(directory: str | Path) -> list[Path]:
