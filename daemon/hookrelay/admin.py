@@ -1,20 +1,48 @@
-"""The admin HTTP listener: ``/metrics``, ``/healthz``, ``/readyz``.
+"""The admin HTTP listener: probes, metrics and the ``/v1`` admin API.
 
-- ``/metrics``: Prometheus text exposition of the daemon's registry.
-- ``/healthz``: 200 while the process and its event loop are alive (liveness).
-- ``/readyz``: 200 when consuming and able to deliver, else 503 with the reasons (readiness).
+Routes (``admin_openapi.yaml`` in this package is the OpenAPI 3.1 document of them all, and is
+served at ``GET /v1/openapi.json``)::
 
-Binds to ``admin.listen`` (loopback by default).
+    GET  /metrics                 Prometheus text exposition              no auth
+    GET  /healthz                 200 while the event loop runs           no auth
+    GET  /readyz                  200 when consuming, else 503 + reasons  no auth
+    GET  /v1/hooks                every hook with its state               bearer token
+    GET  /v1/hooks/{id}           one hook (404 if not configured)        bearer token
+    POST /v1/hooks/{id}/test      send a Logto-style test payload now     bearer token
+    GET  /v1/deliveries           recent attempts (?hook_id=&outcome=&limit=)  bearer token
+    POST /v1/reload               re-read the configuration files        bearer token
+    GET  /v1/openapi.json         the OpenAPI document                    bearer token
+
+Everything under ``/v1`` needs ``Authorization: Bearer <admin.token>`` (RFC 6750), compared in
+constant time. Without a configured token the ``/v1`` API is disabled: every ``/v1`` path
+answers 403. A missing or wrong token answers 401 with ``WWW-Authenticate: Bearer``. Errors
+under ``/v1`` are ``application/problem+json`` (RFC 9457: ``type``, ``title``, ``status``,
+``detail``, plus ``errors`` for bad parameters and ``issues`` for a refused configuration);
+the token never appears in an answer or a log line. ``/v1`` answers carry
+``Cache-Control: no-store``.
+
+The listener binds to ``admin.listen`` (loopback by default). What the API reports and does
+comes from an :class:`AdminBackend`, which ``app.Daemon`` implements.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hmac
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from functools import cache
+from http import HTTPStatus
+from importlib import resources
+from typing import Any, Final, Protocol
 
 import orjson
 from aiohttp import web
+from multidict import MultiMapping
+from pydantic import SecretStr
+from ruamel.yaml import YAML
 
-from hookrelay.logs import get_logger
+from hookrelay.errors import ConfigError
+from hookrelay.logs import get_logger, register_secrets
 from hookrelay.metrics import CONTENT_TYPE, Metrics
 
 log = get_logger("hookrelay.admin")
@@ -22,23 +50,178 @@ log = get_logger("hookrelay.admin")
 ReadinessCheck = Callable[[], list[str]]
 """Returns the reasons the daemon is not ready; empty when ready."""
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminBackend(Protocol):
+    """What the admin API asks the daemon; app.Daemon implements it."""
+
+    def hooks(self) -> list[dict[str, Any]]:
+        """Every configured hook with its state, in configuration order. Each dict:
+        {"id": str, "name": str, "url": str (userinfo and query string replaced by "***"),
+         "events": [str], "enabled": bool, "paused": bool (410 Gone seen),
+         "circuit": "closed"|"open"|"half_open", "pending": int, "in_flight": int,
+         "rate_limit": {"per_second": float, "burst": int} | None,
+         "last_24h": {"requests": int, "succeeded": int, "success_rate": float | None}}"""
+
+    def deliveries(
+        self, *, hook_id: str | None, outcome: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Recent attempts, newest first, at most ``limit``. Each dict:
+        {"time": ISO-8601 UTC str, "hook_id": str, "delivery_id": str, "event": str,
+         "attempt": int, "status": int | None, "duration_ms": float, "error": str | None,
+         "outcome": "delivered"|"retrying"|"dead_lettered"|"parked",
+         "response_body": str  (only present when admin.keep_response_bodies is true)}"""
+
+    async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
+        """POST a Logto-style test payload (see testpayload.py) to one hook now, outside
+        the retry machinery. Raises LookupError for an unknown hook id and ValueError for a
+        bad event name. Returns {"hook_id", "event", "status": int | None,
+        "duration_ms": float, "error": str | None, "response_body": str (first KiB)}"""
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration files and apply them. Raises hookrelay.errors.ConfigError
+        (its .issues carry file, line, key path, message) when invalid — the running
+        configuration stays. Returns {"hooks": int, "added": [ids], "removed": [ids],
+        "changed": [ids], "restart_required": [key paths that changed but only apply at restart]}"""
+
+
+DELIVERY_OUTCOMES: Final = ("delivered", "retrying", "dead_lettered", "parked")
+"""Values of ``outcome`` in the deliveries log, and of the ``outcome`` filter."""
+
+DELIVERIES_LIMIT_DEFAULT: Final = 100
+DELIVERIES_LIMIT_MAX: Final = 1000
+"""``GET /v1/deliveries?limit=`` runs 1..1000 and defaults to 100."""
+
+MAX_REQUEST_BYTES: Final = 64 * 1024
+"""Largest request body read (the only body the API takes is ``{"event": ...}``); more is 413."""
+
+API_PREFIX: Final = "/v1"
+DISABLED_DETAIL: Final = "admin API disabled: set admin.token or admin.token_file"
+_REALM: Final = 'Bearer realm="hookrelay-admin"'
+_HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
+"""A hook id as config.py accepts it (Logto's hookId field)."""
+_EVENT_NAME: Final = re.compile(r"[A-Za-z0-9]{1,64}(?:\.[A-Za-z0-9]{1,64}){0,7}")
+"""An exact hook event name (``PostSignIn``, ``User.Data.Updated``); no wildcards."""
+
+
+_TITLES: Final = {413: "Content Too Large", 422: "Unprocessable Content"}
+"""Reason phrases as RFC 9110 names them, where Python 3.11's ``HTTPStatus`` still has the
+older RFC 7231 ones; the rest come from ``HTTPStatus``."""
+
+
+class _ApiError(Exception):
+    """An error answer under ``/v1``: RFC 9457 problem details plus extension members."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+    def response(self) -> web.Response:
+        """The ``application/problem+json`` answer; ``type`` is ``about:blank`` because each
+        status has one meaning in this API, so ``title`` is the status's reason phrase."""
+        body = {
+            "type": "about:blank",
+            "title": _TITLES.get(self.status) or HTTPStatus(self.status).phrase,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extensions,
+        }
+        return web.Response(
+            status=self.status,
+            body=orjson.dumps(body),
+            content_type="application/problem+json",
+            headers=self.headers,
+        )
+
+
+def _json(data: object) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The admin listener's OpenAPI 3.1 document (``admin_openapi.yaml``, package data) as
+    plain JSON-compatible data."""
+    text = resources.files("hookrelay").joinpath("admin_openapi.yaml").read_text("utf-8")
+    document: dict[str, Any] = YAML(typ="safe", pure=True).load(text)
+    return document
+
+
+@cache
+def _openapi_json() -> bytes:
+    return orjson.dumps(openapi_document())
+
+
+def _is_api(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
 
 class AdminServer:
-    """aiohttp server for the admin endpoints; ``start()``/``stop()`` own its lifetime."""
+    """aiohttp server for the admin listener; ``start()``/``stop()`` own its lifetime.
 
-    def __init__(self, host: str, port: int, metrics: Metrics, readiness: ReadinessCheck) -> None:
+    ``backend`` answers the ``/v1`` API and ``token`` (``admin.token``) guards it; without a
+    token the ``/v1`` API is disabled (403). A token without a backend is a programming error
+    (``ValueError``): there would be nothing to serve. The token is registered with the log
+    redactor so that it can never reach a log line.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        readiness: ReadinessCheck,
+        *,
+        backend: AdminBackend | None = None,
+        token: SecretStr | None = None,
+    ) -> None:
+        if token is not None and backend is None:
+            raise ValueError("an admin token needs a backend: the /v1 API would serve nothing")
         self._host = host
         self._port = port
         self._metrics = metrics
         self._readiness = readiness
+        self._backend = backend
+        self._token: bytes | None = None
+        self.set_token(token)
         self._runner: web.AppRunner | None = None
         self.port = port
+        openapi_document()  # a broken package fails at construction, not on the first GET
+
+    def set_token(self, token: SecretStr | None) -> None:
+        """Use ``token`` from now on (a reload may rotate it; ``None`` disables ``/v1``)."""
+        if token is None:
+            self._token = None
+            return
+        if self._backend is None:
+            raise ValueError("an admin token needs a backend: the /v1 API would serve nothing")
+        text = token.get_secret_value()
+        register_secrets([text])
+        self._token = text.encode("utf-8")
 
     def _app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._api_guard], client_max_size=MAX_REQUEST_BYTES)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/healthz", self._get_healthz)
         app.router.add_get("/readyz", self._get_readyz)
+        v1 = API_PREFIX
+        app.router.add_get(f"{v1}/hooks", self._list_hooks, allow_head=False)
+        app.router.add_get(f"{v1}/hooks/{{id}}", self._get_hook, allow_head=False)
+        app.router.add_post(f"{v1}/hooks/{{id}}/test", self._test_hook)
+        app.router.add_get(f"{v1}/deliveries", self._list_deliveries, allow_head=False)
+        app.router.add_post(f"{v1}/reload", self._reload)
+        app.router.add_get(f"{v1}/openapi.json", self._get_openapi, allow_head=False)
         return app
 
     async def start(self) -> None:
@@ -49,13 +232,16 @@ class AdminServer:
         await site.start()
         if self._runner.addresses:
             self.port = int(self._runner.addresses[0][1])
-        log.info("admin_listening", host=self._host, port=self.port)
+        api = "enabled" if self._token is not None else "disabled (no admin.token)"
+        log.info("admin_listening", host=self._host, port=self.port, api=api)
 
     async def stop(self) -> None:
         """Stop listening and close open connections."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    # Probes and metrics: never authenticated (Prometheus and the kubelet have no token).
 
     async def _get_metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -70,3 +256,195 @@ class AdminServer:
         return web.Response(
             body=body, status=503 if reasons else 200, content_type="application/json"
         )
+
+    # The /v1 API: authorisation and errors for every path under it, matched or not.
+
+    @web.middleware
+    async def _api_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not _is_api(request.path):
+            return await handler(request)
+        try:
+            self._authorize(request)
+            response = await handler(request)
+        except _ApiError as problem:
+            response = problem.response()
+        except web.HTTPException as e:  # aiohttp's own: no route, wrong method, body too large
+            response = _http_problem(e).response()
+        except Exception as e:
+            log.exception("admin_request_failed", method=request.method, path=request.path)
+            detail = f"internal error ({type(e).__name__}); see the daemon's log"
+            response = _ApiError(500, detail).response()
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def _authorize(self, request: web.Request) -> None:
+        """Raise the 403 (API disabled) or 401 (missing or wrong bearer token) problem."""
+        if self._token is None:
+            raise _ApiError(403, DISABLED_DETAIL)
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials:
+            raise _ApiError(
+                401,
+                "missing bearer token: send Authorization: Bearer <admin.token>",
+                headers={"WWW-Authenticate": _REALM},
+            )
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape; encode back the same way
+        # so that any header compares, in time independent of where it differs.
+        given = credentials.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, self._token):
+            log.warning("admin_token_refused", remote=request.remote, path=request.path)
+            raise _ApiError(
+                401,
+                "invalid bearer token",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
+
+    @property
+    def _api(self) -> AdminBackend:
+        assert self._backend is not None, "a token (checked first) requires a backend"
+        return self._backend
+
+    async def _list_hooks(self, _request: web.Request) -> web.Response:
+        return _json({"hooks": self._api.hooks()})
+
+    async def _get_hook(self, request: web.Request) -> web.Response:
+        hook_id = request.match_info["id"]
+        for hook in self._api.hooks():
+            if hook["id"] == hook_id:
+                return _json(hook)
+        raise _ApiError(404, "no hook with this id is configured")
+
+    async def _test_hook(self, request: web.Request) -> web.Response:
+        hook_id = request.match_info["id"]
+        event = await _test_event(request)
+        try:
+            result = await self._api.test_hook(hook_id, event)
+        except LookupError:
+            raise _ApiError(404, "no hook with this id is configured") from None
+        except ValueError as e:
+            raise _ApiError(400, f"event: {e}", errors=[_error("#/event", str(e))]) from None
+        log.info(
+            "admin_test_sent",
+            hook_id=hook_id,
+            event_name=result.get("event"),
+            status=result.get("status"),
+            remote=request.remote,
+        )
+        return _json(result)
+
+    async def _list_deliveries(self, request: web.Request) -> web.Response:
+        hook_id, outcome, limit = _deliveries_query(request.query)
+        found = self._api.deliveries(hook_id=hook_id, outcome=outcome, limit=limit)
+        return _json({"deliveries": found})
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        log.info("admin_reload_requested", remote=request.remote)
+        try:
+            result = await self._api.reload()
+        except ConfigError as e:
+            issues = [
+                {
+                    "file": issue.file,
+                    "line": issue.line,
+                    "column": issue.column,
+                    "path": issue.key_path,
+                    "message": issue.message,  # ConfigIssue messages never hold a value
+                }
+                for issue in e.issues
+            ]
+            detail = (
+                f"configuration refused ({len(issues)} problem(s)); the running configuration stays"
+            )
+            raise _ApiError(422, detail, issues=issues) from None
+        return _json(result)
+
+    async def _get_openapi(self, _request: web.Request) -> web.Response:
+        return web.Response(body=_openapi_json(), content_type="application/json")
+
+
+def _error(where: str, detail: str, *, parameter: bool = False) -> dict[str, str]:
+    """One entry of a problem's ``errors``: ``pointer`` (RFC 6901, into the JSON body) or
+    ``parameter`` (a query parameter's name), and what was expected."""
+    return {"parameter" if parameter else "pointer": where, "detail": detail}
+
+
+def _http_problem(e: web.HTTPException) -> _ApiError:
+    """aiohttp's own refusals (no such route, wrong method, body too large) as problems."""
+    headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+    details = {
+        404: "no such route in the admin API; GET /v1/openapi.json lists them",
+        405: f"method not allowed here; allowed: {e.headers.get('Allow', 'none')}",
+        413: f"request body larger than {MAX_REQUEST_BYTES} bytes",
+    }
+    return _ApiError(e.status, details.get(e.status, e.reason), headers=headers)
+
+
+_TEST_BODY_HINT: Final = 'expected no body, or a JSON object such as {"event": "PostSignIn"}'
+
+
+async def _test_event(request: web.Request) -> str | None:
+    """The ``event`` of ``POST /v1/hooks/{id}/test``'s optional JSON body (``None``: the
+    backend's default event). Raises the 415 or 400 problem for a body that is not that."""
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    if request.content_type != "application/json":
+        raise _ApiError(415, f"send Content-Type: application/json; {_TEST_BODY_HINT}")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        errors = [_error("", "not JSON")]
+        raise _ApiError(
+            400, f"request body is not JSON; {_TEST_BODY_HINT}", errors=errors
+        ) from None
+    if not isinstance(body, dict):
+        raise _ApiError(400, _TEST_BODY_HINT, errors=[_error("", "expected a JSON object")])
+    errors = [_error(f"#/{name}", "unknown member") for name in body if name != "event"]
+    event = body.get("event")
+    if "event" in body and (not isinstance(event, str) or not _EVENT_NAME.fullmatch(event)):
+        expected = "expected a hook event name such as PostSignIn or User.Created"
+        errors.append(_error("#/event", expected))
+    if errors:
+        raise _ApiError(400, _TEST_BODY_HINT, errors=errors)
+    return event
+
+
+def _deliveries_query(query: MultiMapping[str]) -> tuple[str | None, str | None, int]:
+    """``(hook_id, outcome, limit)`` from ``GET /v1/deliveries``'s query string. Raises the 400
+    problem listing every unknown, repeated or malformed parameter."""
+    errors = [
+        _error(name, "unknown parameter; expected hook_id, outcome or limit", parameter=True)
+        for name in dict.fromkeys(query)
+        if name not in ("hook_id", "outcome", "limit")
+    ]
+    errors.extend(
+        _error(name, "given more than once", parameter=True)
+        for name in ("hook_id", "outcome", "limit")
+        if len(query.getall(name, ())) > 1
+    )
+    hook_id, outcome, limit = query.get("hook_id"), query.get("outcome"), query.get("limit")
+    if hook_id is not None and not _HOOK_ID.fullmatch(hook_id):
+        expected = "expected a hook id: 1-21 characters of A-Z a-z 0-9 _ -"
+        errors.append(_error("hook_id", expected, parameter=True))
+    if outcome is not None and outcome not in DELIVERY_OUTCOMES:
+        expected = f"expected one of: {', '.join(DELIVERY_OUTCOMES)}"
+        errors.append(_error("outcome", expected, parameter=True))
+    count = _limit(limit)
+    if count is None:
+        expected = f"expected an integer from 1 to {DELIVERIES_LIMIT_MAX}"
+        errors.append(_error("limit", expected, parameter=True))
+    if errors or count is None:
+        raise _ApiError(400, "invalid query parameters", errors=errors)
+    return hook_id, outcome, count
+
+
+def _limit(text: str | None) -> int | None:
+    if text is None:
+        return DELIVERIES_LIMIT_DEFAULT
+    # Short ASCII digits only: int() would also take "+5", " 5", other scripts' digits and
+    # 4,300-digit strings.
+    if len(text) > 4 or not text.isascii() or not text.isdigit():
+        return None
+    count = int(text)
+    return count if 1 <= count <= DELIVERIES_LIMIT_MAX else None
