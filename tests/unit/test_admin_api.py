@@ -155,10 +155,11 @@ class Answer:
 
 @dataclass
 class Admin:
-    """A running AdminServer with its fake backend and an HTTP client."""
+    """A running AdminServer with its backend (a FakeBackend here, the real Daemon in
+    tests/integration/test_admin_api.py) and an HTTP client."""
 
     server: AdminServer
-    backend: FakeBackend
+    backend: Any
     session: ClientSession
 
     @property
@@ -240,11 +241,16 @@ def not_ready() -> list[str]:
 
 @asynccontextmanager
 async def running(
-    backend: FakeBackend, token: str | None, readiness: ReadinessCheck = not_ready
+    backend: AdminBackend,
+    token: str | None,
+    readiness: ReadinessCheck = not_ready,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Admin]:
     """An AdminServer on a free port of 127.0.0.1 serving ``backend``, with a client."""
     secret = SecretStr(token) if token is not None else None
-    server = AdminServer("127.0.0.1", 0, Metrics(), readiness, backend=backend, token=secret)
+    server = AdminServer(
+        "127.0.0.1", 0, metrics or Metrics(), readiness, backend=backend, token=secret
+    )
     await server.start()
     try:
         async with ClientSession() as session:
