@@ -133,7 +133,12 @@ class Daemon:
         )  # fmt: skip
         self._topics_ready = False
         self.admin = AdminServer(
-            settings.admin.host, settings.admin.port, self.metrics, self.not_ready_reasons
+            settings.admin.host,
+            settings.admin.port,
+            self.metrics,
+            self.not_ready_reasons,
+            backend=self,
+            token=settings.admin.token,
         )
         self._producer_started = False
         self._signals = 0
@@ -233,6 +238,7 @@ class Daemon:
             configure_logging(settings.logging.level, settings.logging.format)
         self.dispatcher.set_hooks(settings.hooks)
         self.pipeline.router = Router(settings.hooks)
+        self.admin.set_token(settings.admin.token)
         self.settings = settings
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_successful.set(1)

@@ -5,7 +5,8 @@ them in full; an invalid file changes nothing. A valid one is applied in one syn
 step, so no record is routed with the new hooks and dispatched with the old lanes:
 
 - **live**: ``hooks`` (added, removed, changed: events, URL, signing key, headers, rate
-  limit, concurrency, timeout, retry statuses, enabled) and ``logging``;
+  limit, concurrency, timeout, retry statuses, enabled), ``logging`` and the admin API's
+  token (``admin.token`` or ``admin.token_file``) rotates without a restart;
 - **at restart only**: every other section (``kafka``, ``delivery``, ``http``, ``admin``,
   ``shutdown``, ``dead_letter_topic``). The consumer group, subscriptions, retry tiers,
   connection pool and listener are built once; changing them under running work would break
@@ -24,6 +25,9 @@ from hookrelay.config import Settings
 
 LIVE_KEYS = frozenset({"hooks", "logging", "hooks_file", "source_file"})
 """Top-level settings a reload applies (the file paths only say where hooks came from)."""
+LIVE_ADMIN_KEYS = ("token",)
+"""The admin API's token (from admin.token or admin.token_file) rotates live; the rest of
+the admin section needs a restart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +67,12 @@ def plan_reload(running: Settings, new: Settings) -> ReloadPlan:
     for name in type(running).model_fields:
         if name not in LIVE_KEYS:
             _diff(getattr(running, name), getattr(new, name), name, restart)
+    live_admin = {key: getattr(new.admin, key) for key in LIVE_ADMIN_KEYS}
+    restart = [path for path in restart if path not in {f"admin.{k}" for k in LIVE_ADMIN_KEYS}]
     applied = running.model_copy(
         update={
             "hooks": new.hooks, "logging": new.logging, "hooks_file": new.hooks_file,
+            "admin": running.admin.model_copy(update=live_admin),
         }
     )  # fmt: skip
     # model_copy keeps the running file's key-to-line map; warnings must cite the new files.

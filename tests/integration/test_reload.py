@@ -152,3 +152,35 @@ async def test_reload_applies_a_new_rate_limit_and_lifts_a_gone_pause(
             recent = daemon.deliveries(hook_id="moved", outcome=None, limit=10)
             assert [d["outcome"] for d in recent][-1] == "dead_lettered"  # the 410, oldest
             assert {d["status"] for d in recent[:-1]} == {200}
+
+
+async def test_the_daemons_own_listener_serves_the_admin_api_and_a_reload_rotates_its_token(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("reload")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    old, new = "old-admin-token-0123456789", "new-admin-token-9876543210"
+    (tmp_path / "token").write_text(old + "\n")
+    async with Receiver(keys={"a": None}) as receiver:
+        path = write_config(tmp_path, kafka_bootstrap, topic, [hook(receiver, "a", ["*"])])
+        config = orjson.loads(path.read_bytes())
+        config["admin"]["token_file"] = "token"
+        path.write_bytes(orjson.dumps(config))
+        async with running_daemon(settings_for(path)) as daemon:
+            base = f"http://127.0.0.1:{daemon.admin.port}/v1"
+
+            async def call(method: str, route: str, token: str) -> tuple[int, Any]:
+                headers = {"Authorization": f"Bearer {token}"}
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.request(method, base + route, headers=headers) as response,
+                ):
+                    return response.status, await response.json(content_type=None)
+
+            status, body = await call("GET", "/hooks", old)
+            assert (status, [h["id"] for h in body["hooks"]]) == (200, ["a"])
+            (tmp_path / "token").write_text(new + "\n")
+            status, body = await call("POST", "/reload", old)
+            assert (status, body["restart_required"]) == (200, [])
+            assert (await call("GET", "/hooks", old))[0] == 401
+            assert (await call("GET", "/hooks", new))[0] == 200
