@@ -29,7 +29,7 @@ from tests.bench import report, scenarios
 from tests.bench.harness import Bench
 from tests.bench.kafka import Broker, create_topics, produce_backlog
 from tests.bench.machine import ROOT, load_average, machine_info
-from tests.bench.profiling import profile_throughput
+from tests.bench.profiling import profile_isolation, profile_throughput
 from tests.bench.receiver import Receiver
 from tests.bench.sizes import QUICK_SCALE, Sizes
 
@@ -100,6 +100,13 @@ def steps(bench: Bench, args: argparse.Namespace) -> list[Step]:
         ("memory", "memory", lambda: s.memory(bench)),
         ("startup", "startup", lambda: s.startup(bench)),
         ("profile", "profile", lambda: profile_throughput(bench, args.profile_out)),
+        (
+            "profile",
+            "profile_isolation",
+            lambda: profile_isolation(
+                bench, args.profile_out.with_name(args.profile_out.stem + "-isolation.txt")
+            ),
+        ),
     ]
 
 

@@ -17,10 +17,11 @@ import shutil
 import signal
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tests.bench.harness import Bench, running, wait_for_deliveries
+from tests.bench.harness import Bench, HookSpec, Run, keep_running, running, wait_for_deliveries
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -81,21 +82,41 @@ def summarise(folded: Path, top: int = 15) -> dict[str, Any]:
 
 async def profile_throughput(bench: Bench, out: Path) -> dict[str, Any]:
     """Re-run the 1-hook throughput scenario with py-spy attached; summarise the stacks."""
+    specs = bench.hooks(1)
+    target = bench.sizes.backlog_deliveries
+    return await _profiled(
+        bench, out, "profile", specs,
+        lambda run: wait_for_deliveries(bench, run, [specs[0].path], target),
+    )  # fmt: skip
+
+
+async def profile_isolation(bench: Bench, out: Path) -> dict[str, Any]:
+    """Re-run an isolation run (10 hooks, h9 never answers) with py-spy attached: where the
+    CPU goes that the nine healthy hooks lose."""
+    specs = bench.hooks(10, hang=(9,))
+    return await _profiled(
+        bench, out, "profile-isolation", specs,
+        lambda run: keep_running(run, bench.sizes.isolation_s),
+    )  # fmt: skip
+
+
+async def _profiled(
+    bench: Bench, out: Path, name: str, specs: list[HookSpec],
+    until: Callable[[Run], Awaitable[object]],
+) -> dict[str, Any]:  # fmt: skip
     spy = py_spy()
     if spy is None:
         return {"error": "py-spy not installed (.venv/bin/pip install py-spy)"}
-    specs = bench.hooks(1)
     _prepare(out)
-    spy_log = bench.workdir / "py-spy.log"
-    async with running(bench, "profile", bench.backlog_topic, specs) as run:
+    spy_log = bench.workdir / f"{name}-py-spy.log"
+    async with running(bench, name, bench.backlog_topic, specs) as run:
         recorder = await asyncio.create_subprocess_exec(
             spy, "record", "--pid", str(run.daemon.pid), "--rate", "100", "--format", "raw",
             "--output", str(out),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         try:
-            target = bench.sizes.backlog_deliveries
-            await wait_for_deliveries(bench, run, [specs[0].path], target)
+            await until(run)
         finally:
             recorder.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
             output, _ = await asyncio.wait_for(recorder.communicate(), 60)

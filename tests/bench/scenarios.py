@@ -207,20 +207,40 @@ def _run_facts(run: Run, arrivals: Arrivals, specs: list[HookSpec]) -> dict[str,
     }
 
 
+ISOLATION_PAIRS = 2
+"""All-healthy / one-dead run pairs; the figure is the median of their ratios."""
+
+
 async def isolation(bench: Bench) -> dict[str, Any]:
-    """10 hooks from the backlog, h9 never answers: the other nine's deliveries/s."""
-    specs = bench.hooks(10, hang=(9,))
+    """10 hooks from the backlog, all healthy then h9 never answering, ``ISOLATION_PAIRS``
+    times: the other nine's deliveries/s in each dead run against the healthy run just
+    before it (same duration, same backlog, minutes apart rather than a scenario apart, so
+    the machine's drift cancels out), and the median of those ratios."""
+    pairs = []
+    for index in range(ISOLATION_PAIRS):
+        healthy = await _nine_rate(bench, f"isolation-healthy-{index}", bench.hooks(10))
+        dead = await _nine_rate(bench, f"isolation-dead-{index}", bench.hooks(10, hang=(9,)))
+        dead["ratio"] = _ratio(dead["nine_per_s"], healthy["nine_per_s"])
+        pairs.append({"all_healthy": healthy, "one_dead": dead})
+    ratios = [pair["one_dead"]["ratio"] for pair in pairs]
+    return {
+        "nine_per_s": pairs[-1]["one_dead"]["nine_per_s"],
+        "ratio": round(statistics.median(ratios), 3),
+        "ratios": ratios,
+        "pairs": pairs,
+    }
+
+
+async def _nine_rate(bench: Bench, name: str, specs: list[HookSpec]) -> dict[str, Any]:
+    """The first nine hooks' steady deliveries/s over ``isolation_s`` from the backlog."""
     nine = [spec.path for spec in specs[:9]]
-    async with running(bench, "isolation", bench.backlog_topic, specs) as run:
+    async with running(bench, name, bench.backlog_topic, specs) as run:
         await keep_running(run, bench.sizes.isolation_s)
     arrivals = bench.receiver.dump()
     rate = steady_rate([t for t in arrivals.times(nine) if t <= run.stopped_at])
-    reference = bench.results.get("throughput_10", {}).get("first_nine_per_s")
     return {
         "nine_per_s": round(rate.per_s, 1),
-        "nine_per_s_all_healthy": reference,
-        "ratio": _ratio(rate.per_s, reference),
-        "dead_endpoint_requests": arrivals.count(specs[9].path),
+        "tenth_requests": arrivals.count(specs[9].path),
         "window": rate.as_dict(),
         "cores": run.sampler.utilisation(rate.start, rate.end),
         **_run_facts(run, arrivals, specs),

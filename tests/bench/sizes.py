@@ -37,8 +37,9 @@ class Sizes:
     """Memory run: seconds against the backlog with one dead endpoint."""
     steady_s: float = 180.0
     """Latency and RSS-growth run at 50 % of the measured maximum."""
-    isolation_s: float = 40.0
-    """Isolation throughput run (10 hooks, one never answers)."""
+    isolation_s: float = 25.0
+    """Each isolation throughput run (10 hooks: all healthy, then one never answering;
+    ``scenarios.ISOLATION_PAIRS`` pairs)."""
     isolation_steady_s: float = 30.0
     """Each of the two isolation latency runs (with and without the dead endpoint)."""
     rate_limit_s: float = 60.0
