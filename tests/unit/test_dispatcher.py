@@ -477,3 +477,44 @@ async def test_rate_limited_lane_spaces_requests(per_second: float) -> None:
         await until(lambda: rig.dispatcher.in_flight == 0)
     # 5 at once, then 10 more at 50/s: about 0.2 s in all.
     assert times[-1] - times[0] >= 10 / per_second * 0.9
+
+
+async def test_a_removed_hooks_lane_finishes_its_queue_then_is_dropped_with_its_gauges() -> None:
+    sender, release = blocked_sender()
+    async with Rig(sender, [hook("leaving", max_concurrency=1)]) as rig:
+        for _ in range(3):
+            rig.publish()
+        await until(lambda: len(sender.attempts) == 1)
+        rig.dispatcher.set_hooks([])  # a reload removed the hook while it held work
+        assert not rig.dispatcher.has_lane("leaving")
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert len(sender.attempts) == 3  # what the lane held was still delivered
+        await until(lambda: rig.dispatcher.busy == 0)
+        rig.dispatcher.prune_retired()
+        assert rig.dispatcher.busy == 0
+    assert (
+        rig.metrics.registry.get_sample_value("hookrelay_lane_pending", {"hook_id": "leaving"})
+        is None
+    )  # the gauge went with the lane
+    assert delivered_count(rig.metrics, "leaving", "delivered") == 3  # counters stay
+
+
+async def test_a_reload_lifts_a_410_pause_and_applies_a_new_rate_limit() -> None:
+    answers = iter([fail(410, retryable=False)])
+    sender = FakeSender(lambda _h, _n: next(answers, OK))  # 410 once, then 200
+    async with Rig(sender, [hook("moved")]) as rig:
+        rig.publish()
+        await until(lambda: rig.dispatcher.lane("moved").gone)
+        rig.dispatcher.set_hooks([hook("moved", rate_limit={"per_second": 5, "burst": 1})])
+        lane = rig.dispatcher.lane("moved")
+        assert lane.gone is False
+        assert rig.metrics.hook_paused.labels("moved")._value.get() == 0
+        assert lane.state() == {"paused": False, "circuit": "closed", "pending": 0,
+                                "in_flight": 0}  # fmt: skip
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(3):
+            rig.publish()
+        await until(lambda: len(sender.attempts) == 4)
+        assert loop.time() - started >= 0.35  # 3 requests at 5/s with a burst of 1
