@@ -8,8 +8,10 @@ member passes through untouched. Anything else raises ``InvalidEventError`` with
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -65,12 +67,64 @@ def _body_head(value: bytes, obj: dict[str, Any]) -> tuple[bytes, bool]:
     """The object's bytes without the closing brace, ready for ``hookId`` to be appended.
 
     The producer's bytes are kept as they are (number formatting, key order, escapes), so a
-    compact producer matches Logto byte for byte. Only when the input already carries a
-    ``hookId`` member is the object re-serialised without it, because DESIGN §1.4 says the
-    hook's own id replaces it and JSON must not carry the member twice.
+    compact producer matches Logto byte for byte. When the input already carries a ``hookId``
+    member (under any spelling of the key, e.g. ``"hook\\u0049d"``, and as often as it is
+    repeated), those members are cut out of the bytes, because DESIGN §1.4 says the hook's own
+    id replaces it and JSON must not carry the member twice. Cutting instead of re-serialising
+    keeps every other member byte for byte, and works at any depth orjson parsed (its
+    serialiser stops at 255 levels, its parser at 1024).
     """
-    if "hookId" in obj:
-        del obj["hookId"]
-        return orjson.dumps(obj)[:-1], not obj
-    # orjson accepted it as an object, so after stripping whitespace it ends with "}".
-    return value.strip(_WHITESPACE)[:-1], not obj
+    text = value.strip(_WHITESPACE)
+    if "hookId" not in obj:
+        # orjson accepted it as an object, so after stripping whitespace it ends with "}".
+        return text[:-1], not obj
+    kept = [text[start:end] for key, start, end in _members(text) if key != "hookId"]
+    return b"{" + b",".join(kept), not kept
+
+
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STRUCTURAL: Final = re.compile(rb'["{}\[\],]')
+
+
+def _members(text: bytes) -> Iterator[tuple[str, int, int]]:
+    """``(key, start, end)`` of each top-level member of ``text``, a JSON object orjson has
+    already accepted (so the scan needs no error handling): ``text[start:end]`` is the member
+    from its key's opening quote to the end of its value, without surrounding whitespace."""
+    pos = _skip_space(text, 1)
+    while text[pos : pos + 1] == b'"':
+        key_end = _string_end(text, pos)
+        end = _value_end(text, _skip_space(text, key_end) + 1)
+        last = end
+        while text[last - 1] in _WHITESPACE:
+            last -= 1
+        yield orjson.loads(text[pos:key_end]), pos, last
+        pos = _skip_space(text, end + 1)
+
+
+def _skip_space(text: bytes, pos: int) -> int:
+    while pos < len(text) and text[pos] in _WHITESPACE:
+        pos += 1
+    return pos
+
+
+def _string_end(text: bytes, pos: int) -> int:
+    """Index just past the JSON string whose opening quote is at ``pos``."""
+    string = _STRING.match(text, pos)
+    assert string is not None  # orjson accepted the object, so its strings close
+    return string.end()
+
+
+def _value_end(text: bytes, pos: int) -> int:
+    """Index of the ``,`` or ``}`` that ends the top-level value starting at ``pos``."""
+    depth = 0
+    while True:
+        mark = _STRUCTURAL.search(text, pos)
+        assert mark is not None  # orjson accepted the object, so it closes
+        char = mark.group()
+        if char == b'"':
+            pos = _string_end(text, mark.start())
+            continue
+        if depth == 0 and char in (b",", b"}"):
+            return mark.start()
+        depth += 1 if char in (b"{", b"[") else -1
+        pos = mark.end()
