@@ -44,6 +44,7 @@ from hookrelay.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.dispatcher import Dispatcher
 from hookrelay.errors import ConfigError
 from hookrelay.history import History
+from hookrelay.kafka_clients import client_options
 from hookrelay.logs import configure_logging, get_logger, redacted_url, register_secrets
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
@@ -102,8 +103,7 @@ class Daemon:
         self._sender: Sender = sender or self._http
         k = settings.kafka
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=list(k.bootstrap_servers),
-            client_id=f"{k.client_id}-producer",
+            **client_options(k, "producer"),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

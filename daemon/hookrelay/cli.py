@@ -175,6 +175,8 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
 
     configure_logging(settings.logging.level, settings.logging.format)
     register_secrets(h.signing_key.get_secret_value() for h in settings.hooks if h.signing_key)
+    if settings.kafka.sasl_password is not None:
+        register_secrets([settings.kafka.sasl_password.get_secret_value()])
     _event_loop_policy()
 
     async def run() -> int:
@@ -227,6 +229,8 @@ def _record_key(value: bytes, key_field: str | None) -> bytes | None:
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
+    from hookrelay.kafka_clients import client_options  # noqa: PLC0415
+
     try:
         values = _read_events(args.file)
     except (OSError, orjson.JSONDecodeError) as e:
@@ -236,7 +240,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
     async def produce() -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=list(settings.kafka.bootstrap_servers), acks="all", linger_ms=10
+            **client_options(settings.kafka, "produce"), acks="all", linger_ms=10
         )
         await producer.start()
         try:

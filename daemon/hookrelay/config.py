@@ -68,6 +68,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.errors import ConfigError, ConfigIssue
+from hookrelay.kafka_clients import SslFilesError, build_ssl_context
 from hookrelay.retries import tier_topics
 
 __all__ = [
@@ -306,6 +307,12 @@ def _check_url_port(parts: SplitResult) -> None:
         raise _refuse("expected a port from 0 to 65535 after the host") from None
 
 
+def _check_sasl_password(password: SecretStr) -> SecretStr:
+    if not password.get_secret_value():
+        raise _refuse("expected a non-empty password")
+    return password
+
+
 def _check_signing_key(key: SecretStr) -> SecretStr:
     if not key.get_secret_value():
         raise _refuse("expected a non-empty signing key")
@@ -443,6 +450,65 @@ class KafkaSettings(_Model):
     """Partitions of the topics hookrelay creates (dead-letter and retry topics)."""
     topic_replication_factor: Integer = Field(1, ge=1)
     """Replication factor of the topics hookrelay creates; use 3 on a production cluster."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How connections to the brokers are secured (Kafka's security.protocol): PLAINTEXT
+    (neither), SSL (TLS), SASL_PLAINTEXT (SASL authentication without TLS), SASL_SSL (both)."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism, required by the SASL_* protocols. PLAIN sends the password itself (use
+    it over SASL_SSL only); SCRAM proves knowing it without sending it."""
+    sasl_username: NonEmptyText | None = None
+    """SASL user name, required by the SASL_* protocols."""
+    sasl_password: Annotated[SecretStr, AfterValidator(_check_sasl_password)] | None = None
+    """SASL password, required by the SASL_* protocols. Write ${VAR}, or use
+    sasl_password_file, to keep it out of the file."""
+    ssl_ca_file: NonEmptyText | None = None
+    """PEM file of the CA certificates that sign the brokers' certificates (SSL, SASL_SSL),
+    relative to this file; default: the system's CAs. Host names are always verified."""
+    ssl_cert_file: NonEmptyText | None = None
+    """PEM certificate chain hookrelay presents to brokers that require client certificates
+    (mutual TLS), relative to this file."""
+    ssl_key_file: NonEmptyText | None = None
+    """PEM unencrypted private key of ssl_cert_file, relative to this file; omit it when
+    ssl_cert_file holds the key too."""
+
+    @model_validator(mode="after")
+    def _security_fits_the_protocol(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        _check_group(self, _SASL_KEYS, protocol, needed=protocol.startswith("SASL_"))
+        tls = protocol in ("SSL", "SASL_SSL")
+        _check_group(self, _TLS_KEYS, protocol, needed=None if tls else False)
+        if self.ssl_key_file is not None and self.ssl_cert_file is None:
+            raise _refuse(
+                "expected ssl_cert_file with it (the key's certificate)", at=("ssl_key_file",)
+            )
+        if tls:
+            try:
+                build_ssl_context(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file)
+            except SslFilesError as e:
+                raise _refuse(str(e), at=(e.key,)) from None
+        return self
+
+
+_SASL_KEYS: Final = ("sasl_mechanism", "sasl_username", "sasl_password")
+_TLS_KEYS: Final = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+
+
+def _check_group(
+    kafka: KafkaSettings, keys: tuple[str, ...], protocol: str, *, needed: bool | None
+) -> None:
+    """Refuse a key of ``keys`` that is missing when ``needed``, or given when ``needed`` is
+    False (it would be ignored: a password thought to protect nothing); None allows either."""
+    for key in keys:
+        given = getattr(kafka, key) is not None
+        if needed and not given:
+            also = " or sasl_password_file" if key == "sasl_password" else ""
+            raise _refuse(f"expected {key}{also} with security_protocol {protocol}", at=(key,))
+        if needed is False and given:
+            raise _refuse(
+                f"not used with security_protocol {protocol}; remove it or choose a protocol "
+                "that uses it",
+                at=(key,),
+            )
 
 
 class HttpSettings(_Model):
@@ -894,6 +960,7 @@ class _Loader:
         admin = data.get("admin")
         if isinstance(admin, dict) and "token_file" in admin:
             self._read_secret_file(admin, ("admin",), "token", "admin token")
+        self._kafka_files(data, main_file)
         data["source_file"] = os.path.abspath(main_file)
         return self._validate(data)
 
@@ -1054,6 +1121,7 @@ class _Loader:
             (hook, ("hooks", index, "signing_key")) for index, hook in _hook_mappings(data)
         ]
         secrets.append((data.get("admin"), ("admin", "token")))
+        secrets.append((data.get("kafka"), ("kafka", "sasl_password")))
         for mapping, path in secrets:
             if (
                 isinstance(mapping, dict)
@@ -1061,6 +1129,21 @@ class _Loader:
                 and path not in self.source.from_environment
             ):
                 self.source.inline_secrets.add(path)
+
+    def _kafka_files(self, data: dict[str, Any], main_file: Path) -> None:
+        """Read ``kafka.sasl_password_file``; make the ``kafka.ssl_*_file`` paths absolute,
+        relative to the main file (the client loads them at each connection set-up)."""
+        kafka = data.get("kafka")
+        if not isinstance(kafka, dict):
+            return
+        if "sasl_password_file" in kafka:
+            self._read_secret_file(kafka, ("kafka",), "sasl_password", "SASL password")
+            if "sasl_password" not in kafka:  # reported; "password missing" would be noise
+                self.failed.add(("kafka", "sasl_password"))
+        for key in _TLS_KEYS:
+            relative = kafka.get(key)
+            if isinstance(relative, str) and relative:
+                kafka[key] = os.path.abspath(main_file.parent / relative)
 
     def _read_secret_file(
         self, mapping: dict[str, Any], path: KeyPath, key: str, what: str
@@ -1242,6 +1325,8 @@ def _file_keys(model: type[BaseModel] | None) -> tuple[str, ...]:
     keys = tuple(name for name in model.model_fields if name != "source_file")
     if model is Hook:
         return (*keys, "signing_key_file")
+    if model is KafkaSettings:
+        return (*keys, "sasl_password_file")
     return (*keys, "token_file") if model is AdminSettings else keys
 
 
@@ -1257,7 +1342,9 @@ def config_warnings(settings: Settings) -> list[str]:
     event; signing keys written inline in YAML instead of
     ``${VAR}`` or ``signing_key_file``; signed webhooks sent over plain http to a host that is
     not loopback; an admin listener beyond loopback without a token (the /v1 API is then
-    off); an admin token written inline instead of ``${VAR}`` or ``token_file``.
+    off); an admin token written inline instead of ``${VAR}`` or ``token_file``; a Kafka
+    SASL password written inline instead of ``${VAR}`` or ``sasl_password_file``; SASL PLAIN
+    over SASL_PLAINTEXT (the password crosses the network in clear).
     """
     source = settings._source
     found: list[tuple[KeyPath, str]] = []
@@ -1277,10 +1364,25 @@ def config_warnings(settings: Settings) -> list[str]:
             "the broker will refuse to let hookrelay join unless it was reconfigured"
         )
         found.append((("kafka", "session_timeout_s"), message))
+    found.extend(_kafka_warnings(settings.kafka, source))
     found.extend(_admin_warnings(settings.admin, source))
     for index, hook in enumerate(settings.hooks):
         found.extend(_hook_warnings(hook, ("hooks", index), source))
     return [_warning_text(source.issue(path, message)) for path, message in found]
+
+
+def _kafka_warnings(kafka: KafkaSettings, source: _SourceMap) -> list[tuple[KeyPath, str]]:
+    found: list[tuple[KeyPath, str]] = []
+    if kafka.security_protocol == "SASL_PLAINTEXT" and kafka.sasl_mechanism == "PLAIN":
+        message = (
+            "SASL PLAIN over SASL_PLAINTEXT: the password crosses the network in clear; use "
+            "SASL_SSL, or a SCRAM mechanism"
+        )
+        found.append((("kafka", "sasl_mechanism"), message))
+    if ("kafka", "sasl_password") in source.inline_secrets:
+        message = "SASL password written inline; use ${VAR} or sasl_password_file to keep it secret"
+        found.append((("kafka", "sasl_password"), message))
+    return found
 
 
 def _admin_warnings(admin: AdminSettings, source: _SourceMap) -> list[tuple[KeyPath, str]]:
@@ -1373,6 +1475,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     for schema in (main, hooks):
         _add_secret_file(schema["$defs"]["Hook"], "signing_key", _SIGNING_KEY_FILE)
     _add_secret_file(main["$defs"]["AdminSettings"], "token", _TOKEN_FILE)
+    _add_secret_file(main["$defs"]["KafkaSettings"], "sasl_password", _SASL_PASSWORD_FILE)
     return {
         "hookrelay.schema.json": {"$schema": _SCHEMA_DIALECT, **main, "title": "hookrelay.yaml"},
         "hooks.schema.json": {"$schema": _SCHEMA_DIALECT, **hooks, "title": "hooks.yaml"},
@@ -1390,6 +1493,14 @@ _TOKEN_FILE: Final = {
     "title": "Token File",
     "description": "File holding the admin API's bearer token (one trailing newline is "
     "ignored), relative to this YAML file, e.g. a mounted secret. Use it or token, not both.",
+}
+
+
+_SASL_PASSWORD_FILE: Final = {
+    "type": "string",
+    "title": "Sasl Password File",
+    "description": "File holding the Kafka SASL password (one trailing newline is ignored), "
+    "relative to this YAML file, e.g. a mounted secret. Use it or sasl_password, not both.",
 }
 
 

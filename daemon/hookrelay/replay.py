@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from hookrelay.config import Settings
+from hookrelay.kafka_clients import client_options
 from hookrelay.retries import HEADER_PREFIX, RetryRecord
 
 
@@ -139,12 +140,8 @@ async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list
     partitions = await _partitions(settings)
     if not partitions:
         return []
-    k = settings.kafka
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=list(k.bootstrap_servers),
-        client_id=f"{k.client_id}-replay",
-        enable_auto_commit=False,
-        group_id=None,
+        **client_options(settings.kafka, "replay"), enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     try:
@@ -159,10 +156,7 @@ async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list
 
 async def _partitions(settings: Settings) -> list[int]:
     """The dead-letter topic's partition numbers (empty when the topic does not exist)."""
-    k = settings.kafka
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=list(k.bootstrap_servers), client_id=f"{k.client_id}-replay"
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka, "replay"))
     await admin.start()
     try:
         [described] = await admin.describe_topics([settings.dead_letter_topic])
@@ -215,11 +209,9 @@ async def replay(
 
 
 async def _write_retries(settings: Settings, letters: list[DeadLetterView]) -> None:
-    k = settings.kafka
     producer = AIOKafkaProducer(
-        bootstrap_servers=list(k.bootstrap_servers), client_id=f"{k.client_id}-replay",
-        acks="all", enable_idempotence=True,
-    )  # fmt: skip
+        **client_options(settings.kafka, "replay"), acks="all", enable_idempotence=True
+    )
     await producer.start()
     try:
         now_ms = int(time.time() * 1000)

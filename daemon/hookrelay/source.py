@@ -30,6 +30,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from hookrelay.config import KafkaSettings
+from hookrelay.kafka_clients import client_options
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
@@ -98,9 +99,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._revoke_timeout_s = revoke_timeout_s
         self._revoking: set[TopicPartition] = set()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=list(settings.bootstrap_servers),
+            **client_options(settings),
             group_id=settings.group_id,
-            client_id=settings.client_id,
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
             max_poll_records=settings.max_poll_records,

@@ -15,6 +15,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from hookrelay.config import Settings
 from hookrelay.errors import TopicsMissingError
+from hookrelay.kafka_clients import client_options
 from hookrelay.logs import get_logger
 
 log = get_logger("hookrelay.topics")
@@ -32,8 +33,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     """
     k = settings.kafka
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=list(k.bootstrap_servers),
-        client_id=f"{k.client_id}-admin",
+        **client_options(k, "admin"),
         request_timeout_ms=int(k.request_timeout_s * 1000),
     )
     await admin.start()
