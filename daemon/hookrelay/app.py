@@ -233,7 +233,9 @@ class Daemon:
     def _apply(self, plan: ReloadPlan) -> None:
         """Swap in the new hooks (lanes and routes in one step: no await in between)."""
         settings = plan.settings
-        register_secrets(h.signing_key.get_secret_value() for h in settings.hooks if h.signing_key)
+        register_secrets(
+            k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys
+        )
         if settings.logging != self.settings.logging:
             configure_logging(settings.logging.level, settings.logging.format)
         self.dispatcher.set_hooks(settings.hooks)

@@ -70,6 +70,7 @@ from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.errors import ConfigError, ConfigIssue
 from hookrelay.kafka_clients import SslFilesError, build_ssl_context
 from hookrelay.retries import tier_topics
+from hookrelay.signing import standard_webhooks_key
 
 __all__ = [
     "RESERVED_HEADERS",
@@ -317,6 +318,24 @@ def _check_signing_key(key: SecretStr) -> SecretStr:
     if not key.get_secret_value():
         raise _refuse("expected a non-empty signing key")
     return key
+
+
+def _distinct_keys(keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    """Refuse a key listed twice: it would sign twice and hide that a rotation went wrong."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        earlier = first.setdefault(key.get_secret_value(), index)
+        if earlier != index:
+            message = f"duplicate signing key; the same key as signing_keys[{earlier}]"
+            raise _refuse(message, at=(index,), see=(earlier,))
+    return keys
+
+
+def _check_standard_webhooks_key(key: SecretStr, at: KeyPath) -> None:
+    try:
+        standard_webhooks_key(key.get_secret_value())
+    except ValueError as e:
+        raise _refuse(f"{e} (standard_webhooks is true)", at=at) from None
 
 
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
@@ -683,6 +702,20 @@ class Hook(_Model):
     signing_key: Annotated[SecretStr, AfterValidator(_check_signing_key)] | None = None
     """Key for the logto-signature-sha-256 header (HMAC-SHA256 of the body); no key, no header.
     Write ${VAR}, or use signing_key_file, to keep it out of the file."""
+    signing_keys: (
+        Annotated[
+            tuple[Annotated[SecretStr, AfterValidator(_check_signing_key)], ...],
+            Field(min_length=1),
+            AfterValidator(_distinct_keys),
+        ]
+        | None
+    ) = None
+    """Several keys during a key rotation, instead of signing_key: the first is the primary
+    (it alone signs logto-signature-sha-256); with standard_webhooks every key adds a signature
+    to webhook-signature. Or signing_key_files."""
+    standard_webhooks: Flag = False
+    """Also sign the Standard Webhooks way: webhook-timestamp and webhook-signature (one
+    v1,<base64> per key); every key must then be whsec_ followed by 24-64 bytes in base64."""
     headers: HeaderPairs = Field((), json_schema_extra={"default": {}})
     """Extra request headers, name: value; hookrelay's own headers cannot be overridden."""
     enabled: Flag = True
@@ -695,6 +728,31 @@ class Hook(_Model):
     """Seconds per attempt; null means http.timeout_s."""
     retry_on_status: tuple[RetryableStatus, ...] | None = None
     """4xx answers retried for this hook; null means delivery.retry_on_status."""
+
+    @model_validator(mode="after")
+    def _keys_fit_the_schemes(self) -> Hook:
+        if self.signing_key is not None and self.signing_keys is not None:
+            raise _refuse(
+                "use either signing_key (one key) or signing_keys (a list), not both",
+                at=("signing_keys",),
+            )
+        if self.standard_webhooks:
+            if self.signing_key is not None:
+                _check_standard_webhooks_key(self.signing_key, ("signing_key",))
+            for index, key in enumerate(self.signing_keys or ()):
+                _check_standard_webhooks_key(key, ("signing_keys", index))
+            if not self.active_signing_keys:
+                message = "expected signing_key or signing_keys with standard_webhooks: true"
+                raise _refuse(message, at=("standard_webhooks",))
+        return self
+
+    @property
+    def active_signing_keys(self) -> tuple[SecretStr, ...]:
+        """The keys in force, primary first: ``signing_keys``, else ``(signing_key,)``, else
+        ``()`` (an unsigned hook). Every one of them is a secret for the log redactor."""
+        if self.signing_keys is not None:
+            return self.signing_keys
+        return (self.signing_key,) if self.signing_key is not None else ()
 
     def effective_timeout_s(self, http: HttpSettings) -> float:
         """Seconds one attempt may take: the hook's ``timeout_s``, else ``http.timeout_s``."""
@@ -957,6 +1015,8 @@ class _Loader:
         for index, hook in _hook_mappings(data):
             if "signing_key_file" in hook:
                 self._read_secret_file(hook, ("hooks", index), "signing_key", "signing key")
+            if "signing_key_files" in hook:
+                self._read_signing_key_files(hook, ("hooks", index))
         admin = data.get("admin")
         if isinstance(admin, dict) and "token_file" in admin:
             self._read_secret_file(admin, ("admin",), "token", "admin token")
@@ -1120,6 +1180,13 @@ class _Loader:
         secrets: list[tuple[Any, KeyPath]] = [
             (hook, ("hooks", index, "signing_key")) for index, hook in _hook_mappings(data)
         ]
+        for index, hook in _hook_mappings(data):
+            keys = hook.get("signing_keys")
+            if isinstance(keys, list):
+                # Each listed key is looked up in an index → key mapping, like a named one.
+                keys_path: KeyPath = ("hooks", index, "signing_keys")
+                listed = dict(enumerate(keys))
+                secrets.extend((listed, (*keys_path, i)) for i in listed)
         secrets.append((data.get("admin"), ("admin", "token")))
         secrets.append((data.get("kafka"), ("kafka", "sasl_password")))
         for mapping, path in secrets:
@@ -1144,6 +1211,38 @@ class _Loader:
             relative = kafka.get(key)
             if isinstance(relative, str) and relative:
                 kafka[key] = os.path.abspath(main_file.parent / relative)
+
+    def _read_signing_key_files(self, hook: dict[str, Any], path: KeyPath) -> None:
+        """Replace a hook's ``signing_key_files`` list by ``signing_keys`` read from those files
+        (relative to the YAML file naming them), or report why not, naming the file and never
+        its content. Each key's position is its file's item, so later issues (a duplicate, a
+        key that is no Standard Webhooks secret) point at the right line."""
+        files_path = (*path, "signing_key_files")
+        relatives = hook.pop("signing_key_files")
+        if "signing_keys" in hook:
+            self.report(files_path, "use either signing_keys or signing_key_files, not both")
+            return
+        if not isinstance(relatives, list) or not relatives:
+            self.report(files_path, "expected a non-empty list of file paths")
+            return
+        keys: list[str] = []
+        for index, relative in enumerate(relatives):
+            item = (*files_path, index)
+            where = self.source.positions[item]
+            if not isinstance(relative, str):
+                self.report(item, "expected a string; quote the value")
+                continue
+            if item in self.failed:
+                continue
+            key, problem = _read_key_file(Path(where.file).parent / relative, "signing key")
+            if problem is not None or key is None:
+                self.report(item, problem or "")
+                continue
+            self.source.positions[(*path, "signing_keys", len(keys))] = where
+            keys.append(key)
+        if len(keys) == len(relatives):
+            self.source.positions[(*path, "signing_keys")] = self.source.positions[files_path]
+            hook["signing_keys"] = keys
 
     def _read_secret_file(
         self, mapping: dict[str, Any], path: KeyPath, key: str, what: str
@@ -1324,7 +1423,7 @@ def _file_keys(model: type[BaseModel] | None) -> tuple[str, ...]:
         return ()
     keys = tuple(name for name in model.model_fields if name != "source_file")
     if model is Hook:
-        return (*keys, "signing_key_file")
+        return (*keys, "signing_key_file", "signing_key_files")
     if model is KafkaSettings:
         return (*keys, "sasl_password_file")
     return (*keys, "token_file") if model is AdminSettings else keys
@@ -1407,12 +1506,32 @@ def _hook_warnings(hook: Hook, path: KeyPath, source: _SourceMap) -> list[tuple[
         message = _event_warning(pattern, shown)
         if message is not None:
             found.append((here, message))
-    if (*path, "signing_key") in source.inline_secrets:
-        message = "signing key written inline; use ${VAR} or signing_key_file to keep it secret"
-        found.append(((*path, "signing_key"), message))
+    found.extend(_signing_key_warnings(hook, path, source))
     if _is_plain_http_to_remote(hook.url):
         message = "signed events go over plain http to a host that is not loopback; use https"
         found.append(((*path, "url"), message))
+    return found
+
+
+def _signing_key_warnings(
+    hook: Hook, path: KeyPath, source: _SourceMap
+) -> list[tuple[KeyPath, str]]:
+    found: list[tuple[KeyPath, str]] = []
+    if (*path, "signing_key") in source.inline_secrets:
+        message = "signing key written inline; use ${VAR} or signing_key_file to keep it secret"
+        found.append(((*path, "signing_key"), message))
+    for index in range(len(hook.signing_keys or ())):
+        if (*path, "signing_keys", index) in source.inline_secrets:
+            message = (
+                "signing key written inline; use ${VAR} or signing_key_files to keep it secret"
+            )
+            found.append(((*path, "signing_keys", index), message))
+    if hook.signing_keys is not None and len(hook.signing_keys) > 1 and not hook.standard_webhooks:
+        message = (
+            "only the first key signs (logto-signature-sha-256 carries one signature); the "
+            "others sign only with standard_webhooks: true"
+        )
+        found.append(((*path, "signing_keys"), message))
     return found
 
 
@@ -1474,6 +1593,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     hooks = _HooksFile.model_json_schema()
     for schema in (main, hooks):
         _add_secret_file(schema["$defs"]["Hook"], "signing_key", _SIGNING_KEY_FILE)
+        _add_signing_key_files(schema["$defs"]["Hook"])
     _add_secret_file(main["$defs"]["AdminSettings"], "token", _TOKEN_FILE)
     _add_secret_file(main["$defs"]["KafkaSettings"], "sasl_password", _SASL_PASSWORD_FILE)
     return {
@@ -1502,6 +1622,36 @@ _SASL_PASSWORD_FILE: Final = {
     "description": "File holding the Kafka SASL password (one trailing newline is ignored), "
     "relative to this YAML file, e.g. a mounted secret. Use it or sasl_password, not both.",
 }
+
+
+_SIGNING_KEY_FILES: Final = {
+    "type": "array",
+    "items": {"type": "string"},
+    "minItems": 1,
+    "title": "Signing Key Files",
+    "description": "Files holding the signing keys, primary first, each as UTF-8 text (one "
+    "trailing newline is ignored), relative to this YAML file. Use it or signing_keys, not both.",
+}
+_ONE_KEY_FORM: Final = ("signing_key", "signing_key_file", "signing_keys", "signing_key_files")
+"""The four ways of giving a hook its keys; a hook uses at most one."""
+
+
+def _add_signing_key_files(hook: dict[str, Any]) -> None:
+    """Insert ``signing_key_files`` (read by the loader) after ``signing_keys`` in the Hook
+    schema, and allow at most one of the four key forms (``not`` already holds one pair)."""
+    properties: dict[str, Any] = {}
+    for name, schema in hook["properties"].items():
+        properties[name] = schema
+        if name == "signing_keys":
+            properties["signing_key_files"] = dict(_SIGNING_KEY_FILES)
+    hook["properties"] = properties
+    pairs = [
+        [first, second]
+        for i, first in enumerate(_ONE_KEY_FORM)
+        for second in _ONE_KEY_FORM[i + 1 :]
+        if [first, second] != hook["not"]["required"]
+    ]
+    hook["allOf"] = [{"not": {"required": pair}} for pair in pairs]
 
 
 def _add_secret_file(model: dict[str, Any], key: str, file_schema: dict[str, Any]) -> None:

@@ -13,7 +13,9 @@ Outcome rules (DESIGN §1.4 and Part 2):
 
 Request headers mirror Logto's ``createHookRequest``: ``content-type: application/json``,
 ``user-agent``, the hook's custom headers, ``logto-signature-sha-256`` when the hook has a
-signing key, plus hookrelay's stable ``webhook-id``.
+signing key (its primary key), plus hookrelay's stable ``webhook-id``; with
+``standard_webhooks`` also ``webhook-timestamp`` and ``webhook-signature`` (one signature per
+active key), made fresh for every attempt as the Standard Webhooks spec intends.
 """
 
 from __future__ import annotations
@@ -31,8 +33,17 @@ import aiohttp
 from multidict import CIMultiDict
 
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
+from hookrelay.logs import register_secrets
 from hookrelay.model import AttemptResult
-from hookrelay.signing import DELIVERY_ID_HEADER, LOGTO_SIGNATURE_HEADER, Signer
+from hookrelay.signing import (
+    DELIVERY_ID_HEADER,
+    LOGTO_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Signer,
+    StandardWebhooksSigner,
+    standard_webhooks_key,
+)
 
 
 class Sender(Protocol):
@@ -78,11 +89,13 @@ def classify_status(status: int, retry_on_status: tuple[int, ...]) -> tuple[str 
 
 @dataclass(frozen=True, slots=True)
 class _PreparedHook:
-    """Per-hook request parts that never change between deliveries."""
+    """Per-hook request parts that never change between deliveries: fixed headers, and the
+    keyed HMAC states (Logto's for the primary key; Standard Webhooks' for every active key)."""
 
     hook: Hook
     headers: CIMultiDict[str]
     signer: Signer | None
+    standard_signer: StandardWebhooksSigner | None
     timeout: aiohttp.ClientTimeout
 
     @classmethod
@@ -92,18 +105,30 @@ class _PreparedHook:
         headers["user-agent"] = http.user_agent
         for name, value in hook.headers:
             headers[name] = value
-        key = hook.signing_key
-        signer = Signer(key.get_secret_value()) if key is not None else None
+        keys = [key.get_secret_value() for key in hook.active_signing_keys]
+        # Whoever built the Hook, a key that signs is known to the log redactor before its
+        # first use (the daemon also registers them at start-up and on reload).
+        register_secrets(keys)
+        signer = Signer(keys[0]) if keys else None
+        standard_signer = None
+        if hook.standard_webhooks and keys:
+            standard_signer = StandardWebhooksSigner([standard_webhooks_key(k) for k in keys])
         total = hook.effective_timeout_s(http)
         timeout = aiohttp.ClientTimeout(total=total, connect=min(http.connect_timeout_s, total))
-        return cls(hook, headers, signer, timeout)
+        return cls(hook, headers, signer, standard_signer, timeout)
 
     def request_headers(self, delivery_id: str, body: bytes) -> CIMultiDict[str]:
-        """The fixed headers plus this request's signature and ``webhook-id``."""
+        """The fixed headers plus this request's signatures and ``webhook-id`` (and, with
+        Standard Webhooks, ``webhook-timestamp``: the wall clock in whole seconds, read once,
+        the same value that is signed)."""
         headers = self.headers.copy()
         if self.signer is not None:
             headers[LOGTO_SIGNATURE_HEADER] = self.signer.sign(body)
         headers[DELIVERY_ID_HEADER] = delivery_id
+        if self.standard_signer is not None:
+            timestamp_s = int(time.time())
+            headers[TIMESTAMP_HEADER] = str(timestamp_s)
+            headers[SIGNATURE_HEADER] = self.standard_signer.sign(delivery_id, timestamp_s, body)
         return headers
 
 
