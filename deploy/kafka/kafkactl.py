@@ -4,6 +4,8 @@
 Commands (run with --help for all options):
   kafkactl.py fetch                         download the pinned broker jars into the cache
   kafkactl.py start [--port 9092] ...       fetch if needed, format storage, start, wait
+                                            (--sasl-port/--ssl-port/--sasl-ssl-port add
+                                            secured listeners; see "Secured listeners")
   kafkactl.py stop [--port 9092] ...        SIGTERM the broker, SIGKILL after --timeout
   kafkactl.py status [--port 9092] ...      print running/stopped and the bootstrap address
   kafkactl.py lock                          maintainers: regenerate the lock file with Maven
@@ -13,6 +15,16 @@ dependencies from Maven Central, pinned by version and sha256 in kafka-<version>
 this script, cached under <repo>/.cache/kafka/<version>/libs (git-ignored). Java 17+ runs it.
 Each data dir (default <repo>/.cache/kafka-data/<port>) holds one broker: server.properties,
 the KRaft log dirs, kafka.pid and logs/server.log.
+
+Secured listeners (for testing clients against SASL and TLS; the PLAINTEXT --port stays):
+  --sasl-port P      SASL_PLAINTEXT listener; mechanisms PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+  --ssl-port P       SSL listener (TLS; no client certificate asked)
+  --sasl-ssl-port P  SASL_SSL listener (TLS + the same SASL mechanisms)
+  --sasl-user N:PW   a SASL user for every mechanism (repeatable). SCRAM credentials are
+                     written into the metadata log when storage is formatted (`kafka-storage
+                     format --add-scram`), so users only take effect on a fresh --data-dir.
+  TLS material is generated with Java's keytool on the first start into <data-dir>/tls: a CA
+  (ca.pem is what clients trust), and a broker certificate for localhost and 127.0.0.1.
 
 Exit codes: 0 success; 1 other error; 2 usage; 3 stopped (status only); 4 Java missing or
 older than 17; 5 port already in use; 6 broker not up within --timeout; 7 download failed.
@@ -32,6 +44,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import http.client
@@ -583,6 +596,18 @@ class BrokerSettings:
     controller_port: int
     listener_host: str = DEFAULT_HOST
     advertised_host: str = DEFAULT_HOST
+    sasl_port: int | None = None
+    ssl_port: int | None = None
+    sasl_ssl_port: int | None = None
+    sasl_users: tuple[tuple[str, str], ...] = ()
+    tls_password: str = ""
+
+    def secured_listeners(self) -> list[tuple[str, int]]:
+        """(listener name, port) of each secured listener asked for; the name is also its
+        security protocol."""
+        wanted = [("SASL_PLAINTEXT", self.sasl_port), ("SSL", self.ssl_port)]
+        wanted.append(("SASL_SSL", self.sasl_ssl_port))
+        return [(name, port) for name, port in wanted if port is not None]
 
     @property
     def bootstrap(self) -> str:
@@ -603,6 +628,69 @@ def default_data_dir(port: int) -> Path:
 def server_properties(settings: BrokerSettings) -> dict[str, str]:
     """The broker configuration: single-node KRaft, PLAINTEXT, everything replicated once."""
     controller = host_port(DEFAULT_HOST, settings.controller_port)
+    properties = _plaintext_properties(settings, controller)
+    if settings.secured_listeners():
+        properties.update(secured_properties(settings))
+    return properties
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+TLS_SUBDIR = "tls"
+
+
+def secured_properties(settings: BrokerSettings) -> dict[str, str]:
+    """Listener, SASL and TLS settings added for --sasl-port/--ssl-port/--sasl-ssl-port; the
+    PLAINTEXT listener stays the inter-broker one (the readiness probe speaks to it)."""
+    listeners = [f"PLAINTEXT://{host_port(settings.listener_host, settings.port)}"]
+    advertised = [f"PLAINTEXT://{settings.bootstrap}"]
+    properties: dict[str, str] = {}
+    for name, port in settings.secured_listeners():
+        listeners.append(f"{name}://{host_port(settings.listener_host, port)}")
+        advertised.append(f"{name}://{host_port(settings.advertised_host, port)}")
+        if name.startswith("SASL_"):
+            properties.update(_sasl_listener_properties(name.lower(), settings.sasl_users))
+    controller = host_port(DEFAULT_HOST, settings.controller_port)
+    properties["listeners"] = ",".join([*listeners, f"CONTROLLER://{controller}"])
+    properties["advertised.listeners"] = ",".join(advertised)
+    properties["listener.security.protocol.map"] = (
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,"
+        "SASL_SSL:SASL_SSL"
+    )
+    properties["sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+    if settings.ssl_port is not None or settings.sasl_ssl_port is not None:
+        tls = settings.data_dir / TLS_SUBDIR
+        properties["ssl.keystore.type"] = "PKCS12"
+        properties["ssl.keystore.location"] = str(tls / "broker.p12")
+        properties["ssl.keystore.password"] = settings.tls_password
+        properties["ssl.key.password"] = settings.tls_password
+        properties["ssl.client.auth"] = "none"
+    return properties
+
+
+def _jaas_text(text: str) -> str:
+    """A JAAS option value in double quotes (backslash and quote escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sasl_listener_properties(listener: str, users: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """JAAS configuration of one SASL listener: PLAIN users inline (Kafka's PlainLoginModule
+    reads `user_<name>="<password>"`), SCRAM users from the metadata log."""
+    plain_users = " ".join(f"user_{name}={_jaas_text(password)}" for name, password in users)
+    prefix = f"listener.name.{listener}"
+    properties = {
+        f"{prefix}.plain.sasl.jaas.config": (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+        )
+    }
+    for mechanism in SASL_MECHANISMS[1:]:
+        properties[f"{prefix}.{mechanism.lower()}.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
+    return properties
+
+
+def _plaintext_properties(settings: BrokerSettings, controller: str) -> dict[str, str]:
+    """The default broker: PLAINTEXT on --port, the controller on its own port."""
     return {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
@@ -705,6 +793,9 @@ def format_storage_if_needed(java: str, libs: Path, settings: BrokerSettings) ->
         str(settings.props_path),
         "--ignore-formatted",
     ]
+    for name, password in settings.sasl_users:
+        for mechanism in SASL_MECHANISMS[1:]:
+            command += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).splitlines()
@@ -712,6 +803,59 @@ def format_storage_if_needed(java: str, libs: Path, settings: BrokerSettings) ->
             f"formatting Kafka storage in {settings.data_dir} failed (exit {result.returncode})",
             details=output[-LOG_TAIL_LINES:],
         )
+
+
+def keytool_for(java: str) -> str:
+    """The keytool next to the java executable (symlinks resolved), else `keytool` on PATH."""
+    beside = Path(java).resolve().parent / "keytool"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("keytool")
+    if found is None:
+        raise KafkactlError(f"TLS listeners need Java's keytool; none next to {java} or on PATH")
+    return found
+
+
+def _keytool(keytool: str, *args: str) -> None:
+    result = subprocess.run(
+        [keytool, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).splitlines()
+        raise KafkactlError(f"keytool {args[0]} failed", details=output[-LOG_TAIL_LINES:])
+
+
+def tls_material(java: str, data_dir: Path) -> str:
+    """Generate, once per data dir, a CA and a broker certificate it signs (for localhost and
+    127.0.0.1) into <data-dir>/tls: ca.pem (what clients trust), ca.p12, broker.p12. Returns
+    the keystores' password (random, kept in tls/store.password)."""
+    tls = data_dir / TLS_SUBDIR
+    password_file = tls / "store.password"
+    if (tls / "broker.p12").is_file() and password_file.is_file():
+        return password_file.read_text(encoding="utf-8").strip()
+    tls.mkdir(parents=True, exist_ok=True)
+    for stale in tls.iterdir():
+        stale.unlink()
+    password = uuid.uuid4().hex
+    keytool = keytool_for(java)
+    ca, broker = str(tls / "ca.p12"), str(tls / "broker.p12")
+    common = ["-storetype", "PKCS12", "-storepass", password, "-keyalg", "RSA", "-keysize", "2048"]
+    _keytool(keytool, "-genkeypair", "-alias", "ca", "-keystore", ca, *common, "-validity",
+             "3650", "-dname", "CN=hookrelay local test CA", "-ext", "bc:c")  # fmt: skip
+    _keytool(keytool, "-exportcert", "-rfc", "-alias", "ca", "-keystore", ca, "-storepass",
+             password, "-file", str(tls / "ca.pem"))  # fmt: skip
+    _keytool(keytool, "-genkeypair", "-alias", "broker", "-keystore", broker, *common,
+             "-validity", "3650", "-dname", "CN=localhost")  # fmt: skip
+    _keytool(keytool, "-certreq", "-alias", "broker", "-keystore", broker, "-storepass",
+             password, "-file", str(tls / "broker.csr"))  # fmt: skip
+    _keytool(keytool, "-gencert", "-rfc", "-alias", "ca", "-keystore", ca, "-storepass",
+             password, "-infile", str(tls / "broker.csr"), "-outfile", str(tls / "broker.pem"),
+             "-validity", "3650", "-ext", "SAN=dns:localhost,ip:127.0.0.1,ip:::1",
+             "-ext", "EKU=serverAuth")  # fmt: skip
+    for alias, pem in (("ca", "ca.pem"), ("broker", "broker.pem")):
+        _keytool(keytool, "-importcert", "-noprompt", "-alias", alias, "-file", str(tls / pem),
+                 "-keystore", broker, "-storepass", password)  # fmt: skip
+    password_file.write_text(password + "\n", encoding="utf-8")
+    os.chmod(password_file, 0o600)
+    return password
 
 
 def launch_broker(java: str, libs: Path, settings: BrokerSettings) -> subprocess.Popen[bytes]:
@@ -846,7 +990,15 @@ def settings_from_args(args: argparse.Namespace, data_dir: Path) -> BrokerSettin
         raise KafkactlError("--controller-port must differ from --port")
     if args.controller_port:
         require_free_port(DEFAULT_HOST, controller_port)
-    return BrokerSettings(data_dir, args.port, controller_port, host, advertised)
+    secured = (args.sasl_port, args.ssl_port, args.sasl_ssl_port)
+    chosen = [port for port in secured if port is not None]
+    if len({args.port, controller_port, *chosen}) != 2 + len(chosen):
+        raise KafkactlError("every listener needs a port of its own")
+    for port in chosen:
+        require_free_port(host, port)
+    return BrokerSettings(
+        data_dir, args.port, controller_port, host, advertised, *secured, tuple(args.sasl_user)
+    )
 
 
 def already_running(pid: int, data_dir: Path, args: argparse.Namespace) -> int:
@@ -882,6 +1034,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             return already_running(pid, data_dir, args)
         java = require_java()
         settings = settings_from_args(args, data_dir)
+        if settings.ssl_port is not None or settings.sasl_ssl_port is not None:
+            settings = dataclasses.replace(settings, tls_password=tls_material(java, data_dir))
         libs = fetch(quiet=True)
         write_server_properties(settings)
         format_storage_if_needed(java, libs, settings)
@@ -1051,6 +1205,17 @@ def port_number(text: str) -> int:
     return value
 
 
+_SASL_TEXT = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def sasl_user(text: str) -> tuple[str, str]:
+    """argparse type: NAME:PASSWORD, both of A-Z a-z 0-9 . _ - (safe in JAAS and --add-scram)."""
+    name, _, password = text.partition(":")
+    if not (_SASL_TEXT.fullmatch(name) and _SASL_TEXT.fullmatch(password)):
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD of A-Z a-z 0-9 . _ -")
+    return name, password
+
+
 def add_location_args(parser: argparse.ArgumentParser) -> None:
     """--port and --data-dir, shared by start/stop/status."""
     parser.add_argument(
@@ -1078,6 +1243,13 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--listener-host", default=DEFAULT_HOST, help="default 127.0.0.1")
     start.add_argument("--advertised-host", help="host told to clients (default: listener host)")
     start.add_argument("--timeout", type=positive_float, default=60.0, help="seconds (default 60)")
+    start.add_argument("--sasl-port", type=port_number, help="add a SASL_PLAINTEXT listener")
+    start.add_argument("--ssl-port", type=port_number, help="add an SSL (TLS) listener")
+    start.add_argument("--sasl-ssl-port", type=port_number, help="add a SASL_SSL listener")
+    start.add_argument(
+        "--sasl-user", type=sasl_user, action="append", default=[], metavar="NAME:PASSWORD",
+        help="SASL user for PLAIN and SCRAM (repeatable; SCRAM users need a fresh data dir)",
+    )  # fmt: skip
     start.set_defaults(handler=cmd_start)
 
     stop = commands.add_parser("stop", help="stop the broker of a data dir")
