@@ -8,6 +8,8 @@
     hookrelay send-test -c FILE HOOK_ID [--event NAME]   one Logto-style test POST
     hookrelay replay    -c FILE [--hook-id H] [--event E] [--since T] [--dry-run]
                                                  re-drive dead-lettered deliveries
+    hookrelay import-logto FILE|- [--out F] [--env-out F] [--force]
+                                                 Logto's GET /api/hooks JSON → hooks.yaml
 
 Exit codes: 0 success; 1 invalid configuration, failed delivery or runtime error;
 2 usage error (argparse's convention).
@@ -89,12 +91,56 @@ def _parser() -> argparse.ArgumentParser:
     test = add("send-test", "POST one Logto-style test payload to a hook and print the answer.")
     test.add_argument("hook_id", metavar="HOOK_ID", help="the hook's id from hooks.yaml")
     test.add_argument("--event", default="PostRegister", help="event name (default: %(default)s)")
+    _add_import_logto(sub)
     return parser
+
+
+def _add_import_logto(sub: Any) -> None:
+    help_text = (
+        "Convert the JSON of Logto's Management API GET /api/hooks into hooks.yaml, with the "
+        "signing keys in a separate environment file (mode 0600), never inline."
+    )
+    p = sub.add_parser("import-logto", help=help_text, description=help_text)
+    p.add_argument("file", help="Logto's hooks JSON, or - for standard input")
+    p.add_argument("--out", default="hooks.yaml", help="hooks file to write (default: %(default)s)")
+    p.add_argument(
+        "--env-out", default="hookrelay.env",
+        help="environment file for the signing keys (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+
+
+def _import_logto(args: argparse.Namespace) -> int:
+    from hookrelay.importlogto import LogtoImportError, convert, parse, write_new  # noqa: PLC0415
+
+    out, env_out = Path(args.out), Path(args.env_out)
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        conversion = convert(parse(raw), env_out.name)
+        existing = [path for path in (env_out, out) if path.exists()]
+        if existing and not args.force:  # refuse before writing either: no half import
+            raise FileExistsError(17, "exists", str(existing[0]))
+        for note in conversion.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if conversion.env_text:
+            write_new(env_out, conversion.env_text, mode=0o600, force=args.force)
+        write_new(out, conversion.hooks_yaml, mode=0o644, force=args.force)
+    except FileExistsError as e:
+        print(f"hookrelay: {e.filename} exists; pass --force to replace it", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, LogtoImportError) as e:
+        print(f"hookrelay: import-logto: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    keys = f", signing keys in {env_out} (mode 0600)" if conversion.env_text else ""
+    print(f"wrote {conversion.hook_count} hooks to {out}{keys}")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hookrelay`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "import-logto":  # reads Logto's JSON, not hookrelay's configuration
+        return _import_logto(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
