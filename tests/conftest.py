@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-pytest_plugins = ["tests.kafka_broker"]
+pytest_plugins = ["tests.kafka_broker", "tests.kafka_secure"]
 
 
 @pytest.fixture(autouse=True)
