@@ -1,0 +1,118 @@
+"""Hostile records against a real ``hookrelay run`` process, a real broker and a receiver:
+every record ends delivered or dead-lettered, the daemon stays up and ready, its offsets are
+committed to the end, and its resident memory stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from hookrelay.signing import delivery_id
+from tests.hostile import adversarial_corpus
+from tests.integration.harness import (
+    committed_offsets,
+    eventually,
+    headers_of,
+    produce,
+    read_topic,
+    start_daemon_process,
+    unique,
+    with_admin_port,
+    write_config,
+)
+from tests.kafka_broker import create_topics
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.integration
+
+KEY = "hostile-input-key-0123"
+MAX_EVENT_BYTES = 64 * 1024
+RSS_GROWTH_BOUND_KIB = 150 * 1024
+"""Generous: the corpus is about 1.5 MB in all; a leak per record would show far above it."""
+
+
+def valid_event(n: int) -> bytes:
+    return orjson.dumps(
+        {"event": "User.Created", "createdAt": "2026-08-21T09:15:42.123Z", "data": {"id": f"u{n}"}}
+    )
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of process ``pid`` (``VmRSS`` of /proc/PID/status), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+async def status_of(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        return answer.status
+
+
+async def test_every_hostile_record_is_delivered_or_dead_lettered_and_the_daemon_stays_up(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("hostile")
+    dlq = f"{topic}.dlq"
+    await create_topics(kafka_bootstrap, [topic, dlq], partitions=1)
+    hostile = adversarial_corpus()
+    valid = [valid_event(n) for n in range(60)]
+    values = [v for pair in zip(hostile, valid * 5, strict=False) for v in pair] + hostile[300:]
+    assert len(values) >= 350
+    async with Receiver(keys={"all": KEY}) as receiver:
+        hooks = [{"id": "all", "events": ["*"], "url": receiver.url("all"), "signing_key": KEY}]
+        path = write_config(
+            tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq,
+            delivery={"max_event_bytes": MAX_EVENT_BYTES},
+        )  # fmt: skip
+        group = orjson.loads(path.read_bytes())["kafka"]["group_id"]
+        port = with_admin_port(path)
+        daemon = await start_daemon_process(path, tmp_path / "daemon.log")
+        try:
+            ready = f"http://127.0.0.1:{port}/readyz"
+            await eventually(lambda: _answers(ready, 200), 60, "the daemon to become ready")
+            before = rss_kib(daemon.pid)
+            await produce(kafka_bootstrap, topic, values, partition=0)
+            await eventually(
+                lambda: _committed(kafka_bootstrap, group, len(values)), 60,
+                f"offset {len(values)} committed",
+            )  # fmt: skip
+            after = rss_kib(daemon.pid)
+            assert daemon.returncode is None and await status_of(ready) == 200
+        finally:
+            if daemon.returncode is None:
+                daemon.send_signal(signal.SIGTERM)
+            exit_code = await asyncio.wait_for(daemon.wait(), 30)
+        assert exit_code == 0
+    assert after - before < RSS_GROWTH_BOUND_KIB, f"RSS grew from {before} KiB to {after} KiB"
+    ids = {delivery_id(topic, 0, offset, "all"): offset for offset in range(len(values))}
+    delivered = [ids[request.headers["webhook-id"]] for request in receiver.requests]
+    assert len(delivered) == len(set(delivered))  # each record at most once
+    assert all(request.signature_valid for request in receiver.requests)
+    letters = await read_topic(kafka_bootstrap, dlq, len(values) - len(delivered))
+    dead = [int(headers_of(letter)["hookrelay-origin-offset"]) for letter in letters]
+    # consumed = delivered events + dead-lettered, and no record is both
+    assert sorted(delivered + dead) == list(range(len(values)))
+    valid_offsets = {i for i, value in enumerate(values) if value in valid}
+    assert valid_offsets <= set(delivered)
+    reasons = {headers_of(letter)["hookrelay-reason"] for letter in letters}
+    assert {"not_json", "not_object", "missing_event", "bad_created_at", "empty"} <= reasons
+    assert "oversized" in reasons
+
+
+async def _answers(url: str, status: int) -> bool:
+    try:
+        return await status_of(url) == status
+    except aiohttp.ClientError:
+        return False
+
+
+async def _committed(bootstrap: str, group: str, offset: int) -> bool:
+    offsets = await committed_offsets(bootstrap, group)
+    return bool(offsets) and min(offsets.values()) >= offset
