@@ -36,7 +36,7 @@ from contextlib import suppress
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from hookrelay.admin import AdminServer
 from hookrelay.config import Settings, config_warnings, load_settings
@@ -85,6 +85,15 @@ async def _bounded(
         log.warning("shutdown_step_cancelled", step=step)
     except Exception as e:
         log.warning("shutdown_step_failed", step=step, error=f"{type(e).__name__}: {e}")
+
+
+def _kafka_reason(error: KafkaError) -> str:
+    """A readiness reason for a failed connection. aiokafka raises a bare
+    ``KafkaConnectionError`` for a wrong address, refused SASL credentials and an untrusted
+    TLS certificate alike, and only logs the cause."""
+    if isinstance(error, KafkaConnectionError):
+        return "KafkaConnectionError (wrong address, SASL credentials or TLS CA? see the log)"
+    return type(error).__name__
 
 
 class Daemon:
@@ -386,7 +395,7 @@ class Daemon:
                     self._producer_started = True
                 await self.source.start()
             except KafkaError as e:
-                self._kafka_error = f"{type(e).__name__}"
+                self._kafka_error = _kafka_reason(e)
                 log.warning(
                     "kafka_unreachable",
                     bootstrap_servers=list(self.settings.kafka.bootstrap_servers),

@@ -49,6 +49,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetPydanticSchema,
+    PlainSerializer,
     PrivateAttr,
     SecretStr,
     StrictBool,
@@ -69,6 +70,7 @@ from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.errors import ConfigError, ConfigIssue
 from hookrelay.kafka_clients import SslFilesError, build_ssl_context
+from hookrelay.netguard import METADATA_ADDRESSES, TlsFilesError, client_ssl_context
 from hookrelay.retries import tier_topics
 from hookrelay.signing import standard_webhooks_key
 
@@ -77,6 +79,7 @@ __all__ = [
     "AdminSettings",
     "DeliverySettings",
     "Hook",
+    "HookTls",
     "HttpSettings",
     "KafkaSettings",
     "LoggingSettings",
@@ -421,6 +424,43 @@ def _header_pairs_schema(_source: Any, handler: GetCoreSchemaHandler) -> core_sc
 HeaderPairs = Annotated[tuple[tuple[str, str], ...], GetPydanticSchema(_header_pairs_schema)]
 
 
+def _network(value: object) -> object:
+    """``"10.0.0.0/8"`` or a single address (``"10.0.0.5"`` is ``10.0.0.5/32``) → a network;
+    host bits set (``10.0.0.1/8``) are refused: the writer meant another range."""
+    if not isinstance(value, str):  # pydantic would read a number as an IPv4 address
+        raise _refuse("expected a string such as 10.0.0.0/8")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        pass
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _refuse(
+            "expected a network in CIDR notation (10.0.0.0/8, fd00::/8) or one address"
+        ) from None
+    raise _refuse("host bits set: expected the network's first address, as in 10.0.0.0/8")
+
+
+AllowNetwork = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network,
+    BeforeValidator(_network),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "description": "CIDR network or single IP address"}),
+]
+"""A network the SSRF guard lets webhooks reach (see ``hookrelay.netguard``)."""
+
+
+def _check_tls_files(ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
+    """Refuse TLS files that do not load into a client context, on the key naming the file."""
+    if key_file is not None and cert_file is None:
+        raise _refuse("expected cert_file with it (the key's certificate)", at=("key_file",))
+    try:
+        client_ssl_context(ca_file, cert_file, key_file)
+    except TlsFilesError as e:
+        raise _refuse(str(e), at=(e.key,)) from None
+
+
 # ── Models ───────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -543,6 +583,39 @@ class HttpSettings(_Model):
     """user-agent header; "Logto (https://logto.io/)" makes requests look like Logto's own."""
     max_response_bytes: Integer = Field(65536, ge=0)
     """Most bytes of a response body read (kept for logs and the dead-letter topic)."""
+    allow_networks: tuple[AllowNetwork, ...] = ()
+    """Networks every hook may reach although the SSRF guard refuses them by default
+    (loopback, private, link-local, CGNAT, ...), as CIDR. A cloud metadata endpoint is only
+    allowed by an entry naming exactly its address. Production configurations should not
+    need it."""
+    ca_file: NonEmptyText | None = None
+    """PEM file of the CA certificates that verify https endpoints, relative to this file;
+    default: the system's CAs. A hook's tls.ca_file overrides it."""
+
+    @model_validator(mode="after")
+    def _ca_file_loads(self) -> HttpSettings:
+        _check_tls_files(self.ca_file, None, None)
+        return self
+
+
+class HookTls(_Model):
+    """A hook's TLS settings. Certificates and host names are always verified (there is no
+    switch to turn that off); TLS 1.2 is the least version spoken."""
+
+    ca_file: NonEmptyText | None = None
+    """PEM file of the CA certificates that verify this endpoint (instead of http.ca_file or
+    the system's CAs), relative to the YAML file naming it."""
+    cert_file: NonEmptyText | None = None
+    """PEM client certificate chain sent to an endpoint that asks for one (mutual TLS),
+    relative to the YAML file naming it."""
+    key_file: NonEmptyText | None = None
+    """PEM unencrypted private key of cert_file, relative to the YAML file naming it; omit it
+    when cert_file holds the key too."""
+
+    @model_validator(mode="after")
+    def _files_load(self) -> HookTls:
+        _check_tls_files(self.ca_file, self.cert_file, self.key_file)
+        return self
 
 
 class DeliverySettings(_Model):
@@ -726,6 +799,11 @@ class Hook(_Model):
     """Requests in flight to this endpoint at once."""
     timeout_s: Number | None = Field(None, gt=0)
     """Seconds per attempt; null means http.timeout_s."""
+    allow_networks: tuple[AllowNetwork, ...] = ()
+    """Networks this hook may reach although the SSRF guard refuses them by default, added to
+    http.allow_networks (CIDR; a metadata endpoint needs an entry naming its exact address)."""
+    tls: HookTls | None = None
+    """CA bundle and client certificate for this https endpoint."""
     retry_on_status: tuple[RetryableStatus, ...] | None = None
     """4xx answers retried for this hook; null means delivery.retry_on_status."""
 
@@ -1012,6 +1090,7 @@ class _Loader:
         data = self._main_data(tree, str(main_file))
         self._attach_hooks(data, main_file)
         self._note_inline_secrets(data)
+        self._tls_paths(data)
         for index, hook in _hook_mappings(data):
             if "signing_key_file" in hook:
                 self._read_secret_file(hook, ("hooks", index), "signing_key", "signing key")
@@ -1175,6 +1254,20 @@ class _Loader:
             return _BROKEN
         self.source.positions[("hooks",)] = _key_where(tree, "hooks", file)
         return self._plain(tree["hooks"], ("hooks",), file)
+
+    def _tls_paths(self, data: dict[str, Any]) -> None:
+        """Make ``http.ca_file`` and each hook's ``tls`` files absolute, relative to the YAML
+        file naming them (the hooks file may live elsewhere than the main file)."""
+        places: list[tuple[Any, KeyPath]] = [(data.get("http"), ("http",))]
+        places.extend((hook.get("tls"), ("hooks", i, "tls")) for i, hook in _hook_mappings(data))
+        for mapping, path in places:
+            if not isinstance(mapping, dict):
+                continue
+            for key in ("ca_file", "cert_file", "key_file"):
+                relative = mapping.get(key)
+                if isinstance(relative, str) and relative:
+                    where = self.source.positions[(*path, key)]
+                    mapping[key] = os.path.abspath(Path(where.file).parent / relative)
 
     def _note_inline_secrets(self, data: dict[str, Any]) -> None:
         secrets: list[tuple[Any, KeyPath]] = [
@@ -1441,7 +1534,8 @@ def config_warnings(settings: Settings) -> list[str]:
     event; signing keys written inline in YAML instead of
     ``${VAR}`` or ``signing_key_file``; signed webhooks sent over plain http to a host that is
     not loopback; an admin listener beyond loopback without a token (the /v1 API is then
-    off); an admin token written inline instead of ``${VAR}`` or ``token_file``; a Kafka
+    off); an admin token written inline instead of ``${VAR}`` or ``token_file``; SSRF guard
+    allow-lists that are very broad or include link-local ranges or metadata endpoints; a Kafka
     SASL password written inline instead of ``${VAR}`` or ``sasl_password_file``; SASL PLAIN
     over SASL_PLAINTEXT (the password crosses the network in clear).
     """
@@ -1465,8 +1559,10 @@ def config_warnings(settings: Settings) -> list[str]:
         found.append((("kafka", "session_timeout_s"), message))
     found.extend(_kafka_warnings(settings.kafka, source))
     found.extend(_admin_warnings(settings.admin, source))
+    found.extend(_allow_warnings(settings.http.allow_networks, ("http", "allow_networks")))
     for index, hook in enumerate(settings.hooks):
         found.extend(_hook_warnings(hook, ("hooks", index), source))
+        found.extend(_allow_warnings(hook.allow_networks, ("hooks", index, "allow_networks")))
     return [_warning_text(source.issue(path, message)) for path, message in found]
 
 
@@ -1481,6 +1577,37 @@ def _kafka_warnings(kafka: KafkaSettings, source: _SourceMap) -> list[tuple[KeyP
     if ("kafka", "sasl_password") in source.inline_secrets:
         message = "SASL password written inline; use ${VAR} or sasl_password_file to keep it secret"
         found.append((("kafka", "sasl_password"), message))
+    return found
+
+
+_LINK_LOCAL: Final = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+
+
+def _allow_warnings(
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], path: KeyPath
+) -> list[tuple[KeyPath, str]]:
+    """SSRF guard opt-outs worth a second look: every address, very broad ranges (shorter
+    than /8 in IPv4, /16 in IPv6), link-local ranges and metadata endpoints."""
+    found: list[tuple[KeyPath, str]] = []
+    for index, network in enumerate(networks):
+        if network.prefixlen < (8 if network.version == 4 else 16):
+            message = (
+                f"{network} is very broad: the SSRF guard lets webhooks reach almost any "
+                "internal address (only metadata endpoints stay refused)"
+            )
+        elif network.num_addresses == 1 and network.network_address in METADATA_ADDRESSES:
+            message = (
+                f"{network} is a cloud metadata endpoint: whoever controls this hook's "
+                "payload destination can read the host's cloud credentials"
+            )
+        elif any(network.overlaps(link) for link in _LINK_LOCAL if link.version == network.version):
+            message = (
+                f"{network} includes link-local addresses, where host-local services live "
+                "(metadata endpoints stay refused unless named exactly)"
+            )
+        else:
+            continue
+        found.append(((*path, index), message))
     return found
 
 

@@ -10,6 +10,15 @@ Outcome rules (DESIGN §1.4 and Part 2):
   ``Retry-After`` (delta-seconds or HTTP-date, RFC 9110 §10.2.3) is returned, capped.
 - other 4xx → permanent.
 - connection errors, TLS errors, timeouts → retryable.
+- an address the SSRF guard refuses (``hookrelay.netguard``) → permanent failure, ``refused:``.
+
+Connections: one ``aiohttp.ClientSession`` per distinct SSRF allow-list (``http.allow_networks``
+plus the hook's own ``allow_networks``); nearly every hook shares the first. Each session's
+connector resolves through a ``GuardedResolver``, so it only ever connects to vetted
+addresses, and its pool never hands a connection opened under one allow-list to a hook
+with another. TLS: every https request carries its hook's ``ssl.SSLContext`` (verification
+always on, TLS 1.2 at least, the hook's CA bundle and client certificate), built once per
+hook; hooks without ``tls`` share one context.
 
 Request headers mirror Logto's ``createHookRequest``: ``content-type: application/json``,
 ``user-agent``, the hook's custom headers, ``logto-signature-sha-256`` when the hook has a
@@ -23,18 +32,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Protocol
+from typing import Final, Protocol
 
 import aiohttp
+from aiohttp.helpers import is_ip_address
 from multidict import CIMultiDict
+from yarl import URL
 
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
 from hookrelay.logs import register_secrets
 from hookrelay.model import AttemptResult
+from hookrelay.netguard import (
+    AddressRefusedError,
+    GuardedResolver,
+    NetworkPolicy,
+    client_ssl_context,
+)
 from hookrelay.signing import (
     DELIVERY_ID_HEADER,
     LOGTO_SIGNATURE_HEADER,
@@ -132,36 +150,87 @@ class _PreparedHook:
         return headers
 
 
+ALLOW_HINT: Final = "allow it with http.allow_networks or the hook's allow_networks"
+
+
+@dataclass(frozen=True, slots=True)
+class _HookTransport:
+    """How a hook's requests travel: its SSRF policy, its TLS context, and, when the URL's
+    host is an IP address the policy refuses, why (aiohttp never asks the resolver about
+    IP literals, so they are vetted here, once per hook)."""
+
+    hook: Hook
+    policy: NetworkPolicy
+    ssl_context: ssl.SSLContext
+    refusal: str | None
+
+    @classmethod
+    def build(cls, hook: Hook, http: HttpSettings, shared: ssl.SSLContext) -> _HookTransport:
+        policy = NetworkPolicy((*http.allow_networks, *hook.allow_networks))
+        context = shared
+        if hook.tls is not None:
+            tls = hook.tls
+            context = client_ssl_context(tls.ca_file or http.ca_file, tls.cert_file, tls.key_file)
+        return cls(hook, policy, context, _literal_refusal(hook.url, policy))
+
+
+def _literal_refusal(url: str, policy: NetworkPolicy) -> str | None:
+    """Why the IP literal host of ``url`` is refused, ``None`` for an allowed one or a name.
+    The host is the one aiohttp connects to (yarl's ``raw_host``), judged by aiohttp's own
+    test of what an IP literal is."""
+    host = URL(url).raw_host or ""
+    if not is_ip_address(host):
+        return None
+    try:
+        return policy.refusal(host)
+    except ValueError:
+        return f"{host} is not a canonical IP address"
+
+
 class HttpSender:
     """The real sender: one shared ``aiohttp.ClientSession`` for every hook.
 
-    ``start()`` opens the session, ``close()`` closes it. One ``Signer`` per signing key is
-    cached so the keyed HMAC state is computed once.
+    ``start()`` opens the session, ``close()`` closes it (and the sessions of hooks with their
+    own allow-list, opened on first use: one per distinct list, each with a pool of up to
+    ``http.max_connections``). One ``Signer`` per signing key is cached so the keyed HMAC
+    state is computed once. Raises ``TlsFilesError`` when ``http.ca_file`` cannot be loaded.
     """
 
     def __init__(self, http: HttpSettings, delivery: DeliverySettings) -> None:
         self._http = http
         self._delivery = delivery
         self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[NetworkPolicy, aiohttp.ClientSession] = {}
         self._hooks: dict[str, _PreparedHook] = {}
+        self._transports: dict[str, _HookTransport] = {}
+        self._ssl = client_ssl_context(http.ca_file)
 
     async def start(self) -> None:
         """Open the shared session (connection pool of ``http.max_connections``)."""
-        connector = aiohttp.TCPConnector(
-            limit=self._http.max_connections, limit_per_host=0, ttl_dns_cache=60
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            raise_for_status=False,
-        )
+        self._session = self._session_for(NetworkPolicy(self._http.allow_networks))
+
+    def _session_for(self, policy: NetworkPolicy) -> aiohttp.ClientSession:
+        session = self._sessions.get(policy)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._http.max_connections,
+                limit_per_host=0,
+                ttl_dns_cache=60,
+                resolver=GuardedResolver(policy),
+            )
+            session = self._sessions[policy] = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                raise_for_status=False,
+            )
+        return session
 
     async def close(self) -> None:
-        """Close the session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the sessions and their connections."""
+        sessions, self._sessions, self._session = self._sessions, {}, None
+        for session in sessions.values():
+            await session.close()
 
     def headers(self, hook: Hook, delivery_id: str, body: bytes) -> CIMultiDict[str]:
         """The request headers for ``body`` sent to ``hook`` (signed when it has a key)."""
@@ -176,32 +245,37 @@ class HttpSender:
             self._hooks[hook.id] = prepared
         return prepared
 
+    def _transport(self, hook: Hook) -> _HookTransport:
+        """The hook's SSRF policy and TLS context, built once per hook object."""
+        transport = self._transports.get(hook.id)
+        if transport is None or transport.hook is not hook:
+            transport = _HookTransport.build(hook, self._http, self._ssl)
+            self._transports[hook.id] = transport
+        return transport
+
     async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
         """POST once; classify the answer. Raises only ``RuntimeError`` if not started."""
         if self._session is None:
             raise RuntimeError("HttpSender.start() was not awaited")
+        started = time.perf_counter()
+        transport = self._transport(hook)
+        if transport.refusal is not None:
+            return _failed(f"refused: {transport.refusal} ({ALLOW_HINT})", started, retryable=False)
         prepared = self._prepared(hook)
         timeout = prepared.timeout
-        timeout_s = timeout.total or 0.0
-        started = time.perf_counter()
         try:
-            async with self._session.post(
+            async with self._session_for(transport.policy).post(
                 hook.url,
                 data=body,
                 headers=prepared.request_headers(delivery_id, body),
                 timeout=timeout,
                 allow_redirects=False,
+                ssl=transport.ssl_context,
             ) as response:
                 head = await response.content.read(self._http.max_response_bytes)
                 return self._answered(hook, response.status, response.headers, head, started)
-        except TimeoutError:
-            return _failed(f"timeout after {timeout_s:g}s", started)
-        except aiohttp.ClientSSLError as e:
-            return _failed(f"tls error: {type(e).__name__}", started)
-        except aiohttp.InvalidURL:
-            return _failed("refused: invalid url", started, retryable=False)
-        except (aiohttp.ClientError, OSError) as e:
-            return _failed(f"connection error: {type(e).__name__}: {e}"[:300], started)
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return _failure(e, started, timeout.total or 0.0)
 
     def _answered(
         self,
@@ -225,6 +299,22 @@ class HttpSender:
 
 def _failed(error: str, started: float, *, retryable: bool = True) -> AttemptResult:
     return AttemptResult(None, error, retryable, None, time.perf_counter() - started)
+
+
+def _failure(error: BaseException, started: float, timeout_s: float) -> AttemptResult:
+    """An attempt that raised ``error``: refusals are permanent, the rest retryable."""
+    if isinstance(error, TimeoutError):
+        return _failed(f"timeout after {timeout_s:g}s", started)
+    if isinstance(error, aiohttp.ClientSSLError):
+        return _failed(f"tls error: {type(error).__name__}: {error}"[:300], started)
+    if isinstance(error, aiohttp.InvalidURL):
+        return _failed("refused: invalid url", started, retryable=False)
+    cause = getattr(error, "os_error", None)
+    if isinstance(cause, AddressRefusedError):
+        reasons = "; ".join(cause.reasons)
+        text = f"refused: {cause.host} resolves only to refused addresses: {reasons}"
+        return _failed(f"{text[:400]} ({ALLOW_HINT})", started, retryable=False)
+    return _failed(f"connection error: {type(error).__name__}: {error}"[:300], started)
 
 
 async def close_quietly(sender: HttpSender, timeout_s: float = 5.0) -> None:
