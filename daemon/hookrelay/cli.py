@@ -220,7 +220,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     from hookrelay.logs import configure_logging, get_logger, register_secrets  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
-    register_secrets(h.signing_key.get_secret_value() for h in settings.hooks if h.signing_key)
+    register_secrets(k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys)
     if settings.kafka.sasl_password is not None:
         register_secrets([settings.kafka.sasl_password.get_secret_value()])
     _event_loop_policy()
@@ -334,7 +334,7 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
             await sender.close()
 
     result = asyncio.run(send())
-    signed = "signed" if hook.signing_key is not None else "unsigned"
+    signed = "signed" if hook.active_signing_keys else "unsigned"
     print(f"POST {hook.url}  event={args.event}  webhook-id={did}  ({signed})")
     if result.status is not None:
         print(f"status: {result.status}  ({result.duration_s * 1000:.0f} ms)")
