@@ -427,6 +427,8 @@ HeaderPairs = Annotated[tuple[tuple[str, str], ...], GetPydanticSchema(_header_p
 def _network(value: object) -> object:
     """``"10.0.0.0/8"`` or a single address (``"10.0.0.5"`` is ``10.0.0.5/32``) → a network;
     host bits set (``10.0.0.1/8``) are refused: the writer meant another range."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value  # settings built in code
     if not isinstance(value, str):  # pydantic would read a number as an IPv4 address
         raise _refuse("expected a string such as 10.0.0.0/8")
     try:

@@ -89,6 +89,8 @@ def write_config(
             "auto_offset_reset": "earliest",
         },
         "dead_letter_topic": f"bench-{run}.dlq",
+        # the bench receiver is on 127.0.0.1, which the SSRF guard refuses unless allowed
+        "http": {"allow_networks": ["127.0.0.0/8"]},
         "delivery": {"retry_topic_prefix": f"bench-{run}.retry.", **(delivery or {})},
         "admin": {"listen": f"127.0.0.1:{admin_port}"},
         "logging": {"level": log_level, "format": "json"},

@@ -48,7 +48,8 @@ def write_config(
             "session_timeout_s": 10,
         },
         "dead_letter_topic": dead_letter_topic or f"{topic}.dlq",
-        "http": {"timeout_s": 5},
+        # every receiver is on 127.0.0.1, which the SSRF guard refuses unless allowed
+        "http": {"timeout_s": 5, "allow_networks": ["127.0.0.0/8"]},
         "delivery": {
             "retry_schedule_s": [0.2, 0.4],
             "retry_jitter": 0.0,
