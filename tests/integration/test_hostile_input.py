@@ -76,11 +76,11 @@ async def test_every_hostile_record_is_delivered_or_dead_lettered_and_the_daemon
         daemon = await start_daemon_process(path, tmp_path / "daemon.log")
         try:
             ready = f"http://127.0.0.1:{port}/readyz"
-            await eventually(lambda: _answers(ready, 200), 60, "the daemon to become ready")
+            await eventually(lambda: answers_with(ready, 200), 60, "the daemon to become ready")
             before = rss_kib(daemon.pid)
             await produce(kafka_bootstrap, topic, values, partition=0)
             await eventually(
-                lambda: _committed(kafka_bootstrap, group, len(values)), 60,
+                lambda: committed_through(kafka_bootstrap, group, len(values)), 60,
                 f"offset {len(values)} committed",
             )  # fmt: skip
             after = rss_kib(daemon.pid)
@@ -106,13 +106,13 @@ async def test_every_hostile_record_is_delivered_or_dead_lettered_and_the_daemon
     assert "oversized" in reasons
 
 
-async def _answers(url: str, status: int) -> bool:
+async def answers_with(url: str, status: int) -> bool:
     try:
         return await status_of(url) == status
     except aiohttp.ClientError:
         return False
 
 
-async def _committed(bootstrap: str, group: str, offset: int) -> bool:
+async def committed_through(bootstrap: str, group: str, offset: int) -> bool:
     offsets = await committed_offsets(bootstrap, group)
     return bool(offsets) and min(offsets.values()) >= offset
