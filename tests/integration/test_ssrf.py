@@ -5,11 +5,14 @@ write ``http`` without the harness's loopback allow-list."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import orjson
 import pytest
 
+from hookrelay.config import DeliverySettings, Hook, HttpSettings
+from hookrelay.sender import HttpSender
 from tests.integration.harness import (
     headers_of,
     hookrelay_cli,
@@ -21,7 +24,7 @@ from tests.integration.harness import (
     write_config,
 )
 from tests.kafka_broker import create_topics
-from tests.receiver import Receiver
+from tests.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +108,30 @@ async def test_send_test_is_refused_like_a_delivery(tmp_path: Path) -> None:
         assert receiver.for_hook("mine") == []
     assert code == 1
     assert "refused: 127.0.0.1 is a loopback address" in err
+
+
+async def test_answers_are_read_up_to_the_cap_and_redirects_are_not_followed() -> None:
+    """Issue 6's other two limits on what an endpoint can do to hookrelay: a huge answer
+    costs at most ``http.max_response_bytes``, and a redirect (here to the metadata address)
+    is a permanent failure, never a second request."""
+    http = HttpSettings(
+        allow_networks=(ipaddress.ip_network("127.0.0.0/8"),), max_response_bytes=1000
+    )
+    async with Receiver(keys={"big": None, "moved": None}) as receiver:
+        receiver.script_forever("big", Reply(status=200, body=b"x" * 1_000_000))
+        location = {"Location": "http://169.254.169.254/latest/meta-data/"}
+        receiver.script_forever("moved", Reply(status=307, headers=location))
+        sender = HttpSender(http, DeliverySettings())
+        await sender.start()
+        try:
+            big = await sender.attempt(web_hook("big", receiver.url("big")), "d-1", b"{}")
+            moved = await sender.attempt(web_hook("moved", receiver.url("moved")), "d-2", b"{}")
+        finally:
+            await sender.close()
+        assert len(receiver.for_hook("moved")) == 1
+    assert (big.status, big.error, big.response_head) == (200, None, b"x" * 1000)
+    assert (moved.status, moved.error, moved.retryable) == (307, "redirect 307 not followed", False)
+
+
+def web_hook(hook_id: str, url: str) -> Hook:
+    return Hook(id=hook_id, events=("*",), url=url)
