@@ -32,6 +32,10 @@ one exception: a metadata endpoint is only allowed by an entry that names exactl
 address (``169.254.169.254/32``), never by a broader range such as ``169.254.0.0/16`` or
 ``0.0.0.0/0``. A metadata service hands out cloud credentials; allowing "private networks"
 must not silently include it.
+
+The same module builds the TLS client contexts for endpoints (:func:`client_ssl_context`):
+verification always on (there is no switch to turn it off), TLS 1.2 at least, an optional CA
+bundle and client certificate, checked when the configuration loads.
 """
 
 from __future__ import annotations
