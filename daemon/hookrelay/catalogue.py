@@ -13,8 +13,8 @@ from typing import Final
 INTERACTION_EVENTS: Final = (
     "PostRegister",
     "PostSignIn",
-    "PostResetPassword",
     "PostSignInAdaptiveMfaTriggered",
+    "PostResetPassword",
 )
 """Sent when a user flow finishes; payloads carry ``interactionEvent`` and ``userIp``."""
 
@@ -23,6 +23,8 @@ DATA_EVENTS: Final = (
     "User.Deleted",
     "User.Data.Updated",
     "User.SuspensionStatus.Updated",
+    "TrustedDevice.Created",
+    "TrustedDevice.Deleted",
     "Role.Created",
     "Role.Deleted",
     "Role.Data.Updated",
@@ -41,11 +43,9 @@ DATA_EVENTS: Final = (
     "OrganizationScope.Created",
     "OrganizationScope.Deleted",
     "OrganizationScope.Data.Updated",
-    "TrustedDevice.Created",
-    "TrustedDevice.Deleted",
 )
-"""Sent when an entity changes; payloads carry ``ip`` and ``data``. The last two are in
-development upstream."""
+"""Sent when an entity changes; payloads carry ``ip`` and ``data``. ``TrustedDevice.*`` are
+in development upstream (Logto's ``devFeatureHookEvents``, spread in at this place)."""
 
 EXCEPTION_EVENTS: Final = (
     "Identifier.Lockout",
@@ -55,7 +55,7 @@ EXCEPTION_EVENTS: Final = (
 """Sent when a protective limit trips."""
 
 HOOK_EVENTS: Final[tuple[str, ...]] = INTERACTION_EVENTS + DATA_EVENTS + EXCEPTION_EVENTS
-"""All 31 names, in catalogue order."""
+"""All 31 names, in Logto's order (its families are contiguous in ``hookEvents``)."""
 
 KNOWN_EVENTS: Final[frozenset[str]] = frozenset(HOOK_EVENTS)
 

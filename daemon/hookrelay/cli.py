@@ -111,7 +111,8 @@ def _add_import_logto(sub: Any) -> None:
 
 
 def _import_logto(args: argparse.Namespace) -> int:
-    from hookrelay.importlogto import LogtoImportError, convert, parse, write_new  # noqa: PLC0415
+    from hookrelay.errors import LogtoImportError  # noqa: PLC0415
+    from hookrelay.importlogto import convert, parse, write_new  # noqa: PLC0415
 
     out, env_out = Path(args.out), Path(args.env_out)
     try:

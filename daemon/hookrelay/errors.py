@@ -5,7 +5,8 @@
     HookrelayError
     ├── ConfigError            configuration refused at load time (file, line, key path)
     ├── InvalidEventError      a record is not a valid identity event (dead-lettered)
-    └── TopicsMissingError     topics hookrelay writes to are missing and may not be created
+    ├── TopicsMissingError     topics hookrelay writes to are missing and may not be created
+    └── LogtoImportError       Logto hook JSON that import-logto cannot convert
 
 A failed delivery attempt is deliberately *not* an exception: endpoints failing is the normal
 business of a webhook relay, so the sender returns an ``AttemptResult`` value that says
@@ -75,3 +76,9 @@ class TopicsMissingError(HookrelayError):
             "missing Kafka topics (kafka.create_topics is false; create them first): "
             + ", ".join(topics)
         )
+
+
+class LogtoImportError(HookrelayError):
+    """``hookrelay import-logto`` cannot convert its input (not Logto's hook JSON, or a hook
+    hookrelay would refuse); the message names the hook and the field, never a signing
+    key."""

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from hookrelay.config import RESERVED_HEADERS, Hook
-from hookrelay.errors import HookrelayError
+from hookrelay.errors import LogtoImportError
 
 KEY_VARIABLE_PREFIX: Final = "HOOKRELAY_KEY_"
 """Environment variables holding the imported signing keys: the prefix, then the hook id in
@@ -68,11 +68,6 @@ _BOOKKEEPING: Final = {
     "executionStats": "Logto's own delivery counts; hookrelay counts in its metrics",
 }
 _CONFIG_CARRIED: Final = frozenset({"url", "headers"})
-
-
-class LogtoImportError(HookrelayError):
-    """The input cannot be converted (not Logto's hook JSON, or a hook hookrelay would
-    refuse); the message names the hook and the field, never a signing key."""
 
 
 @dataclass

@@ -40,13 +40,23 @@ def redacted_url(url: str) -> str:
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: replace any registered secret inside string values with ``***``."""
+    """structlog processor: replace any registered secret inside string values with ``***``,
+    also inside lists, tuples and dicts (an ``errors`` list, a nested context)."""
     if not _SECRETS:
         return event_dict
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = _redact(value)
+        event_dict[key] = _redact_value(value)
     return event_dict
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _redact(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact_value(item) for item in value)
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    return value
 
 
 def _redact(text: str) -> str:

@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from hookrelay.config import load_settings
-from hookrelay.importlogto import LogtoImportError, convert, parse
+from hookrelay.errors import LogtoImportError
+from hookrelay.importlogto import convert, parse
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "logto_hooks.json"
 ROOT = Path(__file__).resolve().parents[2]

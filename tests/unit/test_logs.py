@@ -30,3 +30,18 @@ def test_registered_secrets_are_masked_in_every_string_value() -> None:
     event = {"event": "x", "error": "bad header s3cret-key-value here", "n": 1}
     assert redact_secrets(None, "info", event)["error"] == "bad header *** here"
     assert event["n"] == 1
+
+
+def test_registered_secrets_are_masked_inside_lists_and_nested_dicts() -> None:
+    register_secrets(["nested-secret-value"])
+    event = {
+        "errors": ["a.yaml:3: key nested-secret-value bad", "fine"],
+        "context": {"header": "Bearer nested-secret-value", "n": 3},
+        "pair": ("nested-secret-value", 1),
+    }
+    redacted = redact_secrets(None, "info", event)
+    assert redacted == {
+        "errors": ["a.yaml:3: key *** bad", "fine"],
+        "context": {"header": "Bearer ***", "n": 3},
+        "pair": ("***", 1),
+    }
