@@ -8,6 +8,10 @@
     ├── TopicsMissingError     topics hookrelay writes to are missing and may not be created
     └── LogtoImportError       Logto hook JSON that import-logto cannot convert
 
+``netguard.AddressRefusedError`` (an endpoint address the SSRF guard refuses) stays outside
+this tree on purpose: it is an ``OSError``, because aiohttp passes resolver errors through
+as connection errors, and the sender turns it into a permanent ``AttemptResult``.
+
 A failed delivery attempt is deliberately *not* an exception: endpoints failing is the normal
 business of a webhook relay, so the sender returns an ``AttemptResult`` value that says
 whether the failure is retryable (``model.AttemptResult.retryable``), with the HTTP status
