@@ -366,8 +366,12 @@ class Lane:
             wait = self._not_before - self._ctx.clock()
         tier = plan.tier(max(delivery.attempts - 1, delivery.parks), max(0.0, wait))
         delivery.parks += 1
-        log.debug("delivery_parked", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
-                  reason=reason, retry_tier=plan.topics[tier])  # fmt: skip
+        # The admin API's log shows parks too: "why does my hook get nothing?" has an answer.
+        parked = AttemptResult(None, f"parked: {reason}", True, None, 0.0)
+        self._ctx.history.attempts.record(time.time(), delivery, parked, "parked")
+        if debug_enabled():
+            log.debug("delivery_parked", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
+                      reason=reason, retry_tier=plan.topics[tier])  # fmt: skip
         self._park(delivery, tier, max(0.0, wait), reason)
 
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> None:

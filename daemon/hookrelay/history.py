@@ -1,6 +1,6 @@
 """What the admin API shows about recent deliveries, kept in memory and bounded.
 
-- ``AttemptLog``: the last ``admin.recent_attempts`` POST attempts of every hook, newest
+- ``AttemptLog``: the last ``admin.recent_attempts`` POST attempts (and parks) of every hook, newest
   first on read (``GET /v1/deliveries``): time, hook, delivery id, event, attempt number,
   status, duration, error, outcome, and the first KiB of the answer only when
   ``admin.keep_response_bodies`` is on (an endpoint may echo personal data back).
@@ -21,8 +21,10 @@ from hookrelay.model import AttemptResult, Delivery
 
 HOURS: Final = 24
 RESPONSE_HEAD_BYTES: Final = 1024
-OUTCOMES: Final = ("delivered", "retrying", "dead_lettered")
-"""What became of a delivery after one attempt: sent, parked for a retry, or given up."""
+OUTCOMES: Final = ("delivered", "retrying", "dead_lettered", "parked")
+"""What became of a delivery: sent; failed and parked for a retry; given up; or parked
+without an attempt (slow lane, Retry-After, open circuit: ``status`` is None and ``error``
+says ``parked: <reason>``)."""
 
 _Entry = tuple[float, str, str, str, int, int | None, float, str | None, str, bytes | None]
 

@@ -100,66 +100,93 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
 
 
 _level = logging.INFO
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+           "critical": logging.CRITICAL}  # fmt: skip
 
 
 def debug_enabled() -> bool:
     """True when ``configure_logging`` set level ``debug``: lets a hot path skip building the
-    fields of a debug event that the filtering logger would drop anyway."""
+    fields of a debug event that would be dropped anyway."""
     return _level <= logging.DEBUG
+
+
+def _drop_below_level(
+    _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: drop events below the level set last by ``configure_logging``."""
+    if _LEVELS.get(method, logging.INFO) < _level:
+        raise structlog.DropEvent
+    return event_dict
+
+
+class _Renderer:
+    """The last renderer ``configure_logging`` chose (JSON or console), behind a stable
+    object: module loggers are cached with their processor chain, so a reload that changes
+    the format must change what this object calls, not the chain."""
+
+    def __init__(self) -> None:
+        self.current: Any = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        return self.current(logger, method, event_dict)
+
+
+_RENDERER = _Renderer()
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure structlog (and stdlib logging, for aiokafka/aiohttp) to write to stdout.
 
-    ``level`` is ``debug|info|warning|error``; ``fmt`` is ``json|console``.
+    ``level`` is ``debug|info|warning|error``; ``fmt`` is ``json|console``. Calling it again
+    (a configuration reload) changes level and format at once, loggers already in use
+    included.
     """
     global _level  # noqa: PLW0603  # one process-wide level, read on the hot path
-    numeric = logging.getLevelName(level.upper())
-    _level = numeric
-    renderer: Any
+    _level = logging.getLevelName(level.upper())
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        _RENDERER.current = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     else:
-        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+        _RENDERER.current = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     structlog.configure(
         processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            renderer,
+            _drop_below_level, *_SHARED, structlog.processors.format_exc_info,
+            redact_secrets, _RENDERER,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        # Every level reaches the chain; _drop_below_level filters by the current level, so a
+        # reload can lower or raise it for loggers that are already cached.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         # Module loggers are lazy proxies; caching binds each once, after this configuration,
         # instead of rebuilding the processor chain on every call (a hot-path cost).
         cache_logger_on_first_use=True,
-    )
+    )  # fmt: skip
     # Libraries log through stdlib logging; send their warnings through the same renderer.
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(RepeatFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
-                *shared,
+                *_SHARED,
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(allow=("suppressed",)),
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 redact_secrets,
-                renderer,
+                _RENDERER,
             ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # aiokafka and aiohttp are chatty at INFO; their warnings and errors are what operators need.
-    root.setLevel(max(numeric, logging.WARNING))
+    root.setLevel(max(_level, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:

@@ -12,6 +12,7 @@ import pytest
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.decode import decode
 from hookrelay.dispatcher import Circuit, Dispatcher
+from hookrelay.history import History
 from hookrelay.metrics import Metrics
 from hookrelay.model import AttemptResult, Origin
 from hookrelay.offsets import AckTracker, TopicPartition
@@ -94,9 +95,10 @@ class Rig:
             {"retry_schedule_s": [0.01, 0.02], "retry_jitter": 0.0, **delivery}
         )
         topics = tier_topics("retry.", settings.retry_schedule_s)
+        self.history = History()
         self.dispatcher = Dispatcher(
             sender, self.writer, self.metrics, settings,
-            retry_topics=topics, dead_letter_topic="dlq", batch_size=3,
+            retry_topics=topics, dead_letter_topic="dlq", batch_size=3, history=self.history,
         )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks
@@ -518,3 +520,18 @@ async def test_a_reload_lifts_a_410_pause_and_applies_a_new_rate_limit() -> None
             rig.publish()
         await until(lambda: len(sender.attempts) == 4)
         assert loop.time() - started >= 0.35  # 3 requests at 5/s with a burst of 1
+
+
+async def test_the_attempt_log_shows_attempts_and_parks_with_their_outcomes() -> None:
+    sender = FakeSender(lambda _h, _n: fail(503, retryable=True))
+    async with Rig(sender, [hook("down")], circuit_failure_threshold=1) as rig:
+        rig.publish()  # attempted, fails: retrying, and the circuit opens
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.publish()  # not attempted: parked behind the open circuit
+        await until(lambda: len(rig.producer.sent) == 2)
+    entries = rig.history.attempts.recent(hook_id="down")
+    assert [(e["outcome"], e["status"], e["error"]) for e in entries] == [
+        ("parked", None, "parked: circuit_open"),
+        ("retrying", 503, "http 503"),
+    ]
+    assert rig.history.last_24h("down", time.time())["requests"] == 1  # parks are no requests

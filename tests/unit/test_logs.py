@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from hookrelay.logs import RepeatFilter, redact_secrets, register_secrets
+import orjson
+import pytest
+
+from hookrelay.logs import (
+    RepeatFilter,
+    configure_logging,
+    debug_enabled,
+    get_logger,
+    redact_secrets,
+    register_secrets,
+)
 
 
 def record(msg: str, name: str = "aiokafka") -> logging.LogRecord:
@@ -45,3 +55,25 @@ def test_registered_secrets_are_masked_inside_lists_and_nested_dicts() -> None:
         "context": {"header": "Bearer ***", "n": 3},
         "pair": ("***", 1),
     }
+
+
+def test_configuring_again_changes_level_and_format_of_loggers_already_in_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info", "json")
+    log = get_logger("tests.reconfigure")
+    log.info("first_info")
+    log.debug("first_debug")
+    configure_logging("warning", "json")  # a reload raises the level
+    log.info("dropped_info")
+    log.warning("kept_warning")
+    configure_logging("debug", "console")  # and another lowers it and switches the format
+    log.debug("now_debug")
+    lines = capsys.readouterr().out.splitlines()
+    try:
+        events = [orjson.loads(line)["event"] for line in lines[:2]]
+        assert events == ["first_info", "kept_warning"]
+        assert len(lines) == 3 and "now_debug" in lines[2] and not lines[2].startswith("{")
+        assert debug_enabled() is True
+    finally:
+        configure_logging("info", "json")
