@@ -2,6 +2,6 @@
 
 import sys
 
-from hookrelay.cli import main
+from hookrelay.entry import main
 
 sys.exit(main())

@@ -42,6 +42,7 @@ from hookrelay.admin import AdminServer
 from hookrelay.config import Settings, config_warnings, load_settings
 from hookrelay.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.dispatcher import Dispatcher
+from hookrelay.early_signals import take_held_sighup
 from hookrelay.errors import ConfigError
 from hookrelay.history import History
 from hookrelay.kafka_clients import client_options
@@ -206,13 +207,15 @@ class Daemon:
         os._exit(EXIT_HARD_DEADLINE)
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT only set the stop flag (second one: immediate exit); SIGHUP is
-        logged and ignored."""
+        """SIGTERM and SIGINT only set the stop flag (second one: immediate exit); SIGHUP
+        asks for a reload (also one that arrived during start-up, see ``early_signals``)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         # systemd's ExecReload; the reload itself runs in the supervised "reloader" task.
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        if take_held_sighup():
+            self._on_sighup()
 
     def _on_sighup(self) -> None:
         log.info("signal_received", signal="SIGHUP")
@@ -266,6 +269,9 @@ class Daemon:
         while True:
             await self._reload_requested.wait()
             self._reload_requested.clear()
+            if self.stopping.is_set():
+                log.info("reload_skipped", reason="shutting down")
+                continue
             with suppress(ConfigError):
                 await self.reload()
 

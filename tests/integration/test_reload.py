@@ -184,3 +184,23 @@ async def test_the_daemons_own_listener_serves_the_admin_api_and_a_reload_rotate
             assert (status, body["restart_required"]) == (200, [])
             assert (await call("GET", "/hooks", old))[0] == 401
             assert (await call("GET", "/hooks", new))[0] == 200
+
+
+@pytest.mark.parametrize("delay_s", [0.05, 0.3])
+async def test_a_sighup_during_start_up_is_held_then_served_as_a_reload(
+    kafka_bootstrap: str, tmp_path: Path, delay_s: float
+) -> None:
+    topic = unique("reload")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
+    log = tmp_path / "daemon.log"
+    async with Receiver(keys={"a": None}) as receiver:
+        path = write_config(tmp_path, kafka_bootstrap, topic, [hook(receiver, "a", ["*"])])
+        process = await start_daemon_process(path, log)
+        try:
+            await asyncio.sleep(delay_s)
+            process.send_signal(signal.SIGHUP)  # while Python is still importing
+            await wait_until(lambda: '"config_reloaded"' in log.read_text(), 30)
+            assert process.returncode is None
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 30) == 0

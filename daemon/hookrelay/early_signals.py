@@ -1,0 +1,35 @@
+"""Hold SIGHUP from the first line of the process until the daemon's own handler is in place.
+
+SIGHUP's default action ends a process. ``systemctl reload`` (or a config tool's
+``kill -HUP``) right after a start would otherwise kill the daemon while it is still
+importing its modules and connecting to Kafka (seen: exit 129 within the first 0.3 s). The
+entry points call :func:`hold_sighup` before importing anything heavy; a SIGHUP that arrives
+meanwhile is remembered, and the supervisor reloads once it runs (the configuration may have
+changed after it was read). Standard library only, so importing this costs nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+_pending = False
+
+
+def _remember(_signum: int, _frame: FrameType | None) -> None:
+    global _pending  # noqa: PLW0603  # set from a signal handler; read once by the supervisor
+    _pending = True
+
+
+def hold_sighup() -> None:
+    """Remember SIGHUP instead of dying of it (main thread only; a no-op where the platform
+    has no SIGHUP)."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _remember)
+
+
+def take_held_sighup() -> bool:
+    """True once if a SIGHUP arrived while held; clears the memory."""
+    global _pending
+    pending, _pending = _pending, False
+    return pending
