@@ -290,7 +290,7 @@ class Daemon:
                 "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
                 "events": list(hook.events), "enabled": hook.enabled, **state,
                 "rate_limit": None if limit is None else {
-                    "per_second": limit.per_second, "burst": limit.capacity,
+                    "per_second": limit.per_second, "burst": limit.effective_burst,
                 },
                 "last_24h": self.history.last_24h(hook.id, now),
             })  # fmt: skip

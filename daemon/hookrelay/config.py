@@ -751,16 +751,22 @@ class RateLimit(_Model):
     """Deliveries allowed at once after a quiet period; null means ceil(per_second)."""
 
     @property
+    def effective_burst(self) -> int:
+        """``burst``, or ``max(1, ceil(per_second))`` when unset: the configured burst."""
+        return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+
+    @property
     def capacity(self) -> int:
-        """Effective bucket size: ``burst`` (or ``max(1, ceil(per_second))``) less the
-        jitter allowance, ``per_second * JITTER_ALLOWANCE_S`` tokens rounded, never below 1.
+        """Token bucket size: ``effective_burst`` less the jitter allowance (the rate's
+        ``JITTER_ALLOWANCE_S`` worth of tokens, rounded, at least one), never below 1.
 
         The allowance is why an endpoint never sees more than ``per_second + burst``
         requests in any second: a bucket lets exactly that many *leave* in a second, but
         the first requests of a burst are slowed by connection set-up, so without a reserve
-        a receiver's 1-second window could catch a few more (seen: +7 at 500/s)."""
-        burst = self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
-        return max(1, burst - int(self.per_second * JITTER_ALLOWANCE_S + 0.5))
+        a receiver's 1-second window could catch a few more (seen: +7 at 500/s, +1 at
+        20/s)."""
+        allowance = max(1, int(self.per_second * JITTER_ALLOWANCE_S + 0.5))
+        return max(1, self.effective_burst - allowance)
 
 
 class Hook(_Model):

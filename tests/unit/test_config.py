@@ -808,15 +808,18 @@ def test_header_names_differing_only_in_case_are_refused(tmp_path: Path) -> None
 
 
 def test_rate_limit_capacity_defaults_to_per_second_rounded_up() -> None:
-    assert RateLimit(per_second=2.5).capacity == 3
-    assert RateLimit(per_second=0.1).capacity == 1
-    assert RateLimit(per_second=20, burst=40).capacity == 40
+    assert RateLimit(per_second=2.5).effective_burst == 3
+    assert RateLimit(per_second=0.1).effective_burst == 1
+    assert RateLimit(per_second=20, burst=40).effective_burst == 40
 
 
 def test_rate_limit_capacity_keeps_20_ms_of_the_rate_back_for_jitter() -> None:
     assert RateLimit(per_second=50).capacity == 49
     assert RateLimit(per_second=500, burst=500).capacity == 490
-    assert RateLimit(per_second=1000, burst=5).capacity == 1  # never below one token
+    assert RateLimit(per_second=20, burst=20).capacity == 19  # at least one token back
+    assert RateLimit(per_second=2.5).capacity == 2
+    assert RateLimit(per_second=0.1).capacity == 1  # never below one token
+    assert RateLimit(per_second=1000, burst=5).capacity == 1
 
 
 def test_rate_limit_burst_must_be_at_least_one(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import orjson
 import pytest
+import structlog
 
 from hookrelay.logs import (
     RepeatFilter,
@@ -57,6 +59,19 @@ def test_registered_secrets_are_masked_inside_lists_and_nested_dicts() -> None:
     }
 
 
+@pytest.fixture
+def structlog_restored() -> Iterator[None]:
+    """Put structlog and the root logger back as they were: other tests capture logs with
+    structlog's defaults, which configure_logging() replaces."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("structlog_restored")
 def test_configuring_again_changes_level_and_format_of_loggers_already_in_use(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -70,10 +85,8 @@ def test_configuring_again_changes_level_and_format_of_loggers_already_in_use(
     configure_logging("debug", "console")  # and another lowers it and switches the format
     log.debug("now_debug")
     lines = capsys.readouterr().out.splitlines()
-    try:
-        events = [orjson.loads(line)["event"] for line in lines[:2]]
-        assert events == ["first_info", "kept_warning"]
-        assert len(lines) == 3 and "now_debug" in lines[2] and not lines[2].startswith("{")
-        assert debug_enabled() is True
-    finally:
-        configure_logging("info", "json")
+    events = [orjson.loads(line)["event"] for line in lines[:2]]
+    assert events == ["first_info", "kept_warning"]
+    assert len(lines) == 3 and "now_debug" in lines[2] and not lines[2].startswith("{")
+    assert debug_enabled() is True
+    configure_logging("info", "json")  # the module's level back to its default
