@@ -5,7 +5,9 @@ SIGHUP's default action ends a process. ``systemctl reload`` (or a config tool's
 importing its modules and connecting to Kafka (seen: exit 129 within the first 0.3 s). The
 entry points call :func:`hold_sighup` before importing anything heavy; a SIGHUP that arrives
 meanwhile is remembered, and the supervisor reloads once it runs (the configuration may have
-changed after it was read). Standard library only, so importing this costs nothing.
+changed after it was read). Standard library only, so importing this costs nothing. The
+interpreter's own start-up, before any of this runs (some tens of milliseconds), stays a
+window where SIGHUP has its default effect.
 """
 
 from __future__ import annotations
