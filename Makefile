@@ -44,7 +44,7 @@ demo: venv  ## local Kafka + demo receiver + daemon on config/, publish every ev
 	$(BIN)/python deploy/demo/run_demo.py
 
 .PHONY: bench
-bench: venv  ## benchmarks (issue 4): own broker + receiver, table + bench-results.json; QUICK=1 ~2 min
+bench: venv  ## benchmarks (issue 4): own broker + receiver, table + bench-results.json; QUICK=1 ~3 min
 	$(BIN)/python -m tests.bench $(if $(QUICK),--quick) $(if $(BENCH_SCALE),--scale $(BENCH_SCALE)) $(BENCH_ARGS)
 
 kafka-start:  ## start the local broker on KAFKA_PORT (default 9092)

@@ -1571,7 +1571,32 @@ def config_warnings(settings: Settings) -> list[str]:
     for index, hook in enumerate(settings.hooks):
         found.extend(_hook_warnings(hook, ("hooks", index), source))
         found.extend(_allow_warnings(hook.allow_networks, ("hooks", index, "allow_networks")))
+    found.extend(_placeholder_warnings(settings))
     return [_warning_text(source.issue(path, message)) for path, message in found]
+
+
+_PLACEHOLDER_PREFIXES: Final = ("replace-me", "replace-with", "changeme", "change-me")
+"""How the example files' secrets begin (deploy/kubernetes, deploy/systemd): a deployment
+that copied an example file without filling it in still starts, so check says so."""
+
+
+def _placeholder_warnings(settings: Settings) -> list[tuple[KeyPath, str]]:
+    secrets: list[tuple[KeyPath, SecretStr | None]] = [
+        (("admin", "token"), settings.admin.token),
+        (("kafka", "sasl_password"), settings.kafka.sasl_password),
+    ]
+    for index, hook in enumerate(settings.hooks):
+        if hook.signing_key is not None:
+            secrets.append((("hooks", index, "signing_key"), hook.signing_key))
+        for number, key in enumerate(hook.signing_keys or ()):
+            secrets.append((("hooks", index, "signing_keys", number), key))
+    message = "still the placeholder from an example file; set a real secret"
+    return [
+        (path, message)
+        for path, secret in secrets
+        if secret is not None
+        and secret.get_secret_value().lower().startswith(_PLACEHOLDER_PREFIXES)
+    ]
 
 
 def _kafka_warnings(kafka: KafkaSettings, source: _SourceMap) -> list[tuple[KeyPath, str]]:

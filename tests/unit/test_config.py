@@ -1061,3 +1061,33 @@ def test_binary_values_are_refused_rather_than_decoded(tmp_path: Path) -> None:
     assert (issue.line, issue.key_path) == (5, "hooks[0].signing_key")
     assert "!!binary" in issue.message
     assert "Y2hhbmdlLW1l" not in str(caught.value)
+
+
+def test_check_flags_secrets_still_holding_an_example_placeholder(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "hookrelay.yaml",
+        """
+        admin:
+          token: ${ADMIN_TOKEN}
+        hooks:
+          - id: crm
+            events: ["*"]
+            url: https://crm.example.com/
+            signing_key: ${CRM_KEY}
+          - id: audit
+            events: ["*"]
+            url: https://audit.example.com/
+            signing_key: ${AUDIT_KEY}
+        """,
+    )
+    env = {
+        "ADMIN_TOKEN": "replace-me-admin-token-example",
+        "CRM_KEY": "Replace-With-The-CRM-Key",
+        "AUDIT_KEY": "a-real-random-key-0f3c9a",
+    }
+    placeholder = "still the placeholder from an example file; set a real secret"
+    assert config_warnings(load_settings(path, env=env)) == [
+        f"{path}:2: admin.token: {placeholder}",
+        f"{path}:7: hooks[0].signing_key: {placeholder}",
+    ]
