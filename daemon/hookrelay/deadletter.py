@@ -26,7 +26,7 @@ KIND: Final = "dead_letter"
 REASONS: Final = (
     # invalid records (decode.InvalidEventError, pipeline)
     "empty", "oversized", "not_json", "not_object", "missing_event", "bad_created_at",
-    "bad_retry_record",
+    "bad_retry_record", "decode_error",
     # failed deliveries (dispatcher)
     "permanent_failure", "retries_exhausted", "hook_gone", "hook_removed",
 )  # fmt: skip

@@ -124,7 +124,10 @@ def _value_end(text: bytes, pos: int) -> int:
         if char == b'"':
             pos = _string_end(text, mark.start())
             continue
-        if depth == 0 and char in (b",", b"}"):
-            return mark.start()
-        depth += 1 if char in (b"{", b"[") else -1
+        if char in (b"{", b"["):
+            depth += 1
+        elif depth == 0:
+            return mark.start()  # the "," or "}" after the top-level value
+        elif char != b",":  # a comma inside an array or object changes no depth
+            depth -= 1
         pos = mark.end()

@@ -23,7 +23,7 @@ from hookrelay.dispatcher import Dispatcher
 from hookrelay.errors import InvalidEventError
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
-from hookrelay.model import Origin
+from hookrelay.model import Event, Origin
 from hookrelay.offsets import AckTracker, TopicPartition
 from hookrelay.retries import RetryRecord
 from hookrelay.router import Router
@@ -60,7 +60,7 @@ class Pipeline:
             return
         origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
         try:
-            event = decode(record.value, record.key, origin, self._max_bytes)
+            event = self._decode(record, origin)
         except InvalidEventError as e:
             self._dead_letter_invalid(record, origin, e)
             return
@@ -75,6 +75,21 @@ class Pipeline:
         ticket = self._tracker.register(tp, record.offset, len(hooks))
         if hooks:
             self._dispatcher.submit(event, hooks, ticket)
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes], origin: Origin) -> Event:
+        """``decode`` the record; raises ``InvalidEventError``, also (reason ``decode_error``)
+        for a bug in the decoder: a record that trips one is dead-lettered, because a daemon
+        that crashed on it would crash again on every restart, at the same offset."""
+        try:
+            return decode(record.value, record.key, origin, self._max_bytes)
+        except InvalidEventError:
+            raise
+        except Exception as e:
+            log.exception("decoder_failed", topic=origin.topic, partition=origin.partition,
+                          offset=origin.offset)  # fmt: skip
+            raise InvalidEventError(
+                "decode_error", f"internal decoder error ({type(e).__name__}); please report"
+            ) from e
 
     def _matched_child(self, label: str, matched: bool) -> Any:
         """``hookrelay_events_matched_total`` child, looked up once per (label, matched)."""
@@ -97,7 +112,7 @@ class Pipeline:
             retry.origin_timestamp_ms,
         )  # fmt: skip
         try:
-            event = decode(record.value, record.key, first, self._max_bytes)
+            event = self._decode(record, first)
         except InvalidEventError as e:
             self._dead_letter_invalid(record, origin, e)
             return

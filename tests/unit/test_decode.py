@@ -78,3 +78,27 @@ def test_oversized_record_is_refused_before_parsing() -> None:
         decode(VALID, None, ORIGIN, len(VALID) - 1)
     assert caught.value.reason == "oversized"
     assert str(len(VALID)) in caught.value.detail
+
+
+HEAD = b'"event":"Role.Scopes.Updated","createdAt":"2026-11-29T10:00:00.000Z"'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Found by a security trial: a hookId beside any array of two or more elements
+        # crashed the decoder (a comma inside an array counted as a closing bracket).
+        b"{" + HEAD + b',"scopeIds":["s1","s2"],"hookId":"abc"}',
+        b'{"hookId":"x",' + HEAD + b',"roles":["a","b"]}',
+        b"{" + HEAD + b',"hookId":[1,2]}',
+        b"{" + HEAD + b',"hookId":[[1,2]],"data":{"a":[1,{"b":[2,3]}],"c":{}}}',
+        b"{ " + HEAD + b' , "x" : [ [ ] , { } , "],}" ] , "hookId" : { "k" : [ 1 , 2 ] } }',
+    ],
+)
+def test_a_hook_id_is_cut_out_beside_arrays_and_objects_of_any_shape(value: bytes) -> None:
+    event = decode(value, None, ORIGIN, 1 << 20)
+    body = splice_hook_id(event.body_head, event.empty, hook_id_member("mine"))
+    parsed = orjson.loads(body)
+    expected = {k: v for k, v in orjson.loads(value).items() if k != "hookId"}
+    assert parsed == {**expected, "hookId": "mine"}
+    assert list(parsed)[-1] == "hookId"
