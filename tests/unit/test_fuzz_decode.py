@@ -22,7 +22,15 @@ from hookrelay.decode import decode
 from hookrelay.errors import InvalidEventError
 from hookrelay.model import Origin
 from hookrelay.signing import hook_id_member, splice_hook_id
-from tests.hostile import HOSTILE_VALUES, adversarial_corpus, event_record, nested, records
+from tests.hostile import (
+    HOSTILE_VALUES,
+    adversarial_corpus,
+    event_record,
+    json_keys,
+    json_values,
+    nested,
+    records,
+)
 
 ORIGIN = Origin("identity.events", 0, 7, 1_700_000_000_000)
 MAX_BYTES = 64 * 1024
@@ -97,6 +105,25 @@ def test_arbitrary_bytes_never_raise_anything_but_a_refusal(value: bytes) -> Non
 @example(nested(300), "hookId")  # orjson writes at most 255 levels: the body is cut, not rebuilt
 def test_each_hostile_value_in_each_role_is_decoded_or_refused(fragment: bytes, key: str) -> None:
     assert_delivered_or_refused(event_record({f'"{key}"'.encode(): fragment}))
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(json_keys(), json_values()), max_size=5),
+    json_values(),
+    st.integers(min_value=0, max_value=5),
+)
+@example([('"scopeIds"', b'["s1","s2"]')], b'"abc"', 1)  # found by a security trial: a crash
+def test_a_valid_event_with_a_hook_id_beside_any_members_is_delivered_faithfully(
+    others: list[tuple[bytes, bytes]], hook_id: bytes, position: int
+) -> None:
+    """Every record here is a valid event carrying a ``hookId``: the path where the decoder
+    cuts members out of the producer's bytes, exercised beside values of every shape."""
+    members = [(b'"event"', b'"User.Created"'), (b'"createdAt"', b'"2026-08-21T09:15:42Z"')]
+    members += [(key if isinstance(key, bytes) else key.encode(), value) for key, value in others]
+    members.insert(min(position, len(members)), (b'"hookId"', hook_id))
+    value = b"{" + b",".join(key + b":" + item for key, item in members) + b"}"
+    assert_delivered_or_refused(value)
 
 
 @pytest.mark.parametrize("value", adversarial_corpus(), ids=lambda v: f"{len(v)}B")
