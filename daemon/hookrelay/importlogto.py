@@ -249,9 +249,12 @@ def _move_credential_headers(entry: dict[str, Any], secrets: dict[str, str]) -> 
     going to ``secrets`` (the environment file)."""
     headers: dict[str, str] = entry.get("headers", {})
     for name, value in headers.items():
-        if _CREDENTIAL_HEADER.search(name) and "$${" not in value:
+        if _CREDENTIAL_HEADER.search(name):
             variable = _variable(f"{HEADER_VARIABLE_PREFIX}{entry['id']}_{name}", secrets)
-            secrets[variable] = value
+            # The env file holds the value as Logto had it: the loader never expands what a
+            # variable holds, so a "${" in it needs no escaping there (the file single-quotes
+            # it for shells).
+            secrets[variable] = value.replace("$${", "${")
             headers[name] = f"${{{variable}}}"
 
 

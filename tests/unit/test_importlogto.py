@@ -210,3 +210,27 @@ def test_hooks_hookrelay_would_refuse_stop_the_import(
 def test_input_that_is_not_logtos_hooks_is_refused(raw: bytes) -> None:
     with pytest.raises(LogtoImportError):
         parse(raw)
+
+
+def test_a_credential_header_holding_a_dollar_brace_still_goes_to_the_env_file(
+    tmp_path: Path,
+) -> None:
+    """Found by a security trial: such a value stayed in the world-readable hooks.yaml."""
+    source = tmp_path / "hooks.json"
+    source.write_text(orjson.dumps([{
+        "id": "e2e2", "name": "x", "events": ["User.Created"], "signingKey": "k" * 32,
+        "enabled": True,
+        "config": {"url": "https://crm.example.com/", "headers": {
+            "Authorization": "Bearer tok-${HOME}", "X-A": "${B}",
+        }},
+    }]).decode())  # fmt: skip
+    out, env = tmp_path / "hooks.yaml", tmp_path / "hookrelay.env"
+    done = cli("import-logto", str(source), "--out", str(out), "--env-out", str(env))
+    assert done.returncode == 0, done.stderr
+    assert "tok-" not in out.read_text()
+    assert env_values(env)["HOOKRELAY_HEADER_E2E2_AUTHORIZATION"] == "Bearer tok-${HOME}"
+    check = with_env_file(env, sys.executable, "-m", "hookrelay", "check", "-c",
+                          str(main_config(tmp_path)))  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    hook = load_settings(main_config(tmp_path), env=env_values(env)).hooks[0]
+    assert dict(hook.headers) == {"Authorization": "Bearer tok-${HOME}", "X-A": "${B}"}
