@@ -309,6 +309,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _send_test(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.logs import redacted_url  # noqa: PLC0415
     from hookrelay.sender import HttpSender  # noqa: PLC0415
     from hookrelay.testpayload import test_request  # noqa: PLC0415
 
@@ -336,7 +337,7 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
 
     result = asyncio.run(send())
     signed = "signed" if hook.active_signing_keys else "unsigned"
-    print(f"POST {hook.url}  event={args.event}  webhook-id={did}  ({signed})")
+    print(f"POST {redacted_url(hook.url)}  event={args.event}  webhook-id={did}  ({signed})")
     if result.status is not None:
         print(f"status: {result.status}  ({result.duration_s * 1000:.0f} ms)")
         print(result.response_head[:1024].decode("utf-8", "replace"))

@@ -1673,6 +1673,12 @@ def _hook_warnings(hook: Hook, path: KeyPath, source: _SourceMap) -> list[tuple[
     return found
 
 
+_CREDENTIAL_HEADER_NAME: Final = re.compile(
+    r"authorization|cookie|token|secret|api[-_]?key|password|session", re.IGNORECASE
+)
+"""Header names whose values are credentials (``Authorization``, ``X-API-Key``, ...)."""
+
+
 def _signing_key_warnings(
     hook: Hook, path: KeyPath, source: _SourceMap
 ) -> list[tuple[KeyPath, str]]:
@@ -1686,6 +1692,11 @@ def _signing_key_warnings(
                 "signing key written inline; use ${VAR} or signing_key_files to keep it secret"
             )
             found.append(((*path, "signing_keys", index), message))
+    for name, _value in hook.headers:
+        here = (*path, "headers", name)
+        if _CREDENTIAL_HEADER_NAME.search(name) and here not in source.from_environment:
+            message = "credential header written inline; use ${VAR} to keep it out of the file"
+            found.append((here, message))
     if hook.signing_keys is not None and len(hook.signing_keys) > 1 and not hook.standard_webhooks:
         message = (
             "only the first key signs (logto-signature-sha-256 carries one signature); the "

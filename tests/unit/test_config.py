@@ -1091,3 +1091,24 @@ def test_check_flags_secrets_still_holding_an_example_placeholder(tmp_path: Path
         f"{path}:2: admin.token: {placeholder}",
         f"{path}:7: hooks[0].signing_key: {placeholder}",
     ]
+
+
+def test_check_flags_credential_headers_written_inline(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "hookrelay.yaml",
+        """
+        hooks:
+          - id: crm
+            events: ["*"]
+            url: https://crm.example.com/
+            headers:
+              Authorization: Bearer inline-secret-token-value
+              X-Api-Key: ${API_KEY}
+              X-Source: identity
+        """,
+    )
+    assert config_warnings(load_settings(path, env={"API_KEY": "from-the-environment"})) == [
+        f"{path}:6: hooks[0].headers.Authorization: credential header written inline; "
+        "use ${VAR} to keep it out of the file",
+    ]
