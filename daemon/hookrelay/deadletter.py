@@ -25,7 +25,8 @@ from hookrelay.retries import HEADER_PREFIX
 KIND: Final = "dead_letter"
 REASONS: Final = (
     # invalid records (decode.InvalidEventError, pipeline)
-    "empty", "oversized", "not_json", "not_object", "missing_event", "bad_created_at",
+    "empty", "oversized", "not_json", "not_object", "missing_event", "duplicate_event",
+    "bad_created_at",
     "bad_retry_record", "decode_error",
     # failed deliveries (dispatcher)
     "permanent_failure", "retries_exhausted", "hook_gone", "hook_removed",

@@ -25,7 +25,8 @@ def decode(value: bytes | None, key: bytes | None, origin: Origin, max_bytes: in
     """Return the ``Event`` in ``value``.
 
     Raises ``InvalidEventError`` with reason ``empty``, ``oversized``, ``not_json``,
-    ``not_object``, ``missing_event`` or ``bad_created_at``. Never raises anything else.
+    ``not_object``, ``missing_event``, ``duplicate_event`` or ``bad_created_at``. Never
+    raises anything else.
     """
     if not value:
         raise InvalidEventError("empty", "record has no value (tombstone or empty bytes)")
@@ -39,8 +40,24 @@ def decode(value: bytes | None, key: bytes | None, origin: Origin, max_bytes: in
         raise InvalidEventError("not_object", f"JSON {type(obj).__name__} is not an object")
     name = _required_event_name(obj)
     created_at = _required_created_at(obj)
+    _refuse_duplicate_event(value)
     head, empty = _body_head(value, obj)
     return Event(name, created_at, value, head, empty, key, origin)
+
+
+def _refuse_duplicate_event(value: bytes) -> None:
+    """Refuse an object with two top-level ``event`` members: orjson (and hookrelay's
+    routing) keep the last, a receiver's parser may keep the first, so a hook could receive
+    an event it never subscribed to. The member scan runs only when the bytes hint at it
+    (``"event"`` twice, or a backslash-u escape that could spell the key), so the common record
+    costs two byte searches."""
+    if value.count(b'"event"') < 2 and b"\\u" not in value:
+        return
+    keys = [key for key, _, _ in _members(value.strip(_WHITESPACE))]
+    if keys.count("event") > 1:
+        raise InvalidEventError(
+            "duplicate_event", "member 'event' appears more than once at the top level"
+        )
 
 
 def _required_event_name(obj: dict[str, Any]) -> str:

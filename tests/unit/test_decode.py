@@ -102,3 +102,26 @@ def test_a_hook_id_is_cut_out_beside_arrays_and_objects_of_any_shape(value: byte
     expected = {k: v for k, v in orjson.loads(value).items() if k != "hookId"}
     assert parsed == {**expected, "hookId": "mine"}
     assert list(parsed)[-1] == "hookId"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event":"User.Created","event":"Role.Deleted",'
+        + HEAD[len(b'"event":"Role.Scopes.Updated",') :]
+        + b"}",
+        b'{"event":"User.Created","ev\\u0065nt":"Role.Deleted",'
+        + HEAD[len(b'"event":"Role.Scopes.Updated",') :]
+        + b"}",
+    ],
+)
+def test_two_top_level_event_members_are_refused(value: bytes) -> None:
+    # Found by a security trial: routing used the last one, a receiver may read the first.
+    with pytest.raises(InvalidEventError) as refused:
+        decode(value, None, ORIGIN, 1 << 20)
+    assert refused.value.reason == "duplicate_event"
+
+
+def test_an_event_member_nested_deeper_is_no_duplicate() -> None:
+    value = b'{"event":"User.Created","data":{"event":"x"},"createdAt":"2026-08-21T09:15:42Z"}'
+    assert decode(value, None, ORIGIN, 1 << 20).name == "User.Created"

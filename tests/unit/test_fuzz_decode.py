@@ -35,7 +35,10 @@ from tests.hostile import (
 ORIGIN = Origin("identity.events", 0, 7, 1_700_000_000_000)
 MAX_BYTES = 64 * 1024
 HOOK_ID = "hook-1"
-REASONS = {"empty", "oversized", "not_json", "not_object", "missing_event", "bad_created_at"}
+REASONS = {
+    "empty", "oversized", "not_json", "not_object", "missing_event", "duplicate_event",
+    "bad_created_at",
+}  # fmt: skip
 """The reasons ``decode`` documents (its docstring and ``deadletter.REASONS``)."""
 
 FUZZ = settings(
