@@ -98,6 +98,7 @@ class Notifier:
         self._socket: socket.socket | None = None
         self._failing = False
         self.last_status = ""
+        self.ready_sent = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Notifier:
@@ -113,6 +114,7 @@ class Notifier:
 
     def ready(self, status: str) -> bool:
         """``READY=1`` with a ``STATUS=`` line: start-up (or a reload) has finished."""
+        self.ready_sent = True
         return self.send("READY=1", self._status_field(status))
 
     def status(self, status: str) -> bool:
@@ -131,7 +133,12 @@ class Notifier:
     def reloading(self, status: str = "reloading configuration") -> Iterator[None]:
         """Bracket a configuration reload: ``RELOADING=1`` with ``MONOTONIC_USEC=`` on entry,
         ``READY=1`` with the status shown before the reload on exit (also when the reload
-        raised, since the old configuration stays in force)."""
+        raised, since the old configuration stays in force). Before the first ``READY=1`` a
+        reload sends nothing: READY then would tell systemd that start-up finished while the
+        daemon is not consuming yet (``systemctl start`` would return too early)."""
+        if not self.ready_sent:
+            yield
+            return
         before = self.last_status
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", self._status_field(status))

@@ -133,6 +133,21 @@ def test_status_is_one_bounded_line(notified: tuple[Notifier, socket.socket]) ->
     assert status == "STATUS=" + "x" * STATUS_MAX_CHARS
 
 
+def test_a_reload_before_the_first_ready_sends_nothing(
+    notified: tuple[Notifier, socket.socket],
+) -> None:
+    """READY=1 there would end systemd's start-up wait while the daemon is not consuming
+    (found by a re-check trial: a SIGHUP during start-up made `systemctl start` return)."""
+    notifier, sock = notified
+    with notifier.reloading():
+        pass
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)
+    notifier.ready("ready: consuming")
+    assert fields(sock)[0] == "READY=1"
+
+
 def test_reloading_sends_reloading_with_the_monotonic_clock_then_ready(
     notified: tuple[Notifier, socket.socket],
 ) -> None:
@@ -154,6 +169,8 @@ def test_reloading_sends_reloading_with_the_monotonic_clock_then_ready(
 
 def test_a_failed_reload_still_ends_with_ready(notified: tuple[Notifier, socket.socket]) -> None:
     notifier, sock = notified
+    notifier.ready("ready")
+    fields(sock)
     with pytest.raises(ValueError, match="bad hooks file"), notifier.reloading():
         raise ValueError("bad hooks file")
     assert fields(sock)[0] == "RELOADING=1"
