@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -305,8 +306,8 @@ def _failure(error: BaseException, started: float, timeout_s: float) -> AttemptR
     """An attempt that raised ``error``: refusals are permanent, the rest retryable."""
     if isinstance(error, TimeoutError):
         return _failed(f"timeout after {timeout_s:g}s", started)
-    if isinstance(error, aiohttp.ClientSSLError):
-        return _failed(f"tls error: {type(error).__name__}: {error}"[:300], started)
+    if isinstance(error, aiohttp.ClientSSLError) or _TLS_ALERT.search(str(error)):
+        return _failed(f"tls error: {type(error).__name__}: {_readable(error)}"[:300], started)
     if isinstance(error, aiohttp.InvalidURL):
         return _failed("refused: invalid url", started, retryable=False)
     cause = getattr(error, "os_error", None)
@@ -314,7 +315,19 @@ def _failure(error: BaseException, started: float, timeout_s: float) -> AttemptR
         reasons = "; ".join(cause.reasons)
         text = f"refused: {cause.host} resolves only to refused addresses: {reasons}"
         return _failed(f"{text[:400]} ({ALLOW_HINT})", started, retryable=False)
-    return _failed(f"connection error: {type(error).__name__}: {error}"[:300], started)
+    return _failed(f"connection error: {type(error).__name__}: {_readable(error)}"[:300], started)
+
+
+_TLS_ALERT: Final = re.compile(r"\bTLSV1[0-9]?_ALERT_|\bSSLV3_ALERT_|CERTIFICATE_REQUIRED")
+"""A TLS alert from the server (e.g. a missing client certificate) that aiohttp reports as
+a plain connection error: it is a TLS problem for the operator."""
+_SSL_CONTEXT_REPR: Final = re.compile(r"ssl:<ssl\.SSLContext object at 0x[0-9a-f]+>")
+
+
+def _readable(error: BaseException) -> str:
+    """``error`` as text for logs, dead letters and the admin API, without Python object
+    reprs (aiohttp prints the hook's SSL context as ``<ssl.SSLContext object at 0x...>``)."""
+    return _SSL_CONTEXT_REPR.sub("ssl:verified", str(error))
 
 
 async def close_quietly(sender: HttpSender, timeout_s: float = 5.0) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import time
 
 import pytest
 
 from hookrelay.config import DeliverySettings
-from hookrelay.sender import classify_status, parse_retry_after
+from hookrelay.sender import _failure, classify_status, parse_retry_after
 
 DEFAULT_RETRYABLE_4XX = DeliverySettings().retry_on_status
 
@@ -54,3 +55,24 @@ def test_retry_after_http_date() -> None:
 @pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5e3", "Mon, 99 Foo 2026"])
 def test_nonsense_retry_after_falls_back_to_the_schedule(value: str | None) -> None:
     assert parse_retry_after(value, cap_s=3600) is None
+
+
+def test_a_tls_alert_reported_as_a_connection_error_is_called_a_tls_error() -> None:
+    # A server that requires a client certificate answers with an alert aiohttp reports as
+    # a plain connection error (found by a security trial).
+    error = OSError("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+    result = _failure(error, time.perf_counter(), 10.0)
+    assert result.error is not None and result.error.startswith("tls error: OSError: [SSL:")
+    assert result.retryable is True
+
+
+def test_failure_texts_carry_no_python_object_reprs() -> None:
+    error = OSError(
+        "Cannot connect to host example.com:443 ssl:<ssl.SSLContext object at 0x7f1f424c2180> "
+        "[Connect call failed]"
+    )
+    result = _failure(error, time.perf_counter(), 10.0)
+    assert result.error == (
+        "connection error: OSError: Cannot connect to host example.com:443 ssl:verified "
+        "[Connect call failed]"
+    )
