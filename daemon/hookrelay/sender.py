@@ -154,6 +154,17 @@ class _PreparedHook:
 ALLOW_HINT: Final = "allow it with http.allow_networks or the hook's allow_networks"
 
 
+def _hint(refusal: str) -> str:
+    """What the operator can do about ``refusal``: an allow-list helps most refusals, but a
+    metadata endpoint needs an entry naming exactly it, and a non-canonical address form
+    (``2130706433``, ``0x7f.1``) no entry at all."""
+    if "not a canonical IP address" in refusal:
+        return "write the address in its canonical dotted-quad or IPv6 form"
+    if "metadata endpoint" in refusal:
+        return "only an allow-list entry naming exactly this address, e.g. 169.254.169.254/32"
+    return ALLOW_HINT
+
+
 @dataclass(frozen=True, slots=True)
 class _HookTransport:
     """How a hook's requests travel: its SSRF policy, its TLS context, and, when the URL's
@@ -261,7 +272,8 @@ class HttpSender:
         started = time.perf_counter()
         transport = self._transport(hook)
         if transport.refusal is not None:
-            return _failed(f"refused: {transport.refusal} ({ALLOW_HINT})", started, retryable=False)
+            refusal = transport.refusal
+            return _failed(f"refused: {refusal} ({_hint(refusal)})", started, retryable=False)
         prepared = self._prepared(hook)
         timeout = prepared.timeout
         try:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hookrelay.config import DeliverySettings
-from hookrelay.sender import _failure, classify_status, parse_retry_after
+from hookrelay.sender import ALLOW_HINT, _failure, _hint, classify_status, parse_retry_after
 
 DEFAULT_RETRYABLE_4XX = DeliverySettings().retry_on_status
 
@@ -76,3 +76,11 @@ def test_failure_texts_carry_no_python_object_reprs() -> None:
         "connection error: OSError: Cannot connect to host example.com:443 ssl:verified "
         "[Connect call failed]"
     )
+
+
+def test_each_refusal_gets_a_hint_that_can_actually_help() -> None:
+    # An allow-list cannot let in a non-canonical address form, and only an exact entry lets
+    # in a metadata endpoint (security trial finding: every refusal suggested an allow-list).
+    assert _hint("127.0.0.1 is a loopback address") == ALLOW_HINT
+    assert "169.254.169.254/32" in _hint("169.254.169.254 is a cloud metadata endpoint")
+    assert "canonical" in _hint("2130706433 is not a canonical IP address")
