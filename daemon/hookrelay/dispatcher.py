@@ -617,9 +617,7 @@ class Dispatcher:
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
         if outcome is not Outcome.PARKED:
-            lane = self._lanes.get(delivery.hook.id)
-            stats = lane.stats if lane is not None else self._metrics.hook_stats(delivery.hook.id)
-            stats.count_outcome(outcome.value)
+            self._metrics.hook_stats(delivery.hook.id).count_outcome(outcome.value)
         delivery.ticket.settle()
 
     def check_health(self) -> None:

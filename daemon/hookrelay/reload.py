@@ -68,7 +68,8 @@ def plan_reload(running: Settings, new: Settings) -> ReloadPlan:
         if name not in LIVE_KEYS:
             _diff(getattr(running, name), getattr(new, name), name, restart)
     live_admin = {key: getattr(new.admin, key) for key in LIVE_ADMIN_KEYS}
-    restart = [path for path in restart if path not in {f"admin.{k}" for k in LIVE_ADMIN_KEYS}]
+    live_paths = {f"admin.{key}" for key in LIVE_ADMIN_KEYS}
+    restart = [path for path in restart if path not in live_paths]
     applied = running.model_copy(
         update={
             "hooks": new.hooks, "logging": new.logging, "hooks_file": new.hooks_file,

@@ -214,7 +214,7 @@ class HttpSender:
         self._session: aiohttp.ClientSession | None = None
         self._sessions: dict[NetworkPolicy, aiohttp.ClientSession] = {}
         self._hooks: dict[str, _PreparedHook] = {}
-        self._transports: dict[str, _HookTransport] = {}
+        self._routes: dict[str, tuple[_HookTransport, aiohttp.ClientSession]] = {}
         self._ssl = client_ssl_context(http.ca_file)
 
     async def start(self) -> None:
@@ -241,6 +241,7 @@ class HttpSender:
     async def close(self) -> None:
         """Close the sessions and their connections."""
         sessions, self._sessions, self._session = self._sessions, {}, None
+        self._routes.clear()
         for session in sessions.values():
             await session.close()
 
@@ -257,27 +258,28 @@ class HttpSender:
             self._hooks[hook.id] = prepared
         return prepared
 
-    def _transport(self, hook: Hook) -> _HookTransport:
-        """The hook's SSRF policy and TLS context, built once per hook object."""
-        transport = self._transports.get(hook.id)
-        if transport is None or transport.hook is not hook:
+    def _route(self, hook: Hook) -> tuple[_HookTransport, aiohttp.ClientSession]:
+        """The hook's SSRF policy and TLS context, and the session of its policy, looked up
+        once per hook object rather than by hashing the policy on every request."""
+        route = self._routes.get(hook.id)
+        if route is None or route[0].hook is not hook:
             transport = _HookTransport.build(hook, self._http, self._ssl)
-            self._transports[hook.id] = transport
-        return transport
+            route = self._routes[hook.id] = (transport, self._session_for(transport.policy))
+        return route
 
     async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
         """POST once; classify the answer. Raises only ``RuntimeError`` if not started."""
         if self._session is None:
             raise RuntimeError("HttpSender.start() was not awaited")
         started = time.perf_counter()
-        transport = self._transport(hook)
+        transport, session = self._route(hook)
         if transport.refusal is not None:
             refusal = transport.refusal
             return _failed(f"refused: {refusal} ({_hint(refusal)})", started, retryable=False)
         prepared = self._prepared(hook)
         timeout = prepared.timeout
         try:
-            async with self._session_for(transport.policy).post(
+            async with session.post(
                 hook.url,
                 data=body,
                 headers=prepared.request_headers(delivery_id, body),
