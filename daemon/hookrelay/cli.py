@@ -6,8 +6,9 @@
     hookrelay check     -c FILE                  validate configuration (exit 0/1/2)
     hookrelay produce   -c FILE [--topic T] FILE|-   publish JSON / JSON-lines events
     hookrelay send-test -c FILE HOOK_ID [--event NAME]   one Logto-style test POST
-    hookrelay replay    -c FILE [--hook-id H] [--event E] [--since T] [--dry-run]
-                                                 re-drive dead-lettered deliveries
+    hookrelay replay    -c FILE [--hook-id H] [--event E] [--since T] [--group G]
+                        [--dead-letter-topic T] [--dry-run]
+                                                 re-drive this deployment's dead letters
     hookrelay import-logto FILE|- [--out F] [--env-out F] [--force]
                                                  Logto's GET /api/hooks JSON → hooks.yaml
 
@@ -85,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--since", type=_timestamp_ms, help="dead-lettered at or after (ISO-8601)")
     replay.add_argument("--until", type=_timestamp_ms, help="dead-lettered before (ISO-8601)")
     replay.add_argument("--limit", type=_positive_int, help="replay at most this many")
+    replay.add_argument(
+        "--group", action="append", default=[],
+        help="also replay letters written by this consumer group, e.g. this deployment's "
+        "former group id (repeatable; by default only kafka.group_id's letters)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--dead-letter-topic", metavar="TOPIC",
+        help="read this dead-letter topic instead of the configured one (e.g. hookrelay.dlq "
+        "before the names derived from kafka.group_id)",
+    )  # fmt: skip
     replay.add_argument(
         "--dry-run", action="store_true", help="print what would be replayed; write nothing"
     )
@@ -185,7 +196,12 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         tuple(args.hook_id), tuple(args.event), tuple(args.reason), args.since, args.until
     )
     try:
-        summary = asyncio.run(replay(settings, selection, dry_run=args.dry_run, limit=args.limit))
+        summary = asyncio.run(
+            replay(
+                settings, selection, dry_run=args.dry_run, limit=args.limit,
+                groups=tuple(args.group), topic=args.dead_letter_topic,
+            )
+        )  # fmt: skip
     except Exception as e:
         print(f"hookrelay: replay failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -194,8 +210,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     verb = "would replay" if args.dry_run else "replayed"
     print(
         f"{verb} {summary.selected} of {summary.read} dead letters from "
-        f"{settings.dead_letter_topic} (not replayable: {summary.not_replayable} invalid "
-        f"records; {summary.unknown_hook} for hooks not configured)"
+        f"{args.dead_letter_topic or settings.dead_letter_topic} (not replayable: "
+        f"{summary.not_replayable} invalid records; {summary.unknown_hook} for hooks not "
+        f"configured; {summary.other_group} of other deployments (see --group); "
+        f"{summary.foreign_origin} from topics not in kafka.topics)"
     )
     return EXIT_OK
 

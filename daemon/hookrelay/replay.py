@@ -4,8 +4,15 @@ The dead-letter topic is read from its beginning up to its end as of the start o
 (no consumer group, nothing committed, so a replay never changes what the daemon consumes).
 Each failed delivery that passes the filters is written to the *first retry topic* as a
 fresh retry record — same hook, same event bytes, same ``webhook-id``, attempt count reset,
-due now — so the running daemon delivers it exactly like any retry: through the hook's lane,
-its rate limit and circuit breaker, and its full retry schedule.
+due now, and a fresh schedule counted from the replay (``created-at`` = now) — so the
+running daemon delivers it exactly like any new delivery: through the hook's lane, its rate
+limit and circuit breaker, and its full retry schedule.
+
+Only this deployment's letters are replayed: those its consumer group wrote (the
+``hookrelay-group`` header), or, for letters written before that header existed, those whose
+origin topic is one of ``kafka.topics``. ``groups`` widens that (a renamed group's letters),
+and a letter whose origin topic this deployment does not consume is never replayed: the
+daemon would leave such a retry alone.
 
 Dead letters of *invalid records* (``not_json``, ``oversized``...) carry no hook and are
 reported as not replayable: replaying them would only fail again.
@@ -75,6 +82,16 @@ class DeadLetterView:
     def reason(self) -> str:
         return self.headers.get("reason", "")
 
+    @property
+    def group(self) -> str:
+        """The consumer group that wrote the letter; empty for letters from before the
+        ``hookrelay-group`` header existed."""
+        return self.headers.get("group", "")
+
+    @property
+    def origin_topic(self) -> str:
+        return self.headers.get("origin-topic", "")
+
     def describe(self) -> str:
         """One line for people: what would be (or was) replayed."""
         written = (
@@ -89,8 +106,9 @@ class DeadLetterView:
             f" dead_lettered_at={written} at={self.partition}:{self.offset}"
         )
 
-    def retry_record(self, now_ms: int) -> RetryRecord:
-        """A fresh retry record for this delivery, due at ``now_ms``."""
+    def retry_record(self, now_ms: int, group: str) -> RetryRecord:
+        """A fresh retry record for this delivery, written by ``group``: due at ``now_ms``,
+        no attempt and no park counted, its retry window starting at ``now_ms``."""
         h = self.headers
         return RetryRecord(
             hook_id=self.hook_id,
@@ -106,6 +124,8 @@ class DeadLetterView:
             origin_partition=int(h["origin-partition"]),
             origin_offset=int(h["origin-offset"]),
             origin_timestamp_ms=int(h.get("origin-timestamp") or self.timestamp_ms),
+            created_at_ms=now_ms,
+            group=group,
         )
 
 
@@ -117,6 +137,8 @@ class ReplaySummary:
     selected: int = 0
     not_replayable: int = 0
     unknown_hook: int = 0
+    other_group: int = 0
+    foreign_origin: int = 0
     lines: list[str] = field(default_factory=list)
 
 
@@ -131,13 +153,17 @@ def _view(record: ConsumerRecord[bytes, bytes]) -> DeadLetterView:
     )
 
 
-async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list[DeadLetterView]:
-    """Every record of the dead-letter topic up to its current end, oldest first per partition.
+async def read_dead_letters(
+    settings: Settings, timeout_s: float = 30.0, *, topic: str | None = None
+) -> list[DeadLetterView]:
+    """Every record of the dead-letter topic (or ``topic``) up to its current end, oldest
+    first per partition.
 
     Raises aiokafka's ``KafkaError`` when the cluster is unreachable and ``TimeoutError`` when
     the end is not reached within ``timeout_s``.
     """
-    partitions = await _partitions(settings)
+    topic = topic or settings.dead_letter_topic
+    partitions = await _partitions(settings, topic)
     if not partitions:
         return []
     consumer = AIOKafkaConsumer(
@@ -145,7 +171,7 @@ async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(settings.dead_letter_topic, p) for p in partitions]
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
@@ -154,12 +180,12 @@ async def read_dead_letters(settings: Settings, timeout_s: float = 30.0) -> list
         await consumer.stop()
 
 
-async def _partitions(settings: Settings) -> list[int]:
-    """The dead-letter topic's partition numbers (empty when the topic does not exist)."""
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    """``topic``'s partition numbers (empty when the topic does not exist)."""
     admin = AIOKafkaAdminClient(**client_options(settings.kafka, "replay"))
     await admin.start()
     try:
-        [described] = await admin.describe_topics([settings.dead_letter_topic])
+        [described] = await admin.describe_topics([topic])
     finally:
         await admin.close()
     return sorted(p["partition"] for p in described.get("partitions", []))
@@ -183,16 +209,32 @@ async def _records_until(
 
 
 async def replay(
-    settings: Settings, selection: ReplayFilter, *, dry_run: bool, limit: int | None = None
+    settings: Settings,
+    selection: ReplayFilter,
+    *,
+    dry_run: bool,
+    limit: int | None = None,
+    groups: tuple[str, ...] = (),
+    topic: str | None = None,
 ) -> ReplaySummary:
-    """Replay the selected dead letters (or only describe them when ``dry_run``)."""
+    """Replay the selected dead letters of this deployment (or only describe them when
+    ``dry_run``). ``groups`` adds consumer groups whose letters count as this deployment's;
+    ``topic`` reads another dead-letter topic (one of an earlier configuration)."""
     summary = ReplaySummary()
     known_hooks = {h.id for h in settings.hooks if h.enabled}
+    owners = {settings.group_id, *groups}
+    consumed = set(settings.kafka.topics)
     chosen: list[DeadLetterView] = []
-    for letter in await read_dead_letters(settings):
+    for letter in await read_dead_letters(settings, topic=topic):
         summary.read += 1
         if not letter.hook_id:
             summary.not_replayable += 1  # an invalid record: it would only fail again
+            continue
+        if letter.group and letter.group not in owners:
+            summary.other_group += 1  # another deployment's: never re-driven here
+            continue
+        if letter.origin_topic not in consumed:
+            summary.foreign_origin += 1  # the daemon would leave such a retry alone
             continue
         if not selection.matches(letter) or (limit is not None and len(chosen) >= limit):
             continue
@@ -221,7 +263,7 @@ async def _write_retries(settings: Settings, letters: list[DeadLetterView]) -> N
                 topic,
                 letter.value,
                 key=letter.key,
-                headers=letter.retry_record(now_ms).headers(),
+                headers=letter.retry_record(now_ms, settings.group_id).headers(),
             )
             for letter in letters
         ]
