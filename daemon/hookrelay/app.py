@@ -36,7 +36,7 @@ from contextlib import suppress
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, RequestTimedOutError
 
 from hookrelay.admin import AdminServer
 from hookrelay.config import Settings, config_warnings, load_settings
@@ -56,6 +56,7 @@ from hookrelay.sdnotify import Notifier
 from hookrelay.sender import HttpSender, Sender, close_quietly
 from hookrelay.source import PROBE_INTERVAL_S, Backpressure, Source
 from hookrelay.testpayload import DEFAULT_TEST_EVENT, test_request
+from hookrelay.tiers import find_former_tiers
 from hookrelay.topics import ensure_topics
 from hookrelay.writer import DurableWriter
 
@@ -129,7 +130,7 @@ class Daemon:
         self.dispatcher = Dispatcher(
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
-            batch_size=k.max_poll_records, history=self.history,
+            group=settings.group_id, batch_size=k.max_poll_records, history=self.history,
         )  # fmt: skip
         for reason in DEAD_LETTER_REASONS:
             self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start
@@ -142,6 +143,7 @@ class Daemon:
             retry_topics=settings.retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
         )  # fmt: skip
         self._topics_ready = False
+        self._former_tiers_checked = False
         self.admin = AdminServer(
             settings.admin.host,
             settings.admin.port,
@@ -396,6 +398,9 @@ class Daemon:
                 if not self._topics_ready:
                     await ensure_topics(self.settings)
                     self._topics_ready = True
+                if not self._former_tiers_checked:
+                    await self._drain_former_tiers()
+                    self._former_tiers_checked = True
                 if not self._producer_started:
                     await self.producer.start()
                     self._producer_started = True
@@ -415,6 +420,31 @@ class Daemon:
             self._kafka_error = ""
             return True
         return False
+
+    async def _drain_former_tiers(self) -> None:
+        """Subscribe to retry topics of an earlier schedule or prefix that still hold this
+        group's retries (``tiers``). Raises ``KafkaError`` while the cluster is unreachable;
+        a refusal (no permission to describe the group) is logged and start-up goes on."""
+        try:
+            former = await find_former_tiers(self.settings)
+        except (KafkaConnectionError, RequestTimedOutError, TimeoutError):
+            raise
+        except KafkaError as e:
+            log.warning("former_retry_tiers_unknown", error=f"{type(e).__name__}: {e}",
+                        hint="allow this principal to describe its consumer group, or "
+                        "drain old retry topics before changing retry settings")  # fmt: skip
+            return
+        if not former:
+            return
+        topics = [tier.topic for tier in former]
+        log.warning(
+            "former_retry_tiers_draining",
+            pending={tier.topic: tier.pending for tier in former},
+            hint="retry topics of an earlier retry_schedule_s or retry_topic_prefix still "
+            "hold retries; they are served as they fall due",
+        )
+        self.pipeline.add_retry_topics(topics)
+        self.source.add_retry_topics(topics)
 
     async def _probe(self) -> None:
         """Every few seconds: ask the cluster for metadata, refresh lag and readiness."""

@@ -71,7 +71,7 @@ from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.errors import ConfigError, ConfigIssue
 from hookrelay.kafka_clients import SslFilesError, build_ssl_context
 from hookrelay.netguard import METADATA_ADDRESSES, TlsFilesError, client_ssl_context
-from hookrelay.retries import tier_topics
+from hookrelay.retries import tier_label, tier_topics
 from hookrelay.signing import standard_webhooks_key
 
 __all__ = [
@@ -385,6 +385,12 @@ def _mapping_as_pairs(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(headers.items())
 
 
+def _derived_default(schema: dict[str, Any]) -> None:
+    """JSON Schema of a name derived from ``kafka.group_id`` when omitted: no default shown
+    (the empty text that stands for "derive it" is not a valid value to write)."""
+    schema.pop("default", None)
+
+
 Number = Annotated[float, BeforeValidator(_no_bool)]
 Integer = Annotated[int, BeforeValidator(_no_bool)]
 Flag = Annotated[StrictBool, BeforeValidator(_bool_from_text)]
@@ -644,9 +650,14 @@ class DeliverySettings(_Model):
     headers a retry or dead letter adds, so an accepted event always fits a retry topic."""
     retry_on_status: tuple[RetryableStatus, ...] = (408, 425, 429)
     """4xx answers that are retried; 5xx are always retried, other 4xx are permanent failures."""
-    retry_topic_prefix: TopicName = "hookrelay.retry."
-    """Retry topics are this prefix plus each delay of retry_schedule_s (hookrelay.retry.5s,
-    hookrelay.retry.2m, ...)."""
+    retry_topic_prefix: TopicName = Field("", json_schema_extra=_derived_default)
+    """Retry topics are this prefix plus each delay of retry_schedule_s; when omitted,
+    "<kafka.group_id>.retry." (hookrelay.retry.5s, hookrelay.retry.2m, ... for the default
+    group), so each deployment writes retry topics of its own."""
+    unknown_hook_grace_s: Number = Field(600.0, ge=0)
+    """Seconds a retry for a hook this replica does not know (or has disabled) is parked
+    again before it is dead-lettered as hook_removed: during a rolling update another replica
+    of the group may know the hook."""
     lane_max_pending: Integer = Field(1000, ge=1)
     """Deliveries a healthy hook's lane queues in memory; when one lane reaches it, fetching
     pauses until it drains (backpressure). Beyond this plus one fetch batch
@@ -861,8 +872,9 @@ class Settings(_Model):
 
     kafka: KafkaSettings = KafkaSettings()
     """Where events are consumed from."""
-    dead_letter_topic: TopicName = "hookrelay.dlq"
-    """Topic receiving invalid records and deliveries that used up their retries."""
+    dead_letter_topic: TopicName = Field("", json_schema_extra=_derived_default)
+    """Topic receiving invalid records and deliveries that used up their retries; when
+    omitted, "<kafka.group_id>.dlq" (hookrelay.dlq for the default group)."""
     http: HttpSettings = HttpSettings()
     """The HTTP client."""
     delivery: DeliverySettings = DeliverySettings()
@@ -899,6 +911,7 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _dead_letters_are_not_consumed(self) -> Settings:
+        self._derive_owned_topic_names()
         if self.dead_letter_topic in self.kafka.topics:
             raise _refuse(
                 "expected a topic not listed in kafka.topics (hookrelay would consume its own "
@@ -913,6 +926,36 @@ class Settings(_Model):
                 at=("delivery", "retry_topic_prefix"),
             )
         return self
+
+    def _derive_owned_topic_names(self) -> None:
+        """Fill in the topic names left out from ``kafka.group_id`` (DESIGN §1.8: what a
+        deployment writes is its own). Runs once, while the model is being built, which is
+        why it may set fields of a frozen model."""
+        group = self.kafka.group_id
+        derived = {"dead_letter_topic": f"{group}.dlq", "retry_topic_prefix": f"{group}.retry."}
+        if self.dead_letter_topic and self.delivery.retry_topic_prefix:
+            return
+        longest = f"{group}.retry.{tier_label(max(self.delivery.retry_schedule_s))}"
+        if _TOPIC.fullmatch(longest) is None:
+            raise _refuse(
+                "expected a group id made of A-Z a-z 0-9 . _ - (at most 230 characters), "
+                "because the dead-letter and retry topic names derive from it; or set "
+                "dead_letter_topic and delivery.retry_topic_prefix explicitly",
+                at=("kafka", "group_id"),
+            )
+        if not self.dead_letter_topic:
+            object.__setattr__(self, "dead_letter_topic", derived["dead_letter_topic"])
+        if not self.delivery.retry_topic_prefix:
+            delivery = self.delivery.model_copy(
+                update={"retry_topic_prefix": derived["retry_topic_prefix"]}
+            )
+            object.__setattr__(self, "delivery", delivery)
+
+    @property
+    def group_id(self) -> str:
+        """The deployment's identity: ``kafka.group_id``, written into every retry record
+        and dead letter it produces."""
+        return self.kafka.group_id
 
     @property
     def retry_topics(self) -> tuple[str, ...]:

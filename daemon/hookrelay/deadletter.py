@@ -7,8 +7,10 @@ Two kinds of record land there:
   original event bytes as consumed (without ``hookId``), so ``replay`` can re-drive it.
 
 Everything else travels in headers (``hookrelay-*``, UTF-8 text): reason, error, hook id,
-event, delivery id, attempts, first/last attempt times (ISO-8601), last status, and the
-origin topic/partition/offset. Headers never carry a signing key or the request headers.
+event, delivery id, attempts, first/last attempt times (ISO-8601), last status, the
+origin topic/partition/offset, and ``group``: the consumer group (deployment) that wrote the
+letter, so ``replay`` re-drives only its own. Headers never carry a signing key or the
+request headers.
 
 Dead letters are written by the ``writer.DurableWriter``: a source record is settled only
 after the broker acknowledged its dead letter.
@@ -85,6 +87,7 @@ def invalid_record(
     value: bytes | None,
     key: bytes | None,
     origin: Origin,
+    group: str,
 ) -> OutboundRecord:
     """A dead letter for a record the decoder refused (``reason`` from ``InvalidEventError``).
 
@@ -92,19 +95,20 @@ def invalid_record(
     ``oversized`` record, which would not fit the dead-letter topic either: its first 64 KiB
     are kept, with ``hookrelay-truncated`` and ``hookrelay-original-bytes`` headers.
     """
-    pairs = [("reason", reason), ("error", detail), *_origin_headers(origin)]
+    pairs = [("reason", reason), ("error", detail), *_origin_headers(origin), ("group", group)]
     if reason == "oversized" and value is not None:
         value, notes = truncated(value)
         pairs += notes
     return OutboundRecord(topic, value, key, _encode(pairs), KIND)
 
 
-def failed_delivery(topic: str, delivery: Delivery, reason: str) -> OutboundRecord:
+def failed_delivery(topic: str, delivery: Delivery, reason: str, group: str) -> OutboundRecord:
     """A dead letter for a delivery that did not succeed.
 
     ``reason``: ``permanent_failure`` (4xx, 3xx), ``retries_exhausted``, ``hook_gone`` (the
     endpoint answered 410 and the hook is paused), or ``hook_removed`` (a retry found its hook
-    removed or disabled by a configuration change).
+    removed or disabled by a configuration change, and no replica took it back within
+    ``delivery.unknown_hook_grace_s``). ``group`` is the writing deployment's consumer group.
     """
     event = delivery.event
     pairs = [
@@ -118,5 +122,6 @@ def failed_delivery(topic: str, delivery: Delivery, reason: str) -> OutboundReco
         ("last-attempt-at", _iso(delivery.last_attempt_at)),
         ("last-status", "" if delivery.last_status is None else str(delivery.last_status)),
         *_origin_headers(event.origin),
+        ("group", group),
     ]
     return OutboundRecord(topic, event.raw, event.key, _encode(pairs), KIND)

@@ -64,6 +64,9 @@ _LANE_PAUSING_STATUSES = (429, 503)
 HUNGRY_WINDOW_S = 30.0
 """A lane fed within this many seconds still wants work (fetching may be paused)."""
 _GONE = 410
+UNKNOWN_HOOK_RECHECK_S = 60.0
+"""A retry for a hook this replica does not know is parked again for about this long (in
+the first tier that waits at least as long) before a replica looks at it again."""
 
 
 class Circuit(Enum):
@@ -84,6 +87,7 @@ class _Context:
     settings: DeliverySettings
     plan: RetryPlan
     dead_letter_topic: str
+    group: str
     lane_hard_bound: int
     clock: Clock
     jitter: Callable[[], float]
@@ -377,7 +381,7 @@ class Lane:
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> None:
         plan = self._ctx.plan
         due = plan.due_at_ms(tier, time.time(), self._ctx.jitter(), min_wait_s)
-        record = _retry_record(delivery, due)
+        record = _retry_record(delivery, due, self._ctx.group)
         event = delivery.event
         outbound = OutboundRecord(
             plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry"
@@ -385,7 +389,7 @@ class Lane:
         self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason)
+        letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason, self._ctx.group)
 
         def written() -> None:
             self._ctx.metrics.dead_lettered.labels(reason).inc()
@@ -475,7 +479,8 @@ def _ms(epoch_s: float | None) -> int | None:
     return None if epoch_s is None else int(epoch_s * 1000)
 
 
-def _retry_record(delivery: Delivery, due_at_ms: int) -> RetryRecord:
+def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord:
+    """The retry record that parks ``delivery`` until ``due_at_ms``, written by ``group``."""
     origin = delivery.event.origin
     return RetryRecord(
         hook_id=delivery.hook.id,
@@ -493,6 +498,8 @@ def _retry_record(delivery: Delivery, due_at_ms: int) -> RetryRecord:
         origin_timestamp_ms=origin.timestamp_ms,
         created_at_ms=int(delivery.created_at * 1000),
         parks=delivery.parks,
+        group=group,
+        unknown_since_ms=_ms(delivery.unknown_since),
     )
 
 
@@ -512,6 +519,7 @@ class Dispatcher:
         *,
         retry_topics: tuple[str, ...],
         dead_letter_topic: str,
+        group: str = "hookrelay",
         batch_size: int = 500,
         clock: Clock = time.monotonic,
         jitter: Callable[[], float] = random.random,
@@ -522,8 +530,8 @@ class Dispatcher:
         # by one batch; only beyond that is its excess parked.
         hard_bound = settings.lane_max_pending + batch_size
         self._ctx = _Context(
-            sender, writer, metrics, settings, plan, dead_letter_topic, hard_bound, clock,
-            jitter, self._finished, self._others_hungry, history or History(),
+            sender, writer, metrics, settings, plan, dead_letter_topic, group, hard_bound,
+            clock, jitter, self._finished, self._others_hungry, history or History(),
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
@@ -580,12 +588,19 @@ class Dispatcher:
             lane.submit(Delivery(event, hook, did, body, ticket))
 
     def resubmit(self, event: Event, retry: RetryRecord, ticket: AckTicket) -> None:
-        """Take a delivery back from a retry topic, with its attempt history; a hook that
-        was removed or disabled meanwhile sends it to the dead-letter topic."""
-        self.in_flight += 1
+        """Take a delivery back from a retry topic, with its attempt history.
+
+        A retry for a hook this replica does not know (removed, disabled, or not yet added:
+        a rolling update runs replicas with different hook sets) is parked again for up to
+        ``delivery.unknown_hook_grace_s`` from when a replica first met it, so a replica that
+        knows the hook can take it; after that it is dead-lettered ``hook_removed``.
+        Everything that can fail runs before any state changes, so an exception (a bug)
+        leaves nothing behind and the caller can dead-letter the record instead.
+        """
         lane = self._lanes.get(retry.hook_id)
         hook = lane.hook if lane is not None else _placeholder_hook(retry.hook_id)
-        body = splice_hook_id(event.body_head, event.empty, hook_id_member(retry.hook_id))
+        member = lane.member if lane is not None else hook_id_member(retry.hook_id)
+        body = splice_hook_id(event.body_head, event.empty, member)
         delivery = Delivery(
             event, hook, retry.delivery_id, body, ticket, attempts=retry.attempts,
             created_at=retry.created_at_ms / 1000.0, parks=retry.parks,
@@ -594,21 +609,61 @@ class Dispatcher:
         delivery.last_attempt_at = _seconds(retry.last_attempt_at_ms)
         delivery.last_status = retry.last_status
         delivery.last_error = retry.error or None
-        if lane is None:
-            self._dead_letter_removed(delivery)
+        self.in_flight += 1
+        if lane is not None:
+            lane.submit(delivery)
             return
-        lane.submit(delivery)
+        now = time.time()
+        delivery.unknown_since = _seconds(retry.unknown_since_ms) or now
+        if now - delivery.unknown_since < self._ctx.settings.unknown_hook_grace_s:
+            self._park_unknown(delivery, first_time=retry.unknown_since_ms is None)
+        else:
+            self._dead_letter_removed(delivery)
+
+    def _park_unknown(self, delivery: Delivery, *, first_time: bool) -> None:
+        """Park a retry for an unknown hook again, in the first tier that waits about
+        ``UNKNOWN_HOOK_RECHECK_S`` (or the last), no attempt and no park counted: it is not
+        this endpoint's fault."""
+        plan = self._ctx.plan
+        now = time.time()
+        left = self._ctx.settings.unknown_hook_grace_s - (now - (delivery.unknown_since or now))
+        wait = max(0.0, min(UNKNOWN_HOOK_RECHECK_S, left))
+        tier = plan.tier(0, wait)
+        record = _retry_record(
+            delivery, plan.due_at_ms(tier, now, self._ctx.jitter(), wait), self._ctx.group
+        )
+        event = delivery.event
+        outbound = OutboundRecord(
+            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry"
+        )
+        if first_time:  # later re-parks of the same record stay quiet
+            log.info(
+                "retry_for_unknown_hook_parked", hook_id=delivery.hook.id,
+                delivery_id=delivery.delivery_id, grace_s=self._ctx.settings.unknown_hook_grace_s,
+                hint="another replica of the group may know this hook (rolling update)",
+            )  # fmt: skip
+
+        def written() -> None:
+            self.in_flight -= 1
+            self._metrics.unknown_hook_retries.labels("parked").inc()
+            delivery.ticket.settle()
+
+        self._ctx.writer.submit(outbound, written)
 
     def _dead_letter_removed(self, delivery: Delivery) -> None:
         """A retry for a hook that is no longer configured (or disabled). Its id came from a
         record header, so it is logged but never becomes a metric label."""
         log.warning("delivery_dead_lettered", hook_id=delivery.hook.id, reason="hook_removed",
                     delivery_id=delivery.delivery_id, event_name=delivery.event.name,
-                    attempt=delivery.attempts)  # fmt: skip
-        letter = failed_delivery(self._ctx.dead_letter_topic, delivery, "hook_removed")
+                    attempt=delivery.attempts,
+                    grace_s=self._ctx.settings.unknown_hook_grace_s)  # fmt: skip
+        letter = failed_delivery(
+            self._ctx.dead_letter_topic, delivery, "hook_removed", self._ctx.group
+        )
 
         def written() -> None:
             self.in_flight -= 1
+            self._metrics.unknown_hook_retries.labels("dead_lettered").inc()
             self._metrics.dead_lettered.labels("hook_removed").inc()
             delivery.ticket.settle()
 

@@ -107,6 +107,20 @@ class Metrics:
             p + "retries_scheduled", "Retries scheduled after a retryable failure, by tier",
             ["hook_id", "tier"], registry=r,
         )  # fmt: skip
+        self.unknown_hook_retries = Counter(
+            p + "unknown_hook_retries", "Retries taken back for a hook this replica does not "
+            "know: parked again (grace period) or dead-lettered hook_removed", ["action"],
+            registry=r,
+        )  # fmt: skip
+        for action in ("parked", "dead_lettered"):
+            self.unknown_hook_retries.labels(action)
+        self.retry_records_skipped = Counter(
+            p + "retry_records_skipped", "Records in a retry topic left alone because another "
+            "deployment wrote them: other_group, or foreign_origin (origin topic not consumed "
+            "here)", ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in ("other_group", "foreign_origin"):
+            self.retry_records_skipped.labels(reason)
         self.retries_consumed = Counter(
             p + "retries_consumed", "Records taken back from a retry topic", ["tier"],
             registry=r,

@@ -65,7 +65,8 @@ class Delivery:
     ``attempts`` counts POSTs made so far; ``parks`` how often it was parked without an
     attempt (slow lane, Retry-After, open circuit); times are epoch seconds
     (``time.time()``): ``created_at`` when hookrelay first took the event for this hook;
-    ``enqueued_mono`` is ``time.monotonic()`` when it entered its lane.
+    ``enqueued_mono`` is ``time.monotonic()`` when it entered its lane; ``unknown_since``
+    (epoch seconds) when a replica first met it for a hook it did not know, else ``None``.
     """
 
     event: Event
@@ -81,6 +82,7 @@ class Delivery:
     enqueued_mono: float = field(default=0.0)
     created_at: float = field(default_factory=time.time)
     parks: int = 0
+    unknown_since: float | None = None
 
 
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}

@@ -2,16 +2,24 @@
 
 For a record of an event topic: decode → route → register with the ack tracker → one
 delivery per matching hook (or, for an invalid record, a dead letter). For a record of a
-retry topic (already due; the source holds back the rest): rebuild the delivery with its
-attempt history and hand it back to its hook's lane.
+retry topic (already due; the source holds back the rest): check that this deployment owns
+it, rebuild the delivery with its attempt history and hand it back to its hook's lane.
+
+Ownership (DESIGN §1.8): a retry record written by another consumer group (its
+``hookrelay-group`` header), or whose origin topic is not one of ``kafka.topics``, belongs to
+another deployment sharing the topic. It is left alone — never signed, sent or
+dead-lettered here — counted in ``hookrelay_retry_records_skipped_total`` and logged once per
+source. Records from before the group header existed are judged by their origin topic.
 
 ``handle`` is synchronous and never raises on bad input: whatever a producer writes ends as
-deliveries or as a dead letter with its reason.
+deliveries or as a dead letter with its reason (``bad_retry_record`` for anything wrong in a
+retry record this deployment owns).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final
 
 from aiokafka import ConsumerRecord
 
@@ -24,12 +32,16 @@ from hookrelay.errors import InvalidEventError
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import Event, Origin
-from hookrelay.offsets import AckTracker, TopicPartition
-from hookrelay.retries import RetryRecord
+from hookrelay.offsets import AckTicket, AckTracker, TopicPartition
+from hookrelay.retries import GROUP_HEADER, HEADER_PREFIX, RetryRecord
 from hookrelay.router import Router
 from hookrelay.writer import DurableWriter
 
 log = get_logger("hookrelay.pipeline")
+
+_ORIGIN_TOPIC_HEADER: Final = HEADER_PREFIX + "origin-topic"
+_SOURCES_LOGGED_MAX: Final = 1000
+"""Foreign sources remembered for log-once; past this, new ones are counted, not logged."""
 
 
 class Pipeline:
@@ -42,10 +54,17 @@ class Pipeline:
         dispatcher: Dispatcher,
         writer: DurableWriter,
         metrics: Metrics,
+        *,
+        retry_topics: Iterable[str] | None = None,
     ) -> None:
         self.router = Router(settings.hooks)
         self._settings = settings
-        self._retry_topics = frozenset(settings.retry_topics)
+        self._group = settings.group_id
+        self._event_topics = frozenset(settings.kafka.topics)
+        self._retry_topics = frozenset(
+            settings.retry_topics if retry_topics is None else retry_topics
+        )
+        self._foreign_logged: set[tuple[str, str, str]] = set()
         self._max_bytes = settings.delivery.max_event_bytes
         self._tracker = tracker
         self._dispatcher = dispatcher
@@ -99,9 +118,18 @@ class Pipeline:
             self._matched[(label, matched)] = child
         return child
 
+    def add_retry_topics(self, topics: Iterable[str]) -> None:
+        """Also treat ``topics`` as retry tiers (tiers of an earlier schedule or prefix)."""
+        self._retry_topics = self._retry_topics | frozenset(topics)
+
     def _handle_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._metrics.retries_consumed.labels(record.topic).inc()
         origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
+        tp = TopicPartition(record.topic, record.partition)
+        foreign = self._foreign(record.headers)
+        if foreign is not None:
+            self._skip_foreign(record, tp, *foreign)
+            return
         try:
             retry = RetryRecord.from_headers(record.headers)
         except ValueError as e:
@@ -116,29 +144,77 @@ class Pipeline:
         except InvalidEventError as e:
             self._dead_letter_invalid(record, origin, e)
             return
-        ticket = self._tracker.register(
-            TopicPartition(record.topic, record.partition), record.offset, 1
-        )
-        self._dispatcher.resubmit(event, retry, ticket)
+        ticket = self._tracker.register(tp, record.offset, 1)
+        try:
+            self._dispatcher.resubmit(event, retry, ticket)
+        except Exception as e:  # a bug: the record must not crash every replica, forever
+            log.exception("retry_record_failed", topic=origin.topic,
+                          partition=origin.partition, offset=origin.offset)  # fmt: skip
+            error = InvalidEventError(
+                "bad_retry_record", f"internal error ({type(e).__name__}); please report"
+            )
+            self._dead_letter_invalid(record, origin, error, ticket)
+
+    def _foreign(self, headers: Any) -> tuple[str, str, str] | None:
+        """``(reason, group, origin topic)`` when another deployment wrote this retry record,
+        else None. Read leniently: a malformed record that names another group or origin is
+        still another deployment's, and is not dead-lettered here."""
+        group = origin_topic = ""
+        for key, value in headers:
+            if key == GROUP_HEADER:
+                group = _lenient_text(value)
+            elif key == _ORIGIN_TOPIC_HEADER:
+                origin_topic = _lenient_text(value)
+        if group and group != self._group:
+            return "other_group", group, origin_topic
+        if origin_topic and origin_topic not in self._event_topics:
+            return "foreign_origin", group, origin_topic
+        return None
+
+    def _skip_foreign(
+        self, record: ConsumerRecord[bytes, bytes], tp: TopicPartition, reason: str,
+        group: str, origin_topic: str,
+    ) -> None:  # fmt: skip
+        self._tracker.register(tp, record.offset, 0)  # settled at once: left alone
+        self._metrics.retry_records_skipped.labels(reason).inc()
+        source = (reason, group[:100], origin_topic[:100])
+        if source not in self._foreign_logged and len(self._foreign_logged) < _SOURCES_LOGGED_MAX:
+            self._foreign_logged.add(source)
+            log.warning(
+                "retry_records_of_another_deployment", reason=reason, group=source[1],
+                origin_topic=source[2], retry_topic=record.topic,
+                hint="another deployment shares this retry topic; give each deployment its "
+                "own (the default names derive from kafka.group_id)",
+            )  # fmt: skip
 
     def _dead_letter_invalid(
-        self, record: ConsumerRecord[bytes, bytes], origin: Origin, error: InvalidEventError
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        origin: Origin,
+        error: InvalidEventError,
+        ticket: AckTicket | None = None,
     ) -> None:
         self._metrics.events_invalid.labels(error.reason).inc()
         log.warning(
             "event_invalid", reason=error.reason, detail=error.detail,
             topic=origin.topic, partition=origin.partition, offset=origin.offset,
         )  # fmt: skip
-        ticket = self._tracker.register(
-            TopicPartition(record.topic, record.partition), record.offset, 1
-        )
+        if ticket is None:
+            ticket = self._tracker.register(
+                TopicPartition(record.topic, record.partition), record.offset, 1
+            )
         letter = invalid_record(
             self._settings.dead_letter_topic, error.reason, error.detail,
-            value=record.value, key=record.key, origin=origin,
+            value=record.value, key=record.key, origin=origin, group=self._group,
         )  # fmt: skip
+        settle = ticket.settle
 
         def written() -> None:
             self._metrics.dead_lettered.labels(error.reason).inc()
-            ticket.settle()
+            settle()
 
         self._writer.submit(letter, written)
+
+
+def _lenient_text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", "replace")

@@ -18,16 +18,43 @@ as first consumed; key: the original key; headers (``hookrelay-*``, UTF-8 text):
 - ``due-at``: epoch ms before which it must not be attempted (jittered delay, or the
   endpoint's ``Retry-After`` when later)
 - ``origin-topic``/``origin-partition``/``origin-offset``/``origin-timestamp``: the record
-  first consumed, so the delivery id and end-to-end latency survive every hop.
+  first consumed, so the delivery id and end-to-end latency survive every hop;
+- ``group``: the consumer group (deployment) that wrote it. A daemon serves only its own
+  group's records whose origin topic is one of its ``kafka.topics``; records written before
+  this header existed carry none and are judged by their origin topic alone;
+- ``unknown-since``: epoch ms when a replica first met the record for a hook it does not
+  know (a rolling update); empty otherwise.
+
+Every header is untrusted input (anyone who may write to the topic can write one), so
+``RetryRecord.from_headers`` checks each value's shape — ASCII digits for numbers, a valid
+hook id, a ``webhook-id`` safe as an HTTP header value — and raises ``ValueError`` for
+anything else; the pipeline turns that into a ``bad_retry_record`` dead letter.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 HEADER_PREFIX: Final = "hookrelay-"
 DUE_AT_HEADER: Final = HEADER_PREFIX + "due-at"
+GROUP_HEADER: Final = HEADER_PREFIX + "group"
+RETRY_COMMIT_METADATA: Final = "hookrelay:retry"
+"""Offset-commit metadata of a retry partition, so the broker remembers every tier a group
+consumed, even after a configuration change drops it (see ``tiers``)."""
+EVENT_COMMIT_METADATA: Final = "hookrelay:event"
+"""Offset-commit metadata of an event partition: a removed event topic is never drained."""
+
+_HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
+"""Hook ids as the configuration accepts them (``config.HookId``)."""
+_TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_DELIVERY_ID: Final = re.compile(r"[\x21-\x7e]{1,200}")
+"""Visible ASCII: the value becomes the ``webhook-id`` request header."""
+_COUNT: Final = re.compile(r"[0-9]{1,18}")
+"""Non-negative integers as ASCII digits only (``int()`` would also take ``١٢``, ``1_0``)."""
+_TEXT_LIMIT: Final = 1000
 
 
 def tier_label(delay_s: float) -> str:
@@ -75,6 +102,8 @@ class RetryRecord:
     origin_timestamp_ms: int
     created_at_ms: int = 0
     parks: int = 0
+    group: str = ""
+    unknown_since_ms: int | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's Kafka headers."""
@@ -94,47 +123,93 @@ class RetryRecord:
             "origin-timestamp": str(self.origin_timestamp_ms),
             "created-at": str(self.created_at_ms),
             "parks": str(self.parks),
+            "group": self.group,
+            "unknown-since": _opt(self.unknown_since_ms),
         }
         return [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
 
     @classmethod
-    def from_headers(
-        cls, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
-    ) -> RetryRecord:
-        """Parse a retry record's headers; raises ``ValueError`` naming what is missing or bad."""
-        h = {
-            k[len(HEADER_PREFIX) :]: v.decode("utf-8")
-            for k, v in headers
-            if k.startswith(HEADER_PREFIX)
-        }
-        try:
-            return cls(
-                hook_id=h["hook-id"],
-                event=h["event"],
-                delivery_id=h["delivery-id"],
-                attempts=int(h["attempts"]),
-                first_attempt_at_ms=_int_or_none(h.get("first-attempt-at", "")),
-                last_attempt_at_ms=_int_or_none(h.get("last-attempt-at", "")),
-                last_status=_int_or_none(h.get("last-status", "")),
-                error=h.get("error", ""),
-                due_at_ms=int(h["due-at"]),
-                origin_topic=h["origin-topic"],
-                origin_partition=int(h["origin-partition"]),
-                origin_offset=int(h["origin-offset"]),
-                origin_timestamp_ms=int(h["origin-timestamp"]),
-                created_at_ms=int(h.get("created-at") or h["due-at"]),
-                parks=int(h.get("parks") or 0),
-            )
-        except KeyError as e:
-            raise ValueError(f"retry record lacks header {HEADER_PREFIX}{e.args[0]}") from e
+    def from_headers(cls, headers: Sequence[tuple[str, bytes]]) -> RetryRecord:
+        """Parse and check a retry record's headers.
+
+        Raises ``ValueError`` naming the first header that is missing, repeated, not UTF-8,
+        or not of its expected shape (see the module docstring).
+        """
+        h: dict[str, str] = {}
+        for key, value in headers:
+            if not key.startswith(HEADER_PREFIX):
+                continue
+            name = key[len(HEADER_PREFIX) :]
+            if name in h:
+                raise ValueError(f"header {key} appears twice")
+            try:
+                h[name] = value.decode("utf-8") if value is not None else ""
+            except UnicodeDecodeError as e:
+                raise ValueError(f"header {key} is not UTF-8") from e
+        fields = _Fields(h)
+        return cls(
+            hook_id=fields.matching("hook-id", _HOOK_ID, "a hook id"),
+            event=fields.text("event", required=True),
+            delivery_id=fields.matching("delivery-id", _DELIVERY_ID, "visible ASCII"),
+            attempts=fields.count("attempts"),
+            first_attempt_at_ms=fields.optional_count("first-attempt-at"),
+            last_attempt_at_ms=fields.optional_count("last-attempt-at"),
+            last_status=fields.optional_count("last-status"),
+            error=fields.text("error"),
+            due_at_ms=fields.count("due-at"),
+            origin_topic=fields.matching("origin-topic", _TOPIC, "a topic name"),
+            origin_partition=fields.count("origin-partition"),
+            origin_offset=fields.count("origin-offset"),
+            origin_timestamp_ms=fields.count("origin-timestamp"),
+            created_at_ms=fields.optional_count("created-at") or fields.count("due-at"),
+            parks=fields.optional_count("parks") or 0,
+            group=fields.text("group"),
+            unknown_since_ms=fields.optional_count("unknown-since"),
+        )
+
+
+class _Fields:
+    """Typed reads of decoded ``hookrelay-*`` header values; each raises ``ValueError``."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values
+
+    def _get(self, name: str, required: bool) -> str:
+        value = self._values.get(name)
+        if value is None:
+            if required:
+                raise ValueError(f"retry record lacks header {HEADER_PREFIX}{name}")
+            return ""
+        return value
+
+    def text(self, name: str, *, required: bool = False) -> str:
+        value = self._get(name, required)
+        if required and not value:
+            raise ValueError(f"header {HEADER_PREFIX}{name} is empty")
+        return value[:_TEXT_LIMIT]
+
+    def matching(self, name: str, pattern: re.Pattern[str], what: str) -> str:
+        value = self._get(name, True)
+        if pattern.fullmatch(value) is None:
+            raise ValueError(f"header {HEADER_PREFIX}{name} is not {what}")
+        return value
+
+    def count(self, name: str) -> int:
+        return _count(name, self._get(name, True))
+
+    def optional_count(self, name: str) -> int | None:
+        value = self._get(name, False)
+        return _count(name, value) if value else None
+
+
+def _count(name: str, value: str) -> int:
+    if _COUNT.fullmatch(value) is None:
+        raise ValueError(f"header {HEADER_PREFIX}{name} is not a non-negative integer")
+    return int(value)
 
 
 def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
-
-
-def _int_or_none(text: str) -> int | None:
-    return int(text) if text else None
 
 
 class RetryPlan:

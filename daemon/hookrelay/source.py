@@ -1,7 +1,12 @@
 """The Kafka source: a consumer-group member that feeds records to the pipeline.
 
 - Auto-commit is off; offsets come from the ack tracker and are committed every
-  ``kafka.commit_interval_s``, on partition revocation and on shutdown.
+  ``kafka.commit_interval_s``, on partition revocation and on shutdown. Each commit's
+  metadata names the partition's role (``hookrelay:retry`` or ``hookrelay:event``), and a
+  retry partition without a committed offset starts at its beginning (whatever
+  ``auto_offset_reset`` says: a retry written before this member was assigned is owed) and
+  has that offset committed at once, so the broker remembers every tier the group used
+  (``tiers`` finds them again after a configuration change).
 - Backpressure: when the dispatcher holds ``delivery.max_in_flight`` unsettled deliveries,
   every assigned partition is paused; fetching resumes below the low-water mark. The poll
   loop keeps calling ``getmany`` while paused, so the consumer never exceeds
@@ -34,7 +39,7 @@ from hookrelay.kafka_clients import client_options
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
-from hookrelay.retries import DUE_AT_HEADER
+from hookrelay.retries import DUE_AT_HEADER, EVENT_COMMIT_METADATA, RETRY_COMMIT_METADATA
 
 log = get_logger("hookrelay.source")
 
@@ -128,6 +133,17 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self.last_contact_ok = time.monotonic()
         log.info("consumer_started", topics=self._topics)
 
+    def add_retry_topics(self, topics: list[str]) -> None:
+        """Also consume ``topics`` as retry tiers (an earlier configuration's tiers that
+        still hold retries); re-subscribes when already started."""
+        new = [t for t in topics if t not in self._retry_topics]
+        if not new:
+            return
+        self._retry_topics = self._retry_topics | frozenset(new)
+        self._topics = list(dict.fromkeys([*self._topics, *new]))
+        if self.started:
+            self.consumer.subscribe(self._topics, listener=self)
+
     async def stop(self) -> None:
         """Leave the group and close connections (no commit here; see ``commit``). Safe to
         call after a failed or no ``start()``."""
@@ -157,12 +173,31 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions_revoked", partitions=_names(partitions), left_unsettled=left)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Track newly assigned partitions; keep them paused if backpressure is on."""
+        """Track newly assigned partitions; keep them paused if backpressure is on; start
+        uncommitted retry partitions at their beginning (module docstring)."""
         self.joined = True
         self._tracker.assign(list(assigned))
         if self._backpressure.paused and assigned:
             self.consumer.pause(*assigned)
         log.info("partitions_assigned", partitions=_names(assigned))
+        retry = [tp for tp in assigned if tp.topic in self._retry_topics]
+        if retry:
+            try:
+                await asyncio.wait_for(self._claim_retry_partitions(retry), self._commit_timeout_s)
+            except (KafkaError, TimeoutError) as e:
+                # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, and
+                # the tier is remembered at its first regular commit.
+                log.warning("retry_partitions_claim_failed", error=f"{type(e).__name__}: {e}")
+
+    async def _claim_retry_partitions(self, partitions: list[TopicPartition]) -> None:
+        committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
+        fresh = [tp for tp, offset in zip(partitions, committed, strict=True) if offset is None]
+        if not fresh:
+            return
+        begins = await self.consumer.beginning_offsets(fresh)
+        for tp in fresh:
+            self.consumer.seek(tp, begins[tp])
+        await self.consumer.commit({tp: (begins[tp], RETRY_COMMIT_METADATA) for tp in fresh})
 
     @property
     def waiting_partitions(self) -> int:
@@ -250,7 +285,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         offsets = self._tracker.to_commit(partitions)
         if not offsets:
             return True
-        kafka_offsets: dict[Any, int] = {TopicPartition(*tp): off for tp, off in offsets.items()}
+        kafka_offsets: dict[Any, tuple[int, str]] = {
+            TopicPartition(*tp): (off, self._commit_metadata(tp.topic))
+            for tp, off in offsets.items()
+        }
         try:
             # Shielded so a cancelled caller never leaves a half-sent commit; bounded so an
             # absent cluster cannot hold the committer (the next round retries).
@@ -270,6 +308,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             offsets={f"{t.topic}[{t.partition}]": o for t, o in offsets.items()},
         )
         return True
+
+    def _commit_metadata(self, topic: str) -> str:
+        return RETRY_COMMIT_METADATA if topic in self._retry_topics else EVENT_COMMIT_METADATA
 
     async def run_committer(self, stopping: asyncio.Event) -> None:
         """Commit every ``commit_interval_s`` until stopping."""

@@ -391,9 +391,30 @@ async def test_a_410_pauses_the_hook_and_dead_letters_what_follows() -> None:
     assert rig.metrics.hook_paused.labels("fine")._value.get() == 0
 
 
-async def test_a_retry_for_a_removed_hook_is_dead_lettered() -> None:
+async def test_a_retry_for_an_unknown_hook_is_parked_again_until_a_replica_knows_it() -> None:
+    """A rolling update: this replica lacks the hook for now; another (or this one after a
+    reload) has it. Nothing is dead-lettered within the grace period."""
+    replies = iter([fail(500, retryable=True), OK])
+    sender = FakeSender(lambda _h, _n: next(replies))
+    async with Rig(sender, [hook("new")]) as rig:
+        rig.publish()
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.dispatcher.set_hooks([])  # this replica does not know "new"
+        rig.feed_back(rig.producer.sent[0])
+        await until(lambda: len(rig.producer.sent) == 2)
+        reparked = rig.producer.sent[1]
+        rig.dispatcher.set_hooks([hook("new")])  # now it does
+        retry = rig.feed_back(reparked)
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert rig.producer.to("dlq") == []
+    assert retry.unknown_since_ms is not None and retry.attempts == 1  # no attempt counted
+    assert [h for h, _, _ in sender.attempts] == ["new", "new"]
+    assert rig.metrics.unknown_hook_retries.labels("parked")._value.get() == 1
+
+
+async def test_a_retry_for_a_removed_hook_is_dead_lettered_after_the_grace_period() -> None:
     sender = FakeSender(lambda _h, _n: fail(500, retryable=True))
-    async with Rig(sender, [hook("old")]) as rig:
+    async with Rig(sender, [hook("old")], unknown_hook_grace_s=0) as rig:
         rig.publish()
         await until(lambda: len(rig.producer.sent) == 1)
         rig.dispatcher.set_hooks([])  # a reload removed the hook

@@ -1,0 +1,160 @@
+"""Find the retry topics of an earlier configuration that still hold this group's retries.
+
+The retry tiers a daemon subscribes to come from ``delivery.retry_topic_prefix`` and
+``delivery.retry_schedule_s``. Change either (restart-only keys) and the tiers the previous
+run wrote to drop out of that list, with retries still waiting in them. So at start-up the
+daemon looks for *former tiers* that still hold records past the group's committed offset,
+and subscribes to them too ("draining"): each record carries its own due time, so it is
+served when due, and a retry that fails again moves on in the current schedule.
+
+Where a former tier is remembered:
+
+1. **The group's committed offsets.** ``Source`` commits every retry partition with the
+   metadata ``RETRY_COMMIT_METADATA`` (event partitions with ``EVENT_COMMIT_METADATA``), and
+   commits a retry partition's start offset as soon as it is assigned, so every tier this
+   group ever subscribed to is known to the broker, even one it never took a record from.
+   Commits written before this existed carry no metadata: such a topic is confirmed by
+   peeking at its first pending record, which must carry ``hookrelay-due-at`` and
+   ``hookrelay-hook-id`` headers.
+2. **Names.** Topics named like a tier of the current prefix (``<prefix>30s``, ...), or of
+   the pre-isolation default prefix ``hookrelay.retry.`` (upgrades), confirmed the same way.
+
+Whose records those are is decided per record by the pipeline (group and origin topic), so
+draining a topic another deployment also writes to serves only this deployment's retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from hookrelay.config import Settings
+from hookrelay.kafka_clients import client_options
+from hookrelay.logs import get_logger
+from hookrelay.retries import DUE_AT_HEADER, HEADER_PREFIX, RETRY_COMMIT_METADATA
+
+log = get_logger("hookrelay.tiers")
+
+LEGACY_PREFIX: Final = "hookrelay.retry."
+"""The retry prefix every deployment used before names derived from ``kafka.group_id``."""
+_TIER_LABEL: Final = r"(?:[0-9]+ms|(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?)"
+_HOOK_ID_HEADER: Final = HEADER_PREFIX + "hook-id"
+PEEK_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FormerTier:
+    """A retry topic outside the current configuration with ``pending`` records (summed
+    over partitions) past the group's committed offsets."""
+
+    topic: str
+    pending: int
+
+
+def _tier_name(prefix: str) -> re.Pattern[str]:
+    return re.compile(re.escape(prefix) + _TIER_LABEL)
+
+
+def candidate_topics(
+    settings: Settings, existing: Iterable[str], committed: dict[TopicPartition, OffsetAndMetadata]
+) -> tuple[set[str], set[str]]:
+    """``(known, unconfirmed)`` former-tier candidates among ``existing`` topics: ``known``
+    were committed with ``RETRY_COMMIT_METADATA``; ``unconfirmed`` need a peek (untagged
+    commits, or a tier-like name). Pure; the current topics are never candidates."""
+    current = {*settings.kafka.topics, *settings.retry_topics, settings.dead_letter_topic}
+    existing = set(existing) - current
+    roles: dict[str, set[str]] = {}
+    for tp, meta in committed.items():
+        roles.setdefault(tp.topic, set()).add(meta.metadata or "")
+    known = {t for t, r in roles.items() if RETRY_COMMIT_METADATA in r and t in existing}
+    untagged = {t for t, r in roles.items() if r == {""} and t in existing}
+    names = [_tier_name(settings.delivery.retry_topic_prefix), _tier_name(LEGACY_PREFIX)]
+    named = {t for t in existing if t not in roles and any(p.fullmatch(t) for p in names)}
+    return known, (untagged | named) - known
+
+
+async def find_former_tiers(settings: Settings) -> list[FormerTier]:
+    """Former tiers holding records this group has not consumed yet, largest first.
+
+    Raises aiokafka's ``KafkaError`` (or ``TimeoutError``) when the cluster cannot answer.
+    """
+    k = settings.kafka
+    admin = AIOKafkaAdminClient(
+        **client_options(k, "admin"), request_timeout_ms=int(k.request_timeout_s * 1000)
+    )
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(k.group_id)
+        known, unconfirmed = candidate_topics(settings, await admin.list_topics(), committed)
+        candidates = sorted(known | unconfirmed)
+        described = await admin.describe_topics(candidates) if candidates else []
+    finally:
+        await admin.close()
+    partitions = {
+        d["topic"]: sorted(p["partition"] for p in d.get("partitions", [])) for d in described
+    }
+    if not candidates:
+        return []
+    consumer = AIOKafkaConsumer(
+        **client_options(k, "tiers"), group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        found = []
+        for topic in candidates:
+            tps = [TopicPartition(topic, p) for p in partitions.get(topic, [])]
+            starts = await _pending_starts(consumer, tps, committed)
+            pending = sum(end - start for start, end in starts.values())
+            if pending <= 0:
+                continue
+            if topic in known or await _holds_retry_records(consumer, starts):
+                found.append(FormerTier(topic, pending))
+        return sorted(found, key=lambda tier: (-tier.pending, tier.topic))
+    finally:
+        await consumer.stop()
+
+
+async def _pending_starts(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    committed: dict[TopicPartition, OffsetAndMetadata],
+) -> dict[TopicPartition, tuple[int, int]]:
+    """``{partition: (first unconsumed offset, end offset)}`` for those of ``tps`` with
+    records past the group's committed offset (or past their start, uncommitted)."""
+    if not tps:
+        return {}
+    begins = await consumer.beginning_offsets(tps)
+    ends = await consumer.end_offsets(tps)
+    result = {}
+    for tp in tps:
+        meta = committed.get(tp)
+        start = max(begins[tp], meta.offset if meta is not None and meta.offset >= 0 else 0)
+        if ends[tp] > start:
+            result[tp] = (start, ends[tp])
+    return result
+
+
+async def _holds_retry_records(
+    consumer: AIOKafkaConsumer, starts: dict[TopicPartition, tuple[int, int]]
+) -> bool:
+    """True when the first pending record of one of these partitions is a retry record."""
+    consumer.assign(list(starts))
+    for tp, (start, _end) in starts.items():
+        consumer.seek(tp, start)
+    try:
+        async with asyncio.timeout(PEEK_TIMEOUT_S):
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=10)
+                for records in batches.values():
+                    for record in records:
+                        names = {key for key, _ in record.headers}
+                        return DUE_AT_HEADER in names and _HOOK_ID_HEADER in names
+    except TimeoutError:
+        return False
