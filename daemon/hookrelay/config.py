@@ -1609,6 +1609,7 @@ def config_warnings(settings: Settings) -> list[str]:
         )
         found.append((("kafka", "session_timeout_s"), message))
     found.extend(_kafka_warnings(settings.kafka, source))
+    found.extend(_owned_topic_warnings(settings))
     found.extend(_admin_warnings(settings.admin, source))
     found.extend(_allow_warnings(settings.http.allow_networks, ("http", "allow_networks")))
     for index, hook in enumerate(settings.hooks):
@@ -1616,6 +1617,34 @@ def config_warnings(settings: Settings) -> list[str]:
         found.extend(_allow_warnings(hook.allow_networks, ("hooks", index, "allow_networks")))
     found.extend(_placeholder_warnings(settings))
     return [_warning_text(source.issue(path, message)) for path, message in found]
+
+
+_LEGACY_OWNED_NAMES: Final = {
+    ("dead_letter_topic",): "hookrelay.dlq",
+    ("delivery", "retry_topic_prefix"): "hookrelay.retry.",
+}
+"""Every deployment's names before they derived from ``kafka.group_id``."""
+
+
+def _owned_topic_warnings(settings: Settings) -> list[tuple[KeyPath, str]]:
+    """Explicit dead-letter or retry names that another deployment may share: the old
+    defaults, written out under another group id."""
+    group = settings.kafka.group_id
+    if group == "hookrelay":
+        return []
+    values = {
+        ("dead_letter_topic",): settings.dead_letter_topic,
+        ("delivery", "retry_topic_prefix"): settings.delivery.retry_topic_prefix,
+    }
+    found: list[tuple[KeyPath, str]] = []
+    for path, value in values.items():
+        if value == _LEGACY_OWNED_NAMES[path]:
+            found.append((path, (
+                "the default name of every deployment before names derived from "
+                "kafka.group_id: if another deployment uses it too, each reads (and skips) "
+                "the other's records; omit it to use the derived name (README: Upgrading)"
+            )))  # fmt: skip
+    return found
 
 
 _PLACEHOLDER_PREFIXES: Final = ("replace-me", "replace-with", "changeme", "change-me")

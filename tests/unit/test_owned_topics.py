@@ -1,0 +1,95 @@
+"""What a deployment owns in Kafka (DESIGN §1.8): names derived from its consumer group, the
+warnings for names another deployment may share, and which topics count as former tiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.retries import EVENT_COMMIT_METADATA, RETRY_COMMIT_METADATA
+from hookrelay.tiers import candidate_topics
+from tests.unit.test_config import main_file, refusals
+
+
+def test_dead_letter_and_retry_names_derive_from_the_group_id(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  group_id: s14-prod\n")
+    settings = load_settings(path, env={})
+    assert settings.dead_letter_topic == "s14-prod.dlq"
+    assert settings.retry_topics[:2] == ("s14-prod.retry.5s", "s14-prod.retry.30s")
+
+
+def test_the_default_group_keeps_the_names_it_always_had(tmp_path: Path) -> None:
+    settings = load_settings(main_file(tmp_path, "{}\n"), env={})
+    assert settings.dead_letter_topic == "hookrelay.dlq"
+    assert settings.retry_topics[0] == "hookrelay.retry.5s"
+
+
+def test_explicit_names_win_over_derived_ones(tmp_path: Path) -> None:
+    path = main_file(
+        tmp_path,
+        "kafka:\n  group_id: g1\ndead_letter_topic: ops.dlq\n"
+        "delivery:\n  retry_topic_prefix: ops.retry.\n",
+    )
+    settings = load_settings(path, env={})
+    assert (settings.dead_letter_topic, settings.retry_topics[0]) == ("ops.dlq", "ops.retry.5s")
+
+
+def test_a_group_id_unusable_in_topic_names_is_refused_at_its_line(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  topics: [t]\n  group_id: team a/prod\n")
+    [issue] = refusals(path)
+    assert issue.startswith(f"{path}:3: kafka.group_id: expected a group id made of")
+    assert "set dead_letter_topic and delivery.retry_topic_prefix explicitly" in issue
+    path = main_file(
+        tmp_path,
+        "kafka:\n  group_id: team a/prod\ndead_letter_topic: a.dlq\n"
+        "delivery:\n  retry_topic_prefix: a.retry.\n",
+    )
+    assert load_settings(path, env={}).group_id == "team a/prod"  # explicit names: fine
+
+
+def test_check_warns_about_the_old_shared_defaults_written_out(tmp_path: Path) -> None:
+    path = main_file(
+        tmp_path,
+        "kafka:\n  group_id: g-stag\ndead_letter_topic: hookrelay.dlq\n"
+        "delivery:\n  retry_topic_prefix: hookrelay.retry.\n",
+    )
+    warnings = [w for w in config_warnings(load_settings(path, env={})) if "every deployment" in w]
+    assert [w.split(": ")[1] for w in warnings] == [
+        "dead_letter_topic",
+        "delivery.retry_topic_prefix",
+    ]
+
+
+def _committed(**topics: str) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {
+        TopicPartition(topic.replace("_", "."), 0): OffsetAndMetadata(5, metadata)
+        for topic, metadata in topics.items()
+    }
+
+
+def test_former_tiers_are_committed_retry_topics_or_tier_names_never_current_topics() -> None:
+    settings = Settings.model_validate(
+        {"kafka": {"topics": ["ev"], "group_id": "g"}, "delivery": {"retry_schedule_s": [5, 30]}}
+    )
+    existing = [
+        "ev", "g.dlq", "g.retry.5s", "g.retry.30s",  # current: never candidates
+        "g.retry.1m", "g.retry.1h30m", "g.retry.250ms",  # tier names of the current prefix
+        "old.retry.2m",  # committed with the retry tag: an earlier prefix
+        "removed.events",  # committed with the event tag: a removed event topic
+        "untagged.topic",  # committed by an older version: needs a peek
+        "hookrelay.retry.10h",  # the pre-isolation default prefix
+        "g.retry.notatier", "unrelated",
+    ]  # fmt: skip
+    committed = _committed(
+        old_retry_2m=RETRY_COMMIT_METADATA,
+        removed_events=EVENT_COMMIT_METADATA,
+        untagged_topic="",
+        g_retry_5s=RETRY_COMMIT_METADATA,
+    )
+    known, unconfirmed = candidate_topics(settings, existing, committed)
+    assert known == {"old.retry.2m"}
+    assert unconfirmed == {
+        "untagged.topic", "g.retry.1m", "g.retry.1h30m", "g.retry.250ms", "hookrelay.retry.10h",
+    }  # fmt: skip
