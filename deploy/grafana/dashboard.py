@@ -45,7 +45,7 @@ UID = "hookrelay"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 # Label filters shared by the queries. Retry topics are named <prefix><delay> with the
-# default prefix "hookrelay.retry."; the event-topic views leave them out.
+# default prefix "<group_id>.retry."; the event-topic views leave them out.
 JOB = 'job=~"$job"'
 HOOKS = 'job=~"$job", hook_id=~"$hook_id"'
 PROCESS = 'job=~"$job", instance=~"$instance"'
