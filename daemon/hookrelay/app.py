@@ -7,6 +7,9 @@ exits non-zero, loudly):
 - ``committer``: periodic offset commits and lag gauges;
 - ``kafka-writer``: durable writes to the retry topics and the dead-letter topic;
 - ``watchdog``: surfaces a crashed lane worker;
+- ``reloader``: applies configuration reloads (SIGHUP, ``POST /v1/reload``);
+- ``former-tiers``: every minute, subscribes to retry topics of an earlier schedule or
+  prefix that hold this group's retries again (``tiers``; also checked before start);
 - ``shutdown``: waits for the stop signal, then runs the shutdown sequence.
 
 Shutdown order (SIGTERM/SIGINT set a flag and nothing else):
@@ -66,6 +69,8 @@ EXIT_HARD_DEADLINE = 70
 EXIT_SECOND_SIGNAL = 130
 EXIT_ADMIN_LISTEN = 1
 
+FORMER_TIERS_INTERVAL_S = 60.0
+"""Seconds between looks for retry tiers of an earlier configuration (``tiers``)."""
 READINESS_POLL_S = 0.5
 """Seconds between readiness checks reported to systemd (READY=1 comes at most this late)."""
 
@@ -144,6 +149,7 @@ class Daemon:
         )  # fmt: skip
         self._topics_ready = False
         self._former_tiers_checked = False
+        self._draining: set[str] = set()
         self.admin = AdminServer(
             settings.admin.host,
             settings.admin.port,
@@ -375,6 +381,7 @@ class Daemon:
             writer = tg.create_task(self.writer.run(), name="kafka-writer")
             watchdog = tg.create_task(self._watchdog(), name="watchdog")
             reloader = tg.create_task(self._reloader(), name="reloader")
+            tiers = tg.create_task(self._watch_former_tiers(), name="former-tiers")
             await self.stopping.wait()
             # Step 1: no new records. The poll loop ends after its current fetch (≤ 0.2 s)
             # and hands nothing more to the lanes, so draining never races new deliveries.
@@ -384,7 +391,7 @@ class Daemon:
             await self._drain()
             # The final commit happens in _close(); a periodic one stuck on an absent
             # cluster must not hold the shutdown.
-            for task in (committer, probe, writer, watchdog, reloader):
+            for task in (committer, probe, writer, watchdog, reloader, tiers):
                 task.cancel()
 
     async def _start_clients(self) -> bool:
@@ -421,6 +428,18 @@ class Daemon:
             return True
         return False
 
+    async def _watch_former_tiers(self) -> None:
+        """Look for former tiers again every ``FORMER_TIERS_INTERVAL_S``: during a rolling
+        update that changes the schedule, old replicas keep writing to tiers the new ones
+        did not subscribe to, and what they wrote must not wait for the next restart. A
+        failed look is logged and retried at the next interval."""
+        while True:
+            await asyncio.sleep(FORMER_TIERS_INTERVAL_S)
+            try:
+                await self._drain_former_tiers()
+            except (KafkaError, TimeoutError) as e:
+                log.warning("former_retry_tiers_check_failed", error=f"{type(e).__name__}: {e}")
+
     async def _drain_former_tiers(self) -> None:
         """Subscribe to retry topics of an earlier schedule or prefix that still hold this
         group's retries (``tiers``). Raises ``KafkaError`` while the cluster is unreachable;
@@ -434,12 +453,13 @@ class Daemon:
                         hint="allow this principal to describe its consumer group, or "
                         "drain old retry topics before changing retry settings")  # fmt: skip
             return
-        if not former:
+        topics = [tier.topic for tier in former if tier.topic not in self._draining]
+        if not topics:
             return
-        topics = [tier.topic for tier in former]
+        self._draining.update(topics)
         log.warning(
             "former_retry_tiers_draining",
-            pending={tier.topic: tier.pending for tier in former},
+            pending={tier.topic: tier.pending for tier in former if tier.topic in topics},
             hint="retry topics of an earlier retry_schedule_s or retry_topic_prefix still "
             "hold retries; they are served as they fall due",
         )

@@ -14,20 +14,23 @@ Where a former tier is remembered:
    commits a retry partition's start offset as soon as it is assigned, so every tier this
    group ever subscribed to is known to the broker, even one it never took a record from.
    Commits written before this existed carry no metadata: such a topic is confirmed by
-   peeking at its first pending record, which must carry ``hookrelay-due-at`` and
-   ``hookrelay-hook-id`` headers.
+   peeking at its pending records, one of which must be a retry record of this deployment
+   (retry headers, this group or none, an origin topic it consumes).
 2. **Names.** Topics named like a tier of the current prefix (``<prefix>30s``, ...), or of
-   the pre-isolation default prefix ``hookrelay.retry.`` (upgrades), confirmed the same way.
+   the pre-isolation default prefix ``hookrelay.retry.`` (upgrades), confirmed the same way,
+   so another deployment's tiers are not drained here.
 
-Whose records those are is decided per record by the pipeline (group and origin topic), so
-draining a topic another deployment also writes to serves only this deployment's retries.
+Whose records those are is still decided per record by the pipeline (group and origin
+topic), so draining a topic another deployment also writes to serves only this
+deployment's retries. The daemon looks at start-up and every minute after (a rolling update
+that changes the schedule has old replicas writing to old tiers for a while).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,7 +41,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from hookrelay.config import Settings
 from hookrelay.kafka_clients import client_options
 from hookrelay.logs import get_logger
-from hookrelay.retries import DUE_AT_HEADER, HEADER_PREFIX, RETRY_COMMIT_METADATA
+from hookrelay.retries import DUE_AT_HEADER, GROUP_HEADER, HEADER_PREFIX, RETRY_COMMIT_METADATA
 
 log = get_logger("hookrelay.tiers")
 
@@ -46,7 +49,10 @@ LEGACY_PREFIX: Final = "hookrelay.retry."
 """The retry prefix every deployment used before names derived from ``kafka.group_id``."""
 _TIER_LABEL: Final = r"(?:[0-9]+ms|(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?)"
 _HOOK_ID_HEADER: Final = HEADER_PREFIX + "hook-id"
+_ORIGIN_TOPIC_HEADER: Final = HEADER_PREFIX + "origin-topic"
 PEEK_TIMEOUT_S: Final = 5.0
+PEEK_RECORDS: Final = 1000
+"""Pending records read, at most, to find one of this deployment's in an unconfirmed tier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,7 @@ async def find_former_tiers(settings: Settings) -> list[FormerTier]:
             pending = sum(end - start for start, end in starts.values())
             if pending <= 0:
                 continue
-            if topic in known or await _holds_retry_records(consumer, starts):
+            if topic in known or await _holds_own_retry_records(consumer, starts, settings):
                 found.append(FormerTier(topic, pending))
         return sorted(found, key=lambda tier: (-tier.pending, tier.topic))
     finally:
@@ -141,20 +147,37 @@ async def _pending_starts(
     return result
 
 
-async def _holds_retry_records(
-    consumer: AIOKafkaConsumer, starts: dict[TopicPartition, tuple[int, int]]
+async def _holds_own_retry_records(
+    consumer: AIOKafkaConsumer,
+    starts: dict[TopicPartition, tuple[int, int]],
+    settings: Settings,
 ) -> bool:
-    """True when the first pending record of one of these partitions is a retry record."""
+    """True when one of the first ``PEEK_RECORDS`` pending records of these partitions is a
+    retry record of this deployment: ``hookrelay-due-at`` and ``hookrelay-hook-id`` headers,
+    and this group's ``hookrelay-group`` header (or none, from before it existed) with an
+    origin topic in ``kafka.topics``. A topic only another deployment writes to is never
+    drained here."""
     consumer.assign(list(starts))
     for tp, (start, _end) in starts.items():
         consumer.seek(tp, start)
+    seen = 0
     try:
         async with asyncio.timeout(PEEK_TIMEOUT_S):
-            while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=10)
+            while seen < PEEK_RECORDS:
+                batches = await consumer.getmany(timeout_ms=500, max_records=100)
                 for records in batches.values():
-                    for record in records:
-                        names = {key for key, _ in record.headers}
-                        return DUE_AT_HEADER in names and _HOOK_ID_HEADER in names
+                    seen += len(records)
+                    if any(_is_own_retry(r.headers, settings) for r in records):
+                        return True
     except TimeoutError:
+        pass
+    return False
+
+
+def _is_own_retry(headers: Sequence[tuple[str, bytes]], settings: Settings) -> bool:
+    values = {key: value for key, value in headers}
+    if DUE_AT_HEADER not in values or _HOOK_ID_HEADER not in values:
         return False
+    group = (values.get(GROUP_HEADER) or b"").decode("utf-8", "replace")
+    origin = (values.get(_ORIGIN_TOPIC_HEADER) or b"").decode("utf-8", "replace")
+    return group in ("", settings.group_id) and origin in settings.kafka.topics
