@@ -18,6 +18,7 @@ retry record this deployment owns).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -33,7 +34,7 @@ from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import Event, Origin
 from hookrelay.offsets import AckTicket, AckTracker, TopicPartition
-from hookrelay.retries import GROUP_HEADER, HEADER_PREFIX, RetryRecord
+from hookrelay.retries import GROUP_HEADER, HEADER_PREFIX, RetryRecord, due_horizon_s
 from hookrelay.router import Router
 from hookrelay.writer import DurableWriter
 
@@ -65,6 +66,10 @@ class Pipeline:
             settings.retry_topics if retry_topics is None else retry_topics
         )
         self._foreign_logged: set[tuple[str, str, str]] = set()
+        d = settings.delivery
+        self._due_horizon_ms = 1000 * due_horizon_s(
+            d.retry_schedule_s, d.retry_jitter, d.max_retry_after_s
+        )
         self._max_bytes = settings.delivery.max_event_bytes
         self._tracker = tracker
         self._dispatcher = dispatcher
@@ -132,6 +137,8 @@ class Pipeline:
             return
         try:
             retry = RetryRecord.from_headers(record.headers)
+            if retry.due_at_ms > time.time() * 1000 + self._due_horizon_ms:
+                raise ValueError("header hookrelay-due-at is further ahead than any tier waits")
         except ValueError as e:
             self._dead_letter_invalid(record, origin, InvalidEventError("bad_retry_record", str(e)))
             return

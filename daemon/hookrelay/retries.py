@@ -212,6 +212,17 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
+DUE_HORIZON_MARGIN_S: Final = 86_400.0
+
+
+def due_horizon_s(schedule_s: Sequence[float], jitter: float, max_retry_after_s: float) -> float:
+    """Seconds ahead beyond which a ``due-at`` is nonsense: no tier of this schedule, nor a
+    capped ``Retry-After``, parks a delivery that long, and a day's margin covers the longer
+    tiers of an earlier schedule still being drained. A record due further ahead would hold
+    its whole tier partition back, so it is treated as a damaged record instead."""
+    return max(max(schedule_s) * (1.0 + jitter), max_retry_after_s) + DUE_HORIZON_MARGIN_S
+
+
 class RetryPlan:
     """Which retry topic a delivery goes to, and when it becomes due.
 

@@ -93,6 +93,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         retry_topics: tuple[str, ...] = (),
         revoke_timeout_s: float = 10.0,
+        due_horizon_s: float = float("inf"),
     ) -> None:
         self._settings = settings
         self._topics = list(dict.fromkeys([*settings.topics, *retry_topics]))
@@ -102,6 +103,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics = metrics
         self._backpressure = backpressure
         self._revoke_timeout_s = revoke_timeout_s
+        self._due_horizon_s = due_horizon_s
         self._revoking: set[TopicPartition] = set()
         self.consumer = AIOKafkaConsumer(
             **client_options(settings),
@@ -246,7 +248,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         now = time.time()
         for index, record in enumerate(records):
             due = due_at_s(record)
-            if due > now:
+            # A due time beyond any tier is damage, not a wait: the pipeline dead-letters it
+            # rather than let it hold back its whole partition.
+            if now < due <= now + self._due_horizon_s:
                 self.consumer.seek(tp, record.offset)
                 self._waiting[tp] = due
                 self.consumer.pause(tp)

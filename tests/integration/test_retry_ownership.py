@@ -162,6 +162,7 @@ async def test_poison_retry_records_between_valid_ones_are_dead_lettered_and_the
             _replace(valid, "origin-offset", b"-5"),
             [(k, v) for k, v in valid if k != "hookrelay-due-at"],
             [*valid, ("hookrelay-hook-id", b"other")],
+            _replace(valid, "due-at", b"99999999999999"),  # would hold the partition for ever
         ]
         records = [(valid, event(0))]
         for n, headers in enumerate(poison, start=1):
@@ -244,9 +245,7 @@ async def test_replicas_with_different_hook_sets_lose_nothing_to_hook_removed(
         delivery = {"retry_schedule_s": [0.5, 1, 2, 8, 8], "unknown_hook_grace_s": 120,
                     **NO_CIRCUIT}  # fmt: skip
         paths = [
-            write_config(
-                tmp_path, kafka_bootstrap, topic, hooks, group_id=group, delivery=delivery
-            )
+            write_config(tmp_path, kafka_bootstrap, topic, hooks, group_id=group, delivery=delivery)
             for hooks in ([h1], [h1, hx])
         ]
         for path in paths:

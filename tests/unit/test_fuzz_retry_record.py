@@ -145,6 +145,8 @@ def run(headers: list[tuple[str, bytes | None]], value: bytes | None) -> dict[st
 @example(headers=[(k, "hé".encode() if k.endswith("hook-id") else v) for k, v in VALID],
          value=VALUE)  # fmt: skip
 @example(headers=list(VALID), value=VALUE)
+@example(headers=[(k, b"99999999999999" if k.endswith("due-at") else v) for k, v in VALID],
+         value=VALUE)  # fmt: skip
 def test_a_retry_record_ends_delivered_dead_lettered_or_left_alone(
     headers: list[tuple[str, bytes | None]], value: bytes | None
 ) -> None:
