@@ -15,17 +15,19 @@ Two ways to drive it::
     async with StaleServer(scripts=[(Step.ANSWER, Step.CLOSE)]) as server:
         ...
 
-``requests`` holds every request the server read to the end (answered, or answered in part
-with ``Step.PARTIAL``); ``dropped`` counts the requests whose bytes reached it but that it
-never read: hung up on at their first byte (``Step.CLOSE``, ``Step.RESET``), or arriving
-on a connection it had decided to close. Never reading them is what makes sending them
-again on another connection safe.
+``requests`` holds every request the server read to the end (answered, answered in part
+with ``Step.PARTIAL``, or held unanswered with ``Step.HOLD``); ``dropped`` counts the
+requests whose bytes reached it but that it never read: hung up on at their first byte
+(``Step.CLOSE``, ``Step.RESET``), or arriving on a connection it had decided to close. Never
+reading them is what makes sending them again on another connection safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import socket
+import struct
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +51,8 @@ class Step(enum.Enum):
     """reset the connection (RST) at its first byte, without reading it"""
     PARTIAL = "partial"
     """read it whole, write part of a status line, hang up"""
+    HOLD = "hold"
+    """read it whole, never answer (the connection stays open until the client gives up)"""
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,9 @@ class _Connection(asyncio.Protocol):
         self._done = True
         assert self._transport is not None
         if step is Step.RESET:
+            # A zero linger time makes the close a reset (RST), not an orderly FIN.
+            sock = self._transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._transport.abort()
         else:
             self._transport.close()
@@ -172,6 +179,9 @@ class _Connection(asyncio.Protocol):
     def _respond(self, step: Step) -> None:
         transport = self._transport
         assert transport is not None
+        if step is Step.HOLD:
+            self._done = True
+            return
         if step is Step.PARTIAL:
             transport.write(PARTIAL_STATUS_LINE)
             self._done = True

@@ -107,6 +107,11 @@ class Metrics:
             p + "retries_scheduled", "Retries scheduled after a retryable failure, by tier",
             ["hook_id", "tier"], registry=r,
         )  # fmt: skip
+        self.stale_connection_retries = Counter(
+            p + "stale_connection_retries", "POSTs sent again at once on a fresh connection: "
+            "the endpoint had closed the kept-alive one before answering", ["hook_id"],
+            registry=r,
+        )  # fmt: skip
         self.retries_consumed = Counter(
             p + "retries_consumed", "Records taken back from a retry topic", ["tier"],
             registry=r,

@@ -44,11 +44,6 @@ def total(metrics: Metrics, name: str) -> float:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 7, not fixed yet: in 3 runs 40-150 attempts failed on stale pooled "
-    "connections, the circuit opened, and 1,772-1,944 of 2,000 deliveries were dead-lettered",
-)
 async def test_an_endpoint_closing_each_connection_5_ms_after_answering_loses_no_attempt(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -74,9 +69,12 @@ async def test_an_endpoint_closing_each_connection_5_ms_after_answering_loses_no
                 "dead-lettered": total(daemon.metrics, "hookrelay_dead_lettered_total"),
                 "parked": total(daemon.metrics, "hookrelay_parked_total"),
             }
+            resent = total(daemon.metrics, "hookrelay_stale_connection_retries_total")
     assert trouble == dict.fromkeys(trouble, 0)
     assert attempts == {"2xx": DELIVERIES}
-    assert server.dropped > 0  # the race did happen: requests reached closing connections
+    # The race did happen: requests were written into connections being closed; each one
+    # that reached the server was sent again (others never got past the client's socket).
+    assert 0 < server.dropped <= resent
     assert len(server.requests) == DELIVERIES  # each event arrived once: a dropped one was unread
     assert all(r.headers["logto-signature-sha-256"] == logto_signature(KEY, r.body)
                for r in server.requests)  # fmt: skip
