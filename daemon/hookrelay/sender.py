@@ -533,7 +533,10 @@ _SSL_CONTEXT_REPR: Final = re.compile(r"ssl:<ssl\.SSLContext object at 0x[0-9a-f
 
 def _readable(error: BaseException) -> str:
     """``error`` as text for logs, dead letters and the admin API, without Python object
-    reprs (aiohttp prints the hook's SSL context as ``<ssl.SSLContext object at 0x...>``)."""
+    reprs (aiohttp prints the hook's SSL context as ``<ssl.SSLContext object at 0x...>``, and
+    a hang-up in the middle of an answer as the ``RawResponseMessage`` it had parsed)."""
+    if isinstance(error, aiohttp.ServerDisconnectedError) and not isinstance(error.message, str):
+        return "Server disconnected in the middle of an answer"
     return _SSL_CONTEXT_REPR.sub("ssl:verified", str(error))
 
 
