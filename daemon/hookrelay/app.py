@@ -116,7 +116,7 @@ class Daemon:
         self.systemd = notifier or Notifier.from_environment()
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
-        self._http = HttpSender(settings.http, settings.delivery)
+        self._http = HttpSender(settings.http, settings.delivery, metrics=self.metrics)
         self._sender: Sender = sender or self._http
         k = settings.kafka
         self.producer = AIOKafkaProducer(

@@ -121,6 +121,11 @@ class Metrics:
         )  # fmt: skip
         for reason in ("other_group", "foreign_origin"):
             self.retry_records_skipped.labels(reason)
+        self.stale_connection_retries = Counter(
+            p + "stale_connection_retries", "POSTs sent again at once on a fresh connection: "
+            "the endpoint had closed the kept-alive one before answering", ["hook_id"],
+            registry=r,
+        )  # fmt: skip
         self.retries_consumed = Counter(
             p + "retries_consumed", "Records taken back from a retry topic", ["tier"],
             registry=r,

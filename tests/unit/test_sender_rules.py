@@ -5,7 +5,11 @@ from __future__ import annotations
 import email.utils
 import time
 
+import aiohttp
 import pytest
+from aiohttp import HttpVersion11
+from aiohttp.http_parser import RawResponseMessage
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from hookrelay.config import DeliverySettings
 from hookrelay.sender import ALLOW_HINT, _failure, _hint, classify_status, parse_retry_after
@@ -76,6 +80,16 @@ def test_failure_texts_carry_no_python_object_reprs() -> None:
         "connection error: OSError: Cannot connect to host example.com:443 ssl:verified "
         "[Connect call failed]"
     )
+
+
+def test_a_hang_up_in_the_middle_of_an_answer_is_said_in_words_not_as_a_parser_repr() -> None:
+    headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+    partial = RawResponseMessage(HttpVersion11, 20, "", headers, (), True, None, False, False)
+    result = _failure(aiohttp.ServerDisconnectedError(partial), time.perf_counter(), 10.0)
+    assert result.error == (
+        "connection error: ServerDisconnectedError: Server disconnected in the middle of an answer"
+    )
+    assert result.retryable is True
 
 
 def test_each_refusal_gets_a_hint_that_can_actually_help() -> None:
