@@ -6,6 +6,7 @@ visible), checks Logto's signature, and answers with behaviour scripted per hook
     async with Receiver(keys={"crm-sync": "signing key", "audit": None}) as r:
         r.script("crm-sync", [Reply(status=500), Reply(status=500)])   # then 200
         r.script_forever("audit", Reply(delay_s=3600))                   # never answers
+        r.script_forever("flaky", lambda q: Reply(500) if rng.random() < 0.3 else Reply())
         ...point hooks at r.url("crm-sync") / r.url("audit")...
         await r.wait_for(3, hook_id="crm-sync")
         assert [q.signature_valid for q in r.for_hook("crm-sync")] == [True] * 3
@@ -26,7 +27,7 @@ import hmac
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -106,7 +107,7 @@ class Receiver:
         self.keys: dict[str, str | None] = dict(keys or {})
         self.requests: list[ReceivedRequest] = []
         self._scripts: dict[str, deque[Reply]] = {}
-        self._forever: dict[str, Reply] = {}
+        self._forever: dict[str, Reply | Callable[[ReceivedRequest], Reply]] = {}
         self._arrived = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -166,8 +167,14 @@ class Receiver:
         """Queue ``replies`` for the next requests to ``hook_id``, after any already queued."""
         self._scripts.setdefault(hook_id, deque()).extend(replies)
 
-    def script_forever(self, hook_id: str, reply: Reply | None) -> None:
-        """Answer ``hook_id`` with ``reply`` once its queue is empty; ``None`` restores 200."""
+    def script_forever(
+        self, hook_id: str, reply: Reply | Callable[[ReceivedRequest], Reply] | None
+    ) -> None:
+        """Answer ``hook_id`` with ``reply`` once its queue is empty; ``None`` restores 200.
+
+        ``reply`` may be a function of the request that returns the reply (called once per
+        request, in arrival order): e.g. to fail a random share of the requests and remember
+        which ones."""
         if reply is None:
             self._forever.pop(hook_id, None)
         else:
@@ -204,11 +211,12 @@ class Receiver:
             ) from e
         return matching()
 
-    def _next_reply(self, hook_id: str) -> Reply:
-        queue = self._scripts.get(hook_id)
+    def _next_reply(self, request: ReceivedRequest) -> Reply:
+        queue = self._scripts.get(request.hook_id)
         if queue:
             return queue.popleft()
-        return self._forever.get(hook_id, Reply())
+        reply = self._forever.get(request.hook_id, Reply())
+        return reply if isinstance(reply, Reply) else reply(request)
 
     def _check_signature(
         self, hook_id: str, headers: CIMultiDictProxy[str], body: bytes
@@ -228,23 +236,22 @@ class Receiver:
         body = await request.read()
         arrived_monotonic, arrived_wall = time.monotonic(), time.time()
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
-        self.requests.append(
-            ReceivedRequest(
-                hook_id=hook_id,
-                method=request.method,
-                path=request.path,
-                headers=headers,
-                body=body,
-                json=_parse_json(body),
-                arrived_monotonic=arrived_monotonic,
-                arrived_wall=arrived_wall,
-                signature_valid=self._check_signature(hook_id, headers, body),
-            )
+        received = ReceivedRequest(
+            hook_id=hook_id,
+            method=request.method,
+            path=request.path,
+            headers=headers,
+            body=body,
+            json=_parse_json(body),
+            arrived_monotonic=arrived_monotonic,
+            arrived_wall=arrived_wall,
+            signature_valid=self._check_signature(hook_id, headers, body),
         )
+        self.requests.append(received)
+        reply = self._next_reply(received)
         async with self._arrived:
             self._arrived.notify_all()
 
-        reply = self._next_reply(hook_id)
         woken_by_close = await self._delay(reply.delay_s)
         if reply.drop_connection or woken_by_close:
             return _drop(request)

@@ -76,6 +76,7 @@ from hookrelay.signing import standard_webhooks_key
 
 __all__ = [
     "RESERVED_HEADERS",
+    "RETIRED_KEYS",
     "AdminSettings",
     "DeliverySettings",
     "Hook",
@@ -109,6 +110,16 @@ RESERVED_HEADERS: Final = frozenset(
 )
 """Header names (lowercase) that hookrelay sets itself; a hook's ``headers`` may not override them.
 ``transfer-encoding`` is here with ``content-length`` because both decide the body's framing."""
+
+RETIRED_KEYS: Final[Mapping[KeyPath, str]] = {
+    ("delivery", "circuit_failure_threshold"): (
+        "replaced by circuit_failure_rate, circuit_window and circuit_min_attempts (the circuit "
+        "now opens on a failure rate, not on consecutive failures); ignored, remove it"
+    ),
+}
+"""Keys an earlier version knew, with what replaced them. A file that still sets one loads
+(an upgrade must not refuse a working configuration): the value is dropped unread, and
+:func:`config_warnings` says what replaced it."""
 
 
 # ── Position bookkeeping ─────────────────────────────────────────────────────────────────────────
@@ -144,6 +155,7 @@ class _SourceMap:
         self.positions: dict[KeyPath, _Where] = {}
         self.from_environment: set[KeyPath] = set()
         self.inline_secrets: set[KeyPath] = set()
+        self.retired: list[KeyPath] = []  # keys of RETIRED_KEYS the file still sets
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _SourceMap)
@@ -666,9 +678,20 @@ class DeliverySettings(_Model):
     """Seconds the oldest queued delivery of a lane may wait before the lane counts as slow:
     its new deliveries are then parked in the retry topics instead of queued, and it no
     longer holds back fetching for the other hooks."""
-    circuit_failure_threshold: Integer = Field(5, ge=1)
-    """Consecutive retryable failures that open a hook's circuit: its deliveries are parked
-    in the retry topics without being attempted until the cool-down ends."""
+    circuit_failure_rate: Number = Field(0.5, gt=0, le=1)
+    """Share of failed attempts, among a hook's recent attempts (circuit_window), that opens
+    its circuit: its deliveries are then parked in the retry topics without being attempted
+    until the cool-down ends. Only real failures count (5xx other than a 503 with
+    Retry-After, 408, 425, timeouts, connection and TLS errors); 429, a 503 with
+    Retry-After and parks never do, and other 4xx answers count as successes."""
+    circuit_window: Integer = Field(100, ge=1, le=10000)
+    """How many of a hook's most recent attempt outcomes the failure rate is taken over."""
+    circuit_min_attempts: Integer = Field(20, ge=1)
+    """Outcomes the window must hold before the circuit may open (at most circuit_window), so
+    a few failures at low traffic never open it."""
+    circuit_window_max_age_s: Number = Field(60.0, gt=0)
+    """Seconds an outcome stays in the window: older ones leave it even when fewer than
+    circuit_window came since, so a quiet hook is never judged on old failures."""
     circuit_cooldown_s: Number = Field(30.0, gt=0)
     """Seconds an open circuit waits before letting one probe delivery through."""
 
@@ -684,6 +707,15 @@ class DeliverySettings(_Model):
     def _resume_below_the_bound(self) -> DeliverySettings:
         if self.resume_in_flight is not None and self.resume_in_flight >= self.max_in_flight:
             raise _refuse("expected a number below max_in_flight", at=("resume_in_flight",))
+        return self
+
+    @model_validator(mode="after")
+    def _min_attempts_fit_the_window(self) -> DeliverySettings:
+        if self.circuit_min_attempts > self.circuit_window:
+            raise _refuse(
+                "expected at most circuit_window: the circuit could never open",
+                at=("circuit_min_attempts",),
+            )
         return self
 
     @property
@@ -1139,6 +1171,7 @@ class _Loader:
         if tree is _BROKEN:
             return None
         data = self._main_data(tree, str(main_file))
+        self._drop_retired_keys(data)
         self._attach_hooks(data, main_file)
         self._note_inline_secrets(data)
         self._tls_paths(data)
@@ -1265,6 +1298,17 @@ class _Loader:
             del data["source_file"]
             self.report(("source_file",), _unknown_key_message("source_file", _file_keys(Settings)))
         return data
+
+    def _drop_retired_keys(self, data: dict[str, Any]) -> None:
+        """Remove the ``RETIRED_KEYS`` the main file sets, whatever their value, and note them
+        for :func:`config_warnings`."""
+        for path in RETIRED_KEYS:
+            mapping: Any = data
+            for key in path[:-1]:
+                mapping = mapping.get(key) if isinstance(mapping, dict) else None
+            if isinstance(mapping, dict) and path[-1] in mapping:
+                del mapping[path[-1]]
+                self.source.retired.append(path)
 
     def _attach_hooks(self, data: dict[str, Any], main_file: Path) -> None:
         """Load the hooks file named by ``hooks_file`` into ``data["hooks"]``, and record its
@@ -1580,7 +1624,9 @@ def config_warnings(settings: Settings) -> list[str]:
     """Things worth a look that do not stop hookrelay, one line each, in file order.
 
     Lines read ``file:line: key.path: message`` (``key.path: message`` for settings built in
-    code). Warns about: no enabled hook; a session timeout outside the broker's defaults;
+    code). Warns about: no enabled hook; keys an earlier version knew (``RETIRED_KEYS``,
+    ignored); a circuit cool-down longer than the retry schedule; a session timeout outside
+    the broker's defaults;
     event names not in Logto's catalogue (still routed); prefix wildcards matching no known
     event; signing keys written inline in YAML instead of
     ``${VAR}`` or ``signing_key_file``; signed webhooks sent over plain http to a host that is
@@ -1595,11 +1641,12 @@ def config_warnings(settings: Settings) -> list[str]:
     if not any(hook.enabled for hook in settings.hooks):
         message = "no enabled hooks: events are consumed and committed without any delivery"
         found.append((("hooks",), message))
+    found.extend((path, RETIRED_KEYS[path]) for path in source.retired)
     window = sum(settings.delivery.retry_schedule_s)
     if settings.delivery.circuit_cooldown_s > window:
         message = (
-            f"longer than the whole retry schedule ({window:g} s): a delivery parked by an "
-            "open circuit may be dead-lettered before the first probe"
+            f"longer than the whole retry schedule ({window:g} s): a delivery that failed "
+            "once may be dead-lettered behind an open circuit before the first probe"
         )
         found.append((("delivery", "circuit_cooldown_s"), message))
     if not 6.0 <= settings.kafka.session_timeout_s <= 1800.0:
@@ -1821,7 +1868,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
     Generated from the models, then adjusted where the file differs from the loaded shape:
     ``source_file`` is set by the loader; a hook's ``signing_key_file`` is read by the loader;
-    ``hooks``/``hooks_file`` and ``signing_key``/``signing_key_file`` exclude each other.
+    ``hooks``/``hooks_file`` and ``signing_key``/``signing_key_file`` exclude each other;
+    ``RETIRED_KEYS`` are accepted, marked ``deprecated``.
     """
     main = Settings.model_json_schema()
     del main["properties"]["source_file"]
@@ -1838,6 +1886,12 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         _add_secret_file(schema["$defs"]["Hook"], "signing_key", _SIGNING_KEY_FILE)
         _add_signing_key_files(schema["$defs"]["Hook"])
     _add_secret_file(main["$defs"]["AdminSettings"], "token", _TOKEN_FILE)
+    for path, replaced in RETIRED_KEYS.items():
+        # Accepted and ignored: editors mark it deprecated instead of refusing the file.
+        model = _model_at(path[:-1])
+        assert model is not None, "a retired key belongs to a section"
+        properties = main["$defs"][model.__name__]["properties"]
+        properties[str(path[-1])] = {"deprecated": True, "description": replaced}
     _add_secret_file(main["$defs"]["KafkaSettings"], "sasl_password", _SASL_PASSWORD_FILE)
     return {
         "hookrelay.schema.json": {"$schema": _SCHEMA_DIALECT, **main, "title": "hookrelay.yaml"},

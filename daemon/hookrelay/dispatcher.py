@@ -1,25 +1,36 @@
 """Fan deliveries out to one lane per hook, and decide what each attempt's result means.
 
 A **lane** serves one hook: a bounded FIFO of pending deliveries, a token bucket (the hook's
-rate limit), a circuit breaker, and at most ``max_concurrency`` worker tasks, spawned lazily
-when work arrives and exiting when the FIFO is empty (kopf's per-key worker). Lanes share
-nothing but the sender's connection pool, so a slow, throttled or failing endpoint only ever
-holds its own workers: other hooks' sends never wait behind it.
+rate limit), a circuit breaker (``circuit``), and at most ``max_concurrency`` worker tasks,
+spawned lazily when work arrives and exiting when the FIFO is empty (kopf's per-key worker).
+Lanes share nothing but the sender's connection pool, so a slow, throttled or failing
+endpoint only ever holds its own workers: other hooks' sends never wait behind it.
 
 Nothing waits in memory for long. A delivery is **parked** — written to a retry topic (see
 ``retries``) and its source record settled once the broker acknowledged it — when:
 
 - an attempt failed with a retryable outcome (the next tier of the schedule, never sooner
   than the endpoint's ``Retry-After``);
+- the endpoint *throttled* it: a 429, or a 503 with ``Retry-After``. That pauses the lane
+  for the ``Retry-After`` and parks the delivery without counting an attempt: throttling is
+  not failure;
 - the lane is *impaired*: its oldest queued delivery has waited longer than
-  ``delivery.lane_max_wait_s`` (a slow endpoint), or a ``Retry-After`` on a 429/503 paused
-  it (the first tier that covers the pause), or its queue hit the hard bound
-  (``delivery.lane_max_pending`` plus one fetch batch, ``kafka.max_poll_records``);
-- the circuit is open: after ``circuit_failure_threshold`` consecutive retryable failures
-  the lane stops attempting for ``circuit_cooldown_s``, then lets one probe through
-  (half-open); the probe's outcome closes or re-opens it. A delivery parked by an open
-  circuit counts as a failed attempt, so an endpoint that never recovers still ends each
-  delivery in the dead-letter topic after the whole schedule.
+  ``delivery.lane_max_wait_s`` (a slow endpoint), or a ``Retry-After`` paused it (the first
+  tier that covers the pause), or its queue hit the hard bound (``delivery.lane_max_pending``
+  plus one fetch batch, ``kafka.max_poll_records``);
+- the circuit is open (see ``circuit``): the failure rate over the hook's recent real
+  attempts reached ``circuit_failure_rate``, so the lane stops attempting for
+  ``circuit_cooldown_s``, then lets one probe through (half-open) whose outcome closes or
+  re-opens it.
+
+**Parks never count as attempts**, and only real attempts spend the retry schedule: a
+delivery is dead-lettered ``retries_exhausted`` once ``RetryPlan.max_attempts`` attempts
+failed. Deliveries parked because the lane is slow, throttled or full never expire (the
+endpoint is alive). Behind an open circuit (cooling down, not a half-open probe out), a
+delivery older than the whole schedule (``RetryPlan.window_s`` from ``created_at``) is
+dead-lettered ``retries_exhausted`` if it failed at least one real attempt, and otherwise
+let through the open circuit for one real attempt: a dead endpoint still ends every delivery
+in the dead-letter topic, and none gets there unattempted.
 
 A delivery goes to the **dead-letter topic** on a permanent failure (other 4xx, 3xx), when
 the schedule is exhausted, or when its hook answered ``410 Gone``: that pauses the hook
@@ -42,9 +53,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
+from hookrelay.circuit import Circuit, CircuitBreaker
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.deadletter import failed_delivery
 from hookrelay.history import History
@@ -60,21 +71,16 @@ from hookrelay.writer import DurableWriter
 
 log = get_logger("hookrelay.dispatcher")
 
-_LANE_PAUSING_STATUSES = (429, 503)
+__all__ = ["HUNGRY_WINDOW_S", "Circuit", "Dispatcher", "Lane"]
+
 HUNGRY_WINDOW_S = 30.0
 """A lane fed within this many seconds still wants work (fetching may be paused)."""
 _GONE = 410
 UNKNOWN_HOOK_RECHECK_S = 60.0
 """A retry for a hook this replica does not know is parked again for about this long (in
 the first tier that waits at least as long) before a replica looks at it again."""
-
-
-class Circuit(Enum):
-    """Circuit-breaker state; the value is the ``hookrelay_circuit_state`` gauge."""
-
-    CLOSED = 0
-    OPEN = 1
-    HALF_OPEN = 2
+_TOO_MANY_REQUESTS = 429
+_UNAVAILABLE = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +112,7 @@ class Lane:
         self._starting = 0
         self._sending = 0
         self._not_before = 0.0
-        self._failures = 0
-        self._circuit = Circuit.CLOSED
-        self._circuit_until = 0.0
-        self._probing = False
+        self._breaker = CircuitBreaker.from_settings(ctx.settings, ctx.clock)
         self.last_intake = float("-inf")
         self.gone = False
         self.failure: BaseException | None = None
@@ -173,9 +176,7 @@ class Lane:
     @property
     def circuit(self) -> Circuit:
         """The circuit state now (an open circuit past its cool-down reads half-open)."""
-        if self._circuit is Circuit.OPEN and self._ctx.clock() >= self._circuit_until:
-            return Circuit.HALF_OPEN
-        return self._circuit
+        return self._breaker.state
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class Lane:
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
             return
-        reason = self.impaired
+        reason = self._impaired_for(delivery)
         if reason == "slow" and len(self._queue) < self._ctx.settings.lane_max_pending:
             reason = None  # a slow lane still keeps its bound's worth, so it never runs dry
         if reason is None and len(self._queue) >= self._ctx.lane_hard_bound:
@@ -200,18 +201,28 @@ class Lane:
             self._workers.add(task)
             task.add_done_callback(self._worker_done)
 
-    def blocked_reason(self) -> str | None:
-        """Why a delivery must not be attempted now (circuit, Retry-After), or None."""
-        if self._circuit is Circuit.CLOSED and not self._not_before:
+    def blocked_reason(self, delivery: Delivery | None = None) -> str | None:
+        """Why a delivery must not be attempted now (``circuit_open``: open or a half-open
+        probe is out; ``throttled``: a Retry-After pause), or None. Given ``delivery``, an
+        open circuit does not block it when it is let through for its first attempt (see
+        ``_let_through``)."""
+        if self._breaker.closed and not self._not_before:
             return None  # the common case, without a clock read
-        state = self.circuit
-        if state is Circuit.OPEN:
+        if self._breaker.blocks() and (delivery is None or not self._let_through(delivery)):
             return "circuit_open"
-        if state is Circuit.HALF_OPEN and self._probing:
-            return "circuit_open"  # one probe at a time while half-open
         if self._not_before - self._ctx.clock() > 1.0:
             return "throttled"
         return None
+
+    def _let_through(self, delivery: Delivery) -> bool:
+        """True for a delivery never attempted and older than the whole retry schedule while
+        the circuit cools down: it gets one real attempt past the open circuit, so no
+        delivery is ever dead-lettered ``retries_exhausted`` unattempted."""
+        return delivery.attempts == 0 and self._breaker.cooling_down and self._expired(delivery)
+
+    def _expired(self, delivery: Delivery) -> bool:
+        """Older than the whole retry schedule (``RetryPlan.window_s``, from ``created_at``)."""
+        return time.time() - delivery.created_at > self._ctx.plan.window_s
 
     @property
     def impaired(self) -> str | None:
@@ -223,7 +234,11 @@ class Lane:
         this lane is what holds fetching back for others; a lane that is merely busy with a
         backlog nobody else shares is left to backpressure, because parking it would only
         rewrite its work to Kafka."""
-        reason = self.blocked_reason()
+        return self._impaired_for(None)
+
+    def _impaired_for(self, delivery: Delivery | None) -> str | None:
+        """``impaired``, for ``delivery`` when given (see ``blocked_reason``)."""
+        reason = self.blocked_reason(delivery)
         if reason is None and self._queue:
             waited = self._ctx.clock() - self._queue[0].enqueued_mono
             if waited > self._ctx.settings.lane_max_wait_s and self._ctx.others_hungry(self):
@@ -265,14 +280,13 @@ class Lane:
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
             return False
-        reason = self.blocked_reason()
+        reason = self.blocked_reason(delivery)
         if reason is not None:
             self._park_unattempted(delivery, reason)
             return False
-        if self.circuit is Circuit.HALF_OPEN:
-            self._probing = True  # this delivery is the probe
+        if not self._breaker.closed and self._breaker.take_probe(delivery):
             self._set_circuit(Circuit.HALF_OPEN)
-            log.info("circuit_half_open", hook_id=self.hook.id)
+            log.info("circuit_half_open", hook_id=self.hook.id, delivery_id=delivery.delivery_id)
         return True
 
     def _shed_if_slow(self) -> None:
@@ -301,25 +315,31 @@ class Lane:
     # -- outcomes -------------------------------------------------------------------------
 
     def _handle(self, delivery: Delivery, result: AttemptResult) -> None:
-        now = _record_attempt(delivery, result.status, result.error)
+        throttled = _is_throttling(result)
+        now = _record_attempt(delivery, result.status, result.error, counted=not throttled)
         self.stats.count_attempt(result.status_class, result.duration_s)
         if result.ok:
             self._note(delivery, result, now, "delivered")
+            self._circuit_outcome(delivery, failed=False)
             self._delivered(delivery, result, now)
-        elif result.status == _GONE:
-            self._note(delivery, result, now, "dead_lettered")
-            self._log(delivery, result, "delivery_failed")
-            self._pause_gone()
-            self._dead_letter(delivery, "hook_gone")
+        elif throttled:
+            self._note(delivery, result, now, "retrying")
+            self._breaker.throttled(delivery)
+            self._retry_throttled(delivery, result)
         elif result.retryable:
             gives_up = delivery.attempts >= self._ctx.plan.max_attempts
             self._note(delivery, result, now, "dead_lettered" if gives_up else "retrying")
-            self._circuit_failure()
-            self._throttle(result)
+            self._circuit_outcome(delivery, failed=True)
             self._retry_or_give_up(delivery, result)
+        elif result.status == _GONE:
+            self._note(delivery, result, now, "dead_lettered")
+            self._circuit_outcome(delivery, failed=False)  # it answered: the endpoint is up
+            self._log(delivery, result, "delivery_failed")
+            self._pause_gone()
+            self._dead_letter(delivery, "hook_gone")
         else:
             self._note(delivery, result, now, "dead_lettered")
-            self._circuit_success()  # a 4xx answer proves the endpoint is up
+            self._circuit_outcome(delivery, failed=False)  # a 4xx answer: the endpoint is up
             self._log(delivery, result, "delivery_failed")
             self._dead_letter(delivery, "permanent_failure")
 
@@ -329,8 +349,6 @@ class Lane:
         self._ctx.history.attempts.record(now, delivery, result, outcome)
 
     def _delivered(self, delivery: Delivery, result: AttemptResult, now: float) -> None:
-        if self._failures or self._circuit is not Circuit.CLOSED:
-            self._circuit_success()
         latency = now - delivery.event.origin.timestamp_ms / 1000.0
         self.stats.latency.observe(max(0.0, latency))
         if debug_enabled():
@@ -349,23 +367,48 @@ class Lane:
         self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
         self._park(delivery, tier, wait, "retry")
 
+    def _retry_throttled(self, delivery: Delivery, result: AttemptResult) -> None:
+        """The endpoint asked to be called later (429, or 503 with Retry-After): pause the
+        lane for its Retry-After, and park the delivery like an unattempted one, one tier
+        further each time and never sooner than the pause. The answer counts towards neither
+        the schedule nor the circuit: an endpoint that throttles is alive, so its deliveries
+        never expire."""
+        plan = self._ctx.plan
+        wait = result.retry_after_s or 0.0
+        if wait:
+            self._not_before = max(self._not_before, self._ctx.clock() + wait)
+        tier = plan.tier(max(delivery.attempts - 1, delivery.parks), wait)
+        delivery.parks += 1
+        log.info("delivery_throttled", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
+                 event_name=delivery.event.name, attempt=delivery.attempts,
+                 status=result.status, retry_after_s=result.retry_after_s,
+                 retry_tier=plan.topics[tier])  # fmt: skip
+        self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
+        self._park(delivery, tier, wait, "throttled")
+
     def _park_unattempted(self, delivery: Delivery, reason: str) -> None:
         """Park a delivery that was not attempted now (slow, throttled, circuit open, full).
 
         No attempt is counted: an endpoint that recovers gets its full schedule. Each park
         goes one tier further than the last (so a long impairment costs few rewrites), never
-        sooner than the pause or cool-down it waits out. Behind an open circuit, a delivery
-        older than the whole schedule (``RetryPlan.window_s``, counted from ``created_at``)
+        sooner than the pause or cool-down it waits out. Behind a circuit that is open (not
+        half-open with its probe out), a delivery older than the whole schedule
+        (``RetryPlan.window_s``, counted from ``created_at``) that has failed a real attempt
         is given up instead, so a dead endpoint still ends every delivery in the dead-letter
-        topic; a slow or throttled endpoint is alive, so its deliveries never expire."""
+        topic; one never attempted was let through for an attempt (``_let_through``). A
+        slow, throttled or full lane's endpoint is alive, so its deliveries never expire."""
         plan = self._ctx.plan
-        if reason == "circuit_open" and time.time() - delivery.created_at > plan.window_s:
-            delivery.last_error = delivery.last_error or "circuit open for the whole schedule"
+        if (
+            reason == "circuit_open"
+            and delivery.attempts > 0
+            and self._breaker.cooling_down
+            and self._expired(delivery)
+        ):
             self._dead_letter(delivery, "retries_exhausted")
             return
         self._ctx.metrics.parked.labels(self.hook.id, reason).inc()
         if reason == "circuit_open":
-            wait = self._circuit_until - self._ctx.clock()
+            wait = self._breaker.cooldown_left_s
         else:
             wait = self._not_before - self._ctx.clock()
         tier = plan.tier(max(delivery.attempts - 1, delivery.parks), max(0.0, wait))
@@ -402,10 +445,6 @@ class Lane:
 
     # -- lane state -----------------------------------------------------------------------
 
-    def _throttle(self, result: AttemptResult) -> None:
-        if result.retry_after_s is not None and result.status in _LANE_PAUSING_STATUSES:
-            self._not_before = max(self._not_before, self._ctx.clock() + result.retry_after_s)
-
     def _pause_gone(self) -> None:
         if not self.gone:
             self.gone = True
@@ -413,28 +452,24 @@ class Lane:
             log.error("hook_paused_gone", hook_id=self.hook.id,
                       hint="the endpoint answered 410 Gone; fix the hook and reload")  # fmt: skip
 
-    def _circuit_success(self) -> None:
-        self._failures = 0
-        self._probing = False
-        if self._circuit is not Circuit.CLOSED:
+    def _circuit_outcome(self, delivery: Delivery, *, failed: bool) -> None:
+        """Tell the breaker how a real attempt went; log and export what that changed."""
+        breaker = self._breaker
+        probe = breaker.is_probe(delivery)
+        change = breaker.failed(delivery) if failed else breaker.succeeded(delivery)
+        if change is Circuit.OPEN:
+            # After a failed probe the window is the one that opened the circuit before.
+            failures, attempts = (None, None) if probe else breaker.counts()
+            log.warning("circuit_opened", hook_id=self.hook.id, probe_failed=probe,
+                        failures=failures, attempts=attempts,
+                        cooldown_s=self._ctx.settings.circuit_cooldown_s)  # fmt: skip
+        elif change is Circuit.CLOSED:
             log.info("circuit_closed", hook_id=self.hook.id)
-        self._set_circuit(Circuit.CLOSED)
-
-    def _circuit_failure(self) -> None:
-        self._failures += 1
-        was_probe = self._probing
-        self._probing = False
-        if was_probe or self._failures >= self._ctx.settings.circuit_failure_threshold:
-            self._circuit_until = self._ctx.clock() + self._ctx.settings.circuit_cooldown_s
-            if self._circuit is Circuit.CLOSED or was_probe:
-                log.warning("circuit_opened", hook_id=self.hook.id, failures=self._failures,
-                            cooldown_s=self._ctx.settings.circuit_cooldown_s)  # fmt: skip
-            self._set_circuit(Circuit.OPEN)
+        if change is not None:
+            self._set_circuit(change)
 
     def _set_circuit(self, state: Circuit) -> None:
-        if state is not self._circuit:
-            self._circuit = state
-            self._m_circuit.set(state.value)
+        self._m_circuit.set(state.value)
 
     def _log(self, delivery: Delivery, result: AttemptResult, name: str, **extra: object) -> None:
         # Successes are the bulk of traffic: debug keeps them out of a production log
@@ -463,10 +498,24 @@ class Lane:
         return abandoned
 
 
-def _record_attempt(delivery: Delivery, status: int | None, error: str | None) -> float:
-    """Count one attempt on ``delivery``; return its time (epoch seconds)."""
+def _is_throttling(result: AttemptResult) -> bool:
+    """True for a retryable 429, or a 503 that says when to come back (``Retry-After``): the
+    endpoint is alive and asks to be called later. A 503 without ``Retry-After`` is what a
+    load balancer answers when no backend is left, so it is a failure like any 5xx."""
+    if not result.retryable:
+        return False
+    return result.status == _TOO_MANY_REQUESTS or (
+        result.status == _UNAVAILABLE and result.retry_after_s is not None
+    )
+
+
+def _record_attempt(
+    delivery: Delivery, status: int | None, error: str | None, *, counted: bool = True
+) -> float:
+    """Note one POST on ``delivery``, counting it as an attempt of its schedule unless
+    ``counted`` is False (a throttled answer); return its time (epoch seconds)."""
     now = time.time()
-    delivery.attempts += 1
+    delivery.attempts += counted
     if delivery.first_attempt_at is None:
         delivery.first_attempt_at = now
     delivery.last_attempt_at = now

@@ -62,11 +62,14 @@ class Outcome(Enum):
 class Delivery:
     """One (event, hook) pair: the signed request to make, and its attempt history.
 
-    ``attempts`` counts POSTs made so far; ``parks`` how often it was parked without an
-    attempt (slow lane, Retry-After, open circuit); times are epoch seconds
-    (``time.time()``): ``created_at`` when hookrelay first took the event for this hook;
-    ``enqueued_mono`` is ``time.monotonic()`` when it entered its lane; ``unknown_since``
-    (epoch seconds) when a replica first met it for a hook it did not know, else ``None``.
+    ``attempts`` counts the attempts that spent its retry schedule: POSTs made so far, less
+    those the endpoint throttled (429, or 503 with Retry-After); ``parks`` how often it went
+    back to a retry topic without spending one (slow lane, Retry-After pause, open circuit,
+    full lane, or a throttled answer); ``first_attempt_at``, ``last_attempt_at``,
+    ``last_status`` and ``last_error`` describe its POSTs, throttled ones included. Times
+    are epoch seconds (``time.time()``): ``created_at`` when hookrelay first took the event
+    for this hook; ``enqueued_mono`` is ``time.monotonic()`` when it entered its lane;
+    ``unknown_since`` when a replica first met it for a hook it did not know, else ``None``.
     """
 
     event: Event

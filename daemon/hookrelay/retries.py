@@ -11,9 +11,11 @@ A retry record (``RetryRecord``) is self-contained — value: the original event
 as first consumed; key: the original key; headers (``hookrelay-*``, UTF-8 text):
 
 - ``hook-id``, ``event``, ``delivery-id`` (the stable ``webhook-id``)
-- ``attempts``: POSTs made so far; ``first-attempt-at``/``last-attempt-at``: epoch ms
-- ``parks``: times parked without an attempt; ``created-at``: epoch ms when hookrelay first
-  took the event for this hook (the retry window counts from there)
+- ``attempts``: attempts that spent the schedule (POSTs, less those answered 429 or 503
+  with Retry-After); ``first-attempt-at``/``last-attempt-at``: epoch ms of any POST
+- ``parks``: times sent back without spending an attempt (parked, or throttled);
+  ``created-at``: epoch ms when hookrelay first took the event for this hook (the retry
+  window counts from there)
 - ``last-status`` (empty when there was no HTTP answer) and ``error``
 - ``due-at``: epoch ms before which it must not be attempted (jittered delay, or the
   endpoint's ``Retry-After`` when later)

@@ -234,7 +234,7 @@ async def test_every_dashboard_query_and_recording_rule_returns_data_from_a_live
         ]  # fmt: skip
         config = write_config(
             tmp_path, kafka_bootstrap, topic, hooks,
-            delivery={"circuit_failure_threshold": 2, "circuit_cooldown_s": 0.5},
+            delivery={"circuit_window": 2, "circuit_min_attempts": 2, "circuit_cooldown_s": 0.5},
         )  # fmt: skip
         port = with_admin_port(config)
         log = tmp_path / "daemon.log"

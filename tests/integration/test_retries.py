@@ -93,9 +93,9 @@ async def test_a_dead_endpoint_opens_its_circuit_and_never_holds_back_the_others
         ]
         path = write_config(
             tmp_path, kafka_bootstrap, topic, hooks,
-            delivery={"retry_schedule_s": [30, 60], "circuit_failure_threshold": 3,
-                      "circuit_cooldown_s": 60, "lane_max_pending": 50,
-                      "max_in_flight": 200},
+            delivery={"retry_schedule_s": [30, 60], "circuit_window": 3,
+                      "circuit_min_attempts": 3, "circuit_cooldown_s": 60,
+                      "lane_max_pending": 50, "max_in_flight": 200},
         )  # fmt: skip
         settings = settings_for(path)
         async with running_daemon(settings) as daemon:
@@ -175,8 +175,8 @@ async def test_an_endpoint_that_recovers_after_its_circuit_opened_gets_every_eve
         hooks = [{"id": "flappy", "events": ["*"], "url": receiver.url("flappy")}]
         path = write_config(
             tmp_path, kafka_bootstrap, topic, hooks,
-            delivery={"retry_schedule_s": [1, 2, 4], "circuit_failure_threshold": 3,
-                      "circuit_cooldown_s": 2},
+            delivery={"retry_schedule_s": [1, 2, 4], "circuit_window": 3,
+                      "circuit_min_attempts": 3, "circuit_cooldown_s": 2},
         )  # fmt: skip
         async with running_daemon(settings_for(path)) as daemon:
             await produce(kafka_bootstrap, topic, [event("User.Created", i) for i in range(50)])

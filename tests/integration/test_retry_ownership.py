@@ -34,7 +34,7 @@ from tests.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.integration
 
-NO_CIRCUIT = {"circuit_failure_threshold": 10_000}
+NO_CIRCUIT = {"circuit_window": 10_000, "circuit_min_attempts": 10_000}
 """Keeps the breaker out of tests about retry state (it has tests of its own)."""
 
 

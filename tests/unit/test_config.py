@@ -267,6 +267,44 @@ def test_resume_in_flight_must_stay_below_max_in_flight(tmp_path: Path) -> None:
     ]
 
 
+def test_circuit_min_attempts_may_not_exceed_the_window(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "delivery:\n  circuit_window: 10\n  circuit_min_attempts: 11\n")
+
+    assert refusals(path) == [
+        f"{path}:3: delivery.circuit_min_attempts: expected at most circuit_window: the "
+        "circuit could never open"
+    ]
+
+
+@pytest.mark.parametrize("rate", ["0", "1.5", "-0.5"])
+def test_circuit_failure_rate_is_a_share_above_0_and_at_most_1(tmp_path: Path, rate: str) -> None:
+    path = main_file(tmp_path, f"delivery:\n  circuit_failure_rate: {rate}\n")
+
+    [refusal] = refusals(path)
+    assert refusal.startswith(f"{path}:2: delivery.circuit_failure_rate: expected a number")
+
+
+def test_a_retired_circuit_failure_threshold_still_loads_and_check_says_what_replaced_it(
+    tmp_path: Path,
+) -> None:
+    path = main_file(
+        tmp_path,
+        "delivery:\n  circuit_failure_threshold: 5\n  circuit_cooldown_s: 20\n" + "hooks:" + HOOK,
+    )
+
+    settings = load_settings(path, env={})
+    assert settings.delivery == DeliverySettings(
+        circuit_cooldown_s=20, retry_topic_prefix="hookrelay.retry."
+    )
+    assert config_warnings(settings) == [
+        f"{path}:2: delivery.circuit_failure_threshold: replaced by circuit_failure_rate, "
+        "circuit_window and circuit_min_attempts (the circuit now opens on a failure rate, not "
+        "on consecutive failures); ignored, remove it"
+    ]
+    properties = json_schemas()["hookrelay.schema.json"]["$defs"]["DeliverySettings"]["properties"]
+    assert properties["circuit_failure_threshold"]["deprecated"] is True
+
+
 def test_retry_on_status_accepts_only_4xx(tmp_path: Path) -> None:
     path = main_file(tmp_path, "delivery:\n  retry_on_status: [429, 503]\n")
 

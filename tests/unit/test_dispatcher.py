@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,10 +85,26 @@ def hook(hook_id: str, **fields: Any) -> Hook:
     )
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told (``now`` in seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Rig:
     """A dispatcher with fakes around it, and helpers to feed it events and retries."""
 
-    def __init__(self, sender: FakeSender, hooks: list[Hook], **delivery: Any) -> None:
+    def __init__(
+        self,
+        sender: FakeSender,
+        hooks: list[Hook],
+        clock: Callable[[], float] = time.monotonic,
+        **delivery: Any,
+    ) -> None:
         self.metrics = Metrics()
         self.producer = FakeProducer()
         self.writer = DurableWriter(self.producer, self.metrics, dead_letter_topic="dlq")
@@ -99,6 +116,7 @@ class Rig:
         self.dispatcher = Dispatcher(
             sender, self.writer, self.metrics, settings,
             retry_topics=topics, dead_letter_topic="dlq", batch_size=3, history=self.history,
+            clock=clock,
         )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks
@@ -115,10 +133,16 @@ class Rig:
         self.dispatcher.submit(event, targets, ticket)
         self.offset += 1
 
-    def feed_back(self, sent: tuple[str, bytes, dict[str, bytes]]) -> RetryRecord:
-        """Do what the retry consumer does with a parked record once it is due."""
+    def feed_back(
+        self, sent: tuple[str, bytes, dict[str, bytes]], *, created_s_ago: float | None = None
+    ) -> RetryRecord:
+        """Do what the retry consumer does with a parked record once it is due; with
+        ``created_s_ago``, as if hookrelay first took the delivery that long ago."""
         _topic, value, headers = sent
         retry = RetryRecord.from_headers(list(headers.items()))
+        if created_s_ago is not None:
+            created_at_ms = int((time.time() - created_s_ago) * 1000)
+            retry = dataclasses.replace(retry, created_at_ms=created_at_ms)
         origin = Origin(retry.origin_topic, retry.origin_partition, retry.origin_offset, 0)
         event = decode(value, None, origin, 1 << 20)
         ticket = self.tracker.register(RETRY_TP, self.retry_offset, 1)
@@ -264,30 +288,188 @@ async def test_a_long_retry_after_throttles_the_lane_without_stalling_its_tier()
     assert rig.producer.sent[0][0] == "retry.20ms"  # the longest tier there is
     # Due after the tier's own delay, not 5 s later: the tier's other records keep moving.
     assert first.due_at_ms - first.last_attempt_at_ms <= 60  # type: ignore[operator]
+    assert (first.attempts, first.parks, first.last_status) == (0, 1, 429)  # throttled
     assert (second.attempts, second.parks) == (0, 1)
-    assert (again.attempts, again.parks) == (1, 1)  # parked again, still one real attempt
+    assert (again.attempts, again.parks) == (0, 2)  # parked again: still no attempt spent
     assert rig.metrics.parked.labels("throttled", "throttled")._value.get() == 2
 
 
-async def test_an_open_circuit_parks_without_spending_attempts_until_the_window_ends() -> None:
-    sender = FakeSender(lambda _h, _n: fail(503, retryable=True))
-    settings = {"circuit_failure_threshold": 1, "circuit_cooldown_s": 60}
+async def test_an_open_circuit_parks_without_spending_attempts() -> None:
+    sender = FakeSender(lambda _h, _n: fail(500, retryable=True))
+    settings = {"circuit_window": 1, "circuit_min_attempts": 1, "circuit_cooldown_s": 60}
     async with Rig(sender, [hook("down", max_concurrency=1)], **settings) as rig:
         rig.publish()  # fails: the circuit opens
         await until(lambda: len(rig.producer.sent) == 1)
         rig.publish()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    parked = RetryRecord.from_headers(list(rig.producer.sent[1][2].items()))
+    assert (parked.attempts, parked.parks) == (0, 1)
+    assert rig.producer.sent[1][0] == "retry.20ms"  # the tier nearest the cool-down
+    assert len(sender.attempts) == 1
+
+
+async def test_an_expired_delivery_behind_an_open_circuit_gets_one_attempt_before_its_letter() -> (
+    None
+):
+    sender = FakeSender(lambda _h, _n: fail(500, retryable=True))
+    settings = {"circuit_window": 1, "circuit_min_attempts": 1, "circuit_cooldown_s": 60}
+    async with Rig(sender, [hook("down", max_concurrency=1)], **settings) as rig:
+        rig.publish()  # fails: the circuit opens
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.publish()  # parked behind the open circuit, unattempted
         await until(lambda: len(rig.producer.sent) == 2)
-        parked = RetryRecord.from_headers(list(rig.producer.sent[1][2].items()))
-        assert (parked.attempts, parked.parks) == (0, 1)
-        assert rig.producer.sent[1][0] == "retry.20ms"  # the tier nearest the cool-down
-        # Much later (older than the whole 30 ms schedule) it is given up, not parked again.
-        await asyncio.sleep(0.05)
-        rig.feed_back(rig.producer.sent[1])
+        # It comes back older than the whole 30 ms schedule, the circuit still open: never
+        # attempted, it is let through for one real attempt instead of being given up ...
+        rig.feed_back(rig.producer.sent[1], created_s_ago=1.0)
+        await until(lambda: len(rig.producer.sent) == 3)
+        assert len(sender.attempts) == 2
+        assert rig.dispatcher.lane("down").circuit is Circuit.OPEN
+        retry = RetryRecord.from_headers(list(rig.producer.sent[2][2].items()))
+        assert (retry.attempts, retry.last_status) == (1, 500)
+        # ... and once it failed one, the open circuit gives it up.
+        rig.feed_back(rig.producer.sent[2], created_s_ago=1.0)
         await until(lambda: rig.dispatcher.in_flight == 0)
     [(_, _, headers)] = rig.producer.to("dlq")
     assert headers["hookrelay-reason"] == b"retries_exhausted"
-    assert headers["hookrelay-attempts"] == b"0"
-    assert len(sender.attempts) == 1
+    assert headers["hookrelay-attempts"] == b"1"
+    assert headers["hookrelay-last-status"] == b"500"
+    assert len(sender.attempts) == 2
+
+
+async def test_a_delivery_waiting_behind_a_half_open_probe_is_parked_however_old() -> None:
+    clock = FakeClock()
+    release = asyncio.Event()
+    calls = 0
+
+    async def behaviour(_h: str, _n: int) -> AttemptResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return fail(500, retryable=True)
+        await release.wait()  # the probe hangs until released
+        return OK
+
+    sender = FakeSender(behaviour)
+    settings = {"circuit_window": 1, "circuit_min_attempts": 1, "circuit_cooldown_s": 10}
+    async with Rig(sender, [hook("h", max_concurrency=2)], clock, **settings) as rig:
+        rig.publish()  # fails: the circuit opens
+        await until(lambda: len(rig.producer.sent) == 1)
+        clock.now += 11.0  # cool-down over
+        rig.publish()  # the probe
+        await until(lambda: len(sender.attempts) == 2)
+        lane = rig.dispatcher.lane("h")
+        assert lane.circuit is Circuit.HALF_OPEN
+        rig.feed_back(rig.producer.sent[0], created_s_ago=3600.0)  # failed once, long ago
+        await until(lambda: len(rig.producer.sent) == 2)
+        assert rig.producer.to("dlq") == []  # half-open is not open: it waits its turn
+        parked = RetryRecord.from_headers(list(rig.producer.sent[1][2].items()))
+        assert (parked.attempts, parked.parks) == (1, 1)
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.CLOSED
+
+
+def retry_records(rig: Rig) -> list[RetryRecord]:
+    return [
+        RetryRecord.from_headers(list(h.items())) for t, _, h in rig.producer.sent if t != "dlq"
+    ]
+
+
+async def test_throttled_answers_spend_no_attempt_never_count_for_the_circuit_nor_expire() -> None:
+    clock = FakeClock()
+    sender = FakeSender(lambda _h, _n: fail(429, retryable=True, retry_after_s=5.0))
+    settings = {"circuit_window": 1, "circuit_min_attempts": 1}  # one failure would open it
+    async with Rig(sender, [hook("busy", max_concurrency=1)], clock, **settings) as rig:
+        rig.publish()
+        for answered in range(1, 11):
+            await until(lambda n=answered: len(rig.producer.sent) == n)
+            assert rig.dispatcher.lane("busy").circuit is Circuit.CLOSED
+            clock.now += 6.0  # the Retry-After pause is over
+            # Back from its retry topic far older than the whole schedule (30 ms): a
+            # throttled endpoint is alive, so its deliveries never expire.
+            rig.feed_back(rig.producer.sent[-1], created_s_ago=3600.0)
+        await until(lambda: rig.dispatcher.in_flight == 0 and len(rig.producer.sent) == 11)
+    assert len(sender.attempts) == 11  # more POSTs than max_attempts (3) ...
+    assert rig.producer.to("dlq") == []  # ... and never given up
+    last = retry_records(rig)[-1]
+    assert (last.attempts, last.parks, last.last_status) == (0, 11, 429)
+    assert rig.metrics.circuit_state.labels("busy")._value.get() == 0
+
+
+async def test_a_503_with_retry_after_is_throttling_and_a_bare_503_a_failure() -> None:
+    clock = FakeClock()
+    answers = iter([fail(503, True, 2.0), fail(503, True, 2.0), fail(503, True), fail(503, True)])
+    sender = FakeSender(lambda _h, _n: next(answers))
+    settings = {"circuit_failure_rate": 1.0, "circuit_window": 2, "circuit_min_attempts": 2}
+    async with Rig(sender, [hook("lb", max_concurrency=1)], clock, **settings) as rig:
+        lane = rig.dispatcher.lane("lb")
+        for n in range(1, 5):
+            rig.publish()
+            await until(lambda n=n: len(rig.producer.sent) == n)
+            clock.now += 3.0  # past the Retry-After pause
+            assert lane.circuit is (Circuit.OPEN if n == 4 else Circuit.CLOSED)
+    records = retry_records(rig)
+    assert [(r.attempts, r.parks) for r in records] == [(0, 1), (0, 1), (1, 0), (1, 0)]
+
+
+async def test_a_half_open_probe_answered_429_frees_the_slot_for_the_next_delivery() -> None:
+    clock = FakeClock()
+    answers = iter([fail(500, True), fail(429, True, 5.0), OK])
+    sender = FakeSender(lambda _h, _n: next(answers))
+    settings = {"circuit_window": 1, "circuit_min_attempts": 1, "circuit_cooldown_s": 10}
+    async with Rig(sender, [hook("h", max_concurrency=1)], clock, **settings) as rig:
+        lane = rig.dispatcher.lane("h")
+        rig.publish()  # fails: the circuit opens
+        await until(lambda: len(rig.producer.sent) == 1)
+        clock.now += 11.0  # cool-down over
+        rig.publish()  # the probe, answered 429 Retry-After: 5
+        await until(lambda: len(rig.producer.sent) == 2)
+        assert lane.circuit is Circuit.HALF_OPEN  # not re-opened: throttling is no failure
+        rig.publish()  # during the pause: parked as throttled, not behind the circuit
+        await until(lambda: len(rig.producer.sent) == 3)
+        assert rig.metrics.parked.labels("h", "throttled")._value.get() == 1
+        clock.now += 6.0  # the pause is over: the next delivery is the probe
+        rig.publish()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.CLOSED
+    assert len(sender.attempts) == 3
+    assert rig.metrics.circuit_state.labels("h")._value.get() == 0
+
+
+async def test_a_permanent_4xx_counts_as_a_success_for_the_breaker() -> None:
+    answers = iter([fail(500, True), fail(404, False), fail(500, True), fail(500, True),
+                    fail(500, True)])  # fmt: skip
+    sender = FakeSender(lambda _h, _n: next(answers))
+    settings = {"circuit_failure_rate": 1.0, "circuit_window": 3, "circuit_min_attempts": 3}
+    async with Rig(sender, [hook("h", max_concurrency=1)], **settings) as rig:
+        lane = rig.dispatcher.lane("h")
+        for _ in range(4):
+            rig.publish()
+            await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.CLOSED  # 404, 500, 500: the endpoint answers
+        rig.publish()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.OPEN  # 500, 500, 500
+
+
+async def test_a_successful_probe_closes_the_circuit_and_clears_its_window() -> None:
+    clock = FakeClock()
+    answers = iter([fail(500, True), fail(500, True), OK, fail(500, True)])
+    sender = FakeSender(lambda _h, _n: next(answers))
+    settings = {"circuit_window": 4, "circuit_min_attempts": 2, "circuit_cooldown_s": 10}
+    async with Rig(sender, [hook("h", max_concurrency=1)], clock, **settings) as rig:
+        lane = rig.dispatcher.lane("h")
+        for _ in range(2):
+            rig.publish()
+            await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.OPEN  # 2 of 2 failed
+        clock.now += 11.0
+        rig.publish()  # the probe succeeds
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.CLOSED
+        rig.publish()  # one failure in a fresh window: below circuit_min_attempts
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.CLOSED
 
 
 async def test_a_slow_lane_parks_new_deliveries_instead_of_queueing_them() -> None:
@@ -348,14 +530,15 @@ async def test_a_busy_lane_is_only_called_slow_when_another_lane_wants_work() ->
         await until(lambda: rig.dispatcher.in_flight == 0)
 
 
-async def test_the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() -> None:
+async def test_the_circuit_opens_on_its_failure_rate_and_a_probe_closes_it() -> None:
     healthy = False
 
     def behaviour(_h: str, _n: int) -> AttemptResult:
         return OK if healthy else fail(500, retryable=True)
 
     sender = FakeSender(behaviour)
-    settings = {"circuit_failure_threshold": 3, "circuit_cooldown_s": 0.2,
+    settings = {"circuit_failure_rate": 1.0, "circuit_window": 3, "circuit_min_attempts": 3,
+                "circuit_cooldown_s": 0.2,
                 "retry_schedule_s": [0.01, 0.02, 0.03, 0.04, 0.05]}  # fmt: skip
     async with Rig(sender, [hook("breaker", max_concurrency=1)], **settings) as rig:
         for _ in range(3):
@@ -364,7 +547,7 @@ async def test_the_circuit_opens_after_consecutive_failures_and_a_probe_closes_i
         lane = rig.dispatcher.lane("breaker")
         assert lane.circuit is Circuit.OPEN
         assert rig.metrics.circuit_state.labels("breaker")._value.get() == 1
-        rig.publish()  # not attempted while open; parked with the attempt counted
+        rig.publish()  # not attempted while open
         await until(lambda: rig.dispatcher.in_flight == 0)
         assert len(sender.attempts) == 3
         parked = RetryRecord.from_headers(list(rig.producer.sent[-1][2].items()))
@@ -545,7 +728,8 @@ async def test_a_reload_lifts_a_410_pause_and_applies_a_new_rate_limit() -> None
 
 async def test_the_attempt_log_shows_attempts_and_parks_with_their_outcomes() -> None:
     sender = FakeSender(lambda _h, _n: fail(503, retryable=True))
-    async with Rig(sender, [hook("down")], circuit_failure_threshold=1) as rig:
+    settings = {"circuit_window": 1, "circuit_min_attempts": 1}
+    async with Rig(sender, [hook("down")], **settings) as rig:
         rig.publish()  # attempted, fails: retrying, and the circuit opens
         await until(lambda: len(rig.producer.sent) == 1)
         rig.publish()  # not attempted: parked behind the open circuit

@@ -115,6 +115,16 @@ async def test_script_forever_answers_once_the_queue_is_empty(
     assert statuses == [201, 410, 410, 200]
 
 
+async def test_script_forever_may_choose_each_reply_from_the_request(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with Receiver() as r:
+        r.script_forever("h", lambda q: Reply(status=500 if q.body == b"bad" else 204))
+        statuses = [(await post(session, r.url("h"), body))[0] for body in (b"ok", b"bad")]
+
+    assert statuses == [204, 500]
+
+
 async def test_reply_headers_and_body_are_sent(session: aiohttp.ClientSession) -> None:
     async with Receiver() as r:
         r.script("h", [Reply(status=429, headers={"Retry-After": "7"}, body=b"slow down")])
