@@ -80,7 +80,7 @@ async def test_every_hostile_record_is_delivered_or_dead_lettered_and_the_daemon
             before = rss_kib(daemon.pid)
             await produce(kafka_bootstrap, topic, values, partition=0)
             await eventually(
-                lambda: committed_through(kafka_bootstrap, group, len(values)), 60,
+                lambda: committed_through(kafka_bootstrap, group, topic, len(values)), 60,
                 f"offset {len(values)} committed",
             )  # fmt: skip
             after = rss_kib(daemon.pid)
@@ -113,6 +113,10 @@ async def answers_with(url: str, status: int) -> bool:
         return False
 
 
-async def committed_through(bootstrap: str, group: str, offset: int) -> bool:
-    offsets = await committed_offsets(bootstrap, group)
-    return bool(offsets) and min(offsets.values()) >= offset
+async def committed_through(bootstrap: str, group: str, topic: str, offset: int) -> bool:
+    """Every committed partition of ``topic`` is at ``offset`` or beyond (retry partitions
+    are committed too, from their assignment on)."""
+    offsets = [
+        o for tp, o in (await committed_offsets(bootstrap, group)).items() if tp.topic == topic
+    ]
+    return bool(offsets) and min(offsets) >= offset

@@ -199,31 +199,41 @@ async def test_replay_while_the_circuit_is_open_gives_every_delivery_a_fresh_sch
     dlq = f"{topic}.dlq"
     await create_topics(kafka_bootstrap, [topic, dlq])
     async with Receiver(keys={"crm": "k"}) as receiver:
-        receiver.script_forever("crm", Reply(status=500))
+        receiver.script_forever("crm", Reply(status=400))  # first: 40 permanent failures
         hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "signing_key": "k"}]
         path = write_config(
             tmp_path, kafka_bootstrap, topic, hooks,
             delivery={"retry_schedule_s": [2, 4], "circuit_cooldown_s": 3},
         )  # fmt: skip
-        settings = settings_for(path)
-        async with running_daemon(settings) as daemon:
+        async with running_daemon(settings_for(path)) as daemon:
             await produce(kafka_bootstrap, topic, [event(n) for n in range(40)])
-            letters = await read_topic(kafka_bootstrap, dlq, 40, timeout_s=40)
+            letters = await read_topic(kafka_bootstrap, dlq, 40, timeout_s=30)
             ids = {headers_of(r)["hookrelay-delivery-id"] for r in letters}
-            await wait_until(lambda: daemon.dispatcher.lane("crm").circuit.name == "OPEN", 10)
-            code, out, err = await hookrelay_cli("replay", "-c", str(path))
+            receiver.script_forever("crm", Reply(status=500))  # then the endpoint goes down
+            await produce(kafka_bootstrap, topic, [event(n, "Role.Created") for n in range(30)])
+            await wait_until(lambda: daemon.dispatcher.lane("crm").circuit.name == "OPEN", 20)
+            code, out, err = await hookrelay_cli(
+                "replay", "-c", str(path), "--event", "User.Created"
+            )
             assert code == 0, out + err
             assert "replayed 40 of 40 dead letters" in out
             await asyncio.sleep(1.5)
-            again = await topic_size(kafka_bootstrap, dlq) - 40
+            now_in_dlq = await read_topic(
+                kafka_bootstrap, dlq, await topic_size(kafka_bootstrap, dlq)
+            )
+            again = [
+                h for h in map(headers_of, now_in_dlq)
+                if h["hookrelay-delivery-id"] in ids
+                and h["hookrelay-reason"] != "permanent_failure"
+            ]  # fmt: skip
             fixed_at = len(receiver.requests)
             receiver.script_forever("crm", None)
 
             def delivered_ids() -> set[str]:
                 return {r.headers["webhook-id"] for r in receiver.requests[fixed_at:]}
 
-            await wait_until(lambda: delivered_ids() >= ids, 40, "all 40 delivered")
-    assert again == 0  # none dead-lettered again while the circuit was open
+            await wait_until(lambda: delivered_ids() >= ids, 40, "all 40 replayed delivered")
+    assert again == []  # none dead-lettered again while the circuit was open
 
 
 async def test_replicas_with_different_hook_sets_lose_nothing_to_hook_removed(

@@ -113,7 +113,9 @@ async def test_no_secret_reaches_logs_metrics_admin_answers_or_kafka_records(
             await receiver.wait_for(5, hook_id="ok", timeout_s=30)
             await receiver.wait_for(7, hook_id="flaky", timeout_s=30)  # 2 failures, 5 successes
             await eventually(
-                lambda: committed_through(kafka_bootstrap, group, len(values)), 60, "all settled"
+                lambda: committed_through(kafka_bootstrap, group, topic, len(values)),
+                60,
+                "all settled",
             )
             edit_config(path, "logging", level="debug")
             daemon.send_signal(signal.SIGHUP)  # a reload, logged at debug from then on
