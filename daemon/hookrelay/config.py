@@ -397,6 +397,11 @@ def _mapping_as_pairs(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(headers.items())
 
 
+MAX_RETRY_DELAY_S: Final = 30 * 86_400.0
+DEFAULT_RETENTION_S: Final = 7 * 86_400.0
+"""Longest delay of a retry tier: 30 days."""
+
+
 def _derived_default(schema: dict[str, Any]) -> None:
     """JSON Schema of a name derived from ``kafka.group_id`` when omitted: no default shown
     (the empty text that stands for "derive it" is not a valid value to write)."""
@@ -641,11 +646,12 @@ class HookTls(_Model):
 class DeliverySettings(_Model):
     """Section delivery: retries, backpressure and which answers are retried."""
 
-    retry_schedule_s: tuple[Annotated[Number, Field(ge=0.01)], ...] = Field(
+    retry_schedule_s: tuple[Annotated[Number, Field(ge=0.01, le=MAX_RETRY_DELAY_S)], ...] = Field(
         (5.0, 30.0, 120.0, 600.0, 3600.0, 18000.0, 36000.0), min_length=1
     )
-    """Seconds to wait before each retry, non-decreasing; after the last one the delivery goes to
-    the dead-letter topic."""
+    """Seconds to wait before each retry, non-decreasing, each at most 30 days (a retry topic
+    must keep its records longer than its delay: Kafka's default retention is 7 days); after
+    the last one the delivery goes to the dead-letter topic."""
     retry_jitter: Number = Field(0.2, ge=0, le=1)
     """Random spread of each retry delay, as a fraction (0.2 = ±20 %)."""
     max_retry_after_s: Number = Field(3600.0, gt=0)
@@ -949,6 +955,12 @@ class Settings(_Model):
                 "expected a topic not listed in kafka.topics (hookrelay would consume its own "
                 "dead letters)",
                 at=("dead_letter_topic",),
+            )
+        if any(_TOPIC.fullmatch(topic) is None for topic in self.retry_topics):
+            raise _refuse(
+                "expected a shorter prefix: with the delays of retry_schedule_s the retry topic "
+                "names exceed Kafka's 249 characters",
+                at=("delivery", "retry_topic_prefix"),
             )
         clash = set(self.retry_topics) & {*self.kafka.topics, self.dead_letter_topic}
         if clash:
@@ -1657,6 +1669,12 @@ def config_warnings(settings: Settings) -> list[str]:
         found.append((("kafka", "session_timeout_s"), message))
     found.extend(_kafka_warnings(settings.kafka, source))
     found.extend(_owned_topic_warnings(settings))
+    if max(settings.delivery.retry_schedule_s) > DEFAULT_RETENTION_S:
+        message = (
+            "a delay longer than Kafka's default retention (7 days): give the retry topics a "
+            "retention.ms above it, or retries are deleted before they are due"
+        )
+        found.append((("delivery", "retry_schedule_s"), message))
     found.extend(_admin_warnings(settings.admin, source))
     found.extend(_allow_warnings(settings.http.allow_networks, ("http", "allow_networks")))
     for index, hook in enumerate(settings.hooks):

@@ -636,13 +636,17 @@ class Dispatcher:
             did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
             lane.submit(Delivery(event, hook, did, body, ticket))
 
-    def resubmit(self, event: Event, retry: RetryRecord, ticket: AckTicket) -> None:
+    def resubmit(
+        self, event: Event, retry: RetryRecord, ticket: AckTicket, *, partition: int = 0
+    ) -> None:
         """Take a delivery back from a retry topic, with its attempt history.
 
         A retry for a hook this replica does not know (removed, disabled, or not yet added:
         a rolling update runs replicas with different hook sets) is parked again for up to
-        ``delivery.unknown_hook_grace_s`` from when a replica first met it, so a replica that
-        knows the hook can take it; after that it is dead-lettered ``hook_removed``.
+        ``delivery.unknown_hook_grace_s`` from when a replica first met it, each time in the
+        retry partition after ``partition`` (the one it came from), so it visits every
+        partition, and so every replica, until one that knows the hook takes it; after the
+        grace period it is dead-lettered ``hook_removed``.
         Everything that can fail runs before any state changes, so an exception (a bug)
         leaves nothing behind and the caller can dead-letter the record instead.
         """
@@ -665,11 +669,11 @@ class Dispatcher:
         now = time.time()
         delivery.unknown_since = _seconds(retry.unknown_since_ms) or now
         if now - delivery.unknown_since < self._ctx.settings.unknown_hook_grace_s:
-            self._park_unknown(delivery, first_time=retry.unknown_since_ms is None)
+            self._park_unknown(delivery, partition + 1, first_time=retry.unknown_since_ms is None)
         else:
             self._dead_letter_removed(delivery)
 
-    def _park_unknown(self, delivery: Delivery, *, first_time: bool) -> None:
+    def _park_unknown(self, delivery: Delivery, partition: int, *, first_time: bool) -> None:
         """Park a retry for an unknown hook again, in the first tier that waits about
         ``UNKNOWN_HOOK_RECHECK_S`` (or the last), no attempt and no park counted: it is not
         this endpoint's fault."""
@@ -683,7 +687,7 @@ class Dispatcher:
         )
         event = delivery.event
         outbound = OutboundRecord(
-            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry"
+            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry", partition
         )
         if first_time:  # later re-parks of the same record stay quiet
             log.info(

@@ -136,3 +136,6 @@ class OutboundRecord:
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     kind: str
+    partition_hint: int | None = None
+    """None: the producer's partitioner (by key). Otherwise the record goes to the topic's
+    partition number ``partition_hint`` modulo its partition count."""

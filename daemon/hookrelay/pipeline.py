@@ -18,7 +18,6 @@ retry record this deployment owns).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -34,13 +33,12 @@ from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import Event, Origin
 from hookrelay.offsets import AckTicket, AckTracker, TopicPartition
-from hookrelay.retries import GROUP_HEADER, HEADER_PREFIX, RetryRecord, due_horizon_s
+from hookrelay.retries import RetryRecord, claimed_elsewhere, due_horizon_s, latest_due_s
 from hookrelay.router import Router
 from hookrelay.writer import DurableWriter
 
 log = get_logger("hookrelay.pipeline")
 
-_ORIGIN_TOPIC_HEADER: Final = HEADER_PREFIX + "origin-topic"
 _SOURCES_LOGGED_MAX: Final = 1000
 """Foreign sources remembered for log-once; past this, new ones are counted, not logged."""
 
@@ -67,9 +65,7 @@ class Pipeline:
         )
         self._foreign_logged: set[tuple[str, str, str]] = set()
         d = settings.delivery
-        self._due_horizon_ms = 1000 * due_horizon_s(
-            d.retry_schedule_s, d.retry_jitter, d.max_retry_after_s
-        )
+        self._due_horizon_s = due_horizon_s(d.retry_schedule_s, d.retry_jitter, d.max_retry_after_s)
         self._max_bytes = settings.delivery.max_event_bytes
         self._tracker = tracker
         self._dispatcher = dispatcher
@@ -131,14 +127,16 @@ class Pipeline:
         self._metrics.retries_consumed.labels(record.topic).inc()
         origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
         tp = TopicPartition(record.topic, record.partition)
-        foreign = self._foreign(record.headers)
+        foreign = claimed_elsewhere(record.headers, self._group, self._event_topics)
         if foreign is not None:
             self._skip_foreign(record, tp, *foreign)
             return
         try:
             retry = RetryRecord.from_headers(record.headers)
-            if retry.due_at_ms > time.time() * 1000 + self._due_horizon_ms:
-                raise ValueError("header hookrelay-due-at is further ahead than any tier waits")
+            if retry.due_at_ms / 1000 > latest_due_s(
+                record.topic, record.timestamp, self._due_horizon_s
+            ):
+                raise ValueError("header hookrelay-due-at is later than its tier ever waits")
         except ValueError as e:
             self._dead_letter_invalid(record, origin, InvalidEventError("bad_retry_record", str(e)))
             return
@@ -153,7 +151,7 @@ class Pipeline:
             return
         ticket = self._tracker.register(tp, record.offset, 1)
         try:
-            self._dispatcher.resubmit(event, retry, ticket)
+            self._dispatcher.resubmit(event, retry, ticket, partition=record.partition)
         except Exception as e:  # a bug: the record must not crash every replica, forever
             log.exception("retry_record_failed", topic=origin.topic,
                           partition=origin.partition, offset=origin.offset)  # fmt: skip
@@ -161,22 +159,6 @@ class Pipeline:
                 "bad_retry_record", f"internal error ({type(e).__name__}); please report"
             )
             self._dead_letter_invalid(record, origin, error, ticket)
-
-    def _foreign(self, headers: Any) -> tuple[str, str, str] | None:
-        """``(reason, group, origin topic)`` when another deployment wrote this retry record,
-        else None. Read leniently: a malformed record that names another group or origin is
-        still another deployment's, and is not dead-lettered here."""
-        group = origin_topic = ""
-        for key, value in headers:
-            if key == GROUP_HEADER:
-                group = _lenient_text(value)
-            elif key == _ORIGIN_TOPIC_HEADER:
-                origin_topic = _lenient_text(value)
-        if group and group != self._group:
-            return "other_group", group, origin_topic
-        if origin_topic and origin_topic not in self._event_topics:
-            return "foreign_origin", group, origin_topic
-        return None
 
     def _skip_foreign(
         self, record: ConsumerRecord[bytes, bytes], tp: TopicPartition, reason: str,
@@ -221,7 +203,3 @@ class Pipeline:
             settle()
 
         self._writer.submit(letter, written)
-
-
-def _lenient_text(value: bytes | None) -> str:
-    return "" if value is None else value.decode("utf-8", "replace")

@@ -144,7 +144,7 @@ class ReplaySummary:
 
 def _view(record: ConsumerRecord[bytes, bytes]) -> DeadLetterView:
     headers = {
-        k[len(HEADER_PREFIX) :]: v.decode("utf-8", "replace")
+        k[len(HEADER_PREFIX) :]: (v or b"").decode("utf-8", "replace")
         for k, v in record.headers
         if k.startswith(HEADER_PREFIX)
     }

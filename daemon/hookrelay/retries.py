@@ -35,14 +35,16 @@ anything else; the pipeline turns that into a ``bad_retry_record`` dead letter.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 HEADER_PREFIX: Final = "hookrelay-"
 DUE_AT_HEADER: Final = HEADER_PREFIX + "due-at"
 GROUP_HEADER: Final = HEADER_PREFIX + "group"
+ORIGIN_TOPIC_HEADER: Final = HEADER_PREFIX + "origin-topic"
 RETRY_COMMIT_METADATA: Final = "hookrelay:retry"
 """Offset-commit metadata of a retry partition, so the broker remembers every tier a group
 consumed, even after a configuration change drops it (see ``tiers``)."""
@@ -214,15 +216,69 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
+DUE_SLACK_S: Final = 300.0
+"""Clock skew tolerated between the writer of a retry record and its reader."""
 DUE_HORIZON_MARGIN_S: Final = 86_400.0
+_LABEL: Final = re.compile(r"(?:([0-9]+)ms|(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?)")
+
+
+@functools.lru_cache(maxsize=1024)
+def tier_delay_s(topic: str) -> float | None:
+    """The delay a tier topic's name ends with (``…5s``, ``…1h30m``, ``…250ms``), the
+    inverse of ``tier_label``; None when the name ends with no delay."""
+    for start in range(len(topic)):
+        match = _LABEL.fullmatch(topic, start)
+        if match is not None and match.group(0):
+            ms, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+            return ms / 1000 + hours * 3600 + minutes * 60 + seconds
+    return None
 
 
 def due_horizon_s(schedule_s: Sequence[float], jitter: float, max_retry_after_s: float) -> float:
-    """Seconds ahead beyond which a ``due-at`` is nonsense: no tier of this schedule, nor a
-    capped ``Retry-After``, parks a delivery that long, and a day's margin covers the longer
-    tiers of an earlier schedule still being drained. A record due further ahead would hold
-    its whole tier partition back, so it is treated as a damaged record instead."""
+    """Seconds after its write beyond which a retry record of a tier whose name gives no
+    delay cannot be due: no tier of this schedule, nor a capped ``Retry-After``, parks a
+    delivery that long, and a day's margin covers longer tiers of an earlier schedule."""
     return max(max(schedule_s) * (1.0 + jitter), max_retry_after_s) + DUE_HORIZON_MARGIN_S
+
+
+def latest_due_s(topic: str, written_ms: int, fallback_horizon_s: float) -> float:
+    """Epoch seconds after which a record written to ``topic`` at ``written_ms`` (its Kafka
+    timestamp) cannot legitimately be due: a tier's records are due at most its delay times
+    (1 + jitter ≤ 2) after their write (``RetryPlan.due_at_ms`` caps every wait at the
+    tier's delay). A record claiming a later due time is damaged, and must not hold back
+    its whole tier partition by making it wait."""
+    delay = tier_delay_s(topic)
+    horizon = fallback_horizon_s if delay is None else 2.0 * delay
+    return written_ms / 1000.0 + horizon + DUE_SLACK_S
+
+
+def claimed_elsewhere(
+    headers: Sequence[tuple[str, bytes | None]], group: str, event_topics: Container[str]
+) -> tuple[str, str, str] | None:
+    """``(reason, group, origin topic)`` when a retry record belongs to another deployment:
+    ``other_group`` when any ``hookrelay-group`` header names another group,
+    ``foreign_origin`` when any origin topic is not one this deployment consumes; else None.
+    Read leniently and before anything else: a malformed record another deployment claims is
+    still its own, never dead-lettered or waited for here."""
+    other_group = foreign_origin = None
+    for key, value in headers:
+        if key == GROUP_HEADER:
+            text = _lenient(value)
+            if text and text != group:
+                other_group = text
+        elif key == ORIGIN_TOPIC_HEADER:
+            text = _lenient(value)
+            if text and text not in event_topics:
+                foreign_origin = text
+    if other_group is not None:
+        return "other_group", other_group, foreign_origin or ""
+    if foreign_origin is not None:
+        return "foreign_origin", "", foreign_origin
+    return None
+
+
+def _lenient(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", "replace")
 
 
 class RetryPlan:

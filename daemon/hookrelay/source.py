@@ -39,7 +39,14 @@ from hookrelay.kafka_clients import client_options
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
-from hookrelay.retries import DUE_AT_HEADER, EVENT_COMMIT_METADATA, RETRY_COMMIT_METADATA
+from hookrelay.retries import (
+    DUE_AT_HEADER,
+    DUE_HORIZON_MARGIN_S,
+    EVENT_COMMIT_METADATA,
+    RETRY_COMMIT_METADATA,
+    claimed_elsewhere,
+    latest_due_s,
+)
 
 log = get_logger("hookrelay.source")
 
@@ -93,7 +100,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         retry_topics: tuple[str, ...] = (),
         revoke_timeout_s: float = 10.0,
-        due_horizon_s: float = float("inf"),
+        due_horizon_s: float = DUE_HORIZON_MARGIN_S,
     ) -> None:
         self._settings = settings
         self._topics = list(dict.fromkeys([*settings.topics, *retry_topics]))
@@ -246,11 +253,14 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         rewind the partition to it and keep it paused until it is due: a tier's records are
         in due order, so nothing behind the head can be due earlier (±jitter)."""
         now = time.time()
+        k = self._settings
         for index, record in enumerate(records):
+            if claimed_elsewhere(record.headers, k.group_id, k.topics) is not None:
+                continue  # another deployment's: the pipeline leaves it alone, never waits
             due = due_at_s(record)
-            # A due time beyond any tier is damage, not a wait: the pipeline dead-letters it
-            # rather than let it hold back its whole partition.
-            if now < due <= now + self._due_horizon_s:
+            # A due time later than the tier can hold is damage, not a wait: the pipeline
+            # dead-letters it rather than let it hold back its whole partition.
+            if now < due <= latest_due_s(record.topic, record.timestamp, self._due_horizon_s):
                 self.consumer.seek(tp, record.offset)
                 self._waiting[tp] = due
                 self.consumer.pause(tp)
@@ -371,7 +381,7 @@ def due_at_s(record: ConsumerRecord[bytes, bytes]) -> float:
         if key == DUE_AT_HEADER:
             try:
                 return int(value) / 1000.0
-            except ValueError:
+            except (TypeError, ValueError):  # a null or non-numeric header value
                 return 0.0
     return 0.0
 

@@ -41,7 +41,12 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from hookrelay.config import Settings
 from hookrelay.kafka_clients import client_options
 from hookrelay.logs import get_logger
-from hookrelay.retries import DUE_AT_HEADER, GROUP_HEADER, HEADER_PREFIX, RETRY_COMMIT_METADATA
+from hookrelay.retries import (
+    DUE_AT_HEADER,
+    HEADER_PREFIX,
+    RETRY_COMMIT_METADATA,
+    claimed_elsewhere,
+)
 
 log = get_logger("hookrelay.tiers")
 
@@ -49,7 +54,6 @@ LEGACY_PREFIX: Final = "hookrelay.retry."
 """The retry prefix every deployment used before names derived from ``kafka.group_id``."""
 _TIER_LABEL: Final = r"(?:[0-9]+ms|(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?)"
 _HOOK_ID_HEADER: Final = HEADER_PREFIX + "hook-id"
-_ORIGIN_TOPIC_HEADER: Final = HEADER_PREFIX + "origin-topic"
 PEEK_TIMEOUT_S: Final = 5.0
 PEEK_RECORDS: Final = 1000
 """Pending records read, at most, to find one of this deployment's in an unconfirmed tier."""
@@ -174,10 +178,10 @@ async def _holds_own_retry_records(
     return False
 
 
-def _is_own_retry(headers: Sequence[tuple[str, bytes]], settings: Settings) -> bool:
-    values = {key: value for key, value in headers}
-    if DUE_AT_HEADER not in values or _HOOK_ID_HEADER not in values:
-        return False
-    group = (values.get(GROUP_HEADER) or b"").decode("utf-8", "replace")
-    origin = (values.get(_ORIGIN_TOPIC_HEADER) or b"").decode("utf-8", "replace")
-    return group in ("", settings.group_id) and origin in settings.kafka.topics
+def _is_own_retry(headers: Sequence[tuple[str, bytes | None]], settings: Settings) -> bool:
+    names = {key for key, _ in headers}
+    return (
+        DUE_AT_HEADER in names
+        and _HOOK_ID_HEADER in names
+        and claimed_elsewhere(headers, settings.group_id, settings.kafka.topics) is None
+    )

@@ -38,8 +38,15 @@ class Producer(Protocol):
     """The part of ``aiokafka.AIOKafkaProducer`` the writer uses."""
 
     async def send(
-        self, topic: str, value: bytes | None, key: bytes | None = ..., headers: Any = ...
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = ...,
+        headers: Any = ...,
+        partition: int | None = ...,
     ) -> asyncio.Future[Any]: ...
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
 
 
 _Item = tuple[OutboundRecord, Callable[[], None]]
@@ -109,8 +116,9 @@ class DurableWriter:
             record = item[0]
             try:
                 future = await self._producer.send(
-                    record.topic, record.value, key=record.key, headers=list(record.headers)
-                )
+                    record.topic, record.value, key=record.key, headers=list(record.headers),
+                    partition=await self._partition(record),
+                )  # fmt: skip
             except _REJECTED as e:
                 self._reject(item, e, failed)
                 continue
@@ -131,6 +139,12 @@ class DurableWriter:
                 continue
             item[1]()
         return failed
+
+    async def _partition(self, record: OutboundRecord) -> int | None:
+        if record.partition_hint is None:
+            return None
+        partitions = sorted(await self._producer.partitions_for(record.topic))
+        return int(partitions[record.partition_hint % len(partitions)])
 
     def _reject(self, item: _Item, error: Exception, failed: list[_Item]) -> None:
         """The broker refused this record for good: retry it as a small dead letter, or,

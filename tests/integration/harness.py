@@ -161,7 +161,7 @@ async def eventually(
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     """A record's headers decoded as UTF-8 text."""
-    return {k: v.decode("utf-8") for k, v in record.headers}
+    return {k: (v or b"").decode("utf-8") for k, v in record.headers}
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -164,7 +164,14 @@ async def test_poison_retry_records_between_valid_ones_are_dead_lettered_and_the
             [*valid, ("hookrelay-hook-id", b"other")],
             _replace(valid, "due-at", b"99999999999999"),  # would hold the partition for ever
         ]
-        records = [(valid, event(0))]
+        far = str(int(time.time() * 1000) + 20 * 3600 * 1000).encode()
+        records = [
+            # another deployment's record, due in 20 h, at the head of the partition: it must
+            # neither wait nor be dead-lettered here
+            (_replace(_retry_headers("other", topic, "crm", 900), "due-at", far), event(900)),
+            ([("hookrelay-due-at", None), ("hookrelay-group", group.encode())], event(901)),
+            (valid, event(0)),
+        ]
         for n, headers in enumerate(poison, start=1):
             records.append((headers, event(n)))
             records.append((_retry_headers(group, topic, "crm", 100 + n), event(100 + n)))
@@ -181,11 +188,12 @@ async def test_poison_retry_records_between_valid_ones_are_dead_lettered_and_the
             finally:
                 await producer.stop()
             await receiver.wait_for(1 + len(poison), hook_id="crm", timeout_s=20)
-            letters = await read_topic(kafka_bootstrap, f"{topic}.dlq", len(poison))
+            letters = await read_topic(kafka_bootstrap, f"{topic}.dlq", len(poison) + 1)
             await asyncio.sleep(0.5)
             assert not daemon.stopping.is_set()  # still up
     reasons = [headers_of(r)["hookrelay-reason"] for r in letters]
-    assert reasons == ["bad_retry_record"] * len(poison)
+    assert reasons == ["bad_retry_record"] * (len(poison) + 1)  # the null due-at one too
+    assert await topic_size(kafka_bootstrap, f"{topic}.dlq") == len(poison) + 1
     assert all(r.signature_valid for r in receiver.for_hook("crm"))
     assert len(receiver.for_hook("crm")) == 1 + len(poison)
 

@@ -66,11 +66,21 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
+        self.partitions: list[int | None] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Any = None,
+        partition: int | None = None,
     ) -> asyncio.Future[Any]:
         self.sent.append((topic, value, dict(headers or [])))
+        self.partitions.append(partition)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
@@ -591,6 +601,8 @@ async def test_a_retry_for_an_unknown_hook_is_parked_again_until_a_replica_knows
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert rig.producer.to("dlq") == []
     assert retry.unknown_since_ms is not None and retry.attempts == 1  # no attempt counted
+    # Parked again in the next partition (it came from 0), so it visits every replica's.
+    assert rig.producer.partitions[1] == 1
     assert [h for h, _, _ in sender.attempts] == ["new", "new"]
     assert rig.metrics.unknown_hook_retries.labels("parked")._value.get() == 1
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aiokafka import ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings, config_warnings, load_settings
-from hookrelay.retries import EVENT_COMMIT_METADATA, RETRY_COMMIT_METADATA
+from hookrelay.retries import (
+    EVENT_COMMIT_METADATA,
+    RETRY_COMMIT_METADATA,
+    claimed_elsewhere,
+    latest_due_s,
+    tier_delay_s,
+    tier_label,
+)
+from hookrelay.source import due_at_s
 from hookrelay.tiers import candidate_topics
 from tests.unit.test_config import main_file, refusals
 
@@ -93,3 +102,40 @@ def test_former_tiers_are_committed_retry_topics_or_tier_names_never_current_top
     assert unconfirmed == {
         "untagged.topic", "g.retry.1m", "g.retry.1h30m", "g.retry.250ms", "hookrelay.retry.10h",
     }  # fmt: skip
+
+
+def test_a_tiers_delay_is_read_back_from_its_name() -> None:
+    names = {"g.retry.5s": 5.0, "g.retry.1h30m": 5400.0, "e.retry.300ms": 0.3,
+             "dep-c.retry.55h33m20s": 200_000.0, "events": None, "g.retry.": None}  # fmt: skip
+    assert {name: tier_delay_s(name) for name in names} == names
+    for delay in (0.25, 5, 30, 120, 5400, 200_000):
+        assert tier_delay_s(f"g.retry.{tier_label(delay)}") == delay
+
+
+def test_a_record_can_be_due_at_most_twice_its_tiers_delay_after_its_write() -> None:
+    written_ms = 1_700_000_000_000
+    assert latest_due_s("g.retry.55h33m20s", written_ms, 1.0) == 1_700_000_000 + 400_000 + 300
+    assert latest_due_s("g.unnamed", written_ms, 90.0) == 1_700_000_000 + 90 + 300
+
+
+def test_any_header_naming_another_group_or_origin_makes_a_record_anothers() -> None:
+    ours = [("hookrelay-group", b"a"), ("hookrelay-origin-topic", b"ev")]
+    assert claimed_elsewhere(ours, "a", {"ev"}) is None
+    assert claimed_elsewhere([("hookrelay-group", None)], "a", {"ev"}) is None
+    twice = [("hookrelay-group", b"b"), *ours]
+    assert claimed_elsewhere(twice, "a", {"ev"}) == ("other_group", "b", "")
+    elsewhere = [*ours, ("hookrelay-origin-topic", b"x")]
+    assert claimed_elsewhere(elsewhere, "a", {"ev"}) == ("foreign_origin", "", "x")
+
+
+def test_a_null_due_at_header_means_due_now() -> None:
+    record = ConsumerRecord("t", 0, 0, 0, 0, None, b"{}", None, 0, 2, (("hookrelay-due-at", None),))
+    assert due_at_s(record) == 0.0
+
+
+def test_replay_reads_a_dead_letter_with_a_null_header() -> None:
+    from hookrelay.replay import _view
+
+    headers = (("hookrelay-reason", None), ("hookrelay-hook-id", b"crm"))
+    letter = _view(ConsumerRecord("dlq", 0, 5, 0, 0, None, b"{}", None, 0, 2, headers))
+    assert (letter.reason, letter.hook_id) == ("", "crm")

@@ -22,7 +22,12 @@ class PickyProducer:
         self.written: list[tuple[str, bytes | None, dict[str, bytes]]] = []
 
     async def send(
-        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Any = None
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Any = None,
+        partition: int | None = None,
     ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.flaky:
