@@ -152,6 +152,7 @@ class Daemon:
         self._topics_ready = False
         self._former_tiers_checked = False
         self._draining: set[str] = set()
+        self._tiers_examined: dict[Any, int] = {}
         self.admin = AdminServer(
             settings.admin.host,
             settings.admin.port,
@@ -447,7 +448,7 @@ class Daemon:
         group's retries (``tiers``). Raises ``KafkaError`` while the cluster is unreachable;
         a refusal (no permission to describe the group) is logged and start-up goes on."""
         try:
-            former = await find_former_tiers(self.settings)
+            former = await find_former_tiers(self.settings, self._tiers_examined)
         except (KafkaConnectionError, RequestTimedOutError, TimeoutError):
             raise
         except KafkaError as e:

@@ -33,6 +33,7 @@ import orjson
 from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.errors import ConfigError, TopicsMissingError
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--event", action="append", default=[], help="only this event (repeatable)")
     replay.add_argument(
-        "--reason", action="append", default=[],
+        "--reason", action="append", default=[], choices=(*DEAD_LETTER_REASONS, "record_too_large"),
         help="only this dead-letter reason, e.g. retries_exhausted (repeatable)",
     )  # fmt: skip
     replay.add_argument("--since", type=_timestamp_ms, help="dead-lettered at or after (ISO-8601)")

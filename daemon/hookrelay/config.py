@@ -70,7 +70,12 @@ from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.errors import ConfigError, ConfigIssue
 from hookrelay.kafka_clients import SslFilesError, build_ssl_context
-from hookrelay.netguard import METADATA_ADDRESSES, TlsFilesError, client_ssl_context
+from hookrelay.netguard import (
+    METADATA_ADDRESSES,
+    NetworkPolicy,
+    TlsFilesError,
+    client_ssl_context,
+)
 from hookrelay.retries import tier_label, tier_topics
 from hookrelay.signing import standard_webhooks_key
 
@@ -1655,10 +1660,11 @@ def config_warnings(settings: Settings) -> list[str]:
         found.append((("hooks",), message))
     found.extend((path, RETIRED_KEYS[path]) for path in source.retired)
     window = sum(settings.delivery.retry_schedule_s)
-    if settings.delivery.circuit_cooldown_s > window:
+    if settings.delivery.circuit_cooldown_s > window / 2:
         message = (
-            f"longer than the whole retry schedule ({window:g} s): a delivery that failed "
-            "once may be dead-lettered behind an open circuit before the first probe"
+            f"more than half the whole retry schedule ({window:g} s): a short outage may "
+            "dead-letter deliveries that failed once, behind an open circuit, before a probe "
+            "finds the endpoint back"
         )
         found.append((("delivery", "circuit_cooldown_s"), message))
     if not 6.0 <= settings.kafka.session_timeout_s <= 1800.0:
@@ -1680,8 +1686,28 @@ def config_warnings(settings: Settings) -> list[str]:
     for index, hook in enumerate(settings.hooks):
         found.extend(_hook_warnings(hook, ("hooks", index), source))
         found.extend(_allow_warnings(hook.allow_networks, ("hooks", index, "allow_networks")))
+        found.extend(_guard_warnings(hook, settings.http, ("hooks", index, "url")))
     found.extend(_placeholder_warnings(settings))
     return [_warning_text(source.issue(path, message)) for path, message in found]
+
+
+def _guard_warnings(hook: Hook, http: HttpSettings, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    """A hook whose URL names an address (or ``localhost``) the SSRF guard refuses: every
+    delivery to it would fail as ``refused`` (the daemon does the same check per request)."""
+    host = (urlsplit(hook.url).hostname or "").lower()
+    address = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return []  # a name: resolved, and vetted, only when delivering
+    try:
+        refusal = NetworkPolicy((*http.allow_networks, *hook.allow_networks)).refusal(address)
+    except ValueError:
+        refusal = f"{host} is not a canonical IP address"
+    if refusal is None:
+        return []
+    return [(path, f"every delivery will be refused: {refusal} (allow it with "
+             "http.allow_networks or the hook's allow_networks, e.g. 127.0.0.0/8)")]  # fmt: skip
 
 
 _LEGACY_OWNED_NAMES: Final = {

@@ -124,13 +124,13 @@ class Pipeline:
         self._retry_topics = self._retry_topics | frozenset(topics)
 
     def _handle_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._metrics.retries_consumed.labels(record.topic).inc()
         origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
         tp = TopicPartition(record.topic, record.partition)
         foreign = claimed_elsewhere(record.headers, self._group, self._event_topics)
         if foreign is not None:
             self._skip_foreign(record, tp, *foreign)
             return
+        self._metrics.retries_consumed.labels(record.topic).inc()
         try:
             retry = RetryRecord.from_headers(record.headers)
             if retry.due_at_ms / 1000 > latest_due_s(

@@ -90,11 +90,17 @@ def candidate_topics(
     return known, (untagged | named) - known
 
 
-async def find_former_tiers(settings: Settings) -> list[FormerTier]:
+async def find_former_tiers(
+    settings: Settings, examined: dict[TopicPartition, int] | None = None
+) -> list[FormerTier]:
     """Former tiers holding records this group has not consumed yet, largest first.
 
-    Raises aiokafka's ``KafkaError`` (or ``TimeoutError``) when the cluster cannot answer.
+    ``examined`` remembers, across calls, how far unconfirmed topics were read without
+    finding a record of this deployment, so a later call reads only what came since (it is
+    updated in place). Raises aiokafka's ``KafkaError`` (or ``TimeoutError``) when the
+    cluster cannot answer.
     """
+    examined = {} if examined is None else examined
     k = settings.kafka
     admin = AIOKafkaAdminClient(
         **client_options(k, "admin"), request_timeout_ms=int(k.request_timeout_s * 1000)
@@ -124,7 +130,7 @@ async def find_former_tiers(settings: Settings) -> list[FormerTier]:
             pending = sum(end - start for start, end in starts.values())
             if pending <= 0:
                 continue
-            if topic in known or await _holds_own_retry_records(consumer, starts, settings):
+            if topic in known or await _unexamined_hold_own(consumer, starts, settings, examined):
                 found.append(FormerTier(topic, pending))
         return sorted(found, key=lambda tier: (-tier.pending, tier.topic))
     finally:
@@ -151,6 +157,27 @@ async def _pending_starts(
     return result
 
 
+async def _unexamined_hold_own(
+    consumer: AIOKafkaConsumer,
+    starts: dict[TopicPartition, tuple[int, int]],
+    settings: Settings,
+    examined: dict[TopicPartition, int],
+) -> bool:
+    """``_holds_own_retry_records`` over what ``examined`` has not covered yet; a topic
+    found to hold none is remembered as examined up to its end offsets."""
+    fresh = {
+        tp: (max(start, examined.get(tp, 0)), end)
+        for tp, (start, end) in starts.items()
+        if end > max(start, examined.get(tp, 0))
+    }
+    if not fresh:
+        return False
+    if await _holds_own_retry_records(consumer, fresh, settings):
+        return True
+    examined.update({tp: end for tp, (_start, end) in fresh.items()})
+    return False
+
+
 async def _holds_own_retry_records(
     consumer: AIOKafkaConsumer,
     starts: dict[TopicPartition, tuple[int, int]],
@@ -158,21 +185,24 @@ async def _holds_own_retry_records(
 ) -> bool:
     """True when one of the first ``PEEK_RECORDS`` pending records of these partitions is a
     retry record of this deployment: ``hookrelay-due-at`` and ``hookrelay-hook-id`` headers,
-    and this group's ``hookrelay-group`` header (or none, from before it existed) with an
-    origin topic in ``kafka.topics``. A topic only another deployment writes to is never
-    drained here."""
+    and no header naming another group or an origin topic it does not consume. Reading
+    stops at the partitions' end offsets, after ``PEEK_RECORDS`` or ``PEEK_TIMEOUT_S``."""
     consumer.assign(list(starts))
     for tp, (start, _end) in starts.items():
         consumer.seek(tp, start)
+    remaining = {tp: end for tp, (_start, end) in starts.items()}
     seen = 0
     try:
         async with asyncio.timeout(PEEK_TIMEOUT_S):
-            while seen < PEEK_RECORDS:
-                batches = await consumer.getmany(timeout_ms=500, max_records=100)
+            while remaining and seen < PEEK_RECORDS:
+                batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=100)
                 for records in batches.values():
                     seen += len(records)
                     if any(_is_own_retry(r.headers, settings) for r in records):
                         return True
+                for tp, end in list(remaining.items()):
+                    if await consumer.position(tp) >= end:
+                        del remaining[tp]
     except TimeoutError:
         pass
     return False

@@ -1055,10 +1055,32 @@ def test_warns_about_plain_http_to_a_remote_host(tmp_path: Path) -> None:
         """,
     )
 
-    assert config_warnings(load_settings(path, env={})) == [
+    warnings = config_warnings(load_settings(path, env={}))
+    assert [w for w in warnings if "plain http" in w] == [
         f"{tmp_path / 'hooks.yaml'}:4: hooks[0].url: "
         "signed events go over plain http to a host that is not loopback; use https"
     ]
+
+
+def test_warns_when_the_ssrf_guard_refuses_a_hooks_address(tmp_path: Path) -> None:
+    """The README's first example pointed at 127.0.0.1 without allowing it: check said ok
+    and every delivery was refused (new-user trial)."""
+    hooks = """
+        hooks:
+          - {id: local, events: ["*"], url: "http://localhost:8787/hook"}
+          - {id: v6, events: ["*"], url: "http://[::1]:8787/hook"}
+          - {id: meta, events: ["*"], url: "http://169.254.169.254/latest"}
+          - {id: named, events: ["*"], url: "https://crm.example.com/hook"}
+          - {id: allowed, events: ["*"], url: "http://10.1.2.3/hook", allow_networks: [10.0.0.0/8]}
+        """
+    path = main_file(tmp_path, hooks)
+    warnings = [w for w in config_warnings(load_settings(path, env={})) if "refused" in w]
+    assert [w.split(": ")[1] for w in warnings] == ["hooks[0].url", "hooks[1].url", "hooks[2].url"]
+    assert "allow it with http.allow_networks" in warnings[0]
+    allow = "http:\n  allow_networks: [127.0.0.0/8, ::1/128]\n"
+    path = main_file(tmp_path, allow + textwrap.dedent(hooks).lstrip("\n"))
+    warnings = [w for w in config_warnings(load_settings(path, env={})) if "refused" in w]
+    assert [w.split(": ")[1] for w in warnings] == ["hooks[2].url"]
 
 
 def test_warns_when_every_hook_is_disabled(tmp_path: Path) -> None:
