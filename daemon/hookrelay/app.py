@@ -71,6 +71,10 @@ EXIT_SECOND_SIGNAL = 130
 EXIT_ADMIN_LISTEN = 1
 
 FORMER_TIERS_INTERVAL_S = 60.0
+FIRST_NAME_LOOK_S = 5.0
+"""Seconds after start-up before former tiers are also looked for by name (topics the
+group has no offsets on, e.g. the shared names of before the upgrade): start-up does not
+wait for reading them."""
 """Seconds between looks for retry tiers of an earlier configuration (``tiers``)."""
 READINESS_POLL_S = 0.5
 """Seconds between readiness checks reported to systemd (READY=1 comes at most this late)."""
@@ -436,19 +440,21 @@ class Daemon:
         update that changes the schedule, old replicas keep writing to tiers the new ones
         did not subscribe to, and what they wrote must not wait for the next restart. A
         failed look is logged and retried at the next interval."""
+        delay_s = FIRST_NAME_LOOK_S  # start-up looked only at topics with group offsets
         while True:
-            await asyncio.sleep(FORMER_TIERS_INTERVAL_S)
+            await asyncio.sleep(delay_s)
+            delay_s = FORMER_TIERS_INTERVAL_S
             try:
-                await self._drain_former_tiers()
+                await self._drain_former_tiers(by_name=True)
             except (KafkaError, TimeoutError) as e:
                 log.warning("former_retry_tiers_check_failed", error=f"{type(e).__name__}: {e}")
 
-    async def _drain_former_tiers(self) -> None:
+    async def _drain_former_tiers(self, *, by_name: bool = False) -> None:
         """Subscribe to retry topics of an earlier schedule or prefix that still hold this
         group's retries (``tiers``). Raises ``KafkaError`` while the cluster is unreachable;
         a refusal (no permission to describe the group) is logged and start-up goes on."""
         try:
-            former = await find_former_tiers(self.settings, self._tiers_examined)
+            former = await find_former_tiers(self.settings, self._tiers_examined, by_name=by_name)
         except (KafkaConnectionError, RequestTimedOutError, TimeoutError):
             raise
         except KafkaError as e:

@@ -213,7 +213,8 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         f"{verb} {summary.selected} of {summary.read} dead letters from "
         f"{args.dead_letter_topic or settings.dead_letter_topic} (not replayable: "
         f"{summary.not_replayable} invalid records; {summary.unknown_hook} for hooks not "
-        f"configured; {summary.other_group} of other deployments (see --group); "
+        f"configured; {summary.damaged} damaged; {summary.other_group} of other deployments "
+        f"(see --group); "
         f"{summary.foreign_origin} from topics not in kafka.topics)"
     )
     return EXIT_OK

@@ -77,8 +77,8 @@ HUNGRY_WINDOW_S = 30.0
 """A lane fed within this many seconds still wants work (fetching may be paused)."""
 _GONE = 410
 UNKNOWN_HOOK_RECHECK_S = 60.0
-"""A retry for a hook this replica does not know is parked again for about this long (in
-the first tier that waits at least as long) before a replica looks at it again."""
+"""A retry for a hook this replica does not know is parked again in the tiers that wait at
+most this long (see ``Dispatcher._park_unknown``), so a replica looks at it again soon."""
 _TOO_MANY_REQUESTS = 429
 _UNAVAILABLE = 503
 
@@ -549,6 +549,7 @@ def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord
         parks=delivery.parks,
         group=group,
         unknown_since_ms=_ms(delivery.unknown_since),
+        unknown_parks=delivery.unknown_parks,
     )
 
 
@@ -636,17 +637,15 @@ class Dispatcher:
             did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
             lane.submit(Delivery(event, hook, did, body, ticket))
 
-    def resubmit(
-        self, event: Event, retry: RetryRecord, ticket: AckTicket, *, partition: int = 0
-    ) -> None:
+    def resubmit(self, event: Event, retry: RetryRecord, ticket: AckTicket) -> None:
         """Take a delivery back from a retry topic, with its attempt history.
 
         A retry for a hook this replica does not know (removed, disabled, or not yet added:
         a rolling update runs replicas with different hook sets) is parked again for up to
         ``delivery.unknown_hook_grace_s`` from when a replica first met it, each time in the
-        retry partition after ``partition`` (the one it came from), so it visits every
-        partition, and so every replica, until one that knows the hook takes it; after the
-        grace period it is dead-lettered ``hook_removed``.
+        next (tier, partition) of the tiers that wait at most ``UNKNOWN_HOOK_RECHECK_S``, so
+        it visits every partition of them, and so every replica that owns one, until one that
+        knows the hook takes it; after the grace period it is dead-lettered ``hook_removed``.
         Everything that can fail runs before any state changes, so an exception (a bug)
         leaves nothing behind and the caller can dead-letter the record instead.
         """
@@ -667,28 +666,36 @@ class Dispatcher:
             lane.submit(delivery)
             return
         now = time.time()
-        delivery.unknown_since = _seconds(retry.unknown_since_ms) or now
+        since = _seconds(retry.unknown_since_ms)
+        delivery.unknown_since = now if since is None or since > now else since
+        delivery.unknown_parks = retry.unknown_parks
         if now - delivery.unknown_since < self._ctx.settings.unknown_hook_grace_s:
-            self._park_unknown(delivery, partition + 1, first_time=retry.unknown_since_ms is None)
+            self._park_unknown(delivery, first_time=retry.unknown_since_ms is None)
         else:
             self._dead_letter_removed(delivery)
 
-    def _park_unknown(self, delivery: Delivery, partition: int, *, first_time: bool) -> None:
-        """Park a retry for an unknown hook again, in the first tier that waits about
-        ``UNKNOWN_HOOK_RECHECK_S`` (or the last), no attempt and no park counted: it is not
-        this endpoint's fault."""
+    def _park_unknown(self, delivery: Delivery, *, first_time: bool) -> None:
+        """Park a retry for an unknown hook again, no attempt and no park counted (it is not
+        this endpoint's fault). The k-th time it goes to tier ``k mod U`` of the U tiers that
+        wait at most ``UNKNOWN_HOOK_RECHECK_S`` (the first tier if none does), partition
+        ``k div U`` (modulo the partition count): over its re-parks it visits every partition
+        of those tiers, so it reaches every replica that owns any of them, whatever the
+        group's assignor gave whom."""
         plan = self._ctx.plan
+        short = [i for i, delay in enumerate(plan.schedule_s) if delay <= UNKNOWN_HOOK_RECHECK_S]
+        tiers = short or [0]
+        k = delivery.unknown_parks
+        tier = tiers[k % len(tiers)]
+        delivery.unknown_parks = k + 1
         now = time.time()
-        left = self._ctx.settings.unknown_hook_grace_s - (now - (delivery.unknown_since or now))
-        wait = max(0.0, min(UNKNOWN_HOOK_RECHECK_S, left))
-        tier = plan.tier(0, wait)
         record = _retry_record(
-            delivery, plan.due_at_ms(tier, now, self._ctx.jitter(), wait), self._ctx.group
+            delivery, plan.due_at_ms(tier, now, self._ctx.jitter()), self._ctx.group
         )
         event = delivery.event
         outbound = OutboundRecord(
-            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry", partition
-        )
+            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry",
+            k // len(tiers),
+        )  # fmt: skip
         if first_time:  # later re-parks of the same record stay quiet
             log.info(
                 "retry_for_unknown_hook_parked", hook_id=delivery.hook.id,

@@ -86,6 +86,7 @@ class Delivery:
     created_at: float = field(default_factory=time.time)
     parks: int = 0
     unknown_since: float | None = None
+    unknown_parks: int = 0
 
 
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}

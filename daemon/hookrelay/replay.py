@@ -106,6 +106,15 @@ class DeadLetterView:
             f" dead_lettered_at={written} at={self.partition}:{self.offset}"
         )
 
+    def damage(self) -> str | None:
+        """Why this letter cannot become a retry record the daemon accepts, or None: its
+        retry record is built and read back with the daemon's own checks."""
+        try:
+            RetryRecord.from_headers(self.retry_record(0, "check").headers())
+        except (KeyError, ValueError) as e:
+            return str(e) if isinstance(e, ValueError) else f"no header hookrelay-{e.args[0]}"
+        return None
+
     def retry_record(self, now_ms: int, group: str) -> RetryRecord:
         """A fresh retry record for this delivery, written by ``group``: due at ``now_ms``,
         no attempt and no park counted, its retry window starting at ``now_ms``."""
@@ -137,6 +146,7 @@ class ReplaySummary:
     selected: int = 0
     not_replayable: int = 0
     unknown_hook: int = 0
+    damaged: int = 0
     other_group: int = 0
     foreign_origin: int = 0
     lines: list[str] = field(default_factory=list)
@@ -241,6 +251,11 @@ async def replay(
         if letter.hook_id not in known_hooks:
             summary.unknown_hook += 1
             summary.lines.append(f"skip (hook not configured or disabled): {letter.describe()}")
+            continue
+        problem = letter.damage()
+        if problem is not None:
+            summary.damaged += 1
+            summary.lines.append(f"skip (damaged letter: {problem}): {letter.describe()}")
             continue
         chosen.append(letter)
         summary.lines.append(("would replay: " if dry_run else "replay: ") + letter.describe())

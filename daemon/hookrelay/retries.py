@@ -25,7 +25,8 @@ as first consumed; key: the original key; headers (``hookrelay-*``, UTF-8 text):
   group's records whose origin topic is one of its ``kafka.topics``; records written before
   this header existed carry none and are judged by their origin topic alone;
 - ``unknown-since``: epoch ms when a replica first met the record for a hook it does not
-  know (a rolling update); empty otherwise.
+  know (a rolling update), empty otherwise; ``unknown-parks``: how often it was parked
+  again for that reason (it walks the short tiers' partitions, see ``Dispatcher``).
 
 Every header is untrusted input (anyone who may write to the topic can write one), so
 ``RetryRecord.from_headers`` checks each value's shape — ASCII digits for numbers, a valid
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -108,6 +110,7 @@ class RetryRecord:
     parks: int = 0
     group: str = ""
     unknown_since_ms: int | None = None
+    unknown_parks: int = 0
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's Kafka headers."""
@@ -129,6 +132,7 @@ class RetryRecord:
             "parks": str(self.parks),
             "group": self.group,
             "unknown-since": _opt(self.unknown_since_ms),
+            "unknown-parks": str(self.unknown_parks),
         }
         return [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
 
@@ -169,6 +173,7 @@ class RetryRecord:
             parks=fields.optional_count("parks") or 0,
             group=fields.text("group"),
             unknown_since_ms=fields.optional_count("unknown-since"),
+            unknown_parks=fields.optional_count("unknown-parks") or 0,
         )
 
 
@@ -249,7 +254,9 @@ def latest_due_s(topic: str, written_ms: int, fallback_horizon_s: float) -> floa
     its whole tier partition by making it wait."""
     delay = tier_delay_s(topic)
     horizon = fallback_horizon_s if delay is None else 2.0 * delay
-    return written_ms / 1000.0 + horizon + DUE_SLACK_S
+    # A producer sets the timestamp, and the broker takes one up to an hour ahead: a record
+    # "written" in the future is judged as written now.
+    return min(written_ms / 1000.0, time.time()) + horizon + DUE_SLACK_S
 
 
 def claimed_elsewhere(

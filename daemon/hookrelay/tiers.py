@@ -73,11 +73,16 @@ def _tier_name(prefix: str) -> re.Pattern[str]:
 
 
 def candidate_topics(
-    settings: Settings, existing: Iterable[str], committed: dict[TopicPartition, OffsetAndMetadata]
+    settings: Settings,
+    existing: Iterable[str],
+    committed: dict[TopicPartition, OffsetAndMetadata],
+    *,
+    by_name: bool = True,
 ) -> tuple[set[str], set[str]]:
     """``(known, unconfirmed)`` former-tier candidates among ``existing`` topics: ``known``
     were committed with ``RETRY_COMMIT_METADATA``; ``unconfirmed`` need a peek (untagged
-    commits, or a tier-like name). Pure; the current topics are never candidates."""
+    commits, or, with ``by_name``, a tier-like name). Pure; the current topics are never
+    candidates."""
     current = {*settings.kafka.topics, *settings.retry_topics, settings.dead_letter_topic}
     existing = set(existing) - current
     roles: dict[str, set[str]] = {}
@@ -86,14 +91,18 @@ def candidate_topics(
     known = {t for t, r in roles.items() if RETRY_COMMIT_METADATA in r and t in existing}
     untagged = {t for t, r in roles.items() if r == {""} and t in existing}
     names = [_tier_name(settings.delivery.retry_topic_prefix), _tier_name(LEGACY_PREFIX)]
-    named = {t for t in existing if t not in roles and any(p.fullmatch(t) for p in names)}
+    named = {
+        t for t in existing if by_name and t not in roles and any(p.fullmatch(t) for p in names)
+    }
     return known, (untagged | named) - known
 
 
 async def find_former_tiers(
-    settings: Settings, examined: dict[TopicPartition, int] | None = None
+    settings: Settings, examined: dict[TopicPartition, int] | None = None, *, by_name: bool = True
 ) -> list[FormerTier]:
-    """Former tiers holding records this group has not consumed yet, largest first.
+    """Former tiers holding records this group has not consumed yet, largest first;
+    ``by_name=False`` looks only at topics the group has offsets on (fast: what start-up
+    waits for), leaving tier-like names it never consumed to a later look.
 
     ``examined`` remembers, across calls, how far unconfirmed topics were read without
     finding a record of this deployment, so a later call reads only what came since (it is
@@ -108,7 +117,9 @@ async def find_former_tiers(
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(k.group_id)
-        known, unconfirmed = candidate_topics(settings, await admin.list_topics(), committed)
+        known, unconfirmed = candidate_topics(
+            settings, await admin.list_topics(), committed, by_name=by_name
+        )
         candidates = sorted(known | unconfirmed)
         described = await admin.describe_topics(candidates) if candidates else []
     finally:
@@ -172,21 +183,21 @@ async def _unexamined_hold_own(
     }
     if not fresh:
         return False
-    if await _holds_own_retry_records(consumer, fresh, settings):
-        return True
-    examined.update({tp: end for tp, (_start, end) in fresh.items()})
-    return False
+    return await _holds_own_retry_records(consumer, fresh, settings, examined)
 
 
 async def _holds_own_retry_records(
     consumer: AIOKafkaConsumer,
     starts: dict[TopicPartition, tuple[int, int]],
     settings: Settings,
+    examined: dict[TopicPartition, int],
 ) -> bool:
     """True when one of the first ``PEEK_RECORDS`` pending records of these partitions is a
     retry record of this deployment: ``hookrelay-due-at`` and ``hookrelay-hook-id`` headers,
     and no header naming another group or an origin topic it does not consume. Reading
-    stops at the partitions' end offsets, after ``PEEK_RECORDS`` or ``PEEK_TIMEOUT_S``."""
+    stops at the partitions' end offsets, after ``PEEK_RECORDS`` or ``PEEK_TIMEOUT_S``;
+    ``examined`` then holds how far each partition was read (the next look goes on from
+    there, so a record of this deployment behind many of another's is found in time)."""
     consumer.assign(list(starts))
     for tp, (start, _end) in starts.items():
         consumer.seek(tp, start)
@@ -196,12 +207,15 @@ async def _holds_own_retry_records(
         async with asyncio.timeout(PEEK_TIMEOUT_S):
             while remaining and seen < PEEK_RECORDS:
                 batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=100)
-                for records in batches.values():
+                for tp, records in batches.items():
                     seen += len(records)
                     if any(_is_own_retry(r.headers, settings) for r in records):
                         return True
+                    if records:
+                        examined[tp] = records[-1].offset + 1
                 for tp, end in list(remaining.items()):
                     if await consumer.position(tp) >= end:
+                        examined[tp] = end
                         del remaining[tp]
     except TimeoutError:
         pass

@@ -601,10 +601,30 @@ async def test_a_retry_for_an_unknown_hook_is_parked_again_until_a_replica_knows
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert rig.producer.to("dlq") == []
     assert retry.unknown_since_ms is not None and retry.attempts == 1  # no attempt counted
-    # Parked again in the next partition (it came from 0), so it visits every replica's.
-    assert rig.producer.partitions[1] == 1
+    assert rig.producer.partitions[1] == 0  # the first of its walk over the short tiers
     assert [h for h, _, _ in sender.attempts] == ["new", "new"]
     assert rig.metrics.unknown_hook_retries.labels("parked")._value.get() == 1
+
+
+async def test_an_unknown_hooks_retry_walks_every_partition_of_the_short_tiers() -> None:
+    """Whatever partitions the assignor gave the replica that knows the hook, the retry
+    reaches one of them (a trial: with more replicas than tier partitions it never did)."""
+    sender = FakeSender(lambda _h, _n: fail(500, retryable=True))
+    async with Rig(sender, [hook("new")]) as rig:
+        rig.publish()
+        await until(lambda: len(rig.producer.sent) == 1)
+        rig.dispatcher.set_hooks([])
+        for n in range(1, 7):
+            rig.feed_back(rig.producer.sent[-1])
+            await until(lambda n=n: len(rig.producer.sent) == n + 1)  # type: ignore[misc]
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    sent = zip(rig.producer.sent, rig.producer.partitions, strict=True)
+    walk = [(t, p) for (t, _, _), p in sent][1:]
+    assert walk == [
+        ("retry.10ms", 0), ("retry.20ms", 0), ("retry.10ms", 1), ("retry.20ms", 1),
+        ("retry.10ms", 2), ("retry.20ms", 2),
+    ]  # fmt: skip
+    assert rig.producer.to("dlq") == []
 
 
 async def test_a_retry_for_a_removed_hook_is_dead_lettered_after_the_grace_period() -> None:

@@ -3,6 +3,7 @@ warnings for names another deployment may share, and which topics count as forme
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from aiokafka import ConsumerRecord
@@ -139,3 +140,24 @@ def test_replay_reads_a_dead_letter_with_a_null_header() -> None:
     headers = (("hookrelay-reason", None), ("hookrelay-hook-id", b"crm"))
     letter = _view(ConsumerRecord("dlq", 0, 5, 0, 0, None, b"{}", None, 0, 2, headers))
     assert (letter.reason, letter.hook_id) == ("", "crm")
+
+
+def test_replay_skips_a_letter_it_could_not_turn_into_a_valid_retry_record() -> None:
+    from hookrelay.replay import _view
+
+    good = [
+        ("hookrelay-hook-id", b"crm"), ("hookrelay-event", b"User.Created"),
+        ("hookrelay-delivery-id", b"msg_1"), ("hookrelay-origin-topic", b"ev"),
+        ("hookrelay-origin-partition", b"0"), ("hookrelay-origin-offset", b"7"),
+    ]  # fmt: skip
+    assert _view(ConsumerRecord("d", 0, 1, 0, 0, None, b"{}", None, 0, 2, good)).damage() is None
+    for name, value in [("origin-partition", b""), ("origin-offset", b"x"),
+                        ("delivery-id", None), ("origin-partition", b"-1")]:  # fmt: skip
+        headers = [(k, value if k == f"hookrelay-{name}" else v) for k, v in good]
+        letter = _view(ConsumerRecord("d", 0, 1, 0, 0, None, b"{}", None, 0, 2, headers))
+        assert letter.damage() is not None, name
+
+
+def test_a_record_written_in_the_future_is_judged_as_written_now() -> None:
+    future_ms = int((time.time() + 3000) * 1000)
+    assert latest_due_s("g.retry.2s", future_ms, 1.0) <= time.time() + 4 + 300 + 1
