@@ -524,6 +524,9 @@ class KafkaSettings(_Model):
     fetches alone hold tens of MiB."""
     fetch_max_bytes: Integer = Field(8_388_608, ge=1024)
     """Most bytes per fetch response, over all partitions."""
+    metadata_max_age_s: Number = Field(30.0, gt=0, le=3600)
+    """Seconds between metadata refreshes: a topic created, or a partition added to an event
+    topic, is picked up within this bound."""
     commit_interval_s: Number = Field(1.0, gt=0)
     """Seconds between offset commits of settled records."""
     session_timeout_s: Number = Field(15.0, gt=0)

@@ -162,6 +162,12 @@ class Metrics:
             p + "consumer_lag", "High watermark minus position, per partition",
             ["topic", "partition"], registry=r,
         )  # fmt: skip
+        self.held_by_transaction = Gauge(
+            p + "partition_held_by_open_transaction", "1 while this member has read a "
+            "partition up to its last stable offset and an open transaction holds back what "
+            "follows (read-committed isolation); other partitions flow",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
         self.committed_offset = Gauge(
             p + "committed_offset", "Last committed offset per partition",
             ["topic", "partition"], registry=r,
@@ -189,7 +195,7 @@ class Metrics:
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop per-partition series of a revoked partition so they do not go stale."""
-        for gauge in (self.consumer_lag, self.committed_offset):
+        for gauge in (self.consumer_lag, self.committed_offset, self.held_by_transaction):
             with contextlib.suppress(KeyError):
                 gauge.remove(topic, str(partition))
 

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
+    IllegalStateError,
     InvalidSessionTimeoutError,
     KafkaError,
     TopicAuthorizationFailedError,
@@ -117,6 +118,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
+            # Events of an aborted transaction (outbox relays, Kafka Streams, Debezium's
+            # exactly-once mode) must never become webhooks; an open one holds back only
+            # its own partition, up to its last stable offset.
+            isolation_level="read_committed",
             max_poll_records=settings.max_poll_records,
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             fetch_max_bytes=settings.fetch_max_bytes,
@@ -124,8 +129,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
             max_poll_interval_ms=int(settings.max_poll_interval_s * 1000),
             request_timeout_ms=int(settings.request_timeout_s * 1000),
-            # A topic created after start-up is subscribed within 30 s, not aiokafka's 5 min.
-            metadata_max_age_ms=30_000,
+            # A topic created, or a partition added, after start-up is picked up within this
+            # bound (aiokafka's default is 5 min).
+            metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
         )
         self.started = False
         self.joined = False
@@ -190,13 +196,38 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             self.consumer.pause(*assigned)
         log.info("partitions_assigned", partitions=_names(assigned))
         retry = [tp for tp in assigned if tp.topic in self._retry_topics]
-        if retry:
-            try:
+        events = [tp for tp in assigned if tp.topic not in self._retry_topics]
+        try:
+            if retry:
                 await asyncio.wait_for(self._claim_retry_partitions(retry), self._commit_timeout_s)
-            except (KafkaError, TimeoutError) as e:
-                # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, and
-                # the tier is remembered at its first regular commit.
-                log.warning("retry_partitions_claim_failed", error=f"{type(e).__name__}: {e}")
+            if events and self._settings.auto_offset_reset == "latest":
+                await asyncio.wait_for(self._start_new_partitions(events), self._commit_timeout_s)
+        except (KafkaError, TimeoutError) as e:
+            # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, and a
+            # tier is remembered at its first regular commit.
+            log.warning("partition_start_check_failed", error=f"{type(e).__name__}: {e}")
+
+    async def _start_new_partitions(self, partitions: list[TopicPartition]) -> None:
+        """With ``auto_offset_reset: latest``, an event partition without a committed offset
+        in a topic whose other partitions have one was added to the topic while the group
+        ran: it starts at its first record, or what producers wrote into it before this
+        member was assigned would be skipped. ``latest`` only applies to a topic the group
+        has never consumed."""
+        committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
+        fresh = [tp for tp, offset in zip(partitions, committed, strict=True) if offset is None]
+        for topic in {tp.topic for tp in fresh}:
+            siblings = [
+                TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()
+            ]
+            others = [tp for tp in siblings if tp not in fresh]
+            known = await asyncio.gather(*(self.consumer.committed(tp) for tp in others))
+            if not any(offset is not None for offset in known):
+                continue  # a topic new to the group: auto_offset_reset decides
+            new = [tp for tp in fresh if tp.topic == topic]
+            begins = await self.consumer.beginning_offsets(new)
+            for tp in new:
+                self.consumer.seek(tp, begins[tp])
+            log.info("new_partitions_from_first_record", partitions=_names(new))
 
     async def _claim_retry_partitions(self, partitions: list[TopicPartition]) -> None:
         committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
@@ -357,9 +388,12 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         return True
 
     async def update_lag(self) -> None:
-        """Lag per assigned partition: log-end offset minus the committed offset (what
+        """Lag per assigned partition: end offset (the last stable offset, as this member
+        reads committed records only) minus the committed offset (what
         ``kafka-consumer-groups --describe`` shows), so records fetched but not yet settled,
-        and records waiting while fetching is paused, both count."""
+        and records waiting while fetching is paused, both count; a partition this member
+        has not committed yet counts from its fetch position. Also notes partitions held
+        back by an open transaction."""
         assignment = list(self.consumer.assignment())
         if not assignment:
             return
@@ -368,10 +402,32 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         except (KafkaError, TimeoutError, AssertionError):
             return  # the cluster is away or the assignment changed; next round
         for tp, end in ends.items():
+            position = await self._position(tp)
             done = self._tracker.committed(tp)
-            if done is None:
-                continue  # nothing committed yet by this member
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+            done = position if done is None else done
+            labels = (tp.topic, str(tp.partition))
+            if done is not None:
+                self._metrics.consumer_lag.labels(*labels).set(max(0, end - done))
+            self._metrics.held_by_transaction.labels(*labels).set(
+                1 if self._held_by_transaction(tp, position) else 0
+            )
+
+    async def _position(self, tp: TopicPartition) -> int | None:
+        """The fetch position, when known (never waits for an offset reset)."""
+        try:
+            return int(await asyncio.wait_for(self.consumer.position(tp), 0.5))
+        except (KafkaError, TimeoutError, AssertionError, IllegalStateError):
+            return None
+
+    def _held_by_transaction(self, tp: TopicPartition, position: int | None) -> bool:
+        """Read up to the last stable offset while the high watermark is beyond it: an open
+        transaction holds back the rest of this partition (read-committed)."""
+        stable = self.consumer.last_stable_offset(tp)
+        high = self.consumer.highwater(tp)
+        return (
+            position is not None and stable is not None and high is not None
+            and stable < high and position >= stable
+        )  # fmt: skip
 
 
 def due_at_s(record: ConsumerRecord[bytes, bytes]) -> float:

@@ -1,0 +1,115 @@
+"""Consumer-group correctness on the real broker (issue 11): transactional producers and
+partitions added while the daemon runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+from tests.integration.harness import (
+    edit_config,
+    produce,
+    running_daemon,
+    settings_for,
+    unique,
+    wait_until,
+    write_config,
+)
+from tests.kafka_broker import create_topics
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.integration
+
+
+def event(n: int, tag: str) -> bytes:
+    body = {"event": "User.Created", "createdAt": "2026-08-21T09:15:42.123Z"}
+    return orjson.dumps({**body, "data": {"id": f"{tag}-{n}"}})
+
+
+def delivered_tags(receiver: Receiver) -> list[str]:
+    return [r.json["data"]["id"] for r in receiver.requests]
+
+
+async def test_events_of_an_aborted_transaction_never_become_webhooks_and_an_open_one_holds_only_its_partition(  # noqa: E501
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An outbox relay writing transactionally: committed → delivered once; aborted → never;
+    open → held (its partition only) until the broker aborts it on its timeout."""
+    topic = unique("tx-events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=2)
+    async with Receiver(keys={"crm": None}) as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
+        settings = settings_for(write_config(tmp_path, kafka_bootstrap, topic, hooks))
+        async with running_daemon(settings) as daemon:
+            tx = AIOKafkaProducer(
+                bootstrap_servers=kafka_bootstrap, transactional_id=unique("outbox"),
+                transaction_timeout_ms=8000,
+            )  # fmt: skip
+            await tx.start()
+            try:
+                async with tx.transaction():
+                    for n in range(5):
+                        await tx.send(topic, event(n, "committed"), partition=0)
+                await tx.begin_transaction()
+                for n in range(5):
+                    await tx.send(topic, event(n, "aborted"), partition=0)
+                await tx.abort_transaction()
+                await tx.begin_transaction()  # left open: the broker aborts it after 8 s
+                await tx.send_and_wait(topic, event(0, "open"), partition=0)
+                # Behind the open transaction on partition 0, and flowing on partition 1:
+                await produce(kafka_bootstrap, topic, [event(0, "behind")], partition=0)
+                await produce(kafka_bootstrap, topic, [event(0, "other")], partition=1)
+                await receiver.wait_for(6, timeout_s=20)
+                await wait_until(
+                    lambda: daemon.metrics.registry.get_sample_value(
+                        "hookrelay_partition_held_by_open_transaction",
+                        {"topic": topic, "partition": "0"},
+                    ) == 1,
+                    15, "partition 0 reported as held by an open transaction",
+                )  # fmt: skip
+                held = delivered_tags(receiver)
+                # The broker aborts the open transaction; what was behind it flows.
+                await receiver.wait_for(7, timeout_s=40)
+            finally:
+                await tx.stop()
+            await asyncio.sleep(1.0)
+    tags = delivered_tags(receiver)
+    assert sorted(held) == sorted([f"committed-{n}" for n in range(5)] + ["other-0"])
+    assert sorted(tags) == sorted([*held, "behind-0"])  # each once; aborted and open: never
+
+
+async def test_partitions_added_while_running_are_read_from_their_first_record_even_with_latest(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A topic grown from 1 to 3 partitions under ``auto_offset_reset: latest``: starting the
+    new partitions at their end would skip what producers wrote before the assignment."""
+    topic = unique("grow-events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=1)
+    async with Receiver(keys={"crm": None}) as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        edit_config(path, "kafka", auto_offset_reset="latest", metadata_max_age_s=2)
+        async with running_daemon(settings_for(path)):
+            await produce(kafka_bootstrap, topic, [event(0, "first")], partition=0)
+            await receiver.wait_for(1, timeout_s=20)  # the group has committed partition 0
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.create_partitions({topic: NewPartitions(total_count=3)})
+            finally:
+                await admin.close()
+            for partition in (1, 2):  # at once: before the daemon can have been assigned them
+                await produce(
+                    kafka_bootstrap, topic, [event(n, f"p{partition}") for n in range(3)],
+                    partition=partition,
+                )  # fmt: skip
+            await receiver.wait_for(7, timeout_s=40)
+            await asyncio.sleep(0.5)
+    assert sorted(delivered_tags(receiver)) == sorted(
+        ["first-0", *(f"p{p}-{n}" for p in (1, 2) for n in range(3))]
+    )
