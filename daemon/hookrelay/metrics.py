@@ -162,6 +162,13 @@ class Metrics:
             p + "consumer_lag", "High watermark minus position, per partition",
             ["topic", "partition"], registry=r,
         )  # fmt: skip
+        self.offset_resets = Counter(
+            p + "offset_resets", "Assigned event partitions that did not start at a committed "
+            "offset: out_of_range (retention deleted past it), no_committed_offset (a new "
+            "group, or offsets the broker expired)", ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in ("out_of_range", "no_committed_offset"):
+            self.offset_resets.labels(reason)
         self.held_by_transaction = Gauge(
             p + "partition_held_by_open_transaction", "1 while this member has read a "
             "partition up to its last stable offset and an open transaction holds back what "

@@ -200,34 +200,59 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             if retry:
                 await asyncio.wait_for(self._claim_retry_partitions(retry), self._commit_timeout_s)
-            if events and self._settings.auto_offset_reset == "latest":
-                await asyncio.wait_for(self._start_new_partitions(events), self._commit_timeout_s)
+            if events:
+                await asyncio.wait_for(self._check_start_offsets(events), self._commit_timeout_s)
         except (KafkaError, TimeoutError) as e:
             # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, and a
             # tier is remembered at its first regular commit.
             log.warning("partition_start_check_failed", error=f"{type(e).__name__}: {e}")
 
-    async def _start_new_partitions(self, partitions: list[TopicPartition]) -> None:
-        """With ``auto_offset_reset: latest``, an event partition without a committed offset
-        in a topic whose other partitions have one was added to the topic while the group
-        ran: it starts at its first record, or what producers wrote into it before this
-        member was assigned would be skipped. ``latest`` only applies to a topic the group
-        has never consumed."""
+    async def _check_start_offsets(self, partitions: list[TopicPartition]) -> None:
+        """Where each assigned event partition starts, never silently away from its commit:
+
+        - committed, but below the log start (retention deleted records past it): the
+          earliest record still there, warned and counted as reset ``out_of_range``;
+        - not committed, in a topic whose other partitions are (a partition added while the
+          group ran): its first record, whatever ``auto_offset_reset`` says;
+        - not committed, in a topic the group has no offsets on (a new group, or offsets the
+          broker expired): ``auto_offset_reset``, warned and counted as ``no_committed_offset``.
+        """
         committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
+        begins = await self.consumer.beginning_offsets(partitions)
         fresh = [tp for tp, offset in zip(partitions, committed, strict=True) if offset is None]
-        for topic in {tp.topic for tp in fresh}:
-            siblings = [
-                TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()
-            ]
-            others = [tp for tp in siblings if tp not in fresh]
-            known = await asyncio.gather(*(self.consumer.committed(tp) for tp in others))
-            if not any(offset is not None for offset in known):
-                continue  # a topic new to the group: auto_offset_reset decides
-            new = [tp for tp in fresh if tp.topic == topic]
-            begins = await self.consumer.beginning_offsets(new)
-            for tp in new:
+        for tp, offset in zip(partitions, committed, strict=True):
+            if offset is not None and offset < begins[tp]:
+                self._reset(tp, offset, begins[tp], "out_of_range")
                 self.consumer.seek(tp, begins[tp])
-            log.info("new_partitions_from_first_record", partitions=_names(new))
+        for topic in sorted({tp.topic for tp in fresh}):
+            new = [tp for tp in fresh if tp.topic == topic]
+            if await self._group_knows(topic, new):
+                for tp in new:
+                    self.consumer.seek(tp, begins[tp])
+                log.info("new_partitions_from_first_record", partitions=_names(new))
+                continue
+            starts = begins
+            if self._settings.auto_offset_reset == "latest":
+                starts = await self.consumer.end_offsets(new)
+            for tp in new:
+                self._reset(tp, None, starts[tp], "no_committed_offset")
+
+    async def _group_knows(self, topic: str, fresh: list[TopicPartition]) -> bool:
+        """True when the group has a committed offset on another partition of ``topic``."""
+        siblings = [
+            TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()
+        ]
+        others = [tp for tp in siblings if tp not in fresh]
+        known = await asyncio.gather(*(self.consumer.committed(tp) for tp in others))
+        return any(offset is not None for offset in known)
+
+    def _reset(self, tp: TopicPartition, old: int | None, new: int, reason: str) -> None:
+        self._metrics.offset_resets.labels(reason).inc()
+        log.warning(
+            "offset_reset", group=self._settings.group_id, partition=f"{tp.topic}[{tp.partition}]",
+            old_offset=old, new_offset=new, reason=reason,
+            hint=_RESET_HINTS[reason],
+        )  # fmt: skip
 
     async def _claim_retry_partitions(self, partitions: list[TopicPartition]) -> None:
         committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
@@ -428,6 +453,14 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             position is not None and stable is not None and high is not None
             and stable < high and position >= stable
         )  # fmt: skip
+
+
+_RESET_HINTS = {
+    "out_of_range": "records past the committed offset were deleted: check the topic's "
+    "retention.ms against how long the group may lag or stay stopped",
+    "no_committed_offset": "expected for a new group; for an existing deployment the broker "
+    "expired its offsets: check offsets.retention.minutes against how long it may stay stopped",
+}
 
 
 def due_at_s(record: ConsumerRecord[bytes, bytes]) -> float:

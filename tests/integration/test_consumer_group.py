@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, RecordsToDelete
+from aiokafka.structs import TopicPartition
 
 from tests.integration.harness import (
     edit_config,
@@ -113,3 +114,35 @@ async def test_partitions_added_while_running_are_read_from_their_first_record_e
     assert sorted(delivered_tags(receiver)) == sorted(
         ["first-0", *(f"p{p}-{n}" for p in (1, 2) for n in range(3))]
     )
+
+
+async def test_an_offset_reset_is_never_silent(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Retention deleted records past the group's committed offset while it was stopped: the
+    daemon starts at the earliest record left, with a warning and a counted reset; a group
+    with no offsets says where it starts too."""
+    topic = unique("reset-events")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=1)
+    async with Receiver(keys={"crm": None}) as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        async with running_daemon(settings_for(path)) as first:
+            await produce(kafka_bootstrap, topic, [event(n, "a") for n in range(3)], partition=0)
+            await receiver.wait_for(3, timeout_s=20)
+            fresh = first.metrics.offset_resets.labels("no_committed_offset")._value.get()
+        # Stopped: 5 more records, then retention deletes everything before offset 6.
+        await produce(kafka_bootstrap, topic, [event(n, "b") for n in range(5)], partition=0)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records(
+                {TopicPartition(topic, 0): RecordsToDelete(before_offset=6)}, timeout_ms=10_000
+            )
+        finally:
+            await admin.close()
+        async with running_daemon(settings_for(path)) as second:
+            await receiver.wait_for(5, timeout_s=20)
+            await asyncio.sleep(0.5)
+            resets = second.metrics.offset_resets.labels("out_of_range")._value.get()
+    assert fresh == 1  # the first start of a new group is announced too
+    assert resets == 1
+    assert delivered_tags(receiver)[3:] == ["b-3", "b-4"]  # the earliest left, not the end
