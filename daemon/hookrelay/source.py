@@ -427,7 +427,11 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         except (KafkaError, TimeoutError, AssertionError):
             return  # the cluster is away or the assignment changed; next round
         for tp, end in ends.items():
+            if tp not in self.consumer.assignment():
+                continue  # revoked while we waited: its series were forgotten
             position = await self._position(tp)
+            if tp not in self.consumer.assignment():
+                continue
             done = self._tracker.committed(tp)
             done = position if done is None else done
             labels = (tp.topic, str(tp.partition))
@@ -447,8 +451,11 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     def _held_by_transaction(self, tp: TopicPartition, position: int | None) -> bool:
         """Read up to the last stable offset while the high watermark is beyond it: an open
         transaction holds back the rest of this partition (read-committed)."""
-        stable = self.consumer.last_stable_offset(tp)
-        high = self.consumer.highwater(tp)
+        try:
+            stable = self.consumer.last_stable_offset(tp)
+            high = self.consumer.highwater(tp)
+        except (AssertionError, IllegalStateError):
+            return False  # revoked meanwhile (a rebalance ran during the awaits above)
         return (
             position is not None and stable is not None and high is not None
             and stable < high and position >= stable

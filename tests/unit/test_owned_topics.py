@@ -161,3 +161,45 @@ def test_replay_skips_a_letter_it_could_not_turn_into_a_valid_retry_record() -> 
 def test_a_record_written_in_the_future_is_judged_as_written_now() -> None:
     future_ms = int((time.time() + 3000) * 1000)
     assert latest_due_s("g.retry.2s", future_ms, 1.0) <= time.time() + 4 + 300 + 1
+
+
+async def test_lag_for_a_partition_revoked_during_the_look_is_skipped_not_a_crash() -> None:
+    """A rebalance ran while update_lag awaited end offsets (a chaos test's crash: aiokafka
+    asserts the partition is assigned)."""
+    from hookrelay.config import KafkaSettings
+    from hookrelay.metrics import Metrics
+    from hookrelay.offsets import AckTracker
+    from hookrelay.source import Backpressure, Source
+
+    tp = TopicPartition("ev", 0)
+
+    class Revoking:
+        def __init__(self) -> None:
+            self.assigned = {tp}
+
+        def assignment(self) -> set[TopicPartition]:
+            return set(self.assigned)
+
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            self.assigned = set()  # revoked while the answer travelled
+            return dict.fromkeys(tps, 10)
+
+        async def position(self, tp: TopicPartition) -> int:
+            raise AssertionError("Partition is not assigned")
+
+        def last_stable_offset(self, tp: TopicPartition) -> int:
+            raise AssertionError("Partition is not assigned")
+
+        highwater = last_stable_offset
+
+    metrics = Metrics()
+    source = Source(KafkaSettings(), AckTracker(), metrics, Backpressure(lambda: 0.0, 0.8))
+    await source.consumer.stop()
+    source.consumer = Revoking()  # type: ignore[assignment]
+    await source.update_lag()  # must not raise
+    assert (
+        metrics.registry.get_sample_value(
+            "hookrelay_consumer_lag", {"topic": "ev", "partition": "0"}
+        )
+        is None
+    )
