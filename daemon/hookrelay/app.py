@@ -54,7 +54,6 @@ from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
 from hookrelay.pipeline import Pipeline
 from hookrelay.reload import ReloadPlan, plan_reload
-from hookrelay.retries import due_horizon_s
 from hookrelay.router import Router
 from hookrelay.sdnotify import Notifier
 from hookrelay.sender import HttpSender, Sender, close_quietly
@@ -151,7 +150,7 @@ class Daemon:
         self.source = Source(
             k, self.tracker, self.metrics, backpressure,
             retry_topics=settings.retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
-            due_horizon_s=due_horizon_s(d.retry_schedule_s, d.retry_jitter, d.max_retry_after_s),
+            due_horizon_s=d.due_horizon_s,
         )  # fmt: skip
         self._topics_ready = False
         self._former_tiers_checked = False

@@ -76,7 +76,7 @@ from hookrelay.netguard import (
     TlsFilesError,
     client_ssl_context,
 )
-from hookrelay.retries import tier_label, tier_topics
+from hookrelay.retries import due_horizon_s, tier_label, tier_topics
 from hookrelay.signing import standard_webhooks_key
 
 __all__ = [
@@ -731,6 +731,12 @@ class DeliverySettings(_Model):
                 at=("circuit_min_attempts",),
             )
         return self
+
+    @property
+    def due_horizon_s(self) -> float:
+        """``retries.due_horizon_s`` of this schedule: how long after its write a retry
+        record of a tier whose name gives no delay may still be due."""
+        return due_horizon_s(self.retry_schedule_s, self.retry_jitter, self.max_retry_after_s)
 
     @property
     def resume_below(self) -> int:

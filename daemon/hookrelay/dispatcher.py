@@ -422,13 +422,7 @@ class Lane:
         self._park(delivery, tier, max(0.0, wait), reason)
 
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> None:
-        plan = self._ctx.plan
-        due = plan.due_at_ms(tier, time.time(), self._ctx.jitter(), min_wait_s)
-        record = _retry_record(delivery, due, self._ctx.group)
-        event = delivery.event
-        outbound = OutboundRecord(
-            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry"
-        )
+        outbound = _parked(self._ctx, delivery, tier, min_wait_s)
         self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -526,6 +520,18 @@ def _record_attempt(
 
 def _ms(epoch_s: float | None) -> int | None:
     return None if epoch_s is None else int(epoch_s * 1000)
+
+
+def _parked(
+    ctx: _Context, delivery: Delivery, tier: int, min_wait_s: float, partition: int | None = None
+) -> OutboundRecord:
+    """The record that parks ``delivery`` in retry tier ``tier``: due after the tier's
+    (jittered) delay, not before ``min_wait_s``; ``partition`` as ``OutboundRecord``'s
+    ``partition_hint`` (None: by key)."""
+    due = ctx.plan.due_at_ms(tier, time.time(), ctx.jitter(), min_wait_s)
+    headers = tuple(_retry_record(delivery, due, ctx.group).headers())
+    event = delivery.event
+    return OutboundRecord(ctx.plan.topics[tier], event.raw, event.key, headers, "retry", partition)
 
 
 def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord:
@@ -687,15 +693,7 @@ class Dispatcher:
         k = delivery.unknown_parks
         tier = tiers[k % len(tiers)]
         delivery.unknown_parks = k + 1
-        now = time.time()
-        record = _retry_record(
-            delivery, plan.due_at_ms(tier, now, self._ctx.jitter()), self._ctx.group
-        )
-        event = delivery.event
-        outbound = OutboundRecord(
-            plan.topics[tier], event.raw, event.key, tuple(record.headers()), "retry",
-            k // len(tiers),
-        )  # fmt: skip
+        outbound = _parked(self._ctx, delivery, tier, 0.0, k // len(tiers))
         if first_time:  # later re-parks of the same record stay quiet
             log.info(
                 "retry_for_unknown_hook_parked", hook_id=delivery.hook.id,

@@ -33,7 +33,7 @@ from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import Event, Origin
 from hookrelay.offsets import AckTicket, AckTracker, TopicPartition
-from hookrelay.retries import RetryRecord, claimed_elsewhere, due_horizon_s, latest_due_s
+from hookrelay.retries import RetryRecord, claimed_elsewhere, latest_due_s
 from hookrelay.router import Router
 from hookrelay.writer import DurableWriter
 
@@ -64,8 +64,7 @@ class Pipeline:
             settings.retry_topics if retry_topics is None else retry_topics
         )
         self._foreign_logged: set[tuple[str, str, str]] = set()
-        d = settings.delivery
-        self._due_horizon_s = due_horizon_s(d.retry_schedule_s, d.retry_jitter, d.max_retry_after_s)
+        self._due_horizon_s = settings.delivery.due_horizon_s
         self._max_bytes = settings.delivery.max_event_bytes
         self._tracker = tracker
         self._dispatcher = dispatcher

@@ -224,7 +224,8 @@ def _opt(value: int | None) -> str:
 DUE_SLACK_S: Final = 300.0
 """Clock skew tolerated between the writer of a retry record and its reader."""
 DUE_HORIZON_MARGIN_S: Final = 86_400.0
-_LABEL: Final = re.compile(r"(?:([0-9]+)ms|(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?)")
+TIER_LABEL: Final = re.compile(r"(?:([0-9]+)ms|(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?)")
+"""What ``tier_label`` writes at the end of a tier topic's name; groups: ms, h, m, s."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -232,7 +233,7 @@ def tier_delay_s(topic: str) -> float | None:
     """The delay a tier topic's name ends with (``…5s``, ``…1h30m``, ``…250ms``), the
     inverse of ``tier_label``; None when the name ends with no delay."""
     for start in range(len(topic)):
-        match = _LABEL.fullmatch(topic, start)
+        match = TIER_LABEL.fullmatch(topic, start)
         if match is not None and match.group(0):
             ms, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
             return ms / 1000 + hours * 3600 + minutes * 60 + seconds

@@ -195,19 +195,35 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._backpressure.paused and assigned:
             self.consumer.pause(*assigned)
         log.info("partitions_assigned", partitions=_names(assigned))
-        retry = [tp for tp in assigned if tp.topic in self._retry_topics]
-        events = [tp for tp in assigned if tp.topic not in self._retry_topics]
+        if not assigned:
+            return
         try:
-            if retry:
-                await asyncio.wait_for(self._claim_retry_partitions(retry), self._commit_timeout_s)
-            if events:
-                await asyncio.wait_for(self._check_start_offsets(events), self._commit_timeout_s)
+            await asyncio.wait_for(self._check_starts(list(assigned)), self._commit_timeout_s)
         except (KafkaError, TimeoutError) as e:
             # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, and a
             # tier is remembered at its first regular commit.
             log.warning("partition_start_check_failed", error=f"{type(e).__name__}: {e}")
 
-    async def _check_start_offsets(self, partitions: list[TopicPartition]) -> None:
+    async def _check_starts(self, partitions: list[TopicPartition]) -> None:
+        """Where each assigned partition starts, from one look at the group's committed
+        offsets and the log starts: retry partitions see ``_claim_retry_partitions``, event
+        partitions ``_check_start_offsets``."""
+        offsets = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
+        committed = dict(zip(partitions, offsets, strict=True))
+        begins = await self.consumer.beginning_offsets(partitions)
+        retry = [tp for tp in partitions if tp.topic in self._retry_topics]
+        events = [tp for tp in partitions if tp.topic not in self._retry_topics]
+        if retry:
+            await self._claim_retry_partitions(retry, committed, begins)
+        if events:
+            await self._check_start_offsets(events, committed, begins)
+
+    async def _check_start_offsets(
+        self,
+        partitions: list[TopicPartition],
+        committed: dict[TopicPartition, int | None],
+        begins: dict[TopicPartition, int],
+    ) -> None:
         """Where each assigned event partition starts, never silently away from its commit:
 
         - committed, but below the log start (retention deleted records past it): the
@@ -217,16 +233,15 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         - not committed, in a topic the group has no offsets on (a new group, or offsets the
           broker expired): ``auto_offset_reset``, warned and counted as ``no_committed_offset``.
         """
-        committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
-        begins = await self.consumer.beginning_offsets(partitions)
-        fresh = [tp for tp, offset in zip(partitions, committed, strict=True) if offset is None]
-        for tp, offset in zip(partitions, committed, strict=True):
+        fresh = [tp for tp in partitions if committed[tp] is None]
+        for tp in partitions:
+            offset = committed[tp]
             if offset is not None and offset < begins[tp]:
                 self._reset(tp, offset, begins[tp], "out_of_range")
                 self.consumer.seek(tp, begins[tp])
         for topic in sorted({tp.topic for tp in fresh}):
             new = [tp for tp in fresh if tp.topic == topic]
-            if await self._group_knows(topic, new):
+            if await self._group_knows(topic, new, committed):
                 for tp in new:
                     self.consumer.seek(tp, begins[tp])
                 log.info("new_partitions_from_first_record", partitions=_names(new))
@@ -237,12 +252,17 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp in new:
                 self._reset(tp, None, starts[tp], "no_committed_offset")
 
-    async def _group_knows(self, topic: str, fresh: list[TopicPartition]) -> bool:
-        """True when the group has a committed offset on another partition of ``topic``."""
+    async def _group_knows(
+        self, topic: str, fresh: list[TopicPartition], committed: dict[TopicPartition, int | None]
+    ) -> bool:
+        """True when the group has a committed offset on another partition of ``topic``
+        (partitions this member was just assigned are already in ``committed``)."""
         siblings = [
             TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()
         ]
-        others = [tp for tp in siblings if tp not in fresh]
+        if any(committed.get(tp) is not None for tp in siblings):
+            return True
+        others = [tp for tp in siblings if tp not in fresh and tp not in committed]
         known = await asyncio.gather(*(self.consumer.committed(tp) for tp in others))
         return any(offset is not None for offset in known)
 
@@ -254,12 +274,15 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             hint=_RESET_HINTS[reason],
         )  # fmt: skip
 
-    async def _claim_retry_partitions(self, partitions: list[TopicPartition]) -> None:
-        committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
-        fresh = [tp for tp, offset in zip(partitions, committed, strict=True) if offset is None]
+    async def _claim_retry_partitions(
+        self,
+        partitions: list[TopicPartition],
+        committed: dict[TopicPartition, int | None],
+        begins: dict[TopicPartition, int],
+    ) -> None:
+        fresh = [tp for tp in partitions if committed[tp] is None]
         if not fresh:
             return
-        begins = await self.consumer.beginning_offsets(fresh)
         for tp in fresh:
             self.consumer.seek(tp, begins[tp])
         await self.consumer.commit({tp: (begins[tp], RETRY_COMMIT_METADATA) for tp in fresh})

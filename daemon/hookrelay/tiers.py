@@ -45,6 +45,7 @@ from hookrelay.retries import (
     DUE_AT_HEADER,
     HEADER_PREFIX,
     RETRY_COMMIT_METADATA,
+    TIER_LABEL,
     claimed_elsewhere,
 )
 
@@ -52,7 +53,6 @@ log = get_logger("hookrelay.tiers")
 
 LEGACY_PREFIX: Final = "hookrelay.retry."
 """The retry prefix every deployment used before names derived from ``kafka.group_id``."""
-_TIER_LABEL: Final = r"(?:[0-9]+ms|(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?)"
 _HOOK_ID_HEADER: Final = HEADER_PREFIX + "hook-id"
 PEEK_TIMEOUT_S: Final = 5.0
 PEEK_RECORDS: Final = 1000
@@ -69,7 +69,7 @@ class FormerTier:
 
 
 def _tier_name(prefix: str) -> re.Pattern[str]:
-    return re.compile(re.escape(prefix) + _TIER_LABEL)
+    return re.compile(re.escape(prefix) + TIER_LABEL.pattern)
 
 
 def candidate_topics(
