@@ -150,7 +150,7 @@ class Daemon:
         self.source = Source(
             k, self.tracker, self.metrics, backpressure,
             retry_topics=settings.retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
-            due_horizon_s=d.due_horizon_s,
+            due_horizon_s=d.due_horizon_s, release=self.dispatcher.release_revoked,
         )  # fmt: skip
         self._topics_ready = False
         self._former_tiers_checked = False

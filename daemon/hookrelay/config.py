@@ -276,6 +276,13 @@ def _check_topic(name: str) -> str:
     return name
 
 
+def _check_instance_id(name: str) -> str:
+    # Kafka's own rule for group.instance.id (JoinGroupRequest.validateGroupInstanceId).
+    if _TOPIC.fullmatch(name) is None or name in (".", ".."):
+        raise _refuse("expected a group instance id: 1-249 characters of A-Z a-z 0-9 . _ -")
+    return name
+
+
 def _check_client_error(status: int) -> int:
     if not 400 <= status <= 499:
         raise _refuse("expected a 4xx status code (5xx are always retried)")
@@ -511,6 +518,19 @@ class KafkaSettings(_Model):
     """Topics carrying identity events (one JSON event per record)."""
     group_id: NonEmptyText = "hookrelay"
     """Consumer group; replicas with the same group share the partitions."""
+    group_instance_id: (
+        Annotated[
+            StrictStr,
+            AfterValidator(_check_instance_id),
+            WithJsonSchema({"type": "string", "pattern": f"^(?:{_TOPIC.pattern})$"}),
+        ]
+        | None
+    ) = None
+    """Static membership (Kafka's group.instance.id, KIP-345): a name unique to this replica
+    and stable across its restarts, e.g. ${POD_NAME} of a StatefulSet or the host name. A
+    replica restarted within session_timeout_s gets its partitions back without a
+    rebalance; one that stops leaves them idle until session_timeout_s. Two replicas with
+    the same id fence each other: the daemon reports it and is not ready."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a group without committed offsets starts reading."""
     client_id: NonEmptyText = "hookrelay"

@@ -98,6 +98,7 @@ class _Context:
     clock: Clock
     jitter: Callable[[], float]
     on_finished: Callable[[Delivery, Outcome], None]
+    on_released: Callable[[Delivery], None]
     others_hungry: Callable[[Lane], bool]
     history: History
 
@@ -262,6 +263,9 @@ class Lane:
                 continue
             if self._bucket is not None or self._not_before:
                 await self._wait_for_turn()
+                if not delivery.ticket.live:  # revoked while it waited for its turn
+                    self._ctx.on_released(delivery)
+                    continue
             self._sending += 1
             try:
                 result = await self._ctx.sender.attempt(
@@ -275,8 +279,12 @@ class Lane:
             self._handle(delivery, result)
 
     def _may_attempt(self, delivery: Delivery) -> bool:
-        """False when ``delivery`` must not be sent now: the hook is gone (dead-lettered)
-        or the lane is blocked (parked). A half-open circuit makes it the probe."""
+        """False when ``delivery`` must not be sent now: its partition is being revoked
+        (released), the hook is gone (dead-lettered) or the lane is blocked (parked). A
+        half-open circuit makes it the probe."""
+        if not delivery.ticket.live:
+            self._ctx.on_released(delivery)
+            return False
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
             return False
@@ -315,6 +323,12 @@ class Lane:
     # -- outcomes -------------------------------------------------------------------------
 
     def _handle(self, delivery: Delivery, result: AttemptResult) -> None:
+        if not result.ok and not delivery.ticket.live:
+            # Its partition was revoked during the attempt: the next owner makes it again.
+            # Parking it here would fork a second retry chain beside the next owner's.
+            self.stats.count_attempt(result.status_class, result.duration_s)
+            self._ctx.on_released(delivery)
+            return
         throttled = _is_throttling(result)
         now = _record_attempt(delivery, result.status, result.error, counted=not throttled)
         self.stats.count_attempt(result.status_class, result.duration_s)
@@ -422,10 +436,16 @@ class Lane:
         self._park(delivery, tier, max(0.0, wait), reason)
 
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> None:
+        if not delivery.ticket.live:  # see _handle: never fork a revoked partition's work
+            self._ctx.on_released(delivery)
+            return
         outbound = _parked(self._ctx, delivery, tier, min_wait_s)
         self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        if not delivery.ticket.live:
+            self._ctx.on_released(delivery)
+            return
         letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason, self._ctx.group)
 
         def written() -> None:
@@ -480,6 +500,18 @@ class Lane:
             duration_ms=round(result.duration_s * 1000, 1),
             **extra,
         )
+
+    def release_revoked(self) -> int:
+        """Release the queued deliveries whose partition is being revoked (not ``live``):
+        neither sent nor parked, their next owner makes them. Returns how many."""
+        released = [d for d in self._queue if not d.ticket.live]
+        if released:
+            kept = [d for d in self._queue if d.ticket.live]
+            self._queue.clear()  # in place: workers hold a reference to this deque
+            self._queue.extend(kept)
+        for delivery in released:
+            self._ctx.on_released(delivery)
+        return len(released)
 
     async def close(self) -> int:
         """Cancel workers; return how many deliveries were abandoned (left unsettled)."""
@@ -587,7 +619,8 @@ class Dispatcher:
         hard_bound = settings.lane_max_pending + batch_size
         self._ctx = _Context(
             sender, writer, metrics, settings, plan, dead_letter_topic, group, hard_bound,
-            clock, jitter, self._finished, self._others_hungry, history or History(),
+            clock, jitter, self._finished, self._released, self._others_hungry,
+            history or History(),
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
@@ -727,11 +760,23 @@ class Dispatcher:
 
         self._ctx.writer.submit(letter, written)
 
+    def release_revoked(self) -> int:
+        """Release every queued delivery of a partition being revoked (see ``offsets``):
+        it is neither sent nor parked, and its record stays unsettled for the partition's
+        next owner. Returns how many were released; those being sent finish (a failure is
+        then released too, never parked)."""
+        return sum(lane.release_revoked() for lane in (*self._lanes.values(), *self._retired))
+
+    def _released(self, delivery: Delivery) -> None:
+        self.in_flight -= 1
+        self._metrics.hook_stats(delivery.hook.id).count_outcome(Outcome.ABANDONED.value)
+        delivery.ticket.release()
+
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
         if outcome is not Outcome.PARKED:
             self._metrics.hook_stats(delivery.hook.id).count_outcome(outcome.value)
-        delivery.ticket.settle()
+        delivery.ticket.settle(delivery.hook.id)
 
     def check_health(self) -> None:
         """Re-raise the first unexpected crash of a lane worker (the supervisor calls this)."""

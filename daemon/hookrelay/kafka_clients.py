@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
     from hookrelay.config import KafkaSettings
 
-__all__ = ["SslFilesError", "build_ssl_context", "client_options"]
+__all__ = ["SslFilesError", "build_ssl_context", "client_options", "committed_with_metadata"]
 
 
 class SslFilesError(ValueError):
@@ -110,3 +113,18 @@ def client_options(kafka: KafkaSettings, role: str | None = None) -> dict[str, A
         options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
+
+
+async def committed_with_metadata(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets of ``partitions`` with their metadata, in one request
+    (partitions without a commit are absent or have offset -1). ``AIOKafkaConsumer.committed``
+    returns the offset only, one partition per request; this is the coordinator call it
+    makes (aiokafka 0.14), which retries retriable errors. Raises aiokafka's ``KafkaError``."""
+    if not partitions:
+        return {}
+    fetched: dict[
+        TopicPartition, OffsetAndMetadata
+    ] = await consumer._coordinator.fetch_committed_offsets(partitions)
+    return fetched

@@ -114,6 +114,15 @@ class Metrics:
         )  # fmt: skip
         for action in ("parked", "dead_lettered"):
             self.unknown_hook_retries.labels(action)
+        self.settled_skipped = Counter(
+            p + "settled_skipped", "Work skipped after an assignment because the partition's "
+            "previous owner (this or another replica, before a rebalance or restart) had "
+            "settled it above its committed offset: record (every delivery of a record), "
+            "delivery (one hook's delivery of a record still owed to others)", ["unit"],
+            registry=r,
+        )  # fmt: skip
+        for unit in ("record", "delivery"):
+            self.settled_skipped.labels(unit)
         self.retry_records_skipped = Counter(
             p + "retry_records_skipped", "Records in a retry topic left alone because another "
             "deployment wrote them: other_group, or foreign_origin (origin topic not consumed "

@@ -55,7 +55,9 @@ class Outcome(Enum):
     DELIVERED = "delivered"
     DEAD_LETTERED = "dead_lettered"
     PARKED = "parked"  # written to a retry topic; it comes back later (not counted)
-    ABANDONED = "abandoned"  # shutdown reached before it settled; redelivered after restart
+    # Shutdown reached, or its partition was revoked, before it settled: the partition's
+    # next owner (or this daemon after a restart) makes it.
+    ABANDONED = "abandoned"
 
 
 @dataclass(slots=True)

@@ -32,7 +32,7 @@ from hookrelay.errors import InvalidEventError
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.model import Event, Origin
-from hookrelay.offsets import AckTicket, AckTracker, TopicPartition
+from hookrelay.offsets import EVERY_HOOK, AckTicket, AckTracker, TopicPartition
 from hookrelay.retries import RetryRecord, claimed_elsewhere, latest_due_s
 from hookrelay.router import Router
 from hookrelay.writer import DurableWriter
@@ -73,9 +73,16 @@ class Pipeline:
         self._matched: dict[tuple[str, bool], Any] = {}
 
     def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Take one consumed record all the way to its lanes or the dead-letter topic."""
+        """Take one consumed record all the way to its lanes or the dead-letter topic; a
+        record the partition's previous owner settled (its committed offset map, see
+        ``offsets``) is skipped."""
+        tp = TopicPartition(record.topic, record.partition)
+        done = self._tracker.done_before(tp, record.offset)
+        if done is EVERY_HOOK:
+            self._metrics.settled_skipped.labels("record").inc()
+            return
         if record.topic in self._retry_topics:
-            self._handle_retry(record)
+            self._handle_retry(record, tp)
             return
         origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
         try:
@@ -84,14 +91,17 @@ class Pipeline:
             self._dead_letter_invalid(record, origin, e)
             return
         hooks = self.router.match(event.name)
+        if done:  # a previous owner of the partition served these hooks already
+            served = len(hooks)
+            hooks = tuple(hook for hook in hooks if hook.id not in done)
+            self._metrics.settled_skipped.labels("delivery").inc(served - len(hooks))
         # Event names come from untrusted records: only catalogue names and names a hook
         # lists exactly become label values (a wildcard would let producers add series).
         label = (
             event.name if event.name in KNOWN_EVENTS or self.router.names(event.name) else "other"
         )
         self._matched_child(label, bool(hooks)).inc()
-        tp = TopicPartition(record.topic, record.partition)
-        ticket = self._tracker.register(tp, record.offset, len(hooks))
+        ticket = self._tracker.register(tp, record.offset, len(hooks), done)
         if hooks:
             self._dispatcher.submit(event, hooks, ticket)
 
@@ -122,9 +132,8 @@ class Pipeline:
         """Also treat ``topics`` as retry tiers (tiers of an earlier schedule or prefix)."""
         self._retry_topics = self._retry_topics | frozenset(topics)
 
-    def _handle_retry(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _handle_retry(self, record: ConsumerRecord[bytes, bytes], tp: TopicPartition) -> None:
         origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
-        tp = TopicPartition(record.topic, record.partition)
         foreign = claimed_elsewhere(record.headers, self._group, self._event_topics)
         if foreign is not None:
             self._skip_foreign(record, tp, *foreign)

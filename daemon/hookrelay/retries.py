@@ -52,6 +52,21 @@ RETRY_COMMIT_METADATA: Final = "hookrelay:retry"
 consumed, even after a configuration change drops it (see ``tiers``)."""
 EVENT_COMMIT_METADATA: Final = "hookrelay:event"
 """Offset-commit metadata of an event partition: a removed event topic is never drained."""
+COMMIT_MAP_SEPARATOR: Final = ";"
+"""Between the role tag and the offset map of settled records above the committed offset
+(``offsets.OpenOffsets``): ``hookrelay:event;<map>``."""
+
+
+def commit_metadata(role: str, offset_map: str) -> str:
+    """A commit's metadata: the role tag, then the offset map when there is one."""
+    return f"{role}{COMMIT_MAP_SEPARATOR}{offset_map}" if offset_map else role
+
+
+def split_commit_metadata(metadata: str | None) -> tuple[str, str]:
+    """``(role tag, offset map)`` of a commit's metadata (``("", "")`` for none)."""
+    role, _, offset_map = (metadata or "").partition(COMMIT_MAP_SEPARATOR)
+    return role, offset_map
+
 
 _HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
 """Hook ids as the configuration accepts them (``config.HookId``)."""

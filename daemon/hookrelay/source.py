@@ -11,9 +11,16 @@
   every assigned partition is paused; fetching resumes below the low-water mark. The poll
   loop keeps calling ``getmany`` while paused, so the consumer never exceeds
   ``max.poll.interval`` and stays in the group however slow the endpoints are.
-- Revocation: stop handing out records of the revoked partitions, wait (bounded) for their
-  unsettled records, commit what settled, then forget them; a delivery finishing after the
-  hand-over no longer moves any offset (see ``offsets``).
+- Every commit also carries, in its metadata, the offset map of the records settled above
+  the committed offset (``offsets.OpenOffsets``), and an assignment takes over the map the
+  previous owner committed: a restart after kill -9, a rebalance or a new replica skips
+  the work already done instead of sending it again. Assigned partitions stay paused until
+  that look at the group's commits is done, so no record is handed out before.
+- Revocation: stop handing out records of the revoked partitions, release the deliveries
+  of theirs that have not started (``release``: neither sent nor parked; the next owner
+  makes them), wait (bounded by ``revoke_timeout_s``) for those being sent or written,
+  commit what settled, then forget them; a delivery finishing after the hand-over no
+  longer moves any offset, and is never parked or dead-lettered (see ``offsets``).
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ from aiokafka.errors import (
     IllegalStateError,
     InvalidSessionTimeoutError,
     KafkaError,
+    OffsetMetadataTooLargeError,
     TopicAuthorizationFailedError,
 )
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka_clients import client_options
+from hookrelay.kafka_clients import client_options, committed_with_metadata
 from hookrelay.logs import get_logger
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
@@ -46,7 +54,9 @@ from hookrelay.retries import (
     EVENT_COMMIT_METADATA,
     RETRY_COMMIT_METADATA,
     claimed_elsewhere,
+    commit_metadata,
     latest_due_s,
+    split_commit_metadata,
 )
 
 log = get_logger("hookrelay.source")
@@ -102,6 +112,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         retry_topics: tuple[str, ...] = (),
         revoke_timeout_s: float = 10.0,
         due_horizon_s: float = DUE_HORIZON_MARGIN_S,
+        release: Callable[[], int] = lambda: 0,
     ) -> None:
         self._settings = settings
         self._topics = list(dict.fromkeys([*settings.topics, *retry_topics]))
@@ -113,9 +124,15 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._revoke_timeout_s = revoke_timeout_s
         self._due_horizon_s = due_horizon_s
         self._revoking: set[TopicPartition] = set()
+        self._starting: set[TopicPartition] = set()
+        self._release = release
+        self._offset_maps = True  # False once the broker refused one as too large
         self.consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=settings.group_id,
+            # Static membership (KIP-345): a restart within the session timeout keeps the
+            # assignment, without a rebalance.
+            group_instance_id=settings.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
             # Events of an aborted transaction (outbox relays, Kafka Streams, Debezium's
@@ -168,15 +185,19 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     # -- rebalance listener (awaited by aiokafka around a group rebalance) ------------------
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Drain (bounded), commit and forget the revoked partitions."""
+        """Release, drain (bounded), commit and forget the revoked partitions."""
         partitions = list(revoked)
         if not partitions:
             return  # the first join of this member also calls here, with nothing to revoke
         self._metrics.rebalances.inc()
         self._revoking.update(partitions)
+        self._starting.difference_update(partitions)
+        self._tracker.revoke(partitions)
+        released = self._release()
+        sending = self._tracker.outstanding(partitions)
         deadline = time.monotonic() + self._revoke_timeout_s
         # Settlements come from many lanes; a short poll bounded by the deadline is enough.
-        while self._tracker.unsettled(partitions) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while self._tracker.outstanding(partitions) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await self.commit(partitions)
         left = self._tracker.unsettled(partitions)
@@ -185,31 +206,40 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             self._waiting.pop(tp, None)
             self._metrics.forget_partition(tp.topic, tp.partition)
         self._revoking.difference_update(partitions)
-        log.info("partitions_revoked", partitions=_names(partitions), left_unsettled=left)
+        log.info(
+            "partitions_revoked", partitions=_names(partitions), released=released,
+            sending=sending, left_unsettled=left,
+        )  # fmt: skip
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Track newly assigned partitions; keep them paused if backpressure is on; start
         uncommitted retry partitions at their beginning (module docstring)."""
         self.joined = True
         self._tracker.assign(list(assigned))
-        if self._backpressure.paused and assigned:
-            self.consumer.pause(*assigned)
         log.info("partitions_assigned", partitions=_names(assigned))
         if not assigned:
             return
+        # Nothing is handed out before the start check: it may seek, and it takes over the
+        # previous owner's offset map (records fetched meanwhile are dropped by aiokafka).
+        self._starting.update(assigned)
+        self.consumer.pause(*assigned)
         try:
             await asyncio.wait_for(self._check_starts(list(assigned)), self._commit_timeout_s)
         except (KafkaError, TimeoutError) as e:
-            # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, and a
-            # tier is remembered at its first regular commit.
+            # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, a tier
+            # is remembered at its first regular commit, and without the previous owner's
+            # offset map its settled records are only sent again.
             log.warning("partition_start_check_failed", error=f"{type(e).__name__}: {e}")
+        finally:
+            self._starting.difference_update(assigned)
 
     async def _check_starts(self, partitions: list[TopicPartition]) -> None:
         """Where each assigned partition starts, from one look at the group's committed
         offsets and the log starts: retry partitions see ``_claim_retry_partitions``, event
         partitions ``_check_start_offsets``."""
-        offsets = await asyncio.gather(*(self.consumer.committed(tp) for tp in partitions))
-        committed = dict(zip(partitions, offsets, strict=True))
+        found = await committed_with_metadata(self.consumer, partitions)
+        committed = {tp: _offset(found.get(tp)) for tp in partitions}
+        self._inherit(found)
         begins = await self.consumer.beginning_offsets(partitions)
         retry = [tp for tp in partitions if tp.topic in self._retry_topics]
         events = [tp for tp in partitions if tp.topic not in self._retry_topics]
@@ -217,6 +247,21 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._claim_retry_partitions(retry, committed, begins)
         if events:
             await self._check_start_offsets(events, committed, begins)
+
+    def _inherit(self, found: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Take over the offset maps committed with these partitions' offsets (settled
+        records above the committed offset are skipped, see ``offsets``)."""
+        inherited = []
+        for tp, meta in found.items():
+            offset_map = split_commit_metadata(meta.metadata)[1]
+            if (
+                meta.offset >= 0
+                and offset_map
+                and self._tracker.inherit(tp, meta.offset, offset_map)
+            ):
+                inherited.append(tp)
+        if inherited:
+            log.info("settled_records_inherited", partitions=_names(inherited))
 
     async def _check_start_offsets(
         self,
@@ -362,6 +407,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             del self._waiting[tp]
         assignment = self.consumer.assignment()
         want = set(assignment) if paused else {tp for tp in self._waiting if tp in assignment}
+        want |= self._starting & assignment
         have = self.consumer.paused()
         if want - have:
             self.consumer.pause(*(want - have))
@@ -378,32 +424,48 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         offsets = self._tracker.to_commit(partitions)
         if not offsets:
             return True
-        kafka_offsets: dict[Any, tuple[int, str]] = {
-            TopicPartition(*tp): (off, self._commit_metadata(tp.topic))
-            for tp, off in offsets.items()
-        }
         try:
             # Shielded so a cancelled caller never leaves a half-sent commit; bounded so an
             # absent cluster cannot hold the committer (the next round retries).
             await asyncio.wait_for(
-                asyncio.shield(self.consumer.commit(kafka_offsets)), self._commit_timeout_s
+                asyncio.shield(self.consumer.commit(self._kafka_offsets(offsets))),
+                self._commit_timeout_s,
             )
+        except OffsetMetadataTooLargeError:
+            self._offset_maps = False  # the next round commits role tags only
+            self._metrics.commit_failures.inc()
+            log.warning(
+                "offset_map_refused", hint="the broker's offset.metadata.max.bytes is below "
+                "4096; settled records above the committed offset are sent again after a "
+                "rebalance or restart",
+            )  # fmt: skip
+            return False
         except (KafkaError, TimeoutError) as e:
             self._metrics.commit_failures.inc()
             log.warning("offset_commit_failed", error=f"{type(e).__name__}: {e}")
             return False
         self._tracker.mark_committed(offsets)
         self._metrics.offsets_committed.inc()
-        for tp, off in offsets.items():
+        for tp, (off, _) in offsets.items():
             self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(off)
         log.debug(
             "offsets_committed",
-            offsets={f"{t.topic}[{t.partition}]": o for t, o in offsets.items()},
+            offsets={f"{t.topic}[{t.partition}]": o for t, (o, _) in offsets.items()},
         )
         return True
 
-    def _commit_metadata(self, topic: str) -> str:
-        return RETRY_COMMIT_METADATA if topic in self._retry_topics else EVENT_COMMIT_METADATA
+    def _kafka_offsets(
+        self, offsets: dict[Any, tuple[int, str]]
+    ) -> dict[TopicPartition, tuple[int, str]]:
+        """``{tp: (offset, metadata)}``: the role tag, and the offset map when allowed."""
+        result = {}
+        for tp, (offset, offset_map) in offsets.items():
+            role = (
+                RETRY_COMMIT_METADATA if tp.topic in self._retry_topics else EVENT_COMMIT_METADATA
+            )
+            metadata = commit_metadata(role, offset_map if self._offset_maps else "")
+            result[TopicPartition(tp.topic, tp.partition)] = (offset, metadata)
+        return result
 
     async def run_committer(self, stopping: asyncio.Event) -> None:
         """Commit every ``commit_interval_s`` until stopping."""
@@ -503,6 +565,11 @@ def due_at_s(record: ConsumerRecord[bytes, bytes]) -> float:
             except (TypeError, ValueError):  # a null or non-numeric header value
                 return 0.0
     return 0.0
+
+
+def _offset(meta: OffsetAndMetadata | None) -> int | None:
+    """A committed offset as ``AIOKafkaConsumer.committed`` gives it (None: none)."""
+    return None if meta is None or meta.offset < 0 else int(meta.offset)
 
 
 def _names(partitions: Any) -> list[str]:

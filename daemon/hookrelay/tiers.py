@@ -47,6 +47,7 @@ from hookrelay.retries import (
     RETRY_COMMIT_METADATA,
     TIER_LABEL,
     claimed_elsewhere,
+    split_commit_metadata,
 )
 
 log = get_logger("hookrelay.tiers")
@@ -87,7 +88,7 @@ def candidate_topics(
     existing = set(existing) - current
     roles: dict[str, set[str]] = {}
     for tp, meta in committed.items():
-        roles.setdefault(tp.topic, set()).add(meta.metadata or "")
+        roles.setdefault(tp.topic, set()).add(split_commit_metadata(meta.metadata)[0])
     known = {t for t, r in roles.items() if RETRY_COMMIT_METADATA in r and t in existing}
     untagged = {t for t, r in roles.items() if r == {""} and t in existing}
     names = [_tier_name(settings.delivery.retry_topic_prefix), _tier_name(LEGACY_PREFIX)]

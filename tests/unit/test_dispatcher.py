@@ -19,6 +19,7 @@ from hookrelay.model import AttemptResult, Origin
 from hookrelay.offsets import AckTracker, TopicPartition
 from hookrelay.retries import RetryRecord, tier_topics
 from hookrelay.writer import DurableWriter
+from tests.unit.tracking import commit_offsets
 
 TP = TopicPartition("identity.events", 0)
 RETRY_TP = TopicPartition("retry.10ms", 0)
@@ -196,10 +197,10 @@ async def test_slow_endpoint_does_not_delay_other_hooks() -> None:
             rig.publish()
         await until(lambda: sum(1 for h, _, _ in sender.attempts if h == "fast") == 20)
         assert rig.dispatcher.lane("slow").busy == 20  # 2 stuck sending, 18 queued
-        assert rig.tracker.to_commit() == {TP: 0}
+        assert commit_offsets(rig.tracker) == {TP: 0}
         release.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
-        assert rig.tracker.to_commit() == {TP: 20}
+        assert commit_offsets(rig.tracker) == {TP: 20}
 
 
 async def test_concurrency_cap_limits_parallel_requests_per_hook() -> None:
@@ -221,7 +222,7 @@ async def test_a_retryable_failure_is_parked_in_its_tier_and_settles_the_record(
         before_ms = time.time() * 1000
         rig.publish("PostSignIn")
         await until(lambda: rig.dispatcher.in_flight == 0)
-        assert rig.tracker.to_commit()[TP] == 1  # settled once the retry record was acked
+        assert commit_offsets(rig.tracker)[TP] == 1  # settled once the retry record was acked
     [(topic, value, headers)] = rig.producer.sent
     assert topic == "retry.10ms"
     assert value.startswith(b'{"event":"PostSignIn"')  # the original bytes, no hookId
@@ -248,7 +249,7 @@ async def test_retries_walk_the_tiers_then_dead_letter_with_the_history() -> Non
         assert rig.producer.sent[1][0] == "retry.20ms"
         rig.feed_back(rig.producer.sent[1])
         await until(lambda: rig.dispatcher.in_flight == 0)
-        assert rig.tracker.to_commit() == {TP: 1, RETRY_TP: 2}
+        assert commit_offsets(rig.tracker) == {TP: 1, RETRY_TP: 2}
     assert len(sender.attempts) == 3  # first attempt + one per tier
     assert len({d for _, d, _ in sender.attempts}) == 1  # one webhook-id for all attempts
     [(_, value, headers)] = rig.producer.to("dlq")
@@ -694,7 +695,7 @@ async def test_close_abandons_unsettled_deliveries_without_settling_them() -> No
             rig.publish()
         await until(lambda: len(sender.attempts) == 1)
         assert await rig.dispatcher.drain(0.05) is False
-    assert rig.tracker.to_commit() == {TP: 0}
+    assert commit_offsets(rig.tracker) == {TP: 0}
     assert delivered_count(rig.metrics, "stuck", "abandoned") == 3
 
 
@@ -772,3 +773,57 @@ async def test_the_attempt_log_shows_attempts_and_parks_with_their_outcomes() ->
         ("retrying", 503, "http 503"),
     ]
     assert rig.history.last_24h("down", time.time())["requests"] == 1  # parks are no requests
+
+
+# -- revocation: nothing of a revoked partition is sent late or parked ---------------------
+
+
+async def test_a_revoked_partitions_queued_deliveries_are_released_not_sent() -> None:
+    sender, release = blocked_sender(only="slow")
+    async with Rig(sender, [hook("slow", max_concurrency=2)]) as rig:
+        for _ in range(10):
+            rig.publish()
+        await until(lambda: len(sender.attempts) == 2)
+        rig.tracker.revoke([TP])
+        assert rig.dispatcher.release_revoked() == 8
+        assert rig.tracker.outstanding([TP]) == 2  # the two being sent
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert rig.tracker.outstanding([TP]) == 0
+    assert len(sender.attempts) == 2  # the released eight were never sent
+    assert rig.producer.sent == []  # nor parked
+    assert commit_offsets(rig.tracker) == {TP: 2}  # the two sent settled; 2-9 are owed
+    assert delivered_count(rig.metrics, "slow", "abandoned") == 8
+
+
+async def test_a_failure_that_returns_after_revocation_is_released_never_parked() -> None:
+    gate = asyncio.Event()
+
+    async def behaviour(_hook_id: str, _n: int) -> AttemptResult:
+        await gate.wait()
+        return fail(500, retryable=True)
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [hook("down"), hook("gone")]) as rig:
+        rig.publish()
+        await until(lambda: len(sender.attempts) == 2)
+        rig.tracker.revoke([TP])
+        gate.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert rig.tracker.outstanding([TP]) == 0
+    assert rig.producer.sent == []  # no retry record: the next owner makes the delivery
+    assert commit_offsets(rig.tracker) == {TP: 0}
+
+
+async def test_a_delivery_revoked_while_waiting_for_its_rate_limit_is_not_sent() -> None:
+    sender = FakeSender(lambda _h, _n: OK)
+    limited = hook("limited", rate_limit={"per_second": 5, "burst": 1})
+    async with Rig(sender, [limited]) as rig:
+        for _ in range(3):
+            rig.publish()
+        await until(lambda: len(sender.attempts) == 1)
+        rig.tracker.revoke([TP])  # the second waits for a token: it is popped, not queued
+        rig.dispatcher.release_revoked()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert len(sender.attempts) == 1
+    assert commit_offsets(rig.tracker) == {TP: 1}

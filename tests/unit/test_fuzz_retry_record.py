@@ -26,6 +26,7 @@ from hookrelay.pipeline import Pipeline
 from hookrelay.retries import HEADER_PREFIX, RetryRecord
 from hookrelay.writer import DurableWriter
 from tests.unit.test_dispatcher import OK, FakeProducer, FakeSender
+from tests.unit.tracking import commit_offsets
 
 GROUP = "g-prod"
 TOPIC = "identity.events"
@@ -134,7 +135,7 @@ def run(headers: list[tuple[str, bytes | None]], value: bytes | None) -> dict[st
             "letters": producer.to(SETTINGS.dead_letter_topic),
             "parked": [s for s in producer.sent if s[0] in SETTINGS.retry_topics],
             "skipped": skipped,
-            "settled": tracker.to_commit() == {tp: 4},
+            "settled": commit_offsets(tracker) == {tp: 4},
         }
 
     return asyncio.run(scenario())
