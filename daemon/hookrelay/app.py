@@ -176,6 +176,11 @@ class Daemon:
         reasons = []
         if self.stopping.is_set():
             reasons.append("shutting down")
+        if self.source.instance_conflict:
+            reasons.append(
+                f"kafka.group_instance_id {self.source.instance_conflict!r} is used by another "
+                "process of the group; this daemon stopped consuming (restart it once fixed)"
+            )
         if not self.source.started:
             reasons.append("consumer not started")
         elif not self.source.joined:

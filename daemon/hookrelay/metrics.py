@@ -50,6 +50,11 @@ class Metrics:
         self.build_info = Gauge(p + "build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         self.ready = Gauge(p + "ready", "1 when consuming and able to deliver", registry=r)
+        self.instance_conflict = Gauge(
+            p + "group_instance_conflict", "1 once another process joined the consumer group "
+            "with this daemon's kafka.group_instance_id: this daemon stopped consuming",
+            registry=r,
+        )  # fmt: skip
         self.events_consumed = Counter(
             p + "events_consumed", "Kafka records consumed", ["topic"], registry=r
         )

@@ -28,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     IllegalStateError,
@@ -66,6 +68,11 @@ _FATAL_FETCH_ERRORS = (
     GroupAuthorizationFailedError,
     TopicAuthorizationFailedError,
 )
+
+INSTANCE_CONFLICT_REPLACEMENTS = 3
+INSTANCE_CONFLICT_WINDOW_S = 120.0
+"""A static member replaced this often within this window shares its instance id (see
+``Source._replaced_by_another_instance``)."""
 
 PROBE_INTERVAL_S = 3.0
 """Seconds between metadata probes of the cluster (readiness)."""
@@ -127,6 +134,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._starting: set[TopicPartition] = set()
         self._release = release
         self._offset_maps = True  # False once the broker refused one as too large
+        self._heartbeat_s = min(3.0, settings.session_timeout_s / 3)
         self.consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=settings.group_id,
@@ -143,7 +151,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             fetch_max_bytes=settings.fetch_max_bytes,
             session_timeout_ms=int(settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
+            heartbeat_interval_ms=int(self._heartbeat_s * 1000),
             max_poll_interval_ms=int(settings.max_poll_interval_s * 1000),
             request_timeout_ms=int(settings.request_timeout_s * 1000),
             # A topic created, or a partition added, after start-up is picked up within this
@@ -152,6 +160,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.started = False
         self.joined = False
+        self.instance_conflict = ""  # set when another process uses our group_instance_id
+        self._contested = False
+        self._member_id: str | None = None
+        self._replaced_at: deque[float] = deque(maxlen=INSTANCE_CONFLICT_REPLACEMENTS)
         self._commit_timeout_s = min(10.0, settings.request_timeout_s)
         self.last_contact_ok = 0.0
         self.probe_failing = False
@@ -215,6 +227,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         """Track newly assigned partitions; keep them paused if backpressure is on; start
         uncommitted retry partitions at their beginning (module docstring)."""
         self.joined = True
+        if self._replaced_by_another_instance():
+            return
         self._tracker.assign(list(assigned))
         log.info("partitions_assigned", partitions=_names(assigned))
         if not assigned:
@@ -232,6 +246,81 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("partition_start_check_failed", error=f"{type(e).__name__}: {e}")
         finally:
             self._starting.difference_update(assigned)
+
+    def _replaced_by_another_instance(self) -> bool:
+        """Under static membership, True when this member must stop consuming because it
+        seems to share its ``kafka.group_instance_id`` with another process (the poll loop
+        then settles it, see ``_settle_instance_conflict``).
+
+        A static member's id changes only when the broker fenced it: another process joined
+        with its instance id, or its session expired. aiokafka reports both as an unknown
+        member id and rejoins, so two processes with one id take the partitions from each
+        other at every heartbeat, and both deliver. ``INSTANCE_CONFLICT_REPLACEMENTS``
+        replacements within ``INSTANCE_CONFLICT_WINDOW_S`` are that fight, not an expired
+        session."""
+        instance = self._settings.group_instance_id
+        member = getattr(self.consumer._coordinator, "member_id", None)
+        previous, self._member_id = self._member_id, member
+        if instance is None or previous is None or member == previous:
+            return False
+        now = time.monotonic()
+        self._replaced_at.append(now)
+        recent = [t for t in self._replaced_at if now - t <= INSTANCE_CONFLICT_WINDOW_S]
+        if len(recent) < INSTANCE_CONFLICT_REPLACEMENTS:
+            log.warning("group_member_replaced", group_instance_id=instance,
+                        hint="the broker fenced this member: its session expired, or another "
+                        "process uses the same kafka.group_instance_id")  # fmt: skip
+            return False
+        self._contested = True
+        self.consumer.unsubscribe()
+        return True
+
+    async def _settle_instance_conflict(self) -> None:
+        """Stop rejoining for two heartbeat intervals, then look whose member the broker
+        holds for the instance id: the last process to join. If it is this one, the other
+        process gave way: consume again. Otherwise the other process holds it: stay
+        stopped and not ready, and say why (the one that gave way first loses, so of two
+        processes exactly one keeps consuming)."""
+        self._contested = False
+        instance = self._settings.group_instance_id
+        await asyncio.sleep(2 * self._heartbeat_s)
+        try:
+            held = await asyncio.wait_for(self._member_registered(), self._commit_timeout_s)
+        except (KafkaError, TimeoutError) as e:
+            log.warning("group_describe_failed", error=f"{type(e).__name__}: {e}")
+            held = False
+        if held:
+            log.warning("group_instance_id_contested", group_instance_id=instance,
+                        hint="another process used the same kafka.group_instance_id and gave "
+                        "way; this one consumes")  # fmt: skip
+            self._member_id = None
+            self._replaced_at.clear()
+            self.consumer.subscribe(self._topics, listener=self)
+            return
+        self.instance_conflict = instance or ""
+        self._metrics.instance_conflict.set(1)
+        log.error(
+            "group_instance_id_in_use", group_instance_id=instance,
+            hint="another process of this consumer group uses the same "
+            "kafka.group_instance_id; give each replica its own (e.g. ${POD_NAME}) and "
+            "restart this one; it consumes nothing until then",
+        )  # fmt: skip
+
+    async def _member_registered(self) -> bool:
+        """True when the group still lists this member's last member id."""
+        admin = AIOKafkaAdminClient(
+            **client_options(self._settings, "admin"),
+            request_timeout_ms=int(self._settings.request_timeout_s * 1000),
+        )
+        await admin.start()
+        try:
+            responses = await admin.describe_consumer_groups([self._settings.group_id])
+        finally:
+            await admin.close()
+        # DescribeGroups v0-v3 (aiokafka): groups of (error, id, state, protocol type,
+        # protocol, members of (member id, client id, host, metadata, assignment), ...).
+        members = {m[0] for r in responses for g in r.groups for m in g[5]}
+        return self._member_id in members
 
     async def _check_starts(self, partitions: list[TopicPartition]) -> None:
         """Where each assigned partition starts, from one look at the group's committed
@@ -342,6 +431,12 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self, handle: RecordHandler, stopping: asyncio.Event) -> None:
         """Fetch and hand records to ``handle`` until ``stopping`` is set."""
         while not stopping.is_set():
+            if self._contested:
+                await self._settle_instance_conflict()
+            if self.instance_conflict:
+                with contextlib.suppress(TimeoutError):  # consumes nothing until restarted
+                    await asyncio.wait_for(stopping.wait(), 1.0)
+                continue
             self._apply_pauses()
             # Paused, getmany only waits out its timeout: a short one re-checks the load soon
             # enough that the lanes never run dry before fetching resumes.

@@ -146,3 +146,59 @@ async def test_an_offset_reset_is_never_silent(kafka_bootstrap: str, tmp_path: P
     assert fresh == 1  # the first start of a new group is announced too
     assert resets == 1
     assert delivered_tags(receiver)[3:] == ["b-3", "b-4"]  # the earliest left, not the end
+
+
+async def test_a_static_member_restarted_within_its_session_gets_its_partitions_without_a_rebalance(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("static")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=4)
+    async with Receiver(keys={"crm": None}) as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        edit_config(path, "kafka", group_instance_id="replica-a", session_timeout_s=20)
+        a = settings_for(path)
+        edit_config(path, "kafka", group_instance_id="replica-b")
+        b = settings_for(path)
+        async with running_daemon(a) as first:
+            async with running_daemon(b) as second:
+                await wait_until(lambda: len(second.tracker.partitions) > 0, 30, "b assigned")
+                await wait_until(lambda: len(first.tracker.partitions) < 10, 30, "a shares")
+                held_by_b = set(second.tracker.partitions)
+            rebalances = first.metrics.rebalances._value.get()
+            async with running_daemon(b) as again:  # back within session_timeout_s
+                await wait_until(lambda: set(again.tracker.partitions) == held_by_b, 30,
+                                 "b to get its own partitions back")  # fmt: skip
+                await produce(kafka_bootstrap, topic, [event(n, "after") for n in range(20)])
+                await receiver.wait_for(20, timeout_s=30)
+            assert first.metrics.rebalances._value.get() == rebalances  # a never gave any up
+    assert sorted(delivered_tags(receiver)) == sorted(f"after-{n}" for n in range(20))
+
+
+async def test_two_processes_with_one_group_instance_id_are_reported_and_one_stops_consuming(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("twins")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=2)
+    async with Receiver(keys={"crm": None}) as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        edit_config(path, "kafka", group_instance_id="pod-0", session_timeout_s=6)
+        settings = settings_for(path)
+        async with running_daemon(settings) as first, running_daemon(settings) as second:
+            await wait_until(
+                lambda: bool(first.source.instance_conflict or second.source.instance_conflict),
+                60, "the shared instance id to be noticed",
+            )  # fmt: skip
+            stopped, going = (first, second) if first.source.instance_conflict else (second, first)
+            reasons = stopped.not_ready_reasons()
+            assert any("group_instance_id 'pod-0'" in r for r in reasons), reasons
+            assert stopped.metrics.registry.get_sample_value(
+                "hookrelay_group_instance_conflict"
+            ) == 1  # fmt: skip
+            await produce(kafka_bootstrap, topic, [event(n, "twin") for n in range(30)])
+            await receiver.wait_for(30, timeout_s=40)
+            await asyncio.sleep(2)
+            assert not going.source.instance_conflict
+            assert stopped.tracker.partitions == []
+    assert sorted(delivered_tags(receiver)) == sorted(f"twin-{n}" for n in range(30))
