@@ -73,6 +73,13 @@ class AdminBackend(Protocol):
          "outcome": "delivered"|"retrying"|"dead_lettered"|"parked",
          "response_body": str  (only present when admin.keep_response_bodies is true)}"""
 
+    def partitions(self) -> list[dict[str, Any]]:
+        """The partitions this member is assigned, by topic and partition. Each dict:
+        {"topic": str, "partition": int, "role": "event"|"retry",
+         "committed_offset": int | None, "lag": int | None, "unsettled": int,
+         "paused": "starting"|"backpressure"|"retry_not_due"|None,
+         "held_by_open_transaction": bool}"""
+
     async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
         """POST a Logto-style test payload (see testpayload.py) to one hook now, outside
         the retry machinery. Raises LookupError for an unknown hook id and ValueError for a
@@ -220,6 +227,7 @@ class AdminServer:
         app.router.add_get(f"{v1}/hooks/{{id}}", self._get_hook, allow_head=False)
         app.router.add_post(f"{v1}/hooks/{{id}}/test", self._test_hook)
         app.router.add_get(f"{v1}/deliveries", self._list_deliveries, allow_head=False)
+        app.router.add_get(f"{v1}/partitions", self._list_partitions, allow_head=False)
         app.router.add_post(f"{v1}/reload", self._reload)
         app.router.add_get(f"{v1}/openapi.json", self._get_openapi, allow_head=False)
         return app
@@ -337,6 +345,9 @@ class AdminServer:
         hook_id, outcome, limit = _deliveries_query(request.query)
         found = self._api.deliveries(hook_id=hook_id, outcome=outcome, limit=limit)
         return _json({"deliveries": found})
+
+    async def _list_partitions(self, _request: web.Request) -> web.Response:
+        return _json({"partitions": self._api.partitions()})
 
     async def _reload(self, request: web.Request) -> web.Response:
         log.info("admin_reload_requested", remote=request.remote)

@@ -321,6 +321,10 @@ class Daemon:
         """Recent attempts, newest first (``history.AttemptLog.recent``)."""
         return self.history.attempts.recent(hook_id=hook_id, outcome=outcome, limit=limit)
 
+    def partitions(self) -> list[dict[str, Any]]:
+        """The assigned partitions with offsets, lag and what holds them (``Source``)."""
+        return self.source.partitions()
+
     async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
         """POST a Logto-style test payload to one hook now, outside the retry machinery
         (nothing is retried, counted or logged as a delivery). Raises ``LookupError`` for an

@@ -125,6 +125,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._topics = list(dict.fromkeys([*settings.topics, *retry_topics]))
         self._retry_topics = frozenset(retry_topics)
         self._waiting: dict[TopicPartition, float] = {}  # retry partition → head due (epoch s)
+        self._lag: dict[TopicPartition, int] = {}  # as update_lag last measured it
+        self._held: dict[TopicPartition, bool] = {}
         self._tracker = tracker
         self._metrics = metrics
         self._backpressure = backpressure
@@ -216,6 +218,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._tracker.forget(partitions)
         for tp in partitions:
             self._waiting.pop(tp, None)
+            self._lag.pop(tp, None)
+            self._held.pop(tp, None)
             self._metrics.forget_partition(tp.topic, tp.partition)
         self._revoking.difference_update(partitions)
         log.info(
@@ -421,6 +425,27 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             self.consumer.seek(tp, begins[tp])
         await self.consumer.commit({tp: (begins[tp], RETRY_COMMIT_METADATA) for tp in fresh})
 
+    def partitions(self) -> list[dict[str, Any]]:
+        """The assigned partitions for the admin API (``admin.AdminBackend.partitions``)."""
+        paused = self.consumer.paused()
+        result = []
+        for tp in sorted(self.consumer.assignment()):
+            reason = None
+            if tp in self._starting:
+                reason = "starting"
+            elif tp in self._waiting:
+                reason = "retry_not_due"
+            elif tp in paused:
+                reason = "backpressure"
+            result.append({
+                "topic": tp.topic, "partition": tp.partition,
+                "role": "retry" if tp.topic in self._retry_topics else "event",
+                "committed_offset": self._tracker.committed(tp), "lag": self._lag.get(tp),
+                "unsettled": self._tracker.unsettled([tp]), "paused": reason,
+                "held_by_open_transaction": self._held.get(tp, False),
+            })  # fmt: skip
+        return result
+
     @property
     def waiting_partitions(self) -> int:
         """Retry partitions paused until their head record is due."""
@@ -616,10 +641,11 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             done = position if done is None else done
             labels = (tp.topic, str(tp.partition))
             if done is not None:
-                self._metrics.consumer_lag.labels(*labels).set(max(0, end - done))
-            self._metrics.held_by_transaction.labels(*labels).set(
-                1 if self._held_by_transaction(tp, position) else 0
-            )
+                self._lag[tp] = max(0, end - done)
+                self._metrics.consumer_lag.labels(*labels).set(self._lag[tp])
+            held = self._held_by_transaction(tp, position)
+            self._held[tp] = held
+            self._metrics.held_by_transaction.labels(*labels).set(1 if held else 0)
 
     async def _position(self, tp: TopicPartition) -> int | None:
         """The fetch position, when known (never waits for an offset reset)."""

@@ -74,6 +74,11 @@ async def test_events_of_an_aborted_transaction_never_become_webhooks_and_an_ope
                     15, "partition 0 reported as held by an open transaction",
                 )  # fmt: skip
                 held = delivered_tags(receiver)
+                shown = {
+                    p["partition"]: p["held_by_open_transaction"]
+                    for p in daemon.partitions() if p["topic"] == topic
+                }  # fmt: skip
+                assert shown == {0: True, 1: False}  # GET /v1/partitions
                 # The broker aborts the open transaction; what was behind it flows.
                 await receiver.wait_for(7, timeout_s=40)
             finally:

@@ -97,6 +97,7 @@ class FakeBackend:
     hooks_state: list[dict[str, Any]] = field(default_factory=list)
     recent: list[dict[str, Any]] = field(default_factory=list)
     reload_error: Exception | None = None
+    assigned: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def hooks(self) -> list[dict[str, Any]]:
@@ -113,6 +114,10 @@ class FakeBackend:
             if hook_id in (None, d["hook_id"]) and outcome in (None, d["outcome"])
         ]
         return copy.deepcopy(found[:limit])
+
+    def partitions(self) -> list[dict[str, Any]]:
+        self.calls.append(("partitions", None))
+        return copy.deepcopy(self.assigned)
 
     async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
         self.calls.append(("test_hook", {"hook_id": hook_id, "event": event}))
@@ -345,6 +350,7 @@ V1_REQUESTS = [
     ("GET", "/v1/hooks/crm-sync"),
     ("POST", "/v1/hooks/crm-sync/test"),
     ("GET", "/v1/deliveries"),
+    ("GET", "/v1/partitions"),
     ("POST", "/v1/reload"),
     ("GET", "/v1/openapi.json"),
 ]
@@ -890,3 +896,18 @@ async def run_schemathesis(admin: Admin, tmp_path: Path) -> None:
     assert re.search(r"\b\d+ passed\b|No issues found", text), text
     # It really called the operations, through the fake backend.
     assert {name for name, _ in admin.backend.calls} >= {"hooks", "deliveries", "reload"}
+
+
+async def test_partitions_are_listed_with_offsets_lag_and_what_holds_them(admin: Admin) -> None:
+    admin.backend.assigned = [
+        {"topic": "identity.events", "partition": 0, "role": "event", "committed_offset": 120,
+         "lag": 4, "unsettled": 3, "paused": None, "held_by_open_transaction": True},
+        {"topic": "hookrelay.retry.5s", "partition": 1, "role": "retry",
+         "committed_offset": None, "lag": None, "unsettled": 0, "paused": "retry_not_due",
+         "held_by_open_transaction": False},
+    ]  # fmt: skip
+    answer = await admin.call("GET", "/v1/partitions")
+
+    assert answer.status == 200
+    assert answer.json == {"partitions": admin.backend.assigned}
+    assert admin.backend.calls == [("partitions", None)]
