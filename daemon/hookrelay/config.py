@@ -1680,7 +1680,9 @@ def config_warnings(settings: Settings) -> list[str]:
     off); an admin token written inline instead of ``${VAR}`` or ``token_file``; SSRF guard
     allow-lists that are very broad or include link-local ranges or metadata endpoints; a Kafka
     SASL password written inline instead of ``${VAR}`` or ``sasl_password_file``; SASL PLAIN
-    over SASL_PLAINTEXT (the password crosses the network in clear).
+    over SASL_PLAINTEXT (the password crosses the network in clear); a group instance id
+    written as a fixed value (every replica would share it), or with a session timeout too
+    short to cover a restart.
     """
     source = settings._source
     found: list[tuple[KeyPath, str]] = []
@@ -1802,6 +1804,20 @@ def _kafka_warnings(kafka: KafkaSettings, source: _SourceMap) -> list[tuple[KeyP
     if ("kafka", "sasl_password") in source.inline_secrets:
         message = "SASL password written inline; use ${VAR} or sasl_password_file to keep it secret"
         found.append((("kafka", "sasl_password"), message))
+    path = ("kafka", "group_instance_id")
+    if kafka.group_instance_id is not None and path not in source.from_environment:
+        message = (
+            "a fixed value: every replica reading this file joins with the same instance id, "
+            "and all but one stop consuming; use one per replica, e.g. ${POD_NAME} or "
+            "${HOSTNAME}"
+        )
+        found.append((path, message))
+    if kafka.group_instance_id is not None and kafka.session_timeout_s < 30.0:
+        message = (
+            "with kafka.group_instance_id, a replica restarted within this timeout keeps its "
+            "partitions without a rebalance; a restart usually takes longer (e.g. 60)"
+        )
+        found.append((("kafka", "session_timeout_s"), message))
     return found
 
 

@@ -1172,3 +1172,31 @@ def test_check_flags_credential_headers_written_inline(tmp_path: Path) -> None:
         f"{path}:6: hooks[0].headers.Authorization: credential header written inline; "
         "use ${VAR} to keep it out of the file",
     ]
+
+
+def test_a_group_instance_id_from_the_environment_needs_a_session_that_covers_a_restart(
+    tmp_path: Path,
+) -> None:
+    text = "kafka:\n  group_instance_id: ${POD_NAME}\n  session_timeout_s: 15\nhooks:" + HOOK
+    settings = load_settings(main_file(tmp_path, text), env={"POD_NAME": "hookrelay-0"})
+
+    assert settings.kafka.group_instance_id == "hookrelay-0"
+    assert config_warnings(settings) == [
+        f"{tmp_path / 'hookrelay.yaml'}:3: kafka.session_timeout_s: with kafka.group_instance_id, "
+        "a replica restarted within this timeout keeps its partitions without a rebalance; a "
+        "restart usually takes longer (e.g. 60)"
+    ]
+
+
+def test_a_fixed_group_instance_id_is_a_warning_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    path = main_file(
+        tmp_path, "kafka:\n  group_instance_id: replica\n  session_timeout_s: 60\nhooks:" + HOOK
+    )
+    [warning] = config_warnings(load_settings(path, env={}))
+    assert warning.startswith(f"{path}:2: kafka.group_instance_id: a fixed value: every replica")
+
+    bad = main_file(tmp_path, "kafka:\n  group_instance_id: 'pod 0'\nhooks:" + HOOK)
+    assert refusals(bad) == [
+        f"{bad}:2: kafka.group_instance_id: expected a group instance id: 1-249 characters of "
+        "A-Z a-z 0-9 . _ -"
+    ]
