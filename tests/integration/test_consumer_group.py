@@ -32,6 +32,17 @@ def event(n: int, tag: str) -> bytes:
     return orjson.dumps({**body, "data": {"id": f"{tag}-{n}"}})
 
 
+async def crm_deployment(
+    bootstrap: str, tmp_path: Path, receiver: Receiver, prefix: str, partitions: int
+) -> tuple[str, Path]:
+    """A new event topic (and its dead-letter topic) and a config with one hook, ``crm``,
+    pointed at ``receiver``: ``(topic, config path)``."""
+    topic = unique(prefix)
+    await create_topics(bootstrap, [topic, f"{topic}.dlq"], partitions=partitions)
+    hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
+    return topic, write_config(tmp_path, bootstrap, topic, hooks)
+
+
 def delivered_tags(receiver: Receiver) -> list[str]:
     return [r.json["data"]["id"] for r in receiver.requests]
 
@@ -156,11 +167,8 @@ async def test_an_offset_reset_is_never_silent(kafka_bootstrap: str, tmp_path: P
 async def test_a_static_member_restarted_within_its_session_gets_its_partitions_without_a_rebalance(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = unique("static")
-    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=4)
     async with Receiver(keys={"crm": None}) as receiver:
-        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
-        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        topic, path = await crm_deployment(kafka_bootstrap, tmp_path, receiver, "static", 4)
         edit_config(path, "kafka", group_instance_id="replica-a", session_timeout_s=20)
         a = settings_for(path)
         edit_config(path, "kafka", group_instance_id="replica-b")
@@ -183,11 +191,8 @@ async def test_a_static_member_restarted_within_its_session_gets_its_partitions_
 async def test_two_processes_with_one_group_instance_id_are_reported_and_one_stops_consuming(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = unique("twins")
-    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=2)
     async with Receiver(keys={"crm": None}) as receiver:
-        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
-        path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        topic, path = await crm_deployment(kafka_bootstrap, tmp_path, receiver, "twins", 2)
         edit_config(path, "kafka", group_instance_id="pod-0", session_timeout_s=6)
         settings = settings_for(path)
         async with running_daemon(settings) as first, running_daemon(settings) as second:
