@@ -268,7 +268,7 @@ def deliveries() -> list[Panel]:
         graph(
             "Deliveries/s by hook and outcome",
             "Finished deliveries: delivered, dead_lettered, abandoned (left unsettled at "
-            "shutdown and delivered again after the restart).",
+            "shutdown or when a rebalance took the partition; made again by its next owner).",
             "reqps",
             query(by_outcome % HOOKS, "{{hook_id}} {{outcome}}"),
         ),
