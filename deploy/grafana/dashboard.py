@@ -435,8 +435,10 @@ def kafka() -> list[Panel]:
         ),
         graph(
             "Consumer group",
-            "Offset commits and failed commits per second, rebalances, partitions paused "
-            "(backpressure, retry_not_due) and replicas whose fetching is paused.",
+            "Offset commits and failed commits per second, rebalances, work skipped after "
+            "an assignment because the previous owner had settled it, partitions paused "
+            "(backpressure, retry_not_due, starting), partitions held by an open "
+            "transaction, and replicas whose fetching is paused.",
             "short",
             query(rate("hookrelay_offset_commits_total", PROCESS, "job"), "commits/s"),
             query(
@@ -449,6 +451,14 @@ def kafka() -> list[Panel]:
             query(
                 f"sum by (reason) (hookrelay_partitions_paused{{{PROCESS}}})",
                 "partitions paused: {{reason}}",
+            ),
+            query(
+                rate("hookrelay_settled_skipped_total", PROCESS, "unit"),
+                "settled work skipped: {{unit}}/s",
+            ),
+            query(
+                f"sum(hookrelay_partition_held_by_open_transaction{{{PROCESS}}})",
+                "partitions held by an open transaction",
             ),
             query(f"sum(hookrelay_consumer_paused{{{PROCESS}}})", "replicas paused"),
             width=THIRD,
