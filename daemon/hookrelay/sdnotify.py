@@ -75,7 +75,8 @@ def watchdog_timeout_s(environ: Mapping[str, str], pid: int) -> float | None:
     is set and names another process: the rules of sd_watchdog_enabled(3).
     """
     usec = environ.get("WATCHDOG_USEC", "")
-    if not usec.isdigit() or int(usec) == 0:
+    # isdigit() alone accepts "²" and other scripts' digits, which int() refuses.
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
         return None
     owner = environ.get("WATCHDOG_PID", "")
     if owner and owner != str(pid):

@@ -88,21 +88,27 @@ class Sender(Protocol):
         ...
 
 
+_DELAY_SECONDS: Final = re.compile(r"[0-9]+")
+"""Delay-seconds (RFC 9110 ``1*DIGIT``); a huge one is capped like any other."""
+
+
 def parse_retry_after(value: str | None, cap_s: float, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, or ``None`` when absent or nonsense.
 
-    Accepts delta-seconds (``"120"``) or an HTTP-date; a date in the past gives 0.0; the
-    result is capped at ``cap_s``. Negative, non-numeric or unparsable values give ``None``
-    so the caller falls back to its retry schedule.
+    Accepts delta-seconds (``"120"``: ASCII digits only, RFC 9110 §10.2.3 ``1*DIGIT``; not
+    ``"²"`` or other scripts' digits, which ``str.isdigit`` accepts) or an HTTP-date; a date
+    in the past gives 0.0; the result is capped at ``cap_s``. Anything else (negative,
+    fractional, non-ASCII, a date out of range) gives ``None`` so the caller falls back to
+    its retry schedule.
     """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELAY_SECONDS.fullmatch(value):
         return min(float(value), cap_s)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

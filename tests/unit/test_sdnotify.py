@@ -105,6 +105,8 @@ def test_unsupported_addresses_turn_notifications_off_with_a_warning() -> None:
         ({"WATCHDOG_USEC": "0"}, None),
         ({"WATCHDOG_USEC": "soon"}, None),
         ({"WATCHDOG_USEC": "-5"}, None),
+        ({"WATCHDOG_USEC": "²"}, None),  # isdigit() says yes, int() says no
+        ({"WATCHDOG_USEC": "١٢٣"}, None),
         ({}, None),
     ],
 )

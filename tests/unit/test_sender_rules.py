@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 from aiohttp import HttpVersion11
 from aiohttp.http_parser import RawResponseMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from hookrelay.config import DeliverySettings
@@ -56,9 +58,22 @@ def test_retry_after_http_date() -> None:
     assert parse_retry_after(past, cap_s=3600, now=now) == 0.0
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5e3", "Mon, 99 Foo 2026"])
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "soon", "-5", "1.5e3", "Mon, 99 Foo 2026", "²", "١٢٣", "\uff11\uff12", "+5",
+     "Thu, 01 Jan 99999 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:60 GMT"],
+)  # fmt: skip
 def test_nonsense_retry_after_falls_back_to_the_schedule(value: str | None) -> None:
+    """RFC 9110 §10.2.3: delay-seconds are ASCII digits (``1*DIGIT``); superscripts, other
+    scripts' digits and fullwidth digits are not, and a date out of range is no date."""
     assert parse_retry_after(value, cap_s=3600) is None
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_any_retry_after_text_gives_a_wait_within_the_cap_or_none(value: str) -> None:
+    wait = parse_retry_after(value, cap_s=3600)
+    assert wait is None or 0.0 <= wait <= 3600.0
 
 
 def test_a_tls_alert_reported_as_a_connection_error_is_called_a_tls_error() -> None:
