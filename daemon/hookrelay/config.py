@@ -215,9 +215,18 @@ def _bool_from_text(value: object) -> object:
     return value
 
 
-def _single_line(text: str) -> str:
-    if any(char in text for char in "\r\n\0"):
-        raise _refuse("expected a single line of text (no CR, LF or NUL)")
+_HEADER_VALUE_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What RFC 9110 §5.5 keeps out of a field value (controls but HTAB); aiohttp refuses to send
+it, so a value holding one would fail every delivery."""
+
+
+def _check_header_value(text: str) -> str:
+    found = _HEADER_VALUE_CONTROL.search(text)
+    if found is not None:
+        raise _refuse(
+            f"expected a header value without control characters; found {found.group()!r} at "
+            f"position {found.start()} (only tab is allowed)"
+        )
     return text
 
 
@@ -342,9 +351,31 @@ def _check_sasl_password(password: SecretStr) -> SecretStr:
 
 
 def _check_signing_key(key: SecretStr) -> SecretStr:
-    if not key.get_secret_value():
+    text = key.get_secret_value()
+    if not text:
         raise _refuse("expected a non-empty signing key")
+    problem = _invisible_in_key(text)
+    if problem is not None:
+        raise _refuse(f"the signing key {problem}; it would become part of the key, and no "
+                      "receiver could verify the signatures")  # fmt: skip
     return key
+
+
+def _invisible_in_key(text: str) -> str | None:
+    """What in a key is invisible yet would be signed with (never quoting the key): a byte
+    order mark (Windows editors save one), a control character, surrounding whitespace."""
+    if "\ufeff" in text:
+        return "holds a byte order mark (U+FEFF; save the file as UTF-8 without BOM)"
+    control = _KEY_CONTROL.search(text)
+    if control is not None:
+        code = ord(control.group())
+        return f"holds a control character (U+{code:04X}) at position {control.start()}"
+    if text != text.strip():
+        return "starts or ends with whitespace"
+    return None
+
+
+_KEY_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _distinct_keys(keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
@@ -425,7 +456,7 @@ Integer = Annotated[int, BeforeValidator(_no_bool)]
 Flag = Annotated[StrictBool, BeforeValidator(_bool_from_text)]
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 HeaderName = Annotated[StrictStr, AfterValidator(_check_header_name)]
-HeaderValue = Annotated[StrictStr, AfterValidator(_single_line)]
+HeaderValue = Annotated[StrictStr, AfterValidator(_check_header_value)]
 TopicName = Annotated[
     StrictStr,
     AfterValidator(_check_topic),

@@ -822,8 +822,23 @@ def test_header_value_with_line_break_is_refused(tmp_path: Path) -> None:
     path = with_hooks(tmp_path, HOOK + '      headers: {X-A: "a\\r\\nInjected: 1"}\n')
 
     assert refusals(path) == [
-        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].headers.X-A: "
-        "expected a single line of text (no CR, LF or NUL)"
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].headers.X-A: expected a header value without "
+        "control characters; found '\\r' at position 1 (only tab is allowed)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "a\x7fb", "a\x0bb", "a\x1fb", "\x00"])
+def test_control_characters_from_the_environment_are_refused_in_header_values(
+    tmp_path: Path, value: str
+) -> None:
+    """A value that passed the loader but that aiohttp refuses would fail every delivery."""
+    path = with_hooks(tmp_path, HOOK + '      headers: {X-Ctl: "${CTLVAL}", X-Tab: "a\tb"}\n')
+
+    control = next(char for char in value if char < " " or char == "\x7f")
+    assert refusals(path, env={"CTLVAL": value}) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].headers.X-Ctl: expected a header value without "
+        f"control characters; found {control!r} at position {value.index(control)} "
+        "(only tab is allowed)"
     ]
 
 
@@ -909,13 +924,13 @@ def test_signing_key_file_is_relative_to_the_yaml_file_with_one_newline_stripped
     tmp_path: Path,
 ) -> None:
     (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "crm.key").write_bytes(b"k\xc3\xa9y with spaces \n\n")
+    (tmp_path / "secrets" / "crm.key").write_bytes(b"k\xc3\xa9y with spaces\r\n")
     path = with_hooks(tmp_path, HOOK + "      signing_key_file: secrets/crm.key\n")
 
     key = load_settings(path, env={}).hooks[0].signing_key
 
     assert key is not None
-    assert key.get_secret_value() == "kéy with spaces \n"
+    assert key.get_secret_value() == "kéy with spaces"
 
 
 def test_signing_key_file_path_may_use_a_variable(tmp_path: Path) -> None:
@@ -1200,3 +1215,36 @@ def test_a_fixed_group_instance_id_is_a_warning_and_a_bad_one_is_refused(tmp_pat
         f"{bad}:2: kafka.group_instance_id: expected a group instance id: 1-249 characters of "
         "A-Z a-z 0-9 . _ -"
     ]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xef\xbb\xbfs3cr3t\n", "holds a byte order mark (U+FEFF; save the file as UTF-8 "
+         "without BOM)"),
+        (b"s3cr3t\r\r\n", "holds a control character (U+000D) at position 6"),
+        (b"s3cr3t\n\n", "holds a control character (U+000A) at position 6"),
+        (b"s3c\x01r3t", "holds a control character (U+0001) at position 3"),
+        (b" s3cr3t\n", "starts or ends with whitespace"),
+    ],
+)  # fmt: skip
+def test_a_signing_key_file_with_invisible_bytes_is_refused_without_its_content(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    (tmp_path / "crm.key").write_bytes(content)
+    path = with_hooks(tmp_path, HOOK + "      signing_key_file: crm.key\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_key: the signing key {problem}; it "
+        "would become part of the key, and no receiver could verify the signatures"
+    ]
+
+
+def test_a_signing_key_from_the_environment_with_a_bom_is_refused(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + '      signing_keys: ["${NEW}", "${OLD}"]\n')
+
+    [issue] = refusals(path, {"NEW": "new-key", "OLD": "\ufeffold-key"})
+    assert issue.startswith(
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_keys[1]: the signing key holds a byte "
+        "order mark"
+    )

@@ -193,7 +193,8 @@ def test_an_unsigned_logto_hook_stays_unsigned() -> None:
             [logto_hook(config={"url": "https://x.example", "headers": {"X-A": "a\r\nX-B: b"}})],
             "headers",
         ),
-        ([logto_hook(signingKey="it's\nmultiline")], "environment file cannot carry"),
+        ([logto_hook(signingKey="it's quoted")], "environment file cannot carry"),
+        ([logto_hook(signingKey="two\nlines")], "control character (U+000A)"),
         ([logto_hook(enabled="yes")], "enabled"),
     ],
 )
