@@ -49,7 +49,13 @@ from hookrelay.early_signals import take_held_sighup
 from hookrelay.errors import ConfigError
 from hookrelay.history import History
 from hookrelay.kafka_clients import client_options
-from hookrelay.logs import configure_logging, get_logger, redacted_url, register_secrets
+from hookrelay.logs import (
+    configure_logging,
+    get_logger,
+    redacted_url,
+    register_secrets,
+    url_secrets,
+)
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
 from hookrelay.pipeline import Pipeline
@@ -105,6 +111,17 @@ def _kafka_reason(error: KafkaError) -> str:
     if isinstance(error, KafkaConnectionError):
         return "KafkaConnectionError (wrong address, SASL credentials or TLS CA? see the log)"
     return type(error).__name__
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Tell the log redactor every secret ``settings`` hold: signing keys, the SASL password,
+    the admin token, and what hook URLs hide (user info, query string)."""
+    values = [k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys]
+    values += [part for h in settings.hooks for part in url_secrets(h.url)]
+    for secret in (settings.kafka.sasl_password, settings.admin.token):
+        if secret is not None:
+            values.append(secret.get_secret_value())
+    register_secrets(values)
 
 
 class Daemon:
@@ -264,9 +281,7 @@ class Daemon:
     def _apply(self, plan: ReloadPlan) -> None:
         """Swap in the new hooks (lanes and routes in one step: no await in between)."""
         settings = plan.settings
-        register_secrets(
-            k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys
-        )
+        register_settings_secrets(settings)
         if settings.logging != self.settings.logging:
             configure_logging(settings.logging.level, settings.logging.format)
         self.dispatcher.set_hooks(settings.hooks)

@@ -237,13 +237,12 @@ def _event_loop_policy() -> None:
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
-    from hookrelay.app import Daemon  # noqa: PLC0415  (keeps `check` free of aiokafka start-up)
-    from hookrelay.logs import configure_logging, get_logger, register_secrets  # noqa: PLC0415
+    # Imported here: keeps `check` free of aiokafka start-up.
+    from hookrelay.app import Daemon, register_settings_secrets  # noqa: PLC0415
+    from hookrelay.logs import configure_logging, get_logger  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
-    register_secrets(k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys)
-    if settings.kafka.sasl_password is not None:
-        register_secrets([settings.kafka.sasl_password.get_secret_value()])
+    register_settings_secrets(settings)
     _event_loop_policy()
 
     async def run() -> int:

@@ -9,10 +9,11 @@ any known secret value that slips into an event dict anyway.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -35,6 +36,39 @@ def redacted_url(url: str) -> str:
         netloc = "***@" + netloc.rpartition("@")[2]
     query = "***" if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+_URL: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
+
+
+def public_text(text: str) -> str:
+    """``text`` (an error message, a traceback) fit for any output — logs, the admin API,
+    dead-letter headers: every URL in it shown as ``redacted_url`` shows it (the admin API's
+    ``/v1/hooks`` masks hook URLs the same way), every registered secret as ``***``."""
+
+    def shown(match: re.Match[str]) -> str:
+        try:
+            return redacted_url(match.group())
+        except ValueError:  # not a URL urlsplit can read (e.g. "http://[::1"): not a secret
+            return match.group()
+
+    return _redact(_URL.sub(shown, text))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that ``redacted_url`` hides (user info, its password, the query
+    string), to register with the log redactor wherever they may surface. Query values one
+    by one are not: ``?format=json`` would mask every "json" in the log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        found += [userinfo, userinfo.partition(":")[2]]
+    found.append(parts.query)
+    return [text for text in found if text]
 
 
 def redact_secrets(
@@ -129,7 +163,10 @@ class _Renderer:
         self.current: Any = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        return self.current(logger, method, event_dict)
+        rendered = self.current(logger, method, event_dict)
+        # Redacted again once rendered: a library's exc_info becomes text only in the
+        # renderer's chain, and JSON escaping may split a secret the dict pass saw whole.
+        return _redact(rendered) if _SECRETS and isinstance(rendered, str) else rendered
 
 
 _RENDERER = _Renderer()
@@ -178,6 +215,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A library's exc_info (aiohttp.server's "Error handling request") becomes
+                # text here, so the redactor below sees it.
+                structlog.processors.format_exc_info,
                 redact_secrets,
                 _RENDERER,
             ],

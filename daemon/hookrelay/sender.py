@@ -58,7 +58,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
-from hookrelay.logs import get_logger, register_secrets
+from hookrelay.logs import get_logger, public_text, register_secrets, url_secrets
 from hookrelay.metrics import Metrics
 from hookrelay.model import AttemptResult
 from hookrelay.netguard import (
@@ -146,9 +146,10 @@ class _PreparedHook:
         for name, value in hook.headers:
             headers[name] = value
         keys = [key.get_secret_value() for key in hook.active_signing_keys]
-        # Whoever built the Hook, a key that signs is known to the log redactor before its
-        # first use (the daemon also registers them at start-up and on reload).
-        register_secrets(keys)
+        # Whoever built the Hook, a key that signs, and what its URL hides, are known to the
+        # log redactor before its first use (the daemon registers them at start-up and on
+        # reload too).
+        register_secrets([*keys, *url_secrets(hook.url)])
         signer = Signer(keys[0]) if keys else None
         standard_signer = None
         if hook.standard_webhooks and keys:
@@ -547,10 +548,13 @@ _SSL_CONTEXT_REPR: Final = re.compile(r"ssl:<ssl\.SSLContext object at 0x[0-9a-f
 def _readable(error: BaseException) -> str:
     """``error`` as text for logs, dead letters and the admin API, without Python object
     reprs (aiohttp prints the hook's SSL context as ``<ssl.SSLContext object at 0x...>``, and
-    a hang-up in the middle of an answer as the ``RawResponseMessage`` it had parsed)."""
+    a hang-up in the middle of an answer as the ``RawResponseMessage`` it had parsed), with
+    URLs masked and registered secrets hidden (``logs.public_text``)."""
     if isinstance(error, aiohttp.ServerDisconnectedError) and not isinstance(error.message, str):
         return "Server disconnected in the middle of an answer"
-    return _SSL_CONTEXT_REPR.sub("ssl:verified", str(error))
+    # aiohttp names the request URL in many errors ("url='...?token=...'"): mask it as the
+    # admin API's /v1/hooks does, since this text reaches logs, the API and dead letters.
+    return public_text(_SSL_CONTEXT_REPR.sub("ssl:verified", str(error)))
 
 
 async def close_quietly(sender: HttpSender, timeout_s: float = 5.0) -> None:

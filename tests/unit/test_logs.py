@@ -14,6 +14,7 @@ from hookrelay.logs import (
     configure_logging,
     debug_enabled,
     get_logger,
+    public_text,
     redact_secrets,
     register_secrets,
 )
@@ -90,3 +91,39 @@ def test_configuring_again_changes_level_and_format_of_loggers_already_in_use(
     assert len(lines) == 3 and "now_debug" in lines[2] and not lines[2].startswith("{")
     assert debug_enabled() is True
     configure_logging("info", "json")  # the module's level back to its default
+
+
+@pytest.mark.usefixtures("structlog_restored")
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_secret_inside_a_library_exception_never_reaches_the_log(
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """aiohttp.server logs "Error handling request" with exc_info; a token sent with a CR LF
+    (a token file saved on Windows) is inside the exception's message and traceback."""
+    secret = "tok-" + "9f8e7d6c5b4a" * 3
+    register_secrets([secret])
+    configure_logging("info", fmt)
+    try:
+        raise ValueError(f"Invalid header value: b'Bearer {secret}\\r\\n'")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+        get_logger("tests.redaction").exception("handler_failed", detail=f"x{secret}x")
+    out = capsys.readouterr().out
+    assert "Error handling request" in out and "handler_failed" in out
+    assert "ValueError" in out  # the traceback is kept, only the secret is masked
+    assert secret not in out
+    assert secret[:12] not in out  # not even escaped or cut differently
+    configure_logging("info", "json")
+
+
+def test_urls_in_any_text_lose_user_info_and_query() -> None:
+    text = (
+        "ClientResponseError: 400, message='Invalid header token', "
+        "url='http://127.0.0.1:19511/h/hQ?token=SECRETQUERY123' and "
+        "Can not write request body for https://bob:pa55@crm.example.com:8443/x?k=v#frag"
+    )
+    shown = public_text(text)
+    assert "SECRETQUERY123" not in shown and "pa55" not in shown and "bob" not in shown
+    assert "url='http://127.0.0.1:19511/h/hQ?***'" in shown
+    assert "https://***@crm.example.com:8443/x?***" in shown
+    assert public_text("http://[::1") == "http://[::1"  # not a URL it can parse: left alone
