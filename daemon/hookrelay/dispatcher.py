@@ -53,6 +53,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from hookrelay.circuit import Circuit, CircuitBreaker
@@ -365,7 +366,14 @@ class Lane:
     def _delivered(self, delivery: Delivery, result: AttemptResult, now: float) -> None:
         latency = now - delivery.event.origin.timestamp_ms / 1000.0
         self.stats.latency.observe(max(0.0, latency))
-        if debug_enabled():
+        first = delivery.first_attempt_at
+        if first is not None and first < now:
+            # Its failures were warnings: say at the same level of attention that it got there.
+            log.info("delivery_recovered", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
+                     event_name=delivery.event.name, attempt=delivery.attempts,
+                     first_attempt_at=_iso(first), total_delay_s=round(now - first, 3),
+                     status=result.status)  # fmt: skip
+        elif debug_enabled():
             self._log(delivery, result, "delivery_succeeded")
         self._ctx.on_finished(delivery, Outcome.DELIVERED)
 
@@ -377,9 +385,10 @@ class Lane:
             return
         wait = result.retry_after_s or 0.0
         tier = plan.tier(delivery.attempts - 1, wait)
-        self._log(delivery, result, "delivery_failed", retry_tier=plan.topics[tier])
         self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
-        self._park(delivery, tier, wait, "retry")
+        due_ms = self._park(delivery, tier, wait, "retry")
+        self._log(delivery, result, "delivery_failed", retry_tier=plan.topics[tier],
+                  due_at=_iso(due_ms / 1000) if due_ms else None)  # fmt: skip
 
     def _retry_throttled(self, delivery: Delivery, result: AttemptResult) -> None:
         """The endpoint asked to be called later (429, or 503 with Retry-After): pause the
@@ -393,12 +402,13 @@ class Lane:
             self._not_before = max(self._not_before, self._ctx.clock() + wait)
         tier = plan.tier(max(delivery.attempts - 1, delivery.parks), wait)
         delivery.parks += 1
+        self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
+        due_ms = self._park(delivery, tier, wait, "throttled")
         log.info("delivery_throttled", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
                  event_name=delivery.event.name, attempt=delivery.attempts,
                  status=result.status, retry_after_s=result.retry_after_s,
-                 retry_tier=plan.topics[tier])  # fmt: skip
-        self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
-        self._park(delivery, tier, wait, "throttled")
+                 retry_tier=plan.topics[tier],
+                 due_at=_iso(due_ms / 1000) if due_ms else None)  # fmt: skip
 
     def _park_unattempted(self, delivery: Delivery, reason: str) -> None:
         """Park a delivery that was not attempted now (slow, throttled, circuit open, full).
@@ -435,12 +445,15 @@ class Lane:
                       reason=reason, retry_tier=plan.topics[tier])  # fmt: skip
         self._park(delivery, tier, max(0.0, wait), reason)
 
-    def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> None:
+    def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> int | None:
+        """Write ``delivery`` to retry tier ``tier``; return when it is due (epoch ms), or
+        None when it was released instead (its partition is being revoked)."""
         if not delivery.ticket.live:  # see _handle: never fork a revoked partition's work
             self._ctx.on_released(delivery)
-            return
-        outbound = _parked(self._ctx, delivery, tier, min_wait_s)
+            return None
+        outbound, due_ms = _parked(self._ctx, delivery, tier, min_wait_s)
         self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
+        return due_ms
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         if not delivery.ticket.live:
@@ -556,14 +569,20 @@ def _ms(epoch_s: float | None) -> int | None:
 
 def _parked(
     ctx: _Context, delivery: Delivery, tier: int, min_wait_s: float, partition: int | None = None
-) -> OutboundRecord:
-    """The record that parks ``delivery`` in retry tier ``tier``: due after the tier's
-    (jittered) delay, not before ``min_wait_s``; ``partition`` as ``OutboundRecord``'s
-    ``partition_hint`` (None: by key)."""
+) -> tuple[OutboundRecord, int]:
+    """The record that parks ``delivery`` in retry tier ``tier``, and when it is due (epoch
+    ms): after the tier's (jittered) delay, not before ``min_wait_s``; ``partition`` as
+    ``OutboundRecord``'s ``partition_hint`` (None: by key)."""
     due = ctx.plan.due_at_ms(tier, time.time(), ctx.jitter(), min_wait_s)
     headers = tuple(_retry_record(delivery, due, ctx.group).headers())
     event = delivery.event
-    return OutboundRecord(ctx.plan.topics[tier], event.raw, event.key, headers, "retry", partition)
+    topic = ctx.plan.topics[tier]
+    return OutboundRecord(topic, event.raw, event.key, headers, "retry", partition), due
+
+
+def _iso(epoch_s: float) -> str:
+    """An epoch time as ISO-8601 UTC with milliseconds, as log timestamps are written."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
 
 
 def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord:
@@ -726,7 +745,7 @@ class Dispatcher:
         k = delivery.unknown_parks
         tier = tiers[k % len(tiers)]
         delivery.unknown_parks = k + 1
-        outbound = _parked(self._ctx, delivery, tier, 0.0, k // len(tiers))
+        outbound, _ = _parked(self._ctx, delivery, tier, 0.0, k // len(tiers))
         if first_time:  # later re-parks of the same record stay quiet
             log.info(
                 "retry_for_unknown_hook_parked", hook_id=delivery.hook.id,

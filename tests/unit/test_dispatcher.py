@@ -6,9 +6,11 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.decode import decode
@@ -827,3 +829,23 @@ async def test_a_delivery_revoked_while_waiting_for_its_rate_limit_is_not_sent()
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert len(sender.attempts) == 1
     assert commit_offsets(rig.tracker) == {TP: 1}
+
+
+async def test_a_delivery_that_succeeds_after_failures_says_so_at_info() -> None:
+    sender = FakeSender(lambda _h, n: fail(503, retryable=True) if n == 1 else OK)
+    with structlog.testing.capture_logs() as logs:
+        async with Rig(sender, [hook("flaky")]) as rig:
+            rig.publish("PostSignIn")
+            await until(lambda: len(rig.producer.sent) == 1)
+            rig.feed_back(rig.producer.sent[0])
+            await until(lambda: rig.dispatcher.in_flight == 0)
+    [failed] = [e for e in logs if e["event"] == "delivery_failed"]
+    [recovered] = [e for e in logs if e["event"] == "delivery_recovered"]
+    retry = RetryRecord.from_headers(list(rig.producer.sent[0][2].items()))
+    due = datetime.fromisoformat(failed["due_at"]).timestamp()
+    assert abs(due * 1000 - retry.due_at_ms) < 1  # the due time the retry record carries
+    assert failed["log_level"] == "warning" and failed["retry_tier"] == "retry.10ms"
+    assert recovered["log_level"] == "info"
+    assert (recovered["hook_id"], recovered["attempt"], recovered["status"]) == ("flaky", 2, 200)
+    assert 0 < recovered["total_delay_s"] < 5  # from the first attempt (fed back at once here)
+    assert recovered["first_attempt_at"].endswith("+00:00")
