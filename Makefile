@@ -6,7 +6,7 @@ KAFKA  := $(PYTHON) deploy/kafka/kafkactl.py
 KAFKA_PORT ?= 9092
 PROMETHEUS := $(PYTHON) deploy/prometheus/fetch_prometheus.py
 
-.PHONY: help venv test unit integration lint fmt demo kafka-start kafka-stop kafka-status clean prometheus
+.PHONY: help venv tools-test tools-demo test unit integration lint fmt demo kafka-start kafka-stop kafka-status clean prometheus
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -19,8 +19,14 @@ $(BIN)/hookrelay: pyproject.toml
 
 venv: $(BIN)/hookrelay  ## create the virtualenv with hookrelay and its dev tools
 
-test: venv prometheus  ## the whole suite: unit + integration against a real local Kafka broker
+test: tools-test venv prometheus  ## the whole suite: unit + integration against a real local Kafka broker
 	$(BIN)/pytest
+
+tools-test:  ## name every tool make test needs and lacks, before anything is built
+	@$(PYTHON) deploy/tools/check_tools.py test
+
+tools-demo:  ## name every tool make demo needs and lacks, before anything is built
+	@$(PYTHON) deploy/tools/check_tools.py demo
 
 prometheus:  ## Debian's prometheus + promtool into .cache/prometheus (rules and scrape tests)
 	$(PROMETHEUS)
@@ -40,7 +46,7 @@ fmt: venv  ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format daemon tests deploy
 	$(BIN)/ruff check --fix daemon tests deploy
 
-demo: venv  ## local Kafka + demo receiver + daemon on config/, publish every event, verify
+demo: tools-demo venv  ## local Kafka + demo receiver + daemon on config/, publish every event, verify
 	$(BIN)/python deploy/demo/run_demo.py
 
 .PHONY: bench
