@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -303,13 +304,15 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hookrelay: cannot read events from {args.file}: {e}", file=sys.stderr)
         return EXIT_FAILED
     topic = args.topic or settings.kafka.topics[0]
+    # The failure is printed below, once; aiokafka's own reconnect lines would repeat it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     async def produce() -> None:
         producer = AIOKafkaProducer(
             **client_options(settings.kafka, "produce"), acks="all", linger_ms=10
         )
-        await producer.start()
-        try:
+        try:  # start inside: a client whose start failed is closed too
+            await producer.start()
             futures = [
                 await producer.send(topic, value, key=_record_key(value, args.key_field))
                 for value in values
@@ -348,8 +351,8 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
 
     async def send() -> Any:
         sender = HttpSender(settings.http, settings.delivery)
-        await sender.start()
-        try:
+        try:  # start inside: a client whose start failed is closed too
+            await sender.start()
             return await sender.attempt(hook, did, body)
         finally:
             await sender.close()

@@ -129,6 +129,20 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class LevelFilter(logging.Filter):
+    """Lower library messages that are not errors for hookrelay to WARNING: aiokafka logs
+    "Topic %s not found in cluster metadata" at ERROR on every metadata refresh while an
+    event topic does not exist yet, which the daemon expects and reports itself
+    (``event_topics_missing``, and ``/readyz``)."""
+
+    DEMOTED: Final = frozenset({("aiokafka.cluster", "Topic %s not found in cluster metadata")})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING and (record.name, record.msg) in self.DEMOTED:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode("utf-8")
 
@@ -205,6 +219,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     )  # fmt: skip
     # Libraries log through stdlib logging; send their warnings through the same renderer.
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(LevelFilter())
     handler.addFilter(RepeatFilter())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

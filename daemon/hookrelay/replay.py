@@ -179,8 +179,8 @@ async def read_dead_letters(
     consumer = AIOKafkaConsumer(
         **client_options(settings.kafka, "replay"), enable_auto_commit=False, group_id=None
     )
-    await consumer.start()
-    try:
+    try:  # start inside: a client whose start failed is closed too
+        await consumer.start()
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -193,8 +193,8 @@ async def read_dead_letters(
 async def _partitions(settings: Settings, topic: str) -> list[int]:
     """``topic``'s partition numbers (empty when the topic does not exist)."""
     admin = AIOKafkaAdminClient(**client_options(settings.kafka, "replay"))
-    await admin.start()
-    try:
+    try:  # start inside: a client whose start failed is closed too
+        await admin.start()
         [described] = await admin.describe_topics([topic])
     finally:
         await admin.close()
@@ -269,8 +269,8 @@ async def _write_retries(settings: Settings, letters: list[DeadLetterView]) -> N
     producer = AIOKafkaProducer(
         **client_options(settings.kafka, "replay"), acks="all", enable_idempotence=True
     )
-    await producer.start()
-    try:
+    try:  # start inside: a client whose start failed is closed too
+        await producer.start()
         now_ms = int(time.time() * 1000)
         topic = settings.retry_topics[0]
         futures = [

@@ -316,8 +316,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             **client_options(self._settings, "admin"),
             request_timeout_ms=int(self._settings.request_timeout_s * 1000),
         )
-        await admin.start()
-        try:
+        try:  # start inside: a client whose start failed is closed too
+            await admin.start()
             responses = await admin.describe_consumer_groups([self._settings.group_id])
         finally:
             await admin.close()

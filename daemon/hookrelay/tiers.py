@@ -115,8 +115,8 @@ async def find_former_tiers(
     admin = AIOKafkaAdminClient(
         **client_options(k, "admin"), request_timeout_ms=int(k.request_timeout_s * 1000)
     )
-    await admin.start()
-    try:
+    try:  # start inside: a client whose start failed is closed too
+        await admin.start()
         committed = await admin.list_consumer_group_offsets(k.group_id)
         known, unconfirmed = candidate_topics(
             settings, await admin.list_topics(), committed, by_name=by_name
@@ -133,8 +133,8 @@ async def find_former_tiers(
     consumer = AIOKafkaConsumer(
         **client_options(k, "tiers"), group_id=None, enable_auto_commit=False
     )
-    await consumer.start()
-    try:
+    try:  # start inside: a client whose start failed is closed too
+        await consumer.start()
         found = []
         for topic in candidates:
             tps = [TopicPartition(topic, p) for p in partitions.get(topic, [])]

@@ -36,8 +36,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
         **client_options(k, "admin"),
         request_timeout_ms=int(k.request_timeout_s * 1000),
     )
-    await admin.start()
-    try:
+    try:  # start inside: a client whose start failed is closed too
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [t for t in owned_topics(settings) if t not in existing]
         absent_sources = [t for t in k.topics if t not in existing]

@@ -104,6 +104,20 @@ async def test_produce_publishes_json_lines_byte_for_byte(
     assert [r.key for r in records] == [b"u1", b"u2"]
 
 
+async def test_produce_to_an_unreachable_cluster_says_so_once_and_closes_its_client(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z"}\n')
+    path = write_config(tmp_path, f"127.0.0.1:{free_port()}", "nowhere", [])
+    code, out, err = await hookrelay_cli("produce", "-c", str(path), str(events))
+    assert code == 1
+    assert out == ""
+    # One line: no aiokafka reconnect noise, no "Unclosed AIOKafkaProducer".
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("hookrelay: producing to nowhere failed: KafkaConnectionError")
+
+
 async def test_run_delivers_then_drains_commits_and_exits_0_on_sigterm(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

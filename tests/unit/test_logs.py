@@ -127,3 +127,16 @@ def test_urls_in_any_text_lose_user_info_and_query() -> None:
     assert "url='http://127.0.0.1:19511/h/hQ?***'" in shown
     assert "https://***@crm.example.com:8443/x?***" in shown
     assert public_text("http://[::1") == "http://[::1"  # not a URL it can parse: left alone
+
+
+@pytest.mark.usefixtures("structlog_restored")
+def test_a_missing_event_topic_is_not_an_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json")
+    cluster = logging.getLogger("aiokafka.cluster")
+    cluster.error("Topic %s not found in cluster metadata", "identity.events")
+    cluster.error("Something else broke: %s", "x")
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [
+        ("Topic identity.events not found in cluster metadata", "warning"),
+        ("Something else broke: x", "error"),
+    ]
