@@ -33,9 +33,11 @@ import orjson
 
 from hookrelay import __version__
 from hookrelay.catalogue import KNOWN_EVENTS
-from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.config import Settings, Skippable, config_warnings, load_settings
 from hookrelay.deadletter import REASONS as DEAD_LETTER_REASONS
-from hookrelay.errors import ConfigError, TopicsMissingError
+from hookrelay.decode import decode
+from hookrelay.errors import ConfigError, InvalidEventError, TopicsMissingError
+from hookrelay.model import Origin
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -71,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument(
         "--key-field", default=None,
         help="use this top-level member of each event as the record key (e.g. userId)",
+    )  # fmt: skip
+    produce.add_argument(
+        "--raw", action="store_true",
+        help="send records as read, even those the daemon would refuse (to try the "
+        "dead-letter path); by default such an event stops the command, naming it",
     )  # fmt: skip
     replay = add(
         "replay",
@@ -155,8 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "import-logto":  # reads Logto's JSON, not hookrelay's configuration
         return _import_logto(args)
+    # produce and replay sign nothing and serve no API: hooks' keys and the admin token need
+    # not be set for them (replay still needs the hook ids).
+    skip: tuple[Skippable, ...] = _SKIPPED.get(args.command, ())
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, skip=skip)
     except ConfigError as e:
         print(f"hookrelay: invalid configuration ({len(e.issues)} problem(s)):", file=sys.stderr)
         for issue in e.issues:
@@ -167,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": _replay,
     }  # fmt: skip
     return handler[args.command](settings, args)
+
+
+_SKIPPED: dict[str, tuple[Skippable, ...]] = {
+    "produce": ("hooks", "admin"),
+    "replay": ("admin", "signing_keys"),
+}
 
 
 def _positive_int(text: str) -> int:
@@ -261,13 +277,14 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _read_events(source: str) -> list[bytes]:
-    """Event values from a file or stdin, in order.
+def _read_events(source: str) -> list[tuple[str, bytes]]:
+    """Event values from a file or stdin, in order, each with where it was read (``line 3``,
+    ``element 2``, ``the document``) for error messages.
 
     The whole input is tried as one JSON document first: an object is one event (its bytes
     sent as written, pretty-printed or not), an array is one event per element. Otherwise
     each non-blank line that does not start with ``#`` is one record, sent byte for byte
-    (JSON lines; a broken line is sent too, which is how the dead-letter path is tried).
+    (JSON lines).
     """
     raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     whole = raw.strip()
@@ -276,11 +293,23 @@ def _read_events(source: str) -> list[bytes]:
     except orjson.JSONDecodeError:
         document = None
     if isinstance(document, dict):
-        return [whole]
+        return [("the document", whole)]
     if isinstance(document, list):
-        return [orjson.dumps(item) for item in document]
-    lines = (line.strip() for line in raw.splitlines())
-    return [line for line in lines if line and not line.startswith(b"#")]
+        return [(f"element {n}", orjson.dumps(item)) for n, item in enumerate(document, 1)]
+    lines = ((n, line.strip()) for n, line in enumerate(raw.splitlines(), 1))
+    return [(f"line {n}", line) for n, line in lines if line and not line.startswith(b"#")]
+
+
+def _invalid_events(events: list[tuple[str, bytes]], max_bytes: int) -> list[str]:
+    """``where: reason: detail`` for each event the daemon would dead-letter instead of
+    delivering (its own decoder's rules)."""
+    problems = []
+    for where, value in events:
+        try:
+            decode(value, None, Origin("produce", 0, 0, 0), max_bytes)
+        except InvalidEventError as e:
+            problems.append(f"{where}: {e.reason}: {e.detail}")
+    return problems
 
 
 def _record_key(value: bytes, key_field: str | None) -> bytes | None:
@@ -299,10 +328,18 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from hookrelay.kafka_clients import client_options  # noqa: PLC0415
 
     try:
-        values = _read_events(args.file)
+        events = _read_events(args.file)
     except (OSError, orjson.JSONDecodeError) as e:
         print(f"hookrelay: cannot read events from {args.file}: {e}", file=sys.stderr)
         return EXIT_FAILED
+    problems = [] if args.raw else _invalid_events(events, settings.delivery.max_event_bytes)
+    if problems:
+        print(f"hookrelay: {args.file}: {len(problems)} invalid event(s), nothing produced "
+              "(--raw sends them anyway, to the dead-letter path):", file=sys.stderr)  # fmt: skip
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    values = [value for _, value in events]
     topic = args.topic or settings.kafka.topics[0]
     # The failure is printed below, once; aiokafka's own reconnect lines would repeat it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

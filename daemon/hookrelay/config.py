@@ -35,7 +35,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
@@ -1186,17 +1186,37 @@ def _mapping_children(
 # ── Loading ──────────────────────────────────────────────────────────────────────────────────────
 
 
-def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+Skippable = Literal["hooks", "admin", "signing_keys"]
+"""What ``load_settings`` can leave out."""
+
+_SIGNING_KEY_FIELDS: Final = (
+    "signing_key",
+    "signing_keys",
+    "signing_key_file",
+    "signing_key_files",
+)
+
+
+def load_settings(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    skip: Collection[Skippable] = (),
+) -> Settings:
     """Load the main configuration file at ``path`` (and the hooks file it names).
 
     ``env`` supplies ``${VAR}`` values (default: ``os.environ``). Signing key files and the hooks
-    file are read relative to the YAML file that names them.
+    file are read relative to the YAML file that names them. ``skip`` leaves parts out for a
+    command that never uses them (``produce`` needs no hooks, ``replay`` only their ids;
+    neither serves the admin API): ``hooks``, ``admin`` (they take their defaults) or
+    ``signing_keys`` (every hook's keys and key files). Skipped files are not read and
+    nothing in a skipped part is checked, so its secrets need not be set.
 
     Returns a frozen ``Settings`` whose ``source_file``/``hooks_file`` are absolute paths.
     Raises ``ConfigError`` listing every issue found, in file order (main file first); each names
     the file, line and key path, says what was expected, and never echoes a value.
     """
-    loader = _Loader(os.environ if env is None else env)
+    loader = _Loader(os.environ if env is None else env, skip=frozenset(skip))
     settings = loader.load(Path(path))
     if settings is None or loader.issues:
         raise ConfigError(loader.sorted_issues())
@@ -1225,6 +1245,19 @@ def _read_key_file(file: Path, what: str = "signing key") -> tuple[str | None, s
     return key, None
 
 
+def _inside(key_path: str, skipped: Collection[str]) -> bool:
+    """True when ``key_path`` (``hooks[2].url``, ``admin.token``) lies in a ``skipped`` part
+    (``load_settings``)."""
+    parts = re.split(r"[.\[\]]+", key_path)
+    if parts[0] in skipped or (parts[0] == "hooks_file" and "hooks" in skipped):
+        return True
+    return (
+        "signing_keys" in skipped
+        and parts[0] == "hooks"
+        and any(part in _SIGNING_KEY_FIELDS for part in parts[1:])
+    )
+
+
 def _hook_mappings(data: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
     hooks = data.get("hooks")
     if isinstance(hooks, list):
@@ -1237,8 +1270,9 @@ class _Loader:
     """State of one :func:`load_settings` call: the environment, where every key came from,
     and the issues found so far."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], skip: frozenset[str] = frozenset()) -> None:
         self.env = env
+        self.skip = skip
         self.source = _SourceMap()
         self.issues: list[ConfigIssue] = []
         self.failed: set[KeyPath] = set()  # already reported; validation errors there are noise
@@ -1248,8 +1282,11 @@ class _Loader:
         if tree is _BROKEN:
             return None
         data = self._main_data(tree, str(main_file))
+        self._skip_sections(data)
         self._drop_retired_keys(data)
         self._attach_hooks(data, main_file)
+        self._skip_signing_keys(data)
+        self.issues = [i for i in self.issues if not _inside(i.key_path, self.skip)]
         self._note_inline_secrets(data)
         self._tls_paths(data)
         for index, hook in _hook_mappings(data):
@@ -1263,6 +1300,22 @@ class _Loader:
         self._kafka_files(data, main_file)
         data["source_file"] = os.path.abspath(main_file)
         return self._validate(data)
+
+    def _skip_sections(self, data: dict[str, Any]) -> None:
+        """Drop the sections ``load_settings`` was asked to skip, and what was already
+        reported inside them (an unset ``${VAR}``)."""
+        sections = {"hooks": ("hooks", "hooks_file"), "admin": ("admin",)}
+        for section in self.skip & sections.keys():
+            for key in sections[section]:
+                data.pop(key, None)
+        self.issues = [i for i in self.issues if not _inside(i.key_path, self.skip)]
+
+    def _skip_signing_keys(self, data: dict[str, Any]) -> None:
+        if "signing_keys" not in self.skip:
+            return
+        for _, hook in _hook_mappings(data):
+            for key in _SIGNING_KEY_FIELDS:
+                hook.pop(key, None)
 
     def sorted_issues(self) -> list[ConfigIssue]:
         rank = {name: index for index, name in enumerate(self.source.files)}

@@ -104,6 +104,34 @@ async def test_produce_publishes_json_lines_byte_for_byte(
     assert [r.key for r in records] == [b"u1", b"u2"]
 
 
+async def test_produce_refuses_events_the_daemon_would_dead_letter_unless_raw(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("produce")
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    events = tmp_path / "events.jsonl"
+    good = b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z"}'
+    events.write_bytes(b"\n".join([good, b"this is not json", b'{"event":"User.Created"}']))
+    # A hook whose key is unset and an admin token from an unset variable: produce needs
+    # neither.
+    hooks = [{"id": "crm", "events": ["*"], "url": "https://crm.example.com/",
+              "signing_key": "${UNSET_KEY_FOR_PRODUCE}"}]  # fmt: skip
+    path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                        extra={"admin": {"token": "${UNSET_ADMIN_TOKEN}"}})  # fmt: skip
+    code, out, err = await hookrelay_cli("produce", "-c", str(path), str(events))
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[0].endswith("2 invalid event(s), nothing produced (--raw sends them anyway, "
+                             "to the dead-letter path):")  # fmt: skip
+    assert lines[1].startswith("  line 2: not_json: ")
+    assert lines[2].startswith("  line 3: bad_created_at: ")
+    code, out, err = await hookrelay_cli("produce", "-c", str(path), str(events), "--raw")
+    assert code == 0, err
+    assert f"produced 3 events to {topic}" in out
+    records = await read_topic(kafka_bootstrap, topic, 3)
+    assert records[0].value == good  # nothing was sent by the refused run
+
+
 async def test_produce_to_an_unreachable_cluster_says_so_once_and_closes_its_client(
     tmp_path: Path,
 ) -> None:

@@ -18,6 +18,7 @@ from hookrelay.config import (
     RateLimit,
     Settings,
     ShutdownSettings,
+    Skippable,
     config_warnings,
     json_schemas,
     load_settings,
@@ -1248,3 +1249,43 @@ def test_a_signing_key_from_the_environment_with_a_bom_is_refused(tmp_path: Path
         f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_keys[1]: the signing key holds a byte "
         "order mark"
     )
+
+
+def test_produce_and_replay_load_without_the_secrets_they_never_use(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "hooks.yaml",
+        """
+        hooks:
+          - id: crm
+            events: ["*"]
+            url: https://crm.example.com/
+            signing_key: ${CRM_KEY}
+          - id: audit
+            events: ["*"]
+            url: https://audit.example.com/
+            signing_key_file: missing.key
+        """,
+    )
+    path = main_file(tmp_path, "hooks_file: hooks.yaml\nadmin:\n  token: ${ADMIN_TOKEN}\n")
+    assert len(refusals(path)) == 3  # run and check need them all
+
+    produce = load_settings(path, env={}, skip=("hooks", "admin"))
+    assert produce.hooks == () and produce.admin.token is None
+
+    replay = load_settings(path, env={}, skip=("admin", "signing_keys"))
+    assert [h.id for h in replay.hooks] == ["crm", "audit"]
+    assert all(not h.active_signing_keys for h in replay.hooks)
+
+
+def test_skipping_keys_still_reports_everything_else(tmp_path: Path) -> None:
+    path = with_hooks(tmp_path, HOOK + "      signing_key: ${UNSET}\n      rate_limit: fast\n")
+
+    [issue] = refusals_skipping(path, ("admin", "signing_keys"))
+    assert issue.startswith(f"{tmp_path / 'hooks.yaml'}:6: hooks[0].rate_limit:")
+
+
+def refusals_skipping(path: Path, skip: tuple[Skippable, ...]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={}, skip=skip)
+    return [str(issue) for issue in caught.value.issues]
