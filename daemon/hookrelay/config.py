@@ -1136,13 +1136,28 @@ def _first_line(tree: Any) -> int:
     return 1
 
 
-def _yaml_issue(file: str, error: YAMLError) -> ConfigIssue:
+def _yaml_issue(file: str, error: YAMLError, text: str = "") -> ConfigIssue:
     """A parse error as an issue. Built from the problem text only: ``str(error)`` quotes the
-    offending source line, which may hold a secret."""
+    offending source line, which may hold a secret (``text``, the file, is only looked at for
+    a hint)."""
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     problem = getattr(error, "problem", None) or getattr(error, "context", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-    return ConfigIssue(file, line, column, "", f"invalid YAML: {problem or 'cannot parse'}")
+    lines = text.splitlines()
+    source_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    message = f"invalid YAML: {problem or 'cannot parse'}"
+    hint = _yaml_hint(str(problem or ""), source_line)
+    return ConfigIssue(file, line, column, "", f"{message}; {hint}" if hint else message)
+
+
+def _yaml_hint(problem: str, source_line: str) -> str | None:
+    """What usually causes a parse error, for the two a person meets most: a tab, and a
+    bare ``*`` (YAML reads ``*name`` as an alias)."""
+    if "'\\t'" in problem or "\t" in problem:
+        return "YAML indents with spaces, not tabs"
+    if re.search(r"(^|[\[,:\s])\*($|[\],\s])", source_line):
+        return 'quote a bare * ("*"): YAML reads * as the start of an alias'
+    return None
 
 
 def _duplicate_keys(root: Node | None, file: str) -> list[ConfigIssue]:
@@ -1285,6 +1300,7 @@ class _Loader:
         self._skip_sections(data)
         self._drop_retired_keys(data)
         self._attach_hooks(data, main_file)
+        self._duplicate_hook_ids(data)
         self._skip_signing_keys(data)
         self.issues = [i for i in self.issues if not _inside(i.key_path, self.skip)]
         self._note_inline_secrets(data)
@@ -1300,6 +1316,22 @@ class _Loader:
         self._kafka_files(data, main_file)
         data["source_file"] = os.path.abspath(main_file)
         return self._validate(data)
+
+    def _duplicate_hook_ids(self, data: dict[str, Any]) -> None:
+        """Report a repeated hook id from the raw hooks, so that it shows in the same run as
+        the field errors of any hook (the model's own check only runs on valid hooks; the
+        same issue from both is reported once)."""
+        first: dict[str, int] = {}
+        for index, hook in _hook_mappings(data):
+            hook_id = hook.get("id")
+            if not isinstance(hook_id, str):
+                continue
+            earlier = first.setdefault(hook_id, index)
+            if earlier != index:
+                where = self.source.locate(("hooks", earlier, "id"))
+                at = f" at {where.file}:{where.line}" if where else ""
+                message = f"duplicate hook id; already used by hooks[{earlier}]{at}"
+                self.report(("hooks", index, "id"), message)
 
     def _skip_sections(self, data: dict[str, Any]) -> None:
         """Drop the sections ``load_settings`` was asked to skip, and what was already
@@ -1318,8 +1350,10 @@ class _Loader:
                 hook.pop(key, None)
 
     def sorted_issues(self) -> list[ConfigIssue]:
+        """Every issue once, in file order (main file first), then line and column."""
         rank = {name: index for index, name in enumerate(self.source.files)}
-        return sorted(self.issues, key=lambda i: (rank.get(i.file, len(rank)), i.line, i.column))
+        unique = list(dict.fromkeys(self.issues))
+        return sorted(unique, key=lambda i: (rank.get(i.file, len(rank)), i.line, i.column))
 
     def report(self, path: KeyPath, message: str, where: _Where | None = None) -> None:
         self.issues.append(self.source.issue(path, message, where))
@@ -1356,7 +1390,7 @@ class _Loader:
             self.issues.extend(_duplicate_keys(yaml.compose(text), name))
             return yaml.load(text)
         except YAMLError as e:
-            self.issues.append(_yaml_issue(name, e))
+            self.issues.append(_yaml_issue(name, e, text))
             return _BROKEN
 
     def _plain(self, node: Any, path: KeyPath, file: str) -> Any:
@@ -1634,6 +1668,12 @@ _FIXED_MESSAGES: Final = {
     "string_too_short": "expected a non-empty string",
 }
 
+_LIST_MESSAGES: Final[dict[KeyPath, str]] = {
+    ("kafka", "bootstrap_servers"): 'expected a list of host:port, or one comma-separated '
+    'string ("kafka-1:9092,kafka-2:9092"); a port alone names no host',
+}
+"""Keys that take a list in more than one shape: say every shape."""
+
 _BOUNDS: Final = {
     "greater_than": ("gt", ">"),
     "greater_than_equal": ("ge", ">="),
@@ -1695,6 +1735,8 @@ _SPECIAL_MESSAGES: Final[dict[str, Callable[[ErrorDetails, KeyPath], str]]] = {
 def _message(error: ErrorDetails, path: KeyPath) -> str:
     """What was expected, from the error's type and context; never from its input."""
     kind = error["type"]
+    if kind in ("tuple_type", "list_type") and path in _LIST_MESSAGES:
+        return _LIST_MESSAGES[path]
     if kind in _FIXED_MESSAGES:
         return _FIXED_MESSAGES[kind]
     if kind in _BOUNDS:

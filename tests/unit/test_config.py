@@ -1289,3 +1289,37 @@ def refusals_skipping(path: Path, skip: tuple[Skippable, ...]) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={}, skip=skip)
     return [str(issue) for issue in caught.value.issues]
+
+
+def test_a_tab_and_a_bare_star_are_explained(tmp_path: Path) -> None:
+    tab = main_file(tmp_path, "kafka:\n\tgroup_id: x\n")
+    [issue] = refusals(tab)
+    assert issue.endswith("; YAML indents with spaces, not tabs")
+
+    star = with_hooks(tmp_path, "  - id: a\n    events: [*]\n    url: https://a.example/\n")
+    [issue] = refusals(star)
+    assert issue.startswith(f"{tmp_path / 'hooks.yaml'}:3: invalid YAML: ")
+    assert issue.endswith('; quote a bare * ("*"): YAML reads * as the start of an alias')
+
+
+def test_a_port_alone_as_bootstrap_servers_says_which_shapes_are_accepted(tmp_path: Path) -> None:
+    path = main_file(tmp_path, "kafka:\n  bootstrap_servers: 9092\n")
+
+    assert refusals(path) == [
+        f"{path}:2: kafka.bootstrap_servers: expected a list of host:port, or one "
+        'comma-separated string ("kafka-1:9092,kafka-2:9092"); a port alone names no host'
+    ]
+
+
+def test_a_duplicate_hook_id_shows_in_the_same_run_as_field_errors(tmp_path: Path) -> None:
+    hooks = (
+        "  - id: a\n    events: ['*']\n    url: https://a.example/\n    rate_limit: fast\n"
+        "  - id: a\n    events: ['*']\n    url: https://b.example/\n"
+    )
+    path = with_hooks(tmp_path, hooks)
+    file = tmp_path / "hooks.yaml"
+
+    assert refusals(path) == [
+        f"{file}:5: hooks[0].rate_limit: expected a mapping",
+        f"{file}:6: hooks[1].id: duplicate hook id; already used by hooks[0] at {file}:2",
+    ]
