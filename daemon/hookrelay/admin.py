@@ -10,6 +10,7 @@ served at ``GET /v1/openapi.json``)::
     GET  /v1/hooks/{id}           one hook (404 if not configured)        bearer token
     POST /v1/hooks/{id}/test      send a Logto-style test payload now     bearer token
     GET  /v1/deliveries           recent attempts (?hook_id=&outcome=&limit=)  bearer token
+    GET  /v1/partitions           assigned partitions: offsets, lag, holds bearer token
     POST /v1/reload               re-read the configuration files        bearer token
     GET  /v1/openapi.json         the OpenAPI document                    bearer token
 
@@ -23,10 +24,19 @@ the token never appears in an answer or a log line. ``/v1`` answers carry
 
 The listener binds to ``admin.listen`` (loopback by default). What the API reports and does
 comes from an :class:`AdminBackend`, which ``app.Daemon`` implements.
+
+The listener stays usable under a flood of connections, authenticated or not, because the
+kubelet and Prometheus must always get through: a connection that has not sent a whole
+request ``IDLE_TIMEOUT_S`` after it opened or after its last answer is closed (slow or
+never-finished headers included), and at most ``MAX_CONNECTIONS`` are open at once — a new
+one beyond that closes the connection idle the longest, or is refused (closed at once) when
+every connection is busy with a request. Both are counted in
+``hookrelay_admin_connections_closed_total{reason}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -103,6 +113,12 @@ DELIVERIES_LIMIT_MAX: Final = 1000
 MAX_REQUEST_BYTES: Final = 64 * 1024
 """Largest request body read (the only body the API takes is ``{"event": ...}``); more is 413."""
 
+IDLE_TIMEOUT_S: Final = 5.0
+"""Seconds a connection may hold without a request in progress (aiohttp's keep-alive timer,
+which also runs from the moment a connection opens)."""
+MAX_CONNECTIONS: Final = 64
+"""Open admin connections at most: far above what probes, scrapes and an operator need, and
+far below a process's file-descriptor limit (deliveries and Kafka need theirs)."""
 API_PREFIX: Final = "/v1"
 DISABLED_DETAIL: Final = "admin API disabled: set admin.token or admin.token_file"
 _REALM: Final = 'Bearer realm="hookrelay-admin"'
@@ -156,6 +172,13 @@ def _json(data: object) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
 
 
+class _Refused(asyncio.Protocol):
+    """A connection beyond ``MAX_CONNECTIONS`` when none can make room: closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The admin listener's OpenAPI 3.1 document (``admin_openapi.yaml``, package data) as
@@ -203,6 +226,7 @@ class AdminServer:
         self._token: bytes | None = None
         self.set_token(token)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port = port
         openapi_document()  # a broken package fails at construction, not on the first GET
 
@@ -234,17 +258,42 @@ class AdminServer:
 
     async def start(self) -> None:
         """Listen on ``host:port`` (port 0 picks a free one, then ``self.port`` tells it)."""
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self._app(), access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT_S
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        if self._runner.addresses:
-            self.port = int(self._runner.addresses[0][1])
+        server = self._runner.server
+        assert server is not None, "set up above"
+        # Our own listening socket rather than web.TCPSite: every accepted connection goes
+        # through _admit, which enforces MAX_CONNECTIONS.
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: self._admit(server), self._host, self._port, reuse_address=True
+        )
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         api = "enabled" if self._token is not None else "disabled (no admin.token)"
         log.info("admin_listening", host=self._host, port=self.port, api=api)
 
+    def _admit(self, server: web.Server) -> asyncio.BaseProtocol:
+        """The protocol for a new connection: aiohttp's handler, after making room for it
+        (the connection idle the longest is closed); a connection that finds every slot
+        busy with a request is closed at once."""
+        connections = server.connections
+        if len(connections) >= MAX_CONNECTIONS:
+            # aiohttp keeps connections in the order they opened; _request_in_progress is
+            # its own flag for a handler answering a request (aiohttp 3.9+).
+            idle = [h for h in connections if not getattr(h, "_request_in_progress", True)]
+            if not idle:
+                self._metrics.admin_connections_closed.labels("over_limit").inc()
+                return _Refused()
+            idle[0].force_close()
+            self._metrics.admin_connections_closed.labels("evicted_idle").inc()
+        return server()
+
     async def stop(self) -> None:
         """Stop listening and close open connections."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -1669,7 +1669,7 @@ _FIXED_MESSAGES: Final = {
 }
 
 _LIST_MESSAGES: Final[dict[KeyPath, str]] = {
-    ("kafka", "bootstrap_servers"): 'expected a list of host:port, or one comma-separated '
+    ("kafka", "bootstrap_servers"): "expected a list of host:port, or one comma-separated "
     'string ("kafka-1:9092,kafka-2:9092"); a port alone names no host',
 }
 """Keys that take a list in more than one shape: say every shape."""

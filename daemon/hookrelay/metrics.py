@@ -50,6 +50,14 @@ class Metrics:
         self.build_info = Gauge(p + "build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         self.ready = Gauge(p + "ready", "1 when consuming and able to deliver", registry=r)
+        self.admin_connections_closed = Counter(
+            p + "admin_connections_closed", "Admin listener connections closed to keep room "
+            "for probes and scrapes: evicted_idle (the longest idle one, for a new "
+            "connection), over_limit (a new one, every slot busy with a request)", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        for reason in ("evicted_idle", "over_limit"):
+            self.admin_connections_closed.labels(reason)
         self.instance_conflict = Gauge(
             p + "group_instance_conflict", "1 once another process joined the consumer group "
             "with this daemon's kafka.group_instance_id: this daemon stopped consuming",

@@ -36,6 +36,8 @@ from structlog.testing import capture_logs
 from hookrelay import __version__
 from hookrelay.admin import (
     DISABLED_DETAIL,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
     AdminBackend,
     AdminServer,
     ReadinessCheck,
@@ -911,3 +913,71 @@ async def test_partitions_are_listed_with_offsets_lag_and_what_holds_them(admin:
     assert answer.status == 200
     assert answer.json == {"partitions": admin.backend.assigned}
     assert admin.backend.calls == [("partitions", None)]
+
+
+# ── A connection flood ─────────────────────────────────────────────────────────────────────────
+
+
+async def _probe(admin: Admin, path: str) -> int:
+    async with asyncio.timeout(2.0), ClientSession() as fresh, fresh.get(admin.base + path) as r:
+        return r.status
+
+
+async def test_probes_and_metrics_answer_through_a_flood_of_idle_and_half_sent_connections(
+    admin: Admin,
+) -> None:
+    paths = ("/healthz", "/readyz", "/metrics")
+    calm = [await _probe(admin, p) for p in paths]  # this backend is not ready: 503
+    flood = []
+    for n in range(3 * MAX_CONNECTIONS):
+        reader, writer = await asyncio.open_connection("127.0.0.1", admin.server.port)
+        if n % 2:
+            writer.write(b"GET /v1/hooks HTTP/1.1\r\nHost: a\r\nAuthoriz")  # never finished
+        flood.append((reader, writer))
+    try:
+        assert [await _probe(admin, p) for p in paths] == calm
+        closed = admin.server._metrics.admin_connections_closed
+        assert closed.labels("evicted_idle")._value.get() >= 2 * MAX_CONNECTIONS
+        # Whatever was not evicted is closed once idle for IDLE_TIMEOUT_S.
+        async with asyncio.timeout(IDLE_TIMEOUT_S + 3):
+            for reader, _ in flood:
+                assert await reader.read() in (b"", b"HTTP/1.1 408 Request Timeout\r\n")
+    finally:
+        for _, writer in flood:
+            writer.close()
+
+
+async def test_a_connection_beyond_the_limit_is_refused_while_every_slot_answers_a_request(
+    admin: Admin,
+) -> None:
+    gate = asyncio.Event()
+
+    async def slow_test_hook(hook_id: str, event: str | None) -> dict[str, Any]:
+        await gate.wait()
+        return {"hook_id": hook_id, "event": "PostRegister", "status": 204,
+                "duration_ms": 1.0, "error": None, "response_body": ""}  # fmt: skip
+
+    admin.backend.test_hook = slow_test_hook
+    request = (
+        b"POST /v1/hooks/crm-sync/test HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+    )
+    busy = []
+    for _ in range(MAX_CONNECTIONS):
+        reader, writer = await asyncio.open_connection("127.0.0.1", admin.server.port)
+        writer.write(request)
+        busy.append((reader, writer))
+    await asyncio.sleep(0.3)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", admin.server.port)
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed at once
+        writer.close()
+        closed = admin.server._metrics.admin_connections_closed
+        assert closed.labels("over_limit")._value.get() == 1
+        gate.set()
+        answers = [await asyncio.wait_for(r.readuntil(b"\r\n"), 5) for r, _ in busy]
+        assert set(answers) == {b"HTTP/1.1 200 OK\r\n"}
+    finally:
+        gate.set()
+        for _, w in busy:
+            w.close()
