@@ -381,6 +381,19 @@ class AckTracker:
             return EVERY_HOOK
         return inherited.done_hooks(offset)
 
+    def advance(self, tp: TopicPartition, position: int) -> None:
+        """The consumer's fetch position of ``tp`` is ``position`` and every record before it
+        was handed to this tracker: when nothing is unsettled, the next commit may move up
+        to it. Offsets without a record — transaction markers, an aborted transaction's
+        records under read-committed — are never registered, so without this a partition
+        whose last records were followed by a marker would commit short of its end and
+        show lag forever."""
+        state = self._partitions.get(TopicPartition(tp.topic, tp.partition))
+        if state is None or state.open or state.revoking:
+            return
+        if state.next_offset is None or position > state.next_offset:
+            state.next_offset = position
+
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """The partitions are being given up: their tickets stop being ``live``."""
         for tp in partitions:
@@ -443,6 +456,13 @@ class AckTracker:
             state = self._partitions.get(TopicPartition(tp.topic, tp.partition))
             if state is not None:
                 state.committed = progress
+
+    def note_committed(self, tp: TopicPartition, offset: int) -> None:
+        """The group's committed offset of a partition just assigned (read from the broker,
+        or committed at assignment): what ``committed`` reports until this member commits."""
+        state = self._partitions.get(TopicPartition(tp.topic, tp.partition))
+        if state is not None and state.committed is None:
+            state.committed = (offset, "")
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The last offset committed for ``tp`` by this tracker, if any."""

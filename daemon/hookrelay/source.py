@@ -135,6 +135,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._revoking: set[TopicPartition] = set()
         self._starting: set[TopicPartition] = set()
         self._release = release
+        self._halted = False  # the poll loop stopped, leaving fetched records unhandled
         self._offset_maps = True  # False once the broker refused one as too large
         self._heartbeat_s = min(3.0, settings.session_timeout_s / 3)
         self.consumer = AIOKafkaConsumer(
@@ -332,6 +333,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         partitions ``_check_start_offsets``."""
         found = await committed_with_metadata(self.consumer, partitions)
         committed = {tp: _offset(found.get(tp)) for tp in partitions}
+        for tp, offset in committed.items():
+            if offset is not None:
+                self._tracker.note_committed(tp, offset)
+                self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(offset)
         self._inherit(found)
         begins = await self.consumer.beginning_offsets(partitions)
         retry = [tp for tp in partitions if tp.topic in self._retry_topics]
@@ -424,6 +429,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in fresh:
             self.consumer.seek(tp, begins[tp])
         await self.consumer.commit({tp: (begins[tp], RETRY_COMMIT_METADATA) for tp in fresh})
+        for tp in fresh:
+            self._tracker.note_committed(tp, begins[tp])
+            self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(begins[tp])
 
     def partitions(self) -> list[dict[str, Any]]:
         """The assigned partitions for the admin API (``admin.AdminBackend.partitions``)."""
@@ -477,6 +485,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(1.0)
                 continue
             if stopping.is_set():
+                self._halted = True
                 break  # shutting down: these records stay unregistered and are re-read
             for tp, fetched in batches.items():
                 if tp in self._revoking:
@@ -637,6 +646,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             position = await self._position(tp)
             if tp not in self.consumer.assignment():
                 continue
+            if position is not None and self._handed_out_all(tp):
+                self._tracker.advance(tp, position)
             done = self._tracker.committed(tp)
             done = position if done is None else done
             labels = (tp.topic, str(tp.partition))
@@ -646,6 +657,12 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             held = self._held_by_transaction(tp, position)
             self._held[tp] = held
             self._metrics.held_by_transaction.labels(*labels).set(1 if held else 0)
+
+    def _handed_out_all(self, tp: TopicPartition) -> bool:
+        """True when every record before ``tp``'s fetch position went to the record handler:
+        the poll loop hands out a whole fetch before it next yields, except for a partition
+        being revoked or started, or once it stopped (see ``run``)."""
+        return not (self._halted or tp in self._revoking or tp in self._starting)
 
     async def _position(self, tp: TopicPartition) -> int | None:
         """The fetch position, when known (never waits for an offset reset)."""

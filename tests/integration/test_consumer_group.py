@@ -8,12 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, RecordsToDelete
 from aiokafka.structs import TopicPartition
 
 from tests.integration.harness import (
     edit_config,
+    eventually,
     produce,
     running_daemon,
     settings_for,
@@ -30,6 +31,19 @@ pytestmark = pytest.mark.integration
 def event(n: int, tag: str) -> bytes:
     body = {"event": "User.Created", "createdAt": "2026-08-21T09:15:42.123Z"}
     return orjson.dumps({**body, "data": {"id": f"{tag}-{n}"}})
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's end offset as a read-committed consumer sees it (its last stable
+    offset), by partition number."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    try:
+        await consumer.start()
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        found = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in found.items()}
 
 
 async def crm_deployment(
@@ -95,6 +109,19 @@ async def test_events_of_an_aborted_transaction_never_become_webhooks_and_an_ope
             finally:
                 await tx.stop()
             await asyncio.sleep(1.0)
+
+            # Markers and aborted records have offsets but no record to hand out: once all is
+            # settled, the commit moves past them and the lag reads 0 (it stayed at 12 before).
+            async def caught_up() -> bool:
+                ends = await end_offsets(kafka_bootstrap, topic, 2)
+                shown = [p for p in daemon.partitions() if p["topic"] == topic]
+                committed = {p["partition"]: p["committed_offset"] for p in shown}
+                return committed == ends and all(p["lag"] == 0 for p in shown)
+
+            await eventually(caught_up, 30, "commits at the end offsets, past the markers")
+            # Retry tiers are committed at assignment: their offsets show from then on.
+            retry = [p for p in daemon.partitions() if p["role"] == "retry"]
+            assert retry and all(p["committed_offset"] is not None for p in retry)
     tags = delivered_tags(receiver)
     assert sorted(held) == sorted([f"committed-{n}" for n in range(5)] + ["other-0"])
     assert sorted(tags) == sorted([*held, "behind-0"])  # each once; aborted and open: never

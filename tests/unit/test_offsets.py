@@ -197,3 +197,29 @@ def test_a_damaged_map_is_refused_whole() -> None:
     for damaged in (good[:-2], good + "AAAA", "_" * 8, "gICAgICAgICAgICAAQ"):
         with pytest.raises(ValueError):
             OpenOffsets.decode(damaged)
+
+
+def test_offsets_without_records_are_committed_once_everything_before_is_settled() -> None:
+    """A transaction's commit or abort marker, or its aborted records, have offsets but are
+    never handed out: the fetch position moves past them."""
+    t = tracker()
+    ticket = t.register(TP, 10, deliveries=1)
+    t.advance(TP, 13)  # records 11-12 were markers; 10 still owed
+    assert commit_offsets(t) == {TP: 10}
+    ticket.settle()
+    t.advance(TP, 13)
+    assert commit_offsets(t) == {TP: 13}
+    t.revoke([TP])
+    t.advance(TP, 20)  # being given up: no more moves
+    assert commit_offsets(t) == {TP: 13}
+
+
+def test_the_broker_committed_offset_is_reported_until_this_member_commits() -> None:
+    t = tracker()
+    t.note_committed(TP, 42)
+    assert t.committed(TP) == 42
+    assert t.to_commit() == {}  # nothing new to commit
+    t.advance(TP, 42)
+    assert t.to_commit() == {}
+    t.register(TP, 42, deliveries=0)
+    assert commit_offsets(t) == {TP: 43}
