@@ -157,6 +157,7 @@ class Daemon:
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
             group=settings.group_id, batch_size=k.max_poll_records, history=self.history,
+            timeout_s=settings.http.timeout_s,
         )  # fmt: skip
         for reason in DEAD_LETTER_REASONS:
             self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start

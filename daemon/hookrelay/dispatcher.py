@@ -96,6 +96,7 @@ class _Context:
     dead_letter_topic: str
     group: str
     lane_hard_bound: int
+    timeout_s: float  # http.timeout_s: an attempt's longest time unless its hook sets one
     clock: Clock
     jitter: Callable[[], float]
     on_finished: Callable[[Delivery, Outcome], None]
@@ -116,6 +117,7 @@ class Lane:
         self._not_before = 0.0
         self._breaker = CircuitBreaker.from_settings(ctx.settings, ctx.clock)
         self.last_intake = float("-inf")
+        self.finish_by = float("inf")  # clock time sends must end by (Dispatcher.drain)
         self.gone = False
         self.failure: BaseException | None = None
         self.member = hook_id_member(hook.id)
@@ -136,6 +138,7 @@ class Lane:
     def configure(self, hook: Hook) -> None:
         """Apply ``hook``'s (possibly changed) settings; a new rate limit applies at once."""
         self.hook = hook
+        self.timeout_s = hook.timeout_s if hook.timeout_s is not None else self._ctx.timeout_s
         limit = hook.rate_limit
         if limit is None:
             self._bucket = None
@@ -267,6 +270,9 @@ class Lane:
                 if not delivery.ticket.live:  # revoked while it waited for its turn
                     self._ctx.on_released(delivery)
                     continue
+            if self._ctx.clock() + self.timeout_s > self.finish_by:
+                self._release_unfinishable(delivery)
+                continue
             self._sending += 1
             try:
                 result = await self._ctx.sender.attempt(
@@ -514,6 +520,13 @@ class Lane:
             **extra,
         )
 
+    def _release_unfinishable(self, delivery: Delivery) -> None:
+        """Shutting down, and ``delivery`` (like every one queued behind it: same timeout)
+        could not finish before the drain deadline: release them all, unsent."""
+        self._ctx.on_released(delivery)
+        while self._queue:
+            self._ctx.on_released(self._queue.popleft())
+
     def release_revoked(self) -> int:
         """Release the queued deliveries whose partition is being revoked (not ``live``):
         neither sent nor parked, their next owner makes them. Returns how many."""
@@ -628,6 +641,7 @@ class Dispatcher:
         dead_letter_topic: str,
         group: str = "hookrelay",
         batch_size: int = 500,
+        timeout_s: float = 10.0,
         clock: Clock = time.monotonic,
         jitter: Callable[[], float] = random.random,
         history: History | None = None,
@@ -638,7 +652,7 @@ class Dispatcher:
         hard_bound = settings.lane_max_pending + batch_size
         self._ctx = _Context(
             sender, writer, metrics, settings, plan, dead_letter_topic, group, hard_bound,
-            clock, jitter, self._finished, self._released, self._others_hungry,
+            timeout_s, clock, jitter, self._finished, self._released, self._others_hungry,
             history or History(),
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
@@ -837,8 +851,16 @@ class Dispatcher:
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until nothing is queued, being sent or being written, at most ``timeout_s``
-        seconds. Returns True when drained."""
+        seconds. Returns True when drained.
+
+        From now on a lane starts a queued delivery only when it can finish before the
+        deadline even at its hook's timeout; the others are released (left unsettled and
+        made again after the restart, counted ``abandoned``): a send cancelled by the
+        deadline would reach its endpoint twice."""
         deadline = time.monotonic() + timeout_s
+        finish_by = self._ctx.clock() + timeout_s
+        for lane in (*self._lanes.values(), *self._retired):
+            lane.finish_by = finish_by
         # busy sums every lane and the writer queue; a 50 ms poll during shutdown is
         # simpler than a condition all of them would have to signal.
         while self.busy and time.monotonic() < deadline:  # noqa: ASYNC110

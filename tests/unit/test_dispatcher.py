@@ -849,3 +849,25 @@ async def test_a_delivery_that_succeeds_after_failures_says_so_at_info() -> None
     assert (recovered["hook_id"], recovered["attempt"], recovered["status"]) == ("flaky", 2, 200)
     assert 0 < recovered["total_delay_s"] < 5  # from the first attempt (fed back at once here)
     assert recovered["first_attempt_at"].endswith("+00:00")
+
+
+async def test_a_drain_starts_no_send_that_its_deadline_would_cut_short() -> None:
+    async def behaviour(_hook_id: str, _n: int) -> AttemptResult:
+        await asyncio.sleep(0.2)
+        return OK
+
+    sender = FakeSender(behaviour)
+    quick = hook("quick", timeout_s=0.5, max_concurrency=2)
+    slow = hook("slow", timeout_s=5, max_concurrency=1)
+    async with Rig(sender, [quick, slow]) as rig:
+        for _ in range(6):
+            rig.publish()
+        await until(lambda: len(sender.attempts) == 3)  # two quick and one slow in flight
+        started = time.monotonic()
+        assert await rig.dispatcher.drain(1.0) is True
+        assert time.monotonic() - started < 0.9  # nothing left that could still start
+    sent = [h for h, _, _ in sender.attempts]
+    assert sent.count("slow") == 1  # the one in flight finished; 5 s sends never start
+    assert sent.count("quick") == 6  # 0.5 s sends fit in the 1 s drain
+    assert delivered_count(rig.metrics, "slow", "abandoned") == 5
+    assert commit_offsets(rig.tracker) == {TP: 1}  # the released ones stay owed
