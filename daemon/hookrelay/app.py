@@ -194,11 +194,7 @@ class Daemon:
         reasons = []
         if self.stopping.is_set():
             reasons.append("shutting down")
-        if self.source.instance_conflict:
-            reasons.append(
-                f"kafka.group_instance_id {self.source.instance_conflict!r} is used by another "
-                "process of the group; this daemon stopped consuming (restart it once fixed)"
-            )
+        reasons.extend(self.source.membership_problems())
         if not self.source.started:
             reasons.append("consumer not started")
         elif not self.source.joined:

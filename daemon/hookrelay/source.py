@@ -69,10 +69,12 @@ _FATAL_FETCH_ERRORS = (
     TopicAuthorizationFailedError,
 )
 
-INSTANCE_CONFLICT_REPLACEMENTS = 3
+INSTANCE_CONFLICT_REPLACEMENTS = 2
 INSTANCE_CONFLICT_WINDOW_S = 120.0
 """A static member replaced this often within this window shares its instance id (see
-``Source._replaced_by_another_instance``)."""
+``Source._replaced_by_another_instance``): one replacement is what an expired session
+costs, a second so soon is the other process taking the partitions back. Both processes
+deliver everything while they fight, so the sooner one gives way the fewer copies."""
 
 PROBE_INTERVAL_S = 3.0
 """Seconds between metadata probes of the cluster (readiness)."""
@@ -165,6 +167,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self.joined = False
         self.instance_conflict = ""  # set when another process uses our group_instance_id
         self._contested = False
+        self.settling_conflict = False  # stopped, looking whether another process holds it
         self._member_id: str | None = None
         self._replaced_at: deque[float] = deque(maxlen=INSTANCE_CONFLICT_REPLACEMENTS)
         self._commit_timeout_s = min(10.0, settings.request_timeout_s)
@@ -262,7 +265,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         member id and rejoins, so two processes with one id take the partitions from each
         other at every heartbeat, and both deliver. ``INSTANCE_CONFLICT_REPLACEMENTS``
         replacements within ``INSTANCE_CONFLICT_WINDOW_S`` are that fight, not an expired
-        session."""
+        session. Kafka's own rule decides who stays: the last process to join holds the
+        instance id (see ``_settle_instance_conflict``)."""
         instance = self._settings.group_instance_id
         member = getattr(self.consumer._coordinator, "member_id", None)
         previous, self._member_id = self._member_id, member
@@ -288,12 +292,15 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         processes exactly one keeps consuming)."""
         self._contested = False
         instance = self._settings.group_instance_id
-        await asyncio.sleep(2 * self._heartbeat_s)
+        self.settling_conflict = True
         try:
+            await asyncio.sleep(2 * self._heartbeat_s)
             held = await asyncio.wait_for(self._member_registered(), self._commit_timeout_s)
         except (KafkaError, TimeoutError) as e:
             log.warning("group_describe_failed", error=f"{type(e).__name__}: {e}")
             held = False
+        finally:
+            self.settling_conflict = False
         if held:
             log.warning("group_instance_id_contested", group_instance_id=instance,
                         hint="another process used the same kafka.group_instance_id and gave "
@@ -310,6 +317,20 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             "kafka.group_instance_id; give each replica its own (e.g. ${POD_NAME}) and "
             "restart this one; it consumes nothing until then",
         )  # fmt: skip
+
+    def membership_problems(self) -> list[str]:
+        """Why this member does not consume although connected (readiness reasons)."""
+        if self.instance_conflict:
+            return [
+                f"kafka.group_instance_id {self.instance_conflict!r} is used by another "
+                "process of the group; this daemon stopped consuming (restart it once fixed)"
+            ]
+        if self.settling_conflict:
+            return [
+                "another process may use this kafka.group_instance_id: stopped consuming "
+                "while looking which process the group keeps"
+            ]
+        return []
 
     async def _member_registered(self) -> bool:
         """True when the group still lists this member's last member id."""
