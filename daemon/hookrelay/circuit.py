@@ -168,6 +168,13 @@ class CircuitBreaker:
         if token is self._probe:
             self._probe = None
 
+    def released(self, token: object) -> None:
+        """The delivery ``token`` was given up without an outcome here (its partition was
+        revoked, or a drain could not start it): a probe frees the probe slot, or the
+        circuit would stay half-open with no probe ever sent again."""
+        if token is self._probe:
+            self._probe = None
+
     def _record(self, failed: bool) -> None:
         now = self._clock()
         outcomes = self._outcomes

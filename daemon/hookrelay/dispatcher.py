@@ -268,7 +268,7 @@ class Lane:
             if self._bucket is not None or self._not_before:
                 await self._wait_for_turn()
                 if not delivery.ticket.live:  # revoked while it waited for its turn
-                    self._ctx.on_released(delivery)
+                    self._release(delivery)
                     continue
             if self._ctx.clock() + self.timeout_s > self.finish_by:
                 self._release_unfinishable(delivery)
@@ -290,7 +290,7 @@ class Lane:
         (released), the hook is gone (dead-lettered) or the lane is blocked (parked). A
         half-open circuit makes it the probe."""
         if not delivery.ticket.live:
-            self._ctx.on_released(delivery)
+            self._release(delivery)
             return False
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
@@ -334,7 +334,7 @@ class Lane:
             # Its partition was revoked during the attempt: the next owner makes it again.
             # Parking it here would fork a second retry chain beside the next owner's.
             self.stats.count_attempt(result.status_class, result.duration_s)
-            self._ctx.on_released(delivery)
+            self._release(delivery)
             return
         throttled = _is_throttling(result)
         now = _record_attempt(delivery, result.status, result.error, counted=not throttled)
@@ -455,7 +455,7 @@ class Lane:
         """Write ``delivery`` to retry tier ``tier``; return when it is due (epoch ms), or
         None when it was released instead (its partition is being revoked)."""
         if not delivery.ticket.live:  # see _handle: never fork a revoked partition's work
-            self._ctx.on_released(delivery)
+            self._release(delivery)
             return None
         outbound, due_ms = _parked(self._ctx, delivery, tier, min_wait_s)
         self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
@@ -463,7 +463,7 @@ class Lane:
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         if not delivery.ticket.live:
-            self._ctx.on_released(delivery)
+            self._release(delivery)
             return
         letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason, self._ctx.group)
 
@@ -520,12 +520,18 @@ class Lane:
             **extra,
         )
 
+    def _release(self, delivery: Delivery) -> None:
+        """Give ``delivery`` up here without an outcome (see ``Dispatcher._released``); a
+        probe frees the circuit's probe slot."""
+        self._breaker.released(delivery)
+        self._ctx.on_released(delivery)
+
     def _release_unfinishable(self, delivery: Delivery) -> None:
         """Shutting down, and ``delivery`` (like every one queued behind it: same timeout)
         could not finish before the drain deadline: release them all, unsent."""
-        self._ctx.on_released(delivery)
+        self._release(delivery)
         while self._queue:
-            self._ctx.on_released(self._queue.popleft())
+            self._release(self._queue.popleft())
 
     def release_revoked(self) -> int:
         """Release the queued deliveries whose partition is being revoked (not ``live``):
@@ -536,7 +542,7 @@ class Lane:
             self._queue.clear()  # in place: workers hold a reference to this deque
             self._queue.extend(kept)
         for delivery in released:
-            self._ctx.on_released(delivery)
+            self._release(delivery)
         return len(released)
 
     async def close(self) -> int:

@@ -871,3 +871,38 @@ async def test_a_drain_starts_no_send_that_its_deadline_would_cut_short() -> Non
     assert sent.count("quick") == 6  # 0.5 s sends fit in the 1 s drain
     assert delivered_count(rig.metrics, "slow", "abandoned") == 5
     assert commit_offsets(rig.tracker) == {TP: 1}  # the released ones stay owed
+
+
+async def test_a_probe_whose_partition_is_revoked_frees_the_probe_slot() -> None:
+    """Released without an outcome, a probe must not leave the circuit half-open with no
+    probe ever sent again (every later delivery was parked as circuit_open, forever)."""
+    clock = FakeClock()
+    gate = asyncio.Event()
+    calls = 0
+
+    async def behaviour(_hook_id: str, _n: int) -> AttemptResult:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the probe: fails, but only once its partition was revoked
+            await gate.wait()
+        return fail(500, True) if calls <= 2 else OK
+
+    sender = FakeSender(behaviour)
+    settings = {"circuit_window": 1, "circuit_min_attempts": 1, "circuit_cooldown_s": 10}
+    async with Rig(sender, [hook("h", max_concurrency=1)], clock, **settings) as rig:
+        lane = rig.dispatcher.lane("h")
+        rig.publish()  # fails: the circuit opens
+        await until(lambda: len(rig.producer.sent) == 1)
+        clock.now += 11.0
+        rig.publish()  # the probe
+        await until(lambda: calls == 2)
+        rig.tracker.revoke([TP])
+        gate.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert rig.producer.sent[1:] == []  # released, not parked
+        rig.tracker.forget([TP])
+        rig.tracker.assign([TP])  # the partition comes back
+        rig.publish()  # the next delivery becomes the probe, and closes the circuit
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert lane.circuit is Circuit.CLOSED
+    assert calls == 3
