@@ -46,9 +46,9 @@ PROGRESS_BUDGET_CHARS: Final = 3000
 run boundary, which only means fewer records are known settled (they are sent again)."""
 
 
-_MAX_UNSETTLED: Final = 1_000_000
-"""More unsettled records than any member holds at once (delivery.max_in_flight and the lane
-bounds): a map claiming more is damaged, not read."""
+_MAX_UNSETTLED: Final = 200_000
+"""More unsettled records than any member holds in one partition (``delivery.max_in_flight``
+is 10,000 deliveries by default): a map claiming more is damaged, not read."""
 
 EVERY_HOOK: Final[tuple[str, ...]] = ("*",)
 """``AckTracker.done_before``'s answer for a record settled whole (no hook id holds ``*``)."""
@@ -152,25 +152,30 @@ class OpenOffsets:
     __slots__ = ("_bounds", "_done", "end", "start")
 
     def __init__(self, start: int, runs: list[int], done: dict[str, list[int]]) -> None:
+        """Raises ``ValueError`` for runs that claim more unsettled records than a member
+        ever holds, or hook runs beyond the unsettled records: the map comes from the
+        broker, and a damaged or crafted one must cost neither memory nor time."""
         self.start = start
+        open_runs = runs[0::2]
+        count = sum(open_runs)
+        if count > _MAX_UNSETTLED:
+            raise ValueError("offset map names more unsettled records than a member holds")
         bounds = []  # unsettled intervals as flattened [lo, hi) pairs
         unsettled: list[int] = []
         position = start
         for index, length in enumerate(runs):
             if index % 2 == 0:
                 bounds += [position, position + length]
-                if done and len(unsettled) <= _MAX_UNSETTLED:
-                    unsettled.extend(range(position, position + min(length, _MAX_UNSETTLED + 1)))
+                if done:
+                    unsettled.extend(range(position, position + length))
             position += length
         self.end = position
         self._bounds = bounds
-        if len(unsettled) > _MAX_UNSETTLED:
-            raise ValueError("offset map names more unsettled records than a member holds")
         self._done: dict[int, list[str]] = {}
         for hook_id, hook_runs in done.items():
+            if sum(hook_runs) > count:
+                raise ValueError("offset map names more records than it holds")
             for index in _members(hook_runs):
-                if index >= len(unsettled):
-                    raise ValueError("offset map names more records than it holds")
                 self._done.setdefault(unsettled[index], []).append(hook_id)
 
     def settled(self, offset: int) -> bool:

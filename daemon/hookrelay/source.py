@@ -373,12 +373,13 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         inherited = []
         for tp, meta in found.items():
             offset_map = split_commit_metadata(meta.metadata)[1]
-            if (
-                meta.offset >= 0
-                and offset_map
-                and self._tracker.inherit(tp, meta.offset, offset_map)
-            ):
-                inherited.append(tp)
+            if meta.offset < 0 or not offset_map:
+                continue
+            try:
+                if self._tracker.inherit(tp, meta.offset, offset_map):
+                    inherited.append(tp)
+            except Exception:  # a bug must not skip the start check of every partition
+                log.exception("offset_map_unreadable", partition=f"{tp.topic}[{tp.partition}]")
         if inherited:
             log.info("settled_records_inherited", partitions=_names(inherited))
 

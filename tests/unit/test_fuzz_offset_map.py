@@ -5,6 +5,9 @@ only ever skips less, and no text a broker hands back makes the decoder raise an
 
 from __future__ import annotations
 
+import tracemalloc
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,3 +76,17 @@ def test_any_metadata_text_decodes_or_raises_value_error(text: str) -> None:
         return
     assert read.start <= read.end
     assert not read.settled(read.end) and not read.settled(read.start - 1)
+
+
+def test_a_crafted_map_claiming_huge_runs_is_refused_at_once() -> None:
+    """Run lengths are varints from the broker: a map committed by anyone with access to the
+    group. 2**40 records, or a hook served on 2**40 of them, must not be expanded."""
+    for crafted in ("kAQCAQEBAmhhAgCAgICAgCA", "AAIBAQECaGECAICHpw4", "AAKAgICAgIAgAQA"):
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError):
+                OpenOffsets.decode(crafted)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1_000_000  # bytes: refused before anything was expanded
