@@ -397,6 +397,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
           group ran): its first record, whatever ``auto_offset_reset`` says;
         - not committed, in a topic the group has no offsets on (a new group, or offsets the
           broker expired): ``auto_offset_reset``, warned and counted as ``no_committed_offset``.
+
+        Either uncommitted start is committed at once (``_commit_starts``).
         """
         fresh = [tp for tp in partitions if committed[tp] is None]
         for tp in partitions:
@@ -404,11 +406,11 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             if offset is not None and offset < begins[tp]:
                 self._reset(tp, offset, begins[tp], "out_of_range")
                 self.consumer.seek(tp, begins[tp])
+        chosen: dict[TopicPartition, int] = {}
         for topic in sorted({tp.topic for tp in fresh}):
             new = [tp for tp in fresh if tp.topic == topic]
             if await self._group_knows(topic, new, committed):
-                for tp in new:
-                    self.consumer.seek(tp, begins[tp])
+                chosen.update((tp, begins[tp]) for tp in new)
                 log.info("new_partitions_from_first_record", partitions=_names(new))
                 continue
             starts = begins
@@ -416,6 +418,23 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 starts = await self.consumer.end_offsets(new)
             for tp in new:
                 self._reset(tp, None, starts[tp], "no_committed_offset")
+                chosen[tp] = starts[tp]
+        await self._commit_starts(chosen)
+
+    async def _commit_starts(self, starts: dict[TopicPartition, int]) -> None:
+        """Start these uncommitted event partitions where decided, and commit that at once:
+        a partition that gets no record for a while must not look new at the next
+        assignment (it would be read from its first record, whatever ``latest`` said)."""
+        if not starts:
+            return
+        for tp, offset in starts.items():
+            self.consumer.seek(tp, offset)
+        await self.consumer.commit(
+            {tp: (offset, EVENT_COMMIT_METADATA) for tp, offset in starts.items()}
+        )
+        for tp, offset in starts.items():
+            self._tracker.note_committed(tp, offset)
+            self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(offset)
 
     async def _group_knows(
         self, topic: str, fresh: list[TopicPartition], committed: dict[TopicPartition, int | None]

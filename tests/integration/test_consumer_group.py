@@ -159,6 +159,30 @@ async def test_partitions_added_while_running_are_read_from_their_first_record_e
     )
 
 
+async def test_with_latest_a_partition_without_traffic_is_not_replayed_after_a_restart(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An idle partition had no commit, so the next assignment took it for a partition added
+    meanwhile and read its whole history (120 old requests in the trial)."""
+    async with Receiver(keys={"crm": None}) as receiver:
+        topic, path = await crm_deployment(kafka_bootstrap, tmp_path, receiver, "idle", 3)
+        for partition in (1, 2):  # history from before the group existed
+            old = [event(n, f"old{partition}") for n in range(5)]
+            await produce(kafka_bootstrap, topic, old, partition=partition)
+        edit_config(path, "kafka", auto_offset_reset="latest")
+        settings = settings_for(path)
+        async with running_daemon(settings):
+            await produce(kafka_bootstrap, topic, [event(0, "new")], partition=0)
+            await receiver.wait_for(1, timeout_s=20)
+        async with running_daemon(settings) as again:  # stopped and started again
+            await produce(kafka_bootstrap, topic, [event(1, "new")], partition=0)
+            await receiver.wait_for(2, timeout_s=20)
+            await asyncio.sleep(2.0)
+            resets = again.metrics.offset_resets.labels("no_committed_offset")._value.get()
+    assert sorted(delivered_tags(receiver)) == ["new-0", "new-1"]
+    assert resets == 0  # the second start found every partition committed
+
+
 async def test_an_offset_reset_is_never_silent(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Retention deleted records past the group's committed offset while it was stopped: the
     daemon starts at the earliest record left, with a warning and a counted reset; a group
