@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -341,8 +340,6 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     values = [value for _, value in events]
     topic = args.topic or settings.kafka.topics[0]
-    # The failure is printed below, once; aiokafka's own reconnect lines would repeat it.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     async def produce() -> None:
         producer = AIOKafkaProducer(
