@@ -302,9 +302,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             self.settling_conflict = False
         if held:
-            log.warning("group_instance_id_contested", group_instance_id=instance,
-                        hint="another process used the same kafka.group_instance_id and gave "
-                        "way; this one consumes")  # fmt: skip
+            log.warning("group_instance_id_kept", group_instance_id=instance,
+                        hint="fenced twice within two minutes, and the group still holds this "
+                        "member: this process stalled past kafka.session_timeout_s, or "
+                        "another one with the same id gave way; this one consumes")  # fmt: skip
             self._member_id = None
             self._replaced_at.clear()
             self.consumer.subscribe(self._topics, listener=self)
