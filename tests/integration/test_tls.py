@@ -118,13 +118,20 @@ async def test_the_global_ca_file_serves_every_hook(ca: trustme.CA, ca_file: str
     assert (result.status, result.error) == (204, None)
 
 
-async def test_a_hooks_ca_file_replaces_the_global_one(ca: trustme.CA, tmp_path: Path) -> None:
+async def test_a_hooks_ca_file_replaces_the_global_one(
+    ca: trustme.CA, ca_file: str, tmp_path: Path
+) -> None:
+    """Both ways round, so that a swapped precedence fails: the global CA trusts the
+    endpoint and the hook's does not, then the reverse."""
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
-    http = HttpSettings(allow_networks=LOOPBACK, ca_file=str(other))
+    trusting = HttpSettings(allow_networks=LOOPBACK, ca_file=ca_file)
+    distrusting = HttpSettings(allow_networks=LOOPBACK, ca_file=str(other))
     async with https_server(server_context(ca)) as receiver:
-        result = await post(hook(receiver.port, HookTls(ca_file=str(other))), http)
-    assert result.error is not None and "CERTIFICATE_VERIFY_FAILED" in result.error
+        refused = await post(hook(receiver.port, HookTls(ca_file=str(other))), trusting)
+        trusted = await post(hook(receiver.port, HookTls(ca_file=ca_file)), distrusting)
+    assert refused.error is not None and "CERTIFICATE_VERIFY_FAILED" in refused.error
+    assert (trusted.status, trusted.error) == (204, None)
 
 
 async def test_an_endpoint_requiring_a_client_certificate_gets_the_hooks(
