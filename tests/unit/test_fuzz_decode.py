@@ -12,8 +12,10 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -68,14 +70,42 @@ def top_level_pairs(document: bytes) -> list[tuple[str, Any]]:
     return pairs
 
 
+def refusal_expected(value: bytes | None) -> str | None:
+    """The documented reason ``decode`` must refuse ``value`` with, or None when it must
+    accept it: its documented rules, checked here independently of its code (Python's
+    parser for the top-level members, orjson only for what orjson alone decides: whether the
+    bytes parse)."""
+    if not value or len(value) > MAX_BYTES:
+        return "oversized" if value else "empty"
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return "not_json"
+    if not isinstance(obj, dict):
+        return "not_object"
+    if not isinstance(obj.get("event"), str) or not obj["event"]:
+        return "missing_event"
+    try:
+        datetime.fromisoformat(obj["createdAt"])
+    except (KeyError, TypeError, ValueError):
+        return "bad_created_at"
+    with deep_recursion():
+        names = [key for key, _ in top_level_pairs(value)]
+    return "duplicate_event" if names.count("event") > 1 else None
+
+
 def assert_delivered_or_refused(value: bytes | None) -> None:
-    """The decoder contract for one record value."""
+    """The decoder contract for one record value: accepted exactly when its documented
+    rules accept it, then delivered faithfully; otherwise refused with the reason due."""
+    expected = refusal_expected(value)
     try:
         event = decode(value, b"key", ORIGIN, MAX_BYTES)
     except InvalidEventError as e:
         assert e.reason in REASONS
+        assert e.reason == expected, f"refused {e.reason!r}, expected {expected!r}"
         e.detail.encode("utf-8")  # it travels as a dead-letter header: must be valid UTF-8
         return
+    assert expected is None, f"accepted, expected a refusal {expected!r}"
     assert value is not None
     body = splice_hook_id(event.body_head, event.empty, hook_id_member(HOOK_ID))
     with deep_recursion():  # parsing and comparing nested values both recurse per level
