@@ -270,4 +270,7 @@ async def test_every_dashboard_query_and_recording_rule_returns_data_from_a_live
     assert {a["state"] for a in alerts["HookrelayHookPaused"]} == {"firing"}
     assert alerted(alerts, "HookrelayDeadLettersGrowing", "reason") >= DEAD_LETTER_REASONS
     assert alerts["HookrelayDown"] == alerts["HookrelayTargetMissing"] == []
+    # Ready, and /metrics says so: not even pending (its `for` would hide a 0 for 5 min).
+    assert re.search(r"^hookrelay_ready 1\.0$", exposition, re.MULTILINE), "hookrelay_ready"
+    assert alerts.get("HookrelayNotReady", []) == []
     assert exit_code == 0
