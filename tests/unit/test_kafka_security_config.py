@@ -106,7 +106,13 @@ def test_sasl_password_file_is_read_without_its_trailing_newline(tmp_path: Path)
 
 def test_ssl_without_a_ca_file_uses_the_system_cas() -> None:
     options = client_options(KafkaSettings(security_protocol="SSL"))
-    assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    context = options["ssl_context"]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    # The same trust store as Python's default context: the system's CAs (a context that
+    # trusts none fails here on any machine that has some).
+    system = ssl.create_default_context()
+    assert context.cert_store_stats() == system.cert_store_stats()
+    assert context.get_ca_certs() == system.get_ca_certs()
     assert "sasl_mechanism" not in options
 
 
