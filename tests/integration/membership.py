@@ -57,6 +57,7 @@ class Figures:
     in_flight_at_revocations: list[int] = field(default_factory=list)
     in_flight_at_kills: list[int] = field(default_factory=list)
     settled_in_commit_interval: list[int] = field(default_factory=list)
+    webhook_ids_per_pair: int = 0  # most distinct webhook-id values seen for one pair
 
     @property
     def extra(self) -> int:
@@ -142,6 +143,11 @@ def _config(tmp: Path, bootstrap: str, topic: str, receiver: Receiver, slow_s: f
 
 
 def _tally(figures: Figures, receiver: Receiver, started: float, done_at: float) -> None:
+    ids: dict[tuple[str, str], set[str]] = {}
+    for r in receiver.requests:
+        if isinstance(r.json, dict):
+            ids.setdefault((r.hook_id, r.json["data"]["id"]), set()).add(r.headers["webhook-id"])
+    figures.webhook_ids_per_pair = max(len(found) for found in ids.values())
     counts = copies(receiver)
     figures.requests = sum(counts.values())
     figures.max_copies = max(counts.values())

@@ -24,6 +24,7 @@ async def test_membership_changes_add_no_more_copies_than_sends_in_flight(
     assert len(churn.in_flight_at_revocations) >= 3  # B joined, left, joined, died
     assert churn.extra <= churn.bound
     assert churn.drain_s <= 1.5 * baseline.drain_s
+    assert churn.webhook_ids_per_pair == 1  # a copy made by another owner keeps its id
 
 
 async def test_kill_9_restarts_redo_only_what_was_in_flight(
@@ -33,3 +34,4 @@ async def test_kill_9_restarts_redo_only_what_was_in_flight(
     print(f"\nkill -9 x3: {figures.summary()}")
     assert len(figures.in_flight_at_kills) == 3
     assert figures.extra <= figures.bound
+    assert figures.webhook_ids_per_pair == 1
