@@ -361,8 +361,12 @@ def test_the_prometheus_trigger_queries_hookrelays_lag_metric(
     own_labels = {
         m.name: m.value for m in selector.matchers.matchers if m.name not in TARGET_LABELS
     }
-    gauge = getattr(Metrics(), selector.name.removeprefix("hookrelay_"))
-    gauge.labels(**{"partition": "0", **own_labels}).set(1)
+    metrics = Metrics()
+    labels = {"partition": "0", **own_labels}
+    gauge = getattr(metrics, selector.name.removeprefix("hookrelay_"))
+    gauge.labels(**labels).set(1)
+    # ... and under this exported name, as Prometheus sees it (not only a Python attribute).
+    assert metrics.registry.get_sample_value(selector.name, labels) == 1
     assert own_labels["topic"] in rendered_settings(objects, tmp_path).kafka.topics
 
 
