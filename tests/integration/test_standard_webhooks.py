@@ -60,7 +60,9 @@ async def test_rotation_signs_with_both_keys_then_a_reload_retires_the_old_one(
     (tmp_path / "new.key").write_text(NEW_KEY + "\n", encoding="utf-8")
     (tmp_path / "old.key").write_text(OLD_KEY + "\n", encoding="utf-8")
     async with Receiver(keys={"sw": NEW_KEY}) as receiver:
-        receiver.script("sw", [Reply(status=500)])  # the first attempt fails once
+        # The first attempt fails once, 1.1 s after it was sent: its retry is sent at least a
+        # second later, so a reused timestamp would show.
+        receiver.script("sw", [Reply(status=500, delay_s=1.1)])
         hooks = [rotating_hook(receiver, ["new.key", "old.key"])]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
         async with running_daemon(settings_for(path)) as daemon:
@@ -82,9 +84,10 @@ async def test_rotation_signs_with_both_keys_then_a_reload_retires_the_old_one(
             # The retry carries the first attempt's webhook-id, freshly timestamped and signed.
             first, retry = [r for r in during if orjson.loads(r.body)["n"] == retried]
             assert first.headers["webhook-id"] == retry.headers["webhook-id"]
-            assert int(retry.headers["webhook-timestamp"]) >= int(
+            assert int(retry.headers["webhook-timestamp"]) > int(
                 first.headers["webhook-timestamp"]
             )
+            assert abs(int(retry.headers["webhook-timestamp"]) - retry.arrived_wall) <= 1.5
 
             # Rotation done: the old key is removed and the configuration reloaded.
             rewrite_hooks(path, [rotating_hook(receiver, ["new.key"])])
