@@ -84,9 +84,7 @@ async def test_rotation_signs_with_both_keys_then_a_reload_retires_the_old_one(
             # The retry carries the first attempt's webhook-id, freshly timestamped and signed.
             first, retry = [r for r in during if orjson.loads(r.body)["n"] == retried]
             assert first.headers["webhook-id"] == retry.headers["webhook-id"]
-            assert int(retry.headers["webhook-timestamp"]) > int(
-                first.headers["webhook-timestamp"]
-            )
+            assert int(retry.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
             assert abs(int(retry.headers["webhook-timestamp"]) - retry.arrived_wall) <= 1.5
 
             # Rotation done: the old key is removed and the configuration reloaded.
