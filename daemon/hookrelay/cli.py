@@ -170,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hookrelay: invalid configuration ({len(e.issues)} problem(s)):", file=sys.stderr)
         for issue in e.issues:
             print(f"  {issue}", file=sys.stderr)
+        if e.warnings and args.command == "check":
+            print("and in the parts that are valid:", file=sys.stderr)
+            for warning in e.warnings:
+                print(f"  warning: {warning}", file=sys.stderr)
         return EXIT_FAILED
     handler = {
         "run": _run, "check": _check, "produce": _produce, "send-test": _send_test,

@@ -29,6 +29,7 @@ write_json_schemas('config')"``. A unit test keeps the checked-in copies equal t
 
 from __future__ import annotations
 
+import copy
 import difflib
 import ipaddress
 import json
@@ -1234,8 +1235,20 @@ def load_settings(
     loader = _Loader(os.environ if env is None else env, skip=frozenset(skip))
     settings = loader.load(Path(path))
     if settings is None or loader.issues:
-        raise ConfigError(loader.sorted_issues())
+        raise ConfigError(loader.sorted_issues(), _salvaged_warnings(loader.salvaged))
     return settings
+
+
+def _salvaged_warnings(salvaged: tuple[Settings, list[str]] | None) -> list[str]:
+    """``config_warnings`` of what validated, without those about what ``_salvage`` stood in
+    for or dropped (a stand-in hook is disabled: "no enabled hooks" would mislead too)."""
+    if salvaged is None:
+        return []
+    settings, hidden = salvaged
+    keys = [f": {prefix}{tail}" for prefix in hidden for tail in (".", ":", "[")]
+    if hidden:
+        keys.append(": hooks: no enabled hooks")
+    return [text for text in config_warnings(settings) if not any(k in text for k in keys)]
 
 
 def _strip_one_newline(text: str) -> str:
@@ -1258,6 +1271,63 @@ def _read_key_file(file: Path, what: str = "signing key") -> tuple[str | None, s
     if not key:
         return None, f"{what} file {file} is empty"
     return key, None
+
+
+def _salvage(
+    data: dict[str, Any], error: ValidationError, source: _SourceMap
+) -> tuple[Settings, list[str]] | None:
+    """Settings from ``data`` without what failed validation, so that ``check`` can warn
+    about the rest in the same run, and the key paths whose warnings would mislead (a hook
+    stood in for). Each failing key is dropped first (it takes its default); if that is not
+    enough, a failing hook is replaced by a disabled stand-in, then a failing section
+    dropped. List items are never removed: later indices, and so the lines warnings name,
+    must stay those of the files. None when nothing validates."""
+    paths = {
+        tuple(part for part in e["loc"] if part != "[key]") for e in error.errors(include_url=False)
+    }
+    for depth in (None, 2, 1):
+        trimmed = copy.deepcopy(data)
+        hidden: list[str] = []
+        for path in paths:
+            cut = path if depth is None else path[:depth]
+            if len(cut) == 2 and cut[0] == "hooks" and isinstance(cut[1], int):
+                _stand_in_for_hook(trimmed, cut[1])
+                hidden.append(f"hooks[{cut[1]}]")
+            elif cut:
+                hidden += ["hooks"] if cut == ("hooks",) else []
+                _drop(trimmed, cut)
+        try:
+            settings = Settings.model_validate(trimmed)
+        except ValidationError:
+            continue
+        settings._source = source
+        return settings, hidden
+    return None
+
+
+def _stand_in_for_hook(data: dict[str, Any], index: int) -> None:
+    hooks = data.get("hooks")
+    if isinstance(hooks, list) and 0 <= index < len(hooks):
+        hooks[index] = {"id": f"invalid-{index}", "events": ["*"],
+                        "url": "https://invalid.invalid/", "enabled": False}  # fmt: skip
+
+
+def _drop(data: Any, path: tuple[Any, ...]) -> None:
+    """Remove the mapping key at ``path`` (an item of a list is left alone)."""
+    *parents, last = path
+    node = data
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else _item(node, part)
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(last, None)
+
+
+def _item(node: Any, part: Any) -> Any:
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
 
 
 def _inside(key_path: str, skipped: Collection[str]) -> bool:
@@ -1288,6 +1358,7 @@ class _Loader:
     def __init__(self, env: Mapping[str, str], skip: frozenset[str] = frozenset()) -> None:
         self.env = env
         self.skip = skip
+        self.salvaged: tuple[Settings, list[str]] | None = None  # see _salvage
         self.source = _SourceMap()
         self.issues: list[ConfigIssue] = []
         self.failed: set[KeyPath] = set()  # already reported; validation errors there are noise
@@ -1626,6 +1697,7 @@ class _Loader:
         except ValidationError as e:
             for error in _without_echoes(e.errors(include_url=False)):
                 self._report_validation_error(error)
+            self.salvaged = _salvage(data, e, self.source)
             return None
         settings._source = self.source
         return settings

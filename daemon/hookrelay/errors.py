@@ -51,10 +51,13 @@ class ConfigIssue:
 
 
 class ConfigError(HookrelayError):
-    """Configuration refused; ``issues`` lists every problem found, in file order."""
+    """Configuration refused; ``issues`` lists every problem found, in file order, and
+    ``warnings`` what ``hookrelay check`` would also warn about in the parts that are valid
+    (``file:line: key.path: message`` lines)."""
 
-    def __init__(self, issues: list[ConfigIssue]) -> None:
+    def __init__(self, issues: list[ConfigIssue], warnings: list[str] | None = None) -> None:
         self.issues = issues
+        self.warnings = warnings or []
         super().__init__("\n".join(str(issue) for issue in issues))
 
 

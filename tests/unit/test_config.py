@@ -1323,3 +1323,39 @@ def test_a_duplicate_hook_id_shows_in_the_same_run_as_field_errors(tmp_path: Pat
         f"{file}:5: hooks[0].rate_limit: expected a mapping",
         f"{file}:6: hooks[1].id: duplicate hook id; already used by hooks[0] at {file}:2",
     ]
+
+
+def test_check_warns_about_the_valid_parts_in_the_same_run_as_the_errors(tmp_path: Path) -> None:
+    hooks = (
+        "  - id: a\n    events: ['User.Creatd']\n    url: https://a.example/\n"
+        "    rate_limit: fast\n"
+        "  - id: b\n    events: ['*']\n    url: https://b.example/\n    timeout_s: -1\n"
+        "  - id: c\n    events: ['Organisation.*']\n    url: https://c.example/\n"
+    )
+    path = with_hooks(tmp_path, hooks)
+    file = tmp_path / "hooks.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+
+    assert [str(i) for i in caught.value.issues] == [
+        f"{file}:5: hooks[0].rate_limit: expected a mapping",
+        f"{file}:9: hooks[1].timeout_s: expected a number > 0",
+    ]
+    assert caught.value.warnings == [
+        f"{file}:3: hooks[0].events[0]: 'User.Creatd' is not a known Logto hook event "
+        "(still routed if it is ever published); did you mean 'User.Created'?",
+        f"{file}:11: hooks[2].events[0]: 'Organisation.*' matches no known Logto hook event "
+        "(still routed if one is ever published)",
+    ]
+
+
+def test_a_hook_missing_its_url_stands_aside_and_hides_no_other_warning(tmp_path: Path) -> None:
+    hooks = (
+        "  - id: a\n    events: ['*']\n"
+        "  - id: b\n    events: ['Organisation.*']\n    url: https://b.example/\n"
+    )
+    path = with_hooks(tmp_path, hooks)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+
+    assert [w.split(": ", 2)[1] for w in caught.value.warnings] == ["hooks[1].events[0]"]
