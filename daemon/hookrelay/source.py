@@ -28,13 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     IllegalStateError,
@@ -48,6 +46,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from hookrelay.config import KafkaSettings
 from hookrelay.kafka_clients import client_options, committed_with_metadata
 from hookrelay.logs import get_logger
+from hookrelay.membership import InstanceGuard
 from hookrelay.metrics import Metrics
 from hookrelay.offsets import AckTracker
 from hookrelay.retries import (
@@ -68,13 +67,6 @@ _FATAL_FETCH_ERRORS = (
     GroupAuthorizationFailedError,
     TopicAuthorizationFailedError,
 )
-
-INSTANCE_CONFLICT_REPLACEMENTS = 2
-INSTANCE_CONFLICT_WINDOW_S = 120.0
-"""A static member replaced this often within this window shares its instance id (see
-``Source._replaced_by_another_instance``): one replacement is what an expired session
-costs, a second so soon is the other process taking the partitions back. Both processes
-deliver everything while they fight, so the sooner one gives way the fewer copies."""
 
 PROBE_INTERVAL_S = 3.0
 """Seconds between metadata probes of the cluster (readiness)."""
@@ -165,11 +157,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.started = False
         self.joined = False
-        self.instance_conflict = ""  # set when another process uses our group_instance_id
-        self._contested = False
-        self.settling_conflict = False  # stopped, looking whether another process holds it
-        self._member_id: str | None = None
-        self._replaced_at: deque[float] = deque(maxlen=INSTANCE_CONFLICT_REPLACEMENTS)
+        self.instance = InstanceGuard(
+            settings, self.consumer, metrics, heartbeat_s=self._heartbeat_s,
+            resubscribe=lambda: self.consumer.subscribe(self._topics, listener=self),
+        )  # fmt: skip
         self._commit_timeout_s = min(10.0, settings.request_timeout_s)
         self.last_contact_ok = 0.0
         self.probe_failing = False
@@ -235,7 +226,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         """Track newly assigned partitions; keep them paused if backpressure is on; start
         uncommitted retry partitions at their beginning (module docstring)."""
         self.joined = True
-        if self._replaced_by_another_instance():
+        if self.instance.replaced():
             return
         self._tracker.assign(list(assigned))
         log.info("partitions_assigned", partitions=_names(assigned))
@@ -255,99 +246,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             self._starting.difference_update(assigned)
 
-    def _replaced_by_another_instance(self) -> bool:
-        """Under static membership, True when this member must stop consuming because it
-        seems to share its ``kafka.group_instance_id`` with another process (the poll loop
-        then settles it, see ``_settle_instance_conflict``).
-
-        A static member's id changes only when the broker fenced it: another process joined
-        with its instance id, or its session expired. aiokafka reports both as an unknown
-        member id and rejoins, so two processes with one id take the partitions from each
-        other at every heartbeat, and both deliver. ``INSTANCE_CONFLICT_REPLACEMENTS``
-        replacements within ``INSTANCE_CONFLICT_WINDOW_S`` are that fight, not an expired
-        session. Kafka's own rule decides who stays: the last process to join holds the
-        instance id (see ``_settle_instance_conflict``)."""
-        instance = self._settings.group_instance_id
-        member = getattr(self.consumer._coordinator, "member_id", None)
-        previous, self._member_id = self._member_id, member
-        if instance is None or previous is None or member == previous:
-            return False
-        now = time.monotonic()
-        self._replaced_at.append(now)
-        recent = [t for t in self._replaced_at if now - t <= INSTANCE_CONFLICT_WINDOW_S]
-        if len(recent) < INSTANCE_CONFLICT_REPLACEMENTS:
-            log.warning("group_member_replaced", group_instance_id=instance,
-                        hint="the broker fenced this member: its session expired, or another "
-                        "process uses the same kafka.group_instance_id")  # fmt: skip
-            return False
-        self._contested = True
-        self.consumer.unsubscribe()
-        return True
-
-    async def _settle_instance_conflict(self) -> None:
-        """Stop rejoining for two heartbeat intervals, then look whose member the broker
-        holds for the instance id: the last process to join. If it is this one, the other
-        process gave way: consume again. Otherwise the other process holds it: stay
-        stopped and not ready, and say why (the one that gave way first loses, so of two
-        processes exactly one keeps consuming)."""
-        self._contested = False
-        instance = self._settings.group_instance_id
-        self.settling_conflict = True
-        try:
-            await asyncio.sleep(2 * self._heartbeat_s)
-            held = await asyncio.wait_for(self._member_registered(), self._commit_timeout_s)
-        except (KafkaError, TimeoutError) as e:
-            log.warning("group_describe_failed", error=f"{type(e).__name__}: {e}")
-            held = False
-        finally:
-            self.settling_conflict = False
-        if held:
-            log.warning("group_instance_id_kept", group_instance_id=instance,
-                        hint="fenced twice within two minutes, and the group still holds this "
-                        "member: this process stalled past kafka.session_timeout_s, or "
-                        "another one with the same id gave way; this one consumes")  # fmt: skip
-            self._member_id = None
-            self._replaced_at.clear()
-            self.consumer.subscribe(self._topics, listener=self)
-            return
-        self.instance_conflict = instance or ""
-        self._metrics.instance_conflict.set(1)
-        log.error(
-            "group_instance_id_in_use", group_instance_id=instance,
-            hint="another process of this consumer group uses the same "
-            "kafka.group_instance_id; give each replica its own (e.g. ${POD_NAME}) and "
-            "restart this one; it consumes nothing until then",
-        )  # fmt: skip
-
     def membership_problems(self) -> list[str]:
         """Why this member does not consume although connected (readiness reasons)."""
-        if self.instance_conflict:
-            return [
-                f"kafka.group_instance_id {self.instance_conflict!r} is used by another "
-                "process of the group; this daemon stopped consuming (restart it once fixed)"
-            ]
-        if self.settling_conflict:
-            return [
-                "another process may use this kafka.group_instance_id: stopped consuming "
-                "while looking which process the group keeps"
-            ]
-        return []
-
-    async def _member_registered(self) -> bool:
-        """True when the group still lists this member's last member id."""
-        admin = AIOKafkaAdminClient(
-            **client_options(self._settings, "admin"),
-            request_timeout_ms=int(self._settings.request_timeout_s * 1000),
-        )
-        try:  # start inside: a client whose start failed is closed too
-            await admin.start()
-            responses = await admin.describe_consumer_groups([self._settings.group_id])
-        finally:
-            await admin.close()
-        # DescribeGroups v0-v3 (aiokafka): groups of (error, id, state, protocol type,
-        # protocol, members of (member id, client id, host, metadata, assignment), ...).
-        members = {m[0] for r in responses for g in r.groups for m in g[5]}
-        return self._member_id in members
+        return self.instance.problems()
 
     async def _check_starts(self, partitions: list[TopicPartition]) -> None:
         """Where each assigned partition starts, from one look at the group's committed
@@ -506,9 +407,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self, handle: RecordHandler, stopping: asyncio.Event) -> None:
         """Fetch and hand records to ``handle`` until ``stopping`` is set."""
         while not stopping.is_set():
-            if self._contested:
-                await self._settle_instance_conflict()
-            if self.instance_conflict:
+            if self.instance.contested:
+                await self.instance.settle()
+            if self.instance.conflict:
                 with contextlib.suppress(TimeoutError):  # consumes nothing until restarted
                     await asyncio.wait_for(stopping.wait(), 1.0)
                 continue

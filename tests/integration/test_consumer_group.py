@@ -248,10 +248,10 @@ async def test_two_processes_with_one_group_instance_id_are_reported_and_one_sto
         settings = settings_for(path)
         async with running_daemon(settings) as first, running_daemon(settings) as second:
             await wait_until(
-                lambda: bool(first.source.instance_conflict or second.source.instance_conflict),
+                lambda: bool(first.source.instance.conflict or second.source.instance.conflict),
                 60, "the shared instance id to be noticed",
             )  # fmt: skip
-            stopped, going = (first, second) if first.source.instance_conflict else (second, first)
+            stopped, going = (first, second) if first.source.instance.conflict else (second, first)
             reasons = stopped.not_ready_reasons()
             assert any("group_instance_id 'pod-0'" in r for r in reasons), reasons
             assert stopped.metrics.registry.get_sample_value(
@@ -260,6 +260,6 @@ async def test_two_processes_with_one_group_instance_id_are_reported_and_one_sto
             await produce(kafka_bootstrap, topic, [event(n, "twin") for n in range(30)])
             await receiver.wait_for(30, timeout_s=40)
             await asyncio.sleep(2)
-            assert not going.source.instance_conflict
+            assert not going.source.instance.conflict
             assert stopped.tracker.partitions == []
     assert sorted(delivered_tags(receiver)) == sorted(f"twin-{n}" for n in range(30))

@@ -1,0 +1,146 @@
+"""Static membership (``kafka.group_instance_id``, Kafka's ``group.instance.id``, KIP-345):
+notice another process of the group joined with the same instance id, and give way.
+
+A static member's id changes only when the broker fenced it: another process joined with
+its instance id, or its session expired. aiokafka reports both as an unknown member id and
+rejoins, so two processes with one id take the partitions from each other at every
+heartbeat, and both deliver everything. ``REPLACEMENTS`` fencings within ``WINDOW_S`` are
+that fight, not one expired session: the member stops consuming (``contested``), waits two
+heartbeat intervals and asks the broker whose member it holds — the process that joined
+last, Kafka's own rule. If it is this one, it consumes again; otherwise it stays stopped,
+logs ``group_instance_id_in_use``, sets ``hookrelay_group_instance_conflict`` and reports
+not ready until restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from hookrelay.config import KafkaSettings
+from hookrelay.kafka_clients import client_options
+from hookrelay.logs import get_logger
+from hookrelay.metrics import Metrics
+
+log = get_logger("hookrelay.membership")
+
+REPLACEMENTS: Final = 2
+WINDOW_S: Final = 120.0
+"""A static member fenced this often within this window shares its instance id: one fencing
+is what an expired session costs, a second so soon is the other process taking the
+partitions back. Both processes deliver everything while they fight, so the sooner one
+gives way the fewer copies."""
+
+
+class InstanceGuard:
+    """Watches this member's id across assignments (see the module docstring). ``consumer``
+    is the source's ``AIOKafkaConsumer``; ``resubscribe`` subscribes it again."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        consumer: Any,
+        metrics: Metrics,
+        *,
+        heartbeat_s: float,
+        resubscribe: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._metrics = metrics
+        self._heartbeat_s = heartbeat_s
+        self._resubscribe = resubscribe
+        self._timeout_s = min(10.0, settings.request_timeout_s)
+        self._member_id: str | None = None
+        self._replaced_at: deque[float] = deque(maxlen=REPLACEMENTS)
+        self.contested = False  # fenced too often: the poll loop must call settle()
+        self.settling = False  # stopped, looking which process the group keeps
+        self.conflict = ""  # the instance id another process holds: stopped for good
+
+    def replaced(self) -> bool:
+        """At an assignment: True when this member must stop consuming now (it unsubscribed;
+        the poll loop then calls ``settle``)."""
+        instance = self._settings.group_instance_id
+        member = getattr(self._consumer._coordinator, "member_id", None)
+        previous, self._member_id = self._member_id, member
+        if instance is None or previous is None or member == previous:
+            return False
+        now = time.monotonic()
+        self._replaced_at.append(now)
+        recent = [t for t in self._replaced_at if now - t <= WINDOW_S]
+        if len(recent) < REPLACEMENTS:
+            log.warning("group_member_replaced", group_instance_id=instance,
+                        hint="the broker fenced this member: its session expired, or another "
+                        "process uses the same kafka.group_instance_id")  # fmt: skip
+            return False
+        self.contested = True
+        self._consumer.unsubscribe()
+        return True
+
+    async def settle(self) -> None:
+        """Stop rejoining for two heartbeat intervals, then look whose member the broker
+        holds for the instance id: consume again if it is this one, else stay stopped."""
+        self.contested = False
+        instance = self._settings.group_instance_id
+        self.settling = True
+        try:
+            await asyncio.sleep(2 * self._heartbeat_s)
+            held = await asyncio.wait_for(self._member_registered(), self._timeout_s)
+        except (KafkaError, TimeoutError) as e:
+            log.warning("group_describe_failed", error=f"{type(e).__name__}: {e}")
+            held = False
+        finally:
+            self.settling = False
+        if held:
+            log.warning("group_instance_id_kept", group_instance_id=instance,
+                        hint="fenced twice within two minutes, and the group still holds this "
+                        "member: this process stalled past kafka.session_timeout_s, or "
+                        "another one with the same id gave way; this one consumes")  # fmt: skip
+            self._member_id = None
+            self._replaced_at.clear()
+            self._resubscribe()
+            return
+        self.conflict = instance or ""
+        self._metrics.instance_conflict.set(1)
+        log.error(
+            "group_instance_id_in_use", group_instance_id=instance,
+            hint="another process of this consumer group uses the same "
+            "kafka.group_instance_id; give each replica its own (e.g. ${POD_NAME}) and "
+            "restart this one; it consumes nothing until then",
+        )  # fmt: skip
+
+    def problems(self) -> list[str]:
+        """Why this member does not consume although connected (readiness reasons)."""
+        if self.conflict:
+            return [
+                f"kafka.group_instance_id {self.conflict!r} is used by another process of "
+                "the group; this daemon stopped consuming (restart it once fixed)"
+            ]
+        if self.settling:
+            return [
+                "another process may use this kafka.group_instance_id: stopped consuming "
+                "while looking which process the group keeps"
+            ]
+        return []
+
+    async def _member_registered(self) -> bool:
+        """True when the group still lists this member's last member id."""
+        admin = AIOKafkaAdminClient(
+            **client_options(self._settings, "admin"),
+            request_timeout_ms=int(self._settings.request_timeout_s * 1000),
+        )
+        try:  # start inside: a client whose start failed is closed too
+            await admin.start()
+            responses = await admin.describe_consumer_groups([self._settings.group_id])
+        finally:
+            await admin.close()
+        # DescribeGroups v0-v3 (aiokafka): groups of (error, id, state, protocol type,
+        # protocol, members of (member id, client id, host, metadata, assignment), ...).
+        members = {m[0] for r in responses for g in r.groups for m in g[5]}
+        return self._member_id in members
