@@ -64,14 +64,15 @@ class TopicPartition(NamedTuple):
 @dataclass(slots=True)
 class AckTicket:
     """Handle for one registered record; ``settle()`` or ``release()`` once per delivery
-    it owes. ``done`` names the hooks whose delivery settled while others are still owed
-    (they travel in the offset map, so a next owner makes only the others)."""
+    it owes. ``done`` holds the hooks whose delivery settled while others are still owed,
+    as bits of its partition's hook table (they travel in the offset map, so a next owner
+    makes only the others): an int per record, not a list, under a backlog of thousands."""
 
     partition: _PartitionState
     offset: int
     remaining: int
     generation: int
-    done: list[str] | None = None
+    done: int = 0
 
     def settle(self, hook_id: str = "") -> None:
         """Mark one of this record's deliveries (to ``hook_id``, when it has one) as done:
@@ -81,10 +82,7 @@ class AckTicket:
         if self.remaining == 0:
             self.partition.on_settled(self)
         elif hook_id:
-            if self.done is None:
-                self.done = [hook_id]
-            else:
-                self.done.append(hook_id)
+            self.done |= self.partition.hook_bit(hook_id)
 
     def release(self) -> None:
         """One of this record's deliveries will not be made here: its partition was revoked
@@ -109,8 +107,15 @@ class _PartitionState:
     outstanding: int = 0  # deliveries owed, neither settled nor released
     revoking: bool = False
     inherited: OpenOffsets | None = None
+    hooks: dict[str, int] = field(default_factory=dict)  # hook id -> its bit in ``done``
 
-    def register(self, offset: int, deliveries: int, done: list[str] | None = None) -> AckTicket:
+    def hook_bit(self, hook_id: str) -> int:
+        bit = self.hooks.get(hook_id)
+        if bit is None:
+            bit = self.hooks[hook_id] = 1 << len(self.hooks)
+        return bit
+
+    def register(self, offset: int, deliveries: int, done: int = 0) -> AckTicket:
         ticket = AckTicket(self, offset, deliveries, self.generation, done)
         self.next_offset = offset + 1
         if deliveries > 0:
@@ -131,7 +136,8 @@ class _PartitionState:
         assert self.next_offset is not None  # set by the register that opened self.open[0]
         unsettled = [(t.offset, t.done) for t in self.open if t.remaining > 0]
         start = self.open[0].offset
-        return start, OpenOffsets.encode(start, unsettled, self.next_offset)
+        names = list(self.hooks)  # in bit order
+        return start, OpenOffsets.encode_masks(start, unsettled, self.next_offset, names)
 
 
 class OpenOffsets:
@@ -193,23 +199,44 @@ class OpenOffsets:
     def encode(
         cls,
         start: int,
-        unsettled: list[tuple[int, list[str] | None]],
+        unsettled: Sequence[tuple[int, Sequence[str] | None]],
         end: int,
         budget: int = PROGRESS_BUDGET_CHARS,
     ) -> str:
         """The map of the ``unsettled`` records (ascending ``(offset, hooks done)``, the
         first at ``start``) below ``end``; ``""`` when it would tell a next owner nothing
         (no settled record above ``start``, no hook done) or nothing fits ``budget``."""
+        names: dict[str, int] = {}
+        masks = []
+        for offset, hooks in unsettled:
+            mask = 0
+            for hook_id in hooks or ():
+                mask |= 1 << names.setdefault(hook_id, len(names))
+            masks.append((offset, mask))
+        return cls.encode_masks(start, masks, end, list(names), budget)
+
+    @classmethod
+    def encode_masks(
+        cls,
+        start: int,
+        unsettled: list[tuple[int, int]],
+        end: int,
+        names: Sequence[str],
+        budget: int = PROGRESS_BUDGET_CHARS,
+    ) -> str:
+        """``encode`` with each record's hooks done as bits: bit ``i`` is ``names[i]``."""
         keep = len(unsettled)
         while True:
             limit = end if keep == len(unsettled) else unsettled[keep][0]
-            text = cls._encode(start, unsettled[:keep], limit)
+            text = cls._encode(start, unsettled[:keep], limit, names)
             if len(text) <= budget or keep == 0:
                 return text if len(text) <= budget else ""
             keep //= 2
 
     @staticmethod
-    def _encode(start: int, unsettled: list[tuple[int, list[str] | None]], end: int) -> str:
+    def _encode(
+        start: int, unsettled: list[tuple[int, int]], end: int, names: Sequence[str]
+    ) -> str:
         runs: list[int] = []
         position = start  # first offset not yet covered by runs
         for offset, _ in unsettled:
@@ -222,17 +249,13 @@ class OpenOffsets:
             position = offset + 1
         if end > position:
             runs.append(end - position)
-        done: dict[str, list[int]] = {}
-        for index, (_, hooks) in enumerate(unsettled):
-            for hook_id in hooks or ():
-                done.setdefault(hook_id, []).append(index)
+        done = _hook_runs([mask for _, mask in unsettled], names)
         if len(runs) < 2 and not done:
             return ""
         numbers = [start, len(runs), *runs, len(done)]
         data = bytearray(_varints(numbers))
-        for hook_id, indexes in done.items():
+        for hook_id, hook_runs in done.items():
             name = hook_id.encode("ascii")
-            hook_runs = _runs(indexes)
             data += _varints([len(name)]) + name + _varints([len(hook_runs), *hook_runs])
         return _b64(bytes(data))
 
@@ -294,17 +317,32 @@ class _Reader:
         return self._at == len(self._data)
 
 
-def _runs(indexes: list[int]) -> list[int]:
-    """Ascending ``indexes`` as run lengths alternating absent, present (from 0)."""
-    runs: list[int] = []
-    position = 0
-    for index in indexes:
-        if index > position or not runs:
-            runs += [index - position, 1]
+def _hook_runs(masks: list[int], names: Sequence[str]) -> dict[str, list[int]]:
+    """Per hook with any bit set, the unsettled records' indexes holding it, as run lengths
+    alternating absent, present (from index 0). The masks are run-length encoded first:
+    under a backlog most neighbours share one (every hook served but a slow one), so the
+    per-hook work is per run of masks, not per record."""
+    grouped: list[list[int]] = []  # [mask, how many in a row]
+    for mask in masks:
+        if grouped and grouped[-1][0] == mask:
+            grouped[-1][1] += 1
         else:
-            runs[-1] += 1
-        position = index + 1
-    return runs
+            grouped.append([mask, 1])
+    result: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        bit = 1 << index
+        runs: list[int] = []
+        present, length = False, 0
+        for mask, count in grouped:
+            if bool(mask & bit) != present:
+                runs.append(length)
+                present, length = not present, 0
+            length += count
+        if present:
+            runs.append(length)
+        if runs:
+            result[name] = runs
+    return result
 
 
 def _members(runs: list[int]) -> list[int]:
@@ -424,7 +462,10 @@ class AckTracker:
             # detached state so settling it is harmless and never commits anything (and
             # its ticket is not live: it is never sent).
             state = _PartitionState(generation=-1)
-        return state.register(offset, deliveries, None if done is None else list(done))
+        mask = 0
+        for hook_id in done or ():
+            mask |= state.hook_bit(hook_id)
+        return state.register(offset, deliveries, mask)
 
     def unsettled(self, partitions: list[TopicPartition] | None = None) -> int:
         """Number of open records, in ``partitions`` or in all tracked partitions."""
