@@ -47,6 +47,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from multidict import MultiMapping
 from pydantic import SecretStr
 from ruamel.yaml import YAML
@@ -172,6 +173,24 @@ def _json(data: object) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
 
 
+class _QuietHandler(RequestHandler):
+    """aiohttp's request handler, except that the answer to a request its parser refused
+    (400) says only "Bad Request": aiohttp's quotes the offending line, which may hold the
+    admin token (a token file saved with CR LF sends ``Bearer <token>\\r``)."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if message is not None and 400 <= status < 500:
+            message = HTTPStatus(status).phrase
+        response: web.StreamResponse = super().handle_error(request, status, exc, message)
+        return response
+
+
 class _Refused(asyncio.Protocol):
     """A connection beyond ``MAX_CONNECTIONS`` when none can make room: closed at once."""
 
@@ -287,7 +306,8 @@ class AdminServer:
                 return _Refused()
             idle[0].force_close()
             self._metrics.admin_connections_closed.labels("evicted_idle").inc()
-        return server()
+        # aiohttp's own handler, but answering a malformed request without quoting it.
+        return _QuietHandler(server, loop=server._loop, **server._kwargs)
 
     async def stop(self) -> None:
         """Stop listening and close open connections."""

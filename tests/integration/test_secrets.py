@@ -75,13 +75,13 @@ async def admin_answers(port: int) -> dict[str, bytes]:
                 answers[f"{method} {path} {bool(headers)}"] = body + str(answer.headers).encode()
     # What no HTTP client library sends: a token file saved with CR LF, a trailing NUL. The
     # server's parser fails on them and logs the request line with the exception.
-    # (Their answers are not searched: aiohttp's 400 quotes the offending line back to the
-    # client that sent it; the log is what must stay clean.)
+    # Their answers are searched too: aiohttp's own 400 quoted the offending line.
     token = SECRETS["ADMIN_TOKEN"].encode()
     for tail in (b"\r", b"\x00", b"\r\x00 x"):
         request = b"GET /v1/hooks HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + token + tail
         answer = await _raw_request(port, request + b"\r\n\r\n")
         assert answer.split(b" ", 2)[1] == b"400", answer[:40]
+        answers[f"raw {tail!r}"] = answer
     return answers
 
 
