@@ -15,6 +15,7 @@ not ready until restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -83,14 +84,18 @@ class InstanceGuard:
         self._consumer.unsubscribe()
         return True
 
-    async def settle(self) -> None:
+    async def settle(self, stopping: asyncio.Event) -> None:
         """Stop rejoining for two heartbeat intervals, then look whose member the broker
-        holds for the instance id: consume again if it is this one, else stay stopped."""
+        holds for the instance id: consume again if it is this one, else stay stopped.
+        Returns at once when ``stopping`` is set (a shutdown must not wait for it)."""
         self.contested = False
         instance = self._settings.group_instance_id
         self.settling = True
         try:
-            await asyncio.sleep(2 * self._heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 2 * self._heartbeat_s)
+            if stopping.is_set():
+                return
             held = await asyncio.wait_for(self._member_registered(), self._timeout_s)
         except (KafkaError, TimeoutError) as e:
             log.warning("group_describe_failed", error=f"{type(e).__name__}: {e}")

@@ -408,7 +408,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         """Fetch and hand records to ``handle`` until ``stopping`` is set."""
         while not stopping.is_set():
             if self.instance.contested:
-                await self.instance.settle()
+                await self.instance.settle(stopping)
             if self.instance.conflict:
                 with contextlib.suppress(TimeoutError):  # consumes nothing until restarted
                     await asyncio.wait_for(stopping.wait(), 1.0)

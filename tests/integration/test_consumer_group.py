@@ -245,6 +245,8 @@ async def test_two_processes_with_one_group_instance_id_are_reported_and_one_sto
     async with Receiver(keys={"crm": None}) as receiver:
         topic, path = await crm_deployment(kafka_bootstrap, tmp_path, receiver, "twins", 2)
         edit_config(path, "kafka", group_instance_id="pod-0", session_timeout_s=6)
+        # Both run in this process, where a hard deadline would end pytest itself.
+        edit_config(path, "shutdown", grace_s=3, hard_deadline_s=60)
         settings = settings_for(path)
         async with running_daemon(settings) as first, running_daemon(settings) as second:
             await wait_until(
