@@ -252,20 +252,20 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _check_starts(self, partitions: list[TopicPartition]) -> None:
         """Where each assigned partition starts, from one look at the group's committed
-        offsets and the log starts: retry partitions see ``_claim_retry_partitions``, event
-        partitions ``_check_start_offsets``."""
+        offsets and the log starts: an uncommitted retry partition at its beginning, event
+        partitions as ``_check_start_offsets`` says."""
         found = await committed_with_metadata(self.consumer, partitions)
         committed = {tp: _offset(found.get(tp)) for tp in partitions}
         for tp, offset in committed.items():
             if offset is not None:
-                self._tracker.note_committed(tp, offset)
-                self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(offset)
+                self._note_committed(tp, offset)
         self._inherit(found)
         begins = await self.consumer.beginning_offsets(partitions)
         retry = [tp for tp in partitions if tp.topic in self._retry_topics]
         events = [tp for tp in partitions if tp.topic not in self._retry_topics]
-        if retry:
-            await self._claim_retry_partitions(retry, committed, begins)
+        # An uncommitted retry partition starts at its beginning, whatever
+        # auto_offset_reset says: a retry written before this member was assigned is owed.
+        await self._commit_starts({tp: begins[tp] for tp in retry if committed[tp] is None})
         if events:
             await self._check_start_offsets(events, committed, begins)
 
@@ -324,19 +324,24 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._commit_starts(chosen)
 
     async def _commit_starts(self, starts: dict[TopicPartition, int]) -> None:
-        """Start these uncommitted event partitions where decided, and commit that at once:
-        a partition that gets no record for a while must not look new at the next
-        assignment (it would be read from its first record, whatever ``latest`` said)."""
+        """Start these uncommitted partitions where decided, and commit that at once, with
+        their role tag: an event partition that gets no record for a while must not look
+        new at the next assignment (it would be read from its first record, whatever
+        ``latest`` said), and the broker remembers every retry tier the group used."""
         if not starts:
             return
         for tp, offset in starts.items():
             self.consumer.seek(tp, offset)
         await self.consumer.commit(
-            {tp: (offset, EVENT_COMMIT_METADATA) for tp, offset in starts.items()}
+            self._kafka_offsets({tp: (offset, "") for tp, offset in starts.items()})
         )
         for tp, offset in starts.items():
-            self._tracker.note_committed(tp, offset)
-            self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(offset)
+            self._note_committed(tp, offset)
+
+    def _note_committed(self, tp: TopicPartition, offset: int) -> None:
+        """The group's committed offset of a partition just assigned, as found or set."""
+        self._tracker.note_committed(tp, offset)
+        self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(offset)
 
     async def _group_knows(
         self, topic: str, fresh: list[TopicPartition], committed: dict[TopicPartition, int | None]
@@ -359,22 +364,6 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             old_offset=old, new_offset=new, reason=reason,
             hint=_RESET_HINTS[reason],
         )  # fmt: skip
-
-    async def _claim_retry_partitions(
-        self,
-        partitions: list[TopicPartition],
-        committed: dict[TopicPartition, int | None],
-        begins: dict[TopicPartition, int],
-    ) -> None:
-        fresh = [tp for tp in partitions if committed[tp] is None]
-        if not fresh:
-            return
-        for tp in fresh:
-            self.consumer.seek(tp, begins[tp])
-        await self.consumer.commit({tp: (begins[tp], RETRY_COMMIT_METADATA) for tp in fresh})
-        for tp in fresh:
-            self._tracker.note_committed(tp, begins[tp])
-            self._metrics.committed_offset.labels(tp.topic, str(tp.partition)).set(begins[tp])
 
     def partitions(self) -> list[dict[str, Any]]:
         """The assigned partitions for the admin API (``admin.AdminBackend.partitions``)."""
