@@ -46,7 +46,7 @@ fmt: venv  ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format daemon tests deploy
 	$(BIN)/ruff check --fix daemon tests deploy
 
-demo: tools-demo venv  ## local Kafka + demo receiver + daemon on config/, publish every event, verify
+demo: tools-demo venv  ## local Kafka + demo receiver + daemon on deploy/demo/, publish every event, verify
 	$(BIN)/python deploy/demo/run_demo.py
 
 .PHONY: bench

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """``make demo``: the whole path on real components, then a one-line verdict.
 
-1. start a throw-away local Kafka broker on the port ``config/hookrelay.yaml`` names;
+1. start a throw-away local Kafka broker on the port ``deploy/demo/hookrelay.yaml`` names;
 2. create the event topic and the dead-letter topic;
 3. start the demo receiver (verifies Logto signatures) on 127.0.0.1:8787;
-4. start ``hookrelay run -c config/hookrelay.yaml`` and wait until ``/readyz`` is true;
+4. start ``hookrelay run -c deploy/demo/hookrelay.yaml`` and wait until ``/readyz`` is true;
 5. publish ``deploy/demo/events.jsonl`` (every catalogue event, all three payload families)
    with ``hookrelay produce``;
 6. wait until every expected (event, hook) webhook arrived, and print the summary;
@@ -38,7 +38,7 @@ from hookrelay.config import load_settings
 from hookrelay.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "config" / "hookrelay.yaml"
+CONFIG = ROOT / "deploy" / "demo" / "hookrelay.yaml"
 EVENTS = ROOT / "deploy" / "demo" / "events.jsonl"
 KEYS = ROOT / "deploy" / "demo" / "keys"
 RECEIVER_PORT = 8787
@@ -188,9 +188,9 @@ def main() -> int:
     port = int(bootstrap.rsplit(":", 1)[1])
     expected = expected_pairs()
     check_ports({
-        port: "Kafka, kafka.bootstrap_servers in config/hookrelay.yaml",
-        RECEIVER_PORT: "the demo receiver, the url of the hooks in config/hooks.yaml",
-        settings.admin.port: "admin.listen in config/hookrelay.yaml",
+        port: "Kafka, kafka.bootstrap_servers in deploy/demo/hookrelay.yaml",
+        RECEIVER_PORT: "the demo receiver, the url of the hooks in deploy/demo/hooks.yaml",
+        settings.admin.port: "admin.listen in deploy/demo/hookrelay.yaml",
     })  # fmt: skip
     logs = Path(tempfile.mkdtemp(prefix="hookrelay-demo-logs-"))
     with ExitStack() as stack:

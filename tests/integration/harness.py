@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -168,12 +169,16 @@ ROOT = Path(__file__).resolve().parents[2]
 HOOKRELAY = [sys.executable, "-m", "hookrelay"]
 
 
-async def hookrelay_cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    """Run the ``hookrelay`` command line to completion: (exit status, stdout, stderr)."""
+async def hookrelay_cli(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run the ``hookrelay`` command line to completion: (exit status, stdout, stderr).
+
+    ``env`` adds variables to this process's environment for the command."""
     process = await asyncio.create_subprocess_exec(
         *HOOKRELAY, *args, cwd=ROOT,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(stdin), 60)
     assert process.returncode is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 from pathlib import Path
 
@@ -29,8 +30,18 @@ pytestmark = pytest.mark.integration
 SECRET = "s3cret-signing-key-never-logged"
 
 
-async def test_check_accepts_the_shipped_configuration() -> None:
-    code, out, err = await hookrelay_cli("check", "-c", "config/hookrelay.yaml")
+async def test_check_accepts_the_shipped_configurations() -> None:
+    code, out, err = await hookrelay_cli("check", "-c", "deploy/demo/hookrelay.yaml")
+    assert code == 0, err
+    assert "ok (6 hooks, 5 enabled)" in out
+
+    names = ("CRM_SYNC", "AUDIT_LOG", "ORG_SYNC", "SECURITY_ALERTS", "LEGACY_ERP")
+    env = {f"{name}_SIGNING_KEY": secrets.token_hex(24) for name in names}
+    code, out, err = await hookrelay_cli("check", "-c", "config/hookrelay.yaml", env=env)
+    assert "environment variable ANALYTICS_TOKEN is not set" in err
+    code, out, err = await hookrelay_cli(
+        "check", "-c", "config/hookrelay.yaml", env={**env, "ANALYTICS_TOKEN": "t0k3n"}
+    )
     assert code == 0, err
     assert "ok (6 hooks, 5 enabled)" in out
 

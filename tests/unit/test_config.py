@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import secrets
 import textwrap
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pydantic
 import pytest
@@ -27,7 +29,8 @@ from hookrelay.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "config"
-DEMO_KEYS = REPO / "deploy" / "demo" / "keys"
+DEMO_DIR = REPO / "deploy" / "demo"
+DEMO_KEYS = DEMO_DIR / "keys"
 
 HOOK = """
     - id: crm-sync
@@ -61,8 +64,16 @@ def refusals(path: Path, env: dict[str, str] | None = None) -> list[str]:
 # ── The shipped files ───────────────────────────────────────────────────────────────────────────
 
 
-def test_shipped_config_loads_without_any_environment_variable() -> None:
-    settings = load_settings(CONFIG_DIR / "hookrelay.yaml", env={})
+def reference_env() -> dict[str, str]:
+    """The systemd env example's variables: every ``${VAR}`` the reference files name."""
+    example = REPO / "deploy" / "systemd" / "hookrelay.env.example"
+    lines = example.read_text(encoding="utf-8").splitlines()
+    pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return {name: value for name, value in pairs}
+
+
+def test_reference_config_shows_defaults_and_posts_to_example_endpoints() -> None:
+    settings = load_settings(CONFIG_DIR / "hookrelay.yaml", env=reference_env())
 
     assert settings.kafka.bootstrap_servers == ("127.0.0.1:9092",)
     assert settings.kafka.topics == ("identity.events",)
@@ -77,22 +88,64 @@ def test_shipped_config_loads_without_any_environment_variable() -> None:
         "analytics",
         "legacy-erp",
     ]
+    assert all(urlsplit(hook.url).hostname.endswith(".example.com") for hook in settings.hooks)  # type: ignore[union-attr]
+    assert all(urlsplit(hook.url).scheme == "https" for hook in settings.hooks)
+
+
+def test_reference_config_never_weakens_the_ssrf_guard() -> None:
+    """The trials found ``allow_networks: [127.0.0.0/8]`` in the file the systemd README copies to
+    /etc/hookrelay; loopback is allowed only in the demo's own configuration."""
+    settings = load_settings(CONFIG_DIR / "hookrelay.yaml", env=reference_env())
+
+    assert settings.http == HttpSettings()
+    assert all(hook.allow_networks == () for hook in settings.hooks)
+    demo = load_settings(DEMO_DIR / "hookrelay.yaml", env={})
+    assert [str(network) for network in demo.http.allow_networks] == ["127.0.0.0/8"]
+
+
+def test_reference_hooks_take_every_secret_from_the_environment() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(CONFIG_DIR / "hookrelay.yaml", env={})
+    unset = " ".join(str(issue) for issue in caught.value.issues)
+    for name in reference_env():
+        if name != "HOOKRELAY_ADMIN_TOKEN":
+            assert f"variable {name} is not set" in unset, name
+    hooks = {hook.id: hook for hook in load_settings(
+        CONFIG_DIR / "hookrelay.yaml", env=reference_env()).hooks}  # fmt: skip
+    assert hooks["crm-sync"].signing_key is not None
+    assert (
+        hooks["crm-sync"].signing_key.get_secret_value() == reference_env()["CRM_SYNC_SIGNING_KEY"]
+    )
+    assert hooks["analytics"].signing_key is None
 
 
 def test_shipped_hooks_cover_exact_wildcard_star_exception_disabled_and_unsigned() -> None:
-    hooks = {hook.id: hook for hook in load_settings(CONFIG_DIR / "hookrelay.yaml", env={}).hooks}
+    for hooks in (
+        {h.id: h for h in load_settings(CONFIG_DIR / "hookrelay.yaml", env=reference_env()).hooks},
+        {h.id: h for h in load_settings(DEMO_DIR / "hookrelay.yaml", env={}).hooks},
+    ):
+        assert hooks["crm-sync"].events == ("User.Created", "User.Data.Updated", "Organization.*")
+        assert hooks["audit-log"].events == ("*",)
+        assert hooks["org-sync"].events == ("Organization.*", "OrganizationRole.*")
+        assert hooks["security-alerts"].rate_limit == RateLimit(per_second=5, burst=10)
+        assert hooks["legacy-erp"].enabled is False
+        assert hooks["analytics"].signing_key is None
 
-    assert hooks["crm-sync"].events == ("User.Created", "User.Data.Updated", "Organization.*")
-    assert hooks["audit-log"].events == ("*",)
-    assert hooks["org-sync"].events == ("Organization.*", "OrganizationRole.*")
-    assert hooks["security-alerts"].rate_limit == RateLimit(per_second=5, burst=10)
-    assert hooks["legacy-erp"].enabled is False
-    assert hooks["analytics"].signing_key is None
-    assert all(h.url == f"http://127.0.0.1:8787/hooks/{h.id}" for h in hooks.values())
+
+def test_demo_hooks_mirror_the_reference_hooks_but_post_to_the_demo_receiver() -> None:
+    reference = load_settings(CONFIG_DIR / "hookrelay.yaml", env=reference_env()).hooks
+    demo = load_settings(DEMO_DIR / "hookrelay.yaml", env={}).hooks
+
+    def shape(hook: Hook) -> tuple[object, ...]:
+        return (hook.id, hook.events, hook.enabled, hook.rate_limit, hook.max_concurrency,
+                hook.timeout_s, hook.retry_on_status)  # fmt: skip
+
+    assert [shape(hook) for hook in demo] == [shape(hook) for hook in reference]
+    assert all(h.url == f"http://127.0.0.1:8787/hooks/{h.id}" for h in demo)
 
 
-def test_shipped_signing_keys_are_the_demo_key_files() -> None:
-    settings = load_settings(CONFIG_DIR / "hookrelay.yaml", env={})
+def test_demo_signing_keys_are_the_demo_key_files() -> None:
+    settings = load_settings(DEMO_DIR / "hookrelay.yaml", env={})
 
     for hook in settings.hooks:
         key_file = DEMO_KEYS / f"{hook.id}.key"
@@ -104,8 +157,14 @@ def test_shipped_signing_keys_are_the_demo_key_files() -> None:
         assert len(key) == 32
 
 
-def test_shipped_config_has_no_warnings() -> None:
-    assert config_warnings(load_settings(CONFIG_DIR / "hookrelay.yaml", env={})) == []
+def test_shipped_configs_have_no_warnings_once_real_secrets_are_set() -> None:
+    real = {name: secrets.token_hex(24) for name in reference_env()}
+    assert config_warnings(load_settings(CONFIG_DIR / "hookrelay.yaml", env=real)) == []
+    placeholders = config_warnings(
+        load_settings(CONFIG_DIR / "hookrelay.yaml", env=reference_env())
+    )
+    assert len(placeholders) == 5 and all("still the placeholder" in w for w in placeholders)
+    assert config_warnings(load_settings(DEMO_DIR / "hookrelay.yaml", env={})) == []
 
 
 def test_shipped_json_schemas_equal_the_generated_ones() -> None:
