@@ -10,7 +10,7 @@ starts a real Prometheus on a free 127.0.0.1 port that scrapes ``targets`` (job
 :class:`PrometheusAPI` on its HTTP API.
 
 Names: :func:`exported_names` (what a /metrics exposition exports),
-:func:`daemon_metric_names` (what ``hookrelay.metrics.Metrics`` exports), :func:`metric_names`
+:func:`daemon_metric_names` (what ``hookrelay.ops.metrics.Metrics`` exports), :func:`metric_names`
 (what a PromQL expression selects), :func:`dashboard_queries`, :func:`variable_queries` and
 :func:`substitute` (a Grafana dashboard's queries, with its variables filled in),
 :func:`rule_groups`, :func:`recording_rules` and :func:`alerting_rules` (a rules file).
@@ -36,7 +36,7 @@ import promql_parser
 import pytest
 from ruamel.yaml import YAML
 
-from hookrelay.metrics import Metrics
+from hookrelay.ops.metrics import Metrics
 from tests.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,7 +293,7 @@ def exported_names(exposition: str) -> set[str]:
 
 
 def daemon_metric_names() -> set[str]:
-    """What the daemon's metric set exports: a fresh ``hookrelay.metrics.Metrics`` rendered,
+    """What the daemon's metric set exports: a fresh ``hookrelay.ops.metrics.Metrics`` rendered,
     so a metric added there counts at once."""
     return exported_names(Metrics().render().decode())
 

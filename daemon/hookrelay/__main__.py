@@ -2,6 +2,6 @@
 
 import sys
 
-from hookrelay.entry import main
+from hookrelay.commands.entry import main
 
 sys.exit(main())

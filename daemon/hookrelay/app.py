@@ -41,33 +41,33 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, RequestTimedOutError
 
-from hookrelay.admin import AdminServer
 from hookrelay.config import Settings, config_warnings, load_settings
-from hookrelay.deadletter import REASONS as DEAD_LETTER_REASONS
-from hookrelay.dispatcher import Dispatcher
-from hookrelay.early_signals import take_held_sighup
+from hookrelay.delivery.dispatcher import Dispatcher
+from hookrelay.delivery.router import Router
+from hookrelay.delivery.sender import HttpSender, Sender, close_quietly
 from hookrelay.errors import ConfigError
-from hookrelay.history import History
-from hookrelay.kafka_clients import client_options
-from hookrelay.logs import (
+from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
+from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
+from hookrelay.kafka.offsets import AckTracker
+from hookrelay.kafka.source import PROBE_INTERVAL_S, Backpressure, Source
+from hookrelay.kafka.tiers import find_former_tiers
+from hookrelay.kafka.topics import ensure_topics
+from hookrelay.kafka.writer import DurableWriter
+from hookrelay.ops.admin import AdminServer
+from hookrelay.ops.early_signals import take_held_sighup
+from hookrelay.ops.history import History
+from hookrelay.ops.logs import (
     configure_logging,
     get_logger,
     redacted_url,
     register_secrets,
     url_secrets,
 )
-from hookrelay.metrics import Metrics
-from hookrelay.offsets import AckTracker
+from hookrelay.ops.metrics import Metrics
+from hookrelay.ops.reload import ReloadPlan, plan_reload
+from hookrelay.ops.sdnotify import Notifier
 from hookrelay.pipeline import Pipeline
-from hookrelay.reload import ReloadPlan, plan_reload
-from hookrelay.router import Router
-from hookrelay.sdnotify import Notifier
-from hookrelay.sender import HttpSender, Sender, close_quietly
-from hookrelay.source import PROBE_INTERVAL_S, Backpressure, Source
-from hookrelay.testpayload import DEFAULT_TEST_EVENT, test_request
-from hookrelay.tiers import find_former_tiers
-from hookrelay.topics import ensure_topics
-from hookrelay.writer import DurableWriter
 
 log = get_logger("hookrelay.app")
 

@@ -23,19 +23,19 @@ from typing import Any, Final
 
 from aiokafka import ConsumerRecord
 
-from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.config import Settings
-from hookrelay.deadletter import invalid_record
-from hookrelay.decode import decode
-from hookrelay.dispatcher import Dispatcher
+from hookrelay.delivery.dispatcher import Dispatcher
+from hookrelay.delivery.router import Router
 from hookrelay.errors import InvalidEventError
-from hookrelay.logs import get_logger
-from hookrelay.metrics import Metrics
-from hookrelay.model import Event, Origin
-from hookrelay.offsets import EVERY_HOOK, AckTicket, AckTracker, TopicPartition
-from hookrelay.retries import RetryRecord, claimed_elsewhere, latest_due_s
-from hookrelay.router import Router
-from hookrelay.writer import DurableWriter
+from hookrelay.events.catalogue import KNOWN_EVENTS
+from hookrelay.events.decode import decode
+from hookrelay.events.model import Event, Origin
+from hookrelay.kafka.deadletter import invalid_record
+from hookrelay.kafka.offsets import EVERY_HOOK, AckTicket, AckTracker, TopicPartition
+from hookrelay.kafka.retries import RetryRecord, claimed_elsewhere, latest_due_s
+from hookrelay.kafka.writer import DurableWriter
+from hookrelay.ops.logs import get_logger
+from hookrelay.ops.metrics import Metrics
 
 log = get_logger("hookrelay.pipeline")
 

@@ -5,8 +5,8 @@
 
 One compact JSON object per line (``orjson.dumps``: no spaces, UTF-8, no escapes for non-ASCII,
 like JavaScript's ``JSON.stringify``), each exactly the body Logto would send minus ``hookId``
-(DESIGN §1.2). Every name in ``hookrelay.catalogue.HOOK_EVENTS`` appears at least once; the run
-fails otherwise. Output is deterministic: a fixed seed, a fixed start time, no wall clock.
+(DESIGN §1.2). Every name in ``hookrelay.events.catalogue.HOOK_EVENTS`` appears at least once;
+the run fails otherwise. Output is deterministic: a fixed seed, a fixed start time, no wall clock.
 
 Payload shapes and key order follow Logto's source (logto-io/logto):
 
@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from hookrelay.catalogue import HOOK_EVENTS
+from hookrelay.events.catalogue import HOOK_EVENTS
 
 SEED = 20260821
 START = datetime(2026, 8, 21, 8, 58, 0, tzinfo=UTC)

@@ -35,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from hookrelay.config import load_settings
-from hookrelay.router import Router
+from hookrelay.delivery.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "demo" / "hookrelay.yaml"

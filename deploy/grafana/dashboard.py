@@ -10,7 +10,7 @@ committed JSON differs from what this script renders.
 
 Queries read the recording rules of deploy/prometheus/hookrelay-rules.yaml where one exists
 (per-hook rates, success ratios, latency buckets, lag) and the daemon's own metrics
-(hookrelay/metrics.py, plus prometheus_client's process collector) otherwise. Variables:
+(hookrelay/ops/metrics.py, plus prometheus_client's process collector) otherwise. Variables:
 ``datasource`` (any Prometheus), ``job`` (the scrape job), ``instance`` and ``hook_id``
 (several values or All).
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hookrelay import __version__
-from hookrelay.signing import delivery_id
+from hookrelay.events.signing import delivery_id
 from tests.bench.baseline import Request
 from tests.bench.daemon import DaemonProcess, HookSpec, write_config
 from tests.bench.events import event_value, parse_seq, signature, signing_key, webhook_body

@@ -14,7 +14,8 @@ Variants, measured in turn within every round (each round starting with the next
 that the machine's drift hits them alike:
 
 - ``current``: the working tree's ``HttpSender``;
-- ``against``: ``hookrelay/sender.py`` as it was at ``--against`` (loaded from git), if given;
+- ``against``: ``hookrelay/delivery/sender.py`` as it was at ``--against`` (loaded from git),
+  if given;
 - ``trace_config``: the working tree's sender learning connection reuse the public way
   instead, from an ``aiohttp.TraceConfig`` with an ``on_connection_reuseconn`` handler (a
   lower bound of that design's cost: its handler only sets a context variable);
@@ -43,9 +44,9 @@ from typing import Any
 
 import aiohttp
 
-from hookrelay import sender as current_sender
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
-from hookrelay.netguard import GuardedResolver, NetworkPolicy
+from hookrelay.delivery import sender as current_sender
+from hookrelay.net.guard import GuardedResolver, NetworkPolicy
 from tests.bench.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,10 +58,10 @@ _reused: ContextVar[bool] = ContextVar("bench_reused", default=False)
 
 
 def sender_at(revision: str) -> ModuleType:
-    """``hookrelay.sender`` as committed at ``revision`` (its imports resolve to the tree's
+    """``hookrelay.delivery.sender`` as committed at ``revision`` (its imports resolve to the tree's
     other modules, so it must not need ones that changed since)."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:daemon/hookrelay/sender.py"],
+        ["git", "show", f"{revision}:daemon/hookrelay/delivery/sender.py"],
         cwd=ROOT, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     name = f"hookrelay._bench_sender_{revision}"

@@ -178,7 +178,8 @@ def test_the_wheel_builds_from_the_context_and_installs_with_uvloop(
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
-    assert "hookrelay/cli.py" in names and "hookrelay/py.typed" in names
+    assert "hookrelay/commands/cli.py" in names and "hookrelay/py.typed" in names
+    assert "hookrelay/ops/admin_openapi.yaml" in names
     assert all(n.startswith(("hookrelay/", "hookrelay-")) for n in names), names
     assert b"Provides-Extra: fast" in metadata
 
@@ -189,7 +190,7 @@ def test_the_wheel_builds_from_the_context_and_installs_with_uvloop(
     assert "run" in help_text and "check" in help_text
     run([str(venv / "bin" / "python"), "-c", "import uvloop, hookrelay.app"], env=env)
     # pip compiled the bytecode at install time: a read-only root filesystem needs no writes.
-    assert list(venv.glob("lib/python3.*/site-packages/hookrelay/__pycache__/cli.*.pyc"))
+    assert list(venv.glob("lib/python3.*/site-packages/hookrelay/commands/__pycache__/cli.*.pyc"))
 
 
 def run(command: list[str], **kwargs: Any) -> str:

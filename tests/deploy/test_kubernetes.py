@@ -26,7 +26,7 @@ import promql_parser
 import pytest
 
 from hookrelay.config import Settings, config_warnings, load_settings
-from hookrelay.metrics import Metrics
+from hookrelay.ops.metrics import Metrics
 from tests.deploy.k8s_tools import (
     KUSTOMIZECTL,
     KubeObject,

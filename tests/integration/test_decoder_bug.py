@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 import hookrelay.pipeline
-from hookrelay.decode import decode
+from hookrelay.events.decode import decode
 from tests.integration.harness import (
     headers_of,
     produce,

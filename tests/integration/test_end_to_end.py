@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hookrelay.catalogue import HOOK_EVENTS
+from hookrelay.events.catalogue import HOOK_EVENTS
 from tests.integration.harness import (
     committed_offsets,
     eventually,

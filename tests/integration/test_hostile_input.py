@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 import hookrelay
-from hookrelay.signing import delivery_id
+from hookrelay.events.signing import delivery_id
 from tests.hostile import adversarial_corpus
 from tests.integration.harness import (
     committed_offsets,

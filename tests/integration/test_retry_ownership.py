@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from hookrelay.retries import RetryRecord
+from hookrelay.kafka.retries import RetryRecord
 from tests.integration.harness import (
     edit_config,
     headers_of,

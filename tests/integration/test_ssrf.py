@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
-from hookrelay.sender import HttpSender
+from hookrelay.delivery.sender import HttpSender
 from tests.integration.harness import (
     headers_of,
     hookrelay_cli,

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hookrelay.metrics import Metrics
+from hookrelay.ops.metrics import Metrics
 from tests.integration.harness import (
     produce,
     running_daemon,

@@ -17,9 +17,9 @@ import trustme
 from aiohttp import web
 
 from hookrelay.config import DeliverySettings, Hook, HookTls, HttpSettings
-from hookrelay.model import AttemptResult
-from hookrelay.netguard import client_ssl_context
-from hookrelay.sender import HttpSender
+from hookrelay.delivery.sender import HttpSender
+from hookrelay.events.model import AttemptResult
+from hookrelay.net.guard import client_ssl_context
 
 pytestmark = pytest.mark.integration
 

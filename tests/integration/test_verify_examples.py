@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 import pytest
 
-from hookrelay.signing import standard_webhooks_signature
+from hookrelay.events.signing import standard_webhooks_signature
 from tests.integration.harness import produce, running_daemon, settings_for, unique, write_config
 from tests.kafka_broker import create_topics
 from tests.receiver import ReceivedRequest, Receiver

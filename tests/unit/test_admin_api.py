@@ -34,7 +34,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from hookrelay import __version__
-from hookrelay.admin import (
+from hookrelay.errors import ConfigError, ConfigIssue
+from hookrelay.ops.admin import (
     DISABLED_DETAIL,
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
@@ -43,9 +44,8 @@ from hookrelay.admin import (
     ReadinessCheck,
     openapi_document,
 )
-from hookrelay.errors import ConfigError, ConfigIssue
-from hookrelay.logs import redact_secrets
-from hookrelay.metrics import Metrics
+from hookrelay.ops.logs import redact_secrets
+from hookrelay.ops.metrics import Metrics
 
 TOKEN = secrets.token_urlsafe(32)
 # openapi-core parses application/json only; problem details (RFC 9457) are JSON too.

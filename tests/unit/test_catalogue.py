@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hookrelay.catalogue import (
+from hookrelay.events.catalogue import (
     EXCEPTION_EVENTS,
     HOOK_EVENTS,
     INTERACTION_EVENTS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from hookrelay.circuit import Circuit, CircuitBreaker
 from hookrelay.config import DeliverySettings
+from hookrelay.delivery.circuit import Circuit, CircuitBreaker
 
 
 class FakeClock:

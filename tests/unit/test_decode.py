@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from hookrelay.decode import decode
 from hookrelay.errors import InvalidEventError
-from hookrelay.model import Origin
-from hookrelay.signing import hook_id_member, splice_hook_id
+from hookrelay.events.decode import decode
+from hookrelay.events.model import Origin
+from hookrelay.events.signing import hook_id_member, splice_hook_id
 
 ORIGIN = Origin("identity.events", 0, 7, 1_700_000_000_000)
 VALID = b'{"event":"User.Created","createdAt":"2026-08-21T09:15:42.123Z","data":{"id":"u1"}}'

@@ -13,14 +13,14 @@ import pytest
 import structlog.testing
 
 from hookrelay.config import DeliverySettings, Hook
-from hookrelay.decode import decode
-from hookrelay.dispatcher import Circuit, Dispatcher
-from hookrelay.history import History
-from hookrelay.metrics import Metrics
-from hookrelay.model import AttemptResult, Origin
-from hookrelay.offsets import AckTracker, TopicPartition
-from hookrelay.retries import RetryRecord, tier_topics
-from hookrelay.writer import DurableWriter
+from hookrelay.delivery.dispatcher import Circuit, Dispatcher
+from hookrelay.events.decode import decode
+from hookrelay.events.model import AttemptResult, Origin
+from hookrelay.kafka.offsets import AckTracker, TopicPartition
+from hookrelay.kafka.retries import RetryRecord, tier_topics
+from hookrelay.kafka.writer import DurableWriter
+from hookrelay.ops.history import History
+from hookrelay.ops.metrics import Metrics
 from tests.unit.tracking import commit_offsets
 
 TP = TopicPartition("identity.events", 0)

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hookrelay.decode import decode
 from hookrelay.errors import InvalidEventError
-from hookrelay.model import Origin
-from hookrelay.signing import hook_id_member, splice_hook_id
+from hookrelay.events.decode import decode
+from hookrelay.events.model import Origin
+from hookrelay.events.signing import hook_id_member, splice_hook_id
 from tests.hostile import (
     HOSTILE_VALUES,
     adversarial_corpus,

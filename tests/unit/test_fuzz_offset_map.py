@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookrelay.offsets import OpenOffsets
+from hookrelay.kafka.offsets import OpenOffsets
 
 HOOKS = ("hA", "hB", "hS", "crm-sync")
 

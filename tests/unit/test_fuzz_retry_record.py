@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hookrelay.config import Settings
-from hookrelay.dispatcher import Dispatcher
-from hookrelay.metrics import Metrics
-from hookrelay.offsets import AckTracker, TopicPartition
+from hookrelay.delivery.dispatcher import Dispatcher
+from hookrelay.kafka.offsets import AckTracker, TopicPartition
+from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
+from hookrelay.kafka.writer import DurableWriter
+from hookrelay.ops.metrics import Metrics
 from hookrelay.pipeline import Pipeline
-from hookrelay.retries import HEADER_PREFIX, RetryRecord
-from hookrelay.writer import DurableWriter
 from tests.unit.test_dispatcher import OK, FakeProducer, FakeSender
 from tests.unit.tracking import commit_offsets
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from hookrelay.config import Hook
-from hookrelay.decode import decode
-from hookrelay.history import AttemptLog, History, HourlyCounts
-from hookrelay.logs import redacted_url
-from hookrelay.model import AttemptResult, Delivery, Origin
-from hookrelay.offsets import AckTracker, TopicPartition
+from hookrelay.events.decode import decode
+from hookrelay.events.model import AttemptResult, Delivery, Origin
+from hookrelay.kafka.offsets import AckTracker, TopicPartition
+from hookrelay.ops.history import AttemptLog, History, HourlyCounts
+from hookrelay.ops.logs import redacted_url
 
 T0 = 1_790_000_000.0  # an epoch second in 2026
 OK = AttemptResult(200, None, False, None, 0.0123, b"thanks")

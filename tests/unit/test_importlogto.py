@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
+from hookrelay.commands.import_logto import convert, parse
 from hookrelay.config import load_settings
 from hookrelay.errors import LogtoImportError
-from hookrelay.importlogto import convert, parse
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "logto_hooks.json"
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """kafka.security_protocol, SASL and TLS settings: loading, refusals that name file, line and
 key (never the password), `hookrelay check` warnings, and the aiokafka client options built
-from them (hookrelay.kafka_clients)."""
+from them (hookrelay.kafka.clients)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from hookrelay.config import KafkaSettings, config_warnings, load_settings
 from hookrelay.errors import ConfigError
-from hookrelay.kafka_clients import client_options
+from hookrelay.kafka.clients import client_options
 
 PASSWORD = "s3cret-Kafka-pass"
 

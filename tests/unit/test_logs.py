@@ -9,7 +9,7 @@ import orjson
 import pytest
 import structlog
 
-from hookrelay.logs import (
+from hookrelay.ops.logs import (
     RepeatFilter,
     configure_logging,
     debug_enabled,

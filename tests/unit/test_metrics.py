@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from hookrelay.metrics import LATENCY_BUCKETS_S, REQUEST_BUCKETS_S, Metrics
+from hookrelay.ops.metrics import LATENCY_BUCKETS_S, REQUEST_BUCKETS_S, Metrics
 
 DURATIONS_S = (0.0, 0.004, 0.005, 0.0051, 0.25, 1, 7.5, 30, 31, 1e9)
 

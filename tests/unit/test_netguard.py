@@ -8,7 +8,7 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from hookrelay.netguard import (
+from hookrelay.net.guard import (
     METADATA_ADDRESSES,
     AddressRefusedError,
     GuardedResolver,

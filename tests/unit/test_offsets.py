@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hookrelay.offsets import EVERY_HOOK, AckTracker, OpenOffsets, TopicPartition
+from hookrelay.kafka.offsets import EVERY_HOOK, AckTracker, OpenOffsets, TopicPartition
 from tests.unit.tracking import commit_offsets
 
 TP = TopicPartition("identity.events", 0)

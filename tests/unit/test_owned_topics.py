@@ -10,7 +10,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings, config_warnings, load_settings
-from hookrelay.retries import (
+from hookrelay.kafka.retries import (
     EVENT_COMMIT_METADATA,
     RETRY_COMMIT_METADATA,
     claimed_elsewhere,
@@ -18,8 +18,8 @@ from hookrelay.retries import (
     tier_delay_s,
     tier_label,
 )
-from hookrelay.source import due_at_s
-from hookrelay.tiers import candidate_topics
+from hookrelay.kafka.source import due_at_s
+from hookrelay.kafka.tiers import candidate_topics
 from tests.unit.test_config import main_file, refusals
 
 
@@ -135,7 +135,7 @@ def test_a_null_due_at_header_means_due_now() -> None:
 
 
 def test_replay_reads_a_dead_letter_with_a_null_header() -> None:
-    from hookrelay.replay import _view
+    from hookrelay.commands.replay import _view
 
     headers = (("hookrelay-reason", None), ("hookrelay-hook-id", b"crm"))
     letter = _view(ConsumerRecord("dlq", 0, 5, 0, 0, None, b"{}", None, 0, 2, headers))
@@ -143,7 +143,7 @@ def test_replay_reads_a_dead_letter_with_a_null_header() -> None:
 
 
 def test_replay_skips_a_letter_it_could_not_turn_into_a_valid_retry_record() -> None:
-    from hookrelay.replay import _view
+    from hookrelay.commands.replay import _view
 
     good = [
         ("hookrelay-hook-id", b"crm"), ("hookrelay-event", b"User.Created"),
@@ -167,9 +167,9 @@ async def test_lag_for_a_partition_revoked_during_the_look_is_skipped_not_a_cras
     """A rebalance ran while update_lag awaited end offsets (a chaos test's crash: aiokafka
     asserts the partition is assigned)."""
     from hookrelay.config import KafkaSettings
-    from hookrelay.metrics import Metrics
-    from hookrelay.offsets import AckTracker
-    from hookrelay.source import Backpressure, Source
+    from hookrelay.kafka.offsets import AckTracker
+    from hookrelay.kafka.source import Backpressure, Source
+    from hookrelay.ops.metrics import Metrics
 
     tp = TopicPartition("ev", 0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hookrelay.ratelimit import TokenBucket
+from hookrelay.delivery.ratelimit import TokenBucket
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from hookrelay.config import Settings, load_settings
-from hookrelay.reload import plan_reload
+from hookrelay.ops.reload import plan_reload
 
 
 def settings(tmp_path: Path, name: str, **config: Any) -> Settings:

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from hookrelay.app import Daemon
 from hookrelay.config import Settings, load_settings
-from hookrelay.sdnotify import STATUS_MAX_CHARS, Notifier, socket_address, watchdog_timeout_s
+from hookrelay.ops.sdnotify import STATUS_MAX_CHARS, Notifier, socket_address, watchdog_timeout_s
 from tests.integration.harness import write_config
 from tests.kafka_broker import free_port
 

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from hookrelay.config import DeliverySettings
-from hookrelay.sender import ALLOW_HINT, _failure, _hint, classify_status, parse_retry_after
+from hookrelay.delivery.sender import (
+    ALLOW_HINT,
+    _failure,
+    _hint,
+    classify_status,
+    parse_retry_after,
+)
 
 DEFAULT_RETRYABLE_4XX = DeliverySettings().retry_on_status
 

@@ -8,7 +8,7 @@ import hmac
 import orjson
 import pytest
 
-from hookrelay.signing import (
+from hookrelay.events.signing import (
     Signer,
     delivery_id,
     hook_id_member,

@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
-from hookrelay.metrics import Metrics
-from hookrelay.model import AttemptResult
-from hookrelay.sender import HttpSender, closed_before_answer
+from hookrelay.delivery.sender import HttpSender, closed_before_answer
+from hookrelay.events.model import AttemptResult
+from hookrelay.ops.metrics import Metrics
 from tests.receiver import logto_signature
 from tests.stale_server import StaleServer, Step
 

@@ -22,15 +22,15 @@ from hookrelay.config import (
     json_schemas,
     load_settings,
 )
+from hookrelay.delivery.sender import HttpSender
 from hookrelay.errors import ConfigError
-from hookrelay.logs import redact_secrets
-from hookrelay.sender import HttpSender
-from hookrelay.signing import (
+from hookrelay.events.signing import (
     StandardWebhooksSigner,
     logto_signature,
     standard_webhooks_key,
     standard_webhooks_signature,
 )
+from hookrelay.ops.logs import redact_secrets
 
 # The spec's own vector (standard-webhooks/standard-webhooks, libraries/python/tests,
 # test_sign_function): secret, id, timestamp and payload → signature.

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from hookrelay.catalogue import HOOK_EVENTS, INTERACTION_EVENTS
-from hookrelay.decode import decode
-from hookrelay.model import Origin
-from hookrelay.testpayload import test_payload as build_test_payload
+from hookrelay.events.catalogue import HOOK_EVENTS, INTERACTION_EVENTS
+from hookrelay.events.decode import decode
+from hookrelay.events.model import Origin
+from hookrelay.events.test_payload import test_payload as build_test_payload
 
 ORIGIN = Origin("send-test", 0, 0, 0)
 CREATED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from hookrelay.metrics import Metrics
-from hookrelay.model import OutboundRecord
-from hookrelay.writer import DurableWriter
+from hookrelay.events.model import OutboundRecord
+from hookrelay.kafka.writer import DurableWriter
+from hookrelay.ops.metrics import Metrics
 
 
 class PickyProducer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookrelay.offsets import AckTracker, TopicPartition
+from hookrelay.kafka.offsets import AckTracker, TopicPartition
 
 
 def commit_offsets(tracker: AckTracker) -> dict[TopicPartition, int]:

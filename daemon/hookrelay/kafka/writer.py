@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
-from hookrelay.deadletter import rejected
-from hookrelay.logs import get_logger
-from hookrelay.metrics import Metrics
-from hookrelay.model import OutboundRecord
+from hookrelay.events.model import OutboundRecord
+from hookrelay.kafka.deadletter import rejected
+from hookrelay.ops.logs import get_logger
+from hookrelay.ops.metrics import Metrics
 
 log = get_logger("hookrelay.writer")
 

@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from hookrelay.logs import get_logger
+from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.sdnotify")
 

@@ -44,12 +44,10 @@ from aiokafka.errors import (
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka_clients import client_options, committed_with_metadata
-from hookrelay.logs import get_logger
-from hookrelay.membership import InstanceGuard
-from hookrelay.metrics import Metrics
-from hookrelay.offsets import AckTracker
-from hookrelay.retries import (
+from hookrelay.kafka.clients import client_options, committed_with_metadata
+from hookrelay.kafka.membership import InstanceGuard
+from hookrelay.kafka.offsets import AckTracker
+from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
     DUE_HORIZON_MARGIN_S,
     EVENT_COMMIT_METADATA,
@@ -59,6 +57,8 @@ from hookrelay.retries import (
     latest_due_s,
     split_commit_metadata,
 )
+from hookrelay.ops.logs import get_logger
+from hookrelay.ops.metrics import Metrics
 
 log = get_logger("hookrelay.source")
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hookrelay.config import Hook
-    from hookrelay.offsets import AckTicket
+    from hookrelay.kafka.offsets import AckTicket
 
 
 @dataclass(frozen=True, slots=True)

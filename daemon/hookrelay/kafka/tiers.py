@@ -39,9 +39,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings
-from hookrelay.kafka_clients import client_options
-from hookrelay.logs import get_logger
-from hookrelay.retries import (
+from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
     HEADER_PREFIX,
     RETRY_COMMIT_METADATA,
@@ -49,6 +48,7 @@ from hookrelay.retries import (
     claimed_elsewhere,
     split_commit_metadata,
 )
+from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.tiers")
 

@@ -30,8 +30,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from hookrelay.config import Settings
-from hookrelay.kafka_clients import client_options
-from hookrelay.retries import HEADER_PREFIX, RetryRecord
+from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
 
 
 @dataclass(frozen=True, slots=True)

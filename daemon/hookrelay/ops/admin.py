@@ -53,8 +53,8 @@ from pydantic import SecretStr
 from ruamel.yaml import YAML
 
 from hookrelay.errors import ConfigError
-from hookrelay.logs import get_logger, register_secrets
-from hookrelay.metrics import CONTENT_TYPE, Metrics
+from hookrelay.ops.logs import get_logger, register_secrets
+from hookrelay.ops.metrics import CONTENT_TYPE, Metrics
 
 log = get_logger("hookrelay.admin")
 
@@ -202,7 +202,7 @@ class _Refused(asyncio.Protocol):
 def openapi_document() -> dict[str, Any]:
     """The admin listener's OpenAPI 3.1 document (``admin_openapi.yaml``, package data) as
     plain JSON-compatible data."""
-    text = resources.files("hookrelay").joinpath("admin_openapi.yaml").read_text("utf-8")
+    text = resources.files("hookrelay.ops").joinpath("admin_openapi.yaml").read_text("utf-8")
     document: dict[str, Any] = YAML(typ="safe", pure=True).load(text)
     return document
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
-from hookrelay.model import Delivery, Origin, OutboundRecord
-from hookrelay.retries import HEADER_PREFIX
+from hookrelay.events.model import Delivery, Origin, OutboundRecord
+from hookrelay.kafka.retries import HEADER_PREFIX
 
 KIND: Final = "dead_letter"
 REASONS: Final = (

@@ -15,8 +15,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from hookrelay.config import Settings
 from hookrelay.errors import TopicsMissingError
-from hookrelay.kafka_clients import client_options
-from hookrelay.logs import get_logger
+from hookrelay.kafka.clients import client_options
+from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.topics")
 

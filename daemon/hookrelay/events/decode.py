@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 
 from hookrelay.errors import InvalidEventError
-from hookrelay.model import Event, Origin
+from hookrelay.events.model import Event, Origin
 
 _WHITESPACE = b" \t\r\n"
 

@@ -17,7 +17,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from hookrelay.model import AttemptResult, Delivery
+from hookrelay.events.model import AttemptResult, Delivery
 
 HOURS: Final = 24
 RESPONSE_HEAD_BYTES: Final = 1024

@@ -38,8 +38,8 @@ from typing import Final
 
 import orjson
 
-from hookrelay.catalogue import event_family
-from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id
+from hookrelay.events.catalogue import event_family
+from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
 
 DEFAULT_TEST_EVENT: Final = "PostRegister"
 """Event used when ``send-test`` is given none (the first name in Logto's ``hookEvents``)."""

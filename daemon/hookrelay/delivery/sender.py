@@ -10,7 +10,7 @@ Outcome rules (DESIGN §1.4 and Part 2):
   ``Retry-After`` (delta-seconds or HTTP-date, RFC 9110 §10.2.3) is returned, capped.
 - other 4xx → permanent.
 - connection errors, TLS errors, timeouts → retryable.
-- an address the SSRF guard refuses (``hookrelay.netguard``) → permanent failure, ``refused:``.
+- an address the SSRF guard refuses (``hookrelay.net.guard``) → permanent failure, ``refused:``.
 
 Connections: one ``aiohttp.ClientSession`` per distinct SSRF allow-list (``http.allow_networks``
 plus the hook's own ``allow_networks``); nearly every hook shares the first. Each session's
@@ -58,16 +58,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
-from hookrelay.logs import get_logger, public_text, register_secrets, url_secrets
-from hookrelay.metrics import Metrics
-from hookrelay.model import AttemptResult
-from hookrelay.netguard import (
-    AddressRefusedError,
-    GuardedResolver,
-    NetworkPolicy,
-    client_ssl_context,
-)
-from hookrelay.signing import (
+from hookrelay.events.model import AttemptResult
+from hookrelay.events.signing import (
     DELIVERY_ID_HEADER,
     LOGTO_SIGNATURE_HEADER,
     SIGNATURE_HEADER,
@@ -76,6 +68,14 @@ from hookrelay.signing import (
     StandardWebhooksSigner,
     standard_webhooks_key,
 )
+from hookrelay.net.guard import (
+    AddressRefusedError,
+    GuardedResolver,
+    NetworkPolicy,
+    client_ssl_context,
+)
+from hookrelay.ops.logs import get_logger, public_text, register_secrets, url_secrets
+from hookrelay.ops.metrics import Metrics
 
 log = get_logger("hookrelay.sender")
 

@@ -56,19 +56,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hookrelay.circuit import Circuit, CircuitBreaker
 from hookrelay.config import DeliverySettings, Hook
-from hookrelay.deadletter import failed_delivery
-from hookrelay.history import History
-from hookrelay.logs import debug_enabled, get_logger
-from hookrelay.metrics import Metrics
-from hookrelay.model import AttemptResult, Delivery, Event, OutboundRecord, Outcome
-from hookrelay.offsets import AckTicket
-from hookrelay.ratelimit import Clock, TokenBucket
-from hookrelay.retries import RetryPlan, RetryRecord
-from hookrelay.sender import Sender
-from hookrelay.signing import delivery_id, hook_id_member, splice_hook_id
-from hookrelay.writer import DurableWriter
+from hookrelay.delivery.circuit import Circuit, CircuitBreaker
+from hookrelay.delivery.ratelimit import Clock, TokenBucket
+from hookrelay.delivery.sender import Sender
+from hookrelay.events.model import AttemptResult, Delivery, Event, OutboundRecord, Outcome
+from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
+from hookrelay.kafka.deadletter import failed_delivery
+from hookrelay.kafka.offsets import AckTicket
+from hookrelay.kafka.retries import RetryPlan, RetryRecord
+from hookrelay.kafka.writer import DurableWriter
+from hookrelay.ops.history import History
+from hookrelay.ops.logs import debug_enabled, get_logger
+from hookrelay.ops.metrics import Metrics
 
 log = get_logger("hookrelay.dispatcher")
 

@@ -31,12 +31,12 @@ from typing import Any
 import orjson
 
 from hookrelay import __version__
-from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.config import Settings, Skippable, config_warnings, load_settings
-from hookrelay.deadletter import REASONS as DEAD_LETTER_REASONS
-from hookrelay.decode import decode
 from hookrelay.errors import ConfigError, InvalidEventError, TopicsMissingError
-from hookrelay.model import Origin
+from hookrelay.events.catalogue import KNOWN_EVENTS
+from hookrelay.events.decode import decode
+from hookrelay.events.model import Origin
+from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -130,8 +130,8 @@ def _add_import_logto(sub: Any) -> None:
 
 
 def _import_logto(args: argparse.Namespace) -> int:
+    from hookrelay.commands.import_logto import convert, parse, write_new  # noqa: PLC0415
     from hookrelay.errors import LogtoImportError  # noqa: PLC0415
-    from hookrelay.importlogto import convert, parse, write_new  # noqa: PLC0415
 
     out, env_out = Path(args.out), Path(args.env_out)
     try:
@@ -211,7 +211,7 @@ def _timestamp_ms(text: str) -> int:
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    from hookrelay.replay import ReplayFilter, replay  # noqa: PLC0415
+    from hookrelay.commands.replay import ReplayFilter, replay  # noqa: PLC0415
 
     selection = ReplayFilter(
         tuple(args.hook_id), tuple(args.event), tuple(args.reason), args.since, args.until
@@ -259,7 +259,7 @@ def _event_loop_policy() -> None:
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
     # Imported here: keeps `check` free of aiokafka start-up.
     from hookrelay.app import Daemon, register_settings_secrets  # noqa: PLC0415
-    from hookrelay.logs import configure_logging, get_logger  # noqa: PLC0415
+    from hookrelay.ops.logs import configure_logging, get_logger  # noqa: PLC0415
 
     configure_logging(settings.logging.level, settings.logging.format)
     register_settings_secrets(settings)
@@ -328,7 +328,7 @@ def _record_key(value: bytes, key_field: str | None) -> bytes | None:
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from hookrelay.kafka_clients import client_options  # noqa: PLC0415
+    from hookrelay.kafka.clients import client_options  # noqa: PLC0415
 
     try:
         events = _read_events(args.file)
@@ -369,9 +369,9 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _send_test(settings: Settings, args: argparse.Namespace) -> int:
-    from hookrelay.logs import redacted_url  # noqa: PLC0415
-    from hookrelay.sender import HttpSender  # noqa: PLC0415
-    from hookrelay.testpayload import test_request  # noqa: PLC0415
+    from hookrelay.delivery.sender import HttpSender  # noqa: PLC0415
+    from hookrelay.events.test_payload import test_request  # noqa: PLC0415
+    from hookrelay.ops.logs import redacted_url  # noqa: PLC0415
 
     if not args.event.strip():
         print("hookrelay: --event needs an event name, e.g. User.Created", file=sys.stderr)

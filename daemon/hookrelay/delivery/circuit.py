@@ -32,7 +32,7 @@ from collections import deque
 from enum import Enum
 
 from hookrelay.config import DeliverySettings
-from hookrelay.ratelimit import Clock
+from hookrelay.delivery.ratelimit import Clock
 
 
 class Circuit(Enum):

@@ -25,9 +25,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka_clients import client_options
-from hookrelay.logs import get_logger
-from hookrelay.metrics import Metrics
+from hookrelay.kafka.clients import client_options
+from hookrelay.ops.logs import get_logger
+from hookrelay.ops.metrics import Metrics
 
 log = get_logger("hookrelay.membership")
 

@@ -68,17 +68,17 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from hookrelay import __version__
-from hookrelay.catalogue import KNOWN_EVENTS
 from hookrelay.errors import ConfigError, ConfigIssue
-from hookrelay.kafka_clients import SslFilesError, build_ssl_context
-from hookrelay.netguard import (
+from hookrelay.events.catalogue import KNOWN_EVENTS
+from hookrelay.events.signing import standard_webhooks_key
+from hookrelay.kafka.clients import SslFilesError, build_ssl_context
+from hookrelay.kafka.retries import due_horizon_s, tier_label, tier_topics
+from hookrelay.net.guard import (
     METADATA_ADDRESSES,
     NetworkPolicy,
     TlsFilesError,
     client_ssl_context,
 )
-from hookrelay.retries import due_horizon_s, tier_label, tier_topics
-from hookrelay.signing import standard_webhooks_key
 
 __all__ = [
     "RESERVED_HEADERS",
@@ -517,7 +517,7 @@ AllowNetwork = Annotated[
     PlainSerializer(str),
     WithJsonSchema({"type": "string", "description": "CIDR network or single IP address"}),
 ]
-"""A network the SSRF guard lets webhooks reach (see ``hookrelay.netguard``)."""
+"""A network the SSRF guard lets webhooks reach (see ``hookrelay.net.guard``)."""
 
 
 def _check_tls_files(ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:

@@ -1,0 +1,1 @@
+"""The command line: ``hookrelay run|check|produce|send-test|replay|import-logto``."""
