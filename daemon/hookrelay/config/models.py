@@ -1,0 +1,962 @@
+"""The settings models: every section and key of ``hookrelay.yaml`` and ``hooks.yaml``, with the
+checks a value must pass at load time (so that a value accepted here never fails later, on
+every delivery). Frozen pydantic models; unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import SplitResult, urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    PlainSerializer,
+    PrivateAttr,
+    SecretStr,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import WithJsonSchema
+from pydantic_core import PydanticCustomError, core_schema
+
+from hookrelay import __version__
+from hookrelay.config.source_map import KeyPath, SourceMap
+from hookrelay.events.signing import standard_webhooks_key
+from hookrelay.kafka.clients import SslFilesError, build_ssl_context
+from hookrelay.kafka.retries import due_horizon_s, tier_label, tier_topics
+from hookrelay.net.guard import (
+    TlsFilesError,
+    client_ssl_context,
+)
+
+RESERVED_HEADERS: Final = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "logto-signature-sha-256",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+"""Header names (lowercase) that hookrelay sets itself; a hook's ``headers`` may not override them.
+``transfer-encoding`` is here with ``content-length`` because both decide the body's framing."""
+
+RETIRED_KEYS: Final[Mapping[KeyPath, str]] = {
+    ("delivery", "circuit_failure_threshold"): (
+        "replaced by circuit_failure_rate, circuit_window and circuit_min_attempts (the circuit "
+        "now opens on a failure rate, not on consecutive failures); ignored, remove it"
+    ),
+}
+"""Keys an earlier version knew, with what replaced them. A file that still sets one loads
+(an upgrade must not refuse a working configuration): the value is dropped unread, and
+:func:`config_warnings` says what replaced it."""
+
+
+# ── Validation building blocks ───────────────────────────────────────────────────────────────────
+
+
+def _refuse(message: str, *, at: KeyPath = (), see: KeyPath | None = None) -> PydanticCustomError:
+    """A validation error carrying our own message.
+
+    ``at`` extends pydantic's location (relative to the value being validated) so the issue lands
+    on the right YAML line; ``see`` is a second place, relative the same way, whose file and line
+    are appended to the message (duplicates name both lines). The message must not contain
+    ``{at}`` or ``{see}``: pydantic fills those in from the context.
+    """
+    context: dict[str, Any] = {"at": at}
+    if see is not None:
+        context["see"] = see
+    return PydanticCustomError("hookrelay", message, context)
+
+
+def _no_bool(value: object) -> object:
+    """Refuse ``true``/``false`` where a number is expected (pydantic would read 1 and 0)."""
+    if isinstance(value, bool):
+        raise _refuse("expected a number, not true/false")
+    return value
+
+
+def _bool_from_text(value: object) -> object:
+    """Also accept the texts ``true``/``false``, so a boolean can come from ``${VAR}``."""
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    return value
+
+
+_HEADER_VALUE_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What RFC 9110 §5.5 keeps out of a field value (controls but HTAB); aiohttp refuses to send
+it, so a value holding one would fail every delivery."""
+
+
+def _check_header_value(text: str) -> str:
+    found = _HEADER_VALUE_CONTROL.search(text)
+    if found is not None:
+        raise _refuse(
+            f"expected a header value without control characters; found {found.group()!r} at "
+            f"position {found.start()} (only tab is allowed)"
+        )
+    return text
+
+
+_HOST: Final = re.compile(r"[A-Za-z0-9._-]+")
+_PORT: Final = re.compile(r"[0-9]{1,5}")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_host_port(address: str) -> tuple[str, int] | None:
+    """``"host:port"`` or ``"[IPv6]:port"`` → ``(host, port)``, brackets removed; ``None`` if
+    malformed. Ports run 0-65535."""
+    if address.startswith("["):
+        host, _, port = address[1:].partition("]:")
+        valid_host = _is_ipv6(host)
+    else:
+        host, _, port = address.rpartition(":")
+        valid_host = _HOST.fullmatch(host) is not None
+    if not valid_host or _PORT.fullmatch(port) is None or int(port) > 65535:
+        return None
+    return host, int(port)
+
+
+def _check_listen(address: str) -> str:
+    if _split_host_port(address) is None:
+        raise _refuse("expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+    return address
+
+
+def _check_broker(address: str) -> str:
+    parsed = _split_host_port(address)
+    if parsed is None or parsed[1] == 0:
+        raise _refuse("expected host:port of a Kafka broker, e.g. 127.0.0.1:9092")
+    return address
+
+
+def _split_commas(value: object) -> object:
+    """``"a:9092, b:9092"`` → ``["a:9092", "b:9092"]``; any other value unchanged."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+_TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _check_topic(name: str) -> str:
+    if _TOPIC.fullmatch(name) is None or name in (".", ".."):
+        raise _refuse("expected a Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ -")
+    return name
+
+
+def _check_instance_id(name: str) -> str:
+    # Kafka's own rule for group.instance.id (JoinGroupRequest.validateGroupInstanceId).
+    if _TOPIC.fullmatch(name) is None or name in (".", ".."):
+        raise _refuse("expected a group instance id: 1-249 characters of A-Z a-z 0-9 . _ -")
+    return name
+
+
+def _check_client_error(status: int) -> int:
+    if not 400 <= status <= 499:
+        raise _refuse("expected a 4xx status code (5xx are always retried)")
+    return status
+
+
+_HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
+
+
+def _check_hook_id(hook_id: str) -> str:
+    if _HOOK_ID.fullmatch(hook_id) is None:
+        raise _refuse("expected 1-21 characters of A-Z a-z 0-9 _ - (it is sent as hookId)")
+    return hook_id
+
+
+_EVENT_PATTERN: Final = re.compile(r"\*|[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*(?:\.\*)?")
+"""An exact name, a prefix wildcard (``Organization.*``) or ``*``; also in the JSON Schema."""
+
+
+def _check_event_pattern(pattern: str) -> str:
+    if _EVENT_PATTERN.fullmatch(pattern) is None:
+        raise _refuse(
+            "expected an event name like User.Created, a prefix wildcard like Organization.* or *"
+        )
+    return pattern
+
+
+def _check_url(url: str) -> str:
+    """Accept an absolute http(s) URL with a host and without userinfo; never echo it."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise _refuse("expected a URL without spaces or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise _refuse("expected an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise _refuse(
+            "credentials in the URL are refused: URLs end up in logs and proxies; "
+            "send them in headers (e.g. Authorization) instead"
+        )
+    if not parts.hostname:
+        raise _refuse("expected a URL with a host")
+    _check_url_port(parts)
+    return url
+
+
+def _check_url_port(parts: SplitResult) -> None:
+    try:
+        _ = parts.port
+    except ValueError:
+        raise _refuse("expected a port from 0 to 65535 after the host") from None
+
+
+def _check_sasl_password(password: SecretStr) -> SecretStr:
+    if not password.get_secret_value():
+        raise _refuse("expected a non-empty password")
+    return password
+
+
+def _check_signing_key(key: SecretStr) -> SecretStr:
+    text = key.get_secret_value()
+    if not text:
+        raise _refuse("expected a non-empty signing key")
+    problem = _invisible_in_key(text)
+    if problem is not None:
+        raise _refuse(f"the signing key {problem}; it would become part of the key, and no "
+                      "receiver could verify the signatures")  # fmt: skip
+    return key
+
+
+def _invisible_in_key(text: str) -> str | None:
+    """What in a key is invisible yet would be signed with (never quoting the key): a byte
+    order mark (Windows editors save one), a control character, surrounding whitespace."""
+    if "\ufeff" in text:
+        return "holds a byte order mark (U+FEFF; save the file as UTF-8 without BOM)"
+    control = _KEY_CONTROL.search(text)
+    if control is not None:
+        code = ord(control.group())
+        return f"holds a control character (U+{code:04X}) at position {control.start()}"
+    if text != text.strip():
+        return "starts or ends with whitespace"
+    return None
+
+
+_KEY_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _distinct_keys(keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    """Refuse a key listed twice: it would sign twice and hide that a rotation went wrong."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        earlier = first.setdefault(key.get_secret_value(), index)
+        if earlier != index:
+            message = f"duplicate signing key; the same key as signing_keys[{earlier}]"
+            raise _refuse(message, at=(index,), see=(earlier,))
+    return keys
+
+
+def _check_standard_webhooks_key(key: SecretStr, at: KeyPath) -> None:
+    try:
+        standard_webhooks_key(key.get_secret_value())
+    except ValueError as e:
+        raise _refuse(f"{e} (standard_webhooks is true)", at=at) from None
+
+
+_B64TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""RFC 6750 ``b64token``: the characters a bearer token may hold in an Authorization header."""
+
+ADMIN_TOKEN_MIN_LENGTH: Final = 16
+"""Shortest admin token accepted: 16 characters of ``openssl rand -hex`` output are 64 bits."""
+
+
+def _check_admin_token(token: SecretStr) -> SecretStr:
+    text = token.get_secret_value()
+    if len(text) < ADMIN_TOKEN_MIN_LENGTH or _B64TOKEN.fullmatch(text) is None:
+        raise _refuse(
+            f"expected a bearer token of at least {ADMIN_TOKEN_MIN_LENGTH} characters of "
+            "A-Z a-z 0-9 - . _ ~ + / (then optional =), e.g. from `openssl rand -hex 32`"
+        )
+    return token
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_header_name(name: str) -> str:
+    if _TOKEN.fullmatch(name) is None:
+        raise _refuse("expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
+    if name.lower() in RESERVED_HEADERS:
+        raise _refuse("this header is set by hookrelay and cannot be overridden")
+    return name
+
+
+def _pairs_as_mapping(value: object) -> object:
+    """Let code pass headers as the stored tuple of pairs; YAML gives a mapping."""
+    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        return dict(value)
+    return value
+
+
+def _mapping_as_pairs(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    seen: set[str] = set()
+    for name in headers:
+        if name.lower() in seen:
+            raise _refuse("header given twice (names are case-insensitive)", at=(name,))
+        seen.add(name.lower())
+    return tuple(headers.items())
+
+
+MAX_RETRY_DELAY_S: Final = 30 * 86_400.0
+DEFAULT_RETENTION_S: Final = 7 * 86_400.0
+"""Longest delay of a retry tier: 30 days."""
+
+
+def _derived_default(schema: dict[str, Any]) -> None:
+    """JSON Schema of a name derived from ``kafka.group_id`` when omitted: no default shown
+    (the empty text that stands for "derive it" is not a valid value to write)."""
+    schema.pop("default", None)
+
+
+Number = Annotated[float, BeforeValidator(_no_bool)]
+Integer = Annotated[int, BeforeValidator(_no_bool)]
+Flag = Annotated[StrictBool, BeforeValidator(_bool_from_text)]
+NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+HeaderName = Annotated[StrictStr, AfterValidator(_check_header_name)]
+HeaderValue = Annotated[StrictStr, AfterValidator(_check_header_value)]
+TopicName = Annotated[
+    StrictStr,
+    AfterValidator(_check_topic),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_TOPIC.pattern})$"}),
+]
+BrokerAddress = Annotated[StrictStr, AfterValidator(_check_broker)]
+RetryableStatus = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_check_client_error)]
+EventPattern = Annotated[
+    StrictStr,
+    AfterValidator(_check_event_pattern),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_EVENT_PATTERN.pattern})$"}),
+]
+HookId = Annotated[
+    StrictStr,
+    AfterValidator(_check_hook_id),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_HOOK_ID.pattern})$"}),
+]
+
+
+def _header_pairs_schema(_source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    """Validate headers as a ``{name: value}`` mapping (errors per header, an object in the JSON
+    Schema) and keep them as an ordered, hashable tuple of ``(name, value)`` pairs."""
+    mapping = handler(dict[HeaderName, HeaderValue])
+    return core_schema.no_info_before_validator_function(
+        _pairs_as_mapping,
+        core_schema.no_info_after_validator_function(_mapping_as_pairs, mapping),
+        serialization=core_schema.plain_serializer_function_ser_schema(dict),
+    )
+
+
+HeaderPairs = Annotated[tuple[tuple[str, str], ...], GetPydanticSchema(_header_pairs_schema)]
+
+
+def _network(value: object) -> object:
+    """``"10.0.0.0/8"`` or a single address (``"10.0.0.5"`` is ``10.0.0.5/32``) → a network;
+    host bits set (``10.0.0.1/8``) are refused: the writer meant another range."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value  # settings built in code
+    if not isinstance(value, str):  # pydantic would read a number as an IPv4 address
+        raise _refuse("expected a string such as 10.0.0.0/8")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        pass
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _refuse(
+            "expected a network in CIDR notation (10.0.0.0/8, fd00::/8) or one address"
+        ) from None
+    raise _refuse("host bits set: expected the network's first address, as in 10.0.0.0/8")
+
+
+AllowNetwork = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network,
+    BeforeValidator(_network),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "description": "CIDR network or single IP address"}),
+]
+"""A network the SSRF guard lets webhooks reach (see ``hookrelay.net.guard``)."""
+
+
+def _check_tls_files(ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
+    """Refuse TLS files that do not load into a client context, on the key naming the file."""
+    if key_file is not None and cert_file is None:
+        raise _refuse("expected cert_file with it (the key's certificate)", at=("key_file",))
+    try:
+        client_ssl_context(ca_file, cert_file, key_file)
+    except TlsFilesError as e:
+        raise _refuse(str(e), at=(e.key,)) from None
+
+
+# ── Models ───────────────────────────────────────────────────────────────────────────────────────
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True
+    )
+
+
+class KafkaSettings(_Model):
+    """Section kafka: where identity events are consumed from."""
+
+    bootstrap_servers: Annotated[tuple[BrokerAddress, ...], BeforeValidator(_split_commas)] = Field(
+        ("127.0.0.1:9092",), min_length=1
+    )
+    """Brokers to contact first, as host:port; a list or one comma-separated string."""
+    topics: tuple[TopicName, ...] = Field(("identity.events",), min_length=1)
+    """Topics carrying identity events (one JSON event per record)."""
+    group_id: NonEmptyText = "hookrelay"
+    """Consumer group; replicas with the same group share the partitions."""
+    group_instance_id: (
+        Annotated[
+            StrictStr,
+            AfterValidator(_check_instance_id),
+            WithJsonSchema({"type": "string", "pattern": f"^(?:{_TOPIC.pattern})$"}),
+        ]
+        | None
+    ) = None
+    """Static membership (Kafka's group.instance.id, KIP-345): a name unique to this replica
+    and stable across its restarts, e.g. ${POD_NAME} of a StatefulSet or the host name. A
+    replica restarted within session_timeout_s gets its partitions back without a
+    rebalance; one that stops leaves them idle until session_timeout_s. Two replicas with
+    the same id fence each other: the daemon reports it and is not ready."""
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a group without committed offsets starts reading."""
+    client_id: NonEmptyText = "hookrelay"
+    """Client id shown in broker logs and metrics."""
+    max_poll_records: Integer = Field(500, ge=1)
+    """Most records taken from the broker per fetch."""
+    max_partition_fetch_bytes: Integer = Field(262_144, ge=1024)
+    """Most bytes fetched per partition per request (a larger first record still comes
+    whole). Buffered fetches are most of the daemon's memory under a backlog: with the retry
+    topics it subscribes to two dozen partitions, so the client's 1 MiB default would let
+    fetches alone hold tens of MiB."""
+    fetch_max_bytes: Integer = Field(8_388_608, ge=1024)
+    """Most bytes per fetch response, over all partitions."""
+    metadata_max_age_s: Number = Field(30.0, gt=0, le=3600)
+    """Seconds between metadata refreshes: a topic created, or a partition added to an event
+    topic, is picked up within this bound."""
+    commit_interval_s: Number = Field(1.0, gt=0)
+    """Seconds between offset commits of settled records."""
+    session_timeout_s: Number = Field(15.0, gt=0)
+    """Seconds without heartbeat before the broker gives this member's partitions away."""
+    max_poll_interval_s: Number = Field(300.0, gt=0)
+    """Seconds allowed between fetches before the member is considered stuck."""
+    request_timeout_s: Number = Field(30.0, gt=0)
+    """Seconds to wait for a broker answer."""
+    create_topics: StrictBool = True
+    """Create the dead-letter and retry topics at start-up when they are missing; false makes
+    a missing topic a start-up error that names it."""
+    topic_partitions: Integer = Field(3, ge=1)
+    """Partitions of the topics hookrelay creates (dead-letter and retry topics)."""
+    topic_replication_factor: Integer = Field(1, ge=1)
+    """Replication factor of the topics hookrelay creates; use 3 on a production cluster."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How connections to the brokers are secured (Kafka's security.protocol): PLAINTEXT
+    (neither), SSL (TLS), SASL_PLAINTEXT (SASL authentication without TLS), SASL_SSL (both)."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism, required by the SASL_* protocols. PLAIN sends the password itself (use
+    it over SASL_SSL only); SCRAM proves knowing it without sending it."""
+    sasl_username: NonEmptyText | None = None
+    """SASL user name, required by the SASL_* protocols."""
+    sasl_password: Annotated[SecretStr, AfterValidator(_check_sasl_password)] | None = None
+    """SASL password, required by the SASL_* protocols. Write ${VAR}, or use
+    sasl_password_file, to keep it out of the file."""
+    ssl_ca_file: NonEmptyText | None = None
+    """PEM file of the CA certificates that sign the brokers' certificates (SSL, SASL_SSL),
+    relative to this file; default: the system's CAs. Host names are always verified."""
+    ssl_cert_file: NonEmptyText | None = None
+    """PEM certificate chain hookrelay presents to brokers that require client certificates
+    (mutual TLS), relative to this file."""
+    ssl_key_file: NonEmptyText | None = None
+    """PEM unencrypted private key of ssl_cert_file, relative to this file; omit it when
+    ssl_cert_file holds the key too."""
+
+    @model_validator(mode="after")
+    def _security_fits_the_protocol(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        _check_group(self, _SASL_KEYS, protocol, needed=protocol.startswith("SASL_"))
+        tls = protocol in ("SSL", "SASL_SSL")
+        _check_group(self, KAFKA_TLS_FILE_KEYS, protocol, needed=None if tls else False)
+        if self.ssl_key_file is not None and self.ssl_cert_file is None:
+            raise _refuse(
+                "expected ssl_cert_file with it (the key's certificate)", at=("ssl_key_file",)
+            )
+        if tls:
+            try:
+                build_ssl_context(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file)
+            except SslFilesError as e:
+                raise _refuse(str(e), at=(e.key,)) from None
+        return self
+
+
+_SASL_KEYS: Final = ("sasl_mechanism", "sasl_username", "sasl_password")
+KAFKA_TLS_FILE_KEYS: Final = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+
+
+def _check_group(
+    kafka: KafkaSettings, keys: tuple[str, ...], protocol: str, *, needed: bool | None
+) -> None:
+    """Refuse a key of ``keys`` that is missing when ``needed``, or given when ``needed`` is
+    False (it would be ignored: a password thought to protect nothing); None allows either."""
+    for key in keys:
+        given = getattr(kafka, key) is not None
+        if needed and not given:
+            also = " or sasl_password_file" if key == "sasl_password" else ""
+            raise _refuse(f"expected {key}{also} with security_protocol {protocol}", at=(key,))
+        if needed is False and given:
+            raise _refuse(
+                f"not used with security_protocol {protocol}; remove it or choose a protocol "
+                "that uses it",
+                at=(key,),
+            )
+
+
+class HttpSettings(_Model):
+    """Section http: the shared HTTP client that POSTs webhooks."""
+
+    timeout_s: Number = Field(10.0, gt=0)
+    """Seconds one delivery attempt may take in total (a hook's timeout_s overrides it)."""
+    connect_timeout_s: Number = Field(5.0, gt=0)
+    """Seconds to open a connection (part of timeout_s)."""
+    max_connections: Integer = Field(512, ge=1)
+    """Open connections across all endpoints."""
+    user_agent: HeaderValue = Field(f"hookrelay/{__version__}", min_length=1)
+    """user-agent header; "Logto (https://logto.io/)" makes requests look like Logto's own."""
+    max_response_bytes: Integer = Field(65536, ge=0)
+    """Most bytes of a response body read (kept for logs and the dead-letter topic)."""
+    allow_networks: tuple[AllowNetwork, ...] = ()
+    """Networks every hook may reach although the SSRF guard refuses them by default
+    (loopback, private, link-local, CGNAT, ...), as CIDR. A cloud metadata endpoint is only
+    allowed by an entry naming exactly its address. Production configurations should not
+    need it."""
+    ca_file: NonEmptyText | None = None
+    """PEM file of the CA certificates that verify https endpoints, relative to this file;
+    default: the system's CAs. A hook's tls.ca_file overrides it."""
+
+    @model_validator(mode="after")
+    def _ca_file_loads(self) -> HttpSettings:
+        _check_tls_files(self.ca_file, None, None)
+        return self
+
+
+class HookTls(_Model):
+    """A hook's TLS settings. Certificates and host names are always verified (there is no
+    switch to turn that off); TLS 1.2 is the least version spoken."""
+
+    ca_file: NonEmptyText | None = None
+    """PEM file of the CA certificates that verify this endpoint (instead of http.ca_file or
+    the system's CAs), relative to the YAML file naming it."""
+    cert_file: NonEmptyText | None = None
+    """PEM client certificate chain sent to an endpoint that asks for one (mutual TLS),
+    relative to the YAML file naming it."""
+    key_file: NonEmptyText | None = None
+    """PEM unencrypted private key of cert_file, relative to the YAML file naming it; omit it
+    when cert_file holds the key too."""
+
+    @model_validator(mode="after")
+    def _files_load(self) -> HookTls:
+        _check_tls_files(self.ca_file, self.cert_file, self.key_file)
+        return self
+
+
+class DeliverySettings(_Model):
+    """Section delivery: retries, backpressure and which answers are retried."""
+
+    retry_schedule_s: tuple[Annotated[Number, Field(ge=0.01, le=MAX_RETRY_DELAY_S)], ...] = Field(
+        (5.0, 30.0, 120.0, 600.0, 3600.0, 18000.0, 36000.0), min_length=1
+    )
+    """Seconds to wait before each retry, non-decreasing, each at most 30 days (a retry topic
+    must keep its records longer than its delay: Kafka's default retention is 7 days); after
+    the last one the delivery goes to the dead-letter topic."""
+    retry_jitter: Number = Field(0.2, ge=0, le=1)
+    """Random spread of each retry delay, as a fraction (0.2 = ±20 %)."""
+    max_retry_after_s: Number = Field(3600.0, gt=0)
+    """Cap, in seconds, on an endpoint's Retry-After."""
+    max_in_flight: Integer = Field(10000, ge=1)
+    """Deliveries held by healthy lanes (queued or being sent) and Kafka writes waiting for
+    their acknowledgement before the consumer pauses (backpressure)."""
+    resume_in_flight: Integer | None = Field(None, ge=1)
+    """The paused consumer resumes once fewer than this many deliveries are in flight; null means
+    80 % of max_in_flight. Must be below max_in_flight."""
+    max_event_bytes: Integer = Field(1_000_000, ge=1)
+    """Largest record value accepted as an event; larger ones go to the dead-letter topic.
+    The default leaves room under the broker's default message.max.bytes (1048588) for the
+    headers a retry or dead letter adds, so an accepted event always fits a retry topic."""
+    retry_on_status: tuple[RetryableStatus, ...] = (408, 425, 429)
+    """4xx answers that are retried; 5xx are always retried, other 4xx are permanent failures."""
+    retry_topic_prefix: TopicName = Field("", json_schema_extra=_derived_default)
+    """Retry topics are this prefix plus each delay of retry_schedule_s; when omitted,
+    "<kafka.group_id>.retry." (hookrelay.retry.5s, hookrelay.retry.2m, ... for the default
+    group), so each deployment writes retry topics of its own."""
+    unknown_hook_grace_s: Number = Field(600.0, ge=0)
+    """Seconds a retry for a hook this replica does not know (or has disabled) is parked
+    again before it is dead-lettered as hook_removed: during a rolling update another replica
+    of the group may know the hook."""
+    lane_max_pending: Integer = Field(1000, ge=1)
+    """Deliveries a healthy hook's lane queues in memory; when one lane reaches it, fetching
+    pauses until it drains (backpressure). Beyond this plus one fetch batch
+    (kafka.max_poll_records), the excess is parked in the first retry topic."""
+    lane_max_wait_s: Number = Field(2.0, gt=0)
+    """Seconds the oldest queued delivery of a lane may wait before the lane counts as slow:
+    its new deliveries are then parked in the retry topics instead of queued, and it no
+    longer holds back fetching for the other hooks."""
+    circuit_failure_rate: Number = Field(0.5, gt=0, le=1)
+    """Share of failed attempts, among a hook's recent attempts (circuit_window), that opens
+    its circuit: its deliveries are then parked in the retry topics without being attempted
+    until the cool-down ends. Only real failures count (5xx other than a 503 with
+    Retry-After, 408, 425, timeouts, connection and TLS errors); 429, a 503 with
+    Retry-After and parks never do, and other 4xx answers count as successes."""
+    circuit_window: Integer = Field(100, ge=1, le=10000)
+    """How many of a hook's most recent attempt outcomes the failure rate is taken over."""
+    circuit_min_attempts: Integer = Field(20, ge=1)
+    """Outcomes the window must hold before the circuit may open (at most circuit_window), so
+    a few failures at low traffic never open it."""
+    circuit_window_max_age_s: Number = Field(60.0, gt=0)
+    """Seconds an outcome stays in the window: older ones leave it even when fewer than
+    circuit_window came since, so a quiet hook is never judged on old failures."""
+    circuit_cooldown_s: Number = Field(30.0, gt=0)
+    """Seconds an open circuit waits before letting one probe delivery through."""
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _delays_never_shrink(cls, delays: tuple[float, ...]) -> tuple[float, ...]:
+        for index in range(1, len(delays)):
+            if delays[index] < delays[index - 1]:
+                raise _refuse("expected delays in non-decreasing order", at=(index,))
+        return delays
+
+    @model_validator(mode="after")
+    def _resume_below_the_bound(self) -> DeliverySettings:
+        if self.resume_in_flight is not None and self.resume_in_flight >= self.max_in_flight:
+            raise _refuse("expected a number below max_in_flight", at=("resume_in_flight",))
+        return self
+
+    @model_validator(mode="after")
+    def _min_attempts_fit_the_window(self) -> DeliverySettings:
+        if self.circuit_min_attempts > self.circuit_window:
+            raise _refuse(
+                "expected at most circuit_window: the circuit could never open",
+                at=("circuit_min_attempts",),
+            )
+        return self
+
+    @property
+    def due_horizon_s(self) -> float:
+        """``retries.due_horizon_s`` of this schedule: how long after its write a retry
+        record of a tier whose name gives no delay may still be due."""
+        return due_horizon_s(self.retry_schedule_s, self.retry_jitter, self.max_retry_after_s)
+
+    @property
+    def resume_below(self) -> int:
+        """Effective low-water mark (≥ 1): resume fetching when in-flight deliveries < this."""
+        if self.resume_in_flight is not None:
+            return self.resume_in_flight
+        return max(1, self.max_in_flight * 4 // 5)
+
+
+class AdminSettings(_Model):
+    """Section admin: the HTTP listener for /metrics, /healthz, /readyz and the /v1 admin API."""
+
+    listen: Annotated[StrictStr, AfterValidator(_check_listen)] = "127.0.0.1:9464"
+    """host:port to listen on; IPv6 in brackets ([::1]:9464); port 0 picks a free port."""
+    token: Annotated[SecretStr, AfterValidator(_check_admin_token)] | None = None
+    """Bearer token the /v1 admin API requires (Authorization: Bearer <token>); without one
+    the /v1 API is disabled. /metrics, /healthz and /readyz never need it. Write ${VAR}, or
+    use token_file, to keep it out of the file."""
+    recent_attempts: Integer = Field(1000, ge=0)
+    """Attempts kept in memory for GET /v1/deliveries (newest first; 0 keeps none)."""
+    keep_response_bodies: StrictBool = False
+    """Keep the first KiB of each endpoint answer in that log. Off by default: an endpoint
+    may echo personal data from the payload."""
+
+    @property
+    def host(self) -> str:
+        """The host part, without IPv6 brackets."""
+        return self._parsed[0]
+
+    @property
+    def port(self) -> int:
+        return self._parsed[1]
+
+    @property
+    def _parsed(self) -> tuple[str, int]:
+        parsed = _split_host_port(self.listen)
+        assert parsed is not None, "validated at construction"
+        return parsed
+
+
+class LoggingSettings(_Model):
+    """Section logging: structured logs on stdout."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level written."""
+    format: Literal["json", "console"] = "json"
+    """json: one JSON object per line (for collectors); console: coloured text for people."""
+
+
+class ShutdownSettings(_Model):
+    """Section shutdown: how a SIGTERM drains."""
+
+    grace_s: Number = Field(10.0, ge=0)
+    """Seconds to let in-flight deliveries finish before parking the rest."""
+    hard_deadline_s: Number = Field(30.0, gt=0)
+    """Seconds after which the process exits whatever is left; must exceed grace_s."""
+
+    @model_validator(mode="after")
+    def _deadline_after_grace(self) -> ShutdownSettings:
+        if self.hard_deadline_s <= self.grace_s:
+            raise _refuse("expected a number greater than grace_s", at=("hard_deadline_s",))
+        return self
+
+
+JITTER_ALLOWANCE_S: Final = 0.02
+"""Seconds of the rate a token bucket keeps back from its burst (see ``RateLimit.capacity``)."""
+
+
+class RateLimit(_Model):
+    """A token bucket: per_second tokens flow in, at most capacity are stored."""
+
+    per_second: Number = Field(gt=0)
+    """Deliveries per second allowed on average."""
+    burst: Integer | None = Field(None, ge=1)
+    """Deliveries allowed at once after a quiet period; null means ceil(per_second)."""
+
+    @property
+    def effective_burst(self) -> int:
+        """``burst``, or ``max(1, ceil(per_second))`` when unset: the configured burst."""
+        return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+
+    @property
+    def capacity(self) -> int:
+        """Token bucket size: ``effective_burst`` less the jitter allowance (the rate's
+        ``JITTER_ALLOWANCE_S`` worth of tokens, rounded, at least one), never below 1.
+
+        The allowance is why an endpoint never sees more than ``per_second + burst``
+        requests in any second: a bucket lets exactly that many *leave* in a second, but
+        the first requests of a burst are slowed by connection set-up, so without a reserve
+        a receiver's 1-second window could catch a few more (seen: +7 at 500/s, +1 at
+        20/s)."""
+        allowance = max(1, int(self.per_second * JITTER_ALLOWANCE_S + 0.5))
+        return max(1, self.effective_burst - allowance)
+
+
+class Hook(_Model):
+    """A hook subscription: which events go to which endpoint, and how."""
+
+    id: HookId
+    """1-21 characters of A-Z a-z 0-9 _ -, unique; sent as hookId in every body."""
+    name: StrictStr = ""
+    """Free text for people."""
+    events: tuple[EventPattern, ...] = Field(min_length=1)
+    """Event names (User.Created), prefix wildcards (Organization.*) or "*" for every event."""
+    url: Annotated[StrictStr, AfterValidator(_check_url)]
+    """Endpoint receiving the POSTs: http or https, no user:password@ part."""
+    signing_key: Annotated[SecretStr, AfterValidator(_check_signing_key)] | None = None
+    """Key for the logto-signature-sha-256 header (HMAC-SHA256 of the body); no key, no header.
+    Write ${VAR}, or use signing_key_file, to keep it out of the file."""
+    signing_keys: (
+        Annotated[
+            tuple[Annotated[SecretStr, AfterValidator(_check_signing_key)], ...],
+            Field(min_length=1),
+            AfterValidator(_distinct_keys),
+        ]
+        | None
+    ) = None
+    """Several keys during a key rotation, instead of signing_key: the first is the primary
+    (it alone signs logto-signature-sha-256); with standard_webhooks every key adds a signature
+    to webhook-signature. Or signing_key_files."""
+    standard_webhooks: Flag = False
+    """Also sign the Standard Webhooks way: webhook-timestamp and webhook-signature (one
+    v1,<base64> per key); every key must then be whsec_ followed by 24-64 bytes in base64."""
+    headers: HeaderPairs = Field((), json_schema_extra={"default": {}})
+    """Extra request headers, name: value; hookrelay's own headers cannot be overridden."""
+    enabled: Flag = True
+    """false keeps the hook configured but sends it nothing."""
+    rate_limit: RateLimit | None = None
+    """Token bucket for this endpoint; null means unlimited."""
+    max_concurrency: Integer = Field(8, ge=1, le=1024)
+    """Requests in flight to this endpoint at once."""
+    timeout_s: Number | None = Field(None, gt=0)
+    """Seconds per attempt; null means http.timeout_s."""
+    allow_networks: tuple[AllowNetwork, ...] = ()
+    """Networks this hook may reach although the SSRF guard refuses them by default, added to
+    http.allow_networks (CIDR; a metadata endpoint needs an entry naming its exact address)."""
+    tls: HookTls | None = None
+    """CA bundle and client certificate for this https endpoint."""
+    retry_on_status: tuple[RetryableStatus, ...] | None = None
+    """4xx answers retried for this hook; null means delivery.retry_on_status."""
+
+    @model_validator(mode="after")
+    def _keys_fit_the_schemes(self) -> Hook:
+        if self.signing_key is not None and self.signing_keys is not None:
+            raise _refuse(
+                "use either signing_key (one key) or signing_keys (a list), not both",
+                at=("signing_keys",),
+            )
+        if self.standard_webhooks:
+            if self.signing_key is not None:
+                _check_standard_webhooks_key(self.signing_key, ("signing_key",))
+            for index, key in enumerate(self.signing_keys or ()):
+                _check_standard_webhooks_key(key, ("signing_keys", index))
+            if not self.active_signing_keys:
+                message = "expected signing_key or signing_keys with standard_webhooks: true"
+                raise _refuse(message, at=("standard_webhooks",))
+        return self
+
+    @property
+    def active_signing_keys(self) -> tuple[SecretStr, ...]:
+        """The keys in force, primary first: ``signing_keys``, else ``(signing_key,)``, else
+        ``()`` (an unsigned hook). Every one of them is a secret for the log redactor."""
+        if self.signing_keys is not None:
+            return self.signing_keys
+        return (self.signing_key,) if self.signing_key is not None else ()
+
+    def effective_timeout_s(self, http: HttpSettings) -> float:
+        """Seconds one attempt may take: the hook's ``timeout_s``, else ``http.timeout_s``."""
+        return self.timeout_s if self.timeout_s is not None else http.timeout_s
+
+    def effective_retry_on_status(self, delivery: DeliverySettings) -> tuple[int, ...]:
+        """4xx statuses retried for this hook: its own list, else ``delivery.retry_on_status``."""
+        if self.retry_on_status is not None:
+            return self.retry_on_status
+        return delivery.retry_on_status
+
+    def is_retryable_status(self, status: int, delivery: DeliverySettings) -> bool:
+        """Whether an HTTP answer with ``status`` is retried: every 5xx, and the 4xx listed in
+        :meth:`effective_retry_on_status`. 2xx is success; 3xx and other 4xx are permanent."""
+        return 500 <= status <= 599 or status in self.effective_retry_on_status(delivery)
+
+
+class Settings(_Model):
+    """hookrelay's configuration: daemon settings and hook subscriptions."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    """Where events are consumed from."""
+    dead_letter_topic: TopicName = Field("", json_schema_extra=_derived_default)
+    """Topic receiving invalid records and deliveries that used up their retries; when
+    omitted, "<kafka.group_id>.dlq" (hookrelay.dlq for the default group)."""
+    http: HttpSettings = HttpSettings()
+    """The HTTP client."""
+    delivery: DeliverySettings = DeliverySettings()
+    """Retries and backpressure."""
+    admin: AdminSettings = AdminSettings()
+    """The admin listener: /metrics, /healthz, /readyz and the /v1 admin API."""
+    logging: LoggingSettings = LoggingSettings()
+    """Structured logs on stdout."""
+    shutdown: ShutdownSettings = ShutdownSettings()
+    """Draining on SIGTERM."""
+    hooks: tuple[Hook, ...] = ()
+    """Hook subscriptions written inline (or loaded from hooks_file)."""
+    source_file: StrictStr = ""
+    """Absolute path of the main file loaded; empty for settings built in code."""
+    hooks_file: StrictStr | None = None
+    """In the file: the hooks file, relative to the main file. Loaded: its absolute path."""
+
+    _source: SourceMap = PrivateAttr(default_factory=SourceMap)
+
+    @field_validator("hooks")
+    @classmethod
+    def _hook_ids_are_unique(cls, hooks: tuple[Hook, ...]) -> tuple[Hook, ...]:
+        first: dict[str, int] = {}
+        for index, hook in enumerate(hooks):
+            if hook.id in first:
+                earlier = first[hook.id]
+                raise _refuse(
+                    f"duplicate hook id; already used by hooks[{earlier}]",
+                    at=(index, "id"),
+                    see=(earlier, "id"),
+                )
+            first[hook.id] = index
+        return hooks
+
+    @model_validator(mode="after")
+    def _dead_letters_are_not_consumed(self) -> Settings:
+        self._derive_owned_topic_names()
+        if self.dead_letter_topic in self.kafka.topics:
+            raise _refuse(
+                "expected a topic not listed in kafka.topics (hookrelay would consume its own "
+                "dead letters)",
+                at=("dead_letter_topic",),
+            )
+        if any(_TOPIC.fullmatch(topic) is None for topic in self.retry_topics):
+            raise _refuse(
+                "expected a shorter prefix: with the delays of retry_schedule_s the retry topic "
+                "names exceed Kafka's 249 characters",
+                at=("delivery", "retry_topic_prefix"),
+            )
+        clash = set(self.retry_topics) & {*self.kafka.topics, self.dead_letter_topic}
+        if clash:
+            raise _refuse(
+                "expected a prefix whose retry topics differ from kafka.topics and "
+                "dead_letter_topic",
+                at=("delivery", "retry_topic_prefix"),
+            )
+        return self
+
+    def _derive_owned_topic_names(self) -> None:
+        """Fill in the topic names left out from ``kafka.group_id`` (DESIGN §1.8: what a
+        deployment writes is its own). Runs once, while the model is being built, which is
+        why it may set fields of a frozen model."""
+        group = self.kafka.group_id
+        derived = {"dead_letter_topic": f"{group}.dlq", "retry_topic_prefix": f"{group}.retry."}
+        if self.dead_letter_topic and self.delivery.retry_topic_prefix:
+            return
+        longest = f"{group}.retry.{tier_label(max(self.delivery.retry_schedule_s))}"
+        if _TOPIC.fullmatch(longest) is None:
+            raise _refuse(
+                "expected a group id made of A-Z a-z 0-9 . _ - (at most 230 characters), "
+                "because the dead-letter and retry topic names derive from it; or set "
+                "dead_letter_topic and delivery.retry_topic_prefix explicitly",
+                at=("kafka", "group_id"),
+            )
+        if not self.dead_letter_topic:
+            object.__setattr__(self, "dead_letter_topic", derived["dead_letter_topic"])
+        if not self.delivery.retry_topic_prefix:
+            delivery = self.delivery.model_copy(
+                update={"retry_topic_prefix": derived["retry_topic_prefix"]}
+            )
+            object.__setattr__(self, "delivery", delivery)
+
+    @property
+    def group_id(self) -> str:
+        """The deployment's identity: ``kafka.group_id``, written into every retry record
+        and dead letter it produces."""
+        return self.kafka.group_id
+
+    @property
+    def retry_topics(self) -> tuple[str, ...]:
+        """The retry topic of each tier, in ``delivery.retry_schedule_s`` order."""
+        return tier_topics(self.delivery.retry_topic_prefix, self.delivery.retry_schedule_s)
+
+
+class HooksFile(_Model):
+    """hooks.yaml: hookrelay's hook subscriptions."""
+
+    hooks: tuple[Hook, ...]
+    """Hook subscriptions."""
