@@ -136,9 +136,7 @@ class SecretFiles:
             self.source.positions[(*path, "signing_keys")] = self.source.positions[files_path]
             hook["signing_keys"] = keys
 
-    def read_secret_file(
-        self, mapping: dict[str, Any], path: KeyPath, key: str, what: str
-    ) -> None:
+    def read_secret_file(self, mapping: dict[str, Any], path: KeyPath, key: str, what: str) -> None:
         """Replace ``<key>_file`` in ``mapping`` (at ``path``) by ``key`` read from that file
         (relative to the YAML file naming it), or report why not; problems call the file the
         ``what`` file and never quote its content."""
