@@ -37,10 +37,11 @@ unit: venv  ## unit tests only (no broker)
 integration: venv  ## integration tests only (starts a broker)
 	$(BIN)/pytest tests/integration
 
-lint: venv  ## ruff format --check, ruff check, mypy --strict
+lint: venv  ## ruff format --check, ruff check, mypy --strict, the layer contracts (lint-imports)
 	$(BIN)/ruff format --check daemon tests deploy
 	$(BIN)/ruff check daemon tests deploy
 	$(BIN)/mypy --strict daemon/
+	$(BIN)/lint-imports
 
 fmt: venv  ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format daemon tests deploy

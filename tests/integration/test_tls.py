@@ -19,7 +19,7 @@ from aiohttp import web
 from hookrelay.config import DeliverySettings, Hook, HookTls, HttpSettings
 from hookrelay.delivery.sender import HttpSender
 from hookrelay.events.model import AttemptResult
-from hookrelay.net.guard import client_ssl_context
+from hookrelay.net.tls import client_ssl_context
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,12 @@ import pytest
 import structlog.testing
 
 from hookrelay.config import DeliverySettings, Hook
+from hookrelay.config.naming import tier_topics
 from hookrelay.delivery.dispatcher import Circuit, Dispatcher
 from hookrelay.events.decode import decode
 from hookrelay.events.model import AttemptResult, Origin
 from hookrelay.kafka.offsets import AckTracker, TopicPartition
-from hookrelay.kafka.retries import RetryRecord, tier_topics
+from hookrelay.kafka.retries import RetryRecord
 from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.history import History
 from hookrelay.ops.metrics import Metrics

@@ -10,13 +10,12 @@ from aiokafka import ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.config.naming import tier_delay_s, tier_label
 from hookrelay.kafka.retries import (
     EVENT_COMMIT_METADATA,
     RETRY_COMMIT_METADATA,
     claimed_elsewhere,
     latest_due_s,
-    tier_delay_s,
-    tier_label,
 )
 from hookrelay.kafka.source import due_at_s
 from hookrelay.kafka.tiers import candidate_topics

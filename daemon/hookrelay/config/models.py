@@ -32,14 +32,10 @@ from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 from hookrelay import __version__
+from hookrelay.config.naming import due_horizon_s, tier_label, tier_topics
 from hookrelay.config.source_map import KeyPath, SourceMap
 from hookrelay.events.signing import standard_webhooks_key
-from hookrelay.kafka.clients import SslFilesError, build_ssl_context
-from hookrelay.kafka.retries import due_horizon_s, tier_label, tier_topics
-from hookrelay.net.guard import (
-    TlsFilesError,
-    client_ssl_context,
-)
+from hookrelay.net.tls import TlsFilesError, client_ssl_context, kafka_ssl_context
 
 RESERVED_HEADERS: Final = frozenset(
     {
@@ -509,8 +505,8 @@ class KafkaSettings(_Model):
             )
         if tls:
             try:
-                build_ssl_context(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file)
-            except SslFilesError as e:
+                kafka_ssl_context(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file)
+            except TlsFilesError as e:
                 raise _refuse(str(e), at=(e.key,)) from None
         return self
 
@@ -668,7 +664,7 @@ class DeliverySettings(_Model):
 
     @property
     def due_horizon_s(self) -> float:
-        """``retries.due_horizon_s`` of this schedule: how long after its write a retry
+        """``naming.due_horizon_s`` of this schedule: how long after its write a retry
         record of a tier whose name gives no delay may still be due."""
         return due_horizon_s(self.retry_schedule_s, self.retry_jitter, self.max_retry_after_s)
 

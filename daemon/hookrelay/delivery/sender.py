@@ -68,12 +68,8 @@ from hookrelay.events.signing import (
     StandardWebhooksSigner,
     standard_webhooks_key,
 )
-from hookrelay.net.guard import (
-    AddressRefusedError,
-    GuardedResolver,
-    NetworkPolicy,
-    client_ssl_context,
-)
+from hookrelay.net.guard import AddressRefusedError, GuardedResolver, NetworkPolicy
+from hookrelay.net.tls import client_ssl_context
 from hookrelay.ops.logs import get_logger, public_text, register_secrets, url_secrets
 from hookrelay.ops.metrics import Metrics
 

@@ -17,9 +17,9 @@ from aiokafka's ``create_ssl_context`` (``ssl.create_default_context``, which tu
 
 from __future__ import annotations
 
-import ssl
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hookrelay.net.tls import kafka_ssl_context
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -27,66 +27,7 @@ if TYPE_CHECKING:
 
     from hookrelay.config import KafkaSettings
 
-__all__ = ["SslFilesError", "build_ssl_context", "client_options", "committed_with_metadata"]
-
-
-class SslFilesError(ValueError):
-    """A CA, certificate or key file cannot be used; ``key`` is the setting it came from
-    (``ssl_ca_file``, ``ssl_cert_file`` or ``ssl_key_file``) and the message names the file,
-    never its content."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def build_ssl_context(
-    ca_file: str | None, cert_file: str | None, key_file: str | None
-) -> ssl.SSLContext:
-    """A client ``SSLContext`` that verifies the broker (``CERT_REQUIRED``, ``check_hostname``)
-    against the PEM CA bundle ``ca_file`` (system CAs when ``None``), presenting the PEM
-    certificate chain ``cert_file`` with its private key ``key_file`` (mutual TLS) when given.
-
-    Raises :class:`SslFilesError` when a file is missing, unreadable or holds no usable PEM
-    data.
-    """
-    from aiokafka.helpers import create_ssl_context  # noqa: PLC0415  (aiokafka is slow to import)
-
-    try:
-        context: ssl.SSLContext = create_ssl_context(cafile=ca_file)
-    except ssl.SSLError as e:
-        raise SslFilesError(
-            "ssl_ca_file", f"CA file {ca_file} holds no PEM certificate ({e.reason})"
-        ) from None
-    except OSError as e:
-        raise SslFilesError("ssl_ca_file", f"cannot read CA file {ca_file}: {e.strerror}") from None
-    if cert_file is not None:
-        _load_client_certificate(context, cert_file, key_file)
-    return context
-
-
-def _load_client_certificate(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
-    # OpenSSL's "no such file" does not say which of the two files it was: look first.
-    for key, file in (("ssl_cert_file", cert_file), ("ssl_key_file", key_file)):
-        if file is not None:
-            try:
-                Path(file).open("rb").close()
-            except OSError as e:
-                raise SslFilesError(key, f"cannot read {file}: {e.strerror}") from None
-    try:
-        context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
-    except ssl.SSLError as e:
-        raise SslFilesError(
-            "ssl_cert_file",
-            f"certificate {cert_file} and key {key_file or cert_file} do not load as a PEM "
-            f"certificate chain with its unencrypted private key ({e.reason})",
-        ) from None
-
-
-def _no_passphrase() -> str:
-    # Without a callback OpenSSL would prompt on the terminal for an encrypted key's
-    # passphrase; an empty one makes it fail instead.
-    return ""
+__all__ = ["client_options", "committed_with_metadata"]
 
 
 def client_options(kafka: KafkaSettings, role: str | None = None) -> dict[str, Any]:
@@ -104,7 +45,7 @@ def client_options(kafka: KafkaSettings, role: str | None = None) -> dict[str, A
         "security_protocol": kafka.security_protocol,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = build_ssl_context(
+        options["ssl_context"] = kafka_ssl_context(
             kafka.ssl_ca_file, kafka.ssl_cert_file, kafka.ssl_key_file
         )
     if kafka.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):

@@ -44,12 +44,12 @@ from aiokafka.errors import (
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
+from hookrelay.config.naming import DUE_HORIZON_MARGIN_S
 from hookrelay.kafka.clients import client_options, committed_with_metadata
 from hookrelay.kafka.membership import InstanceGuard
 from hookrelay.kafka.offsets import AckTracker
 from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
-    DUE_HORIZON_MARGIN_S,
     EVENT_COMMIT_METADATA,
     RETRY_COMMIT_METADATA,
     claimed_elsewhere,

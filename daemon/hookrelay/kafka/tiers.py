@@ -39,12 +39,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings
+from hookrelay.config.naming import TIER_LABEL
 from hookrelay.kafka.clients import client_options
 from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
     HEADER_PREFIX,
     RETRY_COMMIT_METADATA,
-    TIER_LABEL,
     claimed_elsewhere,
     split_commit_metadata,
 )

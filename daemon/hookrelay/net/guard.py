@@ -32,17 +32,12 @@ one exception: a metadata endpoint is only allowed by an entry that names exactl
 address (``169.254.169.254/32``), never by a broader range such as ``169.254.0.0/16`` or
 ``0.0.0.0/0``. A metadata service hands out cloud credentials; allowing "private networks"
 must not silently include it.
-
-The same module builds the TLS client contexts for endpoints (:func:`client_ssl_context`):
-verification always on (there is no switch to turn it off), TLS 1.2 at least, an optional CA
-bundle and client certificate, checked when the configuration loads.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
 from collections.abc import Iterable
 from typing import Final
 
@@ -56,8 +51,6 @@ __all__ = [
     "GuardedResolver",
     "Network",
     "NetworkPolicy",
-    "TlsFilesError",
-    "client_ssl_context",
     "refusal_reason",
 ]
 
@@ -242,61 +235,3 @@ class GuardedResolver(AbstractResolver):
         """Close the inner resolver."""
         if self._inner is not None:
             await self._inner.close()
-
-
-class TlsFilesError(ValueError):
-    """A TLS file cannot be used; ``key`` names the setting (``ca_file``, ``cert_file`` or
-    ``key_file``), the message names the file and never quotes its content."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def _no_passphrase() -> bytes:
-    # An encrypted key fails to load instead of OpenSSL prompting on the terminal.
-    return b""
-
-
-def client_ssl_context(
-    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
-) -> ssl.SSLContext:
-    """The TLS client context for webhook endpoints: certificate and host name verification
-    always on, TLS 1.2 at least.
-
-    ``ca_file`` (PEM) replaces the system's CA certificates for this context (a private CA,
-    or pinning one); ``cert_file`` (PEM chain) and ``key_file`` (PEM, unencrypted; omit it
-    when ``cert_file`` holds the key) make the client certificate sent to endpoints that ask
-    for one (mutual TLS). Raises :class:`TlsFilesError` naming the file that cannot be used.
-    """
-    if ca_file is not None:
-        _readable("ca_file", ca_file, "CA file")
-        try:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-        except ssl.SSLError:
-            message = f"CA file {ca_file} holds no usable PEM certificate"
-            raise TlsFilesError("ca_file", message) from None
-    else:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file is not None:
-        _readable("cert_file", cert_file, "client certificate file")
-        if key_file is not None:
-            _readable("key_file", key_file, "client key file")
-        try:
-            context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
-        except ssl.SSLError:
-            message = (
-                f"cannot use {cert_file}{' with ' + key_file if key_file else ''} as the client "
-                "certificate: expected a PEM certificate and its unencrypted PEM private key"
-            )
-            raise TlsFilesError("cert_file", message) from None
-    return context
-
-
-def _readable(key: str, file: str, what: str) -> None:
-    try:
-        with open(file, "rb"):
-            pass
-    except OSError as e:
-        raise TlsFilesError(key, f"cannot read {what} {file}: {e.strerror}") from None
