@@ -12,7 +12,7 @@ from hookrelay.config import load_settings
 from tests.integration.harness import hookrelay_cli, produce, running_daemon, unique, write_config
 from tests.kafka_broker import create_topics
 from tests.receiver import Receiver
-from tests.unit.test_importlogto import FIXTURE, LOGTO_KEYS, env_values
+from tests.unit.commands.test_import_logto import FIXTURE, LOGTO_KEYS, env_values
 
 pytestmark = pytest.mark.integration
 

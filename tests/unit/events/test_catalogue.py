@@ -58,7 +58,7 @@ the first four are ``InteractionHookEvent`` and the last three ``ExceptionHookEv
 
 LOGTO_INTERACTION_EVENTS = LOGTO_HOOK_EVENTS[:4]
 LOGTO_EXCEPTION_EVENTS = LOGTO_HOOK_EVENTS[-3:]
-DEMO_EVENTS = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "events.jsonl"
+DEMO_EVENTS = Path(__file__).resolve().parents[3] / "deploy" / "demo" / "events.jsonl"
 
 
 def test_the_catalogue_holds_exactly_logtos_31_hook_events() -> None:

@@ -22,8 +22,8 @@ from hookrelay.commands.import_logto import convert, parse
 from hookrelay.config import load_settings
 from hookrelay.errors import LogtoImportError
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "logto_hooks.json"
-ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "logto_hooks.json"
+ROOT = Path(__file__).resolve().parents[3]
 LOGTO_KEYS = {
     "s4x1hp2qk8ve0b7nt3mzc": "kQ7vZ3nR8tW2yB5mC9xL4pF6hJ1dS0aE",
     "9m2c7w4e1r6t8y0u3i5op": "Xb4Tn8Qe2Lr6Vw0Zc3Hy7Jm1Ks5Pa9Dg",

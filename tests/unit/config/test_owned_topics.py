@@ -19,7 +19,7 @@ from hookrelay.kafka.retries import (
 )
 from hookrelay.kafka.source import due_at_s
 from hookrelay.kafka.tiers import candidate_topics
-from tests.unit.test_config import main_file, refusals
+from tests.unit.config.test_config import main_file, refusals
 
 
 def test_dead_letter_and_retry_names_derive_from_the_group_id(tmp_path: Path) -> None:

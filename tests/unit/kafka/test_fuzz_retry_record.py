@@ -25,7 +25,7 @@ from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
 from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.metrics import Metrics
 from hookrelay.pipeline import Pipeline
-from tests.unit.test_dispatcher import OK, FakeProducer, FakeSender
+from tests.unit.delivery.test_dispatcher import OK, FakeProducer, FakeSender
 from tests.unit.tracking import commit_offsets
 
 GROUP = "g-prod"

@@ -27,7 +27,7 @@ from hookrelay.config import (
 )
 from hookrelay.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO / "config"
 DEMO_DIR = REPO / "deploy" / "demo"
 DEMO_KEYS = DEMO_DIR / "keys"
