@@ -34,7 +34,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -81,6 +81,8 @@ FIRST_NAME_LOOK_S = 5.0
 group has no offsets on, e.g. the shared names of before the upgrade): start-up does not
 wait for reading them."""
 """Seconds between looks for retry tiers of an earlier configuration (``tiers``)."""
+CANCEL_AGAIN_S = 1.0
+"""Seconds a cancelled task may run on before the shutdown cancels it again."""
 READINESS_POLL_S = 0.5
 """Seconds between readiness checks reported to systemd (READY=1 comes at most this late)."""
 
@@ -91,7 +93,8 @@ async def _bounded(
     """Run one shutdown step until ``end`` (monotonic) or ``cap_s``; log, never raise."""
     timeout = max(0.5, min(cap_s, end - time.monotonic()))
     try:
-        await asyncio.wait_for(work, timeout)
+        async with asyncio.timeout(timeout):
+            await work
     except TimeoutError:
         log.warning("shutdown_step_timed_out", step=step, timeout_s=round(timeout, 1))
     except asyncio.CancelledError:
@@ -102,6 +105,25 @@ async def _bounded(
         log.warning("shutdown_step_cancelled", step=step)
     except Exception as e:
         log.warning("shutdown_step_failed", step=step, error=f"{type(e).__name__}: {e}")
+
+
+async def cancel_until_done(
+    tasks: Iterable[asyncio.Task[Any]], again_after_s: float = CANCEL_AGAIN_S
+) -> None:
+    """Cancel ``tasks`` and return once every one has ended, cancelling again each
+    ``again_after_s`` seconds one that outlived its cancellation (logged as
+    ``task_cancelled_again``). On Python 3.11 ``asyncio.wait_for`` drops a cancellation that
+    arrives as its inner future completes (CPython gh-86296); hookrelay's own code uses
+    ``asyncio.timeout`` instead, but a loop in a library can still swallow one, and the
+    TaskGroup around the tasks would then wait for it forever."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=again_after_s)
+        for task in pending:
+            log.warning("task_cancelled_again", task=task.get_name())
+            task.cancel()
 
 
 def _kafka_reason(error: KafkaError) -> str:
@@ -418,8 +440,7 @@ class Daemon:
             await self._drain()
             # The final commit happens in _close(); a periodic one stuck on an absent
             # cluster must not hold the shutdown.
-            for task in (committer, probe, writer, watchdog, reloader, tiers):
-                task.cancel()
+            await cancel_until_done((committer, probe, writer, watchdog, reloader, tiers))
 
     async def _start_clients(self) -> bool:
         """Open the HTTP session, then connect to Kafka, retrying with backoff while the
@@ -448,7 +469,8 @@ class Daemon:
                     retry_in_s=backoff_s,
                 )
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), backoff_s)
+                    async with asyncio.timeout(backoff_s):
+                        await self.stopping.wait()
                 backoff_s = min(backoff_s * 2, 10.0)
                 continue
             self._kafka_error = ""

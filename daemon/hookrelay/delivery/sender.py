@@ -556,4 +556,5 @@ def _readable(error: BaseException) -> str:
 async def close_quietly(sender: HttpSender, timeout_s: float = 5.0) -> None:
     """Close ``sender`` within ``timeout_s``; a hung close is abandoned, not awaited forever."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(sender.close(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await sender.close()

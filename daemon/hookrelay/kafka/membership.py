@@ -93,10 +93,12 @@ class InstanceGuard:
         self.settling = True
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), 2 * self._heartbeat_s)
+                async with asyncio.timeout(2 * self._heartbeat_s):
+                    await stopping.wait()
             if stopping.is_set():
                 return
-            held = await asyncio.wait_for(self._member_registered(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                held = await self._member_registered()
         except (KafkaError, TimeoutError) as e:
             log.warning("group_describe_failed", error=f"{type(e).__name__}: {e}")
             held = False

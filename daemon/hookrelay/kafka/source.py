@@ -237,7 +237,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._starting.update(assigned)
         self.consumer.pause(*assigned)
         try:
-            await asyncio.wait_for(self._check_starts(list(assigned)), self._commit_timeout_s)
+            async with asyncio.timeout(self._commit_timeout_s):
+                await self._check_starts(list(assigned))
         except (KafkaError, TimeoutError) as e:
             # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, a tier
             # is remembered at its first regular commit, and without the previous owner's
@@ -400,7 +401,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self.instance.settle(stopping)
             if self.instance.conflict:
                 with contextlib.suppress(TimeoutError):  # consumes nothing until restarted
-                    await asyncio.wait_for(stopping.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await stopping.wait()
                 continue
             self._apply_pauses()
             # Paused, getmany only waits out its timeout: a short one re-checks the load soon
@@ -488,10 +490,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             # Shielded so a cancelled caller never leaves a half-sent commit; bounded so an
             # absent cluster cannot hold the committer (the next round retries).
-            await asyncio.wait_for(
-                asyncio.shield(self.consumer.commit(self._kafka_offsets(offsets))),
-                self._commit_timeout_s,
-            )
+            async with asyncio.timeout(self._commit_timeout_s):
+                await asyncio.shield(self.consumer.commit(self._kafka_offsets(offsets)))
         except OffsetMetadataTooLargeError:
             self._offset_maps = False  # the next round commits role tags only
             self._metrics.commit_failures.inc()
@@ -533,7 +533,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         interval = self._settings.commit_interval_s
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await stopping.wait()
             await self.commit()
 
     async def probe(self, timeout_s: float = 5.0) -> bool:
@@ -541,7 +542,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         readiness uses (aiokafka's fetch loop hides a lost broker, it just returns nothing).
         Also notes event topics that do not exist (``missing_topics``)."""
         try:
-            existing = await asyncio.wait_for(self.consumer.topics(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                existing = await self.consumer.topics()
         except (KafkaError, TimeoutError) as e:
             if not self.probe_failing:
                 log.warning("kafka_unreachable", error=f"{type(e).__name__}: {e}")
@@ -569,7 +571,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         if not assignment:
             return
         try:
-            ends = await asyncio.wait_for(self.consumer.end_offsets(assignment), 5.0)
+            async with asyncio.timeout(5.0):
+                ends = await self.consumer.end_offsets(assignment)
         except (KafkaError, TimeoutError, AssertionError):
             return  # the cluster is away or the assignment changed; next round
         for tp, end in ends.items():
@@ -599,7 +602,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _position(self, tp: TopicPartition) -> int | None:
         """The fetch position, when known (never waits for an offset reset)."""
         try:
-            return int(await asyncio.wait_for(self.consumer.position(tp), 0.5))
+            async with asyncio.timeout(0.5):
+                return int(await self.consumer.position(tp))
         except (KafkaError, TimeoutError, AssertionError, IllegalStateError):
             return None
 
