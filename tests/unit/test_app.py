@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -38,27 +39,23 @@ async def test_python_3_11_wait_for_drops_a_cancellation_that_asyncio_timeout_ke
     CPython gh-107547 (a sibling of gh-86296) on this interpreter, and ``asyncio.timeout`` in
     the same place."""
 
-    async def wait_for_after_cancel() -> str:
+    async def cancelled_while_waiting(
+        wait: Callable[[asyncio.Future[None]], Awaitable[None]],
+    ) -> str:
         inner = asyncio.ensure_future(asyncio.sleep(0))
         await inner
         current = asyncio.current_task()
         assert current is not None
         current.cancel()
-        await asyncio.wait_for(inner, timeout=10)
-        await asyncio.sleep(0)  # the cancellation is gone: this suspension does not raise
+        await wait(inner)
+        await asyncio.sleep(0)  # a kept cancellation is raised at this suspension
         return "ran on"
 
-    async def timeout_after_cancel() -> str:
-        inner = asyncio.ensure_future(asyncio.sleep(0))
-        await inner
-        current = asyncio.current_task()
-        assert current is not None
-        current.cancel()
+    async def with_timeout(inner: asyncio.Future[None]) -> None:
         async with asyncio.timeout(10):
             await inner
-        await asyncio.sleep(0)
-        return "ran on"
 
-    assert await asyncio.create_task(wait_for_after_cancel()) == "ran on"
+    dropped = cancelled_while_waiting(lambda inner: asyncio.wait_for(inner, timeout=10))
+    assert await asyncio.create_task(dropped) == "ran on"
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.create_task(timeout_after_cancel())
+        await asyncio.create_task(cancelled_while_waiting(with_timeout))
