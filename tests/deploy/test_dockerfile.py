@@ -179,7 +179,7 @@ def test_the_wheel_builds_from_the_context_and_installs_with_uvloop(
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
     assert "hookrelay/commands/cli.py" in names and "hookrelay/py.typed" in names
-    assert "hookrelay/ops/admin_openapi.yaml" in names
+    assert "hookrelay/ops/admin/admin_openapi.yaml" in names
     assert all(n.startswith(("hookrelay/", "hookrelay-")) for n in names), names
     assert b"Provides-Extra: fast" in metadata
 

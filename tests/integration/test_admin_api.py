@@ -27,7 +27,7 @@ from tests.integration.harness import (
 )
 from tests.kafka_broker import create_topics
 from tests.receiver import Receiver, Reply
-from tests.unit.ops.test_admin_api import TOKEN, Admin, running
+from tests.unit.ops.admin.test_admin_api import TOKEN, Admin, running
 
 pytestmark = pytest.mark.integration
 

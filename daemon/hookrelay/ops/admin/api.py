@@ -1,18 +1,14 @@
-"""The admin HTTP listener: probes, metrics and the ``/v1`` admin API.
+"""The ``/v1`` admin API: its routes, bearer-token guard, handlers and problem answers.
 
-Routes (``admin_openapi.yaml`` in this package is the OpenAPI 3.1 document of them all, and is
-served at ``GET /v1/openapi.json``)::
+Routes::
 
-    GET  /metrics                 Prometheus text exposition              no auth
-    GET  /healthz                 200 while the event loop runs           no auth
-    GET  /readyz                  200 when consuming, else 503 + reasons  no auth
-    GET  /v1/hooks                every hook with its state               bearer token
-    GET  /v1/hooks/{id}           one hook (404 if not configured)        bearer token
-    POST /v1/hooks/{id}/test      send a Logto-style test payload now     bearer token
-    GET  /v1/deliveries           recent attempts (?hook_id=&outcome=&limit=)  bearer token
-    GET  /v1/partitions           assigned partitions: offsets, lag, holds bearer token
-    POST /v1/reload               re-read the configuration files        bearer token
-    GET  /v1/openapi.json         the OpenAPI document                    bearer token
+    GET  /v1/hooks                every hook with its state
+    GET  /v1/hooks/{id}           one hook (404 if not configured)
+    POST /v1/hooks/{id}/test      send a Logto-style test payload now
+    GET  /v1/deliveries           recent attempts (?hook_id=&outcome=&limit=)
+    GET  /v1/partitions           assigned partitions: offsets, lag, holds
+    POST /v1/reload               re-read the configuration files
+    GET  /v1/openapi.json         the OpenAPI document
 
 Everything under ``/v1`` needs ``Authorization: Bearer <admin.token>`` (RFC 6750), compared in
 constant time. Without a configured token the ``/v1`` API is disabled: every ``/v1`` path
@@ -20,23 +16,12 @@ answers 403. A missing or wrong token answers 401 with ``WWW-Authenticate: Beare
 under ``/v1`` are ``application/problem+json`` (RFC 9457: ``type``, ``title``, ``status``,
 ``detail``, plus ``errors`` for bad parameters and ``issues`` for a refused configuration);
 the token never appears in an answer or a log line. ``/v1`` answers carry
-``Cache-Control: no-store``.
-
-The listener binds to ``admin.listen`` (loopback by default). What the API reports and does
-comes from an :class:`AdminBackend`, which ``app.Daemon`` implements.
-
-The listener stays usable under a flood of connections, authenticated or not, because the
-kubelet and Prometheus must always get through: a connection that has not sent a whole
-request ``IDLE_TIMEOUT_S`` after it opened or after its last answer is closed (slow or
-never-finished headers included), and at most ``MAX_CONNECTIONS`` are open at once — a new
-one beyond that closes the connection idle the longest, or is refused (closed at once) when
-every connection is busy with a request. Both are counted in
-``hookrelay_admin_connections_closed_total{reason}``.
+``Cache-Control: no-store``. What the API reports and does comes from an
+:class:`AdminBackend`, which the supervisor (``hookrelay.app``) implements.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,19 +32,14 @@ from typing import Any, Final, Protocol
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from multidict import MultiMapping
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
 from hookrelay.errors import ConfigError
 from hookrelay.ops.logs import get_logger, register_secrets
-from hookrelay.ops.metrics import CONTENT_TYPE, Metrics
 
 log = get_logger("hookrelay.admin")
-
-ReadinessCheck = Callable[[], list[str]]
-"""Returns the reasons the daemon is not ready; empty when ready."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -114,12 +94,6 @@ DELIVERIES_LIMIT_MAX: Final = 1000
 MAX_REQUEST_BYTES: Final = 64 * 1024
 """Largest request body read (the only body the API takes is ``{"event": ...}``); more is 413."""
 
-IDLE_TIMEOUT_S: Final = 5.0
-"""Seconds a connection may hold without a request in progress (aiohttp's keep-alive timer,
-which also runs from the moment a connection opens)."""
-MAX_CONNECTIONS: Final = 64
-"""Open admin connections at most: far above what probes, scrapes and an operator need, and
-far below a process's file-descriptor limit (deliveries and Kafka need theirs)."""
 API_PREFIX: Final = "/v1"
 DISABLED_DETAIL: Final = "admin API disabled: set admin.token or admin.token_file"
 _REALM: Final = 'Bearer realm="hookrelay-admin"'
@@ -173,36 +147,11 @@ def _json(data: object) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
 
 
-class _QuietHandler(RequestHandler):
-    """aiohttp's request handler, except that the answer to a request its parser refused
-    (400) says only "Bad Request": aiohttp's quotes the offending line, which may hold the
-    admin token (a token file saved with CR LF sends ``Bearer <token>\\r``)."""
-
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if message is not None and 400 <= status < 500:
-            message = HTTPStatus(status).phrase
-        response: web.StreamResponse = super().handle_error(request, status, exc, message)
-        return response
-
-
-class _Refused(asyncio.Protocol):
-    """A connection beyond ``MAX_CONNECTIONS`` when none can make room: closed at once."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
-
-
 @cache
 def openapi_document() -> dict[str, Any]:
     """The admin listener's OpenAPI 3.1 document (``admin_openapi.yaml``, package data) as
     plain JSON-compatible data."""
-    text = resources.files("hookrelay.ops").joinpath("admin_openapi.yaml").read_text("utf-8")
+    text = resources.files("hookrelay.ops.admin").joinpath("admin_openapi.yaml").read_text("utf-8")
     document: dict[str, Any] = YAML(typ="safe", pure=True).load(text)
     return document
 
@@ -212,42 +161,28 @@ def _openapi_json() -> bytes:
     return orjson.dumps(openapi_document())
 
 
-def _is_api(path: str) -> bool:
+def is_api(path: str) -> bool:
+    """True for ``/v1`` and every path under it (the API's guard answers them all)."""
     return path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
 
-class AdminServer:
-    """aiohttp server for the admin listener; ``start()``/``stop()`` own its lifetime.
-
-    ``backend`` answers the ``/v1`` API and ``token`` (``admin.token``) guards it; without a
-    token the ``/v1`` API is disabled (403). A token without a backend is a programming error
-    (``ValueError``): there would be nothing to serve. The token is registered with the log
-    redactor so that it can never reach a log line.
+class AdminApi:
+    """The ``/v1`` routes and their guard: ``backend`` answers them and ``token``
+    (``admin.token``) guards them; without a token every ``/v1`` path answers 403. A token
+    without a backend is a programming error (``ValueError``): there would be nothing to
+    serve. The token is registered with the log redactor so that it never reaches a log line.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        metrics: Metrics,
-        readiness: ReadinessCheck,
-        *,
-        backend: AdminBackend | None = None,
-        token: SecretStr | None = None,
-    ) -> None:
-        if token is not None and backend is None:
-            raise ValueError("an admin token needs a backend: the /v1 API would serve nothing")
-        self._host = host
-        self._port = port
-        self._metrics = metrics
-        self._readiness = readiness
+    def __init__(self, backend: AdminBackend | None, token: SecretStr | None) -> None:
         self._backend = backend
         self._token: bytes | None = None
         self.set_token(token)
-        self._runner: web.AppRunner | None = None
-        self._listener: asyncio.Server | None = None
-        self.port = port
         openapi_document()  # a broken package fails at construction, not on the first GET
+
+    @property
+    def enabled(self) -> bool:
+        """True when a token is configured (the API answers requests)."""
+        return self._token is not None
 
     def set_token(self, token: SecretStr | None) -> None:
         """Use ``token`` from now on (a reload may rotate it; ``None`` disables ``/v1``)."""
@@ -260,11 +195,9 @@ class AdminServer:
         register_secrets([text])
         self._token = text.encode("utf-8")
 
-    def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._api_guard], client_max_size=MAX_REQUEST_BYTES)
-        app.router.add_get("/metrics", self._get_metrics)
-        app.router.add_get("/healthz", self._get_healthz)
-        app.router.add_get("/readyz", self._get_readyz)
+    def add_routes(self, app: web.Application) -> None:
+        """Mount the ``/v1`` routes and the guard that answers every ``/v1`` path."""
+        app.middlewares.append(self._api_guard)
         v1 = API_PREFIX
         app.router.add_get(f"{v1}/hooks", self._list_hooks, allow_head=False)
         app.router.add_get(f"{v1}/hooks/{{id}}", self._get_hook, allow_head=False)
@@ -273,72 +206,12 @@ class AdminServer:
         app.router.add_get(f"{v1}/partitions", self._list_partitions, allow_head=False)
         app.router.add_post(f"{v1}/reload", self._reload)
         app.router.add_get(f"{v1}/openapi.json", self._get_openapi, allow_head=False)
-        return app
 
-    async def start(self) -> None:
-        """Listen on ``host:port`` (port 0 picks a free one, then ``self.port`` tells it)."""
-        self._runner = web.AppRunner(
-            self._app(), access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT_S
-        )
-        await self._runner.setup()
-        server = self._runner.server
-        assert server is not None, "set up above"
-        # Our own listening socket rather than web.TCPSite: every accepted connection goes
-        # through _admit, which enforces MAX_CONNECTIONS.
-        self._listener = await asyncio.get_running_loop().create_server(
-            lambda: self._admit(server), self._host, self._port, reuse_address=True
-        )
-        self.port = int(self._listener.sockets[0].getsockname()[1])
-        api = "enabled" if self._token is not None else "disabled (no admin.token)"
-        log.info("admin_listening", host=self._host, port=self.port, api=api)
-
-    def _admit(self, server: web.Server) -> asyncio.BaseProtocol:
-        """The protocol for a new connection: aiohttp's handler, after making room for it
-        (the connection idle the longest is closed); a connection that finds every slot
-        busy with a request is closed at once."""
-        connections = server.connections
-        if len(connections) >= MAX_CONNECTIONS:
-            # aiohttp keeps connections in the order they opened; _request_in_progress is
-            # its own flag for a handler answering a request (aiohttp 3.9+).
-            idle = [h for h in connections if not getattr(h, "_request_in_progress", True)]
-            if not idle:
-                self._metrics.admin_connections_closed.labels("over_limit").inc()
-                return _Refused()
-            idle[0].force_close()
-            self._metrics.admin_connections_closed.labels("evicted_idle").inc()
-        # aiohttp's own handler, but answering a malformed request without quoting it.
-        return _QuietHandler(server, loop=server._loop, **server._kwargs)
-
-    async def stop(self) -> None:
-        """Stop listening and close open connections."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    # Probes and metrics: never authenticated (Prometheus and the kubelet have no token).
-
-    async def _get_metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
-    async def _get_healthz(self, _request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
-
-    async def _get_readyz(self, _request: web.Request) -> web.Response:
-        reasons = self._readiness()
-        self._metrics.ready.set(0 if reasons else 1)
-        body = orjson.dumps({"ready": not reasons, "reasons": reasons})
-        return web.Response(
-            body=body, status=503 if reasons else 200, content_type="application/json"
-        )
-
-    # The /v1 API: authorisation and errors for every path under it, matched or not.
+    # Authorisation and errors for every path under /v1, matched or not.
 
     @web.middleware
     async def _api_guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not _is_api(request.path):
+        if not is_api(request.path):
             return await handler(request)
         try:
             self._authorize(request)
