@@ -1,4 +1,4 @@
-"""hookrelay.app: the supervisor's shutdown ends every task, even one that outlives a cancel."""
+"""hookrelay.app.shutdown: every task ends at shutdown, even one that outlives a cancel."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from hookrelay.app import cancel_until_done
+from hookrelay.app.shutdown import cancel_until_done
 
 
 async def test_a_task_that_swallows_its_first_cancellation_is_cancelled_again() -> None:

@@ -1,4 +1,4 @@
-"""The supervisor: builds the pipeline, runs its named tasks, and shuts down in order.
+"""The daemon: builds the pipeline, runs its named tasks, handles signals and reloads.
 
 Tasks (in one ``asyncio.TaskGroup``; if any dies unexpectedly, all stop and the daemon
 exits non-zero, loudly):
@@ -12,18 +12,9 @@ exits non-zero, loudly):
   prefix that hold this group's retries again (``tiers``; also checked before start);
 - ``shutdown``: waits for the stop signal, then runs the shutdown sequence.
 
-Shutdown order (SIGTERM/SIGINT set a flag and nothing else):
-1. stop fetching; 2. drain queued and in-flight deliveries for up to ``shutdown.grace_s``;
-3. abandon what is left (unsettled, so consumed again after restart); 4. commit settled
-offsets; 5. close the HTTP session; 6. stop the producer (flushes acknowledged dead letters)
-and the consumer (leaves the group); 7. stop the admin server. A second signal, or
-``shutdown.hard_deadline_s`` after the first, exits the process at once.
-
-Under systemd (``$NOTIFY_SOCKET`` set, see ``sdnotify``), two more tasks live for the whole of
-``run()``: ``systemd-readiness`` sends READY=1 the first time the daemon is ready (what makes
-``/readyz`` answer 200) and STATUS= on every change; ``systemd-watchdog`` sends WATCHDOG=1
-at half the unit's ``WatchdogSec=``, from the event loop, so a blocked loop stops the pings
-and systemd restarts the daemon. STOPPING=1 goes out when the shutdown sequence begins.
+The shutdown order is in ``shutdown`` (SIGTERM and SIGINT only set a flag; a second signal,
+or ``shutdown.hard_deadline_s`` after the first, exits at once: here). Under systemd the
+reporting tasks of ``systemd`` live for the whole of ``run()``.
 """
 
 from __future__ import annotations
@@ -34,19 +25,20 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Coroutine, Iterable
 from contextlib import suppress
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, RequestTimedOutError
 
+from hookrelay.app.admin_view import AdminView
+from hookrelay.app.shutdown import ShutdownOrder, cancel_until_done
+from hookrelay.app.systemd import SystemdReporting
 from hookrelay.config import Settings, config_warnings, load_settings
 from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.router import Router
-from hookrelay.delivery.sender import HttpSender, Sender, close_quietly
+from hookrelay.delivery.sender import HttpSender, Sender
 from hookrelay.errors import ConfigError
-from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
 from hookrelay.kafka.clients import client_options
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.kafka.offsets import AckTracker
@@ -60,7 +52,6 @@ from hookrelay.ops.history import History
 from hookrelay.ops.logs import (
     configure_logging,
     get_logger,
-    redacted_url,
     register_secrets,
     url_secrets,
 )
@@ -81,49 +72,6 @@ FIRST_NAME_LOOK_S = 5.0
 group has no offsets on, e.g. the shared names of before the upgrade): start-up does not
 wait for reading them."""
 """Seconds between looks for retry tiers of an earlier configuration (``tiers``)."""
-CANCEL_AGAIN_S = 1.0
-"""Seconds a cancelled task may run on before the shutdown cancels it again."""
-READINESS_POLL_S = 0.5
-"""Seconds between readiness checks reported to systemd (READY=1 comes at most this late)."""
-
-
-async def _bounded(
-    step: str, work: Coroutine[Any, Any, Any], end: float, cap_s: float = 30.0
-) -> None:
-    """Run one shutdown step until ``end`` (monotonic) or ``cap_s``; log, never raise."""
-    timeout = max(0.5, min(cap_s, end - time.monotonic()))
-    try:
-        async with asyncio.timeout(timeout):
-            await work
-    except TimeoutError:
-        log.warning("shutdown_step_timed_out", step=step, timeout_s=round(timeout, 1))
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # we are being cancelled ourselves: let it through
-        # aiokafka's stop() can surface the cancellation of its own internal tasks.
-        log.warning("shutdown_step_cancelled", step=step)
-    except Exception as e:
-        log.warning("shutdown_step_failed", step=step, error=f"{type(e).__name__}: {e}")
-
-
-async def cancel_until_done(
-    tasks: Iterable[asyncio.Task[Any]], again_after_s: float = CANCEL_AGAIN_S
-) -> None:
-    """Cancel ``tasks`` and return once every one has ended, cancelling again each
-    ``again_after_s`` seconds one that outlived its cancellation (logged as
-    ``task_cancelled_again``). On Python 3.11 ``asyncio.wait_for`` drops a cancellation that
-    arrives as its inner future completes (CPython gh-86296); hookrelay's own code uses
-    ``asyncio.timeout`` instead, but a loop in a library can still swallow one, and the
-    TaskGroup around the tasks would then wait for it forever."""
-    pending = {task for task in tasks if not task.done()}
-    for task in pending:
-        task.cancel()
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=again_after_s)
-        for task in pending:
-            log.warning("task_cancelled_again", task=task.get_name())
-            task.cancel()
 
 
 def _kafka_reason(error: KafkaError) -> str:
@@ -146,7 +94,7 @@ def register_settings_secrets(settings: Settings) -> None:
     register_secrets(values)
 
 
-class Daemon:
+class Daemon(AdminView, SystemdReporting, ShutdownOrder):
     """hookrelay's long-running process. ``await Daemon(settings).run()`` returns the exit
     status (0 after a clean shutdown). ``sender`` may be injected for tests, and ``notifier``
     (default: from this process's environment, a no-op outside systemd)."""
@@ -328,57 +276,6 @@ class Daemon:
             with suppress(ConfigError):
                 await self.reload()
 
-    # -- what the admin API asks (admin.AdminBackend) ---------------------------------------
-
-    def hooks(self) -> list[dict[str, Any]]:
-        """Every configured hook with its state, in configuration order."""
-        now = time.time()
-        found = []
-        for hook in self.settings.hooks:
-            state = self.dispatcher.lane_state(hook.id)
-            if state is None:  # disabled: no lane
-                state = {"paused": False, "circuit": "closed", "pending": 0, "in_flight": 0}
-            limit = hook.rate_limit
-            found.append({
-                "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
-                "events": list(hook.events), "enabled": hook.enabled, **state,
-                "rate_limit": None if limit is None else {
-                    "per_second": limit.per_second, "burst": limit.effective_burst,
-                },
-                "last_24h": self.history.last_24h(hook.id, now),
-            })  # fmt: skip
-        return found
-
-    def deliveries(
-        self, *, hook_id: str | None, outcome: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Recent attempts, newest first (``history.AttemptLog.recent``)."""
-        return self.history.attempts.recent(hook_id=hook_id, outcome=outcome, limit=limit)
-
-    def partitions(self) -> list[dict[str, Any]]:
-        """The assigned partitions with offsets, lag and what holds them (``Source``)."""
-        return self.source.partitions()
-
-    async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
-        """POST a Logto-style test payload to one hook now, outside the retry machinery
-        (nothing is retried, counted or logged as a delivery). Raises ``LookupError`` for an
-        unknown hook id, ``ValueError`` for an empty event name."""
-        hook = next((h for h in self.settings.hooks if h.id == hook_id), None)
-        if hook is None:
-            raise LookupError(hook_id)
-        name = DEFAULT_TEST_EVENT if event is None else event.strip()
-        if not name:
-            raise ValueError("event name must not be empty")
-        did, body = test_request(hook.id, name, int(time.time() * 1000))
-        result = await self._sender.attempt(hook, did, body)
-        log.info("test_payload_sent", hook_id=hook.id, event_name=name, status=result.status,
-                 error=result.error)  # fmt: skip
-        return {
-            "hook_id": hook.id, "event": name, "delivery_id": did, "status": result.status,
-            "duration_ms": round(result.duration_s * 1000, 1), "error": result.error,
-            "response_body": result.response_head[:1024].decode("utf-8", errors="replace"),
-        }  # fmt: skip
-
     async def run(self) -> int:
         """Start everything, run until stopped, shut down in order; return the exit status.
         Raises ``RuntimeError`` (after the shutdown) when a systemd reporting task died."""
@@ -530,78 +427,3 @@ class Daemon:
             await asyncio.sleep(1.0)
             self.dispatcher.check_health()
             self.dispatcher.prune_retired()
-
-    async def _report_to_systemd(self) -> None:
-        timeout_s = self.systemd.watchdog_timeout_s
-        log.info("systemd_notify", notify_socket=self.systemd.address, watchdog_s=timeout_s)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._report_readiness(), name="systemd-readiness")
-            if timeout_s is not None:
-                # Half the timeout, as sd_watchdog_enabled(3) advises: one late ping is no kill.
-                tg.create_task(self._ping_watchdog(timeout_s / 2), name="systemd-watchdog")
-
-    async def _report_readiness(self) -> None:
-        """READY=1 the first time ``not_ready_reasons()`` is empty, STATUS= on every change,
-        until the shutdown begins (then STOPPING=1 has the last word)."""
-        ready_sent = False
-        shown = ""
-        while not self.stopping.is_set():
-            reasons = self.not_ready_reasons()
-            status = self._status_line(reasons)
-            if not reasons and not ready_sent:
-                self.systemd.ready(status)
-                ready_sent = True
-                log.info("systemd_ready")
-            elif status != shown:
-                self.systemd.status(status)
-            shown = status
-            await asyncio.sleep(READINESS_POLL_S)
-
-    def _status_line(self, reasons: list[str]) -> str:
-        if reasons:
-            return "not ready: " + "; ".join(reasons)
-        topics = ", ".join(self.settings.kafka.topics)
-        return f"ready: consuming {topics}, {len(self.settings.hooks)} hooks"
-
-    async def _ping_watchdog(self, interval_s: float) -> None:
-        while True:
-            self.systemd.watchdog()
-            await asyncio.sleep(interval_s)
-
-    def _on_reporting_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        # Without its pings systemd would kill the daemon mid-delivery: stop in order instead.
-        log.error("systemd_reporting_failed", error=repr(task.exception()))
-        self.request_stop()
-
-    async def _drain(self) -> None:
-        grace = self.settings.shutdown.grace_s
-        drained = await self.dispatcher.drain(grace)
-        abandoned = await self.dispatcher.close()
-        log.info("deliveries_drained", complete=drained, abandoned=abandoned)
-
-    async def _close(self) -> None:
-        """Steps 4-7 of the shutdown order. Each step runs even if an earlier one failed, and
-        each is bounded so the whole sequence ends before ``shutdown.hard_deadline_s`` even
-        with the cluster away (then nothing can be committed: the records stay unsettled
-        and are consumed again, which is what at-least-once asks)."""
-        if not self.stopping.is_set():
-            self.systemd.stopping("stopping")
-        self.stopping.set()
-        s = self.settings.shutdown
-        end = time.monotonic() + max(5.0, s.hard_deadline_s - s.grace_s - 2.0)
-        kafka_away = self.source.probe_failing or bool(self._kafka_error)
-        await _bounded("close_lanes", self.dispatcher.close(), end)
-        if self.source.started and not kafka_away:
-            await _bounded("final_commit", self.source.commit(), end, cap_s=10.0)
-        elif self.source.started:
-            log.warning("final_commit_skipped", reason="kafka unreachable",
-                        hint="unsettled records are consumed again after restart")  # fmt: skip
-        await close_quietly(self._http)
-        # Stopped even when start() failed half-way, so no connection or task is left open.
-        cap = 2.0 if kafka_away else 10.0
-        await _bounded("producer_stop", self.producer.stop(), end, cap_s=cap)
-        self._producer_started = False
-        await _bounded("consumer_stop", self.source.stop(), end, cap_s=cap)
-        await self.admin.stop()

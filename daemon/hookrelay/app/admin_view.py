@@ -1,0 +1,78 @@
+"""What the admin API asks the daemon (``ops.admin.AdminBackend``): hooks with their state,
+recent attempts, assigned partitions, and a test payload sent now. ``reload`` lives with the
+daemon, which SIGHUP also drives.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hookrelay.config import Settings
+from hookrelay.delivery.dispatcher import Dispatcher
+from hookrelay.delivery.sender import Sender
+from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
+from hookrelay.kafka.source import Source
+from hookrelay.ops.history import History
+from hookrelay.ops.logs import get_logger, redacted_url
+
+log = get_logger("hookrelay.app")
+
+
+class AdminView:
+    """The admin API's answers, mixed into ``Daemon`` (which provides the parts named below)."""
+
+    settings: Settings
+    dispatcher: Dispatcher
+    history: History
+    source: Source
+    _sender: Sender
+
+    def hooks(self) -> list[dict[str, Any]]:
+        """Every configured hook with its state, in configuration order."""
+        now = time.time()
+        found = []
+        for hook in self.settings.hooks:
+            state = self.dispatcher.lane_state(hook.id)
+            if state is None:  # disabled: no lane
+                state = {"paused": False, "circuit": "closed", "pending": 0, "in_flight": 0}
+            limit = hook.rate_limit
+            found.append({
+                "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
+                "events": list(hook.events), "enabled": hook.enabled, **state,
+                "rate_limit": None if limit is None else {
+                    "per_second": limit.per_second, "burst": limit.effective_burst,
+                },
+                "last_24h": self.history.last_24h(hook.id, now),
+            })  # fmt: skip
+        return found
+
+    def deliveries(
+        self, *, hook_id: str | None, outcome: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Recent attempts, newest first (``history.AttemptLog.recent``)."""
+        return self.history.attempts.recent(hook_id=hook_id, outcome=outcome, limit=limit)
+
+    def partitions(self) -> list[dict[str, Any]]:
+        """The assigned partitions with offsets, lag and what holds them (``Source``)."""
+        return self.source.partitions()
+
+    async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
+        """POST a Logto-style test payload to one hook now, outside the retry machinery
+        (nothing is retried, counted or logged as a delivery). Raises ``LookupError`` for an
+        unknown hook id, ``ValueError`` for an empty event name."""
+        hook = next((h for h in self.settings.hooks if h.id == hook_id), None)
+        if hook is None:
+            raise LookupError(hook_id)
+        name = DEFAULT_TEST_EVENT if event is None else event.strip()
+        if not name:
+            raise ValueError("event name must not be empty")
+        did, body = test_request(hook.id, name, int(time.time() * 1000))
+        result = await self._sender.attempt(hook, did, body)
+        log.info("test_payload_sent", hook_id=hook.id, event_name=name, status=result.status,
+                 error=result.error)  # fmt: skip
+        return {
+            "hook_id": hook.id, "event": name, "delivery_id": did, "status": result.status,
+            "duration_ms": round(result.duration_s * 1000, 1), "error": result.error,
+            "response_body": result.response_head[:1024].decode("utf-8", errors="replace"),
+        }  # fmt: skip

@@ -1,0 +1,118 @@
+"""The shutdown order, and the bounds that keep it finite.
+
+SIGTERM or SIGINT set a flag and nothing else; then:
+1. stop fetching; 2. drain queued and in-flight deliveries for up to ``shutdown.grace_s``;
+3. abandon what is left (unsettled, so consumed again after restart); 4. commit settled
+offsets; 5. close the HTTP session; 6. stop the producer (flushes acknowledged dead letters)
+and the consumer (leaves the group); 7. stop the admin server. A second signal, or
+``shutdown.hard_deadline_s`` after the first, exits the process at once (``daemon``).
+Steps 1 to 3 end ``Daemon._run_tasks``; the rest is :meth:`ShutdownOrder._close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from hookrelay.config import Settings
+from hookrelay.delivery.dispatcher import Dispatcher
+from hookrelay.delivery.sender import HttpSender, close_quietly
+from hookrelay.kafka.source import Source
+from hookrelay.ops.admin import AdminServer
+from hookrelay.ops.logs import get_logger
+from hookrelay.ops.sdnotify import Notifier
+
+log = get_logger("hookrelay.app")
+
+CANCEL_AGAIN_S = 1.0
+"""Seconds a cancelled task may run on before the shutdown cancels it again."""
+
+
+async def bounded(
+    step: str, work: Coroutine[Any, Any, Any], end: float, cap_s: float = 30.0
+) -> None:
+    """Run one shutdown step until ``end`` (monotonic) or ``cap_s``; log, never raise."""
+    timeout = max(0.5, min(cap_s, end - time.monotonic()))
+    try:
+        async with asyncio.timeout(timeout):
+            await work
+    except TimeoutError:
+        log.warning("shutdown_step_timed_out", step=step, timeout_s=round(timeout, 1))
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves: let it through
+        # aiokafka's stop() can surface the cancellation of its own internal tasks.
+        log.warning("shutdown_step_cancelled", step=step)
+    except Exception as e:
+        log.warning("shutdown_step_failed", step=step, error=f"{type(e).__name__}: {e}")
+
+
+async def cancel_until_done(
+    tasks: Iterable[asyncio.Task[Any]], again_after_s: float = CANCEL_AGAIN_S
+) -> None:
+    """Cancel ``tasks`` and return once every one has ended, cancelling again each
+    ``again_after_s`` seconds one that outlived its cancellation (logged as
+    ``task_cancelled_again``). On Python 3.11 ``asyncio.wait_for`` drops a cancellation that
+    arrives as its inner future completes (CPython gh-86296); hookrelay's own code uses
+    ``asyncio.timeout`` instead, but a loop in a library can still swallow one, and the
+    TaskGroup around the tasks would then wait for it forever."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=again_after_s)
+        for task in pending:
+            log.warning("task_cancelled_again", task=task.get_name())
+            task.cancel()
+
+
+class ShutdownOrder:
+    """Steps 2 to 7 of the shutdown order, mixed into ``Daemon`` (which provides the parts
+    named below)."""
+
+    settings: Settings
+    stopping: asyncio.Event
+    systemd: Notifier
+    dispatcher: Dispatcher
+    source: Source
+    producer: AIOKafkaProducer
+    admin: AdminServer
+    _http: HttpSender
+    _kafka_error: str
+    _producer_started: bool
+
+    async def _drain(self) -> None:
+        grace = self.settings.shutdown.grace_s
+        drained = await self.dispatcher.drain(grace)
+        abandoned = await self.dispatcher.close()
+        log.info("deliveries_drained", complete=drained, abandoned=abandoned)
+
+    async def _close(self) -> None:
+        """Steps 4-7 of the shutdown order. Each step runs even if an earlier one failed, and
+        each is bounded so the whole sequence ends before ``shutdown.hard_deadline_s`` even
+        with the cluster away (then nothing can be committed: the records stay unsettled
+        and are consumed again, which is what at-least-once asks)."""
+        if not self.stopping.is_set():
+            self.systemd.stopping("stopping")
+        self.stopping.set()
+        s = self.settings.shutdown
+        end = time.monotonic() + max(5.0, s.hard_deadline_s - s.grace_s - 2.0)
+        kafka_away = self.source.probe_failing or bool(self._kafka_error)
+        await bounded("close_lanes", self.dispatcher.close(), end)
+        if self.source.started and not kafka_away:
+            await bounded("final_commit", self.source.commit(), end, cap_s=10.0)
+        elif self.source.started:
+            log.warning("final_commit_skipped", reason="kafka unreachable",
+                        hint="unsettled records are consumed again after restart")  # fmt: skip
+        await close_quietly(self._http)
+        # Stopped even when start() failed half-way, so no connection or task is left open.
+        cap = 2.0 if kafka_away else 10.0
+        await bounded("producer_stop", self.producer.stop(), end, cap_s=cap)
+        self._producer_started = False
+        await bounded("consumer_stop", self.source.stop(), end, cap_s=cap)
+        await self.admin.stop()
