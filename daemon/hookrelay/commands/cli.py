@@ -32,10 +32,8 @@ import orjson
 
 from hookrelay import __version__
 from hookrelay.config import Settings, Skippable, config_warnings, load_settings
-from hookrelay.errors import ConfigError, InvalidEventError, TopicsMissingError
+from hookrelay.errors import ConfigError, TopicsMissingError
 from hookrelay.events.catalogue import KNOWN_EVENTS
-from hookrelay.events.decode import decode
-from hookrelay.events.model import Origin
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
@@ -280,62 +278,15 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _read_events(source: str) -> list[tuple[str, bytes]]:
-    """Event values from a file or stdin, in order, each with where it was read (``line 3``,
-    ``element 2``, ``the document``) for error messages.
-
-    The whole input is tried as one JSON document first: an object is one event (its bytes
-    sent as written, pretty-printed or not), an array is one event per element. Otherwise
-    each non-blank line that does not start with ``#`` is one record, sent byte for byte
-    (JSON lines).
-    """
-    raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    whole = raw.strip()
-    try:
-        document = orjson.loads(whole)
-    except orjson.JSONDecodeError:
-        document = None
-    if isinstance(document, dict):
-        return [("the document", whole)]
-    if isinstance(document, list):
-        return [(f"element {n}", orjson.dumps(item)) for n, item in enumerate(document, 1)]
-    lines = ((n, line.strip()) for n, line in enumerate(raw.splitlines(), 1))
-    return [(f"line {n}", line) for n, line in lines if line and not line.startswith(b"#")]
-
-
-def _invalid_events(events: list[tuple[str, bytes]], max_bytes: int) -> list[str]:
-    """``where: reason: detail`` for each event the daemon would dead-letter instead of
-    delivering (its own decoder's rules)."""
-    problems = []
-    for where, value in events:
-        try:
-            decode(value, None, Origin("produce", 0, 0, 0), max_bytes)
-        except InvalidEventError as e:
-            problems.append(f"{where}: {e.reason}: {e.detail}")
-    return problems
-
-
-def _record_key(value: bytes, key_field: str | None) -> bytes | None:
-    if key_field is None:
-        return None
-    try:
-        member = orjson.loads(value).get(key_field)
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return None if member is None else str(member).encode("utf-8")
-
-
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
-
-    from hookrelay.kafka.clients import client_options  # noqa: PLC0415
+    from hookrelay.commands.produce import invalid_events, publish, read_events  # noqa: PLC0415
 
     try:
-        events = _read_events(args.file)
+        events = read_events(args.file)
     except (OSError, orjson.JSONDecodeError) as e:
         print(f"hookrelay: cannot read events from {args.file}: {e}", file=sys.stderr)
         return EXIT_FAILED
-    problems = [] if args.raw else _invalid_events(events, settings.delivery.max_event_bytes)
+    problems = [] if args.raw else invalid_events(events, settings.delivery.max_event_bytes)
     if problems:
         print(f"hookrelay: {args.file}: {len(problems)} invalid event(s), nothing produced "
               "(--raw sends them anyway, to the dead-letter path):", file=sys.stderr)  # fmt: skip
@@ -345,22 +296,8 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     values = [value for _, value in events]
     topic = args.topic or settings.kafka.topics[0]
 
-    async def produce() -> None:
-        producer = AIOKafkaProducer(
-            **client_options(settings.kafka, "produce"), acks="all", linger_ms=10
-        )
-        try:  # start inside: a client whose start failed is closed too
-            await producer.start()
-            futures = [
-                await producer.send(topic, value, key=_record_key(value, args.key_field))
-                for value in values
-            ]
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-
     try:
-        asyncio.run(produce())
+        asyncio.run(publish(settings.kafka, topic, values, args.key_field))
     except Exception as e:
         print(f"hookrelay: producing to {topic} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
