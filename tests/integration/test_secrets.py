@@ -64,6 +64,7 @@ async def admin_answers(port: int) -> dict[str, bytes]:
         ("GET", "/metrics", {}), ("GET", "/healthz", {}), ("GET", "/readyz", {}),
         ("GET", "/v1/hooks", good), ("GET", "/v1/hooks/ok", good), ("GET", "/v1/hooks/dead", good),
         ("GET", "/v1/deliveries?limit=500", good), ("POST", "/v1/hooks/flaky/test", good),
+        ("POST", "/v1/hooks/dead/test", good),
         ("POST", "/v1/reload", good), ("GET", "/v1/openapi.json", good),
         ("GET", "/v1/hooks", bad), ("GET", "/v1/hooks/missing", good), ("POST", "/v1/reload", {}),
     ]  # fmt: skip
@@ -117,7 +118,10 @@ async def test_no_secret_reaches_logs_metrics_admin_answers_or_kafka_records(
     keys = {"ok": SECRETS["OK_KEY"], "flaky": SECRETS["FLAKY_KEY"], "dead": SECRETS["DEAD_KEY"]}
     async with Receiver(keys=keys) as receiver:
         receiver.script("flaky", [Reply(status=503, body=b"busy")] * 2)
-        receiver.script_forever("dead", Reply(status=400, body=b"no such tenant"))
+        # An endpoint that echoes what it got (a debug build): its answer holds the hook's
+        # key, the credential header and the admin token, and is kept for the admin API.
+        echo = " ".join((SECRETS["DEAD_KEY"], SECRETS["CRM_AUTH"], SECRETS["ADMIN_TOKEN"]))
+        receiver.script_forever("dead", Reply(status=400, body=f"no such tenant: {echo}".encode()))
         garbling = await asyncio.start_server(_garbling_endpoint, "127.0.0.1", 0)
         garbled_url = f"http://127.0.0.1:{garbling.sockets[0].getsockname()[1]}/h/hQ"
         hooks = [

@@ -14,7 +14,7 @@ from hookrelay.delivery.sender import Sender
 from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
 from hookrelay.kafka.source import Source
 from hookrelay.ops.history import History
-from hookrelay.ops.logs import get_logger, redacted_url
+from hookrelay.ops.logs import get_logger, masked, redacted_url
 
 log = get_logger("hookrelay.app")
 
@@ -74,5 +74,5 @@ class AdminView:
         return {
             "hook_id": hook.id, "event": name, "delivery_id": did, "status": result.status,
             "duration_ms": round(result.duration_s * 1000, 1), "error": result.error,
-            "response_body": result.response_head[:1024].decode("utf-8", errors="replace"),
+            "response_body": masked(result.response_head[:1024].decode("utf-8", "replace")),
         }  # fmt: skip

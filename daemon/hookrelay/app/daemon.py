@@ -84,10 +84,12 @@ def _kafka_reason(error: KafkaError) -> str:
 
 
 def register_settings_secrets(settings: Settings) -> None:
-    """Tell the log redactor every secret ``settings`` hold: signing keys, the SASL password,
-    the admin token, and what hook URLs hide (user info, query string)."""
+    """Tell the log redactor every secret ``settings`` hold: signing keys, credential header
+    values, the SASL password, the admin token, and what hook URLs hide (user info, query
+    string)."""
     values = [k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys]
     values += [part for h in settings.hooks for part in url_secrets(h.url)]
+    values += [credential for h in settings.hooks for credential in h.credentials]
     for secret in (settings.kafka.sasl_password, settings.admin.token):
         if secret is not None:
             values.append(secret.get_secret_value())

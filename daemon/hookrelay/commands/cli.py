@@ -306,9 +306,10 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _send_test(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.app import register_settings_secrets  # noqa: PLC0415
     from hookrelay.delivery.sender import HttpSender  # noqa: PLC0415
     from hookrelay.events.test_payload import test_request  # noqa: PLC0415
-    from hookrelay.ops.logs import redacted_url  # noqa: PLC0415
+    from hookrelay.ops.logs import masked, redacted_url  # noqa: PLC0415
 
     if not args.event.strip():
         print("hookrelay: --event needs an event name, e.g. User.Created", file=sys.stderr)
@@ -337,7 +338,8 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     print(f"POST {redacted_url(hook.url)}  event={args.event}  webhook-id={did}  ({signed})")
     if result.status is not None:
         print(f"status: {result.status}  ({result.duration_s * 1000:.0f} ms)")
-        print(result.response_head[:1024].decode("utf-8", "replace"))
+        register_settings_secrets(settings)  # an endpoint may echo the key or a credential
+        print(masked(result.response_head[:1024].decode("utf-8", "replace")))
     if not result.ok:
         print(f"hookrelay: test delivery failed: {result.error}", file=sys.stderr)
         return EXIT_FAILED

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import re
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -15,6 +14,7 @@ from pydantic import (
 )
 
 from hookrelay.config.models import (
+    CREDENTIAL_HEADER_NAME,
     DEFAULT_RETENTION_S,
     RETIRED_KEYS,
     AdminSettings,
@@ -249,12 +249,6 @@ def _hook_warnings(hook: Hook, path: KeyPath, source: SourceMap) -> list[tuple[K
     return found
 
 
-_CREDENTIAL_HEADER_NAME: Final = re.compile(
-    r"authorization|cookie|token|secret|api[-_]?key|password|session", re.IGNORECASE
-)
-"""Header names whose values are credentials (``Authorization``, ``X-API-Key``, ...)."""
-
-
 def _signing_key_warnings(
     hook: Hook, path: KeyPath, source: SourceMap
 ) -> list[tuple[KeyPath, str]]:
@@ -270,7 +264,7 @@ def _signing_key_warnings(
             found.append(((*path, "signing_keys", index), message))
     for name, _value in hook.headers:
         here = (*path, "headers", name)
-        if _CREDENTIAL_HEADER_NAME.search(name) and here not in source.from_environment:
+        if CREDENTIAL_HEADER_NAME.search(name) and here not in source.from_environment:
             message = "credential header written inline; use ${VAR} to keep it out of the file"
             found.append((here, message))
     if hook.signing_keys is not None and len(hook.signing_keys) > 1 and not hook.standard_webhooks:

@@ -94,6 +94,10 @@ def _bool_from_text(value: object) -> object:
     return value
 
 
+CREDENTIAL_HEADER_NAME: Final = re.compile(
+    r"authorization|cookie|token|secret|api[-_]?key|password|session", re.IGNORECASE
+)
+"""Header names whose values are credentials (``Authorization``, ``X-API-Key``, ...)."""
 _HEADER_VALUE_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """What RFC 9110 §5.5 keeps out of a field value (controls but HTAB); aiohttp refuses to send
 it, so a value holding one would fail every delivery."""
@@ -832,6 +836,20 @@ class Hook(_Model):
         if self.signing_keys is not None:
             return self.signing_keys
         return (self.signing_key,) if self.signing_key is not None else ()
+
+    @property
+    def credentials(self) -> tuple[str, ...]:
+        """Secrets this hook's headers carry: the value of every header whose name says it is
+        a credential (``CREDENTIAL_HEADER_NAME``), and its last word too (the token of
+        ``Bearer <token>``, which an endpoint may echo alone)."""
+        found: list[str] = []
+        for name, value in self.headers:
+            if CREDENTIAL_HEADER_NAME.search(name):
+                found.append(value)
+                last = value.rsplit(None, 1)[-1] if value.strip() else ""
+                if len(last) >= 8 and last != value:
+                    found.append(last)
+        return tuple(found)
 
     def effective_timeout_s(self, http: HttpSettings) -> float:
         """Seconds one attempt may take: the hook's ``timeout_s``, else ``http.timeout_s``."""

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from hookrelay.events.model import AttemptResult, Delivery
+from hookrelay.ops.logs import masked
 
 HOURS: Final = 24
 RESPONSE_HEAD_BYTES: Final = 1024
@@ -75,7 +76,7 @@ def _as_dict(entry: _Entry) -> dict[str, Any]:
         "outcome": outcome,
     }
     if head is not None:
-        item["response_body"] = head.decode("utf-8", errors="replace")
+        item["response_body"] = masked(head.decode("utf-8", errors="replace"))
     return item
 
 

@@ -55,6 +55,12 @@ def public_text(text: str) -> str:
     return _redact(_URL.sub(shown, text))
 
 
+def masked(text: str) -> str:
+    """``text`` with every registered secret shown as ``***``: for what an endpoint answered
+    (the admin API shows it), which may echo the request's signing key or credentials."""
+    return _redact(text) if _SECRETS else text
+
+
 def url_secrets(url: str) -> list[str]:
     """The parts of ``url`` that ``redacted_url`` hides (user info, its password, the query
     string), to register with the log redactor wherever they may surface. Query values one

@@ -1418,3 +1418,12 @@ def test_a_hook_missing_its_url_stands_aside_and_hides_no_other_warning(tmp_path
         load_settings(path, env={})
 
     assert [w.split(": ", 2)[1] for w in caught.value.warnings] == ["hooks[1].events[0]"]
+
+
+def test_credential_headers_and_their_tokens_are_secrets_for_the_redactor() -> None:
+    hook = Hook.model_validate({
+        "id": "a", "events": ["*"], "url": "https://example.com/",
+        "headers": {"Authorization": "Bearer tok-1234567890", "X-Api-Key": "k-abcdefgh",
+                    "X-Source": "identity", "Cookie": "s=1"},
+    })  # fmt: skip
+    assert hook.credentials == ("Bearer tok-1234567890", "tok-1234567890", "k-abcdefgh", "s=1")

@@ -7,7 +7,7 @@ from hookrelay.events.decode import decode
 from hookrelay.events.model import AttemptResult, Delivery, Origin
 from hookrelay.kafka.offsets import AckTracker, TopicPartition
 from hookrelay.ops.history import AttemptLog, History, HourlyCounts
-from hookrelay.ops.logs import redacted_url
+from hookrelay.ops.logs import redacted_url, register_secrets
 
 T0 = 1_790_000_000.0  # an epoch second in 2026
 OK = AttemptResult(200, None, False, None, 0.0123, b"thanks")
@@ -82,3 +82,15 @@ def test_redacted_url_hides_user_info_and_query_but_keeps_the_endpoint() -> None
         "https://***@crm.example.com:8443/hooks/logto?***"
     )
     assert redacted_url("http://127.0.0.1:8787/hooks/a") == "http://127.0.0.1:8787/hooks/a"
+
+
+def test_kept_answers_show_no_registered_secret() -> None:
+    """Found by a new user's trial: an endpoint echoing its signing key or the request's
+    credentials had them shown in clear by GET /v1/deliveries."""
+    register_secrets(["sk-echoed-key-0a1b2c3d"])
+    log = AttemptLog(size=3, keep_bodies=True)
+    echo = AttemptResult(
+        500, "http 500", True, None, 0.1, b"bad signature, key sk-echoed-key-0a1b2c3d"
+    )
+    log.record(T0, delivery("a", 0), echo, "retrying")
+    assert log.recent()[0]["response_body"] == "bad signature, key ***"
