@@ -105,8 +105,12 @@ def _guard_warnings(hook: Hook, http: HttpSettings, path: KeyPath) -> list[tuple
         refusal = f"{host} is not a canonical IP address"
     if refusal is None:
         return []
+    try:
+        example = f", e.g. allow_networks: [{ipaddress.ip_network(address).with_prefixlen}]"
+    except ValueError:
+        example = ""
     return [(path, f"every delivery will be refused: {refusal} (allow it with "
-             "http.allow_networks or the hook's allow_networks, e.g. 127.0.0.0/8)")]  # fmt: skip
+             f"http.allow_networks or the hook's allow_networks{example})")]  # fmt: skip
 
 
 _LEGACY_OWNED_NAMES: Final = {
@@ -244,7 +248,8 @@ def _hook_warnings(hook: Hook, path: KeyPath, source: SourceMap) -> list[tuple[K
             found.append((here, message))
     found.extend(_signing_key_warnings(hook, path, source))
     if _is_plain_http_to_remote(hook.url):
-        message = "signed events go over plain http to a host that is not loopback; use https"
+        what = "signed events" if hook.active_signing_keys else "events (personal data)"
+        message = f"{what} go over plain http to a host that is not loopback; use https"
         found.append(((*path, "url"), message))
     return found
 

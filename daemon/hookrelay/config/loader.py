@@ -434,7 +434,9 @@ class _Loader(SecretFiles):
         for problem in problems:
             self.report(path, problem)
             self.failed.add(path)
-        if substituted:
+        if substituted or problems:
+            # A reference, even to an unset variable, keeps the value out of the file: the
+            # "written inline" warnings must not claim otherwise.
             self.source.from_environment.add(path)
         return expanded
 

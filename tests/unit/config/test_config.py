@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import textwrap
 from pathlib import Path
@@ -1127,13 +1128,19 @@ def test_warns_about_plain_http_to_a_remote_host(tmp_path: Path) -> None:
         - id: v6
           events: ["*"]
           url: http://[::1]:8787/hook
+        - id: signed
+          events: ["*"]
+          url: http://crm.example.com/signed
+          signing_key: ${KEY}
         """,
     )
 
-    warnings = config_warnings(load_settings(path, env={}))
+    warnings = config_warnings(load_settings(path, env={"KEY": "k" * 32}))
     assert [w for w in warnings if "plain http" in w] == [
         f"{tmp_path / 'hooks.yaml'}:4: hooks[0].url: "
-        "signed events go over plain http to a host that is not loopback; use https"
+        "events (personal data) go over plain http to a host that is not loopback; use https",
+        f"{tmp_path / 'hooks.yaml'}:13: hooks[3].url: "
+        "signed events go over plain http to a host that is not loopback; use https",
     ]
 
 
@@ -1152,6 +1159,12 @@ def test_warns_when_the_ssrf_guard_refuses_a_hooks_address(tmp_path: Path) -> No
     warnings = [w for w in config_warnings(load_settings(path, env={})) if "refused" in w]
     assert [w.split(": ")[1] for w in warnings] == ["hooks[0].url", "hooks[1].url", "hooks[2].url"]
     assert "allow it with http.allow_networks" in warnings[0]
+    # The entry to add names the address itself (a new user was told "e.g. 127.0.0.0/8" for
+    # a private 10.x address, which would not help).
+    assert [w.rpartition("e.g. ")[2] for w in warnings] == [
+        "allow_networks: [127.0.0.1/32])", "allow_networks: [::1/128])",
+        "allow_networks: [169.254.169.254/32])",
+    ]  # fmt: skip
     allow = "http:\n  allow_networks: [127.0.0.0/8, ::1/128]\n"
     path = main_file(tmp_path, allow + textwrap.dedent(hooks).lstrip("\n"))
     warnings = [w for w in config_warnings(load_settings(path, env={})) if "refused" in w]
@@ -1427,3 +1440,31 @@ def test_credential_headers_and_their_tokens_are_secrets_for_the_redactor() -> N
                     "X-Source": "identity", "Cookie": "s=1"},
     })  # fmt: skip
     assert hook.credentials == ("Bearer tok-1234567890", "tok-1234567890", "k-abcdefgh", "s=1")
+
+
+def test_an_unset_variable_is_reported_once_and_never_called_inline(tmp_path: Path) -> None:
+    """Found by a new user's trial: ``check`` also said "signing key written inline" and
+    "credential header written inline" for values that were ``${VAR}`` references."""
+    path = with_hooks(tmp_path, """
+        - id: crm-sync
+          events: [User.Created]
+          url: https://crm.example.com/hooks/logto
+          signing_key: ${UNSET_KEY_A}
+          headers: {Authorization: "Bearer ${UNSET_TOKEN_B}"}
+    """)  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert [issue.message for issue in caught.value.issues] == [
+        "environment variable UNSET_KEY_A is not set",
+        "environment variable UNSET_TOKEN_B is not set",
+    ]
+    assert not [w for w in caught.value.warnings if "inline" in w]
+
+
+def test_the_reference_hooks_file_explains_every_key_of_a_hook() -> None:
+    """A new user looked for per-hook allow_networks and tls in the file that claims to list
+    every key, and did not find them."""
+    text = (CONFIG_DIR / "hooks.yaml").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^#   ([a-z_]+): ", text, re.MULTILINE))
+    # The *_file keys are the loader's: it reads the files into signing_key(s).
+    assert listed == {*Hook.model_fields, "signing_key_file", "signing_key_files"}
