@@ -115,6 +115,19 @@ async def test_produce_publishes_json_lines_byte_for_byte(
     assert [r.key for r in records] == [b"u1", b"u2"]
 
 
+async def test_produce_to_a_topic_the_broker_creates_prints_only_its_own_line(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Found by a new user following the README: aiokafka's "Topic … not found in cluster
+    metadata" warning was printed raw beside "produced 1 events"."""
+    topic = unique("fresh")
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z"}\n')
+    path = write_config(tmp_path, kafka_bootstrap, topic, [])
+    code, out, err = await hookrelay_cli("produce", "-c", str(path), str(events))
+    assert (code, out, err) == (0, f"produced 1 events to {topic}\n", "")
+
+
 async def test_produce_refuses_events_the_daemon_would_dead_letter_unless_raw(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

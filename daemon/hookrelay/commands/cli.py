@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ from hookrelay.config import Settings, Skippable, config_warnings, load_settings
 from hookrelay.errors import ConfigError, TopicsMissingError
 from hookrelay.events.catalogue import KNOWN_EVENTS
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
+from hookrelay.ops.logs import LevelFilter, PublicFormatter
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -177,7 +179,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run, "check": _check, "produce": _produce, "send-test": _send_test,
         "replay": _replay,
     }  # fmt: skip
+    if args.command != "run":
+        _library_errors_only()
     return handler[args.command](settings, args)
+
+
+def _library_errors_only() -> None:
+    """One-shot commands report their own failures; of the libraries' log lines (aiokafka's,
+    aiohttp's) only errors reach stderr, each on its own line. Python would otherwise print
+    every warning raw, and aiokafka logs "Topic … not found in cluster metadata" at ERROR
+    while the broker creates a new topic: printed beside ``produced 1 events``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(LevelFilter())  # aiokafka's "not found" is no error here either
+    handler.addFilter(lambda record: record.levelno >= logging.ERROR)
+    handler.setFormatter(PublicFormatter("hookrelay: %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 _SKIPPED: dict[str, tuple[Skippable, ...]] = {

@@ -106,6 +106,13 @@ def _redact(text: str) -> str:
     return text
 
 
+class PublicFormatter(logging.Formatter):
+    """A stdlib formatter whose lines, traceback included, pass through ``public_text``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return public_text(super().format(record))
+
+
 class RepeatFilter(logging.Filter):
     """Let the same library message (logger + format string) through once per ``window_s``.
 
