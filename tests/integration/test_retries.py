@@ -53,14 +53,21 @@ async def test_replay_redrives_selected_dead_letters_with_their_webhook_id(
             letters = await read_topic(kafka_bootstrap, dlq, 4)
             first_ids = {r.headers["webhook-id"] for r in receiver.requests}
 
-            code, out, _ = await hookrelay_cli(
+            code, out, err = await hookrelay_cli(
                 "replay", "-c", str(path), "--hook-id", "fixme", "--event", "User.Created",
                 "--dry-run",
             )  # fmt: skip
             assert code == 0, out
+            assert err == ""
             assert out.count("would replay: hook=fixme event=User.Created") == 2
             assert "would replay 2 of 4 dead letters" in out
             assert "not replayable: 1 invalid records" in out
+            # A typo in a hook id selects nothing: said up front (a new user's trial).
+            code, out, err = await hookrelay_cli(
+                "replay", "-c", str(path), "--hook-id", "fixmee", "--dry-run"
+            )
+            assert code == 0 and "would replay 0 of 4" in out
+            assert err.startswith("warning: --hook-id 'fixmee' names no configured hook (known: ")
             await asyncio.sleep(1.0)
             assert len(receiver.requests) == 3  # a dry run sends nothing
 

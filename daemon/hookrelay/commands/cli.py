@@ -227,6 +227,12 @@ def _timestamp_ms(text: str) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from hookrelay.commands.replay import ReplayFilter, replay  # noqa: PLC0415
 
+    known = [hook.id for hook in settings.hooks]
+    for hook_id in args.hook_id:
+        if hook_id not in known:
+            print(f"warning: --hook-id {hook_id!r} names no configured hook (known: "
+                  f"{', '.join(known) or 'none'}); dead letters of a hook that is not "
+                  "configured are never replayed", file=sys.stderr)  # fmt: skip
     selection = ReplayFilter(
         tuple(args.hook_id), tuple(args.event), tuple(args.reason), args.since, args.until
     )

@@ -156,6 +156,11 @@ def _placeholder_warnings(settings: Settings) -> list[tuple[KeyPath, str]]:
             secrets.append((("hooks", index, "signing_key"), hook.signing_key))
         for number, key in enumerate(hook.signing_keys or ()):
             secrets.append((("hooks", index, "signing_keys", number), key))
+        for name, value in hook.headers:
+            if CREDENTIAL_HEADER_NAME.search(name):
+                # The word that carries it: "Bearer replace-with-…" holds a placeholder too.
+                word = (value.split() or [""])[-1]
+                secrets.append((("hooks", index, "headers", name), SecretStr(word)))
     message = "still the placeholder from an example file; set a real secret"
     return [
         (path, message)

@@ -164,7 +164,9 @@ def test_shipped_configs_have_no_warnings_once_real_secrets_are_set() -> None:
     placeholders = config_warnings(
         load_settings(CONFIG_DIR / "hookrelay.yaml", env=reference_env())
     )
-    assert len(placeholders) == 5 and all("still the placeholder" in w for w in placeholders)
+    # Five signing keys, and the analytics hook's bearer token (a new user found it unflagged).
+    assert len(placeholders) == 6 and all("still the placeholder" in w for w in placeholders)
+    assert "hooks[4].headers.Authorization: still the placeholder" in placeholders[4]
     assert config_warnings(load_settings(DEMO_DIR / "hookrelay.yaml", env={})) == []
 
 
