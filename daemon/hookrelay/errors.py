@@ -8,7 +8,7 @@
     ├── TopicsMissingError     topics hookrelay writes to are missing and may not be created
     └── LogtoImportError       Logto hook JSON that import-logto cannot convert
 
-``netguard.AddressRefusedError`` (an endpoint address the SSRF guard refuses) stays outside
+``net.guard.AddressRefusedError`` (an endpoint address the SSRF guard refuses) stays outside
 this tree on purpose: it is an ``OSError``, because aiohttp passes resolver errors through
 as connection errors, and the sender turns it into a permanent ``AttemptResult``.
 

@@ -5,7 +5,7 @@ Every request and answer goes through ``Admin.call`` of the unit tests, so each 
 against the OpenAPI document by openapi-core: what app.Daemon returns must fit the document.
 
 The server is started here with ``backend=daemon``; the daemon's own listener serves ``/v1``
-once app.py passes its backend and ``admin.token`` to ``AdminServer``.
+once ``app.daemon`` passes its backend and ``admin.token`` to ``AdminServer``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Write records to the dead-letter topic, durably, and only then settle them.
+"""Build the records of the dead-letter topic (``writer`` writes them, durably, and only then
+are their sources settled).
 
 Two kinds of record land there:
 

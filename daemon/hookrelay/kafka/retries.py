@@ -70,7 +70,7 @@ def split_commit_metadata(metadata: str | None) -> tuple[str, str]:
 
 
 _HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
-"""Hook ids as the configuration accepts them (``config.HookId``)."""
+"""Hook ids as the configuration accepts them (``config.models.HookId``)."""
 _TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _DELIVERY_ID: Final = re.compile(r"[\x21-\x7e]{1,200}")
 """Visible ASCII: the value becomes the ``webhook-id`` request header."""

@@ -7,7 +7,7 @@ the vetting happens in the connection path: :class:`GuardedResolver` is the conn
 resolver; it resolves, drops every address not allowed, and hands the connector only the
 vetted addresses, which are the ones it connects to (no second lookup). When nothing is left
 it raises :class:`AddressRefusedError`. aiohttp does not ask the resolver about IP literals in the
-URL (``http://10.0.0.5/``), so the sender vets those with :func:`refusal_reason` itself.
+URL (``http://10.0.0.5/``), so the sender vets those with :meth:`NetworkPolicy.refusal` itself.
 
 Refused by default (``refusal_reason`` says which applies, first match wins):
 

@@ -72,7 +72,7 @@ class AdminBackend(Protocol):
          "held_by_open_transaction": bool}"""
 
     async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
-        """POST a Logto-style test payload (see testpayload.py) to one hook now, outside
+        """POST a Logto-style test payload (see ``events.test_payload``) to one hook now, outside
         the retry machinery. Raises LookupError for an unknown hook id and ValueError for a
         bad event name. Returns {"hook_id", "event", "status": int | None,
         "duration_ms": float, "error": str | None, "response_body": str (first KiB)}"""
@@ -98,7 +98,7 @@ API_PREFIX: Final = "/v1"
 DISABLED_DETAIL: Final = "admin API disabled: set admin.token or admin.token_file"
 _REALM: Final = 'Bearer realm="hookrelay-admin"'
 _HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
-"""A hook id as config.py accepts it (Logto's hookId field)."""
+"""A hook id as the configuration accepts it (``config.models.HookId``; Logto's hookId)."""
 _EVENT_NAME: Final = re.compile(r"[A-Za-z0-9]{1,64}(?:\.[A-Za-z0-9]{1,64}){0,7}")
 """An exact hook event name (``PostSignIn``, ``User.Data.Updated``); no wildcards."""
 
