@@ -23,7 +23,8 @@ receivers see it as ``hookId``), ``name``, ``events`` with the legacy ``event`` 
 ``config.url``, ``config.headers`` (hookrelay's own headers dropped, with a note),
 ``enabled``, ``signingKey`` (empty means unsigned, as in Logto). Credential headers
 (``Authorization``, ``X-API-Key``, ``Cookie``…) go to the environment file too, as
-``${HOOKRELAY_HEADER_<ID>_<NAME>}``. Not carried over, each with a
+``${HOOKRELAY_HEADER_<ID>_<NAME>}``, and so does a URL with a query string, where endpoints
+often take a token (``${HOOKRELAY_URL_<ID>}``). Not carried over, each with a
 note: ``tenantId``, ``createdAt``, ``executionStats``, ``config.retries`` (hookrelay retries
 on ``delivery.retry_schedule_s``), and any field this converter does not know.
 """
@@ -37,6 +38,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
@@ -48,6 +50,9 @@ from hookrelay.errors import LogtoImportError
 KEY_VARIABLE_PREFIX: Final = "HOOKRELAY_KEY_"
 """Environment variables holding the imported signing keys: the prefix, then the hook id in
 upper case with ``-`` as ``_``."""
+URL_VARIABLE_PREFIX: Final = "HOOKRELAY_URL_"
+"""Environment variables holding hook URLs with a query string (where endpoints often take a
+token): the prefix, then the hook id as for keys."""
 HEADER_VARIABLE_PREFIX: Final = "HOOKRELAY_HEADER_"
 """Environment variables holding credential header values: the prefix, the hook id, ``_``
 and the header name, in upper case with other characters as ``_``."""
@@ -119,6 +124,12 @@ def convert(hooks: list[dict[str, Any]], env_file_name: str = "hookrelay.env") -
         notes.extend(f"{where}: {note}" for note in _dropped_fields(logto))
         entry, key = _hook_entry(logto, hook_id, where, notes)
         _move_credential_headers(entry, secrets)
+        if urlsplit(_unescaped(entry["url"])).query:
+            variable = _variable(URL_VARIABLE_PREFIX + hook_id, secrets)
+            secrets[variable] = _unescaped(entry["url"])
+            entry["url"] = f"${{{variable}}}"
+            notes.append(f"{where}: url has a query string (often a token): it is in the "
+                         f"environment file as {variable}")  # fmt: skip
         if key:
             variable = _variable(KEY_VARIABLE_PREFIX + hook_id, secrets)
             secrets[variable] = key
@@ -238,6 +249,11 @@ def _headers(value: object, where: str, notes: list[str]) -> dict[str, str]:
     return kept
 
 
+def _unescaped(text: str) -> str:
+    """The value ``_literal`` escaped, as an environment file holds it (never expanded)."""
+    return text.replace("$${", "${")
+
+
 def _literal(text: str) -> str:
     """``text`` as hookrelay's loader must read it back: it expands ``${NAME}`` in every
     string, and reads ``$${`` as a literal ``${``."""
@@ -254,7 +270,7 @@ def _move_credential_headers(entry: dict[str, Any], secrets: dict[str, str]) -> 
             # The env file holds the value as Logto had it: the loader never expands what a
             # variable holds, so a "${" in it needs no escaping there (the file single-quotes
             # it for shells).
-            secrets[variable] = value.replace("$${", "${")
+            secrets[variable] = _unescaped(value)
             headers[name] = f"${{{variable}}}"
 
 
@@ -276,8 +292,8 @@ def _env_line(name: str, value: str) -> str:
     if _ENV_QUOTABLE.fullmatch(value) and "'" not in value and "\\" not in value:
         return f"{name}='{value}'\n"
     raise LogtoImportError(
-        f"{name}: the signing key holds characters an environment file cannot carry "
-        "(quotes, backslashes or control characters); rotate it in Logto first"
+        f"{name}: the value holds characters an environment file cannot carry "
+        "(quotes, backslashes or control characters); change it in Logto first"
     )
 
 

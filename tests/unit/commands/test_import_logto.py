@@ -103,6 +103,8 @@ def test_no_secret_is_written_into_hooks_yaml_and_the_env_file_is_private(tmp_pa
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert env_values(env) == {
         "HOOKRELAY_HEADER_S4X1HP2QK8VE0B7NT3MZC_AUTHORIZATION": AUTHORIZATION,
+        # A query string may hold a token: the URL goes along (here only a tenant name).
+        "HOOKRELAY_URL_S4X1HP2QK8VE0B7NT3MZC": "https://crm.example.com/hooks/logto?tenant=acme",
         **{f"HOOKRELAY_KEY_{hook_id.upper()}": key for hook_id, key in LOGTO_KEYS.items()},
     }
 
@@ -235,3 +237,22 @@ def test_a_credential_header_holding_a_dollar_brace_still_goes_to_the_env_file(
     assert check.returncode == 0, check.stdout + check.stderr
     hook = load_settings(main_config(tmp_path), env=env_values(env)).hooks[0]
     assert dict(hook.headers) == {"Authorization": "Bearer tok-${HOME}", "X-A": "${B}"}
+
+
+def test_a_url_with_a_query_string_goes_to_the_env_file(tmp_path: Path) -> None:
+    """Found by a new user's trial: ``?apikey=…`` stayed in the world-readable hooks.yaml."""
+    source = tmp_path / "hooks.json"
+    url = "https://crm.example.com/hook?apikey=QUERYSECRET1&tenant=a"
+    source.write_text(orjson.dumps([{
+        "id": "q1", "name": "x", "events": ["User.Created"], "signingKey": "",
+        "enabled": True, "config": {"url": url},
+    }]).decode())  # fmt: skip
+    out, env = tmp_path / "hooks.yaml", tmp_path / "hookrelay.env"
+    done = cli("import-logto", str(source), "--out", str(out), "--env-out", str(env))
+    assert done.returncode == 0, done.stderr
+    assert "QUERYSECRET1" not in out.read_text()
+    assert "url: ${HOOKRELAY_URL_Q1}" in out.read_text()
+    assert "hook q1: url has a query string" in done.stderr
+    assert env_values(env) == {"HOOKRELAY_URL_Q1": url}
+    hook = load_settings(main_config(tmp_path), env=env_values(env)).hooks[0]
+    assert hook.url == url
