@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     SecretStr,
@@ -256,7 +256,22 @@ def _hook_warnings(hook: Hook, path: KeyPath, source: SourceMap) -> list[tuple[K
         what = "signed events" if hook.active_signing_keys else "events (personal data)"
         message = f"{what} go over plain http to a host that is not loopback; use https"
         found.append(((*path, "url"), message))
+    url_path = (*path, "url")
+    credentials = [
+        name for name, _ in parse_qsl(urlsplit(hook.url).query, keep_blank_values=True)
+        if CREDENTIAL_HEADER_NAME.search(name) or name.lower() in _CREDENTIAL_PARAMETERS
+    ]  # fmt: skip
+    if credentials and url_path not in source.from_environment:
+        message = (
+            f"the query string carries a credential ({', '.join(credentials)}) written "
+            "inline; take the whole url from ${VAR} to keep it out of the file"
+        )
+        found.append((url_path, message))
     return found
+
+
+_CREDENTIAL_PARAMETERS: Final = frozenset({"key", "sig", "signature", "code", "auth", "pass"})
+"""Query parameter names that carry a credential, beyond the credential header names."""
 
 
 def _signing_key_warnings(

@@ -1470,3 +1470,19 @@ def test_the_reference_hooks_file_explains_every_key_of_a_hook() -> None:
     listed = set(re.findall(r"^#   ([a-z_]+): ", text, re.MULTILINE))
     # The *_file keys are the loader's: it reads the files into signing_key(s).
     assert listed == {*Hook.model_fields, "signing_key_file", "signing_key_files"}
+
+
+def test_warns_about_a_credential_in_a_url_query_written_inline(tmp_path: Path) -> None:
+    """A new user's trial: a token in a hook URL's query string sat in a 0644 hooks.yaml and
+    check said nothing."""
+    path = with_hooks(tmp_path, """
+        - {id: a, events: ["*"], url: "https://crm.example.com/h?apikey=Q1&tenant=x"}
+        - {id: b, events: ["*"], url: "https://crm.example.com/h?format=json"}
+        - {id: c, events: ["*"], url: "${URL_C}"}
+    """)  # fmt: skip
+    env = {"URL_C": "https://crm.example.com/h?access_token=Q2"}
+    warnings = [w for w in config_warnings(load_settings(path, env=env)) if "query" in w]
+    assert warnings == [
+        f"{tmp_path / 'hooks.yaml'}:2: hooks[0].url: the query string carries a credential "
+        "(apikey) written inline; take the whole url from ${VAR} to keep it out of the file"
+    ]
