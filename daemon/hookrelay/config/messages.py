@@ -74,6 +74,12 @@ def _literal_message(error: ErrorDetails, _path: KeyPath) -> str:
     return f"expected one of: {', '.join(choices)}"
 
 
+def _value_error_message(error: ErrorDetails, _path: KeyPath) -> str:
+    """A ``ValueError`` a check did not word itself (the standard library's, such as
+    urlsplit's "Invalid IPv6 URL"): its text without pydantic's "Value error, " prefix."""
+    return error["msg"].removeprefix("Value error, ")
+
+
 def _too_short_message(error: ErrorDetails, _path: KeyPath) -> str:
     least = error.get("ctx", {}).get("min_length", 1)
     return "expected a non-empty list" if least == 1 else f"expected at least {least} items"
@@ -93,6 +99,7 @@ _SPECIAL_MESSAGES: Final[dict[str, Callable[[ErrorDetails, KeyPath], str]]] = {
     "bool_parsing": _bool_message,
     "literal_error": _literal_message,
     "too_short": _too_short_message,
+    "value_error": _value_error_message,
     "missing": _missing_message,
     "extra_forbidden": _extra_message,
 }

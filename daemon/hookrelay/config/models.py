@@ -206,7 +206,10 @@ def _check_url(url: str) -> str:
     """Accept an absolute http(s) URL with a host and without userinfo; never echo it."""
     if any(char.isspace() or not char.isprintable() for char in url):
         raise _refuse("expected a URL without spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": an unbalanced [ or ]
+        raise _refuse("expected a URL; brackets hold an IPv6 address: http://[::1]:8080/") from None
     if parts.scheme not in ("http", "https"):
         raise _refuse("expected an http:// or https:// URL")
     if "@" in parts.netloc:

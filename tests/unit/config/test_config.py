@@ -822,6 +822,8 @@ def test_hook_without_events_is_refused(tmp_path: Path) -> None:
         ("https:///path-only", "expected a URL with a host"),
         ("https://x.example.com:99999/", "expected a port from 0 to 65535 after the host"),
         ("https://x.example.com/a b", "expected a URL without spaces or control characters"),
+        # urlsplit's own "Invalid IPv6 URL" came out as pydantic's "Value error, ..."
+        ("http://[::1:5001/x", "expected a URL; brackets hold an IPv6 address: http://[::1]:8080/"),
         (
             "https://user:pw@x.example.com/",
             "credentials in the URL are refused: URLs end up in logs and proxies; "
