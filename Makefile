@@ -63,5 +63,5 @@ kafka-stop:  ## stop the local broker on KAFKA_PORT
 kafka-status:
 	$(KAFKA) status --data-dir .cache/kafka-data/$(KAFKA_PORT)
 
-clean:  ## remove the virtualenv and caches (keeps downloaded Kafka jars)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+clean:  ## remove the virtualenv, caches and build leftovers (keeps downloaded Kafka jars)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist .import_linter_cache .grimp_cache

@@ -36,7 +36,7 @@ def client_options(kafka: KafkaSettings, role: str | None = None) -> dict[str, A
     ``producer`` is given), ``security_protocol``, and, as the protocol needs them,
     ``ssl_context`` and ``sasl_mechanism``/``sasl_plain_username``/``sasl_plain_password``.
 
-    Raises :class:`SslFilesError` when the TLS files cannot be loaded (the configuration
+    Raises ``net.tls.TlsFilesError`` when the TLS files cannot be loaded (the configuration
     loader checked them already, so only a file changed since then fails here).
     """
     options: dict[str, Any] = {
