@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 import structlog
@@ -52,7 +52,9 @@ def public_text(text: str) -> str:
         except ValueError:  # not a URL urlsplit can read (e.g. "http://[::1"): not a secret
             return match.group()
 
-    return _redact(_URL.sub(shown, text))
+    # Secrets first: a URL's query may hold a character the URL pattern stops at (an
+    # unquoted %27 is "'"), and the part after it must not survive the URL mask.
+    return _URL.sub(shown, _redact(text))
 
 
 def masked(text: str) -> str:
@@ -73,8 +75,9 @@ def url_secrets(url: str) -> list[str]:
     if "@" in parts.netloc:
         userinfo = parts.netloc.rpartition("@")[0]
         found += [userinfo, userinfo.partition(":")[2]]
-    found.append(parts.query)
-    return [text for text in found if text]
+    # As written, and as HTTP libraries print it back: percent-decoded ("%27" → "'").
+    found += [parts.query, unquote(parts.query), unquote_plus(parts.query)]
+    return list(dict.fromkeys(text for text in found if text))
 
 
 def redact_secrets(
