@@ -37,6 +37,8 @@ _BROKEN: Final = object()
 _OLD_YAML_DIRECTIVE: Final = re.compile(r"^%YAML[ \t]+1\.[01]\b", re.MULTILINE)
 _REFERENCE: Final = re.compile(r"\$\$\{|\$\{(?P<name>[^}]*)(?P<close>\})?")
 _VARIABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_TEXT: Final = re.compile("[\ud800-\udfff]")
+"""Lone surrogates: how Python's ``os.environ`` holds bytes that do not decode as UTF-8."""
 
 
 def _expand(text: str, env: Mapping[str, str]) -> tuple[str, list[str], bool]:
@@ -56,6 +58,10 @@ def _expand(text: str, env: Mapping[str, str]) -> tuple[str, list[str], bool]:
             problems.append("malformed ${...}; expected ${NAME}, or $${ for a literal ${")
         elif name not in env:
             problems.append(f"environment variable {name} is not set")
+        elif _NOT_TEXT.search(env[name]):
+            # os.environ holds bytes that are not UTF-8 as lone surrogates: a key or header
+            # made of them would fail (or be cut) on every delivery.
+            problems.append(f"environment variable {name} holds bytes that are not UTF-8 text")
         else:
             used.append(name)
             return env[name]

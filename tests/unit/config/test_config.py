@@ -1488,3 +1488,16 @@ def test_warns_about_a_credential_in_a_url_query_written_inline(tmp_path: Path) 
         f"{tmp_path / 'hooks.yaml'}:2: hooks[0].url: the query string carries a credential "
         "(apikey) written inline; take the whole url from ${VAR} to keep it out of the file"
     ]
+
+
+def test_a_variable_holding_bytes_that_are_not_utf8_is_refused(tmp_path: Path) -> None:
+    """A breaker's trial: SK=$'key\\xff' passed check, then every delivery crashed encoding
+    the key (and a header value lost the byte silently)."""
+    path = with_hooks(tmp_path, HOOK + "      signing_key: ${SK}\n      headers: {X-A: '${HV}'}\n")
+    env = {"SK": "key\udcff", "HV": "a\udcffb"}  # what os.environ holds for those bytes
+    assert refusals(path, env) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].signing_key: "
+        "environment variable SK holds bytes that are not UTF-8 text",
+        f"{tmp_path / 'hooks.yaml'}:6: hooks[0].headers.X-A: "
+        "environment variable HV holds bytes that are not UTF-8 text",
+    ]
