@@ -25,7 +25,8 @@ def decode(value: bytes | None, key: bytes | None, origin: Origin, max_bytes: in
     """Return the ``Event`` in ``value``.
 
     Raises ``InvalidEventError`` with reason ``empty``, ``oversized``, ``not_json``,
-    ``not_object``, ``missing_event``, ``duplicate_event`` or ``bad_created_at``. Never
+    ``not_object``, ``missing_event``, ``bad_event_name``, ``duplicate_event`` or
+    ``bad_created_at``. Never
     raises anything else.
     """
     if not value:
@@ -60,10 +61,23 @@ def _refuse_duplicate_event(value: bytes) -> None:
         )
 
 
+MAX_EVENT_NAME: Final = 256
+"""Longest ``event`` accepted, in characters. Logto's names are under 50; the name travels in
+every retry record's headers and every log line, so an unbounded one could push a valid
+event's retry record past the broker's limit."""
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _required_event_name(obj: dict[str, Any]) -> str:
     name = obj.get("event")
     if not isinstance(name, str) or not name:
         raise InvalidEventError("missing_event", "member 'event' must be a non-empty string")
+    if len(name) > MAX_EVENT_NAME or _CONTROL.search(name):
+        raise InvalidEventError(
+            "bad_event_name",
+            f"member 'event' must be at most {MAX_EVENT_NAME} characters, without control "
+            f"characters (it has {len(name)})",
+        )
     return name
 
 

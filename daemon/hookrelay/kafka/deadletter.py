@@ -28,9 +28,11 @@ from hookrelay.kafka.retries import HEADER_PREFIX
 KIND: Final = "dead_letter"
 REASONS: Final = (
     # invalid records (decode.InvalidEventError, pipeline)
-    "empty", "oversized", "not_json", "not_object", "missing_event", "duplicate_event",
-    "bad_created_at",
+    "empty", "oversized", "not_json", "not_object", "missing_event", "bad_event_name",
+    "duplicate_event", "bad_created_at",
     "bad_retry_record", "decode_error",
+    # a record the broker refused as too large, rewritten small (writer)
+    "record_too_large",
     # failed deliveries (dispatcher)
     "permanent_failure", "retries_exhausted", "hook_gone", "hook_removed",
 )  # fmt: skip

@@ -159,6 +159,7 @@ class DurableWriter:
             return
         log.error("kafka_write_rejected_rewriting_as_dead_letter", topic=record.topic,
                   kind=record.kind, error=reason, origin=_origin(record))  # fmt: skip
+        self._metrics.dead_lettered.labels("record_too_large").inc()
         failed.append((rejected(record, self._dead_letter_topic, reason), on_written))
 
 

@@ -62,6 +62,13 @@ def test_existing_hook_id_is_replaced_not_duplicated() -> None:
         (b'{"createdAt":"2026-01-01T00:00:00.000Z"}', "missing_event"),
         (b'{"event":"","createdAt":"2026-01-01T00:00:00.000Z"}', "missing_event"),
         (b'{"event":42,"createdAt":"2026-01-01T00:00:00.000Z"}', "missing_event"),
+        # A breaker's trial: a 600 KB name made the event's retry record twice its size,
+        # past the broker's limit, and filled every log line.
+        (
+            b'{"event":"User.' + b"A" * 252 + b'","createdAt":"2026-01-01T00:00:00Z"}',
+            "bad_event_name",
+        ),
+        (b'{"event":"User.\\nCreated","createdAt":"2026-01-01T00:00:00Z"}', "bad_event_name"),
         (b'{"event":"User.Created"}', "bad_created_at"),
         (b'{"event":"User.Created","createdAt":1700000000000}', "bad_created_at"),
         (b'{"event":"User.Created","createdAt":"yesterday"}', "bad_created_at"),

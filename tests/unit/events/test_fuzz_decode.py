@@ -38,8 +38,8 @@ ORIGIN = Origin("identity.events", 0, 7, 1_700_000_000_000)
 MAX_BYTES = 64 * 1024
 HOOK_ID = "hook-1"
 REASONS = {
-    "empty", "oversized", "not_json", "not_object", "missing_event", "duplicate_event",
-    "bad_created_at",
+    "empty", "oversized", "not_json", "not_object", "missing_event", "bad_event_name",
+    "duplicate_event", "bad_created_at",
 }  # fmt: skip
 """The reasons ``decode`` documents (its docstring and ``deadletter.REASONS``)."""
 
@@ -70,7 +70,7 @@ def top_level_pairs(document: bytes) -> list[tuple[str, Any]]:
     return pairs
 
 
-def refusal_expected(value: bytes | None) -> str | None:
+def refusal_expected(value: bytes | None) -> str | None:  # noqa: PLR0911 (one per rule)
     """The documented reason ``decode`` must refuse ``value`` with, or None when it must
     accept it: its documented rules, checked here independently of its code (Python's
     parser for the top-level members, orjson only for what orjson alone decides: whether the
@@ -85,6 +85,8 @@ def refusal_expected(value: bytes | None) -> str | None:
         return "not_object"
     if not isinstance(obj.get("event"), str) or not obj["event"]:
         return "missing_event"
+    if len(obj["event"]) > 256 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in obj["event"]):
+        return "bad_event_name"
     try:
         datetime.fromisoformat(obj["createdAt"])
     except (KeyError, TypeError, ValueError):

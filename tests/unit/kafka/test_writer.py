@@ -75,6 +75,8 @@ async def test_a_record_the_broker_refuses_becomes_a_small_dead_letter_without_b
     assert headers["hookrelay-original-bytes"] == str(200 * 1024).encode()
     assert headers["hookrelay-origin-offset"] == b"7"
     assert metrics.kafka_write_rejected.labels("retry")._value.get() == 1
+    # Counted as the dead letter it is (a breaker found it missing from the dead-letter count).
+    assert metrics.dead_lettered.labels("record_too_large")._value.get() == 1
 
 
 async def test_transient_failures_are_retried_until_acknowledged() -> None:
