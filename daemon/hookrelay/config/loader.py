@@ -157,15 +157,14 @@ def _mapping_children(
 # ── Loading ──────────────────────────────────────────────────────────────────────────────────────
 
 
-Skippable = Literal["hooks", "admin", "signing_keys"]
+Skippable = Literal["hooks", "admin", "signing_keys", "headers"]
 """What ``load_settings`` can leave out."""
 
-_SIGNING_KEY_FIELDS: Final = (
-    "signing_key",
-    "signing_keys",
-    "signing_key_file",
-    "signing_key_files",
-)
+_HOOK_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "signing_keys": ("signing_key", "signing_keys", "signing_key_file", "signing_key_files"),
+    "headers": ("headers",),
+}
+"""The fields of every hook that a skippable part stands for."""
 
 
 def load_settings(
@@ -179,8 +178,9 @@ def load_settings(
     ``env`` supplies ``${VAR}`` values (default: ``os.environ``). Signing key files and the hooks
     file are read relative to the YAML file that names them. ``skip`` leaves parts out for a
     command that never uses them (``produce`` needs no hooks, ``replay`` only their ids;
-    neither serves the admin API): ``hooks``, ``admin`` (they take their defaults) or
-    ``signing_keys`` (every hook's keys and key files). Skipped files are not read and
+    neither serves the admin API): ``hooks``, ``admin`` (they take their defaults),
+    ``signing_keys`` (every hook's keys and key files) or ``headers`` (every hook's extra
+    headers, credentials among them). Skipped files are not read and
     nothing in a skipped part is checked, so its secrets need not be set.
 
     Returns a frozen ``Settings`` whose ``source_file``/``hooks_file`` are absolute paths.
@@ -269,11 +269,8 @@ def _inside(key_path: str, skipped: Collection[str]) -> bool:
     parts = re.split(r"[.\[\]]+", key_path)
     if parts[0] in skipped or (parts[0] == "hooks_file" and "hooks" in skipped):
         return True
-    return (
-        "signing_keys" in skipped
-        and parts[0] == "hooks"
-        and any(part in _SIGNING_KEY_FIELDS for part in parts[1:])
-    )
+    fields = {field for part in skipped for field in _HOOK_FIELDS.get(part, ())}
+    return parts[0] == "hooks" and any(part in fields for part in parts[1:3])
 
 
 class _Loader(SecretFiles):
@@ -297,7 +294,7 @@ class _Loader(SecretFiles):
         self._drop_retired_keys(data)
         self._attach_hooks(data, main_file)
         self._duplicate_hook_ids(data)
-        self._skip_signing_keys(data)
+        self._skip_hook_fields(data)
         self.issues = [i for i in self.issues if not _inside(i.key_path, self.skip)]
         self.note_inline_secrets(data)
         self.absolute_tls_paths(data)
@@ -338,11 +335,10 @@ class _Loader(SecretFiles):
                 data.pop(key, None)
         self.issues = [i for i in self.issues if not _inside(i.key_path, self.skip)]
 
-    def _skip_signing_keys(self, data: dict[str, Any]) -> None:
-        if "signing_keys" not in self.skip:
-            return
+    def _skip_hook_fields(self, data: dict[str, Any]) -> None:
+        fields = [field for part in self.skip for field in _HOOK_FIELDS.get(part, ())]
         for _, hook in hook_mappings(data):
-            for key in _SIGNING_KEY_FIELDS:
+            for key in fields:
                 hook.pop(key, None)
 
     def sorted_issues(self) -> list[ConfigIssue]:

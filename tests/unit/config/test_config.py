@@ -1501,3 +1501,14 @@ def test_a_variable_holding_bytes_that_are_not_utf8_is_refused(tmp_path: Path) -
         f"{tmp_path / 'hooks.yaml'}:6: hooks[0].headers.X-A: "
         "environment variable HV holds bytes that are not UTF-8 text",
     ]
+
+
+def test_replay_loads_without_the_hooks_credential_headers(tmp_path: Path) -> None:
+    """A breaker's trial: replay, which sends nothing, still needed a header's variable."""
+    path = with_hooks(tmp_path, HOOK + '      headers: {Authorization: "Bearer ${HDR}"}\n')
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:5: hooks[0].headers.Authorization: "
+        "environment variable HDR is not set"
+    ]
+    settings = load_settings(path, env={}, skip=("admin", "signing_keys", "headers"))
+    assert [(hook.id, hook.headers) for hook in settings.hooks] == [("crm-sync", ())]
