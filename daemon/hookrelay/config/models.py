@@ -52,6 +52,13 @@ RESERVED_HEADERS: Final = frozenset(
 """Header names (lowercase) that hookrelay sets itself; a hook's ``headers`` may not override them.
 ``transfer-encoding`` is here with ``content-length`` because both decide the body's framing."""
 
+TRANSPORT_HEADERS: Final = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "upgrade", "expect", "http2-settings"}
+)
+"""Hop-by-hop and transport headers (RFC 9110 §7.6.1, §10.1.1), refused in a hook's ``headers``
+with every ``proxy-*``: ``Expect: 100-continue`` made every delivery to a receiver that does
+not answer 100 time out (a breaker's trial)."""
+
 RETIRED_KEYS: Final[Mapping[KeyPath, str]] = {
     ("delivery", "circuit_failure_threshold"): (
         "replaced by circuit_failure_rate, circuit_window and circuit_min_attempts (the circuit "
@@ -307,6 +314,11 @@ def _check_header_name(name: str) -> str:
         raise _refuse("expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
     if name.lower() in RESERVED_HEADERS:
         raise _refuse("this header is set by hookrelay and cannot be overridden")
+    if name.lower() in TRANSPORT_HEADERS or name.lower().startswith("proxy-"):
+        raise _refuse(
+            "this header changes how the request travels (connection handling, expectations, "
+            "upgrades), not what it says; hookrelay's HTTP client manages it"
+        )
     return name
 
 

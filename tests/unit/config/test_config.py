@@ -874,6 +874,22 @@ def test_headers_set_by_hookrelay_cannot_be_overridden(tmp_path: Path, name: str
     ]
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["Expect", "Connection", "keep-alive", "TE", "Trailer", "Upgrade", "Proxy-Authorization"],
+)
+def test_headers_that_change_how_a_request_travels_are_refused(tmp_path: Path, name: str) -> None:
+    """A breaker's trial: ``Expect: 100-continue`` passed check, then every delivery to a
+    receiver that does not answer 100 timed out."""
+    path = with_hooks(tmp_path, HOOK + f"      headers:\n        {name}: x\n")
+
+    assert refusals(path) == [
+        f"{tmp_path / 'hooks.yaml'}:6: hooks[0].headers.{name}: this header changes how the "
+        "request travels (connection handling, expectations, upgrades), not what it says; "
+        "hookrelay's HTTP client manages it"
+    ]
+
+
 def test_header_name_must_be_an_http_token(tmp_path: Path) -> None:
     path = with_hooks(tmp_path, HOOK + '      headers: {"X Source": a}\n')
 
