@@ -223,3 +223,21 @@ async def test_run_refuses_invalid_configuration_without_starting(tmp_path: Path
     assert code == 1
     assert "HOOKRELAY_TEST_UNSET_VARIABLE" in err
     assert f"{config}:2: kafka.group_id:" in err
+
+
+async def test_a_session_timeout_the_broker_refuses_ends_run_with_the_cause_and_a_hint(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A breaker's trial: the daemon died with "ExceptionGroup: unhandled errors in a
+    TaskGroup", the cause (InvalidSessionTimeoutError) only deep in a traceback."""
+    topic = unique("sess")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=1)
+    path = write_config(tmp_path, kafka_bootstrap, topic, [])
+    edit_config(path, "kafka", session_timeout_s=2)  # the broker's minimum is 6 s
+    code, out, _ = await hookrelay_cli("run", "-c", str(path))
+    assert code == 1
+    failed = [orjson.loads(line) for line in out.splitlines() if '"daemon_failed"' in line]
+    assert [entry["error"] for entry in failed] == [
+        "InvalidSessionTimeoutError: [Error 26] InvalidSessionTimeoutError"
+    ]
+    assert "group.min.session.timeout.ms" in failed[0]["hint"]

@@ -296,8 +296,33 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         print(f"hookrelay: {e}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:
-        get_logger("hookrelay.cli").exception("daemon_failed", error=f"{type(e).__name__}: {e}")
+        causes = _leaves(e)
+        details = {"hint": hint} if (hint := _hint(causes)) else {}
+        get_logger("hookrelay.cli").exception(
+            "daemon_failed", error="; ".join(f"{type(c).__name__}: {c}" for c in causes), **details
+        )
         return EXIT_FAILED
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions behind ``error``: a TaskGroup wraps its tasks' in an ExceptionGroup,
+    whose own text ("unhandled errors in a TaskGroup") says nothing of the cause."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _hint(causes: list[BaseException]) -> str | None:
+    """What to change for a failure the configuration caused but could not foresee (the
+    broker's own limits)."""
+    names = {type(cause).__name__ for cause in causes}
+    if "InvalidSessionTimeoutError" in names:
+        return (
+            "the broker refused kafka.session_timeout_s: it must lie between the broker's "
+            "group.min.session.timeout.ms and group.max.session.timeout.ms (6 s and 30 min "
+            "by default)"
+        )
+    return None
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
