@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from hookrelay.config import RESERVED_HEADERS, Hook
+from hookrelay.config.models import TRANSPORT_HEADERS
 from hookrelay.errors import LogtoImportError
 
 KEY_VARIABLE_PREFIX: Final = "HOOKRELAY_KEY_"
@@ -244,6 +245,8 @@ def _headers(value: object, where: str, notes: list[str]) -> dict[str, str]:
     for name, text in value.items():
         if name.lower() in RESERVED_HEADERS:
             notes.append(f"{where}: header {name!r} dropped (hookrelay sets it itself)")
+        elif name.lower() in TRANSPORT_HEADERS or name.lower().startswith("proxy-"):
+            notes.append(f"{where}: header {name!r} dropped (the HTTP client manages it)")
         else:
             kept[_literal(name)] = _literal(text)
     return kept
@@ -304,9 +307,16 @@ def _validate(entry: dict[str, Any], secrets: Mapping[str, str], where: str) -> 
         Hook.model_validate(_expanded(entry, secrets))
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in e.errors()
+            f"{'.'.join(_shown(p) for p in error['loc'])}: {error['msg']}" for error in e.errors()
         )
         raise LogtoImportError(f"{where}: hookrelay would refuse it: {problems}") from None
+
+
+def _shown(part: object) -> str:
+    """A key path part fit for a terminal: a header name with CR, LF or another control
+    character is quoted with its escapes, never printed raw."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
 
 
 _WRITTEN_REFERENCE: Final = re.compile(r"\$\$\{|\$\{([A-Z0-9_]+)\}")

@@ -256,3 +256,21 @@ def test_a_url_with_a_query_string_goes_to_the_env_file(tmp_path: Path) -> None:
     assert env_values(env) == {"HOOKRELAY_URL_Q1": url}
     hook = load_settings(main_config(tmp_path), env=env_values(env)).hooks[0]
     assert hook.url == url
+
+
+def test_a_header_name_with_a_line_break_is_never_printed_raw() -> None:
+    """A breaker's trial: the refusal echoed a header name holding CR LF to the terminal."""
+    with pytest.raises(LogtoImportError) as caught:
+        convert([logto_hook(config={"url": "https://crm.example.com/",
+                                    "headers": {"X-A\r\nInjected": "v"}})])  # fmt: skip
+    assert "\r" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "'X-A\\r\\nInjected'" in str(caught.value)
+
+
+def test_transport_headers_are_dropped_with_a_note() -> None:
+    conversion = convert([logto_hook(config={"url": "https://crm.example.com/",
+                                             "headers": {"Expect": "100-continue"}})])  # fmt: skip
+    assert "headers" not in conversion.hooks_yaml
+    assert any(
+        "header 'Expect' dropped (the HTTP client manages it)" in n for n in conversion.notes
+    )
