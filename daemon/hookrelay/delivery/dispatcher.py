@@ -50,11 +50,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.delivery.circuit import Circuit, CircuitBreaker
@@ -84,6 +84,29 @@ _TOO_MANY_REQUESTS = 429
 _UNAVAILABLE = 503
 
 
+RECENTLY_DELIVERED: Final = 20_000
+"""Webhook-ids of the last deliveries this process delivered, kept to settle a copy of one
+without a request: after a kill -9 the records settled in the last commit interval come back,
+a parked delivery both from its re-read event and from its retry record (a slow hook parks
+hundreds a second). About 3 MB."""
+
+
+class RecentIds:
+    """The last ``size`` ids added, oldest forgotten first; ``in`` costs one dict lookup."""
+
+    def __init__(self, size: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def add(self, item: str) -> None:
+        self._ids[item] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+
 @dataclass(frozen=True, slots=True)
 class _Context:
     """What every lane shares: collaborators, settings, clock and bookkeeping callbacks."""
@@ -103,6 +126,7 @@ class _Context:
     on_released: Callable[[Delivery], None]
     others_hungry: Callable[[Lane], bool]
     history: History
+    delivered: RecentIds
 
 
 class Lane:
@@ -292,6 +316,12 @@ class Lane:
         if not delivery.ticket.live:
             self._release(delivery)
             return False
+        if delivery.delivery_id in self._ctx.delivered:
+            if debug_enabled():
+                log.debug("delivery_duplicate_skipped", hook_id=self.hook.id,
+                          delivery_id=delivery.delivery_id)  # fmt: skip
+            self._ctx.on_finished(delivery, Outcome.DUPLICATE)
+            return False
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
             return False
@@ -370,6 +400,7 @@ class Lane:
         self._ctx.history.attempts.record(now, delivery, result, outcome)
 
     def _delivered(self, delivery: Delivery, result: AttemptResult, now: float) -> None:
+        self._ctx.delivered.add(delivery.delivery_id)
         latency = now - delivery.event.origin.timestamp_ms / 1000.0
         self.stats.latency.observe(max(0.0, latency))
         first = delivery.first_attempt_at
@@ -659,7 +690,7 @@ class Dispatcher:
         self._ctx = _Context(
             sender, writer, metrics, settings, plan, dead_letter_topic, group, hard_bound,
             timeout_s, clock, jitter, self._finished, self._released, self._others_hungry,
-            history or History(),
+            history or History(), RecentIds(RECENTLY_DELIVERED),
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []

@@ -907,3 +907,21 @@ async def test_a_probe_whose_partition_is_revoked_frees_the_probe_slot() -> None
         await until(lambda: rig.dispatcher.in_flight == 0)
         assert lane.circuit is Circuit.CLOSED
     assert calls == 3
+
+
+async def test_a_copy_of_a_delivery_already_delivered_is_settled_without_a_request() -> None:
+    """A breaker's trial: after a kill -9, a slow hook's deliveries parked in the last commit
+    interval came back twice, from the re-read event and from their retry record (24 % of
+    its events). The copy whose webhook-id this process already delivered is not sent."""
+    sender = FakeSender(lambda _hook, n: fail(503, True) if n == 1 else OK)
+    async with Rig(sender, [hook("a")]) as rig:
+        rig.publish()  # attempt 1 fails: parked in retry.10ms
+        await until(lambda: len(rig.producer.to("retry.10ms")) == 1)
+        rig.offset = 0
+        rig.publish()  # the event read again (its offset was not committed): delivered
+        await until(lambda: delivered_count(rig.metrics, "a", "delivered") == 1)
+        (parked,) = rig.producer.to("retry.10ms")
+        rig.feed_back(parked)  # the retry record written before the kill comes back
+        await until(lambda: delivered_count(rig.metrics, "a", "duplicate") == 1)
+        assert [d for _, d, _ in sender.attempts] == [sender.attempts[0][1]] * 2
+        assert rig.dispatcher.in_flight == 0
