@@ -234,12 +234,14 @@ def latest_due_s(topic: str, written_ms: int, fallback_horizon_s: float) -> floa
 def claimed_elsewhere(
     headers: Sequence[tuple[str, bytes | None]], group: str, event_topics: Container[str]
 ) -> tuple[str, str, str] | None:
-    """``(reason, group, origin topic)`` when a retry record belongs to another deployment:
+    """``(reason, group, origin topic)`` when a retry record belongs to another deployment
+    (the origin topic as the record names it, empty when it names none):
     ``other_group`` when any ``hookrelay-group`` header names another group,
     ``foreign_origin`` when any origin topic is not one this deployment consumes; else None.
     Read leniently and before anything else: a malformed record another deployment claims is
     still its own, never dead-lettered or waited for here."""
     other_group = foreign_origin = None
+    origin = ""
     for key, value in headers:
         if key == GROUP_HEADER:
             text = _lenient(value)
@@ -247,10 +249,12 @@ def claimed_elsewhere(
                 other_group = text
         elif key == ORIGIN_TOPIC_HEADER:
             text = _lenient(value)
+            origin = origin or text
             if text and text not in event_topics:
                 foreign_origin = text
     if other_group is not None:
-        return "other_group", other_group, foreign_origin or ""
+        # The origin topic as the record names it (a foreign one first), for the log line.
+        return "other_group", other_group, foreign_origin or origin
     if foreign_origin is not None:
         return "foreign_origin", "", foreign_origin
     return None
