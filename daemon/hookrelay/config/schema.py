@@ -1,4 +1,5 @@
-"""JSON Schemas for editors, generated from the models (``config/*.schema.json``)."""
+"""JSON Schemas, generated (``config/*.schema.json``): the two YAML files' for editors, and the
+event contract of ``events.contract``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, Final
 
 from hookrelay.config.messages import model_at
 from hookrelay.config.models import RETIRED_KEYS, HooksFile, Settings
+from hookrelay.events.contract import event_schema
 
 # ── JSON Schemas for editors ─────────────────────────────────────────────────────────────────────
 
@@ -15,8 +17,9 @@ _SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """JSON Schemas of the two YAML files, keyed by their file names under ``config/``:
-    ``hookrelay.schema.json`` (main file) and ``hooks.schema.json`` (hooks file).
+    """JSON Schemas keyed by their file names under ``config/``: ``hookrelay.schema.json`` (main
+    file) and ``hooks.schema.json`` (hooks file) for editors, and ``event.schema.json``, the
+    contract of the events producers write (``events.contract``).
 
     Generated from the models, then adjusted where the file differs from the loaded shape:
     ``source_file`` is set by the loader; a hook's ``signing_key_file`` is read by the loader;
@@ -48,6 +51,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return {
         "hookrelay.schema.json": {"$schema": _SCHEMA_DIALECT, **main, "title": "hookrelay.yaml"},
         "hooks.schema.json": {"$schema": _SCHEMA_DIALECT, **hooks, "title": "hooks.yaml"},
+        "event.schema.json": event_schema(),
     }
 
 
