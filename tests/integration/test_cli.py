@@ -128,6 +128,25 @@ async def test_produce_to_a_topic_the_broker_creates_prints_only_its_own_line(
     assert (code, out, err) == (0, f"produced 1 events to {topic}\n", "")
 
 
+async def test_produce_validate_checks_the_published_contract(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("contract")
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    events = tmp_path / "events.jsonl"
+    good = b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z","ip":"192.0.2.1"}'
+    typed_wrong = b'{"event":"PostSignIn","createdAt":"2026-01-01T00:00:00Z","userIp":7}'
+    events.write_bytes(good + b"\n" + typed_wrong + b"\n")
+    path = write_config(tmp_path, kafka_bootstrap, topic, [])
+    code, out, err = await hookrelay_cli("produce", "-c", str(path), str(events), "--validate")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[1:] == ["  line 2: userIp: 7 is not of type 'string'"]
+    # The daemon's own rules alone accept it (it routes on event and createdAt only).
+    code, out, err = await hookrelay_cli("produce", "-c", str(path), str(events))
+    assert code == 0, err
+    assert [r.value for r in await read_topic(kafka_bootstrap, topic, 2)] == [good, typed_wrong]
+
+
 async def test_produce_refuses_events_the_daemon_would_dead_letter_unless_raw(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

@@ -4,7 +4,7 @@
 
     hookrelay run       -c FILE                  the daemon (foreground, logs to stdout)
     hookrelay check     -c FILE                  validate configuration (exit 0/1/2)
-    hookrelay produce   -c FILE [--topic T] FILE|-   publish JSON / JSON-lines events
+    hookrelay produce   -c FILE [--topic T] [--validate] FILE|-   publish JSON / JSON-lines events
     hookrelay send-test -c FILE HOOK_ID [--event NAME]   one Logto-style test POST
     hookrelay replay    -c FILE [--hook-id H] [--event E] [--since T] [--group G]
                         [--dead-letter-topic T] [--dry-run]
@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         "--raw", action="store_true",
         help="send records as read, even those the daemon would refuse (to try the "
         "dead-letter path); by default such an event stops the command, naming it",
+    )  # fmt: skip
+    produce.add_argument(
+        "--validate", action="store_true",
+        help="also check each event against the published event contract "
+        "(config/event.schema.json: the types of Logto's payload members); needs the "
+        "'validate' extra: pip install 'hookrelay[validate]'",
     )  # fmt: skip
     replay = add(
         "replay",
@@ -326,7 +332,12 @@ def _hint(causes: list[BaseException]) -> str | None:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
-    from hookrelay.commands.produce import invalid_events, publish, read_events  # noqa: PLC0415
+    from hookrelay.commands.produce import (  # noqa: PLC0415
+        contract_problems,
+        invalid_events,
+        publish,
+        read_events,
+    )
 
     try:
         events = read_events(args.file)
@@ -334,6 +345,13 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hookrelay: cannot read events from {args.file}: {e}", file=sys.stderr)
         return EXIT_FAILED
     problems = [] if args.raw else invalid_events(events, settings.delivery.max_event_bytes)
+    if args.validate and not args.raw and not problems:
+        try:
+            problems = contract_problems(events)
+        except ModuleNotFoundError:
+            print("hookrelay: --validate needs the jsonschema library: "
+                  "pip install 'hookrelay[validate]'", file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
     if problems:
         print(f"hookrelay: {args.file}: {len(problems)} invalid event(s), nothing produced "
               "(--raw sends them anyway, to the dead-letter path):", file=sys.stderr)  # fmt: skip

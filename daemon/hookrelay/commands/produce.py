@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from hookrelay.config import KafkaSettings
 from hookrelay.errors import InvalidEventError
+from hookrelay.events.contract import event_schema
 from hookrelay.events.decode import decode
 from hookrelay.events.model import Origin
 from hookrelay.kafka.clients import client_options
@@ -51,6 +52,21 @@ def invalid_events(events: list[tuple[str, bytes]], max_bytes: int) -> list[str]
             decode(value, None, Origin("produce", 0, 0, 0), max_bytes)
         except InvalidEventError as e:
             problems.append(f"{where}: {e.reason}: {e.detail}")
+    return problems
+
+
+def contract_problems(events: list[tuple[str, bytes]]) -> list[str]:
+    """``where: member path: message`` for each way an event breaks the published contract
+    (``events.contract``), checked with the jsonschema library. Raises ``ModuleNotFoundError``
+    when it is not installed (the ``validate`` extra)."""
+    import jsonschema  # noqa: PLC0415  (an optional extra, imported only when asked for)
+
+    validator = jsonschema.Draft202012Validator(event_schema())
+    problems = []
+    for where, value in events:
+        for error in validator.iter_errors(orjson.loads(value)):
+            path = ".".join(str(part) for part in error.absolute_path) or "the event"
+            problems.append(f"{where}: {path}: {error.message}")
     return problems
 
 
