@@ -1,0 +1,4 @@
+"""Logto to Kafka (issue 14, in progress): what turns a Logto webhook into the event record
+hookrelay consumes. ``records``: the record's value (the body without ``hookId``, every other
+byte kept) and its key (the entity the event is about).
+"""
