@@ -86,8 +86,11 @@ def logto_signature(signing_key: str, body: bytes) -> str:
 
 
 def verify_logto_signature(signing_key: str, body: bytes, header_value: str) -> bool:
-    """Constant-time check of a received ``logto-signature-sha-256`` header."""
-    return hmac.compare_digest(logto_signature(signing_key, body), header_value.strip().lower())
+    """Constant-time check of a received ``logto-signature-sha-256`` header. Compared as bytes:
+    ``hmac.compare_digest`` raises ``TypeError`` for text holding anything but ASCII, which a
+    hostile header may."""
+    given = header_value.strip().lower().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(logto_signature(signing_key, body).encode("ascii"), given)
 
 
 def delivery_id(topic: str, partition: int, offset: int, hook_id: str) -> str:

@@ -50,6 +50,9 @@ def test_verify_accepts_uppercase_hex_and_rejects_other_bodies() -> None:
     signature = logto_signature("foo", b"{}")
     assert verify_logto_signature("foo", b"{}", signature.upper())
     assert not verify_logto_signature("foo", b"{ }", signature)
+    # A hostile header holding non-ASCII text is a mismatch, not a TypeError.
+    assert not verify_logto_signature("foo", b"{}", signature[:-1] + "é")
+    assert not verify_logto_signature("foo", b"{}", "\udcff" * 64)
 
 
 def test_hook_id_is_spliced_as_the_last_member() -> None:
