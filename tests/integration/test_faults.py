@@ -10,7 +10,13 @@ import aiohttp
 import pytest
 
 from hookrelay.app import Daemon
-from tests.integration.harness import produce, settings_for, wait_until, write_config
+from tests.integration.harness import (
+    eventually,
+    produce,
+    settings_for,
+    wait_until,
+    write_config,
+)
 from tests.kafka_broker import create_topics, free_port, run_kafkactl
 from tests.receiver import Receiver
 
@@ -20,6 +26,10 @@ pytestmark = pytest.mark.integration
 async def readyz(port: int) -> tuple[int, dict[str, object]]:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as r:
         return r.status, await r.json()
+
+
+async def _is_ready(port: int) -> bool:
+    return (await readyz(port))[0] == 200
 
 
 async def test_daemon_waits_for_an_unreachable_broker_then_delivers(tmp_path: Path) -> None:
@@ -45,8 +55,12 @@ async def test_daemon_waits_for_an_unreachable_broker_then_delivers(tmp_path: Pa
             assert started.returncode == 0, started.stderr
             await create_topics(bootstrap, ["late.events", "late.events.dlq"])
             await wait_until(lambda: bool(daemon.tracker.partitions), 40, "partition assignment")
-            status, _ = await readyz(daemon.admin.port)
-            assert status == 200
+            # Its own retry topics can be assigned before the metadata shows the event topic
+            # created a moment ago ("event topics missing", picked up within 30 s): ready
+            # follows, not at once (CI saw a 503 here).
+            await eventually(
+                lambda: _is_ready(daemon.admin.port), 40, "readiness once the topics exist"
+            )
             event = b'{"event":"PostSignIn","createdAt":"2026-01-01T00:00:00.000Z"}'
             await produce(bootstrap, "late.events", [event])
             [request] = await receiver.wait_for(1, timeout_s=20)
