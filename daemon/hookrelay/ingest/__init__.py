@@ -2,4 +2,5 @@
 hookrelay consumes. ``records``: the record's value (the body without ``hookId``, every other
 byte kept) and its key (the entity the event is about). ``endpoint``: the HTTP route of each
 source, checking media type, size and Logto's signature, answering 2xx only once written.
+``writer``: the idempotent ``acks=all`` producer behind it.
 """

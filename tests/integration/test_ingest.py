@@ -1,0 +1,58 @@
+"""The ingest endpoint with its Kafka writer on the real broker (issue 14, in progress): a
+body signed as Logto signs is answered 204 once the broker has the record, which is Logto's
+body without hookId, byte for byte, keyed by the user it is about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from hookrelay.config import KafkaSettings
+from hookrelay.events.signing import logto_signature
+from hookrelay.ingest.endpoint import IngestEndpoint, Source
+from hookrelay.ingest.writer import IngestWriter
+from tests.integration.harness import read_topic, unique
+from tests.kafka_broker import create_topics
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = (ROOT / "deploy/demo/events.jsonl").read_bytes().splitlines()[:5]
+KEY = "logto-webhook-signing-key-0123456789"
+
+
+async def test_a_logto_webhook_becomes_its_event_record_once_acknowledged(
+    kafka_bootstrap: str,
+) -> None:
+    topic = unique("ingested")
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    writer = IngestWriter(KafkaSettings(bootstrap_servers=(kafka_bootstrap,)), 1 << 20)
+    await writer.start()
+    app = web.Application()
+    IngestEndpoint([Source("prod", "/logto/prod", KEY, topic)], writer.write,
+                   max_body_bytes=1 << 20).add_routes(app)  # fmt: skip
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for event in EVENTS:
+                body = event[:-1] + b',"hookId":"hk5bz0sbz3ebvhsr2vcby"}'
+                headers = {"Content-Type": "application/json",
+                           "logto-signature-sha-256": logto_signature(KEY, body)}  # fmt: skip
+                url = f"http://127.0.0.1:{port}/logto/prod"
+                async with session.post(url, data=body, headers=headers) as answer:
+                    assert answer.status == 204
+    finally:
+        await runner.cleanup()
+        await writer.stop()
+    records = await read_topic(kafka_bootstrap, topic, len(EVENTS))
+    assert [r.value for r in records] == EVENTS
+    first = orjson.loads(EVENTS[0])
+    assert records[0].key == first["userId"].encode()
