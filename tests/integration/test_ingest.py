@@ -9,7 +9,6 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from hookrelay.config import KafkaSettings
 from hookrelay.events.signing import logto_signature
@@ -17,6 +16,7 @@ from hookrelay.ingest.endpoint import IngestEndpoint, Source
 from hookrelay.ingest.writer import IngestWriter
 from tests.integration.harness import read_topic, unique
 from tests.kafka_broker import create_topics
+from tests.unit.ingest.test_endpoint import listening
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +32,10 @@ async def test_a_logto_webhook_becomes_its_event_record_once_acknowledged(
     await create_topics(kafka_bootstrap, [topic], partitions=1)
     writer = IngestWriter(KafkaSettings(bootstrap_servers=(kafka_bootstrap,)), 1 << 20)
     await writer.start()
-    app = web.Application()
-    IngestEndpoint([Source("prod", "/logto/prod", KEY, topic)], writer.write,
-                   max_body_bytes=1 << 20).add_routes(app)  # fmt: skip
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    endpoint = IngestEndpoint([Source("prod", "/logto/prod", KEY, topic)], writer.write,
+                              max_body_bytes=1 << 20)  # fmt: skip
     try:
-        async with aiohttp.ClientSession() as session:
+        async with listening(endpoint) as port, aiohttp.ClientSession() as session:
             for event in EVENTS:
                 body = event[:-1] + b',"hookId":"hk5bz0sbz3ebvhsr2vcby"}'
                 headers = {"Content-Type": "application/json",
@@ -50,7 +44,6 @@ async def test_a_logto_webhook_becomes_its_event_record_once_acknowledged(
                 async with session.post(url, data=body, headers=headers) as answer:
                     assert answer.status == 204
     finally:
-        await runner.cleanup()
         await writer.stop()
     records = await read_topic(kafka_bootstrap, topic, len(EVENTS))
     assert [r.value for r in records] == EVENTS

@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from hookrelay.config import RESERVED_HEADERS, Hook
-from hookrelay.config.models import TRANSPORT_HEADERS
+from hookrelay.config.models import is_transport_header
 from hookrelay.errors import LogtoImportError
 
 KEY_VARIABLE_PREFIX: Final = "HOOKRELAY_KEY_"
@@ -245,7 +245,7 @@ def _headers(value: object, where: str, notes: list[str]) -> dict[str, str]:
     for name, text in value.items():
         if name.lower() in RESERVED_HEADERS:
             notes.append(f"{where}: header {name!r} dropped (hookrelay sets it itself)")
-        elif name.lower() in TRANSPORT_HEADERS or name.lower().startswith("proxy-"):
+        elif is_transport_header(name):
             notes.append(f"{where}: header {name!r} dropped (the HTTP client manages it)")
         else:
             kept[_literal(name)] = _literal(text)

@@ -309,12 +309,19 @@ def _check_admin_token(token: SecretStr) -> SecretStr:
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
+def is_transport_header(name: str) -> bool:
+    """True for a header that changes how a request travels: ``TRANSPORT_HEADERS`` and every
+    ``proxy-*``, in any case."""
+    lowered = name.lower()
+    return lowered in TRANSPORT_HEADERS or lowered.startswith("proxy-")
+
+
 def _check_header_name(name: str) -> str:
     if _TOKEN.fullmatch(name) is None:
         raise _refuse("expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
     if name.lower() in RESERVED_HEADERS:
         raise _refuse("this header is set by hookrelay and cannot be overridden")
-    if name.lower() in TRANSPORT_HEADERS or name.lower().startswith("proxy-"):
+    if is_transport_header(name):
         raise _refuse(
             "this header changes how the request travels (connection handling, expectations, "
             "upgrades), not what it says; hookrelay's HTTP client manages it"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -36,21 +37,28 @@ class Recorder:
         self.written.append((topic, key, value))
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[str, Recorder]]:
-    recorder = Recorder()
+@asynccontextmanager
+async def listening(endpoint: IngestEndpoint) -> AsyncIterator[int]:
+    """``endpoint`` served on a free port of 127.0.0.1; yields the port."""
     app = web.Application()
-    IngestEndpoint([SOURCE], recorder.write, max_body_bytes=64 * 1024,
-                   write_timeout_s=0.5).add_routes(app)  # fmt: skip
+    endpoint.add_routes(app)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/logto/prod", recorder
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr, no-any-return]
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[str, Recorder]]:
+    recorder = Recorder()
+    endpoint = IngestEndpoint([SOURCE], recorder.write, max_body_bytes=64 * 1024,
+                              write_timeout_s=0.5)  # fmt: skip
+    async with listening(endpoint) as port:
+        yield f"http://127.0.0.1:{port}/logto/prod", recorder
 
 
 async def post(
