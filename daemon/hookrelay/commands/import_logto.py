@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from hookrelay.config import RESERVED_HEADERS, Hook
-from hookrelay.config.models import is_transport_header
+from hookrelay.config.fields import is_transport_header
 from hookrelay.errors import LogtoImportError
 
 KEY_VARIABLE_PREFIX: Final = "HOOKRELAY_KEY_"

@@ -35,9 +35,9 @@ write_json_schemas('config')"``. A unit test keeps the checked-in copies equal t
 from __future__ import annotations
 
 from hookrelay.config.checks import config_warnings
+from hookrelay.config.fields import RESERVED_HEADERS
 from hookrelay.config.loader import Skippable, load_settings
 from hookrelay.config.models import (
-    RESERVED_HEADERS,
     RETIRED_KEYS,
     AdminSettings,
     DeliverySettings,

@@ -13,9 +13,8 @@ from pydantic import (
     SecretStr,
 )
 
+from hookrelay.config.fields import CREDENTIAL_HEADER_NAME, DEFAULT_RETENTION_S
 from hookrelay.config.models import (
-    CREDENTIAL_HEADER_NAME,
-    DEFAULT_RETENTION_S,
     RETIRED_KEYS,
     AdminSettings,
     Hook,

@@ -5,22 +5,14 @@ every delivery). Frozen pydantic models; unknown keys are refused.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal
-from urllib.parse import SplitResult, urlsplit
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    GetCoreSchemaHandler,
-    GetPydanticSchema,
-    PlainSerializer,
     PrivateAttr,
     SecretStr,
     StrictBool,
@@ -29,35 +21,42 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import WithJsonSchema
-from pydantic_core import PydanticCustomError, core_schema
 
 from hookrelay import __version__
+from hookrelay.config.fields import (
+    CREDENTIAL_HEADER_NAME,
+    MAX_RETRY_DELAY_S,
+    TOPIC,
+    AllowNetwork,
+    BrokerAddress,
+    EventPattern,
+    Flag,
+    FrozenModel,
+    HeaderPairs,
+    HeaderValue,
+    HookId,
+    Integer,
+    NonEmptyText,
+    Number,
+    RetryableStatus,
+    TopicName,
+    check_admin_token,
+    check_instance_id,
+    check_listen,
+    check_sasl_password,
+    check_signing_key,
+    check_standard_webhooks_key,
+    check_tls_files,
+    check_url,
+    derived_default,
+    distinct_keys,
+    refuse,
+    split_commas,
+    split_host_port,
+)
 from hookrelay.config.naming import due_horizon_s, tier_label, tier_topics
 from hookrelay.config.source_map import KeyPath, SourceMap
-from hookrelay.events.signing import standard_webhooks_key
-from hookrelay.net.tls import TlsFilesError, client_ssl_context, kafka_ssl_context
-
-RESERVED_HEADERS: Final = frozenset(
-    {
-        "content-type",
-        "content-length",
-        "host",
-        "transfer-encoding",
-        "logto-signature-sha-256",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
-"""Header names (lowercase) that hookrelay sets itself; a hook's ``headers`` may not override them.
-``transfer-encoding`` is here with ``content-length`` because both decide the body's framing."""
-
-TRANSPORT_HEADERS: Final = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "upgrade", "expect", "http2-settings"}
-)
-"""Hop-by-hop and transport headers (RFC 9110 §7.6.1, §10.1.1), refused in a hook's ``headers``
-with every ``proxy-*``: ``Expect: 100-continue`` made every delivery to a receiver that does
-not answer 100 time out (a breaker's trial)."""
+from hookrelay.net.tls import TlsFilesError, kafka_ssl_context
 
 RETIRED_KEYS: Final[Mapping[KeyPath, str]] = {
     ("delivery", "circuit_failure_threshold"): (
@@ -70,383 +69,10 @@ RETIRED_KEYS: Final[Mapping[KeyPath, str]] = {
 :func:`config_warnings` says what replaced it."""
 
 
-# ── Validation building blocks ───────────────────────────────────────────────────────────────────
-
-
-def _refuse(message: str, *, at: KeyPath = (), see: KeyPath | None = None) -> PydanticCustomError:
-    """A validation error carrying our own message.
-
-    ``at`` extends pydantic's location (relative to the value being validated) so the issue lands
-    on the right YAML line; ``see`` is a second place, relative the same way, whose file and line
-    are appended to the message (duplicates name both lines). The message must not contain
-    ``{at}`` or ``{see}``: pydantic fills those in from the context.
-    """
-    context: dict[str, Any] = {"at": at}
-    if see is not None:
-        context["see"] = see
-    return PydanticCustomError("hookrelay", message, context)
-
-
-def _no_bool(value: object) -> object:
-    """Refuse ``true``/``false`` where a number is expected (pydantic would read 1 and 0)."""
-    if isinstance(value, bool):
-        raise _refuse("expected a number, not true/false")
-    return value
-
-
-def _bool_from_text(value: object) -> object:
-    """Also accept the texts ``true``/``false``, so a boolean can come from ``${VAR}``."""
-    if isinstance(value, str) and value in ("true", "false"):
-        return value == "true"
-    return value
-
-
-CREDENTIAL_HEADER_NAME: Final = re.compile(
-    r"authorization|cookie|token|secret|api[-_]?key|password|session", re.IGNORECASE
-)
-"""Header names whose values are credentials (``Authorization``, ``X-API-Key``, ...)."""
-_HEADER_VALUE_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-"""What RFC 9110 §5.5 keeps out of a field value (controls but HTAB); aiohttp refuses to send
-it, so a value holding one would fail every delivery."""
-
-
-def _check_header_value(text: str) -> str:
-    found = _HEADER_VALUE_CONTROL.search(text)
-    if found is not None:
-        raise _refuse(
-            f"expected a header value without control characters; found {found.group()!r} at "
-            f"position {found.start()} (only tab is allowed)"
-        )
-    return text
-
-
-_HOST: Final = re.compile(r"[A-Za-z0-9._-]+")
-_PORT: Final = re.compile(r"[0-9]{1,5}")
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _split_host_port(address: str) -> tuple[str, int] | None:
-    """``"host:port"`` or ``"[IPv6]:port"`` → ``(host, port)``, brackets removed; ``None`` if
-    malformed. Ports run 0-65535."""
-    if address.startswith("["):
-        host, _, port = address[1:].partition("]:")
-        valid_host = _is_ipv6(host)
-    else:
-        host, _, port = address.rpartition(":")
-        valid_host = _HOST.fullmatch(host) is not None
-    if not valid_host or _PORT.fullmatch(port) is None or int(port) > 65535:
-        return None
-    return host, int(port)
-
-
-def _check_listen(address: str) -> str:
-    if _split_host_port(address) is None:
-        raise _refuse("expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
-    return address
-
-
-def _check_broker(address: str) -> str:
-    parsed = _split_host_port(address)
-    if parsed is None or parsed[1] == 0:
-        raise _refuse("expected host:port of a Kafka broker, e.g. 127.0.0.1:9092")
-    return address
-
-
-def _split_commas(value: object) -> object:
-    """``"a:9092, b:9092"`` → ``["a:9092", "b:9092"]``; any other value unchanged."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-_TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
-
-
-def _check_topic(name: str) -> str:
-    if _TOPIC.fullmatch(name) is None or name in (".", ".."):
-        raise _refuse("expected a Kafka topic name: 1-249 characters of A-Z a-z 0-9 . _ -")
-    return name
-
-
-def _check_instance_id(name: str) -> str:
-    # Kafka's own rule for group.instance.id (JoinGroupRequest.validateGroupInstanceId).
-    if _TOPIC.fullmatch(name) is None or name in (".", ".."):
-        raise _refuse("expected a group instance id: 1-249 characters of A-Z a-z 0-9 . _ -")
-    return name
-
-
-def _check_client_error(status: int) -> int:
-    if not 400 <= status <= 499:
-        raise _refuse("expected a 4xx status code (5xx are always retried)")
-    return status
-
-
-_HOOK_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,21}")
-
-
-def _check_hook_id(hook_id: str) -> str:
-    if _HOOK_ID.fullmatch(hook_id) is None:
-        raise _refuse("expected 1-21 characters of A-Z a-z 0-9 _ - (it is sent as hookId)")
-    return hook_id
-
-
-_EVENT_PATTERN: Final = re.compile(r"\*|[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*(?:\.\*)?")
-"""An exact name, a prefix wildcard (``Organization.*``) or ``*``; also in the JSON Schema."""
-
-
-def _check_event_pattern(pattern: str) -> str:
-    if _EVENT_PATTERN.fullmatch(pattern) is None:
-        raise _refuse(
-            "expected an event name like User.Created, a prefix wildcard like Organization.* or *"
-        )
-    return pattern
-
-
-def _check_url(url: str) -> str:
-    """Accept an absolute http(s) URL with a host and without userinfo; never echo it."""
-    if any(char.isspace() or not char.isprintable() for char in url):
-        raise _refuse("expected a URL without spaces or control characters")
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # "Invalid IPv6 URL": an unbalanced [ or ]
-        raise _refuse("expected a URL; brackets hold an IPv6 address: http://[::1]:8080/") from None
-    if parts.scheme not in ("http", "https"):
-        raise _refuse("expected an http:// or https:// URL")
-    if "@" in parts.netloc:
-        raise _refuse(
-            "credentials in the URL are refused: URLs end up in logs and proxies; "
-            "send them in headers (e.g. Authorization) instead"
-        )
-    if not parts.hostname:
-        raise _refuse("expected a URL with a host")
-    _check_url_port(parts)
-    return url
-
-
-def _check_url_port(parts: SplitResult) -> None:
-    try:
-        _ = parts.port
-    except ValueError:
-        raise _refuse("expected a port from 0 to 65535 after the host") from None
-
-
-def _check_sasl_password(password: SecretStr) -> SecretStr:
-    if not password.get_secret_value():
-        raise _refuse("expected a non-empty password")
-    return password
-
-
-def _check_signing_key(key: SecretStr) -> SecretStr:
-    text = key.get_secret_value()
-    if not text:
-        raise _refuse("expected a non-empty signing key")
-    problem = _invisible_in_key(text)
-    if problem is not None:
-        raise _refuse(f"the signing key {problem}; it would become part of the key, and no "
-                      "receiver could verify the signatures")  # fmt: skip
-    return key
-
-
-def _invisible_in_key(text: str) -> str | None:
-    """What in a key is invisible yet would be signed with (never quoting the key): a byte
-    order mark (Windows editors save one), a control character, surrounding whitespace."""
-    if "\ufeff" in text:
-        return "holds a byte order mark (U+FEFF; save the file as UTF-8 without BOM)"
-    control = _KEY_CONTROL.search(text)
-    if control is not None:
-        code = ord(control.group())
-        return f"holds a control character (U+{code:04X}) at position {control.start()}"
-    if text != text.strip():
-        return "starts or ends with whitespace"
-    return None
-
-
-_KEY_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _distinct_keys(keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-    """Refuse a key listed twice: it would sign twice and hide that a rotation went wrong."""
-    first: dict[str, int] = {}
-    for index, key in enumerate(keys):
-        earlier = first.setdefault(key.get_secret_value(), index)
-        if earlier != index:
-            message = f"duplicate signing key; the same key as signing_keys[{earlier}]"
-            raise _refuse(message, at=(index,), see=(earlier,))
-    return keys
-
-
-def _check_standard_webhooks_key(key: SecretStr, at: KeyPath) -> None:
-    try:
-        standard_webhooks_key(key.get_secret_value())
-    except ValueError as e:
-        raise _refuse(f"{e} (standard_webhooks is true)", at=at) from None
-
-
-_B64TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-"""RFC 6750 ``b64token``: the characters a bearer token may hold in an Authorization header."""
-
-ADMIN_TOKEN_MIN_LENGTH: Final = 16
-"""Shortest admin token accepted: 16 characters of ``openssl rand -hex`` output are 64 bits."""
-
-
-def _check_admin_token(token: SecretStr) -> SecretStr:
-    text = token.get_secret_value()
-    if len(text) < ADMIN_TOKEN_MIN_LENGTH or _B64TOKEN.fullmatch(text) is None:
-        raise _refuse(
-            f"expected a bearer token of at least {ADMIN_TOKEN_MIN_LENGTH} characters of "
-            "A-Z a-z 0-9 - . _ ~ + / (then optional =), e.g. from `openssl rand -hex 32`"
-        )
-    return token
-
-
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def is_transport_header(name: str) -> bool:
-    """True for a header that changes how a request travels: ``TRANSPORT_HEADERS`` and every
-    ``proxy-*``, in any case."""
-    lowered = name.lower()
-    return lowered in TRANSPORT_HEADERS or lowered.startswith("proxy-")
-
-
-def _check_header_name(name: str) -> str:
-    if _TOKEN.fullmatch(name) is None:
-        raise _refuse("expected an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
-    if name.lower() in RESERVED_HEADERS:
-        raise _refuse("this header is set by hookrelay and cannot be overridden")
-    if is_transport_header(name):
-        raise _refuse(
-            "this header changes how the request travels (connection handling, expectations, "
-            "upgrades), not what it says; hookrelay's HTTP client manages it"
-        )
-    return name
-
-
-def _pairs_as_mapping(value: object) -> object:
-    """Let code pass headers as the stored tuple of pairs; YAML gives a mapping."""
-    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
-        return dict(value)
-    return value
-
-
-def _mapping_as_pairs(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    seen: set[str] = set()
-    for name in headers:
-        if name.lower() in seen:
-            raise _refuse("header given twice (names are case-insensitive)", at=(name,))
-        seen.add(name.lower())
-    return tuple(headers.items())
-
-
-MAX_RETRY_DELAY_S: Final = 30 * 86_400.0
-DEFAULT_RETENTION_S: Final = 7 * 86_400.0
-"""Longest delay of a retry tier: 30 days."""
-
-
-def _derived_default(schema: dict[str, Any]) -> None:
-    """JSON Schema of a name derived from ``kafka.group_id`` when omitted: no default shown
-    (the empty text that stands for "derive it" is not a valid value to write)."""
-    schema.pop("default", None)
-
-
-Number = Annotated[float, BeforeValidator(_no_bool)]
-Integer = Annotated[int, BeforeValidator(_no_bool)]
-Flag = Annotated[StrictBool, BeforeValidator(_bool_from_text)]
-NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
-HeaderName = Annotated[StrictStr, AfterValidator(_check_header_name)]
-HeaderValue = Annotated[StrictStr, AfterValidator(_check_header_value)]
-TopicName = Annotated[
-    StrictStr,
-    AfterValidator(_check_topic),
-    WithJsonSchema({"type": "string", "pattern": f"^(?:{_TOPIC.pattern})$"}),
-]
-BrokerAddress = Annotated[StrictStr, AfterValidator(_check_broker)]
-RetryableStatus = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_check_client_error)]
-EventPattern = Annotated[
-    StrictStr,
-    AfterValidator(_check_event_pattern),
-    WithJsonSchema({"type": "string", "pattern": f"^(?:{_EVENT_PATTERN.pattern})$"}),
-]
-HookId = Annotated[
-    StrictStr,
-    AfterValidator(_check_hook_id),
-    WithJsonSchema({"type": "string", "pattern": f"^(?:{_HOOK_ID.pattern})$"}),
-]
-
-
-def _header_pairs_schema(_source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-    """Validate headers as a ``{name: value}`` mapping (errors per header, an object in the JSON
-    Schema) and keep them as an ordered, hashable tuple of ``(name, value)`` pairs."""
-    mapping = handler(dict[HeaderName, HeaderValue])
-    return core_schema.no_info_before_validator_function(
-        _pairs_as_mapping,
-        core_schema.no_info_after_validator_function(_mapping_as_pairs, mapping),
-        serialization=core_schema.plain_serializer_function_ser_schema(dict),
-    )
-
-
-HeaderPairs = Annotated[tuple[tuple[str, str], ...], GetPydanticSchema(_header_pairs_schema)]
-
-
-def _network(value: object) -> object:
-    """``"10.0.0.0/8"`` or a single address (``"10.0.0.5"`` is ``10.0.0.5/32``) → a network;
-    host bits set (``10.0.0.1/8``) are refused: the writer meant another range."""
-    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return value  # settings built in code
-    if not isinstance(value, str):  # pydantic would read a number as an IPv4 address
-        raise _refuse("expected a string such as 10.0.0.0/8")
-    try:
-        return ipaddress.ip_network(value)
-    except ValueError:
-        pass
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise _refuse(
-            "expected a network in CIDR notation (10.0.0.0/8, fd00::/8) or one address"
-        ) from None
-    raise _refuse("host bits set: expected the network's first address, as in 10.0.0.0/8")
-
-
-AllowNetwork = Annotated[
-    ipaddress.IPv4Network | ipaddress.IPv6Network,
-    BeforeValidator(_network),
-    PlainSerializer(str),
-    WithJsonSchema({"type": "string", "description": "CIDR network or single IP address"}),
-]
-"""A network the SSRF guard lets webhooks reach (see ``hookrelay.net.guard``)."""
-
-
-def _check_tls_files(ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
-    """Refuse TLS files that do not load into a client context, on the key naming the file."""
-    if key_file is not None and cert_file is None:
-        raise _refuse("expected cert_file with it (the key's certificate)", at=("key_file",))
-    try:
-        client_ssl_context(ca_file, cert_file, key_file)
-    except TlsFilesError as e:
-        raise _refuse(str(e), at=(e.key,)) from None
-
-
-# ── Models ───────────────────────────────────────────────────────────────────────────────────────
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True
-    )
-
-
-class KafkaSettings(_Model):
+class KafkaSettings(FrozenModel):
     """Section kafka: where identity events are consumed from."""
 
-    bootstrap_servers: Annotated[tuple[BrokerAddress, ...], BeforeValidator(_split_commas)] = Field(
+    bootstrap_servers: Annotated[tuple[BrokerAddress, ...], BeforeValidator(split_commas)] = Field(
         ("127.0.0.1:9092",), min_length=1
     )
     """Brokers to contact first, as host:port; a list or one comma-separated string."""
@@ -457,8 +83,8 @@ class KafkaSettings(_Model):
     group_instance_id: (
         Annotated[
             StrictStr,
-            AfterValidator(_check_instance_id),
-            WithJsonSchema({"type": "string", "pattern": f"^(?:{_TOPIC.pattern})$"}),
+            AfterValidator(check_instance_id),
+            WithJsonSchema({"type": "string", "pattern": f"^(?:{TOPIC.pattern})$"}),
         ]
         | None
     ) = None
@@ -506,7 +132,7 @@ class KafkaSettings(_Model):
     it over SASL_SSL only); SCRAM proves knowing it without sending it."""
     sasl_username: NonEmptyText | None = None
     """SASL user name, required by the SASL_* protocols."""
-    sasl_password: Annotated[SecretStr, AfterValidator(_check_sasl_password)] | None = None
+    sasl_password: Annotated[SecretStr, AfterValidator(check_sasl_password)] | None = None
     """SASL password, required by the SASL_* protocols. Write ${VAR}, or use
     sasl_password_file, to keep it out of the file."""
     ssl_ca_file: NonEmptyText | None = None
@@ -526,14 +152,14 @@ class KafkaSettings(_Model):
         tls = protocol in ("SSL", "SASL_SSL")
         _check_group(self, KAFKA_TLS_FILE_KEYS, protocol, needed=None if tls else False)
         if self.ssl_key_file is not None and self.ssl_cert_file is None:
-            raise _refuse(
+            raise refuse(
                 "expected ssl_cert_file with it (the key's certificate)", at=("ssl_key_file",)
             )
         if tls:
             try:
                 kafka_ssl_context(self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file)
             except TlsFilesError as e:
-                raise _refuse(str(e), at=(e.key,)) from None
+                raise refuse(str(e), at=(e.key,)) from None
         return self
 
 
@@ -550,16 +176,16 @@ def _check_group(
         given = getattr(kafka, key) is not None
         if needed and not given:
             also = " or sasl_password_file" if key == "sasl_password" else ""
-            raise _refuse(f"expected {key}{also} with security_protocol {protocol}", at=(key,))
+            raise refuse(f"expected {key}{also} with security_protocol {protocol}", at=(key,))
         if needed is False and given:
-            raise _refuse(
+            raise refuse(
                 f"not used with security_protocol {protocol}; remove it or choose a protocol "
                 "that uses it",
                 at=(key,),
             )
 
 
-class HttpSettings(_Model):
+class HttpSettings(FrozenModel):
     """Section http: the shared HTTP client that POSTs webhooks."""
 
     timeout_s: Number = Field(10.0, gt=0)
@@ -583,11 +209,11 @@ class HttpSettings(_Model):
 
     @model_validator(mode="after")
     def _ca_file_loads(self) -> HttpSettings:
-        _check_tls_files(self.ca_file, None, None)
+        check_tls_files(self.ca_file, None, None)
         return self
 
 
-class HookTls(_Model):
+class HookTls(FrozenModel):
     """A hook's TLS settings. Certificates and host names are always verified (there is no
     switch to turn that off); TLS 1.2 is the least version spoken."""
 
@@ -603,11 +229,11 @@ class HookTls(_Model):
 
     @model_validator(mode="after")
     def _files_load(self) -> HookTls:
-        _check_tls_files(self.ca_file, self.cert_file, self.key_file)
+        check_tls_files(self.ca_file, self.cert_file, self.key_file)
         return self
 
 
-class DeliverySettings(_Model):
+class DeliverySettings(FrozenModel):
     """Section delivery: retries, backpressure and which answers are retried."""
 
     retry_schedule_s: tuple[Annotated[Number, Field(ge=0.01, le=MAX_RETRY_DELAY_S)], ...] = Field(
@@ -632,7 +258,7 @@ class DeliverySettings(_Model):
     headers a retry or dead letter adds, so an accepted event always fits a retry topic."""
     retry_on_status: tuple[RetryableStatus, ...] = (408, 425, 429)
     """4xx answers that are retried; 5xx are always retried, other 4xx are permanent failures."""
-    retry_topic_prefix: TopicName = Field("", json_schema_extra=_derived_default)
+    retry_topic_prefix: TopicName = Field("", json_schema_extra=derived_default)
     """Retry topics are this prefix plus each delay of retry_schedule_s; when omitted,
     "<kafka.group_id>.retry." (hookrelay.retry.5s, hookrelay.retry.2m, ... for the default
     group), so each deployment writes retry topics of its own."""
@@ -670,19 +296,19 @@ class DeliverySettings(_Model):
     def _delays_never_shrink(cls, delays: tuple[float, ...]) -> tuple[float, ...]:
         for index in range(1, len(delays)):
             if delays[index] < delays[index - 1]:
-                raise _refuse("expected delays in non-decreasing order", at=(index,))
+                raise refuse("expected delays in non-decreasing order", at=(index,))
         return delays
 
     @model_validator(mode="after")
     def _resume_below_the_bound(self) -> DeliverySettings:
         if self.resume_in_flight is not None and self.resume_in_flight >= self.max_in_flight:
-            raise _refuse("expected a number below max_in_flight", at=("resume_in_flight",))
+            raise refuse("expected a number below max_in_flight", at=("resume_in_flight",))
         return self
 
     @model_validator(mode="after")
     def _min_attempts_fit_the_window(self) -> DeliverySettings:
         if self.circuit_min_attempts > self.circuit_window:
-            raise _refuse(
+            raise refuse(
                 "expected at most circuit_window: the circuit could never open",
                 at=("circuit_min_attempts",),
             )
@@ -702,12 +328,12 @@ class DeliverySettings(_Model):
         return max(1, self.max_in_flight * 4 // 5)
 
 
-class AdminSettings(_Model):
+class AdminSettings(FrozenModel):
     """Section admin: the HTTP listener for /metrics, /healthz, /readyz and the /v1 admin API."""
 
-    listen: Annotated[StrictStr, AfterValidator(_check_listen)] = "127.0.0.1:9464"
+    listen: Annotated[StrictStr, AfterValidator(check_listen)] = "127.0.0.1:9464"
     """host:port to listen on; IPv6 in brackets ([::1]:9464); port 0 picks a free port."""
-    token: Annotated[SecretStr, AfterValidator(_check_admin_token)] | None = None
+    token: Annotated[SecretStr, AfterValidator(check_admin_token)] | None = None
     """Bearer token the /v1 admin API requires (Authorization: Bearer <token>); without one
     the /v1 API is disabled. /metrics, /healthz and /readyz never need it. Write ${VAR}, or
     use token_file, to keep it out of the file."""
@@ -728,12 +354,12 @@ class AdminSettings(_Model):
 
     @property
     def _parsed(self) -> tuple[str, int]:
-        parsed = _split_host_port(self.listen)
+        parsed = split_host_port(self.listen)
         assert parsed is not None, "validated at construction"
         return parsed
 
 
-class LoggingSettings(_Model):
+class LoggingSettings(FrozenModel):
     """Section logging: structured logs on stdout."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -742,7 +368,7 @@ class LoggingSettings(_Model):
     """json: one JSON object per line (for collectors); console: coloured text for people."""
 
 
-class ShutdownSettings(_Model):
+class ShutdownSettings(FrozenModel):
     """Section shutdown: how a SIGTERM drains."""
 
     grace_s: Number = Field(10.0, ge=0)
@@ -753,7 +379,7 @@ class ShutdownSettings(_Model):
     @model_validator(mode="after")
     def _deadline_after_grace(self) -> ShutdownSettings:
         if self.hard_deadline_s <= self.grace_s:
-            raise _refuse("expected a number greater than grace_s", at=("hard_deadline_s",))
+            raise refuse("expected a number greater than grace_s", at=("hard_deadline_s",))
         return self
 
 
@@ -761,7 +387,7 @@ JITTER_ALLOWANCE_S: Final = 0.02
 """Seconds of the rate a token bucket keeps back from its burst (see ``RateLimit.capacity``)."""
 
 
-class RateLimit(_Model):
+class RateLimit(FrozenModel):
     """A token bucket: per_second tokens flow in, at most capacity are stored."""
 
     per_second: Number = Field(gt=0)
@@ -788,7 +414,7 @@ class RateLimit(_Model):
         return max(1, self.effective_burst - allowance)
 
 
-class Hook(_Model):
+class Hook(FrozenModel):
     """A hook subscription: which events go to which endpoint, and how."""
 
     id: HookId
@@ -797,16 +423,16 @@ class Hook(_Model):
     """Free text for people."""
     events: tuple[EventPattern, ...] = Field(min_length=1)
     """Event names (User.Created), prefix wildcards (Organization.*) or "*" for every event."""
-    url: Annotated[StrictStr, AfterValidator(_check_url)]
+    url: Annotated[StrictStr, AfterValidator(check_url)]
     """Endpoint receiving the POSTs: http or https, no user:password@ part."""
-    signing_key: Annotated[SecretStr, AfterValidator(_check_signing_key)] | None = None
+    signing_key: Annotated[SecretStr, AfterValidator(check_signing_key)] | None = None
     """Key for the logto-signature-sha-256 header (HMAC-SHA256 of the body); no key, no header.
     Write ${VAR}, or use signing_key_file, to keep it out of the file."""
     signing_keys: (
         Annotated[
-            tuple[Annotated[SecretStr, AfterValidator(_check_signing_key)], ...],
+            tuple[Annotated[SecretStr, AfterValidator(check_signing_key)], ...],
             Field(min_length=1),
-            AfterValidator(_distinct_keys),
+            AfterValidator(distinct_keys),
         ]
         | None
     ) = None
@@ -837,18 +463,18 @@ class Hook(_Model):
     @model_validator(mode="after")
     def _keys_fit_the_schemes(self) -> Hook:
         if self.signing_key is not None and self.signing_keys is not None:
-            raise _refuse(
+            raise refuse(
                 "use either signing_key (one key) or signing_keys (a list), not both",
                 at=("signing_keys",),
             )
         if self.standard_webhooks:
             if self.signing_key is not None:
-                _check_standard_webhooks_key(self.signing_key, ("signing_key",))
+                check_standard_webhooks_key(self.signing_key, ("signing_key",))
             for index, key in enumerate(self.signing_keys or ()):
-                _check_standard_webhooks_key(key, ("signing_keys", index))
+                check_standard_webhooks_key(key, ("signing_keys", index))
             if not self.active_signing_keys:
                 message = "expected signing_key or signing_keys with standard_webhooks: true"
-                raise _refuse(message, at=("standard_webhooks",))
+                raise refuse(message, at=("standard_webhooks",))
         return self
 
     @property
@@ -889,12 +515,12 @@ class Hook(_Model):
         return 500 <= status <= 599 or status in self.effective_retry_on_status(delivery)
 
 
-class Settings(_Model):
+class Settings(FrozenModel):
     """hookrelay's configuration: daemon settings and hook subscriptions."""
 
     kafka: KafkaSettings = KafkaSettings()
     """Where events are consumed from."""
-    dead_letter_topic: TopicName = Field("", json_schema_extra=_derived_default)
+    dead_letter_topic: TopicName = Field("", json_schema_extra=derived_default)
     """Topic receiving invalid records and deliveries that used up their retries; when
     omitted, "<kafka.group_id>.dlq" (hookrelay.dlq for the default group)."""
     http: HttpSettings = HttpSettings()
@@ -923,7 +549,7 @@ class Settings(_Model):
         for index, hook in enumerate(hooks):
             if hook.id in first:
                 earlier = first[hook.id]
-                raise _refuse(
+                raise refuse(
                     f"duplicate hook id; already used by hooks[{earlier}]",
                     at=(index, "id"),
                     see=(earlier, "id"),
@@ -935,20 +561,20 @@ class Settings(_Model):
     def _dead_letters_are_not_consumed(self) -> Settings:
         self._derive_owned_topic_names()
         if self.dead_letter_topic in self.kafka.topics:
-            raise _refuse(
+            raise refuse(
                 "expected a topic not listed in kafka.topics (hookrelay would consume its own "
                 "dead letters)",
                 at=("dead_letter_topic",),
             )
-        if any(_TOPIC.fullmatch(topic) is None for topic in self.retry_topics):
-            raise _refuse(
+        if any(TOPIC.fullmatch(topic) is None for topic in self.retry_topics):
+            raise refuse(
                 "expected a shorter prefix: with the delays of retry_schedule_s the retry topic "
                 "names exceed Kafka's 249 characters",
                 at=("delivery", "retry_topic_prefix"),
             )
         clash = set(self.retry_topics) & {*self.kafka.topics, self.dead_letter_topic}
         if clash:
-            raise _refuse(
+            raise refuse(
                 "expected a prefix whose retry topics differ from kafka.topics and "
                 "dead_letter_topic",
                 at=("delivery", "retry_topic_prefix"),
@@ -964,8 +590,8 @@ class Settings(_Model):
         if self.dead_letter_topic and self.delivery.retry_topic_prefix:
             return
         longest = f"{group}.retry.{tier_label(max(self.delivery.retry_schedule_s))}"
-        if _TOPIC.fullmatch(longest) is None:
-            raise _refuse(
+        if TOPIC.fullmatch(longest) is None:
+            raise refuse(
                 "expected a group id made of A-Z a-z 0-9 . _ - (at most 230 characters), "
                 "because the dead-letter and retry topic names derive from it; or set "
                 "dead_letter_topic and delivery.retry_topic_prefix explicitly",
@@ -991,7 +617,7 @@ class Settings(_Model):
         return tier_topics(self.delivery.retry_topic_prefix, self.delivery.retry_schedule_s)
 
 
-class HooksFile(_Model):
+class HooksFile(FrozenModel):
     """hooks.yaml: hookrelay's hook subscriptions."""
 
     hooks: tuple[Hook, ...]
