@@ -54,6 +54,7 @@ from hookrelay.config.fields import (
     split_commas,
     split_host_port,
 )
+from hookrelay.config.ingest import IngestSettings
 from hookrelay.config.naming import due_horizon_s, tier_label, tier_topics
 from hookrelay.config.source_map import KeyPath, SourceMap
 from hookrelay.net.tls import TlsFilesError, kafka_ssl_context
@@ -533,6 +534,8 @@ class Settings(FrozenModel):
     """Structured logs on stdout."""
     shutdown: ShutdownSettings = ShutdownSettings()
     """Draining on SIGTERM."""
+    ingest: IngestSettings | None = None
+    """The ``hookrelay ingest`` process: Logto's webhooks and the batch API into Kafka."""
     hooks: tuple[Hook, ...] = ()
     """Hook subscriptions written inline (or loaded from hooks_file)."""
     source_file: StrictStr = ""
@@ -572,6 +575,7 @@ class Settings(FrozenModel):
                 "names exceed Kafka's 249 characters",
                 at=("delivery", "retry_topic_prefix"),
             )
+        self._ingest_writes_events_only()
         clash = set(self.retry_topics) & {*self.kafka.topics, self.dead_letter_topic}
         if clash:
             raise refuse(
@@ -580,6 +584,29 @@ class Settings(FrozenModel):
                 at=("delivery", "retry_topic_prefix"),
             )
         return self
+
+    def _ingest_writes_events_only(self) -> None:
+        """Refuse an ingest topic that is this deployment's dead-letter or retry topic: the
+        daemon would read those records as letters or retries, not as events."""
+        if self.ingest is None:
+            return
+        owned = {self.dead_letter_topic, *self.retry_topics}
+        places: list[tuple[KeyPath, str | None]] = [
+            (("ingest", "sources", i, "topic"), s.topic) for i, s in enumerate(self.ingest.sources)
+        ]
+        if self.ingest.batch is not None:
+            places.append((("ingest", "batch", "topic"), self.ingest.batch.topic))
+        for at, topic in places:
+            if topic in owned:
+                raise refuse(
+                    "expected an event topic: this is the deployment's dead-letter or a retry "
+                    "topic, which the daemon does not read as events",
+                    at=at,
+                )
+
+    def event_topic(self, topic: str | None) -> str:
+        """``topic``, or the first of ``kafka.topics`` when None (an ingest default)."""
+        return topic if topic is not None else self.kafka.topics[0]
 
     def _derive_owned_topic_names(self) -> None:
         """Fill in the topic names left out from ``kafka.group_id`` (DESIGN §1.8: what a

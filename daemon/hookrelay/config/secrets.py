@@ -1,4 +1,5 @@
-"""Secrets kept out of the YAML: signing key files, the admin token file, the SASL password file,
+"""Secrets kept out of the YAML: signing key files (of hooks and of ingest sources), the admin and
+batch token files, the SASL password file,
 and the certificate and key file paths (made absolute, relative to the file naming them).
 Problems name the file, never its content.
 """
@@ -20,6 +21,20 @@ def hook_mappings(data: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]
         for index, hook in enumerate(hooks):
             if isinstance(hook, dict):
                 yield index, hook
+
+
+def ingest_source_mappings(data: Mapping[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    ingest = data.get("ingest")
+    sources = ingest.get("sources") if isinstance(ingest, dict) else None
+    if isinstance(sources, list):
+        for index, source in enumerate(sources):
+            if isinstance(source, dict):
+                yield index, source
+
+
+def _ingest_batch(data: Mapping[str, Any]) -> Any:
+    ingest = data.get("ingest")
+    return ingest.get("batch") if isinstance(ingest, dict) else None
 
 
 def _strip_one_newline(text: str) -> str:
@@ -55,10 +70,14 @@ class SecretFiles:
         raise NotImplementedError
 
     def absolute_tls_paths(self, data: dict[str, Any]) -> None:
-        """Make ``http.ca_file`` and each hook's ``tls`` files absolute, relative to the YAML
-        file naming them (the hooks file may live elsewhere than the main file)."""
+        """Make ``http.ca_file`` and the ``tls`` files of each hook and of ``ingest`` absolute,
+        relative to the YAML file naming them (the hooks file may live elsewhere than the main
+        file)."""
         places: list[tuple[Any, KeyPath]] = [(data.get("http"), ("http",))]
         places.extend((hook.get("tls"), ("hooks", i, "tls")) for i, hook in hook_mappings(data))
+        ingest = data.get("ingest")
+        if isinstance(ingest, dict):
+            places.append((ingest.get("tls"), ("ingest", "tls")))
         for mapping, path in places:
             if not isinstance(mapping, dict):
                 continue
@@ -80,6 +99,11 @@ class SecretFiles:
                 listed = dict(enumerate(keys))
                 secrets.extend((listed, (*keys_path, i)) for i in listed)
         secrets.append((data.get("admin"), ("admin", "token")))
+        secrets.extend(
+            (source, ("ingest", "sources", index, "signing_key"))
+            for index, source in ingest_source_mappings(data)
+        )
+        secrets.append((_ingest_batch(data), ("ingest", "batch", "token")))
         secrets.append((data.get("kafka"), ("kafka", "sasl_password")))
         for mapping, path in secrets:
             if (
@@ -88,6 +112,20 @@ class SecretFiles:
                 and path not in self.source.from_environment
             ):
                 self.source.inline_secrets.add(path)
+
+    def ingest_files(self, data: dict[str, Any]) -> None:
+        """Read each ingest source's ``signing_key_file`` and the batch API's ``token_file``."""
+        for index, source in ingest_source_mappings(data):
+            if "signing_key_file" in source:
+                path: KeyPath = ("ingest", "sources", index)
+                self.read_secret_file(source, path, "signing_key", "signing key")
+                if "signing_key" not in source:  # reported; "key missing" would be noise
+                    self.failed.add((*path, "signing_key"))
+        batch = _ingest_batch(data)
+        if isinstance(batch, dict) and "token_file" in batch:
+            self.read_secret_file(batch, ("ingest", "batch"), "token", "batch token")
+            if "token" not in batch:
+                self.failed.add(("ingest", "batch", "token"))
 
     def kafka_files(self, data: dict[str, Any], main_file: Path) -> None:
         """Read ``kafka.sasl_password_file``; make the ``kafka.ssl_*_file`` paths absolute,

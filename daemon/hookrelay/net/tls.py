@@ -1,5 +1,7 @@
-"""TLS client contexts built from PEM files, for the two kinds of peer hookrelay connects to:
-Kafka brokers (:func:`kafka_ssl_context`) and webhook endpoints (:func:`client_ssl_context`).
+"""TLS contexts built from PEM files: client contexts for the two kinds of peer hookrelay
+connects to, Kafka brokers (:func:`kafka_ssl_context`) and webhook endpoints
+(:func:`client_ssl_context`), and the server context of the ingest listener
+(:func:`server_ssl_context`).
 
 Verification is always on (there is no switch to turn it off): certificate chain and host
 name. Both are built when the configuration loads, so a file that cannot be used is refused
@@ -11,7 +13,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-__all__ = ["TlsFilesError", "client_ssl_context", "kafka_ssl_context"]
+__all__ = ["TlsFilesError", "client_ssl_context", "kafka_ssl_context", "server_ssl_context"]
 
 
 class TlsFilesError(ValueError):
@@ -62,6 +64,27 @@ def client_ssl_context(
                 "certificate: expected a PEM certificate and its unencrypted PEM private key"
             )
             raise TlsFilesError("cert_file", message) from None
+    return context
+
+
+def server_ssl_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
+    """The TLS server context of a listener: the PEM certificate chain ``cert_file`` with its
+    unencrypted PEM private key ``key_file`` (omit it when ``cert_file`` holds the key), TLS
+    1.2 at least, no client certificate asked for. Raises :class:`TlsFilesError` naming the
+    file that cannot be used."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _readable("cert_file", cert_file, "certificate file")
+    if key_file is not None:
+        _readable("key_file", key_file, "key file")
+    try:
+        context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
+    except ssl.SSLError:
+        message = (
+            f"cannot use {cert_file}{' with ' + key_file if key_file else ''} as the server "
+            "certificate: expected a PEM certificate chain and its unencrypted PEM private key"
+        )
+        raise TlsFilesError("cert_file", message) from None
     return context
 
 

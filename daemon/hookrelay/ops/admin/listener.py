@@ -10,26 +10,23 @@ served at ``GET /v1/openapi.json``)::
 
 The listener binds to ``admin.listen`` (loopback by default). It stays usable under a flood
 of connections, authenticated or not, because the kubelet and Prometheus must always get
-through: a connection that has not sent a whole request ``IDLE_TIMEOUT_S`` after it opened or
-after its last answer is closed (slow or never-finished headers included), and at most
-``MAX_CONNECTIONS`` are open at once — a new one beyond that closes the connection idle the
-longest, or is refused (closed at once) when every connection is busy with a request. Both are
-counted in ``hookrelay_admin_connections_closed_total{reason}``.
+through (``ops.listener.GuardedListener``): a connection without a whole request
+``IDLE_TIMEOUT_S`` after it opened or after its last answer is closed, and at most
+``MAX_CONNECTIONS`` are open at once. Both kinds of close are counted in
+``hookrelay_admin_connections_closed_total{reason}``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from http import HTTPStatus
-from typing import Any, Final
+from typing import Final
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from pydantic import SecretStr
 
 from hookrelay.ops.admin.api import MAX_REQUEST_BYTES, AdminApi, AdminBackend
+from hookrelay.ops.listener import GuardedListener
 from hookrelay.ops.logs import get_logger
 from hookrelay.ops.metrics import CONTENT_TYPE, Metrics
 
@@ -44,31 +41,6 @@ which also runs from the moment a connection opens)."""
 MAX_CONNECTIONS: Final = 64
 """Open admin connections at most: far above what probes, scrapes and an operator need, and
 far below a process's file-descriptor limit (deliveries and Kafka need theirs)."""
-
-
-class _QuietHandler(RequestHandler):
-    """aiohttp's request handler, except that the answer to a request its parser refused
-    (400) says only "Bad Request": aiohttp's quotes the offending line, which may hold the
-    admin token (a token file saved with CR LF sends ``Bearer <token>\\r``)."""
-
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if message is not None and 400 <= status < 500:
-            message = HTTPStatus(status).phrase
-        response: web.StreamResponse = super().handle_error(request, status, exc, message)
-        return response
-
-
-class _Refused(asyncio.Protocol):
-    """A connection beyond ``MAX_CONNECTIONS`` when none can make room: closed at once."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
 
 
 class AdminServer:
@@ -93,8 +65,7 @@ class AdminServer:
         self._metrics = metrics
         self._readiness = readiness
         self.api = AdminApi(backend, token)
-        self._runner: web.AppRunner | None = None
-        self._listener: asyncio.Server | None = None
+        self._listener: GuardedListener | None = None
         self.port = port
 
     def set_token(self, token: SecretStr | None) -> None:
@@ -111,46 +82,21 @@ class AdminServer:
 
     async def start(self) -> None:
         """Listen on ``host:port`` (port 0 picks a free one, then ``self.port`` tells it)."""
-        self._runner = web.AppRunner(
-            self._app(), access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT_S
-        )
-        await self._runner.setup()
-        server = self._runner.server
-        assert server is not None, "set up above"
-        # Our own listening socket rather than web.TCPSite: every accepted connection goes
-        # through _admit, which enforces MAX_CONNECTIONS.
-        self._listener = await asyncio.get_running_loop().create_server(
-            lambda: self._admit(server), self._host, self._port, reuse_address=True
-        )
-        self.port = int(self._listener.sockets[0].getsockname()[1])
+        self._listener = GuardedListener(
+            self._app(), self._host, self._port, idle_timeout_s=IDLE_TIMEOUT_S,
+            max_connections=MAX_CONNECTIONS,
+            on_close=lambda reason: self._metrics.admin_connections_closed.labels(reason).inc(),
+        )  # fmt: skip
+        await self._listener.start()
+        self.port = self._listener.port
         api = "enabled" if self.api.enabled else "disabled (no admin.token)"
         log.info("admin_listening", host=self._host, port=self.port, api=api)
-
-    def _admit(self, server: web.Server) -> asyncio.BaseProtocol:
-        """The protocol for a new connection: aiohttp's handler, after making room for it
-        (the connection idle the longest is closed); a connection that finds every slot
-        busy with a request is closed at once."""
-        connections = server.connections
-        if len(connections) >= MAX_CONNECTIONS:
-            # aiohttp keeps connections in the order they opened; _request_in_progress is
-            # its own flag for a handler answering a request (aiohttp 3.9+).
-            idle = [h for h in connections if not getattr(h, "_request_in_progress", True)]
-            if not idle:
-                self._metrics.admin_connections_closed.labels("over_limit").inc()
-                return _Refused()
-            idle[0].force_close()
-            self._metrics.admin_connections_closed.labels("evicted_idle").inc()
-        # aiohttp's own handler, but answering a malformed request without quoting it.
-        return _QuietHandler(server, loop=server._loop, **server._kwargs)
 
     async def stop(self) -> None:
         """Stop listening and close open connections."""
         if self._listener is not None:
-            self._listener.close()
+            await self._listener.stop()
             self._listener = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # Probes and metrics: never authenticated (Prometheus and the kubelet have no token).
 
