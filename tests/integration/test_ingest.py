@@ -12,8 +12,9 @@ import pytest
 
 from hookrelay.config import KafkaSettings
 from hookrelay.events.signing import logto_signature
-from hookrelay.ingest.endpoint import IngestEndpoint, Source
+from hookrelay.ingest.endpoint import IngestEndpoint, Limits, Source
 from hookrelay.ingest.writer import IngestWriter
+from hookrelay.ops.metrics import IngestMetrics
 from tests.integration.harness import read_topic, unique
 from tests.kafka_broker import create_topics
 from tests.unit.ingest.test_endpoint import listening
@@ -32,8 +33,8 @@ async def test_a_logto_webhook_becomes_its_event_record_once_acknowledged(
     await create_topics(kafka_bootstrap, [topic], partitions=1)
     writer = IngestWriter(KafkaSettings(bootstrap_servers=(kafka_bootstrap,)), 1 << 20)
     await writer.start()
-    endpoint = IngestEndpoint([Source("prod", "/logto/prod", KEY, topic)], writer.write,
-                              max_body_bytes=1 << 20)  # fmt: skip
+    source = Source("prod", "/logto/prod", KEY, topic)
+    endpoint = IngestEndpoint([source], writer.write, Limits(1 << 20), IngestMetrics())
     try:
         async with listening(endpoint) as port, aiohttp.ClientSession() as session:
             for event in EVENTS:

@@ -21,12 +21,17 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-__all__ = ["GuardedListener"]
+__all__ = ["LINGER_S", "GuardedListener"]
+
+LINGER_S: Final = 2.0
+"""Seconds aiohttp goes on reading (and discarding) the rest of a body its handler did not
+read, before closing: a client that sends a body slowly holds a connection this long after
+its answer (aiohttp's default is 10 s)."""
 
 
 class _QuietHandler(RequestHandler):
@@ -90,6 +95,7 @@ class GuardedListener:
         self._runner = web.AppRunner(
             self._app, access_log=None, handle_signals=False,
             keepalive_timeout=self._idle_timeout_s, shutdown_timeout=self._shutdown_timeout_s,
+            lingering_time=LINGER_S,
         )  # fmt: skip
         await self._runner.setup()
         server = self._runner.server

@@ -20,6 +20,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -33,31 +34,92 @@ REQUEST_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 LATENCY_BUCKETS_S: Final = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600,
 )  # fmt: skip
+INGEST_BUCKETS_S: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+)  # fmt: skip
+CLOSE_REASONS: Final = ("evicted_idle", "over_limit")
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 # The *_created series double the exposition size and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 
-class Metrics:
-    """The daemon's metric set. Attribute names follow the exported names without prefix."""
+class ProcessMetrics:
+    """What every hookrelay process exports (the daemon's ``Metrics``, the ingest process's
+    ``IngestMetrics``): build info, readiness, the admin listener's closed connections, and
+    the process and platform collectors. ``ready_help`` says what readiness means there."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready_help: str) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         r.register(PROCESS_COLLECTOR)
         r.register(PLATFORM_COLLECTOR)
         p = "hookrelay_"
         self.build_info = Gauge(p + "build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
-        self.ready = Gauge(p + "ready", "1 when consuming and able to deliver", registry=r)
+        self.ready = Gauge(p + "ready", ready_help, registry=r)
         self.admin_connections_closed = Counter(
             p + "admin_connections_closed", "Admin listener connections closed to keep room "
             "for probes and scrapes: evicted_idle (the longest idle one, for a new "
             "connection), over_limit (a new one, every slot busy with a request)", ["reason"],
             registry=r,
         )  # fmt: skip
-        for reason in ("evicted_idle", "over_limit"):
+        for reason in CLOSE_REASONS:
             self.admin_connections_closed.labels(reason)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+class IngestMetrics(ProcessMetrics):
+    """The ``hookrelay ingest`` process's metric set. ``source`` labels are configured source
+    ids, ``batch`` for the batch API, or ``unmatched`` (no route); ``status`` is the HTTP
+    status answered."""
+
+    def __init__(self) -> None:
+        super().__init__("1 when the Kafka cluster answers and requests are taken")
+        r = self.registry
+        p = "hookrelay_ingest_"
+        self.requests = Counter(
+            p + "requests", "Requests answered, by source and HTTP status", ["source", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            p + "request_duration_seconds", "Seconds from a request's headers to its answer "
+            "(a 2xx includes the broker's acknowledgement)", ["source"],
+            buckets=INGEST_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.request_bytes = Counter(
+            p + "request_bytes", "Request body bytes read, by source", ["source"], registry=r
+        )
+        self.events_written = Counter(
+            p + "events_written", "Events written to Kafka and acknowledged, by source and topic",
+            ["source", "topic"], registry=r,
+        )  # fmt: skip
+        self.producer_errors = Counter(
+            p + "producer_errors", "Writes that failed or timed out (answered 503), by source "
+            "and error (the client's exception name, or timeout)", ["source", "error"],
+            registry=r,
+        )  # fmt: skip
+        self.batch_events_refused = Counter(
+            p + "batch_events_refused", "Events of the batch API refused by the decoder, by "
+            "reason", ["reason"], registry=r,
+        )  # fmt: skip
+        self.connections_closed = Counter(
+            p + "connections_closed", "Ingest listener connections closed by the guard: "
+            "evicted_idle, over_limit", ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)
+
+
+class Metrics(ProcessMetrics):
+    """The daemon's metric set. Attribute names follow the exported names without prefix."""
+
+    def __init__(self) -> None:
+        super().__init__("1 when consuming and able to deliver")
+        r = self.registry
+        p = "hookrelay_"
         self.instance_conflict = Gauge(
             p + "group_instance_conflict", "1 once another process joined the consumer group "
             "with this daemon's kafka.group_instance_id: this daemon stopped consuming",
@@ -210,10 +272,6 @@ class Metrics:
         if stats is None:
             stats = self._hooks[hook_id] = HookStats()
         return stats
-
-    def render(self) -> bytes:
-        """The registry in Prometheus text exposition format."""
-        return generate_latest(self.registry)
 
     def forget_lane(self, hook_id: str) -> None:
         """Drop the per-lane gauges of a hook that is no longer configured (its counters

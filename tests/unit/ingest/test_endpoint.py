@@ -1,5 +1,5 @@
 """hookrelay.ingest.endpoint on a real listener on 127.0.0.1, with a recording writer in place
-of Kafka (the broker-backed process comes with the rest of issue 14): every refusal answers
+of Kafka (the broker-backed process is tested in tests/integration): every refusal answers
 its status and writes nothing; an accepted event is answered 204 only after its write."""
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import pytest
 from aiohttp import web
 
 from hookrelay.events.signing import logto_signature
-from hookrelay.ingest.endpoint import IngestEndpoint, Source
+from hookrelay.ingest.endpoint import IngestEndpoint, Limits, Source
+from hookrelay.ingest.http import counting_middleware
+from hookrelay.ops.listener import GuardedListener
+from hookrelay.ops.metrics import IngestMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
 EVENT = (ROOT / "deploy/demo/events.jsonl").read_bytes().splitlines()[0]
@@ -40,23 +43,27 @@ class Recorder:
 @asynccontextmanager
 async def listening(endpoint: IngestEndpoint) -> AsyncIterator[int]:
     """``endpoint`` served on a free port of 127.0.0.1; yields the port."""
-    app = web.Application()
+    app = web.Application(middlewares=[counting_middleware(endpoint.metrics)])
     endpoint.add_routes(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    listener = GuardedListener(
+        app, "127.0.0.1", 0, idle_timeout_s=5.0, max_connections=64, on_close=lambda _: None
+    )
+    await listener.start()
     try:
-        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr, no-any-return]
+        yield listener.port
     finally:
-        await runner.cleanup()
+        await listener.stop()
+
+
+ENDPOINT_METRICS: list[IngestMetrics] = []
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[str, Recorder]]:
     recorder = Recorder()
-    endpoint = IngestEndpoint([SOURCE], recorder.write, max_body_bytes=64 * 1024,
-                              write_timeout_s=0.5)  # fmt: skip
+    limits = Limits(64 * 1024, request_timeout_s=1.0, write_timeout_s=0.5)
+    ENDPOINT_METRICS.append(IngestMetrics())
+    endpoint = IngestEndpoint([SOURCE], recorder.write, limits, ENDPOINT_METRICS[-1])
     async with listening(endpoint) as port:
         yield f"http://127.0.0.1:{port}/logto/prod", recorder
 
@@ -78,6 +85,24 @@ async def test_a_signed_logto_body_is_written_without_hook_id_then_answered_204(
     status, _, _ = await post(url, BODY)
     assert status == 204
     assert recorder.written == [("identity.events", orjson.loads(EVENT)["userId"].encode(), EVENT)]
+
+
+async def test_every_answer_is_counted_by_source_and_status(
+    served: tuple[str, Recorder],
+) -> None:
+    url, _ = served
+    await post(url, BODY)
+    await post(url, BODY, signed_with=None)
+    await post(url.replace("/prod", "/nowhere"), BODY)
+    text = ENDPOINT_METRICS[-1].render().decode()
+    for line in (
+        'hookrelay_ingest_requests_total{source="prod",status="204"} 1.0',
+        'hookrelay_ingest_requests_total{source="prod",status="401"} 1.0',
+        'hookrelay_ingest_requests_total{source="unmatched",status="404"} 1.0',
+        'hookrelay_ingest_events_written_total{source="prod",topic="identity.events"} 1.0',
+        'hookrelay_ingest_request_duration_seconds_count{source="prod"} 2.0',
+    ):
+        assert line in text
 
 
 REFUSED = [
@@ -141,6 +166,29 @@ async def test_a_write_that_fails_or_hangs_is_a_503_with_retry_after(
     status, headers, body = await post(url, BODY)
     assert (status, headers["Retry-After"]) == (503, "5")
     assert orjson.loads(body)["reason"] == "not_written"
+    assert recorder.written == []
+    error = "ConnectionError" if trouble == "fails" else "timeout"
+    assert f'producer_errors_total{{error="{error}",source="prod"}} 1.0' in (
+        ENDPOINT_METRICS[-1].render().decode()
+    )
+
+
+async def test_a_body_slower_than_the_request_timeout_is_a_408_and_the_connection_closes(
+    served: tuple[str, Recorder],
+) -> None:
+    url, recorder = served
+    host, port = "127.0.0.1", int(url.split(":")[2].split("/")[0])
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /logto/prod HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    await writer.drain()
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n")
+        rest = await reader.read()  # the server closes: read() returns at EOF
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408") and b"request_timeout" in rest
     assert recorder.written == []
 
 

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from hookrelay.ops.admin.api import MAX_REQUEST_BYTES, AdminApi, AdminBackend
 from hookrelay.ops.listener import GuardedListener
 from hookrelay.ops.logs import get_logger
-from hookrelay.ops.metrics import CONTENT_TYPE, Metrics
+from hookrelay.ops.metrics import CONTENT_TYPE, ProcessMetrics
 
 log = get_logger("hookrelay.admin")
 
@@ -54,7 +54,7 @@ class AdminServer:
         self,
         host: str,
         port: int,
-        metrics: Metrics,
+        metrics: ProcessMetrics,
         readiness: ReadinessCheck,
         *,
         backend: AdminBackend | None = None,
