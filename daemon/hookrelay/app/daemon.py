@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import signal
 import threading
 import time
@@ -32,7 +31,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, RequestTimedOutError
 
 from hookrelay.app.admin_view import AdminView
-from hookrelay.app.shutdown import ShutdownOrder, cancel_until_done
+from hookrelay.app.shutdown import (
+    ShutdownOrder,
+    arm_hard_deadline,
+    cancel_until_done,
+    note_stop_signal,
+)
 from hookrelay.app.systemd import SystemdReporting
 from hookrelay.config import Settings, config_warnings, load_settings
 from hookrelay.delivery.dispatcher import Dispatcher
@@ -62,8 +66,6 @@ from hookrelay.pipeline import Pipeline
 
 log = get_logger("hookrelay.app")
 
-EXIT_HARD_DEADLINE = 70
-EXIT_SECOND_SIGNAL = 130
 EXIT_ADMIN_LISTEN = 1
 
 FORMER_TIERS_INTERVAL_S = 60.0
@@ -84,13 +86,17 @@ def _kafka_reason(error: KafkaError) -> str:
 
 
 def register_settings_secrets(settings: Settings) -> None:
-    """Tell the log redactor every secret ``settings`` hold: signing keys, credential header
-    values, the SASL password, the admin token, and what hook URLs hide (user info, query
-    string)."""
+    """Tell the log redactor every secret ``settings`` hold: signing keys (of hooks and ingest
+    sources), credential header values, the SASL password, the admin and batch tokens, and
+    what hook URLs hide (user info, query string)."""
     values = [k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys]
     values += [part for h in settings.hooks for part in url_secrets(h.url)]
     values += [credential for h in settings.hooks for credential in h.credentials]
-    for secret in (settings.kafka.sasl_password, settings.admin.token):
+    ingest = settings.ingest
+    if ingest is not None:
+        values += [source.signing_key.get_secret_value() for source in ingest.sources]
+    batch_token = ingest.batch.token if ingest is not None and ingest.batch else None
+    for secret in (settings.kafka.sasl_password, settings.admin.token, batch_token):
         if secret is not None:
             values.append(secret.get_secret_value())
     register_secrets(values)
@@ -192,24 +198,12 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             f"stopping: draining deliveries for up to {self.settings.shutdown.grace_s:g} s"
         )
         self.stopping.set()
-        deadline = self.settings.shutdown.hard_deadline_s
-        self._hard_deadline = threading.Timer(deadline, self._hard_exit)
-        self._hard_deadline.daemon = True
-        self._hard_deadline.start()
+        self._hard_deadline = arm_hard_deadline(self.settings.shutdown.hard_deadline_s)
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
-        if self._signals > 1:
-            # The operator asked twice: they want out now, drain or not.
-            log.error("second_signal_exiting_now", signal=signal.Signals(signum).name)
-            os._exit(EXIT_SECOND_SIGNAL)
-        log.info("signal_received", signal=signal.Signals(signum).name)
+        note_stop_signal(signum, self._signals)
         self.request_stop()
-
-    @staticmethod
-    def _hard_exit() -> None:
-        log.error("hard_deadline_exceeded_exiting")
-        os._exit(EXIT_HARD_DEADLINE)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT only set the stop flag (second one: immediate exit); SIGHUP

@@ -12,6 +12,9 @@ Steps 1 to 3 end ``Daemon._run_tasks``; the rest is :meth:`ShutdownOrder._close`
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
@@ -27,6 +30,34 @@ from hookrelay.ops.logs import get_logger
 from hookrelay.ops.sdnotify import Notifier
 
 log = get_logger("hookrelay.app")
+
+EXIT_HARD_DEADLINE = 70
+EXIT_SECOND_SIGNAL = 130
+
+
+def note_stop_signal(signum: int, count: int) -> None:
+    """Log the ``count``-th stop signal; from the second on, exit at once with
+    ``EXIT_SECOND_SIGNAL`` (the operator asked twice: they want out now, drain or not)."""
+    name = signal.Signals(signum).name
+    if count > 1:
+        log.error("second_signal_exiting_now", signal=name)
+        os._exit(EXIT_SECOND_SIGNAL)
+    log.info("signal_received", signal=name)
+
+
+def arm_hard_deadline(deadline_s: float) -> threading.Timer:
+    """Exit with ``EXIT_HARD_DEADLINE`` ``deadline_s`` from now, from a thread of its own (so
+    a blocked event loop cannot hold the process)."""
+    timer = threading.Timer(deadline_s, _hard_exit)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _hard_exit() -> None:
+    log.error("hard_deadline_exceeded_exiting")
+    os._exit(EXIT_HARD_DEADLINE)
+
 
 CANCEL_AGAIN_S = 1.0
 """Seconds a cancelled task may run on before the shutdown cancels it again."""

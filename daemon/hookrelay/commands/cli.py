@@ -3,6 +3,7 @@
 ::
 
     hookrelay run       -c FILE                  the daemon (foreground, logs to stdout)
+    hookrelay ingest    -c FILE                  Logto's webhooks and the batch API into Kafka
     hookrelay check     -c FILE                  validate configuration (exit 0/1/2)
     hookrelay produce   -c FILE [--topic T] [--validate] FILE|-   publish JSON / JSON-lines events
     hookrelay send-test -c FILE HOOK_ID [--event NAME]   one Logto-style test POST
@@ -24,7 +25,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     add("run", "Run the daemon in the foreground until SIGTERM/SIGINT.")
+    add(
+        "ingest",
+        "Serve the ingest endpoint (section ingest): Logto's webhooks and POST /v1/events "
+        "into Kafka, answered 2xx once the broker acknowledged; foreground, logs to stdout.",
+    )
     add("check", "Validate the configuration; print problems with file, line and key.")
     produce = add(
         "produce", "Publish events (a JSON object, a JSON array, or JSON lines) to Kafka."
@@ -182,10 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  warning: {warning}", file=sys.stderr)
         return EXIT_FAILED
     handler = {
-        "run": _run, "check": _check, "produce": _produce, "send-test": _send_test,
-        "replay": _replay,
+        "run": _run, "ingest": _ingest, "check": _check, "produce": _produce,
+        "send-test": _send_test, "replay": _replay,
     }  # fmt: skip
-    if args.command != "run":
+    if args.command not in ("run", "ingest"):
         _library_errors_only()
     return handler[args.command](settings, args)
 
@@ -203,9 +209,14 @@ def _library_errors_only() -> None:
 
 
 _SKIPPED: dict[str, tuple[Skippable, ...]] = {
-    "produce": ("hooks", "admin"),
-    "replay": ("admin", "signing_keys", "headers"),
+    "run": ("ingest",),
+    "ingest": ("hooks", "admin"),
+    "produce": ("hooks", "admin", "ingest"),
+    "replay": ("admin", "signing_keys", "headers", "ingest"),
+    "send-test": ("ingest",),
 }
+"""What each command leaves out of the configuration: the daemon and the ingest process
+share a file but not secrets (each environment holds only its own)."""
 
 
 def _positive_int(text: str) -> int:
@@ -284,18 +295,44 @@ def _event_loop_policy() -> None:
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
     # Imported here: keeps `check` free of aiokafka start-up.
-    from hookrelay.app import Daemon, register_settings_secrets  # noqa: PLC0415
-    from hookrelay.ops.logs import configure_logging, get_logger  # noqa: PLC0415
-
-    configure_logging(settings.logging.level, settings.logging.format)
-    register_settings_secrets(settings)
-    _event_loop_policy()
+    from hookrelay.app import Daemon  # noqa: PLC0415
 
     async def run() -> int:
         daemon = Daemon(settings)
         daemon.install_signal_handlers()
         return await daemon.run()
 
+    return _serve(settings, run, "daemon_failed")
+
+
+def _ingest(settings: Settings, _args: argparse.Namespace) -> int:
+    from hookrelay.app import IngestProcess  # noqa: PLC0415
+
+    if settings.ingest is None or not settings.ingest.serves_anything:
+        print(
+            f"hookrelay: {settings.source_file}: the ingest section configures no source and "
+            'no batch API; nothing to serve (README "Connect Logto")',
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+    async def run() -> int:
+        process = IngestProcess(settings)
+        process.install_signal_handlers()
+        return await process.run()
+
+    return _serve(settings, run, "ingest_failed")
+
+
+def _serve(settings: Settings, run: Callable[[], Coroutine[Any, Any, int]], failed: str) -> int:
+    """Run a long-lived process (``run``) in the foreground, logging as configured; its exit
+    status, or 1 with the ``failed`` event logged (the causes, and a hint when one is known)."""
+    from hookrelay.app import register_settings_secrets  # noqa: PLC0415
+    from hookrelay.ops.logs import configure_logging, get_logger  # noqa: PLC0415
+
+    configure_logging(settings.logging.level, settings.logging.format)
+    register_settings_secrets(settings)
+    _event_loop_policy()
     try:
         return asyncio.run(run())
     except TopicsMissingError as e:
@@ -305,7 +342,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         causes = _leaves(e)
         details = {"hint": hint} if (hint := _hint(causes)) else {}
         get_logger("hookrelay.cli").exception(
-            "daemon_failed", error="; ".join(f"{type(c).__name__}: {c}" for c in causes), **details
+            failed, error="; ".join(f"{type(c).__name__}: {c}" for c in causes), **details
         )
         return EXIT_FAILED
 

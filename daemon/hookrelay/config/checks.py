@@ -49,13 +49,17 @@ def config_warnings(settings: Settings) -> list[str]:
     SASL password written inline instead of ``${VAR}`` or ``sasl_password_file``; SASL PLAIN
     over SASL_PLAINTEXT (the password crosses the network in clear); a group instance id
     written as a fixed value (every replica would share it), or with a session timeout too
-    short to cover a restart.
+    short to cover a restart; ingest signing keys or batch token written inline; an ingest
+    source writing to a topic this file's daemon does not consume.
     """
     source = settings._source
     found: list[tuple[KeyPath, str]] = []
     if not any(hook.enabled for hook in settings.hooks):
         message = "no enabled hooks: events are consumed and committed without any delivery"
+        if settings.ingest is not None and not settings.hooks:
+            message += " (fine for a file only hookrelay ingest reads)"
         found.append((("hooks",), message))
+    found.extend(_ingest_warnings(settings, source))
     found.extend((path, RETIRED_KEYS[path]) for path in source.retired)
     window = sum(settings.delivery.retry_schedule_s)
     if settings.delivery.circuit_cooldown_s > window / 2:
@@ -239,6 +243,28 @@ def _admin_warnings(admin: AdminSettings, source: SourceMap) -> list[tuple[KeyPa
     if ("admin", "token") in source.inline_secrets:
         message = "admin token written inline; use ${VAR} or token_file to keep it secret"
         found.append((("admin", "token"), message))
+    return found
+
+
+def _ingest_warnings(settings: Settings, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    found: list[tuple[KeyPath, str]] = []
+    ingest = settings.ingest
+    if ingest is None:
+        return found
+    for index, item in enumerate(ingest.sources):
+        path: KeyPath = ("ingest", "sources", index)
+        if (*path, "signing_key") in source.inline_secrets:
+            message = "signing key written inline; use ${VAR} or signing_key_file to keep it secret"
+            found.append(((*path, "signing_key"), message))
+        if item.topic is not None and item.topic not in settings.kafka.topics:
+            message = (
+                "not one of kafka.topics: a daemon reading this file does not consume it "
+                "(fine when another deployment does)"
+            )
+            found.append(((*path, "topic"), message))
+    if ("ingest", "batch", "token") in source.inline_secrets:
+        message = "batch token written inline; use ${VAR} or token_file to keep it secret"
+        found.append((("ingest", "batch", "token"), message))
     return found
 
 

@@ -13,6 +13,7 @@ from typing import Final
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from hookrelay.ops.metrics import IngestMetrics
 
@@ -77,9 +78,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 def slow_request(timeout_s: float) -> RefusedError:
     """The 408 of a body not sent within ``timeout_s``; its connection is closed."""
     return RefusedError(408, "request_timeout", f"the request took over {timeout_s:g} s to send")
-
-
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def counting_middleware(metrics: IngestMetrics) -> Middleware:

@@ -1,43 +1,146 @@
-"""The ingest endpoint's Kafka writer: one record at a time, answered only once the broker has
-it (issue 14, in progress).
+"""The ingest process's Kafka writer: one record at a time, answered only once the broker has it.
 
 The producer is idempotent with ``acks=all``: a send the client retries after a lost answer is
 written once, and an acknowledged record is on every in-sync replica. A write either ends with
 the broker's acknowledgement or raises; the endpoint answers 503 for the latter, and a record
 is one Kafka message, so there is nothing partial to undo.
+
+The writer comes up without the cluster (``connect`` keeps trying, so the listener answers
+503 rather than refusing connections while Kafka is away) and ``probe`` asks the cluster for
+metadata, which is what readiness reports.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from typing import Final
+
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
 from hookrelay.kafka.clients import client_options
+from hookrelay.ops.logs import get_logger
+
+log = get_logger("hookrelay.ingest")
+
+CONNECT_RETRY_S: Final = 2.0
+"""Seconds between attempts to reach the cluster at start-up."""
+
+
+Record = tuple[str, bytes | None, bytes]
+"""A record to write: topic, key (None for none), value."""
+
+
+class NotConnectedError(ConnectionError):
+    """A write before the producer reached the cluster."""
 
 
 class IngestWriter:
-    """``write(topic, key, value)`` for ``endpoint.IngestEndpoint``; ``start()``/``stop()`` own
-    the producer. ``max_record_bytes`` is the largest value accepted (the endpoint's body
-    limit), so the producer never refuses a record the endpoint let through."""
+    """``write(topic, key, value)`` for the ingest routes; ``connect()``/``stop()`` own the
+    producer. ``max_record_bytes`` is the largest value accepted (the routes' body limit), so
+    the producer never refuses a record a route let through."""
 
     def __init__(self, kafka: KafkaSettings, max_record_bytes: int) -> None:
-        self._producer = AIOKafkaProducer(
+        self._kafka = kafka
+        self._max_record_bytes = max_record_bytes
+        self._producer: AIOKafkaProducer | None = None
+        self.last_error: str | None = "not connected yet"
+        """Why the cluster did not answer the last start or probe; None once it did."""
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        kafka = self._kafka
+        return AIOKafkaProducer(
             **client_options(kafka, "ingest"),
             acks="all",
             enable_idempotence=True,
             linger_ms=0,  # one sender waits on each record: batching would only add latency
             request_timeout_ms=int(kafka.request_timeout_s * 1000),
-            max_request_size=max(1_048_576, max_record_bytes + 65_536),
+            max_request_size=max(1_048_576, self._max_record_bytes + 65_536),
         )
 
     async def start(self) -> None:
-        """Connect to the cluster. Raises the client's error when it cannot."""
-        await self._producer.start()
+        """Connect once. Raises the client's error when the cluster cannot be reached."""
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        self.last_error = None
+
+    async def connect(self) -> None:
+        """Connect, trying again every ``CONNECT_RETRY_S`` until the cluster answers."""
+        while True:
+            try:
+                await self.start()
+            except KafkaError as e:
+                if self.last_error == "not connected yet":
+                    log.warning("ingest_kafka_unreachable", error=f"{type(e).__name__}: {e}")
+                self.last_error = f"{type(e).__name__}: {e}"
+                await asyncio.sleep(CONNECT_RETRY_S)
+            else:
+                log.info("ingest_kafka_connected")
+                return
+
+    async def probe(self, timeout_s: float) -> set[str] | None:
+        """The topics the cluster has, or None when it did not answer within ``timeout_s``
+        (``last_error`` then says why)."""
+        if self._producer is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                metadata = await self._producer.client.fetch_all_metadata()
+        except (KafkaError, TimeoutError) as e:
+            if self.last_error is None:
+                log.warning("ingest_kafka_unreachable", error=f"{type(e).__name__}: {e}")
+            self.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            return None
+        if self.last_error is not None:
+            log.info("ingest_kafka_reachable")
+        self.last_error = None
+        return set(metadata.topics())
 
     async def stop(self) -> None:
         """Flush and close (records not yet acknowledged were never answered 2xx)."""
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     async def write(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Return once the broker acknowledged the record; raise otherwise."""
+        """Return once the broker acknowledged the record; raise otherwise
+        (``NotConnectedError`` before ``connect`` succeeded)."""
+        if self._producer is None:
+            raise NotConnectedError("the cluster has not been reached yet")
         await self._producer.send_and_wait(topic, value, key=key)
+
+    async def write_many(self, records: Sequence[Record]) -> list[BaseException | None]:
+        """Write ``records`` (topic, key, value) in order and wait for every acknowledgement;
+        returns, per record, None when acknowledged or the error that stopped it. A record
+        whose send could not even be queued stops the rest (they are not sent, so no record
+        lands before an earlier one of the same request that failed)."""
+        if self._producer is None:
+            raise NotConnectedError("the cluster has not been reached yet")
+        pending: list[asyncio.Future[object] | BaseException] = []
+        for topic, key, value in records:
+            if pending and isinstance(pending[-1], BaseException):
+                pending.append(pending[-1])
+                continue
+            try:
+                pending.append(await self._producer.send(topic, value, key=key))
+            except KafkaError as e:
+                pending.append(e)
+        outcomes: list[BaseException | None] = []
+        for item in pending:
+            if isinstance(item, BaseException):
+                outcomes.append(item)
+                continue
+            try:
+                await item
+            except KafkaError as e:
+                outcomes.append(e)
+            else:
+                outcomes.append(None)
+        return outcomes

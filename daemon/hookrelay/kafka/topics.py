@@ -4,16 +4,19 @@ The dead-letter topic and one retry topic per delay tier are created at start-up
 missing (``kafka.create_topics``, with ``kafka.topic_partitions`` partitions and
 ``kafka.topic_replication_factor`` replicas). When creation is switched off, a missing topic
 is a start-up error that names every missing topic, because writing a retry to a topic that
-does not exist would stall every lane. The event topics are only checked: a missing one is
-logged (the consumer group picks it up once a producer creates it).
+does not exist would stall every lane. The daemon only checks the event topics: a missing one
+is logged (the consumer group picks it up once a producer creates it); the ingest process,
+their producer, creates those it writes (``create_event_topics``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from hookrelay.config import Settings
+from hookrelay.config import KafkaSettings, Settings
 from hookrelay.errors import TopicsMissingError
 from hookrelay.kafka.clients import client_options
 from hookrelay.ops.logs import get_logger
@@ -24,6 +27,38 @@ log = get_logger("hookrelay.topics")
 def owned_topics(settings: Settings) -> list[str]:
     """The topics hookrelay writes: the dead-letter topic and the retry tiers, no repeats."""
     return list(dict.fromkeys([settings.dead_letter_topic, *settings.retry_topics]))
+
+
+async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> list[str]:
+    """For the ingest process, which writes the event topics: create those of ``topics`` the
+    cluster lacks, when ``kafka.create_topics`` allows it (else create nothing); return those
+    created. Raises aiokafka's ``KafkaError`` when the cluster cannot be reached."""
+    admin = AIOKafkaAdminClient(
+        **client_options(kafka, "admin"),
+        request_timeout_ms=int(kafka.request_timeout_s * 1000),
+    )
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if kafka.create_topics:
+            for topic in missing:
+                await _create(admin, kafka, topic)
+            return missing
+        return []
+    finally:
+        await admin.close()
+
+
+async def _create(admin: AIOKafkaAdminClient, kafka: KafkaSettings, topic: str) -> None:
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, kafka.topic_partitions, kafka.topic_replication_factor)]
+        )
+    except TopicAlreadyExistsError:
+        return  # another replica created it first
+    log.info("topic_created", topic=topic, partitions=kafka.topic_partitions,
+             replication_factor=kafka.topic_replication_factor)  # fmt: skip
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -46,14 +81,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if missing and not k.create_topics:
             raise TopicsMissingError(missing)
         for topic in missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(topic, k.topic_partitions, k.topic_replication_factor)]
-                )
-            except TopicAlreadyExistsError:
-                continue  # another replica created it first
-            log.info("topic_created", topic=topic, partitions=k.topic_partitions,
-                     replication_factor=k.topic_replication_factor)  # fmt: skip
+            await _create(admin, k, topic)
         return missing
     finally:
         await admin.close()

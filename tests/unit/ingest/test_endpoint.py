@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from hookrelay.events.signing import logto_signature
+from hookrelay.ingest.batch import BatchApi
 from hookrelay.ingest.endpoint import IngestEndpoint, Limits, Source
 from hookrelay.ingest.http import counting_middleware
 from hookrelay.ops.listener import GuardedListener
@@ -41,9 +42,13 @@ class Recorder:
 
 
 @asynccontextmanager
-async def listening(endpoint: IngestEndpoint) -> AsyncIterator[int]:
-    """``endpoint`` served on a free port of 127.0.0.1; yields the port."""
-    app = web.Application(middlewares=[counting_middleware(endpoint.metrics)])
+async def listening(
+    endpoint: IngestEndpoint | BatchApi, metrics: IngestMetrics | None = None
+) -> AsyncIterator[int]:
+    """``endpoint`` served on a free port of 127.0.0.1 (counting into ``metrics``, default
+    the endpoint's); yields the port."""
+    counted = metrics or getattr(endpoint, "metrics", None) or IngestMetrics()
+    app = web.Application(middlewares=[counting_middleware(counted)])
     endpoint.add_routes(app)
     listener = GuardedListener(
         app, "127.0.0.1", 0, idle_timeout_s=5.0, max_connections=64, on_close=lambda _: None

@@ -1,0 +1,202 @@
+"""The batch API, ``POST /v1/events``: events from producers that cannot run a Kafka client.
+
+A request carries ``Authorization: Bearer <ingest.batch.token>`` and either a JSON array of
+events (``Content-Type: application/json``) or JSON lines, one event per line
+(``application/x-ndjson`` or ``application/jsonl``; blank lines are skipped). Each event is
+what ``config/event.schema.json`` describes (a ``hookId`` member, if any, is cut out as on the
+Logto routes). JSON lines are written byte for byte as sent; the events of an array are
+written as orjson serialises them (compact, member order kept), because an array element has
+no bytes of its own.
+
+**Validation is all or nothing per request**: every event is checked with the daemon's own
+decoder first, and if any is invalid nothing is written and the answer lists each invalid one
+(``400``, ``{"reason": "invalid_events", "errors": [{"index", "line", "reason", "detail"}]}``;
+``line`` only for JSON lines). A producer fixes or drops those and sends the request again.
+
+**Writing is per event**: the events of a valid request are written in order, and the answer
+comes once the broker acknowledged each: ``200 {"written": n}``; or, when some could not be
+written, ``503`` with ``Retry-After`` and ``{"reason": "not_written", "written": k,
+"not_written": [index, ...]}``: send again only those (a write that timed out may still land,
+so a receiver can then see such an event twice, as with any at-least-once producer).
+
+Other answers: ``401`` without the right token, ``415`` another media type, ``413`` a body
+over ``max_request_bytes`` or more than ``max_events`` events, ``408`` a body slower than
+``request_timeout_s``, ``400`` a body that is no JSON array (``not_array``) or has no events
+(``empty``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from hookrelay.config.ingest import BATCH_PATH
+from hookrelay.errors import InvalidEventError
+from hookrelay.ingest.endpoint import Limits
+from hookrelay.ingest.http import RETRY_AFTER_S, RefusedError, read_body, slow_request
+from hookrelay.ingest.records import AUTO, event_record, record_key
+from hookrelay.ops.metrics import IngestMetrics
+
+WriteMany = Callable[
+    [Sequence[tuple[str, bytes | None, bytes]]], Awaitable[list[BaseException | None]]
+]
+"""Writes records (topic, key, value) in order; per record None once acknowledged, or the
+error that stopped it (``writer.IngestWriter.write_many``)."""
+
+LINES_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl"})
+SOURCE_LABEL: Final = "batch"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRules:
+    """``token`` the requests must carry; where events go (``topic``, ``key_rule``); how many
+    one request may carry (``max_events``) and how large each may be (``max_event_bytes``)."""
+
+    token: str
+    topic: str
+    key_rule: str = AUTO
+    max_events: int = 1000
+    max_event_bytes: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    raw: bytes
+    line: int | None  # 1-based line of a JSON-lines body
+
+
+class BatchApi:
+    """The ``POST /v1/events`` route, writing through ``write_many``."""
+
+    def __init__(
+        self, rules: BatchRules, write_many: WriteMany, limits: Limits, metrics: IngestMetrics
+    ) -> None:
+        self._rules = rules
+        self._expected = f"Bearer {rules.token}".encode()
+        self._write_many = write_many
+        self._limits = limits
+        self._metrics = metrics
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(BATCH_PATH, self._handle, name=SOURCE_LABEL)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        try:
+            items = await self._items(request)
+            records = self._records(items)
+            return await self._write(records)
+        except RefusedError as refused:
+            return refused.response()
+
+    async def _items(self, request: web.Request) -> list[_Item]:
+        """The events of an authorised request, each as bytes; raises ``RefusedError``."""
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, self._expected):
+            raise RefusedError(
+                401, "unauthorized", "send Authorization: Bearer <ingest.batch.token>",
+                {"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        lines = request.content_type in LINES_TYPES
+        if not lines and request.content_type != "application/json":
+            raise RefusedError(
+                415, "unsupported_media_type",
+                "send application/json (an array) or application/x-ndjson (JSON lines)",
+            )  # fmt: skip
+        try:
+            async with asyncio.timeout(self._limits.request_timeout_s):
+                body = await read_body(request, self._limits.max_body_bytes)
+        except TimeoutError:
+            raise slow_request(self._limits.request_timeout_s) from None
+        self._metrics.request_bytes.labels(SOURCE_LABEL).inc(len(body))
+        items = _json_lines(body) if lines else _array_items(body)
+        if not items:
+            raise RefusedError(400, "empty", "the request holds no events")
+        if len(items) > self._rules.max_events:
+            raise RefusedError(
+                413, "too_many_events", f"a request may hold {self._rules.max_events} events"
+            )
+        return items
+
+    def _records(self, items: list[_Item]) -> list[tuple[str, bytes | None, bytes]]:
+        """Every item as its record, or ``RefusedError`` (400) listing each invalid one."""
+        records: list[tuple[str, bytes | None, bytes]] = []
+        errors: list[dict[str, Any]] = []
+        rules = self._rules
+        for index, item in enumerate(items):
+            try:
+                event, value = event_record(item.raw, rules.max_event_bytes)
+            except InvalidEventError as e:
+                self._metrics.batch_events_refused.labels(e.reason).inc()
+                where = (
+                    {"index": index} if item.line is None else {"index": index, "line": item.line}
+                )
+                errors.append({**where, "reason": e.reason, "detail": e.detail})
+                continue
+            records.append((rules.topic, record_key(value, event.name, rules.key_rule), value))
+        if errors:
+            raise _InvalidEventsError(errors)
+        return records
+
+    async def _write(self, records: list[tuple[str, bytes | None, bytes]]) -> web.Response:
+        try:
+            async with asyncio.timeout(self._limits.write_timeout_s):
+                outcomes = await self._write_many(records)
+        except Exception as e:  # not connected, or no answer in time: nothing confirmed
+            outcomes = [e] * len(records)
+        failed = [index for index, outcome in enumerate(outcomes) if outcome is not None]
+        written = len(records) - len(failed)
+        if written:
+            self._metrics.events_written.labels(SOURCE_LABEL, self._rules.topic).inc(written)
+        if not failed:
+            return web.json_response({"written": written}, dumps=_dumps)
+        first = outcomes[failed[0]]
+        error = "timeout" if isinstance(first, TimeoutError) else type(first).__name__
+        self._metrics.producer_errors.labels(SOURCE_LABEL, error).inc()
+        body = {
+            "reason": "not_written",
+            "detail": "some events could not be queued; send those listed again",
+            "written": written,
+            "not_written": failed,
+        }
+        return web.json_response(
+            body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}, dumps=_dumps
+        )
+
+
+class _InvalidEventsError(RefusedError):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(400, "invalid_events", f"{len(errors)} invalid event(s); nothing written")
+        self.errors = errors
+
+    def response(self) -> web.Response:
+        body = {"reason": self.reason, "detail": self.detail, "errors": self.errors}
+        return web.json_response(body, status=400, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json_lines(body: bytes) -> list[_Item]:
+    items = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        stripped = line.strip()
+        if stripped:
+            items.append(_Item(stripped, number))
+    return items
+
+
+def _array_items(body: bytes) -> list[_Item]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RefusedError(400, "not_json", "the body is not JSON") from None
+    if not isinstance(document, list):
+        raise RefusedError(400, "not_array", "expected a JSON array of events (or send JSON lines)")
+    return [_Item(orjson.dumps(element), None) for element in document]
