@@ -4,11 +4,14 @@
 1. start a throw-away local Kafka broker on the port ``deploy/demo/hookrelay.yaml`` names;
 2. create the event topic and the dead-letter topic;
 3. start the demo receiver (verifies Logto signatures) on 127.0.0.1:8787;
-4. start ``hookrelay run -c deploy/demo/hookrelay.yaml`` and wait until ``/readyz`` is true;
-5. publish ``deploy/demo/events.jsonl`` (every catalogue event, all three payload families)
-   with ``hookrelay produce``;
+4. start ``hookrelay run -c deploy/demo/hookrelay.yaml`` and ``hookrelay ingest`` on the same
+   file, and wait until both answer;
+5. publish ``deploy/demo/events.jsonl`` (every catalogue event, all three payload families):
+   the first half with ``hookrelay produce``, the second half POSTed to the ingest endpoint
+   as Logto posts its webhooks (``hookId`` last, signed with the source's key);
 6. wait until every expected (event, hook) webhook arrived, and print the summary;
-7. stop the daemon (SIGTERM, expects exit 0), the receiver and the broker.
+7. stop the daemon and the ingest process (SIGTERM, expects exit 0), the receiver and the
+   broker.
 
 Exit status 0 only when every expected webhook arrived exactly once with a valid signature
 (or unsigned, for hooks without a signing key) and nothing unexpected arrived.
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -34,7 +39,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from hookrelay.config import load_settings
+from hookrelay.config import Settings, load_settings
 from hookrelay.delivery.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +72,21 @@ def wait_for(url: str, what: str, timeout_s: float, process: subprocess.Popen[by
     raise SystemExit(f"demo: {what} not ready after {timeout_s:.0f}s ({url})")
 
 
+def post_as_logto(url: str, signing_key: str, events: list[bytes]) -> None:
+    """POST each event as Logto posts a webhook: its body with ``hookId`` last, signed with
+    HMAC-SHA256 of the body (``logto-signature-sha-256``); every answer must be 204."""
+    for event in events:
+        body = event.rstrip()[:-1] + b',"hookId":"demoLogtoHook"}'
+        signature = hmac.new(signing_key.encode(), body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "logto-signature-sha-256": signature,
+            "User-Agent": "Logto (https://logto.io/)",
+        })  # fmt: skip
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            if answer.status != 204:
+                raise SystemExit(f"demo: the ingest endpoint answered {answer.status}")
+
+
 def expected_pairs() -> collections.Counter[tuple[str, str]]:
     """(hook id, event) → count, from the shipped hooks and the events file."""
     router = Router(load_settings(CONFIG).hooks)
@@ -76,6 +96,20 @@ def expected_pairs() -> collections.Counter[tuple[str, str]]:
             name = json.loads(line)["event"]
             pairs.update((hook.id, name) for hook in router.match(name))
     return pairs
+
+
+class Ingest:
+    """Where the demo's ingest process listens, and its one source's key."""
+
+    def __init__(self, settings: Settings) -> None:
+        ingest = settings.ingest
+        assert ingest is not None and ingest.sources, "deploy/demo/hookrelay.yaml has one"
+        source = ingest.sources[0]
+        self.port = int(ingest.listen.rpartition(":")[2])
+        self.metrics_port = int(ingest.metrics_listen.rpartition(":")[2])
+        self.url = f"http://127.0.0.1:{self.port}{source.route}"
+        self.metrics = f"http://127.0.0.1:{self.metrics_port}"
+        self.signing_key = source.signing_key.get_secret_value()
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -184,6 +218,7 @@ def got_for(got: collections.Counter[tuple[str, str]], hook: str) -> int:
 
 def main() -> int:
     settings = load_settings(CONFIG)
+    ingest = Ingest(settings)
     bootstrap = settings.kafka.bootstrap_servers[0]
     port = int(bootstrap.rsplit(":", 1)[1])
     expected = expected_pairs()
@@ -191,6 +226,8 @@ def main() -> int:
         port: "Kafka, kafka.bootstrap_servers in deploy/demo/hookrelay.yaml",
         RECEIVER_PORT: "the demo receiver, the url of the hooks in deploy/demo/hooks.yaml",
         settings.admin.port: "admin.listen in deploy/demo/hookrelay.yaml",
+        ingest.port: "ingest.listen in deploy/demo/hookrelay.yaml",
+        ingest.metrics_port: "ingest.metrics_listen in deploy/demo/hookrelay.yaml",
     })  # fmt: skip
     logs = Path(tempfile.mkdtemp(prefix="hookrelay-demo-logs-"))
     with ExitStack() as stack:
@@ -214,25 +251,30 @@ def main() -> int:
         )
         admin = f"http://{settings.admin.host}:{settings.admin.port}"
         wait_for(f"{admin}/healthz", "hookrelay daemon", 30, daemon)
-        say(f"daemon running (admin {admin}); publishing {EVENTS.relative_to(ROOT)}")
-        subprocess.run(
-            [
-                str(BIN / "hookrelay"),
-                "produce",
-                "-c",
-                str(CONFIG),
-                str(EVENTS),
-                "--key-field",
-                "userId",
-            ],
-            check=True,
+        ingest_process = start_process(
+            stack, [str(BIN / "hookrelay"), "ingest", "-c", str(CONFIG)], logs / "ingest.log"
         )
+        wait_for(f"{ingest.metrics}/readyz", "hookrelay ingest", 30, ingest_process)
+        lines = [line for line in EVENTS.read_bytes().splitlines() if line.strip()]
+        half = len(lines) // 2
+        produced = Path(logs) / "produced.jsonl"
+        produced.write_bytes(b"\n".join(lines[:half]) + b"\n")
+        say(f"daemon running (admin {admin}); {half} events of {EVENTS.relative_to(ROOT)} "
+            "with hookrelay produce")  # fmt: skip
+        subprocess.run(
+            [str(BIN / "hookrelay"), "produce", "-c", str(CONFIG), str(produced),
+             "--key-field", "userId"],
+            check=True,
+        )  # fmt: skip
+        say(f"{len(lines) - half} events POSTed to {ingest.url} as Logto posts them")
+        post_as_logto(ingest.url, ingest.signing_key, lines[half:])
         stats = await_deliveries(expected, timeout_s=60)
         ok, summary = verdict(expected, stats)
-        daemon.send_signal(signal.SIGTERM)
-        status = daemon.wait(30)
-        say(f"daemon stopped with exit status {status}")
-        ok = ok and status == 0
+        for name, process in (("daemon", daemon), ("ingest process", ingest_process)):
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(30)
+            say(f"{name} stopped with exit status {status}")
+            ok = ok and status == 0
     if ok:
         shutil.rmtree(logs, ignore_errors=True)  # nothing to look at: leave /tmp clean
     else:
