@@ -35,7 +35,7 @@ from tests.bench.sizes import QUICK_SCALE, Sizes
 
 GROUPS = (
     "ceiling", "baseline", "throughput", "latency", "isolation", "rate_limit", "memory",
-    "startup", "profile",
+    "startup", "ingest", "profile",
 )  # fmt: skip
 Step = tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]
 
@@ -99,6 +99,7 @@ def steps(bench: Bench, args: argparse.Namespace) -> list[Step]:
         ("rate_limit", "rate_limit", lambda: s.rate_limit(bench)),
         ("memory", "memory", lambda: s.memory(bench)),
         ("startup", "startup", lambda: s.startup(bench)),
+        ("ingest", "ingest", lambda: s.ingest_endpoint(bench)),
         ("profile", "profile", lambda: profile_throughput(bench, args.profile_out)),
         (
             "profile",

@@ -130,9 +130,11 @@ def sum_families(text: str, families: tuple[str, ...] = METRIC_FAMILIES) -> dict
 
 
 class DaemonProcess:
-    """``python -m hookrelay run -c <config>`` with its output in ``log_path``."""
+    """``python -m hookrelay <command> -c <config>`` (``run``, or ``ingest`` whose
+    ``admin_port`` is its ``metrics_listen``) with its output in ``log_path``."""
 
-    def __init__(self, config: Path, admin_port: int, log_path: Path) -> None:
+    def __init__(self, config: Path, admin_port: int, log_path: Path, command: str = "run") -> None:
+        self.command = command
         self.config = config
         self.admin_port = admin_port
         self.log_path = log_path
@@ -150,7 +152,7 @@ class DaemonProcess:
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hookrelay", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "hookrelay", self.command, "-c", str(self.config)],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 

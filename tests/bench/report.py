@@ -174,11 +174,43 @@ def _startup_rows(results: Results) -> list[Row]:
     )]  # fmt: skip
 
 
+def _ingest_rows(results: Results) -> list[Row]:
+    run = results.get("ingest", {})
+    if "ratio_to_bare" not in run:
+        return []
+    ratio, added = run["ratio_to_bare"], run["added_latency_ms"]
+    paced = run["paced_ingest"]["latency"]
+    return [
+        Row(
+            f"ingest: requests/s, each 204 after the broker's ack ({run['connections']} "
+            "connections; baseline: bare aiohttp answering 204)",
+            f"{_n(run['ingest']['requests_per_s'])} /s",
+            f"{_n(ratio, 2)} (bare {_n(run['bare']['requests_per_s'])} /s)",
+            ">= 0.5",
+            _check(ratio, lambda r: r >= 0.5),
+        ),
+        Row(
+            f"  added latency at {_n(run['offered_per_s'])} req/s (half): p50",
+            f"{added['p50_ms']:.2f} ms",
+            f"ingest p50 {paced['p50_ms']:.2f} ms",
+            "<= 5 ms",
+            added["p50_ms"] <= 5,
+        ),
+        Row(
+            "  added latency at half load: p99",
+            f"{added['p99_ms']:.2f} ms",
+            f"ingest p99 {paced['p99_ms']:.2f} ms",
+            "<= 25 ms",
+            added["p99_ms"] <= 25,
+        ),
+    ]
+
+
 def rows(results: Results) -> list[Row]:
     """Every table row the results allow, in scenario order."""
     sections = (
         _receiver_rows, _throughput_rows, _latency_rows, _isolation_rows, _rate_limit_rows,
-        _memory_rows, _startup_rows,
+        _memory_rows, _startup_rows, _ingest_rows,
     )  # fmt: skip
     return [row for section in sections for row in section(results)]
 

@@ -16,9 +16,12 @@ import statistics
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
-from tests.bench import baseline, loadgen
+import orjson
+
+from tests.bench import baseline, ingest, loadgen
 from tests.bench.daemon import DaemonProcess, HookSpec, write_config
 from tests.bench.harness import (
     Bench,
@@ -34,7 +37,7 @@ from tests.bench.harness import (
 )
 from tests.bench.kafka import PacedProducer
 from tests.bench.procstat import MIB, Sampler, Series
-from tests.bench.receiver import Arrivals
+from tests.bench.receiver import Arrivals, free_port
 from tests.bench.stats import (
     latency_summary,
     linear_slope,
@@ -56,6 +59,7 @@ GROWTH_WARM_UP_FRACTION = 0.2
 GROWTH_MIN_TREND_S = 60.0
 """A shorter growth measurement (quick runs) reports no 10-minute trend: it would be noise."""
 RATE_WINDOW_S = 10.0
+INGEST_WARM_UP_S = 3.0
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -428,3 +432,86 @@ async def startup(bench: Bench) -> dict[str, Any]:
         "max_s": round(max(later), 3),
         "all_s": [round(s, 3) for s in seconds],
     }
+
+
+# -- the ingest endpoint (issue 14) ---------------------------------------------------------
+
+
+async def ingest_endpoint(bench: Bench) -> dict[str, Any]:
+    """``hookrelay ingest`` vs a bare aiohttp server answering 204 (``tests/bench/ingest``):
+    requests/s with every answer after the broker's ack, then the latency each adds at half
+    the ingest process's rate."""
+    duration_s = bench.sizes.ingest_s
+    connections = bench.concurrency
+    bare_port = free_port()
+    server, server_pipe = _spawn(ingest.bare_server, bare_port)
+    try:
+        await _receive(server_pipe, 30)
+        bare_url = f"http://127.0.0.1:{bare_port}{ingest.PATH}"
+        bare = await _ingest_load(bare_url, connections, duration_s, None)
+        topic = await bench.fresh_topic("ingest")
+        config, port, metrics_port = _ingest_config(bench, topic)
+        process = DaemonProcess(config, metrics_port, bench.workdir / "ingest.log", "ingest")
+        process.start()
+        try:
+            await process.wait_ready()
+            url = f"http://127.0.0.1:{port}{ingest.PATH}"
+            # Unmeasured: the broker's JIT warms up on the new topic's produce path, as it
+            # has on the daemon's paths by the time the other scenarios measure.
+            await _ingest_load(url, connections, INGEST_WARM_UP_S, None)
+            async with Sampler(bench.processes(ingest=process.pid)) as sampler:
+                window = time.time()
+                loaded = await _ingest_load(url, connections, duration_s, None)
+                window_end = time.time()
+            half = loaded["requests_per_s"] / 2 or FALLBACK_MAX_PER_S / 2
+            paced = await _ingest_load(url, connections, duration_s, half)
+        finally:
+            await process.stop()
+        paced_bare = await _ingest_load(bare_url, connections, duration_s, half)
+    finally:
+        server_pipe.send("stop")
+        _reap(server)
+    added = {
+        key: round(paced["latency"][key] - paced_bare["latency"][key], 2)
+        for key in ("p50_ms", "p95_ms", "p99_ms")
+    }
+    return {
+        "connections": connections,
+        "bare": bare,
+        "ingest": loaded,
+        "ratio_to_bare": _ratio(loaded["requests_per_s"], bare["requests_per_s"]),
+        "offered_per_s": round(half, 1),
+        "paced_ingest": paced,
+        "paced_bare": paced_bare,
+        "added_latency_ms": added,
+        "cores": sampler.utilisation(window, window_end),
+    }
+
+
+async def _ingest_load(
+    url: str, connections: int, duration_s: float, rate: float | None
+) -> dict[str, Any]:
+    client, pipe = _spawn(ingest.client, url, connections, duration_s, rate)
+    try:
+        figures: dict[str, Any] = await _receive(pipe, duration_s + 60)
+    finally:
+        _reap(client)
+    if figures.get("other_statuses"):
+        raise RuntimeError(f"answers other than 204 from {url}: {figures['other_statuses']}")
+    return figures
+
+
+def _ingest_config(bench: Bench, topic: str) -> tuple[Path, int, int]:
+    """A configuration for ``hookrelay ingest``: (file, listen port, metrics port)."""
+    port, metrics_port = free_port(), free_port()
+    config = {
+        "kafka": {"bootstrap_servers": [bench.broker.bootstrap], "topics": [topic]},
+        "logging": {"level": bench.log_level, "format": "json"},
+        "ingest": {
+            "listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{metrics_port}",
+            "sources": [{"id": "bench", "path": ingest.PATH, "signing_key": ingest.SIGNING_KEY}],
+        },
+    }  # fmt: skip
+    path = bench.workdir / "ingest.json"
+    path.write_bytes(orjson.dumps(config))
+    return path, port, metrics_port

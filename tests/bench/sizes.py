@@ -48,6 +48,8 @@ class Sizes:
     """Receiver ceiling run."""
     startup_repeats: int = 5
     """Daemon starts timed to /readyz."""
+    ingest_s: float = 10.0
+    """Each of the ingest endpoint's four runs (bare and ingest, at full load and at half)."""
 
     def scaled(self, scale: float) -> Sizes:
         """These sizes times ``scale`` (1.0: unchanged), respecting each figure's floor."""
@@ -64,6 +66,7 @@ class Sizes:
             rate_limit_s=max(21.0, self.rate_limit_s * scale),
             ceiling_s=max(3.0, self.ceiling_s * scale),
             startup_repeats=max(3, round(self.startup_repeats * scale)),
+            ingest_s=max(4.0, self.ingest_s * scale),
         )
 
     def override(self, assignments: list[str]) -> Sizes:

@@ -12,7 +12,8 @@ import pytest
 
 from hookrelay.config import KafkaSettings
 from hookrelay.events.signing import logto_signature
-from hookrelay.ingest.endpoint import IngestEndpoint, Limits, Source
+from hookrelay.ingest.endpoint import IngestEndpoint, Source
+from hookrelay.ingest.http import Limits
 from hookrelay.ingest.writer import IngestWriter
 from hookrelay.ops.metrics import IngestMetrics
 from tests.integration.harness import read_topic, unique

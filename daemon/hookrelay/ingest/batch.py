@@ -38,8 +38,13 @@ from aiohttp import web
 
 from hookrelay.config.ingest import BATCH_PATH
 from hookrelay.errors import InvalidEventError
-from hookrelay.ingest.endpoint import Limits
-from hookrelay.ingest.http import RETRY_AFTER_S, RefusedError, read_body, slow_request
+from hookrelay.ingest.http import (
+    RETRY_AFTER_S,
+    Limits,
+    RefusedError,
+    counted,
+    read_body_in_time,
+)
 from hookrelay.ingest.records import AUTO, event_record, record_key
 from hookrelay.ops.metrics import IngestMetrics
 
@@ -84,9 +89,9 @@ class BatchApi:
         self._metrics = metrics
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(BATCH_PATH, self._handle, name=SOURCE_LABEL)
+        app.router.add_post(BATCH_PATH, counted(self._metrics, SOURCE_LABEL, self._handle))
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             items = await self._items(request)
             records = self._records(items)
@@ -108,11 +113,7 @@ class BatchApi:
                 415, "unsupported_media_type",
                 "send application/json (an array) or application/x-ndjson (JSON lines)",
             )  # fmt: skip
-        try:
-            async with asyncio.timeout(self._limits.request_timeout_s):
-                body = await read_body(request, self._limits.max_body_bytes)
-        except TimeoutError:
-            raise slow_request(self._limits.request_timeout_s) from None
+        body = await read_body_in_time(request, self._limits)
         self._metrics.request_bytes.labels(SOURCE_LABEL).inc(len(body))
         items = _json_lines(body) if lines else _array_items(body)
         if not items:

@@ -32,7 +32,15 @@ from aiohttp import web
 
 from hookrelay.errors import InvalidEventError
 from hookrelay.events.signing import LOGTO_SIGNATURE_HEADER, verify_logto_signature
-from hookrelay.ingest.http import RefusedError, answer, not_written, read_body, slow_request
+from hookrelay.ingest.http import (
+    Handler,
+    Limits,
+    RefusedError,
+    answer,
+    counted,
+    not_written,
+    read_body_in_time,
+)
 from hookrelay.ingest.records import AUTO, event_record, record_key
 from hookrelay.ops.metrics import IngestMetrics
 
@@ -54,19 +62,9 @@ class Source:
     key_rule: str = AUTO
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one request may take: ``max_body_bytes`` (bytes), ``request_timeout_s`` to send
-    the body, ``write_timeout_s`` for the broker's acknowledgement."""
-
-    max_body_bytes: int
-    request_timeout_s: float = 15.0
-    write_timeout_s: float = 10.0
-
-
 class IngestEndpoint:
-    """The routes of every source, writing through ``write``; each route is named after its
-    source id (the ``source`` label of ``metrics``)."""
+    """The routes of every source, writing through ``write``; each route counts its answers
+    in ``metrics`` under its source id."""
 
     def __init__(
         self, sources: list[Source], write: Write, limits: Limits, metrics: IngestMetrics
@@ -79,10 +77,12 @@ class IngestEndpoint:
     def add_routes(self, app: web.Application) -> None:
         """One ``POST`` route per source path."""
         for source in self._sources:
-            app.router.add_post(source.path, self._handler(source), name=source.id)
+            app.router.add_post(
+                source.path, counted(self.metrics, source.id, self._handler(source))
+            )
 
-    def _handler(self, source: Source) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handle(request: web.Request) -> web.Response:
+    def _handler(self, source: Source) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 return await self._ingest(request, source)
             except RefusedError as refused:
@@ -111,11 +111,7 @@ class IngestEndpoint:
         """The body, once its media type, size and signature passed; raises ``RefusedError``."""
         if request.content_type != "application/json":
             raise RefusedError(415, "unsupported_media_type", "send Content-Type: application/json")
-        try:
-            async with asyncio.timeout(self._limits.request_timeout_s):
-                body = await read_body(request, self._limits.max_body_bytes)
-        except TimeoutError:
-            raise slow_request(self._limits.request_timeout_s) from None
+        body = await read_body_in_time(request, self._limits)
         self.metrics.request_bytes.labels(source.id).inc(len(body))
         signature = request.headers.get(LOGTO_SIGNATURE_HEADER)
         if signature is None:

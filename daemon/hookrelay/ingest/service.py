@@ -31,8 +31,8 @@ from hookrelay.config import Settings
 from hookrelay.config.fields import split_host_port
 from hookrelay.config.ingest import IngestSettings
 from hookrelay.ingest.batch import BatchApi, BatchRules
-from hookrelay.ingest.endpoint import IngestEndpoint, Limits, Source
-from hookrelay.ingest.http import counting_middleware
+from hookrelay.ingest.endpoint import IngestEndpoint, Source
+from hookrelay.ingest.http import Limits, add_unmatched_route
 from hookrelay.ingest.writer import IngestWriter
 from hookrelay.kafka.topics import create_event_topics
 from hookrelay.net.tls import server_ssl_context
@@ -67,7 +67,7 @@ class IngestService:
             for s in ingest.sources
         ]  # fmt: skip
         limits = Limits(max_event_bytes, ingest.request_timeout_s, ingest.write_timeout_s)
-        app = web.Application(middlewares=[counting_middleware(self.metrics)])
+        app = web.Application()
         IngestEndpoint(self.sources, self.writer.write, limits, self.metrics).add_routes(app)
         self.topics = {source.topic for source in self.sources}
         if ingest.batch is not None:
@@ -81,6 +81,7 @@ class IngestService:
             )
             BatchApi(rules, self.writer.write_many, batch_limits, self.metrics).add_routes(app)
             self.topics.add(rules.topic)
+        add_unmatched_route(app, self.metrics)
         tls = ingest.tls
         self._listener = GuardedListener(
             app, *_host_port(ingest.listen), idle_timeout_s=ingest.idle_timeout_s,

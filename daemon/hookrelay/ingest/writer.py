@@ -25,6 +25,8 @@ from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.ingest")
 
+BATCH_BYTES: Final = 1_048_576
+"""Largest batch the producer builds per partition, in bytes."""
 CONNECT_RETRY_S: Final = 2.0
 """Seconds between attempts to reach the cluster at start-up."""
 
@@ -58,6 +60,10 @@ class IngestWriter:
             linger_ms=0,  # one sender waits on each record: batching would only add latency
             request_timeout_ms=int(kafka.request_timeout_s * 1000),
             max_request_size=max(1_048_576, self._max_record_bytes + 65_536),
+            # Requests waiting on a batch in flight join the next one; aiokafka's 16 KiB
+            # default held about 25 Logto bodies, so a busy partition made later senders
+            # wait for a whole round trip before they could even be queued.
+            max_batch_size=BATCH_BYTES,
         )
 
     async def start(self) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hookrelay.errors import InvalidEventError
-from hookrelay.events.decode import decode
+from hookrelay.events.decode import _members, _without_compact_hook_id, decode
 from hookrelay.events.model import Origin
 from hookrelay.events.signing import hook_id_member, splice_hook_id
 
@@ -132,3 +134,47 @@ def test_two_top_level_event_members_are_refused(value: bytes) -> None:
 def test_an_event_member_nested_deeper_is_no_duplicate() -> None:
     value = b'{"event":"User.Created","data":{"event":"x"},"createdAt":"2026-08-21T09:15:42Z"}'
     assert decode(value, None, ORIGIN, 1 << 20).name == "User.Created"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@given(
+    members=st.dictionaries(st.text(max_size=8), _JSON, max_size=5),
+    hook_id=st.text(max_size=12),
+    at=st.integers(0, 5),
+)
+def test_the_compact_hook_id_cut_gives_exactly_the_member_scans_bytes(
+    members: dict[str, object], hook_id: str, at: int
+) -> None:
+    # The fast cut (Logto's bodies) must agree with the member scan wherever it applies.
+    items = [(k, v) for k, v in members.items() if k != "hookId"]
+    items.insert(min(at, len(items)), ("hookId", hook_id))
+    text = orjson.dumps(dict(items))
+    obj = orjson.loads(text)
+    fast = _without_compact_hook_id(text, obj["hookId"])
+    scanned = b"{" + b",".join(text[s:e] for key, s, e in _members(text) if key != "hookId")
+    assert fast is None or fast == scanned
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event":"PostSignIn","createdAt":"2026-01-01T00:00:00Z","hookId":"hk1"}',
+        b'{"event":"PostSignIn","hookId":"hk1","createdAt":"2026-01-01T00:00:00Z"}',
+        b'{"hookId":"hk1","event":"PostSignIn","createdAt":"2026-01-01T00:00:00Z"}',
+    ],
+)
+def test_logto_bodies_take_the_fast_cut(value: bytes) -> None:
+    fast = _without_compact_hook_id(value, orjson.loads(value)["hookId"])
+    assert fast is not None
+    assert orjson.loads(fast + b"}") == {
+        "event": "PostSignIn", "createdAt": "2026-01-01T00:00:00Z"
+    }  # fmt: skip
+    assert fast == b"{" + b",".join(value[s:e] for k, s, e in _members(value) if k != "hookId")

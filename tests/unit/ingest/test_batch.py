@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from hookrelay.ingest.batch import BatchApi, BatchRules
-from hookrelay.ingest.endpoint import Limits
+from hookrelay.ingest.http import Limits
 from hookrelay.ops.metrics import IngestMetrics
 from tests.unit.ingest.test_endpoint import listening
 

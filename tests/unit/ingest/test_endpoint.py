@@ -16,8 +16,8 @@ from aiohttp import web
 
 from hookrelay.events.signing import logto_signature
 from hookrelay.ingest.batch import BatchApi
-from hookrelay.ingest.endpoint import IngestEndpoint, Limits, Source
-from hookrelay.ingest.http import counting_middleware
+from hookrelay.ingest.endpoint import IngestEndpoint, Source
+from hookrelay.ingest.http import Limits, add_unmatched_route
 from hookrelay.ops.listener import GuardedListener
 from hookrelay.ops.metrics import IngestMetrics
 
@@ -48,8 +48,9 @@ async def listening(
     """``endpoint`` served on a free port of 127.0.0.1 (counting into ``metrics``, default
     the endpoint's); yields the port."""
     counted = metrics or getattr(endpoint, "metrics", None) or IngestMetrics()
-    app = web.Application(middlewares=[counting_middleware(counted)])
+    app = web.Application()
     endpoint.add_routes(app)
+    add_unmatched_route(app, counted)
     listener = GuardedListener(
         app, "127.0.0.1", 0, idle_timeout_s=5.0, max_connections=64, on_close=lambda _: None
     )
