@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 
 import aiohttp
 
+from tests.bench.loops import run_loop
+
 MAX_CONNECTIONS = 512
 """The daemon's default ``http.max_connections``."""
 MAX_RESPONSE_BYTES = 65536
@@ -63,10 +65,4 @@ def run(requests: list[Request], n: int, concurrency: int, out: Connection) -> N
     """Process entry point: wait for "go", send ``n`` requests, report failures to ``out``."""
     out.send("ready")
     out.recv()
-    try:
-        import uvloop
-    except ImportError:
-        out.send(asyncio.run(_send_all(requests, n, concurrency)))
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        out.send(runner.run(_send_all(requests, n, concurrency)))
+    out.send(run_loop(_send_all(requests, n, concurrency)))

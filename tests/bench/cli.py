@@ -28,6 +28,7 @@ import orjson
 from tests.bench import report, scenarios
 from tests.bench.harness import Bench
 from tests.bench.kafka import Broker, create_topics, produce_backlog
+from tests.bench.loops import run_loop
 from tests.bench.machine import ROOT, load_average, machine_info
 from tests.bench.profiling import profile_isolation, profile_throughput
 from tests.bench.receiver import Receiver
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hookrelay-bench-"))
     started = time.monotonic()
     try:
-        document["results"] = _run(run_bench(args, sizes, workdir))
+        document["results"] = run_loop(run_bench(args, sizes, workdir))
     finally:
         if args.keep:
             say(f"kept {workdir}")
@@ -217,13 +218,3 @@ def main(argv: list[str] | None = None) -> int:
     _print_summary(document)
     print(f"\nwrote {args.out} ({document['duration_s']:.0f} s)")
     return 1 if any("error" in result for result in document["results"].values()) else 0
-
-
-def _run(work: Any) -> Any:
-    """Run a coroutine on uvloop when installed, like the daemon and the baseline."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(work)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(work)

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.bench.events import event_value, signature
+from tests.bench.loops import run_loop
 from tests.bench.stats import latency_summary
 
 PATH: Final = "/logto/bench"
@@ -41,15 +42,6 @@ def bodies() -> list[tuple[bytes, str]]:
         body = event_value(seq)[:-1] + b',"hookId":"benchLogtoHook"}'
         made.append((body, signature(SIGNING_KEY, body)))
     return made
-
-
-def _run(work: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(work)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(work)
 
 
 # -- the bare server ---------------------------------------------------------------------
@@ -73,7 +65,7 @@ async def _serve_bare(port: int, out: Connection) -> None:
 
 def bare_server(port: int, out: Connection) -> None:
     """Process entry point: serve ``POST PATH`` → 204 on ``port`` until ``out`` says stop."""
-    _run(_serve_bare(port, out))
+    run_loop(_serve_bare(port, out))
 
 
 # -- the client --------------------------------------------------------------------------
@@ -164,4 +156,4 @@ def client(
 ) -> None:
     """Process entry point: load ``url`` (closed loop, or open loop at ``rate`` requests/s),
     then send the figures to ``out``."""
-    out.send(_run(_drive(url, connections, duration_s, rate)))
+    out.send(run_loop(_drive(url, connections, duration_s, rate)))

@@ -13,6 +13,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import cast
 
+from tests.bench.loops import run_loop
 from tests.bench.receiver import RESPONSE
 
 
@@ -64,10 +65,4 @@ async def _load(port: int, request: bytes, connections: int, duration_s: float) 
 
 def run(port: int, request: bytes, connections: int, duration_s: float, out: Connection) -> None:
     """Process entry point: load the receiver, then send the number of answers to ``out``."""
-    try:
-        import uvloop
-    except ImportError:
-        out.send(asyncio.run(_load(port, request, connections, duration_s)))
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        out.send(runner.run(_load(port, request, connections, duration_s)))
+    out.send(run_loop(_load(port, request, connections, duration_s)))

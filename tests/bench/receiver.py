@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from tests.bench.events import parse_seq
+from tests.bench.loops import run_loop
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 """The one answer the receiver gives (keep-alive is HTTP/1.1's default)."""
@@ -163,13 +164,7 @@ async def _serve(port: int, control: Connection) -> None:
 
 def serve(port: int, control: Connection) -> None:
     """Process entry point: receive on 127.0.0.1:``port`` until told to stop (uvloop if any)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve(port, control))
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(port, control))
+    run_loop(_serve(port, control))
 
 
 def free_port() -> int:
