@@ -59,7 +59,6 @@ GROWTH_WARM_UP_FRACTION = 0.2
 GROWTH_MIN_TREND_S = 60.0
 """A shorter growth measurement (quick runs) reports no 10-minute trend: it would be noise."""
 RATE_WINDOW_S = 10.0
-INGEST_WARM_UP_S = 3.0
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -456,9 +455,9 @@ async def ingest_endpoint(bench: Bench) -> dict[str, Any]:
         try:
             await process.wait_ready()
             url = f"http://127.0.0.1:{port}{ingest.PATH}"
-            # Unmeasured: the broker's JIT warms up on the new topic's produce path, as it
-            # has on the daemon's paths by the time the other scenarios measure.
-            await _ingest_load(url, connections, INGEST_WARM_UP_S, None)
+            # Unmeasured, as long as the measured run: the broker's JIT warms up on the produce
+            # path (after only 3 s of warm-up the rate measured 15 % lower, same machine).
+            await _ingest_load(url, connections, duration_s, None)
             async with Sampler(bench.processes(ingest=process.pid)) as sampler:
                 window = time.time()
                 loaded = await _ingest_load(url, connections, duration_s, None)

@@ -29,6 +29,15 @@ def decode(value: bytes | None, key: bytes | None, origin: Origin, max_bytes: in
     ``bad_created_at``. Never
     raises anything else.
     """
+    return decode_document(value, key, origin, max_bytes)[0]
+
+
+def decode_document(
+    value: bytes | None, key: bytes | None, origin: Origin, max_bytes: int
+) -> tuple[Event, dict[str, Any]]:
+    """``decode``, also returning the parsed object (for a caller that reads its members,
+    such as the ingest endpoint choosing a record key, without parsing the bytes again).
+    The object is orjson's; the caller must not change it."""
     if not value:
         raise InvalidEventError("empty", "record has no value (tombstone or empty bytes)")
     if len(value) > max_bytes:
@@ -43,7 +52,7 @@ def decode(value: bytes | None, key: bytes | None, origin: Origin, max_bytes: in
     created_at = _required_created_at(obj)
     _refuse_duplicate_event(value)
     head, empty = _body_head(value, obj)
-    return Event(name, created_at, value, head, empty, key, origin)
+    return Event(name, created_at, value, head, empty, key, origin), obj
 
 
 def _refuse_duplicate_event(value: bytes) -> None:

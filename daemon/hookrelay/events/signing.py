@@ -85,12 +85,14 @@ def logto_signature(signing_key: str, body: bytes) -> str:
     return Signer(signing_key).sign(body)
 
 
-def verify_logto_signature(signing_key: str, body: bytes, header_value: str) -> bool:
-    """Constant-time check of a received ``logto-signature-sha-256`` header. Compared as bytes:
+def verify_logto_signature(signing_key: str | Signer, body: bytes, header_value: str) -> bool:
+    """Constant-time check of a received ``logto-signature-sha-256`` header, with a key or
+    its ``Signer`` (kept by a caller that checks many bodies). Compared as bytes:
     ``hmac.compare_digest`` raises ``TypeError`` for text holding anything but ASCII, which a
     hostile header may."""
+    signer = signing_key if isinstance(signing_key, Signer) else Signer(signing_key)
     given = header_value.strip().lower().encode("utf-8", "surrogateescape")
-    return hmac.compare_digest(logto_signature(signing_key, body).encode("ascii"), given)
+    return hmac.compare_digest(signer.sign(body).encode("ascii"), given)
 
 
 def delivery_id(topic: str, partition: int, offset: int, hook_id: str) -> str:

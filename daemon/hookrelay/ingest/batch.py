@@ -45,7 +45,7 @@ from hookrelay.ingest.http import (
     counted,
     read_body_in_time,
 )
-from hookrelay.ingest.records import AUTO, event_record, record_key
+from hookrelay.ingest.records import AUTO, event_record
 from hookrelay.ops.metrics import IngestMetrics
 
 WriteMany = Callable[
@@ -131,7 +131,7 @@ class BatchApi:
         rules = self._rules
         for index, item in enumerate(items):
             try:
-                event, value = event_record(item.raw, rules.max_event_bytes)
+                _, value, key = event_record(item.raw, rules.max_event_bytes, rules.key_rule)
             except InvalidEventError as e:
                 self._metrics.batch_events_refused.labels(e.reason).inc()
                 where = (
@@ -139,7 +139,7 @@ class BatchApi:
                 )
                 errors.append({**where, "reason": e.reason, "detail": e.detail})
                 continue
-            records.append((rules.topic, record_key(value, event.name, rules.key_rule), value))
+            records.append((rules.topic, key, value))
         if errors:
             raise _InvalidEventsError(errors)
         return records

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hookrelay.errors import InvalidEventError
-from hookrelay.events.signing import LOGTO_SIGNATURE_HEADER, verify_logto_signature
+from hookrelay.events.signing import LOGTO_SIGNATURE_HEADER, Signer, verify_logto_signature
 from hookrelay.ingest.http import (
-    Handler,
     Limits,
     RefusedError,
     answer,
@@ -41,7 +40,7 @@ from hookrelay.ingest.http import (
     not_written,
     read_body_in_time,
 )
-from hookrelay.ingest.records import AUTO, event_record, record_key
+from hookrelay.ingest.records import AUTO, event_record
 from hookrelay.ops.metrics import IngestMetrics
 
 Write = Callable[[str, bytes | None, bytes], Awaitable[None]]
@@ -77,45 +76,57 @@ class IngestEndpoint:
     def add_routes(self, app: web.Application) -> None:
         """One ``POST`` route per source path."""
         for source in self._sources:
-            app.router.add_post(
-                source.path, counted(self.metrics, source.id, self._handler(source))
-            )
+            route = _Route(source, self._write, self._limits, self.metrics)
+            app.router.add_post(source.path, counted(self.metrics, source.id, route.handle))
 
-    def _handler(self, source: Source) -> Handler:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            try:
-                return await self._ingest(request, source)
-            except RefusedError as refused:
-                return refused.response()
 
-        return handle
+class _Route:
+    """One source's route, with what each request needs made once: the signer and the
+    source's metric series."""
 
-    async def _ingest(self, request: web.Request, source: Source) -> web.Response:
-        body = await self._signed_body(request, source)
+    def __init__(
+        self, source: Source, write: Write, limits: Limits, metrics: IngestMetrics
+    ) -> None:
+        self._source = source
+        self._write = write
+        self._limits = limits
+        self._metrics = metrics
+        self._signer = Signer(source.signing_key)
+        self._bytes = metrics.request_bytes.labels(source.id)
+        self._written = metrics.events_written.labels(source.id, source.topic)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            event, value = event_record(body, self._limits.max_body_bytes)
+            return await self._ingest(request)
+        except RefusedError as refused:
+            return refused.response()
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        source = self._source
+        body = await self._signed_body(request)
+        try:
+            _, value, key = event_record(body, self._limits.max_body_bytes, source.key_rule)
         except InvalidEventError as e:
             return answer(400, e.reason, e.detail)
-        key = record_key(value, event.name, source.key_rule)
         try:
             async with asyncio.timeout(self._limits.write_timeout_s):
                 await self._write(source.topic, key, value)
         except Exception as e:  # the broker away, refusing, or slow: the sender tries again
             error = "timeout" if isinstance(e, TimeoutError) else type(e).__name__
-            self.metrics.producer_errors.labels(source.id, error).inc()
+            self._metrics.producer_errors.labels(source.id, error).inc()
             raise not_written("the event could not be queued; try again") from e
-        self.metrics.events_written.labels(source.id, source.topic).inc()
+        self._written.inc()
         return web.Response(status=204)
 
-    async def _signed_body(self, request: web.Request, source: Source) -> bytes:
+    async def _signed_body(self, request: web.Request) -> bytes:
         """The body, once its media type, size and signature passed; raises ``RefusedError``."""
         if request.content_type != "application/json":
             raise RefusedError(415, "unsupported_media_type", "send Content-Type: application/json")
         body = await read_body_in_time(request, self._limits)
-        self.metrics.request_bytes.labels(source.id).inc(len(body))
+        self._bytes.inc(len(body))
         signature = request.headers.get(LOGTO_SIGNATURE_HEADER)
         if signature is None:
             raise RefusedError(401, "unsigned", f"no {LOGTO_SIGNATURE_HEADER} header")
-        if not verify_logto_signature(source.signing_key, body, signature):
+        if not verify_logto_signature(self._signer, body, signature):
             raise RefusedError(401, "bad_signature", "the signature does not match the body")
         return body

@@ -38,7 +38,7 @@ from typing import Any, Final
 import orjson
 
 from hookrelay.events.catalogue import EXCEPTION_EVENTS, INTERACTION_EVENTS
-from hookrelay.events.decode import decode
+from hookrelay.events.decode import decode_document
 from hookrelay.events.model import Event, Origin
 
 AUTO: Final = "auto"
@@ -60,15 +60,18 @@ _OTHER: Final = ("userId", "organizationId", "data.id")
 _ORIGIN: Final = Origin("ingest", 0, 0, 0)
 
 
-def event_record(body: bytes, max_bytes: int) -> tuple[Event, bytes]:
-    """The event in Logto's webhook ``body`` and the record value to write: ``body`` without
-    its ``hookId`` members (and surrounding whitespace), every other byte kept.
+def event_record(
+    body: bytes, max_bytes: int, rule: str = AUTO
+) -> tuple[Event, bytes, bytes | None]:
+    """The event in Logto's webhook ``body``, the record value to write (``body`` without
+    its ``hookId`` members and surrounding whitespace, every other byte kept) and the record
+    key by ``rule`` (``record_key``).
 
     Raises ``InvalidEventError`` (the decoder's reasons) for a body hookrelay would
     dead-letter: the endpoint refuses it instead of writing it.
     """
-    event = decode(body, None, _ORIGIN, max_bytes)
-    return event, event.body_head + b"}"
+    event, document = decode_document(body, None, _ORIGIN, max_bytes)
+    return event, event.body_head + b"}", key_of(document, event.name, rule)
 
 
 def member_paths(name: str) -> tuple[str, ...]:
@@ -84,10 +87,14 @@ def record_key(value: bytes, name: str, rule: str = AUTO) -> bytes | None:
     """The record key for the event ``value`` called ``name``, by ``rule``: ``auto`` (see the
     module docstring), ``none``, or one member path such as ``data.id``. None when the
     member is absent or not a string."""
+    return key_of(orjson.loads(value), name, rule)
+
+
+def key_of(document: Mapping[str, Any], name: str, rule: str = AUTO) -> bytes | None:
+    """``record_key`` of an event already parsed into ``document``."""
     if rule == NONE:
         return None
     paths = member_paths(name) if rule == AUTO else (rule,)
-    document = orjson.loads(value)
     for path in paths:
         found = _member(document, path)
         if isinstance(found, str) and found:

@@ -24,7 +24,7 @@ def logto_body(event: bytes, hook_id: bytes = b"hk5bz0sbz3ebvhsr2vcby") -> bytes
 
 @pytest.mark.parametrize("event", DEMO[:12])
 def test_the_record_is_logtos_body_without_its_hook_id_byte_for_byte(event: bytes) -> None:
-    parsed, value = event_record(logto_body(event), LIMIT)
+    parsed, value, _ = event_record(logto_body(event), LIMIT)
     assert value == event
     assert parsed.name == orjson.loads(event)["event"]
 
@@ -37,7 +37,7 @@ def test_logtos_send_test_payload_with_hook_id_second_is_taken_like_any_event() 
     event = orjson.dumps(members)
     body = orjson.dumps({"event": members["event"], "hookId": hook_id, **members})
     assert body.index(b'"hookId"') < body.index(b'"createdAt"')
-    parsed, value = event_record(body, LIMIT)
+    parsed, value, _ = event_record(body, LIMIT)
     assert (value, parsed.name) == (event, "PostSignIn")
 
 
