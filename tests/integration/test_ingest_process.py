@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import trustme
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hookrelay.events.signing import logto_signature
@@ -306,6 +308,32 @@ async def test_bad_input_and_slow_clients_are_refused_while_the_endpoint_stays_r
     assert 'hookrelay_ingest_connections_closed_total{reason="evicted_idle"} 0.0' not in text
     records = await read_all(kafka_bootstrap, topic)
     assert records == [numbered(1)]
+    # Neither the signing key nor a body reached the logs.
+    logged = (tmp_path / "ingest.log").read_text()
+    assert KEY not in logged and "wrong-key" not in logged
+    assert "user1@example.com" not in logged and "not json at all" not in logged
+
+
+async def test_tls_serves_https_with_the_configured_certificate(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "ingest.pem"))
+    topic = unique("ingest-tls")
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    path = ingest_config(tmp_path, kafka_bootstrap, topic, tls={"cert_file": "ingest.pem"})
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    async with (
+        ingest_process(path, tmp_path / "ingest.log") as ingest,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusting)) as session,
+    ):
+        await eventually(ingest.ready, 30, "the ingest process to be ready")
+        https = ingest.url.replace("http://", "https://")
+        assert await post_logto(session, https, logto_body(numbered(7))) == 204
+        assert await post_logto(session, ingest.url, logto_body(numbered(8))) == 0  # no plain HTTP
+    assert await read_all(kafka_bootstrap, topic) == [numbered(7)]
 
 
 async def _slow_headers(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
