@@ -10,8 +10,10 @@ starts a real Prometheus on a free 127.0.0.1 port that scrapes ``targets`` (job
 :class:`PrometheusAPI` on its HTTP API.
 
 Names: :func:`exported_names` (what a /metrics exposition exports),
-:func:`daemon_metric_names` (what ``hookrelay.ops.metrics.Metrics`` exports), :func:`metric_names`
-(what a PromQL expression selects), :func:`dashboard_queries`, :func:`variable_queries` and
+:func:`daemon_metric_names` (what ``hookrelay.ops.metrics.Metrics`` exports),
+:func:`ingest_metric_names` (what ``IngestMetrics``, hookrelay ingest's set, exports),
+:func:`metric_names` (what a PromQL expression selects), :func:`dashboard_queries`,
+:func:`variable_queries` and
 :func:`substitute` (a Grafana dashboard's queries, with its variables filled in),
 :func:`rule_groups`, :func:`recording_rules` and :func:`alerting_rules` (a rules file).
 """
@@ -36,7 +38,7 @@ import promql_parser
 import pytest
 from ruamel.yaml import YAML
 
-from hookrelay.ops.metrics import Metrics
+from hookrelay.ops.metrics import IngestMetrics, Metrics
 from tests.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +58,12 @@ START_ATTEMPTS = 3  # a free port can be taken between the check and Prometheus 
 SCRAPE_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 
 # The dashboard's variables as Grafana fills them in for its default view (job hookrelay,
-# every instance and hook), and Grafana's built-in intervals.
+# every instance and hook, hookrelay ingest's job), and Grafana's built-in intervals.
 DEFAULT_VARIABLES = {
     "job": JOB,
     "instance": ".*",
     "hook_id": ".*",
+    "ingest_job": "hookrelay-ingest",
     "__rate_interval": "1m",
     "__interval": "30s",
     "__range": "3h",
@@ -296,6 +299,13 @@ def daemon_metric_names() -> set[str]:
     """What the daemon's metric set exports: a fresh ``hookrelay.ops.metrics.Metrics`` rendered,
     so a metric added there counts at once."""
     return exported_names(Metrics().render().decode())
+
+
+def ingest_metric_names() -> set[str]:
+    """What hookrelay ingest's metric set exports: a fresh ``IngestMetrics`` rendered (its
+    ``hookrelay_ingest_*`` metrics, and the build info, readiness and process metrics every
+    hookrelay process has)."""
+    return exported_names(IngestMetrics().render().decode())
 
 
 def metric_names(expr: str) -> set[str]:

@@ -10,9 +10,10 @@ committed JSON differs from what this script renders.
 
 Queries read the recording rules of deploy/prometheus/hookrelay-rules.yaml where one exists
 (per-hook rates, success ratios, latency buckets, lag) and the daemon's own metrics
-(hookrelay/ops/metrics.py, plus prometheus_client's process collector) otherwise. Variables:
-``datasource`` (any Prometheus), ``job`` (the scrape job), ``instance`` and ``hook_id``
-(several values or All).
+(hookrelay/ops/metrics.py, plus prometheus_client's process collector) otherwise; the Ingest
+row reads hookrelay ingest's metrics (``IngestMetrics``). Variables: ``datasource`` (any
+Prometheus), ``job`` (the daemon's scrape job), ``instance`` and ``hook_id`` (several values
+or All), ``ingest_job`` (hookrelay ingest's scrape job).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Label filters shared by the queries. Retry topics are named <prefix><delay> with the
 # default prefix "<group_id>.retry."; the event-topic views leave them out.
 JOB = 'job=~"$job"'
+# hookrelay ingest is scraped as a job of its own (on Kubernetes the ServiceMonitor scrapes
+# both processes, as hookrelay-metrics and hookrelay-ingest-metrics).
+INGEST = 'job=~"$ingest_job"'
 HOOKS = 'job=~"$job", hook_id=~"$hook_id"'
 PROCESS = 'job=~"$job", instance=~"$instance"'
 EVENT_TOPICS = r'job=~"$job", topic!~".+\\.retry\\..+"'
@@ -177,7 +181,7 @@ def quantiles(histogram_rule: str) -> list[prometheus.Dataquery]:
 
 
 def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
-    """datasource, job (one), instance and hook_id (several, or All = any)."""
+    """datasource, job (one), instance and hook_id (several, or All = any), ingest_job (one)."""
 
     def labels(name: str, label: str, source: str, many: bool) -> dash.QueryVariable:
         variable = (
@@ -194,7 +198,9 @@ def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
 
     return [
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        labels("job", "Job", "label_values(hookrelay_build_info, job)", many=False),
+        # A gauge only the daemon exports, from start-up on: hookrelay ingest's jobs export
+        # hookrelay_build_info too, and one of them picked here would empty every panel.
+        labels("job", "Job", "label_values(hookrelay_in_flight_deliveries, job)", many=False),
         labels(
             "instance",
             "Instance",
@@ -204,6 +210,13 @@ def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
         # Every enabled hook's lane sets its circuit gauge at start, before any delivery.
         labels(
             "hook_id", "Hook", f"label_values(hookrelay_circuit_state{{{JOB}}}, hook_id)", many=True
+        ),
+        # The guard's close counter is set up at start-up, before any request.
+        labels(
+            "ingest_job",
+            "Ingest job",
+            "label_values(hookrelay_ingest_connections_closed_total, job)",
+            many=False,
         ),
     ]
 
@@ -495,6 +508,65 @@ def process() -> list[Panel]:
     ]
 
 
+def ingest() -> list[Panel]:
+    latency = "sum by (source, le) (rate(hookrelay_ingest_request_duration_seconds_bucket{%s}[%s]))"
+    return [
+        graph(
+            "Ingest requests/s by source and status",
+            "Requests hookrelay ingest answered, per source (a Logto route, batch for "
+            "POST /v1/events, unmatched for no route) and HTTP status: 204/200 written, 401 "
+            "signature or token refused, 400/413/415 refused bodies, 503 not written.",
+            "reqps",
+            query(
+                rate("hookrelay_ingest_requests_total", INGEST, "source, status"),
+                "{{source}} {{status}}",
+            ),
+        ),
+        graph(
+            "Ingest answer latency by source",
+            "From a request's headers to its answer (a 2xx includes Kafka's acknowledgement); "
+            "quantiles per source. Logto gives up after 10 s.",
+            "s",
+            *[
+                query(
+                    f"histogram_quantile({q}, {latency % (INGEST, '$__rate_interval')})",
+                    f"p{round(q * 100)} {{{{source}}}}",
+                )
+                for q in (0.5, 0.99)
+            ],
+        ),
+        graph(
+            "Events written/s by source",
+            "Events acknowledged by Kafka (acks=all), per source and topic.",
+            "reqps",
+            query(
+                rate("hookrelay_ingest_events_written_total", INGEST, "source, topic"),
+                "{{source}} → {{topic}}",
+            ),
+            width=THIRD,
+        ),
+        graph(
+            "Producer errors/s by error",
+            "Writes that failed or timed out (answered 503; Logto does not resend them), by "
+            "the client's exception name or timeout.",
+            "reqps",
+            query(rate("hookrelay_ingest_producer_errors_total", INGEST, "error"), "{{error}}"),
+            width=THIRD,
+        ),
+        graph(
+            "Connections closed by the guard/s",
+            "Ingest connections the guard closed to stay within ingest.max_connections: "
+            "evicted_idle (the longest idle, for a new one), over_limit (a new one, every "
+            "connection busy).",
+            "short",
+            query(
+                rate("hookrelay_ingest_connections_closed_total", INGEST, "reason"), "{{reason}}"
+            ),
+            width=THIRD,
+        ),
+    ]
+
+
 SECTIONS = (
     ("Overview", overview),
     ("Deliveries", deliveries),
@@ -503,6 +575,8 @@ SECTIONS = (
     ("Lanes", lanes),
     ("Kafka", kafka),
     ("Process", process),
+    # Last, so the daemon's panels keep their ids.
+    ("Ingest", ingest),
 )
 
 

@@ -35,6 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
 KUSTOMIZECTL = KUBERNETES_DIR / "kustomizectl.py"
 
+OVERLAY_SECRET_FILES = ("signing-keys.env", "ingest-keys.env")
+"""The files an overlay's real secrets are written to (made from their ``.example``)."""
+
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 """The oldest Kubernetes release the manifests claim to support (README) and the newest whose
 schemas kubernetes-validate 1.37.0 ships; every core object must be valid in both."""
@@ -92,9 +95,12 @@ def kustomize_build(kustomization: Path) -> list[KubeObject]:
 
 def copy_kubernetes_tree(target: Path) -> Path:
     """Copy deploy/kubernetes to ``target`` (kustomizations refer to each other by relative
-    path, so they must move together); returns the copy's root."""
+    path, so they must move together); returns the copy's root. An overlay's real secrets
+    (``OVERLAY_SECRET_FILES``) stay behind."""
     shutil.copytree(
-        KUBERNETES_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "signing-keys.env")
+        KUBERNETES_DIR,
+        target,
+        ignore=shutil.ignore_patterns("__pycache__", *OVERLAY_SECRET_FILES),
     )
     return target
 

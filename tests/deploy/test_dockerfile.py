@@ -2,8 +2,9 @@
 
 * The Dockerfile is read by dockerfile-parse (the parser OpenShift's and Fedora's image build
   tools use, which resolves ARGs in FROM): multi-stage, base pinned by tag and digest, a
-  numeric non-root USER equal to the Deployment's runAsUser/runAsGroup, STOPSIGNAL, EXPOSE
-  and command equal to what deploy/kubernetes runs, no secret in an ARG or ENV.
+  numeric non-root USER equal to the runAsUser/runAsGroup of the daemon's and hookrelay
+  ingest's Deployments, STOPSIGNAL, EXPOSE and command equal to what deploy/kubernetes runs,
+  no secret in an ARG or ENV.
 * The build context is computed with docker-py's own .dockerignore matcher: only the files
   the build needs, never a key, a config or a test.
 * The build stage's command is run on a copy of exactly that context (`pip wheel --no-deps`),
@@ -32,6 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 DEPLOYMENT = REPO_ROOT / "deploy" / "kubernetes" / "base" / "deployment.yaml"
+INGEST_DEPLOYMENT = (
+    REPO_ROOT / "deploy" / "kubernetes" / "components" / "ingest" / "deployment.yaml"
+)
 
 # name:exact-tag@sha256:digest, the tag naming a Python patch release on Debian bookworm.
 PINNED_BASE = re.compile(
@@ -64,12 +68,23 @@ def stages(dockerfile: DockerfileParser) -> dict[str, list[Instruction]]:
     return found
 
 
+def pod_spec(path: Path) -> dict[str, Any]:
+    """The pod template's spec of the Deployment in ``path``."""
+    deployment = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
 @pytest.fixture(scope="module")
 def pod() -> dict[str, Any]:
     """The pod template's spec of deploy/kubernetes/base/deployment.yaml."""
-    deployment = YAML(typ="safe").load(DEPLOYMENT.read_text(encoding="utf-8"))
-    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
-    return spec
+    return pod_spec(DEPLOYMENT)
+
+
+@pytest.fixture(scope="module", params=[DEPLOYMENT, INGEST_DEPLOYMENT], ids=["daemon", "ingest"])
+def any_pod(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The daemon's pod template spec, then hookrelay ingest's (the same image runs both)."""
+    return pod_spec(request.param)
 
 
 def values(stage: list[Instruction], name: str) -> list[str]:
@@ -102,7 +117,7 @@ def test_the_image_is_built_in_stages_from_one_pinned_base(
 
 
 def test_the_container_runs_as_the_deployments_non_root_user(
-    stages: dict[str, list[Instruction]], pod: dict[str, Any]
+    stages: dict[str, list[Instruction]], any_pod: dict[str, Any]
 ) -> None:
     runtime = stages["runtime"]
     users = values(runtime, "USER")
@@ -110,7 +125,7 @@ def test_the_container_runs_as_the_deployments_non_root_user(
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and gid.isdigit(), "a numeric USER lets Kubernetes verify runAsNonRoot"
     assert int(uid) > 0 and int(gid) > 0
-    context = pod["securityContext"]
+    context = any_pod["securityContext"]
     assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid))
     # The account exists in the image with the same ids (for tools that look names up).
     accounts = " ".join(values(runtime, "RUN"))

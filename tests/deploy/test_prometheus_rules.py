@@ -1,5 +1,6 @@
 """deploy/prometheus/hookrelay-rules.yaml: promtool accepts it, its promtool unit tests pass,
-every alert is complete and tested both ways, and every rule reads only exported metrics."""
+every alert is complete and tested both ways, and every rule reads only metrics that the
+daemon or hookrelay ingest exports."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.prometheus_server import (
     alerting_rules,
     daemon_metric_names,
     dashboard_queries,
+    ingest_metric_names,
     metric_names,
     promtool,
     recording_rules,
@@ -90,15 +92,26 @@ def test_every_alert_has_severity_summary_description_and_runbook(rule: dict[str
     )
 
 
-def test_rules_read_only_metrics_the_daemon_exports() -> None:
+def test_rules_read_only_metrics_the_daemon_or_ingest_exports() -> None:
     recorded = recording_rules(RULES)
-    names = daemon_metric_names()
+    names = daemon_metric_names() | ingest_metric_names()
     for record, expr in recorded.items():
         unknown = metric_names(expr) - names - set(recorded)
         assert not unknown, f"recording rule {record} reads {unknown}, which are not exported"
     for rule in alerting_rules(RULES):
         unknown = metric_names(rule["expr"]) - names - set(recorded) - SCRAPE_SERIES
         assert not unknown, f"alert {rule['alert']} reads {unknown}, which are not exported"
+
+
+@pytest.mark.parametrize(
+    "alert", ["HookrelayIngestErrors", "HookrelayIngestRefusing", "HookrelayIngestNotReady"]
+)
+def test_ingest_alerts_read_the_ingest_process_metrics(alert: str) -> None:
+    """Each reads a metric only hookrelay ingest exports, so it never fires on the daemon."""
+    (rule,) = [rule for rule in alerting_rules(RULES) if rule["alert"] == alert]
+    ingest_only = ingest_metric_names() - daemon_metric_names()
+    assert metric_names(rule["expr"]) & ingest_only, alert
+    assert all(name.startswith("hookrelay_ingest_") for name in ingest_only)
 
 
 def test_every_recording_rule_is_used_by_the_dashboard_or_an_alert() -> None:

@@ -1,10 +1,11 @@
-"""deploy/systemd/: the unit file as systemd itself reads it.
+"""deploy/systemd/: the unit files as systemd itself reads them.
 
 ``systemd-analyze`` (Debian package ``systemd``, on every machine image of this project) checks
-the committed unit byte for byte inside a throw-away root that has the unit's executables, so
-nothing in the unit is rewritten for the test. A missing ``systemd-analyze`` fails, never skips.
-The unit's seccomp-based restrictions are rebuilt with libseccomp and the daemon runs under them
-(see the second half of this file).
+each committed unit (the daemon's hookrelay.service and hookrelay-ingest.service) byte for byte
+inside a throw-away root that has the unit's executables, so nothing in a unit is rewritten for
+the test. A missing ``systemd-analyze`` fails, never skips. The units share one sandbox; its
+seccomp-based restrictions are rebuilt with libseccomp, and the daemon and the ingest process
+run under them (see the second half of this file).
 """
 
 from __future__ import annotations
@@ -12,27 +13,43 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import hashlib
+import hmac
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+from asyncio.subprocess import Process
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
 from hookrelay.config import HttpSettings, ShutdownSettings
+from hookrelay.config.ingest import IngestSettings
+from tests.deploy.example_secrets import env_file_values, flagged_as_placeholder
 from tests.integration.harness import HOOKRELAY, ROOT, produce, unique, write_config
-from tests.kafka_broker import create_topics
+from tests.kafka_broker import create_topics, free_port
 from tests.receiver import Receiver
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 UNIT = SYSTEMD_DIR / "hookrelay.service"
+INGEST_UNIT = SYSTEMD_DIR / "hookrelay-ingest.service"
+UNITS = [UNIT, INGEST_UNIT]
 SYSUSERS = SYSTEMD_DIR / "hookrelay.sysusers"
-MAX_EXPOSURE = 2.0  # systemd-analyze security's overall exposure, 0 best to 10 worst (unit: 1.4)
+ENV_EXAMPLES = [SYSTEMD_DIR / "hookrelay.env.example", SYSTEMD_DIR / "ingest.env.example"]
+MAX_EXPOSURE = 2.0  # systemd-analyze security's overall exposure, 0 best to 10 worst (units: 1.4)
+# What differs between the two units: the command, its secrets, the daemon's watchdog and
+# reload, the descriptors each needs. Every other directive (the sandbox, the account, the
+# start, stop and restart policy) must be the same in both.
+PER_PROCESS = {"Description", "ExecStart", "ExecReload", "EnvironmentFile", "WatchdogSec",
+               "LimitNOFILE"}  # fmt: skip
 
 
 def systemd_tool(name: str) -> str:
@@ -49,11 +66,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
-def directives(section: str) -> dict[str, list[str]]:
-    """``Key=value`` lines of one section of the committed unit, every value of a repeated key."""
+def directives(section: str, unit: Path = UNIT) -> dict[str, list[str]]:
+    """``Key=value`` lines of one section of a committed unit (the daemon's by default), every
+    value of a repeated key."""
     found: dict[str, list[str]] = {}
     current = ""
-    for raw in UNIT.read_text().splitlines():
+    for raw in unit.read_text().splitlines():
         line = raw.strip()
         if line.startswith("["):
             current = line.strip("[]")
@@ -71,16 +89,23 @@ def seconds(timespan: str) -> float:
     return int(usec) / 1e6
 
 
+@pytest.fixture(params=UNITS, ids=lambda unit: unit.name)
+def unit(request: pytest.FixtureRequest) -> Path:
+    """Each committed unit in turn."""
+    path: Path = request.param
+    return path
+
+
 @pytest.fixture
-def unit_root(tmp_path: Path) -> Iterator[Path]:
+def unit_root(tmp_path: Path, unit: Path) -> Iterator[Path]:
     """A file-system root holding the committed unit, systemd's own units and the programs
     the unit runs (copies: verify checks that they exist and are executable)."""
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    shutil.copy(UNIT, root / "etc/systemd/system" / UNIT.name)
+    shutil.copy(unit, root / "etc/systemd/system" / unit.name)
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    service = directives("Service")
-    for command in service["ExecStart"] + service["ExecReload"]:
+    service = directives("Service", unit)
+    for command in service["ExecStart"] + service.get("ExecReload", []):
         program = Path(command.split()[0])  # /opt/hookrelay/bin/hookrelay, /bin/kill
         copy = root / program.relative_to("/")
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -91,61 +116,118 @@ def unit_root(tmp_path: Path) -> Iterator[Path]:
     yield root
 
 
-def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(unit_root: Path) -> None:
-    result = run(systemd_tool("systemd-analyze"), "verify", f"--root={unit_root}", UNIT.name)
+def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(
+    unit_root: Path, unit: Path
+) -> None:
+    result = run(systemd_tool("systemd-analyze"), "verify", f"--root={unit_root}", unit.name)
     # verify exits 0 on lines it ignores ("Unknown key name", "Failed to parse ... ignoring"),
     # so any output at all is a failure.
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
-def test_verify_would_catch_a_misspelt_directive(unit_root: Path) -> None:
-    unit = unit_root / "etc/systemd/system" / UNIT.name
-    unit.write_text(unit.read_text().replace("NotifyAccess=main", "NotifyAccess=mian"))
-    result = run(systemd_tool("systemd-analyze"), "verify", f"--root={unit_root}", UNIT.name)
+def test_verify_would_catch_a_misspelt_directive(unit_root: Path, unit: Path) -> None:
+    installed = unit_root / "etc/systemd/system" / unit.name
+    installed.write_text(installed.read_text().replace("NotifyAccess=main", "NotifyAccess=mian"))
+    result = run(systemd_tool("systemd-analyze"), "verify", f"--root={unit_root}", unit.name)
     assert "Failed to parse notify access specifier" in result.stderr
 
 
-def test_the_sandbox_rates_ok_in_systemd_analyze_security(unit_root: Path) -> None:
+def test_the_sandbox_rates_ok_in_systemd_analyze_security(unit_root: Path, unit: Path) -> None:
     result = run(
         systemd_tool("systemd-analyze"), "security", "--offline=yes", f"--root={unit_root}",
-        f"--threshold={MAX_EXPOSURE * 10:g}", "--no-pager", UNIT.name,
+        f"--threshold={MAX_EXPOSURE * 10:g}", "--no-pager", unit.name,
     )  # fmt: skip
     # --threshold counts in tenths (0-100): the exit status is non-zero above it.
     [exposure] = re.findall(
-        r"Overall exposure level for hookrelay.service: ([\d.]+)", result.stdout
+        rf"Overall exposure level for {re.escape(unit.name)}: ([\d.]+)", result.stdout
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert float(exposure) <= MAX_EXPOSURE
 
 
-def test_stop_timeout_outlasts_the_daemons_own_shutdown_deadline() -> None:
-    service = directives("Service")
+def test_stop_timeout_outlasts_the_processs_own_shutdown_deadline(unit: Path) -> None:
+    service = directives("Service", unit)
     shutdown = ShutdownSettings()
     [stop] = service["TimeoutStopSec"]
-    # systemd sends SIGKILL at TimeoutStopSec; the daemon drains for grace_s and exits by
-    # itself at hard_deadline_s at the latest, so systemd must wait longer than that.
+    # systemd sends SIGKILL at TimeoutStopSec; the daemon drains for grace_s, the ingest
+    # process answers its requests in progress for ingest.write_timeout_s, and both exit by
+    # themselves at hard_deadline_s at the latest, so systemd must wait longer than that.
     assert seconds(stop) > shutdown.hard_deadline_s > shutdown.grace_s
+    assert shutdown.hard_deadline_s > IngestSettings().write_timeout_s
     assert seconds(stop) >= shutdown.hard_deadline_s + 10  # room to unwind and exit
+
+
+def test_both_units_run_as_the_same_account_in_the_same_sandbox() -> None:
+    """Everything but the command, its secrets, the daemon's watchdog and reload and the
+    descriptor limit is identical, so the sandbox checks below hold for both processes."""
+    for section in ("Unit", "Service", "Install"):
+        daemon, ingest = directives(section, UNIT), directives(section, INGEST_UNIT)
+        for name in PER_PROCESS:
+            daemon.pop(name, None)
+            ingest.pop(name, None)
+        assert ingest == daemon, section
+
+
+@pytest.mark.parametrize("example", ENV_EXAMPLES, ids=lambda path: path.name)
+def test_every_secret_of_an_env_example_is_a_placeholder_check_flags(
+    example: Path, tmp_path: Path
+) -> None:
+    """A file installed from an example without filling it in gets a warning from
+    `hookrelay check` (shown where check looks for placeholders: a hook's signing key)."""
+    values = env_file_values(example)
+    assert values
+    for name, value in values.items():
+        assert flagged_as_placeholder(value, tmp_path), name
+
+
+def test_notify_settings_match_what_each_process_does(unit: Path) -> None:
+    service = directives("Service", unit)
+    assert service["Type"] == ["notify"]
+    assert service["NotifyAccess"] == ["main"]
+    assert service["Restart"] == ["on-failure"]
+    assert service["User"] == ["hookrelay"]
+
+
+def test_the_ingest_unit_runs_ingest_without_watchdog_or_reload() -> None:
+    """hookrelay ingest sends no WATCHDOG=1 (a WatchdogSec would kill a healthy process) and
+    ignores SIGHUP; it reads only its own secrets."""
+    service = directives("Service", INGEST_UNIT)
+    assert service["ExecStart"] == [
+        "/opt/hookrelay/bin/hookrelay ingest -c /etc/hookrelay/hookrelay.yaml"
+    ]
+    assert "WatchdogSec" not in service
+    assert "ExecReload" not in service
+    assert service["EnvironmentFile"] == ["-/etc/hookrelay/ingest.env"]
+    assert set(env_file_values(SYSTEMD_DIR / "ingest.env.example")) == {
+        "LOGTO_SIGNING_KEY",
+        "HOOKRELAY_BATCH_TOKEN",
+    }
 
 
 def test_watchdog_and_notify_settings_match_what_the_daemon_does() -> None:
     service = directives("Service")
-    assert service["Type"] == ["notify"]
-    assert service["NotifyAccess"] == ["main"]
+    assert service["ExecStart"] == [
+        "/opt/hookrelay/bin/hookrelay run -c /etc/hookrelay/hookrelay.yaml"
+    ]
     assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     [watchdog] = service["WatchdogSec"]
     # The daemon pings at half the interval from its event loop. Long enough that a loaded
     # machine never misses it, short enough that a stuck loop is restarted within minutes.
     assert 10 <= seconds(watchdog) <= 120
-    assert service["Restart"] == ["on-failure"]
     assert service["EnvironmentFile"] == ["-/etc/hookrelay/hookrelay.env"]
-    assert service["User"] == ["hookrelay"]
 
 
 def test_open_file_limit_leaves_room_for_every_http_connection() -> None:
     [limit] = directives("Service")["LimitNOFILE"]
     # One socket per webhook connection, plus Kafka connections, admin clients and files.
     assert int(limit) >= 2 * HttpSettings().max_connections + 1024
+
+
+def test_ingest_open_file_limit_leaves_room_for_every_client_connection() -> None:
+    [limit] = directives("Service", INGEST_UNIT)["LimitNOFILE"]
+    # One socket per client connection up to ingest.max_connections (the guard closes the
+    # rest, each just accepted), plus Kafka connections, metrics clients and files.
+    assert int(limit) >= 2 * IngestSettings().max_connections + 1024
 
 
 def test_sysusers_snippet_creates_a_system_user_without_a_login(tmp_path: Path) -> None:
@@ -368,3 +450,85 @@ async def test_the_daemon_delivers_inside_the_units_sandbox(
     # The native extensions that could have needed writable code were loaded and used.
     for extension in ("/uvloop/loop.", "/orjson/orjson.", "/pydantic_core/_pydantic_core."):
         assert extension in maps, extension
+
+
+# The shared file's shape under systemd: the daemon's hooks (whose keys only hookrelay.env
+# holds) next to the ingest section (whose secrets only ingest.env holds). Kafka is a closed
+# port: hookrelay ingest starts without the cluster and answers 503 until it is reachable.
+INGEST_CONFIG = """\
+kafka: {{bootstrap_servers: "127.0.0.1:{kafka_port}", topics: [identity.events]}}
+admin: {{token: "${{HOOKRELAY_ADMIN_TOKEN}}"}}
+hooks:
+  - id: crm-sync
+    events: ["*"]
+    url: https://crm.example.com/hooks/logto
+    signing_key: ${{CRM_SYNC_SIGNING_KEY}}
+ingest:
+  listen: 127.0.0.1:{listen_port}
+  metrics_listen: 127.0.0.1:{metrics_port}
+  sources: [{{id: logto, signing_key: "${{LOGTO_SIGNING_KEY}}"}}]
+  batch: {{token: "${{HOOKRELAY_BATCH_TOKEN}}"}}
+"""
+
+
+async def wait_for_health(http: aiohttp.ClientSession, url: str, process: Process) -> None:
+    """Poll ``url`` until 200; fail if the process exits first or 30 s pass."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        assert process.returncode is None, "hookrelay ingest exited during start-up"
+        with suppress(aiohttp.ClientError):
+            async with http.get(url) as response:
+                if response.status == 200:
+                    return
+        assert asyncio.get_running_loop().time() < deadline, "not healthy within 30 s"
+        await asyncio.sleep(0.1)
+
+
+async def test_hookrelay_ingest_serves_inside_the_units_sandbox(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """hookrelay ingest with only ingest.env.example's variables, under the filters of the
+    shared sandbox: its probes answer, Logto's route checks signatures with aiohttp's C
+    parser and uvloop loaded (a signed event 503 with Kafka away, an unsigned one 401), and
+    SIGTERM ends it with status 0."""
+    ports = {"kafka_port": free_port(), "listen_port": free_port(), "metrics_port": free_port()}
+    config = tmp_path / "hookrelay.yaml"
+    config.write_text(INGEST_CONFIG.format(**ports), encoding="utf-8")
+    secrets = env_file_values(SYSTEMD_DIR / "ingest.env.example")
+    event = b'{"event":"User.Created","createdAt":"2026-08-21T09:15:42.123Z","data":{"id":"u1"}}'
+    key = secrets["LOGTO_SIGNING_KEY"].encode()
+    signature = hmac.new(key, event, hashlib.sha256).hexdigest()
+    log = tmp_path / "ingest.log"
+    process = await asyncio.create_subprocess_exec(
+        *HOOKRELAY, "ingest", "-c", str(config), cwd=ROOT, preexec_fn=sandbox.enter,
+        env={**secrets, "PATH": os.environ["PATH"]},
+        stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    metrics = f"http://127.0.0.1:{ports['metrics_port']}"
+    route = f"http://127.0.0.1:{ports['listen_port']}/logto/logto"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            await wait_for_health(http, f"{metrics}/healthz", process)
+            async with http.get(f"{metrics}/readyz") as response:
+                readiness = (response.status, await response.json())
+            headers = {"Content-Type": "application/json"}
+            async with http.post(route, data=event, headers=headers) as response:
+                unsigned = response.status
+            headers["logto-signature-sha-256"] = signature
+            async with http.post(route, data=event, headers=headers) as response:
+                signed = (response.status, await response.json())
+        status = await asyncio.to_thread(Path(f"/proc/{process.pid}/status").read_text)
+        maps = await asyncio.to_thread(Path(f"/proc/{process.pid}/maps").read_text)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    output = log.read_text()
+    assert code == 0, output
+    assert readiness[0] == 503 and readiness[1]["reasons"][0].startswith("kafka: "), readiness
+    assert unsigned == 401
+    assert signed == (503, {"reason": "not_written", "detail": signed[1]["detail"]}), signed
+    assert "Seccomp:\t2" in status  # filter mode
+    assert re.search(r"CapEff:\t0+\n", status)
+    for extension in ("/uvloop/loop.", "/aiohttp/_http_parser.", "/orjson/orjson."):
+        assert extension in maps, extension
+    assert '"event":"ingest_stopped"' in output

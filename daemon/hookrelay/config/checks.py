@@ -154,6 +154,13 @@ def _placeholder_warnings(settings: Settings) -> list[tuple[KeyPath, str]]:
         (("admin", "token"), settings.admin.token),
         (("kafka", "sasl_password"), settings.kafka.sasl_password),
     ]
+    if settings.ingest is not None:
+        secrets.extend(
+            (("ingest", "sources", index, "signing_key"), source.signing_key)
+            for index, source in enumerate(settings.ingest.sources)
+        )
+        if settings.ingest.batch is not None:
+            secrets.append((("ingest", "batch", "token"), settings.ingest.batch.token))
     for index, hook in enumerate(settings.hooks):
         if hook.signing_key is not None:
             secrets.append((("hooks", index, "signing_key"), hook.signing_key))

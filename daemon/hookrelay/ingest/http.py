@@ -113,14 +113,20 @@ def counted(metrics: IngestMetrics, source: str, handler: Handler) -> Handler:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        response = await handler(request)
-        status = response.status
+        try:
+            response = await handler(request)
+        except Exception:  # aiohttp answers 500: count it, so an alert on 5xx sees it
+            count(500, started)
+            raise
+        count(response.status, started)
+        return response
+
+    def count(status: int, started: float) -> None:
         counter = by_status.get(status)
         if counter is None:
             counter = by_status[status] = metrics.requests.labels(source, str(status))
         counter.inc()
         seconds.observe(time.perf_counter() - started)
-        return response
 
     return handle
 

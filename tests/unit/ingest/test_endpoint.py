@@ -17,7 +17,7 @@ from aiohttp import web
 from hookrelay.events.signing import logto_signature
 from hookrelay.ingest.batch import BatchApi
 from hookrelay.ingest.endpoint import IngestEndpoint, Source
-from hookrelay.ingest.http import Limits, add_unmatched_route
+from hookrelay.ingest.http import Limits, add_unmatched_route, counted
 from hookrelay.ops.listener import GuardedListener
 from hookrelay.ops.metrics import IngestMetrics
 
@@ -47,10 +47,10 @@ async def listening(
 ) -> AsyncIterator[int]:
     """``endpoint`` served on a free port of 127.0.0.1 (counting into ``metrics``, default
     the endpoint's); yields the port."""
-    counted = metrics or getattr(endpoint, "metrics", None) or IngestMetrics()
+    counting = metrics or getattr(endpoint, "metrics", None) or IngestMetrics()
     app = web.Application()
     endpoint.add_routes(app)
-    add_unmatched_route(app, counted)
+    add_unmatched_route(app, counting)
     listener = GuardedListener(
         app, "127.0.0.1", 0, idle_timeout_s=5.0, max_connections=64, on_close=lambda _: None
     )
@@ -202,3 +202,24 @@ async def test_only_post_is_served(served: tuple[str, Recorder]) -> None:
     url, _ = served
     async with aiohttp.ClientSession() as session, session.get(url) as answer:
         assert answer.status == 405 and answer.headers["Allow"] == "POST"
+
+
+async def test_an_internal_error_is_counted_as_a_500() -> None:
+    metrics = IngestMetrics()
+
+    async def broken(_request: web.Request) -> web.StreamResponse:
+        raise RuntimeError("a bug")
+
+    app = web.Application()
+    app.router.add_post("/logto/prod", counted(metrics, "prod", broken))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        status, _, _ = await post(f"http://127.0.0.1:{port}/logto/prod", BODY)
+    finally:
+        await runner.cleanup()
+    assert status == 500
+    assert 'requests_total{source="prod",status="500"} 1.0' in metrics.render().decode()
