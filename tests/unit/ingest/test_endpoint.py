@@ -223,3 +223,24 @@ async def test_an_internal_error_is_counted_as_a_500() -> None:
         await runner.cleanup()
     assert status == 500
     assert 'requests_total{source="prod",status="500"} 1.0' in metrics.render().decode()
+
+
+async def test_each_source_takes_only_its_own_key_and_writes_to_its_own_topic() -> None:
+    recorder = Recorder()
+    other = Source("staging", "/hooks/staging", "staging-signing-key-0123456789", "staging.events",
+                   key_rule="none")  # fmt: skip
+    endpoint = IngestEndpoint([SOURCE, other], recorder.write, Limits(64 * 1024), IngestMetrics())
+    async with listening(endpoint) as port:
+        base = f"http://127.0.0.1:{port}"
+        crossed = [
+            await post(f"{base}/logto/prod", BODY, signed_with=other.signing_key),
+            await post(f"{base}/hooks/staging", BODY, signed_with=KEY),
+        ]
+        accepted = [
+            await post(f"{base}/logto/prod", BODY),
+            await post(f"{base}/hooks/staging", BODY, signed_with=other.signing_key),
+        ]
+    assert [status for status, _, _ in crossed] == [401, 401]
+    assert [status for status, _, _ in accepted] == [204, 204]
+    user = orjson.loads(EVENT)["userId"].encode()
+    assert recorder.written == [("identity.events", user, EVENT), ("staging.events", None, EVENT)]
