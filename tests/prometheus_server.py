@@ -5,9 +5,10 @@ unpacks Debian's ``prometheus`` package into .cache/prometheus on first use) and
 test, never skips it, when that does not work.
 
 Server: ``async with running_prometheus(binaries, workdir, targets, rule_files) as prom``
-starts a real Prometheus on a free 127.0.0.1 port that scrapes ``targets`` (job
-``hookrelay``) and evaluates ``rule_files`` every second; ``prom`` is a
-:class:`PrometheusAPI` on its HTTP API.
+starts a real Prometheus on a free 127.0.0.1 port that scrapes ``targets`` (job name ->
+``host:port`` list: ``JOB`` for the daemon, ``INGEST_JOB`` for hookrelay ingest, as
+deploy/prometheus/README.md names them) and evaluates ``rule_files`` every second; ``prom``
+is a :class:`PrometheusAPI` on its HTTP API.
 
 Names: :func:`exported_names` (what a /metrics exposition exports),
 :func:`daemon_metric_names` (what ``hookrelay.ops.metrics.Metrics`` exports),
@@ -50,6 +51,7 @@ RUNBOOK = ROOT / "deploy" / "prometheus" / "README.md"
 DASHBOARD = ROOT / "deploy" / "grafana" / "hookrelay.json"
 DASHBOARD_GENERATOR = ROOT / "deploy" / "grafana" / "dashboard.py"
 JOB = "hookrelay"
+INGEST_JOB = "hookrelay-ingest"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 START_ATTEMPTS = 3  # a free port can be taken between the check and Prometheus binding it
@@ -63,7 +65,7 @@ DEFAULT_VARIABLES = {
     "job": JOB,
     "instance": ".*",
     "hook_id": ".*",
-    "ingest_job": "hookrelay-ingest",
+    "ingest_job": INGEST_JOB,
     "__rate_interval": "1m",
     "__interval": "30s",
     "__range": "3h",
@@ -167,8 +169,9 @@ class PrometheusAPI:
         return list((await self._get("/api/v1/targets", {}))["activeTargets"])
 
 
-def prometheus_config(targets: Sequence[str], rule_files: Sequence[Path]) -> bytes:
-    """prometheus.yml (as JSON, which is YAML): 1 s scrapes of job ``hookrelay``, 1 s rules."""
+def prometheus_config(targets: Mapping[str, Sequence[str]], rule_files: Sequence[Path]) -> bytes:
+    """prometheus.yml (as JSON, which is YAML): 1 s scrapes of each job's targets (job name ->
+    ``host:port`` list), 1 s rules."""
     return orjson.dumps(
         {
             "global": {
@@ -177,7 +180,10 @@ def prometheus_config(targets: Sequence[str], rule_files: Sequence[Path]) -> byt
                 "evaluation_interval": "1s",
             },
             "rule_files": [str(path.resolve()) for path in rule_files],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": list(targets)}]}],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": list(hosts)}]}
+                for job, hosts in targets.items()
+            ],
         },
         option=orjson.OPT_INDENT_2,
     )
@@ -211,7 +217,9 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-def _prepare(workdir: Path, targets: Sequence[str], rule_files: Sequence[Path]) -> Path:
+def _prepare(
+    workdir: Path, targets: Mapping[str, Sequence[str]], rule_files: Sequence[Path]
+) -> Path:
     """Write ``workdir/prometheus.yml``; returns its path."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
@@ -241,10 +249,11 @@ async def _start(
 async def running_prometheus(
     binaries: PrometheusBinaries,
     workdir: Path,
-    targets: Sequence[str],
+    targets: Mapping[str, Sequence[str]],
     rule_files: Sequence[Path] = (),
 ) -> AsyncIterator[PrometheusAPI]:
-    """A real Prometheus server for the block, stopped (SIGTERM) when it exits.
+    """A real Prometheus server for the block, stopped (SIGTERM) when it exits; it scrapes
+    ``targets`` (job name -> ``host:port`` list) every second.
 
     Its config, TSDB and log (``prometheus.log``) live in ``workdir``. Raises RuntimeError
     with the log's tail when it does not start (bad config or rules file, port taken

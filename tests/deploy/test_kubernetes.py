@@ -467,7 +467,9 @@ def test_the_ingest_config_map_passes_hookrelay_check(ingest_configured: Configu
     )
     result = hookrelay_check(config_file, env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("(0 hooks, 0 enabled)"), result.stdout
+    assert result.stdout.strip().endswith("(0 hooks, 0 enabled; ingest: 1 source, batch API on)"), (
+        result.stdout
+    )
     warnings = config_warnings(settings)
     no_hooks = [w for w in warnings if w.endswith("(fine for a file only hookrelay ingest reads)")]
     assert len(no_hooks) == 1, warnings

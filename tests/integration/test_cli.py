@@ -33,7 +33,7 @@ SECRET = "s3cret-signing-key-never-logged"
 async def test_check_accepts_the_shipped_configurations() -> None:
     code, out, err = await hookrelay_cli("check", "-c", "deploy/demo/hookrelay.yaml")
     assert code == 0, err
-    assert "ok (6 hooks, 5 enabled)" in out
+    assert "ok (6 hooks, 5 enabled; ingest: 1 source, batch API off)" in out
 
     names = ("CRM_SYNC", "AUDIT_LOG", "ORG_SYNC", "SECURITY_ALERTS", "LEGACY_ERP")
     env = {f"{name}_SIGNING_KEY": secrets.token_hex(24) for name in names}

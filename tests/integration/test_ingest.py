@@ -14,7 +14,7 @@ from hookrelay.config import KafkaSettings
 from hookrelay.events.signing import logto_signature
 from hookrelay.ingest.endpoint import IngestEndpoint, Source
 from hookrelay.ingest.http import Limits
-from hookrelay.ingest.writer import IngestWriter
+from hookrelay.ingest.writer import IngestWriter, NotConnectedError
 from hookrelay.ops.metrics import IngestMetrics
 from tests.integration.harness import read_topic, unique
 from tests.kafka_broker import create_topics
@@ -51,3 +51,24 @@ async def test_a_logto_webhook_becomes_its_event_record_once_acknowledged(
     assert [r.value for r in records] == EVENTS
     first = orjson.loads(EVENTS[0])
     assert records[0].key == first["userId"].encode()
+
+
+async def test_write_many_reports_each_record_and_refuses_at_once_while_the_cluster_is_away(
+    kafka_bootstrap: str,
+) -> None:
+    topic = unique("ingested-many")
+    await create_topics(kafka_bootstrap, [topic], partitions=1)
+    writer = IngestWriter(KafkaSettings(bootstrap_servers=(kafka_bootstrap,)), 1 << 20)
+    await writer.start()
+    try:
+        outcomes = await writer.write_many([(topic, None, event) for event in EVENTS], 10.0)
+        assert outcomes == [None] * len(EVENTS)
+        writer.last_error = "KafkaConnectionError: the last probe failed"
+        with pytest.raises(NotConnectedError):
+            await writer.write(topic, None, EVENTS[0])
+        with pytest.raises(NotConnectedError):
+            await writer.write_many([(topic, None, EVENTS[0])], 10.0)
+    finally:
+        await writer.stop()
+    records = await read_topic(kafka_bootstrap, topic, len(EVENTS))
+    assert [r.value for r in records] == EVENTS

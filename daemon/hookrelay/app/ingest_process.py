@@ -15,7 +15,7 @@ import signal
 from typing import Final
 
 from hookrelay.app.shutdown import arm_hard_deadline, note_stop_signal
-from hookrelay.config import Settings
+from hookrelay.config import Settings, config_warnings
 from hookrelay.ingest.service import IngestService
 from hookrelay.ops.logs import get_logger
 from hookrelay.ops.sdnotify import Notifier
@@ -57,6 +57,8 @@ class IngestProcess:
     async def run(self) -> int:
         """Serve, then shut down; 0 after a clean shutdown. Raises ``OSError`` when a listen
         address cannot be bound."""
+        for warning in config_warnings(self.settings, sections=("ingest", "kafka")):
+            log.warning("config_warning", detail=warning)
         async with asyncio.TaskGroup() as tasks:
             reporting = tasks.create_task(self._report_readiness(), name="systemd-readiness")
             try:

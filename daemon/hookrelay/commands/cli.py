@@ -281,7 +281,12 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
     for warning in config_warnings(settings):
         print(f"warning: {warning}")
     enabled = sum(1 for h in settings.hooks if h.enabled)
-    print(f"{settings.source_file}: ok ({len(settings.hooks)} hooks, {enabled} enabled)")
+    ingest = ""
+    if settings.ingest is not None:
+        sources = len(settings.ingest.sources)
+        batch = "on" if settings.ingest.batch is not None else "off"
+        ingest = f"; ingest: {sources} source{'s' * (sources != 1)}, batch API {batch}"
+    print(f"{settings.source_file}: ok ({len(settings.hooks)} hooks, {enabled} enabled{ingest})")
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+from collections.abc import Collection
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -33,8 +34,10 @@ from hookrelay.net.guard import (
 # ── Warnings ─────────────────────────────────────────────────────────────────────────────────────
 
 
-def config_warnings(settings: Settings) -> list[str]:
-    """Things worth a look that do not stop hookrelay, one line each, in file order.
+def config_warnings(settings: Settings, sections: Collection[str] | None = None) -> list[str]:
+    """Things worth a look that do not stop hookrelay, one line each, in file order; with
+    ``sections``, only those about keys of these top-level sections (``hookrelay ingest``
+    logs those of ``ingest`` and ``kafka``).
 
     Lines read ``file:line: key.path: message`` (``key.path: message`` for settings built in
     code). Warns about: no enabled hook; keys an earlier version knew (``RETIRED_KEYS``,
@@ -90,6 +93,8 @@ def config_warnings(settings: Settings) -> list[str]:
         found.extend(_allow_warnings(hook.allow_networks, ("hooks", index, "allow_networks")))
         found.extend(_guard_warnings(hook, settings.http, ("hooks", index, "url")))
     found.extend(_placeholder_warnings(settings))
+    if sections is not None:
+        found = [(path, message) for path, message in found if path and path[0] in sections]
     return [_warning_text(source.issue(path, message)) for path, message in found]
 
 

@@ -97,7 +97,7 @@ class IngestSource(FrozenModel):
     topic: TopicName | None = None
     """Topic its events are written to; default the first of kafka.topics."""
     key: KeyRule = "auto"
-    """Record key: auto (the user or organization the event is about: README "Record keys"),
+    """Record key: auto (the user or organization the event is about: README "Connect Logto"),
     none, or a member path of the event such as data.id."""
 
     @property
@@ -137,9 +137,10 @@ class IngestSettings(FrozenModel):
     """Logto webhooks accepted, each on its own path with its own signing key."""
     batch: BatchSettings | None = None
     """The batch API; off without this section."""
-    write_timeout_s: Number = Field(10.0, gt=0, le=300)
+    write_timeout_s: Number = Field(5.0, gt=0, le=300)
     """Seconds a request waits for the broker's acknowledgement before it is answered 503
-    (Logto gives up on a webhook after 10 s)."""
+    not_confirmed (the record stays queued and is written once the cluster answers). Keep it
+    under Logto's own 10 s request timeout, so that Logto records the 503."""
     request_timeout_s: Number = Field(15.0, gt=0, le=300)
     """Seconds a client may take to send a whole request (headers and body); a slower one is
     disconnected."""

@@ -48,6 +48,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         properties = main["$defs"][model.__name__]["properties"]
         properties[str(path[-1])] = {"deprecated": True, "description": replaced}
     _add_secret_file(main["$defs"]["KafkaSettings"], "sasl_password", _SASL_PASSWORD_FILE)
+    _or_comma_separated(main["$defs"]["KafkaSettings"]["properties"], "bootstrap_servers")
+    _add_secret_file(main["$defs"]["IngestSource"], "signing_key", _SIGNING_KEY_FILE)
+    _add_secret_file(main["$defs"]["BatchSettings"], "token", _BATCH_TOKEN_FILE)
     return {
         "hookrelay.schema.json": {"$schema": _SCHEMA_DIALECT, **main, "title": "hookrelay.yaml"},
         "hooks.schema.json": {"$schema": _SCHEMA_DIALECT, **hooks, "title": "hooks.yaml"},
@@ -69,6 +72,12 @@ _TOKEN_FILE: Final = {
 }
 
 
+_BATCH_TOKEN_FILE: Final = {
+    "type": "string",
+    "title": "Token File",
+    "description": "File holding the batch API's bearer token (one trailing newline is "
+    "ignored), relative to this YAML file, e.g. a mounted secret. Use it or token, not both.",
+}
 _SASL_PASSWORD_FILE: Final = {
     "type": "string",
     "title": "Sasl Password File",
@@ -107,9 +116,16 @@ def _add_signing_key_files(hook: dict[str, Any]) -> None:
     hook["allOf"] = [{"not": {"required": pair}} for pair in pairs]
 
 
+def _or_comma_separated(properties: dict[str, Any], key: str) -> None:
+    """A list the loader also takes as one comma-separated string (``split_commas``)."""
+    listed = properties[key]
+    items = {name: listed.pop(name) for name in ("type", "items", "minItems")}
+    properties[key] = {**listed, "anyOf": [items, {"type": "string", "minLength": 1}]}
+
+
 def _add_secret_file(model: dict[str, Any], key: str, file_schema: dict[str, Any]) -> None:
     """Insert ``<key>_file`` (read by the loader) right after ``key`` in a model's schema, and
-    forbid giving both."""
+    forbid giving both; where ``key`` is required, one of the two is."""
     properties: dict[str, Any] = {}
     for name, schema in model["properties"].items():
         properties[name] = schema
@@ -117,6 +133,9 @@ def _add_secret_file(model: dict[str, Any], key: str, file_schema: dict[str, Any
             properties[f"{key}_file"] = dict(file_schema)
     model["properties"] = properties
     model["not"] = {"required": [key, f"{key}_file"]}
+    if key in model.get("required", ()):
+        model["required"] = [name for name in model["required"] if name != key]
+        model["anyOf"] = [{"required": [key]}, {"required": [f"{key}_file"]}]
 
 
 def write_json_schemas(directory: str | Path) -> list[Path]:

@@ -14,10 +14,12 @@ decoder first, and if any is invalid nothing is written and the answer lists eac
 ``line`` only for JSON lines). A producer fixes or drops those and sends the request again.
 
 **Writing is per event**: the events of a valid request are written in order, and the answer
-comes once the broker acknowledged each: ``200 {"written": n}``; or, when some could not be
-written, ``503`` with ``Retry-After`` and ``{"reason": "not_written", "written": k,
-"not_written": [index, ...]}``: send again only those (a write that timed out may still land,
-so a receiver can then see such an event twice, as with any at-least-once producer).
+comes once the broker acknowledged each: ``200 {"written": n}``; or, when some were not,
+``503`` with ``Retry-After`` and ``{"reason", "written": k, "not_written": [index, ...],
+"unconfirmed": [index, ...]}``. ``not_written`` events were not queued (the cluster away, or
+refused by the broker): send them again. ``unconfirmed`` ones were queued but not
+acknowledged within ``write_timeout_s``: the producer keeps them and may still write them
+(``writer``), so sending them again may queue them twice.
 
 Other answers: ``401`` without the right token, ``415`` another media type, ``413`` a body
 over ``max_request_bytes`` or more than ``max_events`` events, ``408`` a body slower than
@@ -27,7 +29,6 @@ over ``max_request_bytes`` or more than ``max_events`` events, ``408`` a body sl
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from hookrelay.errors import InvalidEventError
 from hookrelay.ingest.http import (
     RETRY_AFTER_S,
     Limits,
+    RefusalLog,
     RefusedError,
     counted,
     read_body_in_time,
@@ -49,10 +51,11 @@ from hookrelay.ingest.records import AUTO, event_record
 from hookrelay.ops.metrics import IngestMetrics
 
 WriteMany = Callable[
-    [Sequence[tuple[str, bytes | None, bytes]]], Awaitable[list[BaseException | None]]
+    [Sequence[tuple[str, bytes | None, bytes]], float], Awaitable[list[BaseException | None]]
 ]
-"""Writes records (topic, key, value) in order; per record None once acknowledged, or the
-error that stopped it (``writer.IngestWriter.write_many``)."""
+"""Writes records (topic, key, value) in order within a timeout (seconds); per record None
+once acknowledged, a ``TimeoutError`` when not acknowledged in time (it may still be
+written), or the error that kept it from being written (``writer.IngestWriter.write_many``)."""
 
 LINES_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl"})
 SOURCE_LABEL: Final = "batch"
@@ -87,6 +90,7 @@ class BatchApi:
         self._write_many = write_many
         self._limits = limits
         self._metrics = metrics
+        self._refusals = RefusalLog()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(BATCH_PATH, counted(self._metrics, SOURCE_LABEL, self._handle))
@@ -97,6 +101,7 @@ class BatchApi:
             records = self._records(items)
             return await self._write(records)
         except RefusedError as refused:
+            self._refusals.note(SOURCE_LABEL, refused, request.remote)
             return refused.response()
 
     async def _items(self, request: web.Request) -> list[_Item]:
@@ -146,24 +151,31 @@ class BatchApi:
 
     async def _write(self, records: list[tuple[str, bytes | None, bytes]]) -> web.Response:
         try:
-            async with asyncio.timeout(self._limits.write_timeout_s):
-                outcomes = await self._write_many(records)
-        except Exception as e:  # not connected, or no answer in time: nothing confirmed
+            outcomes = await self._write_many(records, self._limits.write_timeout_s)
+        except Exception as e:  # the cluster known to be away: nothing was queued
             outcomes = [e] * len(records)
-        failed = [index for index, outcome in enumerate(outcomes) if outcome is not None]
-        written = len(records) - len(failed)
+        unconfirmed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, TimeoutError)]
+        not_written = [
+            i for i, outcome in enumerate(outcomes)
+            if outcome is not None and not isinstance(outcome, TimeoutError)
+        ]  # fmt: skip
+        written = len(records) - len(unconfirmed) - len(not_written)
         if written:
             self._metrics.events_written.labels(SOURCE_LABEL, self._rules.topic).inc(written)
-        if not failed:
+        if not unconfirmed and not not_written:
             return web.json_response({"written": written}, dumps=_dumps)
-        first = outcomes[failed[0]]
+        first = outcomes[(not_written or unconfirmed)[0]]
         error = "timeout" if isinstance(first, TimeoutError) else type(first).__name__
         self._metrics.producer_errors.labels(SOURCE_LABEL, error).inc()
+        reason = "not_written" if not_written else "not_confirmed"
+        self._refusals.note(SOURCE_LABEL, RefusedError(503, reason, error), None)
         body = {
-            "reason": "not_written",
-            "detail": "some events could not be queued; send those listed again",
+            "reason": reason,
+            "detail": "some events were not written: send those in not_written again; those "
+            "in unconfirmed may still be written (sending them again may queue them twice)",
             "written": written,
-            "not_written": failed,
+            "not_written": not_written,
+            "unconfirmed": unconfirmed,
         }
         return web.json_response(
             body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}, dumps=_dumps

@@ -6,15 +6,17 @@ written (Logto retries nothing, so every refusal is final for that event; its "s
 button shows the answer):
 
 ====  ==============================================================================
-405   not ``POST`` (aiohttp answers it, with ``Allow: POST``)
+405   not ``POST`` (``http.add_unmatched_route`` answers it, with ``Allow: POST``)
 415   ``Content-Type`` is not ``application/json`` (Logto sends ``application/json``)
 413   the body is larger than ``max_body_bytes``
 408   the body did not arrive within ``request_timeout_s`` (the connection is closed)
 401   no ``logto-signature-sha-256`` header, or one that does not match the body (HMAC-SHA256
       hex of the raw body with the source's signing key, as Logto signs)
 400   the body is no event hookrelay would deliver (the decoder's reasons: ``not_json``, ...)
-503   the write did not finish within ``write_timeout_s`` or failed; ``Retry-After`` says when
-      to try again. A write is all or nothing (one record), so nothing partial is left.
+503   ``not_written``: the cluster is away (refused at once, nothing queued) or the broker
+      refused the record; ``not_confirmed``: no acknowledgement within ``write_timeout_s``,
+      the record stays queued and may still be written (``writer``). ``Retry-After`` says
+      when to try again. A record is all or nothing.
 204   written and acknowledged
 ====  ==============================================================================
 
@@ -34,9 +36,10 @@ from hookrelay.errors import InvalidEventError
 from hookrelay.events.signing import LOGTO_SIGNATURE_HEADER, Signer, verify_logto_signature
 from hookrelay.ingest.http import (
     Limits,
+    RefusalLog,
     RefusedError,
-    answer,
     counted,
+    not_confirmed,
     not_written,
     read_body_in_time,
 )
@@ -92,6 +95,7 @@ class _Route:
         self._limits = limits
         self._metrics = metrics
         self._signer = Signer(source.signing_key)
+        self._refusals = RefusalLog()
         self._bytes = metrics.request_bytes.labels(source.id)
         self._written = metrics.events_written.labels(source.id, source.topic)
 
@@ -99,6 +103,7 @@ class _Route:
         try:
             return await self._ingest(request)
         except RefusedError as refused:
+            self._refusals.note(self._source.id, refused, request.remote)
             return refused.response()
 
     async def _ingest(self, request: web.Request) -> web.Response:
@@ -107,14 +112,16 @@ class _Route:
         try:
             _, value, key = event_record(body, self._limits.max_body_bytes, source.key_rule)
         except InvalidEventError as e:
-            return answer(400, e.reason, e.detail)
+            raise RefusedError(400, e.reason, e.detail) from e
         try:
             async with asyncio.timeout(self._limits.write_timeout_s):
                 await self._write(source.topic, key, value)
-        except Exception as e:  # the broker away, refusing, or slow: the sender tries again
-            error = "timeout" if isinstance(e, TimeoutError) else type(e).__name__
-            self._metrics.producer_errors.labels(source.id, error).inc()
-            raise not_written("the event could not be queued; try again") from e
+        except TimeoutError as e:
+            self._metrics.producer_errors.labels(source.id, "timeout").inc()
+            raise not_confirmed() from e
+        except Exception as e:  # refused at once (the cluster away), or by the broker
+            self._metrics.producer_errors.labels(source.id, type(e).__name__).inc()
+            raise not_written("the event was not queued; try again") from e
         self._written.inc()
         return web.Response(status=204)
 

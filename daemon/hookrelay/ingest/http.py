@@ -16,7 +16,10 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from hookrelay.ops.logs import get_logger
 from hookrelay.ops.metrics import IngestMetrics
+
+log = get_logger("hookrelay.ingest")
 
 RETRY_AFTER_S: Final = 5
 """Seconds a sender is asked to wait after a 503."""
@@ -45,6 +48,31 @@ class RefusedError(Exception):
         return response
 
 
+class RefusalLog:
+    """Logs refused requests as ``ingest_request_refused`` warnings (source, status, reason,
+    the peer's address), at most one line per (source, reason) per ``window_s``: a line that
+    comes after others were held back carries ``suppressed``, how many. A refusal is what an
+    operator needs to see after a key rotation in Logto (401s) or during an outage (503s);
+    the limit keeps a flood of bad requests from flooding the log. Never a body or a header.
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def note(self, source: str, refused: RefusedError, peer: str | None) -> None:
+        key, now = (source, refused.reason), self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self._window_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return
+        held = {"suppressed": last[1]} if last is not None and last[1] else {}
+        self._seen[key] = (now, 0)
+        log.warning("ingest_request_refused", source=source, status=refused.status,
+                    reason=refused.reason, peer=peer, **held)  # fmt: skip
+
+
 def answer(
     status: int, reason: str, detail: str, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -54,8 +82,18 @@ def answer(
 
 
 def not_written(detail: str) -> RefusedError:
-    """The 503 of a write that failed or timed out, with ``Retry-After``."""
+    """The 503 of a write that failed, or was refused at once: not written."""
     return RefusedError(503, "not_written", detail, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def not_confirmed() -> RefusedError:
+    """The 503 of a write the broker did not acknowledge in time: the producer keeps it and
+    may still write it (``writer``)."""
+    detail = (
+        "the broker did not acknowledge the event in time; it stays queued and may still be "
+        "written, so sending it again may queue it twice"
+    )
+    return RefusedError(503, "not_confirmed", detail, {"Retry-After": str(RETRY_AFTER_S)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +103,7 @@ class Limits:
 
     max_body_bytes: int
     request_timeout_s: float = 15.0
-    write_timeout_s: float = 10.0
+    write_timeout_s: float = 5.0
 
 
 async def read_body_in_time(request: web.Request, limits: Limits) -> bytes:

@@ -21,7 +21,6 @@ answered, then flush and close the producer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 from aiohttp import web
@@ -93,6 +92,9 @@ class IngestService:
         self._admin = AdminServer(*_host_port(ingest.metrics_listen), self.metrics, self.reasons)
         self._missing_topics: list[str] = []
         self._stopping = False
+        # Read at every scrape: otherwise only a GET /readyz would set it, and nothing polls
+        # that under systemd (a live-scrape test found hookrelay_ready stuck at 0).
+        self.metrics.ready.set_function(lambda: 0.0 if self.reasons() else 1.0)
 
     @property
     def ingest_port(self) -> int:
@@ -154,8 +156,14 @@ class IngestService:
         log.info("ingest_stopping")
         self._stopping = True
         await self._listener.stop()
-        with contextlib.suppress(Exception):  # a broker gone by now: nothing left to answer
-            await asyncio.shield(self.writer.stop())
+        try:
+            # Unconfirmed records (answered 503 not_confirmed) get this long to be written;
+            # with the cluster away the producer would wait for it indefinitely.
+            async with asyncio.timeout(self._ingest.write_timeout_s):
+                await asyncio.shield(self.writer.stop())
+        except (TimeoutError, KafkaError) as e:
+            log.warning("ingest_writer_not_flushed", error=type(e).__name__,
+                        detail="records not yet acknowledged were not written")  # fmt: skip
         await self._admin.stop()
         log.info("ingest_stopped")
 

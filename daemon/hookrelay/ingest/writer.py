@@ -8,6 +8,13 @@ is one Kafka message, so there is nothing partial to undo.
 The writer comes up without the cluster (``connect`` keeps trying, so the listener answers
 503 rather than refusing connections while Kafka is away) and ``probe`` asks the cluster for
 metadata, which is what readiness reports.
+
+**Refused, or unconfirmed.** While the last probe failed (or before the first connection),
+``write`` raises ``NotConnectedError`` at once, queueing nothing: that record is not written.
+A record that was queued is the producer's until the broker takes it: the idempotent
+producer retries a sent batch until it succeeds (aiokafka expires no batch of an idempotent
+producer), so a caller that stops waiting (its timeout) leaves it *unconfirmed*: it is
+still written when the cluster answers again, unless the process stops first.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ log = get_logger("hookrelay.ingest")
 BATCH_BYTES: Final = 1_048_576
 """Largest batch the producer builds per partition, in bytes."""
 CONNECT_RETRY_S: Final = 2.0
+NOT_CONNECTED: Final = "not connected yet"
 """Seconds between attempts to reach the cluster at start-up."""
 
 
@@ -48,7 +56,7 @@ class IngestWriter:
         self._kafka = kafka
         self._max_record_bytes = max_record_bytes
         self._producer: AIOKafkaProducer | None = None
-        self.last_error: str | None = "not connected yet"
+        self.last_error: str | None = NOT_CONNECTED
         """Why the cluster did not answer the last start or probe; None once it did."""
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -83,9 +91,9 @@ class IngestWriter:
             try:
                 await self.start()
             except KafkaError as e:
-                if self.last_error == "not connected yet":
-                    log.warning("ingest_kafka_unreachable", error=f"{type(e).__name__}: {e}")
-                self.last_error = f"{type(e).__name__}: {e}"
+                if self.last_error == NOT_CONNECTED:
+                    log.warning("ingest_kafka_unreachable", error=_reason(e))
+                self.last_error = _reason(e)
                 await asyncio.sleep(CONNECT_RETRY_S)
             else:
                 log.info("ingest_kafka_connected")
@@ -101,8 +109,8 @@ class IngestWriter:
                 metadata = await self._producer.client.fetch_all_metadata()
         except (KafkaError, TimeoutError) as e:
             if self.last_error is None:
-                log.warning("ingest_kafka_unreachable", error=f"{type(e).__name__}: {e}")
-            self.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                log.warning("ingest_kafka_unreachable", error=_reason(e))
+            self.last_error = _reason(e)
             return None
         if self.last_error is not None:
             log.info("ingest_kafka_reachable")
@@ -115,38 +123,68 @@ class IngestWriter:
             await self._producer.stop()
             self._producer = None
 
+    def _producer_or_refuse(self) -> AIOKafkaProducer:
+        if self._producer is None or self.last_error is not None:
+            raise NotConnectedError(self.last_error or "the cluster has not been reached yet")
+        return self._producer
+
     async def write(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Return once the broker acknowledged the record; raise otherwise
-        (``NotConnectedError`` before ``connect`` succeeded)."""
-        if self._producer is None:
-            raise NotConnectedError("the cluster has not been reached yet")
-        await self._producer.send_and_wait(topic, value, key=key)
+        (``NotConnectedError`` at once while the cluster is known to be away)."""
+        await self._producer_or_refuse().send_and_wait(topic, value, key=key)
 
-    async def write_many(self, records: Sequence[Record]) -> list[BaseException | None]:
-        """Write ``records`` (topic, key, value) in order and wait for every acknowledgement;
-        returns, per record, None when acknowledged or the error that stopped it. A record
-        whose send could not even be queued stops the rest (they are not sent, so no record
-        lands before an earlier one of the same request that failed)."""
-        if self._producer is None:
-            raise NotConnectedError("the cluster has not been reached yet")
-        pending: list[asyncio.Future[object] | BaseException] = []
+    async def write_many(
+        self, records: Sequence[Record], timeout_s: float
+    ) -> list[BaseException | None]:
+        """Write ``records`` (topic, key, value) in order and wait up to ``timeout_s`` for
+        every acknowledgement; returns, per record, None when acknowledged,
+        ``UnconfirmedWriteError`` when it was queued but not acknowledged in time (it may still
+        be written), or the error that kept it from being written. A record that could not be
+        queued stops the rest (they are not sent, so no record lands before an earlier one of
+        the same request that failed). Raises ``NotConnectedError`` (nothing queued) while the
+        cluster is known to be away."""
+        producer = self._producer_or_refuse()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        sent: list[asyncio.Future[object] | BaseException] = []
         for topic, key, value in records:
-            if pending and isinstance(pending[-1], BaseException):
-                pending.append(pending[-1])
+            if sent and isinstance(sent[-1], BaseException):
+                sent.append(NotSentError("an earlier record of the request was not queued"))
                 continue
             try:
-                pending.append(await self._producer.send(topic, value, key=key))
+                async with asyncio.timeout_at(deadline):
+                    sent.append(await producer.send(topic, value, key=key))
+            except TimeoutError:
+                sent.append(UnconfirmedWriteError("no room in the producer in time"))
             except KafkaError as e:
-                pending.append(e)
-        outcomes: list[BaseException | None] = []
-        for item in pending:
-            if isinstance(item, BaseException):
-                outcomes.append(item)
-                continue
-            try:
-                await item
-            except KafkaError as e:
-                outcomes.append(e)
-            else:
-                outcomes.append(None)
-        return outcomes
+                sent.append(e)
+        waiting = [item for item in sent if isinstance(item, asyncio.Future)]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
+        return [_outcome(item) for item in sent]
+
+
+class UnconfirmedWriteError(TimeoutError):
+    """A record queued but not acknowledged in time: the producer keeps it and may still
+    write it."""
+
+
+class NotSentError(ConnectionError):
+    """A record never handed to the producer."""
+
+
+def _outcome(item: asyncio.Future[object] | BaseException) -> BaseException | None:
+    if isinstance(item, BaseException):
+        return item
+    if not item.done() or item.cancelled():
+        return UnconfirmedWriteError("not acknowledged in time")
+    return item.exception()
+
+
+def _reason(error: BaseException) -> str:
+    """The error as one line, naming its class once (a ``KafkaError``'s text often starts
+    with its class name already)."""
+    name, text = type(error).__name__, str(error)
+    if not text:
+        return "no answer in time" if isinstance(error, TimeoutError) else name
+    return text if text.startswith(name) else f"{name}: {text}"

@@ -4,10 +4,13 @@ section's secrets."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import pytest
+from ruamel.yaml import YAML
 
 from hookrelay.config import load_settings
 from hookrelay.config.checks import config_warnings
@@ -203,3 +206,45 @@ def test_inline_ingest_secrets_are_warned_about(tmp_path: Path) -> None:
     warnings = config_warnings(load_settings(path, env={}))
     assert any("ingest.sources[0].signing_key: signing key written inline" in w for w in warnings)
     assert any("ingest.batch.token: batch token written inline" in w for w in warnings)
+
+
+SHIPPED_MAIN_FILES = [
+    "config/hookrelay.yaml",
+    "deploy/demo/hookrelay.yaml",
+    "deploy/kubernetes/base/config/hookrelay.yaml",
+    "deploy/kubernetes/components/ingest/config/hookrelay.yaml",
+    "deploy/kubernetes/overlays/example/hookrelay.yaml",
+    "deploy/kubernetes/overlays/example/ingest/hookrelay.yaml",
+]
+
+
+@pytest.mark.parametrize("name", SHIPPED_MAIN_FILES)
+def test_every_shipped_main_file_is_valid_for_the_editors_schema(name: str) -> None:
+    # An editor that validates against config/hookrelay.schema.json must accept what we ship
+    # (a new user's trial: the schema required signing_key where the demo uses a key file).
+    root = Path(__file__).resolve().parents[3]
+    schema = json.loads((root / "config/hookrelay.schema.json").read_text(encoding="utf-8"))
+    document = YAML(typ="safe", pure=True).load((root / name).read_text(encoding="utf-8"))
+    problems = [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(document)
+    ]
+    assert problems == []
+
+
+def test_the_schema_takes_a_key_or_a_key_file_for_a_source_and_the_batch_token() -> None:
+    schema = json.loads(
+        (Path(__file__).resolve().parents[3] / "config/hookrelay.schema.json").read_text()
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    source: dict[str, object] = {"id": "prod"}
+    for given, valid in (
+        ({"signing_key": "k"}, True),
+        ({"signing_key_file": "k.key"}, True),
+        ({}, False),
+        ({"signing_key": "k", "signing_key_file": "k.key"}, False),
+    ):
+        document = {"ingest": {"sources": [{**source, **given}]}}
+        assert validator.is_valid(document) is valid, given
+    assert validator.is_valid({"ingest": {"batch": {"token_file": "t"}}})
+    assert not validator.is_valid({"ingest": {"batch": {}}})

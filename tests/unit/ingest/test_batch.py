@@ -13,6 +13,7 @@ import pytest
 
 from hookrelay.ingest.batch import BatchApi, BatchRules
 from hookrelay.ingest.http import Limits
+from hookrelay.ingest.writer import UnconfirmedWriteError
 from hookrelay.ops.metrics import IngestMetrics
 from tests.unit.ingest.test_endpoint import listening
 
@@ -23,15 +24,22 @@ Record = tuple[str, bytes | None, bytes]
 
 
 class Recorder:
+    """``write_many`` writing every record before ``fail_from`` (an index); from there on,
+    records are ``unconfirmed`` (a timeout) when ``slow``, else not written."""
+
     def __init__(self) -> None:
         self.written: list[Record] = []
         self.fail_from: int | None = None
+        self.slow = False
 
-    async def write_many(self, records: Sequence[Record]) -> list[BaseException | None]:
+    async def write_many(
+        self, records: Sequence[Record], timeout_s: float
+    ) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = []
         for index, record in enumerate(records):
             if self.fail_from is not None and index >= self.fail_from:
-                outcomes.append(ConnectionError("broker away"))
+                failed = UnconfirmedWriteError() if self.slow else ConnectionError("broker away")
+                outcomes.append(failed)
             else:
                 self.written.append(record)
                 outcomes.append(None)
@@ -88,11 +96,17 @@ async def test_one_invalid_event_refuses_the_request_naming_each_invalid_line(ap
     assert 'batch_events_refused_total{reason="not_json"} 1.0' in api.metrics.render().decode()
 
 
-async def test_a_partly_failed_write_names_the_events_to_send_again(api: _Api) -> None:
-    api.recorder.fail_from = 3
+@pytest.mark.parametrize("slow", [False, True], ids=["not_written", "unconfirmed"])
+async def test_a_partly_failed_write_names_what_to_send_again_and_what_may_still_land(
+    api: _Api, slow: bool
+) -> None:
+    api.recorder.fail_from, api.recorder.slow = 3, slow
     status, headers, body = await api.post(b"\n".join(EVENTS))
     assert (status, headers["Retry-After"]) == (503, "5")
-    assert (body["written"], body["not_written"]) == (3, [3, 4])
+    expected = {"written": 3, "not_written": [] if slow else [3, 4],
+                "unconfirmed": [3, 4] if slow else []}  # fmt: skip
+    assert {key: body[key] for key in expected} == expected
+    assert body["reason"] == ("not_confirmed" if slow else "not_written")
 
 
 REFUSED = [

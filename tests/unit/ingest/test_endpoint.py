@@ -13,11 +13,18 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from hookrelay.events.signing import logto_signature
 from hookrelay.ingest.batch import BatchApi
 from hookrelay.ingest.endpoint import IngestEndpoint, Source
-from hookrelay.ingest.http import Limits, add_unmatched_route, counted
+from hookrelay.ingest.http import (
+    Limits,
+    RefusalLog,
+    RefusedError,
+    add_unmatched_route,
+    counted,
+)
 from hookrelay.ops.listener import GuardedListener
 from hookrelay.ops.metrics import IngestMetrics
 
@@ -161,7 +168,7 @@ async def test_a_chunked_body_past_the_limit_is_refused_without_being_held(
 
 
 @pytest.mark.parametrize("trouble", ["fails", "hangs"])
-async def test_a_write_that_fails_or_hangs_is_a_503_with_retry_after(
+async def test_a_failed_write_is_not_written_and_a_slow_one_not_confirmed_both_503(
     served: tuple[str, Recorder], trouble: str
 ) -> None:
     url, recorder = served
@@ -171,7 +178,8 @@ async def test_a_write_that_fails_or_hangs_is_a_503_with_retry_after(
         recorder.delay_s = 5.0
     status, headers, body = await post(url, BODY)
     assert (status, headers["Retry-After"]) == (503, "5")
-    assert orjson.loads(body)["reason"] == "not_written"
+    reason = "not_written" if trouble == "fails" else "not_confirmed"
+    assert orjson.loads(body)["reason"] == reason
     assert recorder.written == []
     error = "ConnectionError" if trouble == "fails" else "timeout"
     assert f'producer_errors_total{{error="{error}",source="prod"}} 1.0' in (
@@ -244,3 +252,20 @@ async def test_each_source_takes_only_its_own_key_and_writes_to_its_own_topic() 
     assert [status for status, _, _ in accepted] == [204, 204]
     user = orjson.loads(EVENT)["userId"].encode()
     assert recorder.written == [("identity.events", user, EVENT), ("staging.events", None, EVENT)]
+
+
+def test_refusals_are_logged_once_per_source_and_reason_per_window() -> None:
+    now = [0.0]
+    refusals = RefusalLog(window_s=60.0, clock=lambda: now[0])
+    unsigned = RefusedError(401, "unsigned", "no header")
+    with capture_logs() as logged:
+        for _ in range(5):
+            refusals.note("prod", unsigned, "10.0.0.7")
+        refusals.note("prod", RefusedError(503, "not_written", "x"), None)
+        now[0] = 61.0
+        refusals.note("prod", unsigned, "10.0.0.7")
+    assert [(e["reason"], e.get("suppressed")) for e in logged] == [
+        ("unsigned", None), ("not_written", None), ("unsigned", 4),
+    ]  # fmt: skip
+    assert {e["event"] for e in logged} == {"ingest_request_refused"}
+    assert logged[0]["peer"] == "10.0.0.7" and logged[0]["status"] == 401

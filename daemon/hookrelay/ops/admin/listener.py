@@ -64,6 +64,7 @@ class AdminServer:
         self._port = port
         self._metrics = metrics
         self._readiness = readiness
+        self._backend = backend
         self.api = AdminApi(backend, token)
         self._listener: GuardedListener | None = None
         self.port = port
@@ -90,6 +91,8 @@ class AdminServer:
         await self._listener.start()
         self.port = self._listener.port
         api = "enabled" if self.api.enabled else "disabled (no admin.token)"
+        if self._backend is None:
+            api = "none (probes and metrics only)"
         log.info("admin_listening", host=self._host, port=self.port, api=api)
 
     async def stop(self) -> None:
