@@ -21,6 +21,7 @@ answered, then flush and close the producer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Final
 
 from aiohttp import web
@@ -142,13 +143,22 @@ class IngestService:
         except KafkaError as e:  # the probe below reports the cluster's state
             log.warning("ingest_topics_not_created", error=f"{type(e).__name__}: {e}")
         while True:
+            failure = self.writer.failure
+            if failure is not None:
+                log.error("ingest_producer_failed", error=f"{type(failure).__name__}: {failure}",
+                          detail="starting a new producer")  # fmt: skip
+                await self.writer.replace(PROBE_TIMEOUT_S)
+                log.info("ingest_producer_replaced")
             topics = await self.writer.probe(PROBE_TIMEOUT_S)
             if topics is not None:
                 missing = sorted(self.topics - topics)
                 if missing != self._missing_topics and missing:
                     log.warning("ingest_topics_missing", topics=missing)
                 self._missing_topics = missing
-            await asyncio.sleep(PROBE_INTERVAL_S)
+            # A failed producer is replaced at once, not at the next probe.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROBE_INTERVAL_S):
+                    await self.writer.failed.wait()
 
     async def _shutdown(self) -> None:
         """Stop taking requests, let those in progress be answered, then close the writer;

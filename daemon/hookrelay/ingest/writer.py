@@ -20,11 +20,17 @@ still written when the cluster answers again, unless the process stops first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+)
 
 from hookrelay.config import KafkaSettings
 from hookrelay.kafka.clients import client_options
@@ -34,6 +40,8 @@ log = get_logger("hookrelay.ingest")
 
 BATCH_BYTES: Final = 1_048_576
 """Largest batch the producer builds per partition, in bytes."""
+PRODUCER_FAILURES: Final = (OutOfOrderSequenceNumber, ProducerFenced, InvalidProducerEpoch)
+"""Errors after which the producer writes nothing more (``IngestWriter.failure``)."""
 CONNECT_RETRY_S: Final = 2.0
 NOT_CONNECTED: Final = "not connected yet"
 """Seconds between attempts to reach the cluster at start-up."""
@@ -57,6 +65,9 @@ class IngestWriter:
         self._max_record_bytes = max_record_bytes
         self._producer: AIOKafkaProducer | None = None
         self.last_error: str | None = NOT_CONNECTED
+        self._failure: BaseException | None = None
+        self.failed = asyncio.Event()
+        """Set when the producer failed for good (``failure``), until ``replace``."""
         """Why the cluster did not answer the last start or probe; None once it did."""
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -117,6 +128,38 @@ class IngestWriter:
         self.last_error = None
         return set(metadata.topics())
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the producer stopped working for good, or None. aiokafka's idempotent producer
+        gives up on a batch the broker did not take within ``request_timeout_ms`` (a broker
+        away that long, under load); its sequence numbers then have a gap, and the broker
+        refuses every later batch with ``OutOfOrderSequenceNumber`` (measured: every write
+        after the broker came back, for as long as the process ran). Only a new producer
+        (a new producer id) writes again: ``replace``. Its sender task ending is the other
+        sign."""
+        if self._failure is not None:
+            return self._failure
+        # aiokafka exposes no state for it but its sender task.
+        sender = getattr(self._producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        if task is None or not task.done() or task.cancelled():
+            return None
+        exception: BaseException | None = task.exception()
+        return exception or KafkaError("the producer's sender stopped")
+
+    async def replace(self, close_timeout_s: float) -> None:
+        """Close the failed producer (records it holds fail; none was answered 2xx) and
+        connect a new one, trying again until the cluster answers."""
+        old, self._producer = self._producer, None
+        self._failure = None
+        self.failed.clear()
+        self.last_error = "the producer failed; starting a new one"
+        if old is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(close_timeout_s):
+                    await old.stop()
+        await self.connect()
+
     async def stop(self) -> None:
         """Flush and close (records not yet acknowledged were never answered 2xx)."""
         if self._producer is not None:
@@ -131,7 +174,11 @@ class IngestWriter:
     async def write(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Return once the broker acknowledged the record; raise otherwise
         (``NotConnectedError`` at once while the cluster is known to be away)."""
-        await self._producer_or_refuse().send_and_wait(topic, value, key=key)
+        try:
+            await self._producer_or_refuse().send_and_wait(topic, value, key=key)
+        except PRODUCER_FAILURES as e:
+            self._fail(e)
+            raise
 
     async def write_many(
         self, records: Sequence[Record], timeout_s: float
@@ -161,7 +208,17 @@ class IngestWriter:
         waiting = [item for item in sent if isinstance(item, asyncio.Future)]
         if waiting:
             await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
-        return [_outcome(item) for item in sent]
+        outcomes = [_outcome(item) for item in sent]
+        failure = next((o for o in outcomes if isinstance(o, PRODUCER_FAILURES)), None)
+        if failure is not None:
+            self._fail(failure)
+        return outcomes
+
+    def _fail(self, error: BaseException) -> None:
+        """The producer writes nothing more: refuse at once (not ready) until ``replace``."""
+        self._failure = error
+        self.last_error = f"the producer failed ({type(error).__name__}); starting a new one"
+        self.failed.set()
 
 
 class UnconfirmedWriteError(TimeoutError):
