@@ -4,9 +4,8 @@ A request carries ``Authorization: Bearer <ingest.batch.token>`` and either a JS
 events (``Content-Type: application/json``) or JSON lines, one event per line
 (``application/x-ndjson`` or ``application/jsonl``; blank lines are skipped). Each event is
 what ``config/event.schema.json`` describes (a ``hookId`` member, if any, is cut out as on the
-Logto routes). JSON lines are written byte for byte as sent; the events of an array are
-written as orjson serialises them (compact, member order kept), because an array element has
-no bytes of its own.
+Logto routes). Every event is written byte for byte as sent (an array's elements are cut
+out of the body, ``array_elements``).
 
 **Validation is all or nothing per request**: every event is checked with the daemon's own
 decoder first, and if any is invalid nothing is written and the answer lists each invalid one
@@ -29,7 +28,10 @@ over ``max_request_bytes`` or more than ``max_events`` events, ``408`` a body sl
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -57,6 +59,8 @@ WriteMany = Callable[
 once acknowledged, a ``TimeoutError`` when not acknowledged in time (it may still be
 written), or the error that kept it from being written (``writer.IngestWriter.write_many``)."""
 
+THREAD_ABOVE_BYTES: Final = 262_144
+"""A JSON array this large or larger is split on a worker thread."""
 LINES_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl"})
 SOURCE_LABEL: Final = "batch"
 
@@ -120,13 +124,17 @@ class BatchApi:
             )  # fmt: skip
         body = await read_body_in_time(request, self._limits)
         self._metrics.request_bytes.labels(SOURCE_LABEL).inc(len(body))
-        items = _json_lines(body) if lines else _array_items(body)
+        rules = self._rules
+        if lines:
+            items = _json_lines(body)
+        else:
+            # Large bodies are split on a thread, so the event loop keeps answering meanwhile.
+            split = functools.partial(_array_items, body, rules.max_events, rules.max_event_bytes)
+            items = split() if len(body) < THREAD_ABOVE_BYTES else await asyncio.to_thread(split)
         if not items:
             raise RefusedError(400, "empty", "the request holds no events")
-        if len(items) > self._rules.max_events:
-            raise RefusedError(
-                413, "too_many_events", f"a request may hold {self._rules.max_events} events"
-            )
+        if len(items) > rules.max_events:
+            raise _too_many(rules.max_events)
         return items
 
     def _records(self, items: list[_Item]) -> list[tuple[str, bytes | None, bytes]]:
@@ -205,11 +213,83 @@ def _json_lines(body: bytes) -> list[_Item]:
     return items
 
 
-def _array_items(body: bytes) -> list[_Item]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise RefusedError(400, "not_json", "the body is not JSON") from None
-    if not isinstance(document, list):
+def _array_items(body: bytes, limit: int, max_event_bytes: int) -> list[_Item]:
+    return [_Item(raw, None) for raw in array_elements(body, limit, max_event_bytes)]
+
+
+_WHITESPACE: Final = b" \t\r\n"
+_STRUCTURAL: Final = re.compile(rb'["{}\[\],]')
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def array_elements(body: bytes, limit: int, max_element_bytes: int) -> list[bytes]:
+    """The bytes of each element of the JSON array ``body``, in order, without surrounding
+    whitespace: each is then decoded on its own, so its bytes are written as sent (numbers,
+    escapes, member order) and every rule of the decoder applies to it, as to a JSON line.
+
+    Only the array's own structure is read (strings skipped, brackets counted); the work
+    stops at the ``limit + 1``-th element and at an element over ``max_element_bytes``, so a
+    body of a million tiny elements costs no more than ``limit`` of them. Raises
+    ``RefusedError``: 400 ``not_array`` (no ``[`` first), 400 ``not_json`` (unbalanced, an
+    unterminated string, an empty element), 413 ``too_many_events``, 413 ``too_large``.
+    """
+    text = body.strip(_WHITESPACE)
+    if not text.startswith(b"["):
         raise RefusedError(400, "not_array", "expected a JSON array of events (or send JSON lines)")
-    return [_Item(orjson.dumps(element), None) for element in document]
+    if not text.endswith(b"]"):
+        raise _malformed()
+    if not text[1:-1].strip(_WHITESPACE):
+        return []
+    return _ArrayScanner(text, limit, max_element_bytes).elements()
+
+
+def _malformed() -> RefusedError:
+    return RefusedError(400, "not_json", "the body is not a well-formed JSON array")
+
+
+class _ArrayScanner:
+    """One pass over an array's structural characters (``array_elements``)."""
+
+    def __init__(self, text: bytes, limit: int, max_element_bytes: int) -> None:
+        self._text, self._limit, self._max = text, limit, max_element_bytes
+        self._end = len(text) - 1  # the closing bracket
+        self._start = self._pos = 1
+        self._depth = 0
+        self._found: list[bytes] = []
+
+    def elements(self) -> list[bytes]:
+        while (mark := _STRUCTURAL.search(self._text, self._pos, self._end)) is not None:
+            if mark.start() - self._start > self._max:
+                raise RefusedError(413, "too_large", f"an event may be {self._max} bytes")
+            self._step(mark.group(), mark.start(), mark.end())
+        self._close(self._end)
+        if self._depth != 0 or not all(self._found):
+            raise _malformed()
+        return self._found
+
+    def _step(self, char: bytes, at: int, after: int) -> None:
+        if char == b'"':
+            string = _STRING.match(self._text, at, self._end)
+            if string is None:
+                raise _malformed()
+            self._pos = string.end()
+            return
+        self._pos = after
+        if char in b"[{":
+            self._depth += 1
+        elif char in b"]}":
+            self._depth -= 1
+            if self._depth < 0:
+                raise _malformed()
+        elif self._depth == 0:  # the comma between two elements
+            self._close(at)
+            self._start = after
+
+    def _close(self, at: int) -> None:
+        self._found.append(self._text[self._start : at].strip(_WHITESPACE))
+        if len(self._found) > self._limit:
+            raise _too_many(self._limit)
+
+
+def _too_many(limit: int) -> RefusedError:
+    return RefusedError(413, "too_many_events", f"a request may hold {limit} events")

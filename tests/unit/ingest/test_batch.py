@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from hookrelay.ingest.batch import BatchApi, BatchRules
-from hookrelay.ingest.http import Limits
+from hookrelay.ingest.batch import BatchApi, BatchRules, array_elements
+from hookrelay.ingest.http import Limits, RefusedError
 from hookrelay.ingest.writer import UnconfirmedWriteError
 from hookrelay.ops.metrics import IngestMetrics
 from tests.unit.ingest.test_endpoint import listening
@@ -78,11 +78,61 @@ async def test_json_lines_are_written_byte_for_byte_in_order_then_answered(api: 
     assert api.recorder.written[0][1] == first["userId"].encode()
 
 
-async def test_a_json_array_is_written_as_compact_json_in_order(api: _Api) -> None:
+async def test_a_json_array_is_written_byte_for_byte_in_order(api: _Api) -> None:
     status, _, _ = await api.post(b"[" + b",\n ".join(EVENTS) + b"]", "application/json")
     assert status == 200
-    written = [orjson.loads(value) for _, _, value in api.recorder.written]
-    assert written == [orjson.loads(event) for event in EVENTS]
+    assert [value for _, _, value in api.recorder.written] == EVENTS
+
+
+def test_array_elements_are_cut_out_as_sent() -> None:
+    tricky = [
+        b'{"event":"A","createdAt":"2026-01-01T00:00:00Z","n":1.50,"big":18446744073709551616}',
+        b'{"event":"B","s":"a,b]}{[\\"","neg":-0,"e":1e2}',
+        b'{"event":"C","nested":[[1,2],{"x":[3,{"y":",]"}]}]}',
+        b"[1,2]",
+        b'"text"',
+        b"7",
+    ]
+    body = b"\n [ " + b" ,\n\t".join(tricky) + b" ]\r\n"
+    assert array_elements(body, 10, 1000) == tricky
+    assert array_elements(b"[ ]", 10, 1000) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        (b'{"event":"A"}', 400, "not_array"),
+        (b"[1,2", 400, "not_json"),
+        (b"[1,,2]", 400, "not_json"),
+        (b"[1,2,]", 400, "not_json"),
+        (b"[1]]", 400, "not_json"),
+        (b'["unterminated]', 400, "not_json"),
+        (b"[" + b"{}," * 70_000 + b"{}]", 413, "too_many_events"),
+        (b'[{"a":"' + b"x" * 2000 + b'"}]', 413, "too_large"),
+    ],
+)
+def test_array_elements_refuse_what_is_no_bounded_array(
+    body: bytes, status: int, reason: str
+) -> None:
+    with pytest.raises(RefusedError) as refused:
+        array_elements(body, 1000, 1000)
+    assert (refused.value.status, refused.value.reason) == (status, reason)
+
+
+async def test_array_events_meet_every_rule_of_the_decoder_as_json_lines_do(api: _Api) -> None:
+    # A breaker's trial: the array route re-serialised its elements, so orjson kept the
+    # last "event" (200) where the same event as a JSON line got 400 duplicate_event, and an
+    # element nested past 255 levels crashed orjson.dumps (500).
+    twice = b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00Z","event":"User.Deleted"}'
+    deep = b'{"event":"A","createdAt":"2026-01-01T00:00:00Z","d":' + b"[" * 300 + b"]" * 300 + b"}"
+    status, _, body = await api.post(b"[" + twice + b"," + deep + b"]", "application/json")
+    assert (status, [(e["index"], e["reason"]) for e in body["errors"]]) == (  # type: ignore[union-attr]
+        400, [(0, "duplicate_event")],
+    )  # fmt: skip
+    assert api.recorder.written == []
+    status, _, _ = await api.post(b"[" + deep + b"]", "application/json")
+    assert status == 200
+    assert [value for _, _, value in api.recorder.written] == [deep]
 
 
 async def test_one_invalid_event_refuses_the_request_naming_each_invalid_line(api: _Api) -> None:
