@@ -342,7 +342,8 @@ async def test_tls_serves_https_with_the_configured_certificate(
     certificate.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "ingest.pem"))
     topic = unique("ingest-tls")
     await create_topics(kafka_bootstrap, [topic], partitions=1)
-    path = ingest_config(tmp_path, kafka_bootstrap, topic, tls={"cert_file": "ingest.pem"})
+    path = ingest_config(tmp_path, kafka_bootstrap, topic, tls={"cert_file": "ingest.pem"},
+                         max_connections=20, idle_timeout_s=2)  # fmt: skip
     trusting = ssl.create_default_context()
     authority.configure_trust(trusting)
     async with (
@@ -353,7 +354,17 @@ async def test_tls_serves_https_with_the_configured_certificate(
         https = ingest.url.replace("http://", "https://")
         assert await post_logto(session, https, logto_body(numbered(7))) == 204
         assert await post_logto(session, ingest.url, logto_body(numbered(8))) == 0  # no plain HTTP
-    assert await read_all(kafka_bootstrap, topic) == [numbered(7)]
+        # A breaker's trial: connections that never began their TLS handshake were held for
+        # asyncio's 60 s, outside the connection cap, until file descriptors ran out.
+        silent = [await asyncio.open_connection("127.0.0.1", ingest.port) for _ in range(40)]
+        async with asyncio.timeout(10):
+            for reader, _ in silent:
+                assert await reader.read() == b""  # closed by the server, unanswered
+        for _, writer in silent:
+            writer.close()
+        await asyncio.sleep(1.0)  # their slots are forgotten half a second after the timeout
+        assert await post_logto(session, https, logto_body(numbered(9))) == 204
+    assert await read_all(kafka_bootstrap, topic) == [numbered(7), numbered(9)]
 
 
 async def _slow_headers(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -51,6 +51,19 @@ class _QuietHandler(RequestHandler):
         response: web.StreamResponse = super().handle_error(request, status, exc, message)
         return response
 
+    guard: GuardedListener | None = None
+    """The listener counting this connection (``GuardedListener._admit`` sets it)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.guard is not None:
+            self.guard._made(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        if self.guard is not None:
+            self.guard._lost(self)
+
 
 class _Refused(asyncio.Protocol):
     """A connection beyond the cap when none can make room: closed at once."""
@@ -89,6 +102,17 @@ class GuardedListener:
         self._shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        # Connections closed to make room that aiohttp still lists: it drops one only when
+        # its connection_lost runs, on a later turn of the loop, and the loop accepts a
+        # burst of connections in one turn. Without this, every connection of a burst
+        # "evicted" the same closed one and the cap held nothing (a breaker's trial: 850
+        # connections open with max_connections 50).
+        self._closing: set[RequestHandler] = set()
+        # Connections accepted whose handler aiohttp does not list yet: asyncio makes the
+        # connection on a later turn (after the TLS handshake, for HTTPS), and one turn
+        # accepts a whole burst. Value: when accepted (loop time), to forget a handshake
+        # that never completed (its handler is never told).
+        self._pending: dict[RequestHandler, float] = {}
 
     async def start(self) -> None:
         """Listen. Raises ``OSError`` when the address cannot be bound."""
@@ -104,6 +128,9 @@ class GuardedListener:
             self._listener = await asyncio.get_running_loop().create_server(
                 lambda: self._admit(server), self._host, self.port, reuse_address=True,
                 ssl=self._ssl_context,
+                # aiohttp sees a TLS connection only once its handshake is done: bound the
+                # handshake as an idle connection is bound (asyncio's default is 60 s).
+                ssl_handshake_timeout=self._idle_timeout_s if self._ssl_context else None,
             )  # fmt: skip
         except BaseException:
             await self._runner.cleanup()
@@ -113,20 +140,52 @@ class GuardedListener:
 
     def _admit(self, server: web.Server) -> asyncio.BaseProtocol:
         """The protocol for a new connection: aiohttp's handler, after making room for it
-        (the connection idle the longest is closed); a connection that finds every slot
-        busy with a request is closed at once."""
-        connections = server.connections
-        if len(connections) >= self._max_connections:
+        (the oldest idle connection is closed); a connection that finds every slot busy (a
+        request in progress, or not yet made) is closed at once."""
+        loop = server._loop
+        self._forget_stale_pending(loop.time())
+        if self._open(server) >= self._max_connections:
             # aiohttp keeps connections in the order they opened; _request_in_progress is
             # its own flag for a handler answering a request (aiohttp 3.9+).
-            idle = [h for h in connections if not getattr(h, "_request_in_progress", True)]
-            if not idle:
+            idle = next(
+                (h for h in server.connections
+                 if h not in self._closing and not getattr(h, "_request_in_progress", True)),
+                None,
+            )  # fmt: skip
+            if idle is None:
                 self._on_close("over_limit")
                 return _Refused()
-            idle[0].force_close()
+            idle.force_close()
+            self._closing.add(idle)  # until its connection_lost
             self._on_close("evicted_idle")
         # aiohttp's own handler, but answering a malformed request without quoting it.
-        return _QuietHandler(server, loop=server._loop, **server._kwargs)
+        handler = _QuietHandler(server, loop=loop, **server._kwargs)
+        self._pending[handler] = loop.time()
+        handler.guard = self
+        return handler
+
+    def _made(self, handler: RequestHandler) -> None:
+        self._pending.pop(handler, None)
+
+    def _lost(self, handler: RequestHandler) -> None:
+        self._pending.pop(handler, None)
+        self._closing.discard(handler)
+
+    def _forget_stale_pending(self, now: float) -> None:
+        # Past the handshake timeout a pending connection is made (and forgotten) or closed.
+        stale = now - self._idle_timeout_s - 0.5
+        if self._pending and next(iter(self._pending.values())) < stale:
+            self._pending = {h: at for h, at in self._pending.items() if at >= stale}
+
+    def _open(self, server: web.Server) -> int:
+        return len(server.connections) - len(self._closing) + len(self._pending)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, including those accepted and not yet handed to aiohttp
+        (a TLS handshake in progress)."""
+        server = self._runner.server if self._runner is not None else None
+        return 0 if server is None else self._open(server)
 
     async def stop(self) -> None:
         """Stop listening, let requests in progress finish (up to ``shutdown_timeout_s``),
