@@ -263,6 +263,9 @@ def _ingest_warnings(settings: Settings, source: SourceMap) -> list[tuple[KeyPat
     ingest = settings.ingest
     if ingest is None:
         return found
+    if not ingest.serves_anything:
+        message = "no sources and no batch API: hookrelay ingest refuses to start with it"
+        found.append((("ingest",), message))
     for index, item in enumerate(ingest.sources):
         path: KeyPath = ("ingest", "sources", index)
         if (*path, "signing_key") in source.inline_secrets:

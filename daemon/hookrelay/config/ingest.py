@@ -50,6 +50,11 @@ def _check_path(path: str) -> str:
             "expected an absolute URL path of segments made of A-Z a-z 0-9 . _ ~ -, "
             "e.g. /logto/production (no query, no trailing slash)"
         )
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise refuse(
+            "expected a path without . or .. segments (clients and proxies resolve them, "
+            "and the request would miss the route)"
+        )
     if path == BATCH_PATH:
         raise refuse(f"{BATCH_PATH} is the batch API's path; choose another")
     return path

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import MessageSizeTooLargeError
 
 from hookrelay.config.ingest import BATCH_PATH
 from hookrelay.errors import InvalidEventError
@@ -47,7 +48,9 @@ from hookrelay.ingest.http import (
     RefusalLog,
     RefusedError,
     counted,
+    expect_continue,
     read_body_in_time,
+    refuse_encoded,
 )
 from hookrelay.ingest.records import AUTO, event_record
 from hookrelay.ops.metrics import IngestMetrics
@@ -97,7 +100,10 @@ class BatchApi:
         self._refusals = RefusalLog()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(BATCH_PATH, counted(self._metrics, SOURCE_LABEL, self._handle))
+        app.router.add_post(
+            BATCH_PATH, counted(self._metrics, SOURCE_LABEL, self._handle),
+            expect_handler=functools.partial(expect_continue, limit=self._limits.max_body_bytes),
+        )  # fmt: skip
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -122,6 +128,7 @@ class BatchApi:
                 415, "unsupported_media_type",
                 "send application/json (an array) or application/x-ndjson (JSON lines)",
             )  # fmt: skip
+        refuse_encoded(request)
         body = await read_body_in_time(request, self._limits)
         self._metrics.request_bytes.labels(SOURCE_LABEL).inc(len(body))
         rules = self._rules
@@ -163,31 +170,37 @@ class BatchApi:
         except Exception as e:  # the cluster known to be away: nothing was queued
             outcomes = [e] * len(records)
         unconfirmed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, TimeoutError)]
+        too_large = [
+            i for i, outcome in enumerate(outcomes) if isinstance(outcome, MessageSizeTooLargeError)
+        ]  # fmt: skip
         not_written = [
             i for i, outcome in enumerate(outcomes)
-            if outcome is not None and not isinstance(outcome, TimeoutError)
+            if outcome is not None and i not in unconfirmed and i not in too_large
         ]  # fmt: skip
-        written = len(records) - len(unconfirmed) - len(not_written)
+        written = len(records) - len(unconfirmed) - len(not_written) - len(too_large)
         if written:
             self._metrics.events_written.labels(SOURCE_LABEL, self._rules.topic).inc(written)
-        if not unconfirmed and not not_written:
+        if not unconfirmed and not not_written and not too_large:
             return web.json_response({"written": written}, dumps=_dumps)
-        first = outcomes[(not_written or unconfirmed)[0]]
+        first = outcomes[(not_written or unconfirmed or too_large)[0]]
         error = "timeout" if isinstance(first, TimeoutError) else type(first).__name__
         self._metrics.producer_errors.labels(SOURCE_LABEL, error).inc()
-        reason = "not_written" if not_written else "not_confirmed"
-        self._refusals.note(SOURCE_LABEL, RefusedError(503, reason, error), None)
+        retry = bool(not_written or unconfirmed)  # else only too_large: sending again fails
+        status = 503 if retry else 413
+        reason = "not_written" if not_written else "not_confirmed" if unconfirmed else "too_large"
+        self._refusals.note(SOURCE_LABEL, RefusedError(status, reason, error), None)
         body = {
             "reason": reason,
             "detail": "some events were not written: send those in not_written again; those "
-            "in unconfirmed may still be written (sending them again may queue them twice)",
+            "in unconfirmed may still be written (sending them again may queue them twice); "
+            "those in too_large exceed the topic's max.message.bytes",
             "written": written,
             "not_written": not_written,
             "unconfirmed": unconfirmed,
+            "too_large": too_large,
         }
-        return web.json_response(
-            body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}, dumps=_dumps
-        )
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if retry else None
+        return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 class _InvalidEventsError(RefusedError):

@@ -27,10 +27,12 @@ Answers name the reason in a short JSON body and never quote the request.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiokafka.errors import MessageSizeTooLargeError
 
 from hookrelay.errors import InvalidEventError
 from hookrelay.events.signing import LOGTO_SIGNATURE_HEADER, Signer, verify_logto_signature
@@ -39,9 +41,12 @@ from hookrelay.ingest.http import (
     RefusalLog,
     RefusedError,
     counted,
+    expect_continue,
     not_confirmed,
     not_written,
     read_body_in_time,
+    refuse_encoded,
+    too_large_for_kafka,
 )
 from hookrelay.ingest.records import AUTO, event_record
 from hookrelay.ops.metrics import IngestMetrics
@@ -80,7 +85,9 @@ class IngestEndpoint:
         """One ``POST`` route per source path."""
         for source in self._sources:
             route = _Route(source, self._write, self._limits, self.metrics)
-            app.router.add_post(source.path, counted(self.metrics, source.id, route.handle))
+            expect = functools.partial(expect_continue, limit=self._limits.max_body_bytes)
+            handler = counted(self.metrics, source.id, route.handle)
+            app.router.add_post(source.path, handler, expect_handler=expect)
 
 
 class _Route:
@@ -121,6 +128,8 @@ class _Route:
             raise not_confirmed() from e
         except Exception as e:  # refused at once (the cluster away), or by the broker
             self._metrics.producer_errors.labels(source.id, type(e).__name__).inc()
+            if isinstance(e, MessageSizeTooLargeError):
+                raise too_large_for_kafka() from e
             raise not_written("the event was not queued; try again") from e
         self._written.inc()
         return web.Response(status=204)
@@ -129,6 +138,7 @@ class _Route:
         """The body, once its media type, size and signature passed; raises ``RefusedError``."""
         if request.content_type != "application/json":
             raise RefusedError(415, "unsupported_media_type", "send Content-Type: application/json")
+        refuse_encoded(request)
         body = await read_body_in_time(request, self._limits)
         self._bytes.inc(len(body))
         signature = request.headers.get(LOGTO_SIGNATURE_HEADER)

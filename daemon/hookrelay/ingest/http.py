@@ -86,6 +86,13 @@ def not_written(detail: str) -> RefusedError:
     return RefusedError(503, "not_written", detail, {"Retry-After": str(RETRY_AFTER_S)})
 
 
+def too_large_for_kafka() -> RefusedError:
+    """The 413 of a record the broker refuses for its size (``max.message.bytes``): sending it
+    again would fail again."""
+    detail = "the event is larger than the Kafka topic accepts (its max.message.bytes)"
+    return RefusedError(413, "too_large_for_kafka", detail)
+
+
 def not_confirmed() -> RefusedError:
     """The 503 of a write the broker did not acknowledge in time: the producer keeps it and
     may still write it (``writer``)."""
@@ -106,17 +113,58 @@ class Limits:
     write_timeout_s: float = 5.0
 
 
+CLIENT_CLOSED: Final = 499
+"""Status counted for a client that hung up before its body arrived (nginx's convention);
+never sent, as there is no one to send it to."""
+
+
+def refuse_encoded(request: web.Request) -> None:
+    """Refuse a compressed body (415): aiohttp would inflate it before the signature check,
+    which must cover the bytes as sent (Logto sends none compressed)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RefusedError(415, "unsupported_encoding", "send the body uncompressed")
+
+
 async def read_body_in_time(request: web.Request, limits: Limits) -> bytes:
     """``read_body`` bounded by ``limits``: 413 past ``max_body_bytes``, 408 when the body
-    takes longer than ``request_timeout_s``. A body that has already arrived (every small
-    one: it comes with the headers) is read without arming a timer."""
-    if request.content.is_eof():
-        return await read_body(request, limits.max_body_bytes)
+    takes longer than ``request_timeout_s``, ``CLIENT_CLOSED`` when the client hung up. A
+    body that has already arrived (every small one: it comes with the headers) is read
+    without arming a timer."""
     try:
+        if request.content.is_eof():
+            return await read_body(request, limits.max_body_bytes)
         async with asyncio.timeout(limits.request_timeout_s):
             return await read_body(request, limits.max_body_bytes)
     except TimeoutError:
         raise slow_request(limits.request_timeout_s) from None
+    except (ConnectionError, RuntimeError) as e:
+        # aiohttp's stream raises RuntimeError("Connection closed.") for a lost connection.
+        raise RefusedError(CLIENT_CLOSED, "client_closed", "the client hung up") from e
+
+
+async def expect_continue(request: web.Request, limit: int) -> web.StreamResponse | None:
+    """aiohttp's ``Expect: 100-continue`` handler, refusing first what the headers already
+    show (a body over ``limit``: 413; a compressed one: 415), so no large body is invited."""
+    length = request.content_length
+    refused: RefusedError | None = None
+    if length is not None and length > limit:
+        refused = RefusedError(413, "too_large", f"the body may be {limit} bytes")
+    else:
+        try:
+            refuse_encoded(request)
+        except RefusedError as e:
+            refused = e
+    if refused is not None:
+        return refused.response()
+    # What aiohttp's own expect handler does from here on.
+    expect = request.headers.get("Expect", "")
+    if request.version == (1, 1):
+        if expect.lower() != "100-continue":
+            return answer(417, "expectation_failed", "only Expect: 100-continue is understood")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the 100 is not the answer's first byte
+    return None
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -248,3 +248,15 @@ def test_the_schema_takes_a_key_or_a_key_file_for_a_source_and_the_batch_token()
         assert validator.is_valid(document) is valid, given
     assert validator.is_valid({"ingest": {"batch": {"token_file": "t"}}})
     assert not validator.is_valid({"ingest": {"batch": {}}})
+
+
+def test_a_path_with_dot_segments_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, f"sources: [{{id: prod, path: /logto/../prod, signing_key: {KEY}}}]")
+    (problem,) = refusals(path)
+    assert problem.startswith("ingest.sources[0].path: expected a path without . or ..")
+
+
+def test_check_warns_about_an_ingest_section_that_serves_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, "listen: 127.0.0.1:8088")
+    warnings = config_warnings(load_settings(path, env={}))
+    assert any("ingest: no sources and no batch API" in w for w in warnings)

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka.errors import MessageSizeTooLargeError
 from structlog.testing import capture_logs
 
 from hookrelay.events.signing import logto_signature
@@ -269,3 +270,63 @@ def test_refusals_are_logged_once_per_source_and_reason_per_window() -> None:
     ]  # fmt: skip
     assert {e["event"] for e in logged} == {"ingest_request_refused"}
     assert logged[0]["peer"] == "10.0.0.7" and logged[0]["status"] == 401
+
+
+async def test_a_compressed_body_is_refused_before_anything_is_inflated(
+    served: tuple[str, Recorder],
+) -> None:
+    url, recorder = served
+    status, _, body = await post(url, BODY, **{"Content-Encoding": "gzip"})
+    assert (status, orjson.loads(body)["reason"]) == (415, "unsupported_encoding")
+    assert recorder.written == []
+
+
+async def raw_exchange(url: str, request: bytes, *, close_after: bool = False) -> bytes:
+    port = int(url.split(":")[2].split("/", maxsplit=1)[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    if close_after:
+        writer.close()
+        return b""
+    async with asyncio.timeout(5):
+        answer = await reader.read()  # the server closes once it answered (and lingered)
+    writer.close()
+    return answer
+
+
+async def test_expect_100_continue_is_answered_413_for_a_body_over_the_limit(
+    served: tuple[str, Recorder],
+) -> None:
+    # A breaker's trial: "100 Continue" came before any check, inviting a 50 MB upload.
+    url, _ = served
+    head = (b"POST /logto/prod HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")  # fmt: skip
+    answer = await raw_exchange(url, head)
+    assert answer.startswith(b"HTTP/1.1 413") and b"100 Continue" not in answer
+
+
+async def test_a_client_that_hangs_up_mid_body_is_counted_as_499_not_as_a_500(
+    served: tuple[str, Recorder],
+) -> None:
+    # A breaker's trial: this counted as a 500, feeding the critical ingest-errors alert.
+    url, recorder = served
+    head = (b"POST /logto/prod HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"a"')  # fmt: skip
+    await raw_exchange(url, head, close_after=True)
+    metrics = ENDPOINT_METRICS[-1]
+    async with asyncio.timeout(5):
+        while 'status="499"} 1.0' not in metrics.render().decode():
+            await asyncio.sleep(0.05)
+    assert 'status="500"' not in metrics.render().decode()
+    assert recorder.written == []
+
+
+async def test_an_event_over_the_topics_size_limit_is_a_413_not_a_503(
+    served: tuple[str, Recorder],
+) -> None:
+    url, recorder = served
+    recorder.fail = MessageSizeTooLargeError()
+    status, headers, body = await post(url, BODY)
+    assert (status, orjson.loads(body)["reason"]) == (413, "too_large_for_kafka")
+    assert "Retry-After" not in headers
