@@ -117,19 +117,12 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         self._http = HttpSender(settings.http, settings.delivery, metrics=self.metrics)
         self._sender: Sender = sender or self._http
         k = settings.kafka
-        self.producer = AIOKafkaProducer(
-            **client_options(k, "producer"),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            request_timeout_ms=int(k.request_timeout_s * 1000),
-            # Room for the largest accepted event plus the retry/dead-letter headers.
-            max_request_size=max(1_048_576, settings.delivery.max_event_bytes + 65_536),
-        )
+        self.producer = self._new_producer()
         self.tracker = AckTracker()
         self.writer = DurableWriter(
-            self.producer, self.metrics, dead_letter_topic=settings.dead_letter_topic
-        )
+            self.producer, self.metrics, dead_letter_topic=settings.dead_letter_topic,
+            replace_producer=self._replace_producer,
+        )  # fmt: skip
         self.history = History(settings.admin.recent_attempts, settings.admin.keep_response_bodies)
         self.dispatcher = Dispatcher(
             self._sender, self.writer, self.metrics, settings.delivery,
@@ -188,6 +181,34 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         elif self.source.started and time.monotonic() - self.source.last_contact_ok > 15.0:
             reasons.append("no answer from the Kafka cluster in the last 15 s")
         return reasons
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        k = self.settings.kafka
+        return AIOKafkaProducer(
+            **client_options(k, "producer"),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=int(k.request_timeout_s * 1000),
+            # Room for the largest accepted event plus the retry/dead-letter headers.
+            max_request_size=max(1_048_576, self.settings.delivery.max_event_bytes + 65_536),
+        )
+
+    async def _replace_producer(self) -> AIOKafkaProducer:
+        """A started new producer in place of one that writes nothing more (the durable
+        writer asks: ``kafka.writer``); the old one is closed, its unsent records failed.
+        Raises the client's error when the cluster cannot be reached."""
+        new = self._new_producer()
+        try:
+            await new.start()
+        except BaseException:
+            await new.stop()
+            raise
+        old, self.producer = self.producer, new
+        with suppress(Exception):
+            async with asyncio.timeout(5.0):
+                await old.stop()
+        return new
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown and arm the hard deadline; idempotent."""

@@ -25,23 +25,16 @@ from collections.abc import Sequence
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    KafkaError,
-    OutOfOrderSequenceNumber,
-    ProducerFenced,
-)
+from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import PRODUCER_FAILURES, client_options
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.ingest")
 
 BATCH_BYTES: Final = 1_048_576
 """Largest batch the producer builds per partition, in bytes."""
-PRODUCER_FAILURES: Final = (OutOfOrderSequenceNumber, ProducerFenced, InvalidProducerEpoch)
-"""Errors after which the producer writes nothing more (``IngestWriter.failure``)."""
 CONNECT_RETRY_S: Final = 2.0
 NOT_CONNECTED: Final = "not connected yet"
 """Seconds between attempts to reach the cluster at start-up."""

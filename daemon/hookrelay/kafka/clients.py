@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerFenced
+
 from hookrelay.net.tls import kafka_ssl_context
 
 if TYPE_CHECKING:
@@ -27,7 +29,16 @@ if TYPE_CHECKING:
 
     from hookrelay.config import KafkaSettings
 
-__all__ = ["client_options", "committed_with_metadata"]
+__all__ = ["PRODUCER_FAILURES", "client_options", "committed_with_metadata"]
+
+PRODUCER_FAILURES: tuple[type[Exception], ...] = (
+    OutOfOrderSequenceNumber, ProducerFenced, InvalidProducerEpoch,
+)  # fmt: skip
+"""Errors after which an idempotent aiokafka producer writes nothing more. It gives up on a
+batch the broker did not take within ``request_timeout_ms`` (a broker away that long, under
+load); its sequence numbers then have a gap, and the broker refuses every later batch with
+``OutOfOrderSequenceNumber`` (measured on the ingest process: every write, for as long as it
+ran). Only a new producer, with a new producer id, writes again."""
 
 
 def client_options(kafka: KafkaSettings, role: str | None = None) -> dict[str, Any]:

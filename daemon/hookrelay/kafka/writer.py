@@ -9,6 +9,9 @@ then calls each record's ``on_written``.
 - A transient failure (broker away, timeout) is retried with exponential backoff, never
   dropped; records still queued at shutdown are never acknowledged, so their source records
   stay unsettled and are consumed again after a restart.
+- A producer that writes nothing more (``clients.PRODUCER_FAILURES``, after a broker outage
+  longer than its request timeout) is replaced through ``replace_producer`` before the next
+  try; without it the writer would retry into it forever.
 - A record the broker *rejects* (larger than it accepts) would fail forever and block every
   record behind it, so it is rewritten at once as a small dead letter
   (``deadletter.rejected``: reason ``record_too_large``, first 64 KiB). Should even that be
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from hookrelay.events.model import OutboundRecord
+from hookrelay.kafka.clients import PRODUCER_FAILURES
 from hookrelay.kafka.deadletter import rejected
 from hookrelay.ops.logs import get_logger
 from hookrelay.ops.metrics import Metrics
@@ -64,8 +68,11 @@ class DurableWriter:
         dead_letter_topic: str,
         retry_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        replace_producer: Callable[[], Awaitable[Producer]] | None = None,
     ) -> None:
         self._producer = producer
+        self._replace_producer = replace_producer
+        self._producer_failed = False
         self._dead_letter_topic = dead_letter_topic
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
@@ -102,6 +109,8 @@ class DurableWriter:
         backoff = self._backoff_s
         while batch:
             batch = await self._write_once(batch)
+            if self._producer_failed:
+                await self._replace()
             if batch:
                 for record, _ in batch:
                     self._metrics.kafka_write_failures.labels(record.kind).inc()
@@ -123,7 +132,7 @@ class DurableWriter:
                 self._reject(item, e, failed)
                 continue
             except Exception as e:  # any other producer error: keep the record, retry
-                _log_failure(record, e)
+                self._note_failure(record, e)
                 failed.append(item)
                 continue
             sent.append((item, future))
@@ -134,11 +143,33 @@ class DurableWriter:
                 self._reject(item, e, failed)
                 continue
             except Exception as e:
-                _log_failure(item[0], e)
+                self._note_failure(item[0], e)
                 failed.append(item)
                 continue
             item[1]()
         return failed
+
+    def _note_failure(self, record: OutboundRecord, error: Exception) -> None:
+        _log_failure(record, error)
+        if isinstance(error, PRODUCER_FAILURES):
+            self._producer_failed = True
+
+    async def _replace(self) -> None:
+        """A new producer for the next try; on failure (the cluster still away) the next
+        failed write tries again."""
+        if self._replace_producer is None:
+            return
+        try:
+            self._producer = await self._replace_producer()
+        except Exception as e:
+            log.warning("producer_replace_failed", error=f"{type(e).__name__}: {e}")
+            return
+        self._producer_failed = False
+        log.warning(
+            "producer_replaced",
+            detail="the producer wrote nothing more (its sequence numbers broke after an "
+            "outage); records are retried with a new one",
+        )
 
     async def _partition(self, record: OutboundRecord) -> int | None:
         if record.partition_hint is None:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+)
 
 from hookrelay.events.model import OutboundRecord
 from hookrelay.kafka.writer import DurableWriter
@@ -102,3 +106,41 @@ async def test_nothing_is_acknowledged_before_the_broker_has_it() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert done == []
     assert producer.written == []
+
+
+class BrokenProducer(PickyProducer):
+    """An idempotent producer after an outage longer than its request timeout: every batch
+    is refused with OutOfOrderSequenceNumber (measured on a real broker in
+    tests/integration/test_ingest_process.py)."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Any = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_exception(OutOfOrderSequenceNumber())
+        return future
+
+
+async def test_a_producer_that_writes_nothing_more_is_replaced_and_the_records_written() -> None:
+    fresh = PickyProducer(limit=1 << 20)
+    replaced: list[PickyProducer] = []
+
+    async def replace() -> PickyProducer:
+        replaced.append(fresh)
+        return fresh
+
+    writer = DurableWriter(
+        BrokenProducer(limit=1 << 20), Metrics(), dead_letter_topic="dlq",
+        retry_backoff_s=0.01, replace_producer=replace,
+    )  # fmt: skip
+    done: list[str] = []
+    for n in range(3):
+        writer.submit(record(b"v%d" % n), lambda n=n: done.append(str(n)))
+    await run_until(writer, done, 3)
+    assert replaced == [fresh]
+    assert [value for _, value, _ in fresh.written] == [b"v0", b"v1", b"v2"]
