@@ -72,10 +72,12 @@ TRAFFIC_PERIOD_S = 0.25
 # Dead letters the traffic keeps writing: "gone" answers 410, "failing" exhausts its retries.
 DEAD_LETTER_REASONS = {"hook_gone", "retries_exhausted"}
 _LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-# hookrelay ingest's sources: "prod" writes to the daemon's event topic, "refusing" to a topic
-# whose max.message.bytes is below any event. A topic that does not exist would not do: the
-# test broker creates a topic at its first write (auto.create.topics.enable).
-REFUSING_TOPIC_MAX_BYTES = 64
+# hookrelay ingest's sources: "prod" writes to the daemon's event topic, "refusing" (records
+# without a key) to a compacted topic, which refuses every record without a key: answered 503
+# not_written. Neither a missing topic (the test broker creates it at its first write), nor
+# one with a tiny max.message.bytes (a permanent 413), nor min.insync.replicas above the
+# replicas (Kafka 4.1 took the writes) would do.
+REFUSING_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 WRONG_KEY = "rotated-signing-key-0123456789"
 
 
@@ -121,14 +123,14 @@ async def steady_traffic(bootstrap: str, topic: str) -> AsyncIterator[None]:
 
 
 async def create_refusing_topic(bootstrap: str, name: str) -> None:
-    """A one-partition topic the broker refuses every event on (MessageSizeTooLargeError): the
-    writes fail, and hookrelay ingest answers 503, while the topic exists and the process
-    stays ready."""
+    """A one-partition topic the broker takes no acks=all write on (``REFUSING_TOPIC_CONFIG``):
+    hookrelay ingest answers 503, while the topic exists and the process stays ready."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        limit = {"max.message.bytes": str(REFUSING_TOPIC_MAX_BYTES)}
-        response = await admin.create_topics([NewTopic(name, 1, 1, topic_configs=limit)])
+        response = await admin.create_topics(
+            [NewTopic(name, 1, 1, topic_configs=REFUSING_TOPIC_CONFIG)]
+        )
         assert [code for _, code, _ in response.topic_errors] == [0], response.topic_errors
     finally:
         await admin.close()
@@ -374,7 +376,7 @@ async def test_every_dashboard_query_and_recording_rule_returns_data_from_live_p
         ingest_path = ingest_config(
             tmp_path, kafka_bootstrap, topic, max_connections=1,
             sources=[{"id": "prod", "signing_key": KEY},
-                     {"id": "refusing", "signing_key": KEY, "topic": refusing}],
+                     {"id": "refusing", "signing_key": KEY, "topic": refusing, "key": "none"}],
         )  # fmt: skip
         log, ingest_log = tmp_path / "daemon.log", tmp_path / "ingest.log"
         daemon = await start_daemon_process(config, log)
