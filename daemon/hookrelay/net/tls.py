@@ -53,17 +53,7 @@ def client_ssl_context(
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert_file is not None:
-        _readable("cert_file", cert_file, "client certificate file")
-        if key_file is not None:
-            _readable("key_file", key_file, "client key file")
-        try:
-            context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
-        except ssl.SSLError:
-            message = (
-                f"cannot use {cert_file}{' with ' + key_file if key_file else ''} as the client "
-                "certificate: expected a PEM certificate and its unencrypted PEM private key"
-            )
-            raise TlsFilesError("cert_file", message) from None
+        _load_own_certificate(context, cert_file, key_file, "client", "PEM certificate")
     return context
 
 
@@ -74,18 +64,27 @@ def server_ssl_context(cert_file: str, key_file: str | None) -> ssl.SSLContext:
     file that cannot be used."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    _readable("cert_file", cert_file, "certificate file")
+    _load_own_certificate(context, cert_file, key_file, "server", "PEM certificate chain")
+    return context
+
+
+def _load_own_certificate(
+    context: ssl.SSLContext, cert_file: str, key_file: str | None, role: str, expected: str
+) -> None:
+    """Load the certificate this side presents (``role``: client or server) into
+    ``context``; ``TlsFilesError`` names the file that cannot be used."""
+    prefix = "client " if role == "client" else ""
+    _readable("cert_file", cert_file, f"{prefix}certificate file")
     if key_file is not None:
-        _readable("key_file", key_file, "key file")
+        _readable("key_file", key_file, f"{prefix}key file")
     try:
         context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except ssl.SSLError:
         message = (
-            f"cannot use {cert_file}{' with ' + key_file if key_file else ''} as the server "
-            "certificate: expected a PEM certificate chain and its unencrypted PEM private key"
+            f"cannot use {cert_file}{' with ' + key_file if key_file else ''} as the {role} "
+            f"certificate: expected a {expected} and its unencrypted PEM private key"
         )
         raise TlsFilesError("cert_file", message) from None
-    return context
 
 
 def _readable(key: str, file: str, what: str) -> None:
