@@ -43,7 +43,7 @@ from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.router import Router
 from hookrelay.delivery.sender import HttpSender, Sender
 from hookrelay.errors import ConfigError
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, close_within, started
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.kafka.offsets import AckTracker
 from hookrelay.kafka.source import PROBE_INTERVAL_S, Backpressure, Source
@@ -198,16 +198,9 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         """A started new producer in place of one that writes nothing more (the durable
         writer asks: ``kafka.writer``); the old one is closed, its unsent records failed.
         Raises the client's error when the cluster cannot be reached."""
-        new = self._new_producer()
-        try:
-            await new.start()
-        except BaseException:
-            await new.stop()
-            raise
+        new = await started(self._new_producer())
         old, self.producer = self.producer, new
-        with suppress(Exception):
-            async with asyncio.timeout(5.0):
-                await old.stop()
+        await close_within(old, 5.0)
         return new
 
     def request_stop(self) -> None:

@@ -20,7 +20,6 @@ still written when the cluster answers again, unless the process stops first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -28,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import PRODUCER_FAILURES, client_options
+from hookrelay.kafka.clients import PRODUCER_FAILURES, client_options, close_within, started
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.ingest")
@@ -80,13 +79,7 @@ class IngestWriter:
 
     async def start(self) -> None:
         """Connect once. Raises the client's error when the cluster cannot be reached."""
-        producer = self._new_producer()
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self._producer = producer
+        self._producer = await started(self._new_producer())
         self.last_error = None
 
     async def connect(self) -> None:
@@ -148,9 +141,7 @@ class IngestWriter:
         self.failed.clear()
         self.last_error = "the producer failed; starting a new one"
         if old is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(close_timeout_s):
-                    await old.stop()
+            await close_within(old, close_timeout_s)
         await self.connect()
 
     async def stop(self) -> None:

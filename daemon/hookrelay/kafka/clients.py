@@ -17,6 +17,8 @@ from aiokafka's ``create_ssl_context`` (``ssl.create_default_context``, which tu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerFenced
@@ -24,12 +26,14 @@ from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, Prod
 from hookrelay.net.tls import kafka_ssl_context
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
     from hookrelay.config import KafkaSettings
 
-__all__ = ["PRODUCER_FAILURES", "client_options", "committed_with_metadata"]
+__all__ = [
+    "PRODUCER_FAILURES", "client_options", "close_within", "committed_with_metadata", "started",
+]  # fmt: skip
 
 PRODUCER_FAILURES: tuple[type[Exception], ...] = (
     OutOfOrderSequenceNumber, ProducerFenced, InvalidProducerEpoch,
@@ -80,3 +84,23 @@ async def committed_with_metadata(
         TopicPartition, OffsetAndMetadata
     ] = await consumer._coordinator.fetch_committed_offsets(partitions)
     return fetched
+
+
+async def started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
+    """``producer``, started. When the cluster cannot be reached it is closed again (its
+    connections and tasks released) and the client's error is raised."""
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
+async def close_within(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """Stop ``producer``, giving up after ``timeout_s`` seconds; never raises. For a producer
+    that writes nothing more (``PRODUCER_FAILURES``): its unsent records fail, and with the
+    cluster away its flush would wait indefinitely."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            await producer.stop()
