@@ -32,6 +32,7 @@ from hookrelay.events.decode import decode
 from hookrelay.events.model import Event, Origin
 from hookrelay.kafka.deadletter import invalid_record
 from hookrelay.kafka.offsets import EVERY_HOOK, AckTicket, AckTracker, TopicPartition
+from hookrelay.kafka.outcomes import OutcomeLog
 from hookrelay.kafka.retries import RetryRecord, claimed_elsewhere, latest_due_s
 from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.logs import get_logger
@@ -55,6 +56,7 @@ class Pipeline:
         metrics: Metrics,
         *,
         retry_topics: Iterable[str] | None = None,
+        outcomes: OutcomeLog | None = None,
     ) -> None:
         self.router = Router(settings.hooks)
         self._settings = settings
@@ -69,6 +71,7 @@ class Pipeline:
         self._tracker = tracker
         self._dispatcher = dispatcher
         self._writer = writer
+        self._outcomes = outcomes
         self._metrics = metrics
         self._matched: dict[tuple[str, bool], Any] = {}
 
@@ -205,9 +208,13 @@ class Pipeline:
             value=record.value, key=record.key, origin=origin, group=self._group,
         )  # fmt: skip
         settle = ticket.settle
+        outcomes = self._outcomes
 
         def written() -> None:
             self._metrics.dead_lettered.labels(error.reason).inc()
-            settle()
+            if outcomes is None:
+                settle()
+            else:
+                outcomes.invalid(origin, error.reason, error.detail, settle)
 
         self._writer.submit(letter, written)

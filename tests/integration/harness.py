@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 import time
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
@@ -138,6 +140,24 @@ async def read_topic(
     return records
 
 
+async def topic_size(bootstrap: str, topic: str) -> int:
+    """Records in ``topic`` so far: the sum of its partitions' end offsets (a topic that is
+    neither compacted nor past its retention)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
 async def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
     """The group's committed offsets as the broker reports them."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -207,3 +227,35 @@ def with_admin_port(path: Path) -> int:
         port = int(sock.getsockname()[1])
     edit_config(path, "admin", listen=f"127.0.0.1:{port}")
     return port
+
+
+async def status_of(url: str) -> int:
+    """The HTTP status a GET of ``url`` answers."""
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        return answer.status
+
+
+async def answers_with(url: str, status: int) -> bool:
+    """True when a GET of ``url`` answers ``status`` (False when nothing listens)."""
+    try:
+        return await status_of(url) == status
+    except aiohttp.ClientError:
+        return False
+
+
+@asynccontextmanager
+async def daemon_process(path: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``hookrelay run -c path`` as a real process with a fixed admin port, ready (its
+    /readyz answers 200) when the block starts; SIGTERM when it exits, which must end the
+    process with status 0 within 30 s."""
+    port = with_admin_port(path)
+    daemon = await start_daemon_process(path, log)
+    try:
+        ready = f"http://127.0.0.1:{port}/readyz"
+        await eventually(lambda: answers_with(ready, 200), 60, "the daemon to become ready")
+        yield daemon
+    finally:
+        if daemon.returncode is None:
+            daemon.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(daemon.wait(), 30)
+    assert exit_code == 0, f"exit status {exit_code}; its log: {log}"

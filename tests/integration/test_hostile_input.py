@@ -10,7 +10,6 @@ import signal
 import tracemalloc
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
@@ -19,6 +18,7 @@ from hookrelay.delivery import dispatcher
 from hookrelay.events.signing import delivery_id
 from tests.hostile import adversarial_corpus
 from tests.integration.harness import (
+    answers_with,
     committed_offsets,
     edit_config,
     eventually,
@@ -28,6 +28,7 @@ from tests.integration.harness import (
     running_daemon,
     settings_for,
     start_daemon_process,
+    status_of,
     unique,
     with_admin_port,
     write_config,
@@ -55,11 +56,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for process {pid}")
-
-
-async def status_of(url: str) -> int:
-    async with aiohttp.ClientSession() as session, session.get(url) as answer:
-        return answer.status
 
 
 async def test_every_hostile_record_is_delivered_or_dead_lettered_and_the_daemon_stays_up(
@@ -111,13 +107,6 @@ async def test_every_hostile_record_is_delivered_or_dead_lettered_and_the_daemon
     reasons = {headers_of(letter)["hookrelay-reason"] for letter in letters}
     assert {"not_json", "not_object", "missing_event", "bad_created_at", "empty"} <= reasons
     assert "oversized" in reasons
-
-
-async def answers_with(url: str, status: int) -> bool:
-    try:
-        return await status_of(url) == status
-    except aiohttp.ClientError:
-        return False
 
 
 async def committed_through(bootstrap: str, group: str, topic: str, offset: int) -> bool:

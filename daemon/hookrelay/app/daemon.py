@@ -46,6 +46,7 @@ from hookrelay.errors import ConfigError
 from hookrelay.kafka.clients import client_options, close_within, started
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.kafka.offsets import AckTracker
+from hookrelay.kafka.outcomes import OutcomeLog
 from hookrelay.kafka.source import PROBE_INTERVAL_S, Backpressure, Source
 from hookrelay.kafka.tiers import find_former_tiers
 from hookrelay.kafka.topics import ensure_topics
@@ -124,16 +125,23 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             replace_producer=self._replace_producer,
         )  # fmt: skip
         self.history = History(settings.admin.recent_attempts, settings.admin.keep_response_bodies)
+        outcomes = (
+            OutcomeLog(self.writer, self.metrics, settings.outcomes, settings.group_id)
+            if settings.outcomes.enabled
+            else None
+        )
         self.dispatcher = Dispatcher(
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
             group=settings.group_id, batch_size=k.max_poll_records, history=self.history,
-            timeout_s=settings.http.timeout_s,
+            timeout_s=settings.http.timeout_s, outcomes=outcomes,
         )  # fmt: skip
         for reason in DEAD_LETTER_REASONS:
             self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start
         self.dispatcher.set_hooks(settings.hooks)
-        self.pipeline = Pipeline(settings, self.tracker, self.dispatcher, self.writer, self.metrics)
+        self.pipeline = Pipeline(
+            settings, self.tracker, self.dispatcher, self.writer, self.metrics, outcomes=outcomes
+        )
         d = settings.delivery
         backpressure = Backpressure(self.dispatcher.load, d.resume_below / d.max_in_flight)
         self.source = Source(

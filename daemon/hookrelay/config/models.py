@@ -384,6 +384,18 @@ class ShutdownSettings(FrozenModel):
         return self
 
 
+class OutcomeSettings(FrozenModel):
+    """Section outcomes: one record per settled delivery in a topic of the deployment's own
+    (see ``kafka.outcomes``), so "did event X reach hook Y?" has a durable answer."""
+
+    enabled: StrictBool = False
+    """Write an outcome record for every delivery that ends delivered, dead-lettered or
+    dropped, and for every invalid record. Off by default: one more write per delivery."""
+    topic: TopicName = Field("", json_schema_extra=derived_default)
+    """The outcome topic; when omitted, "<kafka.group_id>.outcomes". Created at start-up
+    like the dead-letter topic, with the cluster's default retention."""
+
+
 JITTER_ALLOWANCE_S: Final = 0.02
 """Seconds of the rate a token bucket keeps back from its burst (see ``RateLimit.capacity``)."""
 
@@ -534,6 +546,8 @@ class Settings(FrozenModel):
     """Structured logs on stdout."""
     shutdown: ShutdownSettings = ShutdownSettings()
     """Draining on SIGTERM."""
+    outcomes: OutcomeSettings = OutcomeSettings()
+    """The outcome topic: a durable record of how each delivery ended (opt-in)."""
     ingest: IngestSettings | None = None
     """The ``hookrelay ingest`` process: Logto's webhooks and the batch API into Kafka."""
     hooks: tuple[Hook, ...] = ()
@@ -583,6 +597,12 @@ class Settings(FrozenModel):
                 "dead_letter_topic",
                 at=("delivery", "retry_topic_prefix"),
             )
+        owned = {*self.kafka.topics, self.dead_letter_topic, *self.retry_topics}
+        if self.outcomes.enabled and self.outcomes.topic in owned:
+            raise refuse(
+                "expected a topic of its own, not an event, dead-letter or retry topic",
+                at=("outcomes", "topic"),
+            )
         return self
 
     def _ingest_writes_events_only(self) -> None:
@@ -613,7 +633,7 @@ class Settings(FrozenModel):
         deployment writes is its own). Runs once, while the model is being built, which is
         why it may set fields of a frozen model."""
         group = self.kafka.group_id
-        derived = {"dead_letter_topic": f"{group}.dlq", "retry_topic_prefix": f"{group}.retry."}
+        self._derive_outcome_topic(group)
         if self.dead_letter_topic and self.delivery.retry_topic_prefix:
             return
         longest = f"{group}.retry.{tier_label(max(self.delivery.retry_schedule_s))}"
@@ -625,12 +645,25 @@ class Settings(FrozenModel):
                 at=("kafka", "group_id"),
             )
         if not self.dead_letter_topic:
-            object.__setattr__(self, "dead_letter_topic", derived["dead_letter_topic"])
+            object.__setattr__(self, "dead_letter_topic", f"{group}.dlq")
         if not self.delivery.retry_topic_prefix:
-            delivery = self.delivery.model_copy(
-                update={"retry_topic_prefix": derived["retry_topic_prefix"]}
-            )
+            delivery = self.delivery.model_copy(update={"retry_topic_prefix": f"{group}.retry."})
             object.__setattr__(self, "delivery", delivery)
+
+    def _derive_outcome_topic(self, group: str) -> None:
+        if self.outcomes.topic:
+            return
+        topic = f"{group}.outcomes"
+        if TOPIC.fullmatch(topic) is not None:
+            object.__setattr__(self, "outcomes", self.outcomes.model_copy(update={"topic": topic}))
+        elif self.outcomes.enabled:
+            raise refuse(
+                "expected a group id made of A-Z a-z 0-9 . _ - (at most 230 characters), "
+                "because the outcome topic's name derives from it; or set outcomes.topic",
+                at=("kafka", "group_id"),
+            )
+        # Disabled, with a group id that only explicit dead-letter and retry names allowed
+        # so far: the name stays empty and nothing is written.
 
     @property
     def group_id(self) -> str:

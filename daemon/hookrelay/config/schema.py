@@ -10,6 +10,7 @@ from typing import Any, Final
 from hookrelay.config.messages import model_at
 from hookrelay.config.models import RETIRED_KEYS, HooksFile, Settings
 from hookrelay.events.contract import event_schema
+from hookrelay.events.outcome import outcome_schema
 
 # ── JSON Schemas for editors ─────────────────────────────────────────────────────────────────────
 
@@ -18,8 +19,9 @@ _SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schemas keyed by their file names under ``config/``: ``hookrelay.schema.json`` (main
-    file) and ``hooks.schema.json`` (hooks file) for editors, and ``event.schema.json``, the
-    contract of the events producers write (``events.contract``).
+    file) and ``hooks.schema.json`` (hooks file) for editors, ``event.schema.json``, the
+    contract of the events producers write (``events.contract``), and ``outcome.schema.json``,
+    the records of the outcome topic (``events.outcome``).
 
     Generated from the models, then adjusted where the file differs from the loaded shape:
     ``source_file`` is set by the loader; a hook's ``signing_key_file`` is read by the loader;
@@ -55,6 +57,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "hookrelay.schema.json": {"$schema": _SCHEMA_DIALECT, **main, "title": "hookrelay.yaml"},
         "hooks.schema.json": {"$schema": _SCHEMA_DIALECT, **hooks, "title": "hooks.yaml"},
         "event.schema.json": event_schema(),
+        "outcome.schema.json": outcome_schema(),
     }
 
 

@@ -54,7 +54,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.delivery.circuit import Circuit, CircuitBreaker
@@ -64,6 +64,7 @@ from hookrelay.events.model import AttemptResult, Delivery, Event, OutboundRecor
 from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
 from hookrelay.kafka.deadletter import failed_delivery
 from hookrelay.kafka.offsets import AckTicket
+from hookrelay.kafka.outcomes import OutcomeLog
 from hookrelay.kafka.retries import RetryPlan, RetryRecord
 from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.history import History
@@ -107,6 +108,11 @@ class RecentIds:
         return item in self._ids
 
 
+class _OnFinished(Protocol):
+    def __call__(self, delivery: Delivery, outcome: Outcome, reason: str | None = None) -> None:
+        """``delivery`` ended with ``outcome`` (a dead letter's ``reason``, if any)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Context:
     """What every lane shares: collaborators, settings, clock and bookkeeping callbacks."""
@@ -122,7 +128,7 @@ class _Context:
     timeout_s: float  # http.timeout_s: an attempt's longest time unless its hook sets one
     clock: Clock
     jitter: Callable[[], float]
-    on_finished: Callable[[Delivery, Outcome], None]
+    on_finished: _OnFinished
     on_released: Callable[[Delivery], None]
     others_hungry: Callable[[Lane], bool]
     history: History
@@ -497,15 +503,16 @@ class Lane:
             self._release(delivery)
             return
         letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason, self._ctx.group)
+        finished = self._ctx.on_finished
 
         def written() -> None:
             self._ctx.metrics.dead_lettered.labels(reason).inc()
-            self._ctx.on_finished(delivery, Outcome.DEAD_LETTERED)
+            finished(delivery, Outcome.DEAD_LETTERED, reason)
 
         log.warning("delivery_dead_lettered", hook_id=self.hook.id, reason=reason,
                     delivery_id=delivery.delivery_id, event_name=delivery.event.name,
                     attempt=delivery.attempts, error=delivery.last_error)  # fmt: skip
-        self._ctx.writer.submit(letter, written)
+        self._ctx.writer.submit(letter, written, lambda: finished(delivery, Outcome.DROPPED))
 
     # -- lane state -----------------------------------------------------------------------
 
@@ -682,6 +689,7 @@ class Dispatcher:
         clock: Clock = time.monotonic,
         jitter: Callable[[], float] = random.random,
         history: History | None = None,
+        outcomes: OutcomeLog | None = None,
     ) -> None:
         plan = RetryPlan(settings.retry_schedule_s, retry_topics, settings.retry_jitter)
         # Backpressure acts between fetch batches, so a healthy lane may overshoot its bound
@@ -696,6 +704,7 @@ class Dispatcher:
         self._retired: list[Lane] = []
         self.in_flight = 0
         self._metrics = metrics
+        self._outcomes = outcomes
         metrics.in_flight.set_function(lambda: self.in_flight)
 
     def set_hooks(self, hooks: Iterable[Hook]) -> None:
@@ -823,12 +832,17 @@ class Dispatcher:
         )
 
         def written() -> None:
-            self.in_flight -= 1
             self._metrics.unknown_hook_retries.labels("dead_lettered").inc()
             self._metrics.dead_lettered.labels("hook_removed").inc()
+            self._outcome(delivery, Outcome.DEAD_LETTERED, "hook_removed", settle)
+
+        def settle() -> None:
+            self.in_flight -= 1
             delivery.ticket.settle()
 
-        self._ctx.writer.submit(letter, written)
+        self._ctx.writer.submit(
+            letter, written, lambda: self._outcome(delivery, Outcome.DROPPED, None, settle)
+        )
 
     def release_revoked(self) -> int:
         """Release every queued delivery of a partition being revoked (see ``offsets``):
@@ -842,7 +856,24 @@ class Dispatcher:
         self._metrics.hook_stats(delivery.hook.id).count_outcome(Outcome.ABANDONED.value)
         delivery.ticket.release()
 
-    def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
+    def _finished(self, delivery: Delivery, outcome: Outcome, reason: str | None = None) -> None:
+        if self._outcomes is None or outcome not in _RECORDED:
+            self._settle(delivery, outcome)  # the hot path: no closure
+        else:
+            self._outcome(delivery, outcome, reason, lambda: self._settle(delivery, outcome))
+
+    def _outcome(
+        self, delivery: Delivery, outcome: Outcome, reason: str | None, then: Callable[[], None]
+    ) -> None:
+        """Write the outcome record of a delivery that ended (delivered, dead-lettered or
+        dropped) and call ``then`` once it is acknowledged; at once for the rest (parked: it
+        comes back; duplicate: its first copy wrote one) or without an outcome topic."""
+        if self._outcomes is None or outcome not in _RECORDED:
+            then()
+        else:
+            self._outcomes.delivery(delivery, outcome.value, reason, then)
+
+    def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         self.in_flight -= 1
         if outcome is not Outcome.PARKED:
             self._metrics.hook_stats(delivery.hook.id).count_outcome(outcome.value)
@@ -915,6 +946,10 @@ class Dispatcher:
             if count:
                 lane.stats.count_outcome(Outcome.ABANDONED.value, count)
         return sum(counts)
+
+
+_RECORDED: Final = frozenset({Outcome.DELIVERED, Outcome.DEAD_LETTERED, Outcome.DROPPED})
+"""Outcomes that end a delivery here for good, each written to the outcome topic."""
 
 
 def _seconds(epoch_ms: int | None) -> float | None:

@@ -58,6 +58,9 @@ class Outcome(Enum):
     # Shutdown reached, or its partition was revoked, before it settled: the partition's
     # next owner (or this daemon after a restart) makes it.
     ABANDONED = "abandoned"
+    # The broker refused even its small dead letter (writer): settled without one; the
+    # event stays readable at its origin coordinates.
+    DROPPED = "dropped"
     # A copy of a delivery this process delivered already (the same webhook-id: an event read
     # again after a crash, and its retry record), settled without a request.
     DUPLICATE = "duplicate"

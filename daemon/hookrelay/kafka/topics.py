@@ -1,7 +1,7 @@
 """Make sure the topics hookrelay writes to exist before it consumes anything.
 
-The dead-letter topic and one retry topic per delay tier are created at start-up when
-missing (``kafka.create_topics``, with ``kafka.topic_partitions`` partitions and
+The dead-letter topic, one retry topic per delay tier and the outcome topic are created at
+start-up when missing (``kafka.create_topics``, with ``kafka.topic_partitions`` partitions and
 ``kafka.topic_replication_factor`` replicas). When creation is switched off, a missing topic
 is a start-up error that names every missing topic, because writing a retry to a topic that
 does not exist would stall every lane. The daemon only checks the event topics: a missing one
@@ -25,8 +25,10 @@ log = get_logger("hookrelay.topics")
 
 
 def owned_topics(settings: Settings) -> list[str]:
-    """The topics hookrelay writes: the dead-letter topic and the retry tiers, no repeats."""
-    return list(dict.fromkeys([settings.dead_letter_topic, *settings.retry_topics]))
+    """The topics hookrelay writes: the dead-letter topic, the retry tiers and, when
+    ``outcomes.enabled``, the outcome topic; no repeats."""
+    outcomes = [settings.outcomes.topic] if settings.outcomes.enabled else []
+    return list(dict.fromkeys([settings.dead_letter_topic, *settings.retry_topics, *outcomes]))
 
 
 async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> list[str]:

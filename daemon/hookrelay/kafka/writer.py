@@ -16,8 +16,9 @@ then calls each record's ``on_written``.
   record behind it, so it is rewritten at once as a small dead letter
   (``deadletter.rejected``: reason ``record_too_large``, first 64 KiB). Should even that be
   refused, the failure is logged with the record's origin and counted
-  (``hookrelay_kafka_write_rejected_total``), and the record is settled: the full original
-  stays in its source topic at the logged coordinates.
+  (``hookrelay_kafka_write_rejected_total``), and the record is settled through its
+  ``on_dropped`` (``on_written`` when it has none): the full original stays in its source
+  topic at the logged coordinates.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Producer(Protocol):
     async def partitions_for(self, topic: str) -> set[int]: ...
 
 
-_Item = tuple[OutboundRecord, Callable[[], None]]
+_Item = tuple[OutboundRecord, Callable[[], None], Callable[[], None] | None]
 
 
 class DurableWriter:
@@ -86,9 +87,16 @@ class DurableWriter:
         """Records queued or being written, not yet acknowledged by the broker."""
         return len(self._queue) + self._in_write
 
-    def submit(self, record: OutboundRecord, on_written: Callable[[], None]) -> None:
-        """Queue ``record``; ``on_written()`` runs once the broker has acknowledged it."""
-        self._queue.append((record, on_written))
+    def submit(
+        self,
+        record: OutboundRecord,
+        on_written: Callable[[], None],
+        on_dropped: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``record``; ``on_written()`` runs once the broker has acknowledged it (or
+        its small dead letter, see the module docstring); ``on_dropped()``, when given,
+        instead of it when even that dead letter was refused."""
+        self._queue.append((record, on_written, on_dropped))
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -112,7 +120,7 @@ class DurableWriter:
             if self._producer_failed:
                 await self._replace()
             if batch:
-                for record, _ in batch:
+                for record, _, _ in batch:
                     self._metrics.kafka_write_failures.labels(record.kind).inc()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
@@ -180,18 +188,18 @@ class DurableWriter:
     def _reject(self, item: _Item, error: Exception, failed: list[_Item]) -> None:
         """The broker refused this record for good: retry it as a small dead letter, or,
         if it already was one, give up loudly (see the module docstring)."""
-        record, on_written = item
+        record, on_written, on_dropped = item
         reason = f"{type(error).__name__}: {error}"
         self._metrics.kafka_write_rejected.labels(record.kind).inc()
         if record.kind == "rejected":
             log.error("kafka_write_rejected", topic=record.topic, error=reason,
                       origin=_origin(record))  # fmt: skip
-            on_written()
+            (on_dropped or on_written)()
             return
         log.error("kafka_write_rejected_rewriting_as_dead_letter", topic=record.topic,
                   kind=record.kind, error=reason, origin=_origin(record))  # fmt: skip
         self._metrics.dead_lettered.labels("record_too_large").inc()
-        failed.append((rejected(record, self._dead_letter_topic, reason), on_written))
+        failed.append((rejected(record, self._dead_letter_topic, reason), on_written, on_dropped))
 
 
 _REJECTED = (MessageSizeTooLargeError, RecordTooLargeError)

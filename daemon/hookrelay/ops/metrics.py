@@ -218,6 +218,10 @@ class Metrics(ProcessMetrics):
             p + "dead_lettered", "Records written to the dead-letter topic", ["reason"],
             registry=r,
         )  # fmt: skip
+        self.outcomes_written = Counter(
+            p + "outcomes_written", "Outcome records the broker acknowledged (outcomes.enabled), "
+            "by status", ["status"], registry=r,
+        )  # fmt: skip
         self.kafka_write_rejected = Counter(
             p + "kafka_write_rejected", "Writes the broker refused for good (record too large)",
             ["kind"], registry=r,

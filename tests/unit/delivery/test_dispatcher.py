@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from hookrelay.config import DeliverySettings, Hook
+from hookrelay.config import DeliverySettings, Hook, OutcomeSettings
 from hookrelay.config.naming import tier_topics
 from hookrelay.delivery.dispatcher import Circuit, Dispatcher
 from hookrelay.events.decode import decode
 from hookrelay.events.model import AttemptResult, Origin
 from hookrelay.kafka.offsets import AckTracker, TopicPartition
+from hookrelay.kafka.outcomes import OutcomeLog
 from hookrelay.kafka.retries import RetryRecord
 from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.history import History
@@ -117,11 +118,16 @@ class Rig:
         sender: FakeSender,
         hooks: list[Hook],
         clock: Callable[[], float] = time.monotonic,
+        producer: FakeProducer | None = None,
+        outcomes: bool = False,
         **delivery: Any,
     ) -> None:
         self.metrics = Metrics()
-        self.producer = FakeProducer()
+        self.producer = producer or FakeProducer()
         self.writer = DurableWriter(self.producer, self.metrics, dead_letter_topic="dlq")
+        self.outcomes = OutcomeLog(
+            self.writer, self.metrics, OutcomeSettings(enabled=True, topic="outcomes"), "g"
+        )
         settings = DeliverySettings.model_validate(
             {"retry_schedule_s": [0.01, 0.02], "retry_jitter": 0.0, **delivery}
         )
@@ -130,7 +136,7 @@ class Rig:
         self.dispatcher = Dispatcher(
             sender, self.writer, self.metrics, settings,
             retry_topics=topics, dead_letter_topic="dlq", batch_size=3, history=self.history,
-            clock=clock,
+            clock=clock, outcomes=self.outcomes if outcomes else None,
         )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks
