@@ -7,6 +7,9 @@
     hookrelay check     -c FILE                  validate configuration (exit 0/1/2)
     hookrelay produce   -c FILE [--topic T] [--validate] FILE|-   publish JSON / JSON-lines events
     hookrelay send-test -c FILE HOOK_ID [--event NAME]   one Logto-style test POST
+    hookrelay match     -c FILE [--key K] [--topic T --partition N --offset N]
+                        [--show-signatures] [--json] EVENT.json|-
+                                                 which hooks an event reaches, which bytes
     hookrelay replay    -c FILE [--hook-id H] [--event E] [--since T] [--group G]
                         [--dead-letter-topic T] [--dry-run]
                                                  re-drive this deployment's dead letters
@@ -122,8 +125,28 @@ def _parser() -> argparse.ArgumentParser:
     test = add("send-test", "POST one Logto-style test payload to a hook and print the answer.")
     test.add_argument("hook_id", metavar="HOOK_ID", help="the hook's id from hooks.yaml")
     test.add_argument("--event", default="PostRegister", help="event name (default: %(default)s)")
+    _add_match(add("match", "Dry run: which hooks one event would reach, with the exact body "
+                   "and headers each would get; sends nothing."))  # fmt: skip
     _add_import_logto(sub)
     return parser
+
+
+def _add_match(p: argparse.ArgumentParser) -> None:
+    p.add_argument("event", metavar="EVENT.json", help="one event (a record value), or - for stdin")
+    p.add_argument("--key", help="the record key (default: none)")
+    p.add_argument(
+        "--topic", help="origin topic, for the webhook-id (default: the first kafka.topics)"
+    )
+    p.add_argument("--partition", type=_non_negative_int, default=0,
+                   help="origin partition, for the webhook-id (default: %(default)s)")  # fmt: skip
+    p.add_argument("--offset", type=_non_negative_int, default=0,
+                   help="origin offset, for the webhook-id (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--show-signatures", action="store_true",
+        help="show logto-signature-sha-256 and webhook-signature instead of *** (credential "
+        "headers such as Authorization stay masked)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="one JSON document, for scripts")
 
 
 def _add_import_logto(sub: Any) -> None:
@@ -189,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     handler = {
         "run": _run, "ingest": _ingest, "check": _check, "produce": _produce,
-        "send-test": _send_test, "replay": _replay,
+        "send-test": _send_test, "replay": _replay, "match": _match,
     }  # fmt: skip
     if args.command not in ("run", "ingest"):
         _library_errors_only()
@@ -214,20 +237,31 @@ _SKIPPED: dict[str, tuple[Skippable, ...]] = {
     "produce": ("hooks", "admin", "ingest"),
     "replay": ("admin", "signing_keys", "headers", "ingest"),
     "send-test": ("ingest",),
+    "match": ("admin", "ingest"),  # builds signed requests: the keys and headers are needed
 }
 """What each command leaves out of the configuration: the daemon and the ingest process
 share a file but not secrets (each environment holds only its own)."""
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of at least {minimum}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)  # a partition, an offset
 
 
 def _timestamp_ms(text: str) -> int:
@@ -451,6 +485,44 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hookrelay: test delivery failed: {result.error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _match(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.commands import match  # noqa: PLC0415
+    from hookrelay.errors import InvalidEventError  # noqa: PLC0415
+
+    try:
+        value = match.read_value(args.event)
+    except OSError as e:
+        print(f"hookrelay: cannot read the event from {args.event}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    topic = args.topic or settings.kafka.topics[0]
+    if topic not in settings.kafka.topics:
+        print(f"note: topic {topic!r} is not in kafka.topics; the daemon does not consume it",
+              file=sys.stderr)  # fmt: skip
+    key = None if args.key is None else args.key.encode("utf-8")
+    origin = match.origin_of(topic, args.partition, args.offset)
+    try:
+        report = match.match_event(
+            settings, value, key, origin, show_signatures=args.show_signatures
+        )
+    except InvalidEventError as e:
+        if args.json:
+            _write(match.invalid_json(e))
+        print(f"hookrelay: {match.invalid_text(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    if report.event.name not in KNOWN_EVENTS:
+        print(f"warning: {report.event.name!r} is not a known Logto hook event", file=sys.stderr)
+    _write(match.report_json(report) if args.json else match.render_text(report).encode())
+    return EXIT_OK
+
+
+def _write(data: bytes) -> None:
+    """``data`` to stdout as bytes: a body is shown byte for byte, whatever the locale's
+    encoding."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover
