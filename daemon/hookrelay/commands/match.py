@@ -112,6 +112,8 @@ def matching_hooks(hooks: tuple[Hook, ...], event_name: str) -> list[Hook]:
     """The hooks subscribed to ``event_name`` in configuration order: the enabled ones the
     daemon's router returns, and the disabled ones it would return were they enabled."""
     delivered = Router(hooks).match(event_name)
+    # The router indexes enabled hooks only, as the daemon's must; copies marked enabled let
+    # the same matching rules (exact, prefix wildcard, "*") speak for the disabled ones.
     disabled = [hook.model_copy(update={"enabled": True}) for hook in hooks if not hook.enabled]
     would_be = {hook.id for hook in Router(disabled).match(event_name)}
     found = {hook.id for hook in delivered} | would_be
