@@ -13,6 +13,10 @@
     hookrelay replay    -c FILE [--hook-id H] [--event E] [--since T] [--group G]
                         [--dead-letter-topic T] [--dry-run]
                                                  re-drive this deployment's dead letters
+    hookrelay deliveries -c FILE outcomes|pending|dead-letters [--hook-id H] [--event E]
+                        [--delivery-id ID] [--status S] [--reason R] [--since T] [--until T]
+                        [--limit N] [--json]
+                                                 past outcomes, waiting retries, dead letters
     hookrelay import-logto FILE|- [--out F] [--env-out F] [--force]
                                                  Logto's GET /api/hooks JSON → hooks.yaml
 
@@ -39,6 +43,7 @@ from hookrelay import __version__
 from hookrelay.config import Settings, Skippable, config_warnings, load_settings
 from hookrelay.errors import ConfigError, TopicsMissingError
 from hookrelay.events.catalogue import KNOWN_EVENTS
+from hookrelay.events.outcome import STATUSES
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.ops.logs import LevelFilter, PublicFormatter
 
@@ -127,8 +132,41 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--event", default="PostRegister", help="event name (default: %(default)s)")
     _add_match(add("match", "Dry run: which hooks one event would reach, with the exact body "
                    "and headers each would get; sends nothing."))  # fmt: skip
+    _add_deliveries(add("deliveries", "What happened to past deliveries and what waits now: "
+                        "outcomes (the outcome topic), pending (the retry topics), "
+                        "dead-letters; read-only."))  # fmt: skip
     _add_import_logto(sub)
     return parser
+
+
+def _add_deliveries(p: argparse.ArgumentParser) -> None:
+    p.add_argument("view", choices=("outcomes", "pending", "dead-letters"),
+                   help="outcomes: how deliveries ended (needs outcomes.enabled); pending: "
+                   "retries waiting, with due times; dead-letters: the dead-letter topic, "
+                   "invalid records included")  # fmt: skip
+    p.add_argument("--hook-id", action="append", default=[], help="only this hook (repeatable)")
+    p.add_argument("--event", action="append", default=[], help="only this event (repeatable)")
+    p.add_argument(
+        "--delivery-id",
+        action="append",
+        default=[],
+        help="only this delivery: the webhook-id its receiver got (repeatable)",
+    )
+    p.add_argument("--status", action="append", default=[], choices=STATUSES,
+                   help="outcomes: only this status (repeatable)")  # fmt: skip
+    p.add_argument("--reason", action="append", default=[],
+                   help="dead-letters: only this reason, e.g. not_json (repeatable)")  # fmt: skip
+    p.add_argument("--since", type=_timestamp_ms,
+                   help="written at or after (ISO-8601; outcomes: settled, dead-letters: "
+                   "dead-lettered, pending: parked)")  # fmt: skip
+    p.add_argument("--until", type=_timestamp_ms, help="written before (ISO-8601)")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=100,
+        help="show the newest N matches (default: %(default)s; --json shows all)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document, for scripts")
 
 
 def _add_match(p: argparse.ArgumentParser) -> None:
@@ -213,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "run": _run, "ingest": _ingest, "check": _check, "produce": _produce,
         "send-test": _send_test, "replay": _replay, "match": _match,
+        "deliveries": _deliveries,
     }  # fmt: skip
     if args.command not in ("run", "ingest"):
         _library_errors_only()
@@ -238,6 +277,7 @@ _SKIPPED: dict[str, tuple[Skippable, ...]] = {
     "replay": ("admin", "signing_keys", "headers", "ingest"),
     "send-test": ("ingest",),
     "match": ("admin", "ingest"),  # builds signed requests: the keys and headers are needed
+    "deliveries": ("admin", "signing_keys", "headers", "ingest"),
 }
 """What each command leaves out of the configuration: the daemon and the ingest process
 share a file but not secrets (each environment holds only its own)."""
@@ -514,6 +554,33 @@ def _match(settings: Settings, args: argparse.Namespace) -> int:
     if report.event.name not in KNOWN_EVENTS:
         print(f"warning: {report.event.name!r} is not a known Logto hook event", file=sys.stderr)
     _write(match.report_json(report) if args.json else match.render_text(report).encode())
+    return EXIT_OK
+
+
+def _deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.commands import deliveries  # noqa: PLC0415
+
+    selection = deliveries.Selection(
+        tuple(args.hook_id), tuple(args.event), tuple(args.delivery_id), tuple(args.status),
+        args.since, args.until,
+    )  # fmt: skip
+    if args.view == "outcomes" and not settings.outcomes.enabled:
+        print(f"note: outcomes.enabled is off; reading {settings.outcomes.topic} anyway (what "
+              "an earlier configuration wrote)", file=sys.stderr)  # fmt: skip
+    try:
+        if args.view == "outcomes":
+            found = asyncio.run(deliveries.outcomes(settings, selection))
+        elif args.view == "pending":
+            found = asyncio.run(deliveries.pending(settings, selection))
+        else:
+            found = asyncio.run(deliveries.dead_letters(settings, selection, args.reason))
+    except Exception as e:
+        print(f"hookrelay: deliveries failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _write(deliveries.render_json(args.view, found, None))
+    else:
+        deliveries.render_tables(args.view, found, args.limit, deliveries.console())
     return EXIT_OK
 
 

@@ -21,17 +21,15 @@ reported as not replayable: replaying them would only fail again.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from hookrelay.config import Settings
 from hookrelay.kafka.clients import client_options
 from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
+from hookrelay.kafka.scan import scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +61,7 @@ class ReplayFilter:
 class DeadLetterView:
     """A dead-letter record as replay sees it: its ``hookrelay-*`` headers and value."""
 
+    topic: str
     partition: int
     offset: int
     timestamp_ms: int
@@ -152,14 +151,21 @@ class ReplaySummary:
     lines: list[str] = field(default_factory=list)
 
 
-def _view(record: ConsumerRecord[bytes, bytes]) -> DeadLetterView:
+def view_of(record: ConsumerRecord[bytes, bytes]) -> DeadLetterView:
+    """A dead-letter record's view: its ``hookrelay-*`` headers without the prefix."""
     headers = {
         k[len(HEADER_PREFIX) :]: (v or b"").decode("utf-8", "replace")
         for k, v in record.headers
         if k.startswith(HEADER_PREFIX)
     }
     return DeadLetterView(
-        record.partition, record.offset, record.timestamp, record.value or b"", record.key, headers
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.value or b"",
+        record.key,
+        headers,
     )
 
 
@@ -167,55 +173,11 @@ async def read_dead_letters(
     settings: Settings, timeout_s: float = 30.0, *, topic: str | None = None
 ) -> list[DeadLetterView]:
     """Every record of the dead-letter topic (or ``topic``) up to its current end, oldest
-    first per partition.
-
-    Raises aiokafka's ``KafkaError`` when the cluster is unreachable and ``TimeoutError`` when
-    the end is not reached within ``timeout_s``.
-    """
+    first per partition (``kafka.scan.scan``: its errors)."""
     topic = topic or settings.dead_letter_topic
-    partitions = await _partitions(settings, topic)
-    if not partitions:
-        return []
-    consumer = AIOKafkaConsumer(
-        **client_options(settings.kafka, "replay"), enable_auto_commit=False, group_id=None
-    )
-    try:  # start inside: a client whose start failed is closed too
-        await consumer.start()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        return [_view(r) async for r in _records_until(consumer, end, timeout_s)]
-    finally:
-        await consumer.stop()
-
-
-async def _partitions(settings: Settings, topic: str) -> list[int]:
-    """``topic``'s partition numbers (empty when the topic does not exist)."""
-    admin = AIOKafkaAdminClient(**client_options(settings.kafka, "replay"))
-    try:  # start inside: a client whose start failed is closed too
-        await admin.start()
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(p["partition"] for p in described.get("partitions", []))
-
-
-async def _records_until(
-    consumer: AIOKafkaConsumer, end: dict[TopicPartition, int], timeout_s: float
-) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
-    deadline = time.monotonic() + timeout_s
-    remaining = {tp for tp, offset in end.items() if offset > 0}
-    while remaining:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the dead-letter topic was not read to its end in time")
-        batches = await consumer.getmany(*remaining, timeout_ms=500)
-        for tp, records in batches.items():
-            for record in records:
-                if record.offset < end[tp]:
-                    yield record
-            if await consumer.position(tp) >= end[tp]:
-                remaining.discard(tp)
+    return [
+        view_of(r) async for r in scan(settings.kafka, topic, timeout_s=timeout_s, role="replay")
+    ]
 
 
 async def replay(

@@ -135,26 +135,26 @@ def test_a_null_due_at_header_means_due_now() -> None:
 
 
 def test_replay_reads_a_dead_letter_with_a_null_header() -> None:
-    from hookrelay.commands.replay import _view
+    from hookrelay.commands.replay import view_of
 
     headers = (("hookrelay-reason", None), ("hookrelay-hook-id", b"crm"))
-    letter = _view(ConsumerRecord("dlq", 0, 5, 0, 0, None, b"{}", None, 0, 2, headers))
+    letter = view_of(ConsumerRecord("dlq", 0, 5, 0, 0, None, b"{}", None, 0, 2, headers))
     assert (letter.reason, letter.hook_id) == ("", "crm")
 
 
 def test_replay_skips_a_letter_it_could_not_turn_into_a_valid_retry_record() -> None:
-    from hookrelay.commands.replay import _view
+    from hookrelay.commands.replay import view_of
 
     good = [
         ("hookrelay-hook-id", b"crm"), ("hookrelay-event", b"User.Created"),
         ("hookrelay-delivery-id", b"msg_1"), ("hookrelay-origin-topic", b"ev"),
         ("hookrelay-origin-partition", b"0"), ("hookrelay-origin-offset", b"7"),
     ]  # fmt: skip
-    assert _view(ConsumerRecord("d", 0, 1, 0, 0, None, b"{}", None, 0, 2, good)).damage() is None
+    assert view_of(ConsumerRecord("d", 0, 1, 0, 0, None, b"{}", None, 0, 2, good)).damage() is None
     for name, value in [("origin-partition", b""), ("origin-offset", b"x"),
                         ("delivery-id", None), ("origin-partition", b"-1")]:  # fmt: skip
         headers = [(k, value if k == f"hookrelay-{name}" else v) for k, v in good]
-        letter = _view(ConsumerRecord("d", 0, 1, 0, 0, None, b"{}", None, 0, 2, headers))
+        letter = view_of(ConsumerRecord("d", 0, 1, 0, 0, None, b"{}", None, 0, 2, headers))
         assert letter.damage() is not None, name
 
 

@@ -1,0 +1,336 @@
+"""``hookrelay deliveries``: what happened to past deliveries, and what waits now.
+
+Three views, each read from the deployment's own topics with ``kafka.scan`` (no consumer
+group joined, nothing committed: looking never changes what the daemon does):
+
+- ``outcomes``: the outcome topic (``outcomes.enabled``), searched by hook, event, delivery
+  id, status and time (``--since`` seeks with Kafka's time index, so a recent window of a
+  long topic is read quickly).
+- ``pending``: the retry topics, from the group's committed offsets on (records the daemon
+  settled above them, which its commits name, are left out): one line per delivery waiting,
+  with its hook, tier, due time, attempts and last error; and a count per hook and tier.
+  Records the daemon settled since its last commit (every ``kafka.commit_interval_s``) still
+  show: the view is as of that commit.
+- ``dead-letters``: the dead-letter topic, invalid records included, with reason, error and
+  attempts.
+
+Only this deployment's records are shown: those its group wrote (``hookrelay-group``), or,
+written before that header existed, those whose origin topic it consumes. Error texts pass
+through ``ops.logs.public_text`` (URLs' user info and query masked). Bodies are never shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from hookrelay.commands.replay import DeadLetterView, view_of
+from hookrelay.config import Settings
+from hookrelay.events.outcome import OutcomeRecord
+from hookrelay.kafka.offsets import OpenOffsets
+from hookrelay.kafka.retries import (
+    RETRY_COMMIT_METADATA,
+    RetryRecord,
+    claimed_elsewhere,
+    split_commit_metadata,
+)
+from hookrelay.kafka.scan import group_offsets, scan
+from hookrelay.ops.logs import public_text
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Filters shared by the views; empty tuples and ``None`` bounds match everything.
+    ``since_ms``/``until_ms`` (epoch ms, ``until`` exclusive) bound when the record was
+    written: the settlement for an outcome, the dead-lettering for a letter."""
+
+    hook_ids: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    delivery_ids: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def takes(
+        self, hook_id: str | None, event: str | None, delivery_id: str | None, written_ms: int
+    ) -> bool:
+        """True when a record with these members is selected."""
+        return (
+            (not self.hook_ids or hook_id in self.hook_ids)
+            and (not self.events or event in self.events)
+            and (not self.delivery_ids or delivery_id in self.delivery_ids)
+            and (self.since_ms is None or written_ms >= self.since_ms)
+            and (self.until_ms is None or written_ms < self.until_ms)
+        )
+
+
+@dataclass(slots=True)
+class Found:
+    """What a view found: ``rows`` (JSON-ready dicts, oldest first), how many records were
+    read, and how many of them belong to other deployments (left out)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    read: int = 0
+    other_deployments: int = 0
+    unreadable: int = 0
+
+
+async def outcomes(settings: Settings, selection: Selection, timeout_s: float = 60.0) -> Found:
+    """Outcome records of this deployment selected by ``selection`` (its ``statuses``:
+    ``events.outcome.STATUSES``). Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+    found = Found()
+    async for record in scan(settings.kafka, settings.outcomes.topic,
+                             since_ms=selection.since_ms, timeout_s=timeout_s,
+                             role="deliveries"):  # fmt: skip
+        found.read += 1
+        try:
+            outcome = OutcomeRecord.from_json(record.value or b"")
+        except ValueError:
+            found.unreadable += 1
+            continue
+        if outcome.group != settings.group_id:
+            found.other_deployments += 1
+            continue
+        if (selection.statuses and outcome.status not in selection.statuses) or not (
+            selection.takes(outcome.hook_id, outcome.event, outcome.delivery_id,
+                            outcome.settled_at_ms)
+        ):  # fmt: skip
+            continue
+        found.rows.append(_outcome_row(outcome))
+    found.rows.sort(key=lambda row: str(row["settled_at"]))
+    return found
+
+
+def _outcome_row(outcome: OutcomeRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "settled_at": _iso(outcome.settled_at_ms), "status": outcome.status,
+        "reason": outcome.reason, "hook_id": outcome.hook_id, "event": outcome.event,
+        "delivery_id": outcome.delivery_id, "attempts": outcome.attempts,
+        "last_status": outcome.last_status,
+        "error": None if outcome.error is None else public_text(outcome.error),
+        "first_attempt_at": _iso(outcome.first_attempt_at_ms),
+        "last_attempt_at": _iso(outcome.last_attempt_at_ms), "latency_ms": outcome.latency_ms,
+        "origin": _origin(outcome.origin.topic, outcome.origin.partition, outcome.origin.offset),
+    }  # fmt: skip
+    return row
+
+
+async def pending(settings: Settings, selection: Selection, timeout_s: float = 60.0) -> Found:
+    """Retries of this deployment waiting in its retry topics (the current tiers and any
+    topic the group committed as a retry tier), past the group's committed offsets; rows
+    sorted by due time. Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+    committed = await group_offsets(settings.kafka, settings.group_id, role="deliveries")
+    tiers = dict.fromkeys(settings.retry_topics)
+    for tp, meta in committed.items():
+        if split_commit_metadata(meta.metadata)[0] == RETRY_COMMIT_METADATA:
+            tiers.setdefault(tp.topic)
+    found = Found()
+    for topic in tiers:
+        start: dict[int, int] = {}
+        settled: dict[int, OpenOffsets] = {}
+        for tp, meta in committed.items():
+            if tp.topic == topic:
+                start[tp.partition] = meta.offset
+                offset_map = _offset_map(meta.offset, meta.metadata)
+                if offset_map is not None:
+                    settled[tp.partition] = offset_map
+        async for record in scan(settings.kafka, topic, start=start, timeout_s=timeout_s,
+                                 role="deliveries"):  # fmt: skip
+            known = settled.get(record.partition)
+            if known is not None and known.settled(record.offset):
+                continue  # settled by the daemon, above its committed offset
+            _add_retry(settings, selection, record, found)
+    found.rows.sort(key=lambda row: str(row["due_at"]))
+    return found
+
+
+def _offset_map(committed: int, metadata: str | None) -> OpenOffsets | None:
+    offset_map = split_commit_metadata(metadata)[1]
+    if not offset_map:
+        return None
+    try:
+        decoded = OpenOffsets.decode(offset_map)
+    except ValueError:
+        return None
+    return decoded if decoded.start == committed else None
+
+
+def _add_retry(
+    settings: Settings, selection: Selection, record: ConsumerRecord[bytes, bytes], found: Found
+) -> None:
+    found.read += 1
+    headers = [(k, v) for k, v in record.headers]
+    if claimed_elsewhere(headers, settings.group_id, frozenset(settings.kafka.topics)):
+        found.other_deployments += 1
+        return
+    try:
+        retry = RetryRecord.from_headers(headers)
+    except (KeyError, ValueError):
+        found.unreadable += 1
+        return
+    if not selection.takes(retry.hook_id, retry.event, retry.delivery_id, record.timestamp):
+        return
+    found.rows.append({
+        "due_at": _iso(retry.due_at_ms), "hook_id": retry.hook_id, "tier": record.topic,
+        "event": retry.event, "delivery_id": retry.delivery_id, "attempts": retry.attempts,
+        "parks": retry.parks, "last_status": retry.last_status,
+        "error": public_text(retry.error) if retry.error else None,
+        "parked_at": _iso(record.timestamp),
+        "origin": _origin(retry.origin_topic, retry.origin_partition, retry.origin_offset),
+        "at": _origin(record.topic, record.partition, record.offset),
+    })  # fmt: skip
+
+
+def backlog(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``pending`` rows counted per (hook, tier), with the earliest and latest due times."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["hook_id"], row["tier"])
+        entry = groups.setdefault(key, {"hook_id": key[0], "tier": key[1], "pending": 0,
+                                        "next_due_at": row["due_at"],
+                                        "last_due_at": row["due_at"]})  # fmt: skip
+        entry["pending"] += 1
+        entry["next_due_at"] = min(entry["next_due_at"], row["due_at"])
+        entry["last_due_at"] = max(entry["last_due_at"], row["due_at"])
+    return sorted(groups.values(), key=lambda e: (e["hook_id"], e["next_due_at"]))
+
+
+async def dead_letters(
+    settings: Settings, selection: Selection, reasons: Sequence[str] = (),
+    timeout_s: float = 60.0,
+) -> Found:  # fmt: skip
+    """Dead letters of this deployment (invalid records included) selected by ``selection``
+    and ``reasons``. Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+    found = Found()
+    consumed = frozenset(settings.kafka.topics)
+    async for record in scan(settings.kafka, settings.dead_letter_topic,
+                             since_ms=selection.since_ms, timeout_s=timeout_s,
+                             role="deliveries"):  # fmt: skip
+        found.read += 1
+        letter = view_of(record)
+        mine = (
+            letter.group == settings.group_id if letter.group else letter.origin_topic in consumed
+        )
+        if not mine:
+            found.other_deployments += 1
+            continue
+        delivery_id = letter.headers.get("delivery-id")
+        if (reasons and letter.reason not in reasons) or not selection.takes(
+            letter.hook_id or None, letter.event or None, delivery_id, letter.timestamp_ms
+        ):
+            continue
+        found.rows.append(_letter_row(letter))
+    found.rows.sort(key=lambda row: str(row["dead_lettered_at"]))
+    return found
+
+
+def _letter_row(letter: DeadLetterView) -> dict[str, Any]:
+    h = letter.headers
+    attempts = h.get("attempts")
+    status = h.get("last-status")
+    return {
+        "dead_lettered_at": _iso(letter.timestamp_ms), "reason": letter.reason,
+        "hook_id": letter.hook_id or None, "event": letter.event or None,
+        "delivery_id": h.get("delivery-id") or None,
+        "attempts": int(attempts) if attempts and attempts.isdigit() else None,
+        "last_status": int(status) if status and status.isdigit() else None,
+        "error": public_text(h["error"]) if h.get("error") else None,
+        "value_bytes": int(h.get("original-bytes") or len(letter.value)),
+        "truncated": h.get("truncated") == "true",
+        "origin": _origin(h.get("origin-topic", ""), h.get("origin-partition", ""),
+                          h.get("origin-offset", "")),
+        "at": _origin(letter.topic, letter.partition, letter.offset),
+    }  # fmt: skip
+
+
+def _origin(topic: str, partition: int | str, offset: int | str) -> str:
+    return f"{topic}[{partition}]@{offset}"
+
+
+def _iso(epoch_ms: int | None) -> str | None:
+    if epoch_ms is None:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "outcomes": ("settled_at", "status", "hook_id", "event", "attempts", "last_status",
+                 "latency_ms", "delivery_id", "origin", "reason", "error"),
+    "pending": ("due_at", "hook_id", "tier", "event", "attempts", "last_status",
+                "delivery_id", "origin", "error"),
+    "backlog": ("hook_id", "tier", "pending", "next_due_at", "last_due_at"),
+    "dead-letters": ("dead_lettered_at", "reason", "hook_id", "event", "attempts",
+                     "last_status", "delivery_id", "origin", "error"),
+}  # fmt: skip
+"""The columns a table shows per view (``--json`` gives every member)."""
+
+
+def render_json(view: str, found: Found, limit: int | None) -> bytes:
+    """One JSON document: ``{"view", "rows", "shown", "matched", "read",
+    "other_deployments", "unreadable"}`` (plus ``"backlog"`` for ``pending``)."""
+    rows = found.rows[-limit:] if limit else found.rows
+    doc: dict[str, Any] = {
+        "view": view, "rows": rows, "shown": len(rows), "matched": len(found.rows),
+        "read": found.read, "other_deployments": found.other_deployments,
+        "unreadable": found.unreadable,
+    }  # fmt: skip
+    if view == "pending":
+        doc["backlog"] = backlog(found.rows)
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def render_tables(view: str, found: Found, limit: int | None, console: Console) -> None:
+    """Tables for people: the matching rows (the newest ``limit`` of them), a count per hook
+    and tier for ``pending``, and a last line saying what was read and left out."""
+    rows = found.rows[-limit:] if limit else found.rows
+    if view == "pending" and found.rows:
+        console.print(_table("waiting per hook and tier", COLUMNS["backlog"], backlog(found.rows)))
+    if rows:
+        console.print(_table(view, COLUMNS[view], rows))
+    shown = (
+        f"{len(rows)} of {len(found.rows)} shown (--limit)"
+        if len(rows) < len(found.rows)
+        else (f"{len(rows)} matched")
+    )
+    others = f"; {found.other_deployments} of other deployments left out" * bool(
+        found.other_deployments
+    )
+    unreadable = f"; {found.unreadable} unreadable" * bool(found.unreadable)
+    console.print(f"{view}: {shown}, {found.read} records read{others}{unreadable}")
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title=f"{title} (times in UTC)", title_justify="left", box=box.SIMPLE_HEAD,
+                  highlight=False)  # fmt: skip
+    for column in columns:
+        if column == "error":  # free text: the one column that may be cut short
+            table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=48)
+        else:
+            table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    if len(text) == 29 and text.endswith("+00:00") and text[10] == "T":  # an _iso time
+        return f"{text[:10]} {text[11:23]}"
+    return text
+
+
+def console() -> Console:
+    """A console for the tables: on a terminal as wide as it is; piped, wide enough that no
+    row wraps (one line per row, for grep)."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=400)

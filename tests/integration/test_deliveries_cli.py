@@ -1,0 +1,130 @@
+"""``hookrelay deliveries`` against a real broker and a real daemon process: outcomes,
+pending retries and dead letters answered from the deployment's own topics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.integration.harness import (
+    daemon_process,
+    edit_config,
+    eventually,
+    hookrelay_cli,
+    produce,
+    topic_size,
+    unique,
+    write_config,
+)
+from tests.kafka_broker import create_topics
+from tests.receiver import Receiver, Reply
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 4
+
+
+def event(n: int) -> bytes:
+    name = "User.Created" if n % 2 else "User.Deleted"
+    return orjson.dumps(
+        {"event": name, "createdAt": "2026-08-21T09:15:42.123Z", "data": {"id": f"u{n}"}}
+    )
+
+
+async def deliveries(path: Path, *args: str) -> dict[str, Any]:
+    code, out, err = await hookrelay_cli("deliveries", "-c", str(path), *args, "--json")
+    assert code == 0, err
+    doc: dict[str, Any] = orjson.loads(out)
+    return doc
+
+
+async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_lettered(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("deliveries")
+    await create_topics(kafka_bootstrap, [topic], partitions=2)
+    async with Receiver() as receiver:
+        receiver.script_forever("down", Reply(status=503))
+        receiver.script_forever("broken", Reply(status=422))
+        hooks = [{"id": h, "events": ["User.*"], "url": receiver.url(h)}
+                 for h in ("ok", "down", "broken")]  # fmt: skip
+        # Retries of "down" wait a minute in their tier: they are pending while we look.
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                            delivery={"retry_schedule_s": [60, 120]})  # fmt: skip
+        edit_config(path, "outcomes", enabled=True)
+        group = orjson.loads(path.read_bytes())["kafka"]["group_id"]
+        started_ms = int(time.time() * 1000)
+        async with daemon_process(path, tmp_path / "daemon.log"):
+            await produce(kafka_bootstrap, topic, [event(n) for n in range(EVENTS)] + [b"{"])
+            await eventually(
+                lambda: outcomes_written(kafka_bootstrap, f"{group}.outcomes", 2 * EVENTS + 1),
+                60, "the outcomes of ok, broken and the invalid record",
+            )  # fmt: skip
+            await receiver.wait_for(EVENTS, hook_id="down")
+
+            ok = await deliveries(path, "outcomes", "--hook-id", "ok")
+            sent = {q.headers["webhook-id"] for q in receiver.for_hook("ok")}
+            assert {row["delivery_id"] for row in ok["rows"]} == sent and len(sent) == EVENTS
+            assert {(row["status"], row["attempts"], row["last_status"]) for row in ok["rows"]} == {
+                ("delivered", 1, 200)
+            }
+            one = sorted(sent)[0]
+            only = await deliveries(path, "outcomes", "--delivery-id", one)
+            assert [row["delivery_id"] for row in only["rows"]] == [one]
+            created = await deliveries(path, "outcomes", "--event", "User.Created",
+                                       "--status", "delivered")  # fmt: skip
+            assert {row["event"] for row in created["rows"]} == {"User.Created"}
+            assert created["matched"] == EVENTS // 2
+
+            failed = await deliveries(path, "outcomes", "--status", "dead_lettered")
+            reasons = sorted((row["hook_id"] or "-", row["reason"]) for row in failed["rows"])
+            assert reasons == [("-", "not_json")] + [("broken", "permanent_failure")] * EVENTS
+            later = await deliveries(path, "outcomes", "--since", "2999-01-01T00:00:00Z")
+            assert later["matched"] == 0
+
+            await eventually(lambda: all_parked(path, EVENTS), 30, "the retries of down")
+            waiting = await deliveries(path, "pending", "--hook-id", "down")
+            down_ids = {q.headers["webhook-id"] for q in receiver.for_hook("down")}
+            assert {row["delivery_id"] for row in waiting["rows"]} == down_ids
+            for row in waiting["rows"]:
+                assert row["tier"] == f"{topic}.retry.1m" and row["attempts"] == 1
+                assert row["last_status"] == 503 and row["error"] == "http 503"
+                due_ms = _ms(row["due_at"])
+                assert started_ms + 60_000 <= due_ms <= int(time.time() * 1000) + 60_000
+            [counted] = waiting["backlog"]
+            assert (counted["hook_id"], counted["pending"]) == ("down", EVENTS)
+
+            letters = await deliveries(path, "dead-letters")
+            assert sorted(row["reason"] for row in letters["rows"]) == (
+                ["not_json"] + ["permanent_failure"] * EVENTS
+            )
+            invalid = await deliveries(path, "dead-letters", "--reason", "not_json")
+            [row] = invalid["rows"]
+            assert (row["hook_id"], row["value_bytes"]) == (None, 1)
+            assert row["origin"].startswith(f"{topic}[")
+
+            code, table, _ = await hookrelay_cli("deliveries", "-c", str(path), "pending")
+            assert code == 0
+            assert "waiting per hook and tier" in table and f"{topic}.retry.1m" in table
+            assert f"pending: {EVENTS} matched" in table
+
+
+async def outcomes_written(bootstrap: str, topic: str, count: int) -> bool:
+    try:
+        return await topic_size(bootstrap, topic) >= count
+    except Exception:
+        return False  # not created yet
+
+
+async def all_parked(path: Path, count: int) -> bool:
+    return len((await deliveries(path, "pending"))["rows"]) >= count
+
+
+def _ms(iso: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
