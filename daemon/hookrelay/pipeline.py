@@ -3,7 +3,8 @@
 For a record of an event topic: decode → route → register with the ack tracker → one
 delivery per matching hook (or, for an invalid record, a dead letter). For a record of a
 retry topic (already due; the source holds back the rest): check that this deployment owns
-it, rebuild the delivery with its attempt history and hand it back to its hook's lane.
+it, rebuild the delivery with its attempt history and hand it back to its hook's lane,
+unless an operator's release re-drove a copy of it (``kafka.control``).
 
 Ownership (DESIGN §1.8): a retry record written by another consumer group (its
 ``hookrelay-group`` header), or whose origin topic is not one of ``kafka.topics``, belongs to
@@ -30,6 +31,7 @@ from hookrelay.errors import InvalidEventError
 from hookrelay.events.catalogue import KNOWN_EVENTS
 from hookrelay.events.decode import decode
 from hookrelay.events.model import Event, Origin
+from hookrelay.kafka.control import ControlState
 from hookrelay.kafka.deadletter import invalid_record
 from hookrelay.kafka.offsets import EVERY_HOOK, AckTicket, AckTracker, TopicPartition
 from hookrelay.kafka.outcomes import OutcomeLog
@@ -57,13 +59,14 @@ class Pipeline:
         *,
         retry_topics: Iterable[str] | None = None,
         outcomes: OutcomeLog | None = None,
+        control: ControlState | None = None,
     ) -> None:
         self.router = Router(settings.hooks)
         self._settings = settings
         self._group = settings.group_id
         self._event_topics = frozenset(settings.kafka.topics)
         self._retry_topics = frozenset(
-            settings.retry_topics if retry_topics is None else retry_topics
+            settings.consumed_retry_topics if retry_topics is None else retry_topics
         )
         self._foreign_logged: set[tuple[str, str, str]] = set()
         self._due_horizon_s = settings.delivery.due_horizon_s
@@ -72,6 +75,7 @@ class Pipeline:
         self._dispatcher = dispatcher
         self._writer = writer
         self._outcomes = outcomes
+        self._control = control
         self._metrics = metrics
         self._matched: dict[tuple[str, bool], Any] = {}
 
@@ -150,6 +154,13 @@ class Pipeline:
                 raise ValueError("header hookrelay-due-at is later than its tier ever waits")
         except ValueError as e:
             self._dead_letter_invalid(record, origin, InvalidEventError("bad_retry_record", str(e)))
+            return
+        control = self._control
+        if control is not None and control.superseded(
+            retry.hook_id, record.topic, record.partition, record.offset
+        ):
+            self._tracker.register(tp, record.offset, 0)  # a release re-drove its copy
+            self._metrics.retries_superseded.inc()
             return
         first = Origin(
             retry.origin_topic, retry.origin_partition, retry.origin_offset,

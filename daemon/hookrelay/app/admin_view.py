@@ -12,6 +12,7 @@ from hookrelay.config import Settings
 from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
+from hookrelay.kafka.control import ControlFollower, release, set_paused
 from hookrelay.kafka.source import Source
 from hookrelay.ops.history import History
 from hookrelay.ops.logs import get_logger, masked, redacted_url
@@ -26,6 +27,7 @@ class AdminView:
     dispatcher: Dispatcher
     history: History
     source: Source
+    control: ControlFollower
     _sender: Sender
 
     def hooks(self) -> list[dict[str, Any]]:
@@ -35,11 +37,14 @@ class AdminView:
         for hook in self.settings.hooks:
             state = self.dispatcher.lane_state(hook.id)
             if state is None:  # disabled: no lane
-                state = {"paused": False, "circuit": "closed", "pending": 0, "in_flight": 0}
+                state = {"paused": False, "paused_by": None, "circuit": "closed", "pending": 0,
+                         "in_flight": 0}  # fmt: skip
+            pause = self.control.state.paused.get(hook.id)
             limit = hook.rate_limit
             found.append({
                 "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
                 "events": list(hook.events), "enabled": hook.enabled, **state,
+                "pause_reason": pause.reason if pause is not None else None,
                 "rate_limit": None if limit is None else {
                     "per_second": limit.per_second, "burst": limit.effective_burst,
                 },
@@ -56,6 +61,25 @@ class AdminView:
     def partitions(self) -> list[dict[str, Any]]:
         """The assigned partitions with offsets, lag and what holds them (``Source``)."""
         return self.source.partitions()
+
+    async def pause_hook(self, hook_id: str, paused: bool, reason: str) -> None:
+        """Pause or resume a configured hook through the control topic (``kafka.control``):
+        every replica, this one included, follows it within a second. Raises
+        ``LookupError`` for an unknown hook id, aiokafka's ``KafkaError``."""
+        self._configured(hook_id)
+        await set_paused(self.settings, hook_id, paused, reason)
+
+    async def release_hook(self, hook_id: str, *, dry_run: bool) -> dict[str, Any]:
+        """Send a configured hook's parked deliveries now (``kafka.control.release``).
+        Raises ``LookupError`` for an unknown hook id, aiokafka's ``KafkaError``,
+        ``TimeoutError``."""
+        self._configured(hook_id)
+        result = await release(self.settings, hook_id, dry_run=dry_run)
+        return {"hook_id": hook_id, "released": len(result.waiting), "dry_run": dry_run}
+
+    def _configured(self, hook_id: str) -> None:
+        if all(hook.id != hook_id for hook in self.settings.hooks):
+            raise LookupError(hook_id)
 
     async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
         """POST a Logto-style test payload to one hook now, outside the retry machinery

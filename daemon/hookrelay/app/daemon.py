@@ -44,6 +44,7 @@ from hookrelay.delivery.router import Router
 from hookrelay.delivery.sender import HttpSender, Sender
 from hookrelay.errors import ConfigError
 from hookrelay.kafka.clients import client_options, close_within, started
+from hookrelay.kafka.control import ControlFollower, ControlState
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.kafka.offsets import AckTracker
 from hookrelay.kafka.outcomes import OutcomeLog
@@ -139,14 +140,19 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         for reason in DEAD_LETTER_REASONS:
             self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start
         self.dispatcher.set_hooks(settings.hooks)
-        self.pipeline = Pipeline(
-            settings, self.tracker, self.dispatcher, self.writer, self.metrics, outcomes=outcomes
+        self.control = ControlFollower(
+            settings, ControlState(settings.group_id), self.dispatcher.set_paused
         )
+        self._control_loaded = False
+        self.pipeline = Pipeline(
+            settings, self.tracker, self.dispatcher, self.writer, self.metrics,
+            outcomes=outcomes, control=self.control.state,
+        )  # fmt: skip
         d = settings.delivery
         backpressure = Backpressure(self.dispatcher.load, d.resume_below / d.max_in_flight)
         self.source = Source(
             k, self.tracker, self.metrics, backpressure,
-            retry_topics=settings.retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
+            retry_topics=settings.consumed_retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
             due_horizon_s=d.due_horizon_s, release=self.dispatcher.release_revoked,
         )  # fmt: skip
         self._topics_ready = False
@@ -346,6 +352,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             watchdog = tg.create_task(self._watchdog(), name="watchdog")
             reloader = tg.create_task(self._reloader(), name="reloader")
             tiers = tg.create_task(self._watch_former_tiers(), name="former-tiers")
+            control = tg.create_task(self.control.run(), name="control")
             await self.stopping.wait()
             # Step 1: no new records. The poll loop ends after its current fetch (≤ 0.2 s)
             # and hands nothing more to the lanes, so draining never races new deliveries.
@@ -355,7 +362,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             await self._drain()
             # The final commit happens in _close(); a periodic one stuck on an absent
             # cluster must not hold the shutdown.
-            await cancel_until_done((committer, probe, writer, watchdog, reloader, tiers))
+            await cancel_until_done((committer, probe, writer, watchdog, reloader, tiers, control))
 
     async def _start_clients(self) -> bool:
         """Open the HTTP session, then connect to Kafka, retrying with backoff while the
@@ -371,6 +378,9 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
                 if not self._former_tiers_checked:
                     await self._drain_former_tiers()
                     self._former_tiers_checked = True
+                if not self._control_loaded:  # before any record: a paused hook stays paused
+                    await self.control.load()
+                    self._control_loaded = True
                 if not self._producer_started:
                     await self.producer.start()
                     self._producer_started = True

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from hookrelay.config import Settings
 from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import HttpSender, close_quietly
+from hookrelay.kafka.control import ControlFollower
 from hookrelay.kafka.source import Source
 from hookrelay.ops.admin import AdminServer
 from hookrelay.ops.logs import get_logger
@@ -113,6 +114,7 @@ class ShutdownOrder:
     source: Source
     producer: AIOKafkaProducer
     admin: AdminServer
+    control: ControlFollower
     _http: HttpSender
     _kafka_error: str
     _producer_started: bool
@@ -146,4 +148,5 @@ class ShutdownOrder:
         await bounded("producer_stop", self.producer.stop(), end, cap_s=cap)
         self._producer_started = False
         await bounded("consumer_stop", self.source.stop(), end, cap_s=cap)
+        await bounded("control_stop", self.control.close(), end, cap_s=cap)
         await self.admin.stop()

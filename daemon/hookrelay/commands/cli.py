@@ -17,6 +17,9 @@
                         [--delivery-id ID] [--status S] [--reason R] [--since T] [--until T]
                         [--limit N] [--json]
                                                  past outcomes, waiting retries, dead letters
+    hookrelay pause     -c FILE HOOK_ID [--reason TEXT]   park a hook's deliveries (all replicas)
+    hookrelay resume    -c FILE HOOK_ID [--keep-parked]   deliver again (and release what parked)
+    hookrelay release   -c FILE HOOK_ID [--dry-run]       send a hook's parked deliveries now
     hookrelay import-logto FILE|- [--out F] [--env-out F] [--force]
                                                  Logto's GET /api/hooks JSON → hooks.yaml
 
@@ -33,17 +36,22 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from hookrelay import __version__
+from hookrelay.commands import operate
+from hookrelay.commands.args import (
+    non_negative_int,
+    positive_int,
+    timestamp_ms,
+    write_stdout,
+)
 from hookrelay.config import Settings, Skippable, config_warnings, load_settings
 from hookrelay.errors import ConfigError, TopicsMissingError
 from hookrelay.events.catalogue import KNOWN_EVENTS
-from hookrelay.events.outcome import STATUSES
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
 from hookrelay.ops.logs import LevelFilter, PublicFormatter
 
@@ -100,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     replay = add(
         "replay",
-        "Re-drive dead-lettered deliveries through the normal path (the first retry topic); "
+        "Re-drive dead-lettered deliveries through the normal path (the retry topic of "
+        "deliveries due now); "
         "the running daemon delivers them with the same webhook-id.",
     )
     replay.add_argument(
@@ -111,9 +120,9 @@ def _parser() -> argparse.ArgumentParser:
         "--reason", action="append", default=[], choices=(*DEAD_LETTER_REASONS, "record_too_large"),
         help="only this dead-letter reason, e.g. retries_exhausted (repeatable)",
     )  # fmt: skip
-    replay.add_argument("--since", type=_timestamp_ms, help="dead-lettered at or after (ISO-8601)")
-    replay.add_argument("--until", type=_timestamp_ms, help="dead-lettered before (ISO-8601)")
-    replay.add_argument("--limit", type=_positive_int, help="replay at most this many")
+    replay.add_argument("--since", type=timestamp_ms, help="dead-lettered at or after (ISO-8601)")
+    replay.add_argument("--until", type=timestamp_ms, help="dead-lettered before (ISO-8601)")
+    replay.add_argument("--limit", type=positive_int, help="replay at most this many")
     replay.add_argument(
         "--group", action="append", default=[],
         help="also replay letters written by this consumer group, e.g. this deployment's "
@@ -132,41 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--event", default="PostRegister", help="event name (default: %(default)s)")
     _add_match(add("match", "Dry run: which hooks one event would reach, with the exact body "
                    "and headers each would get; sends nothing."))  # fmt: skip
-    _add_deliveries(add("deliveries", "What happened to past deliveries and what waits now: "
+    operate.add_deliveries(add("deliveries", "What happened to past deliveries and what waits now: "
                         "outcomes (the outcome topic), pending (the retry topics), "
                         "dead-letters; read-only."))  # fmt: skip
+    operate.add_control(add)
     _add_import_logto(sub)
     return parser
-
-
-def _add_deliveries(p: argparse.ArgumentParser) -> None:
-    p.add_argument("view", choices=("outcomes", "pending", "dead-letters"),
-                   help="outcomes: how deliveries ended (needs outcomes.enabled); pending: "
-                   "retries waiting, with due times; dead-letters: the dead-letter topic, "
-                   "invalid records included")  # fmt: skip
-    p.add_argument("--hook-id", action="append", default=[], help="only this hook (repeatable)")
-    p.add_argument("--event", action="append", default=[], help="only this event (repeatable)")
-    p.add_argument(
-        "--delivery-id",
-        action="append",
-        default=[],
-        help="only this delivery: the webhook-id its receiver got (repeatable)",
-    )
-    p.add_argument("--status", action="append", default=[], choices=STATUSES,
-                   help="outcomes: only this status (repeatable)")  # fmt: skip
-    p.add_argument("--reason", action="append", default=[],
-                   help="dead-letters: only this reason, e.g. not_json (repeatable)")  # fmt: skip
-    p.add_argument("--since", type=_timestamp_ms,
-                   help="written at or after (ISO-8601; outcomes: settled, dead-letters: "
-                   "dead-lettered, pending: parked)")  # fmt: skip
-    p.add_argument("--until", type=_timestamp_ms, help="written before (ISO-8601)")
-    p.add_argument(
-        "--limit",
-        type=_positive_int,
-        default=100,
-        help="show the newest N matches (default: %(default)s; --json shows all)",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON document, for scripts")
 
 
 def _add_match(p: argparse.ArgumentParser) -> None:
@@ -175,9 +155,9 @@ def _add_match(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--topic", help="origin topic, for the webhook-id (default: the first kafka.topics)"
     )
-    p.add_argument("--partition", type=_non_negative_int, default=0,
+    p.add_argument("--partition", type=non_negative_int, default=0,
                    help="origin partition, for the webhook-id (default: %(default)s)")  # fmt: skip
-    p.add_argument("--offset", type=_non_negative_int, default=0,
+    p.add_argument("--offset", type=non_negative_int, default=0,
                    help="origin offset, for the webhook-id (default: %(default)s)")  # fmt: skip
     p.add_argument(
         "--show-signatures", action="store_true",
@@ -251,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "run": _run, "ingest": _ingest, "check": _check, "produce": _produce,
         "send-test": _send_test, "replay": _replay, "match": _match,
-        "deliveries": _deliveries,
+        **operate.HANDLERS,
     }  # fmt: skip
     if args.command not in ("run", "ingest"):
         _library_errors_only()
@@ -278,41 +258,12 @@ _SKIPPED: dict[str, tuple[Skippable, ...]] = {
     "send-test": ("ingest",),
     "match": ("admin", "ingest"),  # builds signed requests: the keys and headers are needed
     "deliveries": ("admin", "signing_keys", "headers", "ingest"),
+    "pause": ("admin", "signing_keys", "headers", "ingest"),
+    "resume": ("admin", "signing_keys", "headers", "ingest"),
+    "release": ("admin", "signing_keys", "headers", "ingest"),
 }
 """What each command leaves out of the configuration: the daemon and the ingest process
 share a file but not secrets (each environment holds only its own)."""
-
-
-def _whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer ≥ ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected a number of at least {minimum}, got {value}"
-            )
-        return value
-
-    return parse
-
-
-_positive_int = _whole_number(1)
-_non_negative_int = _whole_number(0)  # a partition, an offset
-
-
-def _timestamp_ms(text: str) -> int:
-    """argparse type: ISO-8601 (``2026-08-21T09:00:00Z`` or a date) → epoch milliseconds."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an ISO-8601 time, got {text!r}") from e
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -548,48 +499,13 @@ def _match(settings: Settings, args: argparse.Namespace) -> int:
         )
     except InvalidEventError as e:
         if args.json:
-            _write(match.invalid_json(e))
+            write_stdout(match.invalid_json(e))
         print(f"hookrelay: {match.invalid_text(e)}", file=sys.stderr)
         return EXIT_FAILED
     if report.event.name not in KNOWN_EVENTS:
         print(f"warning: {report.event.name!r} is not a known Logto hook event", file=sys.stderr)
-    _write(match.report_json(report) if args.json else match.render_text(report).encode())
+    write_stdout(match.report_json(report) if args.json else match.render_text(report).encode())
     return EXIT_OK
-
-
-def _deliveries(settings: Settings, args: argparse.Namespace) -> int:
-    from hookrelay.commands import deliveries  # noqa: PLC0415
-
-    selection = deliveries.Selection(
-        tuple(args.hook_id), tuple(args.event), tuple(args.delivery_id), tuple(args.status),
-        args.since, args.until,
-    )  # fmt: skip
-    if args.view == "outcomes" and not settings.outcomes.enabled:
-        print(f"note: outcomes.enabled is off; reading {settings.outcomes.topic} anyway (what "
-              "an earlier configuration wrote)", file=sys.stderr)  # fmt: skip
-    try:
-        if args.view == "outcomes":
-            found = asyncio.run(deliveries.outcomes(settings, selection))
-        elif args.view == "pending":
-            found = asyncio.run(deliveries.pending(settings, selection))
-        else:
-            found = asyncio.run(deliveries.dead_letters(settings, selection, args.reason))
-    except Exception as e:
-        print(f"hookrelay: deliveries failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        _write(deliveries.render_json(args.view, found, None))
-    else:
-        deliveries.render_tables(args.view, found, args.limit, deliveries.console())
-    return EXIT_OK
-
-
-def _write(data: bytes) -> None:
-    """``data`` to stdout as bytes: a body is shown byte for byte, whatever the locale's
-    encoding."""
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,14 +35,9 @@ from rich.table import Table
 from hookrelay.commands.replay import DeadLetterView, view_of
 from hookrelay.config import Settings
 from hookrelay.events.outcome import OutcomeRecord
-from hookrelay.kafka.offsets import OpenOffsets
-from hookrelay.kafka.retries import (
-    RETRY_COMMIT_METADATA,
-    RetryRecord,
-    claimed_elsewhere,
-    split_commit_metadata,
-)
-from hookrelay.kafka.scan import group_offsets, scan
+from hookrelay.kafka.backlog import scan_backlog
+from hookrelay.kafka.retries import RetryRecord
+from hookrelay.kafka.scan import scan
 from hookrelay.ops.logs import public_text
 
 
@@ -124,61 +119,21 @@ def _outcome_row(outcome: OutcomeRecord) -> dict[str, Any]:
 
 
 async def pending(settings: Settings, selection: Selection, timeout_s: float = 60.0) -> Found:
-    """Retries of this deployment waiting in its retry topics (the current tiers and any
-    topic the group committed as a retry tier), past the group's committed offsets; rows
+    """Retries of this deployment waiting in its retry topics (``kafka.backlog``), rows
     sorted by due time. Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
-    committed = await group_offsets(settings.kafka, settings.group_id, role="deliveries")
-    tiers = dict.fromkeys(settings.retry_topics)
-    for tp, meta in committed.items():
-        if split_commit_metadata(meta.metadata)[0] == RETRY_COMMIT_METADATA:
-            tiers.setdefault(tp.topic)
-    found = Found()
-    for topic in tiers:
-        start: dict[int, int] = {}
-        settled: dict[int, OpenOffsets] = {}
-        for tp, meta in committed.items():
-            if tp.topic == topic:
-                start[tp.partition] = meta.offset
-                offset_map = _offset_map(meta.offset, meta.metadata)
-                if offset_map is not None:
-                    settled[tp.partition] = offset_map
-        async for record in scan(settings.kafka, topic, start=start, timeout_s=timeout_s,
-                                 role="deliveries"):  # fmt: skip
-            known = settled.get(record.partition)
-            if known is not None and known.settled(record.offset):
-                continue  # settled by the daemon, above its committed offset
-            _add_retry(settings, selection, record, found)
+    scanned = await scan_backlog(settings, timeout_s, role="deliveries")
+    found = Found(read=scanned.read, other_deployments=scanned.other_deployments,
+                  unreadable=scanned.unreadable)  # fmt: skip
+    for waiting in scanned.waiting:
+        retry, record = waiting.retry, waiting.record
+        if selection.takes(retry.hook_id, retry.event, retry.delivery_id, record.timestamp):
+            found.rows.append(_retry_row(retry, record))
     found.rows.sort(key=lambda row: str(row["due_at"]))
     return found
 
 
-def _offset_map(committed: int, metadata: str | None) -> OpenOffsets | None:
-    offset_map = split_commit_metadata(metadata)[1]
-    if not offset_map:
-        return None
-    try:
-        decoded = OpenOffsets.decode(offset_map)
-    except ValueError:
-        return None
-    return decoded if decoded.start == committed else None
-
-
-def _add_retry(
-    settings: Settings, selection: Selection, record: ConsumerRecord[bytes, bytes], found: Found
-) -> None:
-    found.read += 1
-    headers = [(k, v) for k, v in record.headers]
-    if claimed_elsewhere(headers, settings.group_id, frozenset(settings.kafka.topics)):
-        found.other_deployments += 1
-        return
-    try:
-        retry = RetryRecord.from_headers(headers)
-    except (KeyError, ValueError):
-        found.unreadable += 1
-        return
-    if not selection.takes(retry.hook_id, retry.event, retry.delivery_id, record.timestamp):
-        return
-    found.rows.append({
+def _retry_row(retry: RetryRecord, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    return {
         "due_at": _iso(retry.due_at_ms), "hook_id": retry.hook_id, "tier": record.topic,
         "event": retry.event, "delivery_id": retry.delivery_id, "attempts": retry.attempts,
         "parks": retry.parks, "last_status": retry.last_status,
@@ -186,7 +141,7 @@ def _add_retry(
         "parked_at": _iso(record.timestamp),
         "origin": _origin(retry.origin_topic, retry.origin_partition, retry.origin_offset),
         "at": _origin(record.topic, record.partition, record.offset),
-    })  # fmt: skip
+    }  # fmt: skip
 
 
 def backlog(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 The dead-letter topic is read from its beginning up to its end as of the start of the run
 (no consumer group, nothing committed, so a replay never changes what the daemon consumes).
-Each failed delivery that passes the filters is written to the *first retry topic* as a
-fresh retry record — same hook, same event bytes, same ``webhook-id``, attempt count reset,
+Each failed delivery that passes the filters is written to the retry topic of deliveries due
+now (``Settings.now_topic``: a tier would hold it behind its not-yet-due records) as a fresh
+retry record — same hook, same event bytes, same ``webhook-id``, attempt count reset,
 due now, and a fresh schedule counted from the replay (``created-at`` = now) — so the
 running daemon delivers it exactly like any new delivery: through the hook's lane, its rate
 limit and circuit breaker, and its full retry schedule.
@@ -234,7 +235,7 @@ async def _write_retries(settings: Settings, letters: list[DeadLetterView]) -> N
     try:  # start inside: a client whose start failed is closed too
         await producer.start()
         now_ms = int(time.time() * 1000)
-        topic = settings.retry_topics[0]
+        topic = settings.now_topic
         futures = [
             await producer.send(
                 topic,

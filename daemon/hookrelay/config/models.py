@@ -6,6 +6,7 @@ every delivery). Frozen pydantic models; unknown keys are refused.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Final, Literal
 
@@ -536,6 +537,11 @@ class Settings(FrozenModel):
     dead_letter_topic: TopicName = Field("", json_schema_extra=derived_default)
     """Topic receiving invalid records and deliveries that used up their retries; when
     omitted, "<kafka.group_id>.dlq" (hookrelay.dlq for the default group)."""
+    control_topic: TopicName = Field("", json_schema_extra=derived_default)
+    """Compacted topic holding operators' decisions every replica follows (a hook paused,
+    its parked deliveries released: hookrelay pause/resume/release); when omitted,
+    "<kafka.group_id>.control" (characters a topic name cannot hold become _). Created at
+    start-up, compacted, with one partition."""
     http: HttpSettings = HttpSettings()
     """The HTTP client."""
     delivery: DeliverySettings = DeliverySettings()
@@ -583,21 +589,27 @@ class Settings(FrozenModel):
                 "dead letters)",
                 at=("dead_letter_topic",),
             )
-        if any(TOPIC.fullmatch(topic) is None for topic in self.retry_topics):
+        if any(TOPIC.fullmatch(topic) is None for topic in self.consumed_retry_topics):
             raise refuse(
                 "expected a shorter prefix: with the delays of retry_schedule_s the retry topic "
                 "names exceed Kafka's 249 characters",
                 at=("delivery", "retry_topic_prefix"),
             )
         self._ingest_writes_events_only()
-        clash = set(self.retry_topics) & {*self.kafka.topics, self.dead_letter_topic}
+        clash = set(self.consumed_retry_topics) & {*self.kafka.topics, self.dead_letter_topic}
         if clash:
             raise refuse(
                 "expected a prefix whose retry topics differ from kafka.topics and "
                 "dead_letter_topic",
                 at=("delivery", "retry_topic_prefix"),
             )
-        owned = {*self.kafka.topics, self.dead_letter_topic, *self.retry_topics}
+        owned = {*self.kafka.topics, self.dead_letter_topic, *self.consumed_retry_topics}
+        if self.control_topic in owned:
+            raise refuse(
+                "expected a topic of its own, not an event, dead-letter or retry topic",
+                at=("control_topic",),
+            )
+        owned.add(self.control_topic)
         if self.outcomes.enabled and self.outcomes.topic in owned:
             raise refuse(
                 "expected a topic of its own, not an event, dead-letter or retry topic",
@@ -634,6 +646,12 @@ class Settings(FrozenModel):
         why it may set fields of a frozen model."""
         group = self.kafka.group_id
         self._derive_outcome_topic(group)
+        if not self.control_topic:
+            # Every deployment has one, so a group id that cannot name a topic (allowed so
+            # far with explicit dead-letter and retry names) is made into one: its records
+            # name their group, and a replica ignores another group's.
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", group)[:230] + ".control"
+            object.__setattr__(self, "control_topic", name)
         if self.dead_letter_topic and self.delivery.retry_topic_prefix:
             return
         longest = f"{group}.retry.{tier_label(max(self.delivery.retry_schedule_s))}"
@@ -675,6 +693,18 @@ class Settings(FrozenModel):
     def retry_topics(self) -> tuple[str, ...]:
         """The retry topic of each tier, in ``delivery.retry_schedule_s`` order."""
         return tier_topics(self.delivery.retry_topic_prefix, self.delivery.retry_schedule_s)
+
+    @property
+    def now_topic(self) -> str:
+        """The retry topic of deliveries due at once (released by an operator, replayed from
+        the dead-letter topic): ``<retry_topic_prefix>now``. Records in a tier wait behind
+        its head until due; here nothing waits."""
+        return f"{self.delivery.retry_topic_prefix}now"
+
+    @property
+    def consumed_retry_topics(self) -> tuple[str, ...]:
+        """Every retry topic the daemon consumes: the tiers, then ``now_topic``."""
+        return (*self.retry_topics, self.now_topic)
 
 
 class HooksFile(FrozenModel):

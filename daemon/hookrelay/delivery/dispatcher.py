@@ -149,6 +149,7 @@ class Lane:
         self.last_intake = float("-inf")
         self.finish_by = float("inf")  # clock time sends must end by (Dispatcher.drain)
         self.gone = False
+        self.held = False  # paused by an operator (the control topic): every delivery parks
         self.failure: BaseException | None = None
         self.member = hook_id_member(hook.id)
         self.hook = hook
@@ -181,13 +182,26 @@ class Lane:
         """Lift a 410 Gone pause (a reload asked for it: the operator fixed the hook)."""
         if self.gone:
             self.gone = False
-            self._ctx.metrics.hook_paused.labels(self.hook.id).set(0)
+            self._set_paused_gauge()
             log.info("hook_resumed", hook_id=self.hook.id)
+
+    def hold(self, paused: bool) -> None:
+        """Pause (or resume) the lane for an operator: while paused every delivery is parked
+        without an attempt (reason ``paused``), never dead-lettered."""
+        if paused != self.held:
+            self.held = paused
+            self._set_paused_gauge()
+            log.info("hook_paused_by_operator" if paused else "hook_resumed_by_operator",
+                     hook_id=self.hook.id)  # fmt: skip
+
+    def _set_paused_gauge(self) -> None:
+        self._ctx.metrics.hook_paused.labels(self.hook.id).set(int(self.gone or self.held))
 
     def state(self) -> dict[str, Any]:
         """JSON-ready lane state for the admin API: paused, circuit, pending, in_flight."""
         return {
-            "paused": self.gone,
+            "paused": self.gone or self.held,
+            "paused_by": "gone" if self.gone else "operator" if self.held else None,
             "circuit": self.circuit.name.lower(),
             "pending": len(self._queue),
             "in_flight": self._sending,
@@ -237,12 +251,14 @@ class Lane:
             task.add_done_callback(self._worker_done)
 
     def blocked_reason(self, delivery: Delivery | None = None) -> str | None:
-        """Why a delivery must not be attempted now (``circuit_open``: open or a half-open
-        probe is out; ``throttled``: a Retry-After pause), or None. Given ``delivery``, an
-        open circuit does not block it when it is let through for its first attempt (see
-        ``_let_through``)."""
-        if self._breaker.closed and not self._not_before:
+        """Why a delivery must not be attempted now (``paused``: by an operator;
+        ``circuit_open``: open or a half-open probe is out; ``throttled``: a Retry-After
+        pause), or None. Given ``delivery``, an open circuit does not block it when it is let
+        through for its first attempt (see ``_let_through``)."""
+        if self._breaker.closed and not self._not_before and not self.held:
             return None  # the common case, without a clock read
+        if self.held:
+            return "paused"
         if self._breaker.blocks() and (delivery is None or not self._let_through(delivery)):
             return "circuit_open"
         if self._not_before - self._ctx.clock() > 1.0:
@@ -519,7 +535,7 @@ class Lane:
     def _pause_gone(self) -> None:
         if not self.gone:
             self.gone = True
-            self._ctx.metrics.hook_paused.labels(self.hook.id).set(1)
+            self._set_paused_gauge()
             log.error("hook_paused_gone", hook_id=self.hook.id,
                       hint="the endpoint answered 410 Gone; fix the hook and reload")  # fmt: skip
 
@@ -702,6 +718,7 @@ class Dispatcher:
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
+        self._held: set[str] = set()  # hooks an operator paused (kafka.control)
         self.in_flight = 0
         self._metrics = metrics
         self._outcomes = outcomes
@@ -718,11 +735,23 @@ class Dispatcher:
         for hook_id, hook in wanted.items():
             lane = self._lanes.get(hook_id)
             if lane is None:
-                self._lanes[hook_id] = Lane(hook, self._ctx)
+                lane = self._lanes[hook_id] = Lane(hook, self._ctx)
+                lane.hold(hook_id in self._held)
             else:
                 lane.configure(hook)
                 lane.resume()
         self.prune_retired()
+
+    def set_paused(self, hook_id: str, paused: bool) -> None:
+        """Pause or resume ``hook_id`` for an operator (``kafka.control``); remembered for a
+        hook not configured yet, whose lane starts paused."""
+        if paused:
+            self._held.add(hook_id)
+        else:
+            self._held.discard(hook_id)
+        lane = self._lanes.get(hook_id)
+        if lane is not None:
+            lane.hold(paused)
 
     def prune_retired(self) -> None:
         """Drop retired lanes that finished their work, and their per-lane gauges."""

@@ -53,14 +53,17 @@ async def scan(
     start: Mapping[int, int] | None = None,
     timeout_s: float = 30.0,
     role: str = "scan",
+    ends: dict[TopicPartition, int] | None = None,
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Yield ``topic``'s records up to each partition's end as of the start, oldest first per
     partition, partitions interleaved.
 
     Each partition starts at ``start[partition]`` when given (the beginning for partitions it
     does not name), else at the first record written at or after ``since_ms`` (epoch ms,
-    Kafka's time index), else at the beginning. Raises aiokafka's ``KafkaError`` when the
-    cluster is unreachable and ``TimeoutError`` when the end is not reached in ``timeout_s``.
+    Kafka's time index), else at the beginning. ``ends``, when given, receives each
+    partition's end as of the start (where the scan stops). Raises aiokafka's ``KafkaError``
+    when the cluster is unreachable and ``TimeoutError`` when the end is not reached in
+    ``timeout_s``.
     """
     partitions = await partitions_of(kafka, topic, role)
     if not partitions:
@@ -77,6 +80,8 @@ async def scan(
         await _seek(consumer, tps, since_ms, start)
         begin = {tp: await consumer.position(tp) for tp in tps}
         end = await consumer.end_offsets(tps)
+        if ends is not None:
+            ends.update(end)
         async for record in _records_until(consumer, begin, end, timeout_s):
             yield record
     finally:

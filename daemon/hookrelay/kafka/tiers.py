@@ -84,7 +84,7 @@ def candidate_topics(
     were committed with ``RETRY_COMMIT_METADATA``; ``unconfirmed`` need a peek (untagged
     commits, or, with ``by_name``, a tier-like name). Pure; the current topics are never
     candidates."""
-    current = {*settings.kafka.topics, *settings.retry_topics, settings.dead_letter_topic}
+    current = {*settings.kafka.topics, *settings.consumed_retry_topics, settings.dead_letter_topic}
     existing = set(existing) - current
     roles: dict[str, set[str]] = {}
     for tp, meta in committed.items():

@@ -1,7 +1,8 @@
 """Make sure the topics hookrelay writes to exist before it consumes anything.
 
-The dead-letter topic, one retry topic per delay tier and the outcome topic are created at
-start-up when missing (``kafka.create_topics``, with ``kafka.topic_partitions`` partitions and
+The dead-letter topic, one retry topic per delay tier, the control topic (compacted, one
+partition) and the outcome topic are created at start-up when missing
+(``kafka.create_topics``, with ``kafka.topic_partitions`` partitions and
 ``kafka.topic_replication_factor`` replicas). When creation is switched off, a missing topic
 is a start-up error that names every missing topic, because writing a retry to a topic that
 does not exist would stall every lane. The daemon only checks the event topics: a missing one
@@ -12,6 +13,7 @@ their producer, creates those it writes (``create_event_topics``).
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -25,10 +27,20 @@ log = get_logger("hookrelay.topics")
 
 
 def owned_topics(settings: Settings) -> list[str]:
-    """The topics hookrelay writes: the dead-letter topic, the retry tiers and, when
-    ``outcomes.enabled``, the outcome topic; no repeats."""
+    """The topics hookrelay writes: the dead-letter topic, the retry tiers and the topic of
+    retries due now, the control topic and, when ``outcomes.enabled``, the outcome topic;
+    no repeats."""
     outcomes = [settings.outcomes.topic] if settings.outcomes.enabled else []
-    return list(dict.fromkeys([settings.dead_letter_topic, *settings.retry_topics, *outcomes]))
+    return list(
+        dict.fromkeys([
+            settings.dead_letter_topic, *settings.consumed_retry_topics, settings.control_topic,
+            *outcomes,
+        ])
+    )  # fmt: skip
+
+
+CONTROL_TOPIC_CONFIG: Final = {"cleanup.policy": "compact"}
+"""The control topic keeps the last decision per key (``kafka.control``), forever."""
 
 
 async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> list[str]:
@@ -52,15 +64,21 @@ async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> 
         await admin.close()
 
 
-async def _create(admin: AIOKafkaAdminClient, kafka: KafkaSettings, topic: str) -> None:
+async def _create(
+    admin: AIOKafkaAdminClient, kafka: KafkaSettings, topic: str, *, control: bool = False
+) -> None:
+    """Create ``topic`` with ``kafka.topic_partitions`` partitions, or, for the control topic,
+    one compacted partition (one partition keeps its decisions in one order)."""
+    partitions = 1 if control else kafka.topic_partitions
+    configs = CONTROL_TOPIC_CONFIG if control else {}
     try:
-        await admin.create_topics(
-            [NewTopic(topic, kafka.topic_partitions, kafka.topic_replication_factor)]
-        )
+        await admin.create_topics([
+            NewTopic(topic, partitions, kafka.topic_replication_factor, topic_configs=configs)
+        ])  # fmt: skip
     except TopicAlreadyExistsError:
         return  # another replica created it first
-    log.info("topic_created", topic=topic, partitions=kafka.topic_partitions,
-             replication_factor=kafka.topic_replication_factor)  # fmt: skip
+    log.info("topic_created", topic=topic, partitions=partitions,
+             replication_factor=kafka.topic_replication_factor, configs=configs)  # fmt: skip
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -83,7 +101,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if missing and not k.create_topics:
             raise TopicsMissingError(missing)
         for topic in missing:
-            await _create(admin, k, topic)
+            await _create(admin, k, topic, control=topic == settings.control_topic)
         return missing
     finally:
         await admin.close()

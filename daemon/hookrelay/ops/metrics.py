@@ -171,7 +171,8 @@ class Metrics(ProcessMetrics):
             ["hook_id"], registry=r,
         )  # fmt: skip
         self.hook_paused = Gauge(
-            p + "hook_paused", "1 while a hook is paused (its endpoint answered 410 Gone)",
+            p + "hook_paused", "1 while a hook is paused: its endpoint answered 410 Gone, or an "
+            "operator paused it (hookrelay pause)",
             ["hook_id"], registry=r,
         )  # fmt: skip
         self.rate_limit_wait = Counter(
@@ -209,6 +210,10 @@ class Metrics(ProcessMetrics):
             p + "stale_connection_retries", "POSTs sent again at once on a fresh connection: "
             "the endpoint had closed the kept-alive one before answering", ["hook_id"],
             registry=r,
+        )  # fmt: skip
+        self.retries_superseded = Counter(
+            p + "retries_superseded", "Retry records left alone because an operator's release "
+            "re-drove a copy of them (hookrelay release)", registry=r,
         )  # fmt: skip
         self.retries_consumed = Counter(
             p + "retries_consumed", "Records taken back from a retry topic", ["tier"],

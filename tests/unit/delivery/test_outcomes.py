@@ -144,3 +144,22 @@ async def test_the_record_key_is_the_delivery_id_and_the_value_carries_no_body()
     assert doc["event"] == "User.Created" and doc["v"] == 1
     assert headers == {"hookrelay-outcome-version": b"1", "hookrelay-group": b"g"}
     assert b"s3cret" not in value and b"createdAt" not in value and b"http" not in value
+
+
+async def test_a_paused_hook_parks_without_an_attempt_and_resumes() -> None:
+    sender = FakeSender(lambda _h, _n: OK)
+    async with Rig(sender, [hook("crm"), hook("audit")]) as rig:
+        rig.dispatcher.set_paused("crm", True)
+        assert rig.dispatcher.lane_state("crm") == {
+            "paused": True, "paused_by": "operator", "circuit": "closed", "pending": 0,
+            "in_flight": 0,
+        }  # fmt: skip
+        rig.publish()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        assert [a[0] for a in sender.attempts] == ["audit"]
+        [(topic, _, headers)] = rig.producer.sent
+        assert topic.startswith("retry.") and headers["hookrelay-attempts"] == b"0"
+        rig.dispatcher.set_paused("crm", False)
+        rig.feed_back(rig.producer.sent[0])
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert sorted(a[0] for a in sender.attempts) == ["audit", "crm"]

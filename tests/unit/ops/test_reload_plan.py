@@ -35,10 +35,10 @@ def test_hooks_and_logging_apply_and_every_other_change_waits_for_a_restart(
     )  # fmt: skip
     plan = plan_reload(running, new)
     assert (plan.added, plan.removed, plan.changed) == (("add",), ("drop",), ("edit",))
-    # The dead-letter topic, the retry prefix and the outcome topic derive from the group id:
-    # they move with it.
+    # The dead-letter, control and outcome topics and the retry prefix derive from the group
+    # id: they move with it.
     assert plan.restart_required == (
-        "kafka.group_id", "dead_letter_topic", "delivery.retry_schedule_s",
+        "kafka.group_id", "dead_letter_topic", "control_topic", "delivery.retry_schedule_s",
         "delivery.retry_topic_prefix", "outcomes.topic",
     )  # fmt: skip
     applied = plan.settings

@@ -5,6 +5,9 @@ Routes::
     GET  /v1/hooks                every hook with its state
     GET  /v1/hooks/{id}           one hook (404 if not configured)
     POST /v1/hooks/{id}/test      send a Logto-style test payload now
+    POST /v1/hooks/{id}/pause     park the hook's deliveries (every replica, across restarts)
+    POST /v1/hooks/{id}/resume    deliver again, and release what was parked meanwhile
+    POST /v1/hooks/{id}/release   send the hook's parked deliveries now
     GET  /v1/deliveries           recent attempts (?hook_id=&outcome=&limit=)
     GET  /v1/partitions           assigned partitions: offsets, lag, holds
     POST /v1/reload               re-read the configuration files
@@ -32,6 +35,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from multidict import MultiMapping
 from pydantic import SecretStr
 from ruamel.yaml import YAML
@@ -50,7 +54,9 @@ class AdminBackend(Protocol):
     def hooks(self) -> list[dict[str, Any]]:
         """Every configured hook with its state, in configuration order. Each dict:
         {"id": str, "name": str, "url": str (userinfo and query string replaced by "***"),
-         "events": [str], "enabled": bool, "paused": bool (410 Gone seen),
+         "events": [str], "enabled": bool, "paused": bool,
+         "paused_by": "gone" (410 Gone seen) | "operator" (POST .../pause) | None,
+         "pause_reason": str | None (the operator's),
          "circuit": "closed"|"open"|"half_open", "pending": int, "in_flight": int,
          "rate_limit": {"per_second": float, "burst": int} | None,
          "last_24h": {"requests": int, "succeeded": int, "success_rate": float | None}}"""
@@ -76,6 +82,16 @@ class AdminBackend(Protocol):
         the retry machinery. Raises LookupError for an unknown hook id and ValueError for a
         bad event name. Returns {"hook_id", "event", "status": int | None,
         "duration_ms": float, "error": str | None, "response_body": str (first KiB)}"""
+
+    async def pause_hook(self, hook_id: str, paused: bool, reason: str) -> None:
+        """Pause (or resume) a configured hook for every replica, kept across restarts.
+        Raises LookupError for an unknown hook id, aiokafka's KafkaError when the cluster
+        cannot be reached."""
+
+    async def release_hook(self, hook_id: str, *, dry_run: bool) -> dict[str, Any]:
+        """Send a configured hook's parked deliveries now. Returns {"hook_id": str,
+        "released": int, "dry_run": bool}. Raises LookupError for an unknown hook id,
+        aiokafka's KafkaError or TimeoutError when the cluster cannot be read or written."""
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration files and apply them. Raises hookrelay.errors.ConfigError
@@ -202,6 +218,9 @@ class AdminApi:
         app.router.add_get(f"{v1}/hooks", self._list_hooks, allow_head=False)
         app.router.add_get(f"{v1}/hooks/{{id}}", self._get_hook, allow_head=False)
         app.router.add_post(f"{v1}/hooks/{{id}}/test", self._test_hook)
+        app.router.add_post(f"{v1}/hooks/{{id}}/pause", self._pause_hook)
+        app.router.add_post(f"{v1}/hooks/{{id}}/resume", self._resume_hook)
+        app.router.add_post(f"{v1}/hooks/{{id}}/release", self._release_hook)
         app.router.add_get(f"{v1}/deliveries", self._list_deliveries, allow_head=False)
         app.router.add_get(f"{v1}/partitions", self._list_partitions, allow_head=False)
         app.router.add_post(f"{v1}/reload", self._reload)
@@ -283,6 +302,59 @@ class AdminApi:
         )
         return _json(result)
 
+    async def _pause_hook(self, request: web.Request) -> web.Response:
+        members: _Members = {"reason": (lambda v: isinstance(v, str) and len(v) <= 500,
+                                        "expected text of at most 500 characters")}  # fmt: skip
+        body = await _optional_body(request, members, 'expected no body, or {"reason": "..."}')
+        reason = str(body.get("reason", ""))
+
+        async def pause(hook_id: str) -> dict[str, Any]:
+            await self._api.pause_hook(hook_id, True, reason)
+            return {"hook_id": hook_id, "paused": True}
+
+        return await self._act(request, "pause", pause)
+
+    async def _resume_hook(self, request: web.Request) -> web.Response:
+        members: _Members = {"release": (lambda v: isinstance(v, bool), "expected true or false")}
+        body = await _optional_body(request, members, 'expected no body, or {"release": false}')
+
+        async def resume(hook_id: str) -> dict[str, Any]:
+            await self._api.pause_hook(hook_id, False, "")
+            answer: dict[str, Any] = {"hook_id": hook_id, "paused": False}
+            if body.get("release", True):
+                released = await self._api.release_hook(hook_id, dry_run=False)
+                answer["released"] = released["released"]
+            return answer
+
+        return await self._act(request, "resume", resume)
+
+    async def _release_hook(self, request: web.Request) -> web.Response:
+        members: _Members = {"dry_run": (lambda v: isinstance(v, bool), "expected true or false")}
+        body = await _optional_body(request, members, 'expected no body, or {"dry_run": true}')
+        dry_run = body.get("dry_run") is True
+        return await self._act(
+            request, "release", lambda hook_id: self._api.release_hook(hook_id, dry_run=dry_run)
+        )
+
+    async def _act(
+        self,
+        request: web.Request,
+        action: str,
+        run: Callable[[str], Awaitable[dict[str, Any]]],
+    ) -> web.Response:
+        """Run one operator action on the hook of the path: 404 for an unknown hook, 503
+        when Kafka cannot be reached (a pause or resume then decided nothing)."""
+        hook_id = request.match_info["id"]
+        try:
+            result = await run(hook_id)
+        except LookupError:
+            raise _ApiError(404, "no hook with this id is configured") from None
+        except (KafkaError, TimeoutError) as e:
+            detail = f"Kafka could not be reached ({type(e).__name__}); try again"
+            raise _ApiError(503, detail, headers={"Retry-After": "5"}) from None
+        log.info("admin_hook_action", action=action, hook_id=hook_id, remote=request.remote)
+        return _json(result)
+
     async def _list_deliveries(self, request: web.Request) -> web.Response:
         hook_id, outcome, limit = _deliveries_query(request.query)
         found = self._api.deliveries(hook_id=hook_id, outcome=outcome, limit=limit)
@@ -334,33 +406,46 @@ def _http_problem(e: web.HTTPException) -> _ApiError:
 
 
 _TEST_BODY_HINT: Final = 'expected no body, or a JSON object such as {"event": "PostSignIn"}'
+_EVENT_EXPECTED: Final = "expected a hook event name such as PostSignIn or User.Created"
+_Members = Mapping[str, tuple[Callable[[Any], bool], str]]
+"""Members a request body may hold: name → (check, what was expected)."""
 
 
 async def _test_event(request: web.Request) -> str | None:
     """The ``event`` of ``POST /v1/hooks/{id}/test``'s optional JSON body (``None``: the
     backend's default event). Raises the 415 or 400 problem for a body that is not that."""
+    members: _Members = {
+        "event": (lambda v: isinstance(v, str) and bool(_EVENT_NAME.fullmatch(v)), _EVENT_EXPECTED)
+    }
+    event = (await _optional_body(request, members, _TEST_BODY_HINT)).get("event")
+    return None if event is None else str(event)
+
+
+async def _optional_body(request: web.Request, members: _Members, hint: str) -> dict[str, Any]:
+    """An optional JSON object body holding only ``members``, each passing its check (an
+    empty body is ``{}``). Raises the 415 or 400 problem (``hint`` says what is expected)."""
     raw = await request.read()
     if not raw.strip():
-        return None
+        return {}
     if request.content_type != "application/json":
-        raise _ApiError(415, f"send Content-Type: application/json; {_TEST_BODY_HINT}")
+        raise _ApiError(415, f"send Content-Type: application/json; {hint}")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        errors = [_error("", "not JSON")]
         raise _ApiError(
-            400, f"request body is not JSON; {_TEST_BODY_HINT}", errors=errors
+            400, f"request body is not JSON; {hint}", errors=[_error("", "not JSON")]
         ) from None
     if not isinstance(body, dict):
-        raise _ApiError(400, _TEST_BODY_HINT, errors=[_error("", "expected a JSON object")])
-    errors = [_error(f"#/{name}", "unknown member") for name in body if name != "event"]
-    event = body.get("event")
-    if "event" in body and (not isinstance(event, str) or not _EVENT_NAME.fullmatch(event)):
-        expected = "expected a hook event name such as PostSignIn or User.Created"
-        errors.append(_error("#/event", expected))
+        raise _ApiError(400, hint, errors=[_error("", "expected a JSON object")])
+    errors = [_error(f"#/{name}", "unknown member") for name in body if name not in members]
+    errors += [
+        _error(f"#/{name}", expected)
+        for name, (check, expected) in members.items()
+        if name in body and not check(body[name])
+    ]
     if errors:
-        raise _ApiError(400, _TEST_BODY_HINT, errors=errors)
-    return event
+        raise _ApiError(400, hint, errors=errors)
+    return body
 
 
 def _deliveries_query(query: MultiMapping[str]) -> tuple[str | None, str | None, int]:

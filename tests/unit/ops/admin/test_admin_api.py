@@ -27,6 +27,7 @@ import jsonschema
 import orjson
 import pytest
 from aiohttp import ClientSession
+from aiokafka.errors import KafkaConnectionError
 from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate as validate_spec
@@ -64,6 +65,8 @@ def hook_state(hook_id: str, **changes: Any) -> dict[str, Any]:
         "events": ["User.Created", "Organization.*"],
         "enabled": True,
         "paused": False,
+        "paused_by": None,
+        "pause_reason": None,
         "circuit": "closed",
         "pending": 0,
         "in_flight": 0,
@@ -135,6 +138,21 @@ class FakeBackend:
             "error": None,
             "response_body": "",
         }
+
+    async def pause_hook(self, hook_id: str, paused: bool, reason: str) -> None:
+        self.calls.append(("pause_hook", {"hook_id": hook_id, "paused": paused, "reason": reason}))
+        self._known(hook_id)
+
+    async def release_hook(self, hook_id: str, *, dry_run: bool) -> dict[str, Any]:
+        self.calls.append(("release_hook", {"hook_id": hook_id, "dry_run": dry_run}))
+        self._known(hook_id)
+        return {"hook_id": hook_id, "released": 3, "dry_run": dry_run}
+
+    def _known(self, hook_id: str) -> None:
+        if hook_id == "offline":
+            raise KafkaConnectionError("broker down")
+        if hook_id not in {h["id"] for h in self.hooks_state}:
+            raise LookupError(hook_id)
 
     async def reload(self) -> dict[str, Any]:
         self.calls.append(("reload", None))
@@ -351,6 +369,9 @@ V1_REQUESTS = [
     ("GET", "/v1/hooks"),
     ("GET", "/v1/hooks/crm-sync"),
     ("POST", "/v1/hooks/crm-sync/test"),
+    ("POST", "/v1/hooks/crm-sync/pause"),
+    ("POST", "/v1/hooks/crm-sync/resume"),
+    ("POST", "/v1/hooks/crm-sync/release"),
     ("GET", "/v1/deliveries"),
     ("GET", "/v1/partitions"),
     ("POST", "/v1/reload"),
@@ -551,6 +572,49 @@ async def test_a_wrong_method_is_405_with_allow(admin: Admin) -> None:
     assert answer.headers["Allow"] == "GET"
     assert answer.json["title"] == "Method Not Allowed"
     assert "GET" in answer.json["detail"]
+
+
+# ── Pause, resume, release ──────────────────────────────────────────────────────────────────────
+
+
+async def test_a_pause_carries_its_reason_and_a_resume_releases_by_default(admin: Admin) -> None:
+    paused = await admin.call("POST", "/v1/hooks/crm-sync/pause", body=b'{"reason": "moving"}')
+    resumed = await admin.call("POST", "/v1/hooks/crm-sync/resume")
+
+    assert (paused.status, paused.json) == (200, {"hook_id": "crm-sync", "paused": True})
+    assert (resumed.status, resumed.json) == (
+        200, {"hook_id": "crm-sync", "paused": False, "released": 3},
+    )  # fmt: skip
+    assert admin.backend.calls == [
+        ("pause_hook", {"hook_id": "crm-sync", "paused": True, "reason": "moving"}),
+        ("pause_hook", {"hook_id": "crm-sync", "paused": False, "reason": ""}),
+        ("release_hook", {"hook_id": "crm-sync", "dry_run": False}),
+    ]
+
+
+async def test_a_resume_can_leave_parked_deliveries_and_a_release_can_only_count(
+    admin: Admin,
+) -> None:
+    resumed = await admin.call("POST", "/v1/hooks/crm-sync/resume", body=b'{"release": false}')
+    counted = await admin.call("POST", "/v1/hooks/crm-sync/release", body=b'{"dry_run": true}')
+
+    assert resumed.json == {"hook_id": "crm-sync", "paused": False}
+    assert counted.json == {"hook_id": "crm-sync", "released": 3, "dry_run": True}
+
+
+async def test_operator_actions_answer_404_for_an_unknown_hook_and_503_without_kafka(
+    admin: Admin,
+) -> None:
+    unknown = await admin.call("POST", "/v1/hooks/ghost/pause")
+    offline = await admin.call("POST", "/v1/hooks/offline/release")
+    bad = await admin.call("POST", "/v1/hooks/crm-sync/pause", body=b'{"reason": 5, "x": 1}',
+                           request_conforms=False)  # fmt: skip
+
+    assert unknown.status == 404
+    assert (offline.status, offline.headers["Retry-After"]) == (503, "5")
+    assert "nothing" not in offline.json["detail"] and "Kafka" in offline.json["detail"]
+    assert bad.status == 400
+    assert sorted(e["pointer"] for e in bad.json["errors"]) == ["#/reason", "#/x"]
 
 
 # ── Test sends ──────────────────────────────────────────────────────────────────────────────────

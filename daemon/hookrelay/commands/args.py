@@ -1,0 +1,48 @@
+"""What the subcommands share: argparse value types and raw output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of at least {minimum}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+positive_int = whole_number(1)
+non_negative_int = whole_number(0)  # a partition, an offset
+
+
+def timestamp_ms(text: str) -> int:
+    """argparse type: ISO-8601 (``2026-08-21T09:00:00Z`` or a date) → epoch milliseconds."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected an ISO-8601 time, got {text!r}") from e
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def write_stdout(data: bytes) -> None:
+    """``data`` to stdout as bytes: a body is shown byte for byte, whatever the locale's
+    encoding."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()

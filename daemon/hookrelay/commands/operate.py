@@ -1,0 +1,156 @@
+"""The operating commands: ``deliveries`` (what happened, what waits), ``pause``, ``resume``
+and ``release`` (decisions every replica follows, through the control topic, see
+``kafka.control``). ``cli`` wires their parsers and handlers; each handler takes the loaded
+settings and the parsed arguments and returns the exit status (0 done, 1 failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from hookrelay.commands.args import positive_int, timestamp_ms, write_stdout
+from hookrelay.config import Settings
+from hookrelay.events.outcome import STATUSES
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def add_deliveries(p: argparse.ArgumentParser) -> None:
+    p.add_argument("view", choices=("outcomes", "pending", "dead-letters"),
+                   help="outcomes: how deliveries ended (needs outcomes.enabled); pending: "
+                   "retries waiting, with due times; dead-letters: the dead-letter topic, "
+                   "invalid records included")  # fmt: skip
+    p.add_argument("--hook-id", action="append", default=[], help="only this hook (repeatable)")
+    p.add_argument("--event", action="append", default=[], help="only this event (repeatable)")
+    p.add_argument(
+        "--delivery-id",
+        action="append",
+        default=[],
+        help="only this delivery: the webhook-id its receiver got (repeatable)",
+    )
+    p.add_argument("--status", action="append", default=[], choices=STATUSES,
+                   help="outcomes: only this status (repeatable)")  # fmt: skip
+    p.add_argument("--reason", action="append", default=[],
+                   help="dead-letters: only this reason, e.g. not_json (repeatable)")  # fmt: skip
+    p.add_argument("--since", type=timestamp_ms,
+                   help="written at or after (ISO-8601; outcomes: settled, dead-letters: "
+                   "dead-lettered, pending: parked)")  # fmt: skip
+    p.add_argument("--until", type=timestamp_ms, help="written before (ISO-8601)")
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=100,
+        help="show the newest N matches (default: %(default)s; --json shows all)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+
+
+def add_control(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    pause = add("pause", "Pause a hook for every replica, kept across restarts: its deliveries "
+                "are parked in the retry topics, never attempted nor dead-lettered.")  # fmt: skip
+    pause.add_argument("hook_id", metavar="HOOK_ID")
+    pause.add_argument("--reason", default="", help="why (shown by the admin API and logs)")
+    resume = add("resume", "Resume a paused hook, and release the deliveries it parked "
+                 "meanwhile so they are sent now.")  # fmt: skip
+    resume.add_argument("hook_id", metavar="HOOK_ID")
+    resume.add_argument("--keep-parked", action="store_true",
+                        help="leave parked deliveries to come back when due")  # fmt: skip
+    release = add("release", "Send a hook's parked deliveries now (the retries it is owed), "
+                  "with their webhook-id and attempt history.")  # fmt: skip
+    release.add_argument("hook_id", metavar="HOOK_ID")
+    release.add_argument("--dry-run", action="store_true",
+                         help="count and list what would be released; write nothing")  # fmt: skip
+
+
+def show_deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.commands import deliveries  # noqa: PLC0415
+
+    selection = deliveries.Selection(
+        tuple(args.hook_id), tuple(args.event), tuple(args.delivery_id), tuple(args.status),
+        args.since, args.until,
+    )  # fmt: skip
+    if args.view == "outcomes" and not settings.outcomes.enabled:
+        print(f"note: outcomes.enabled is off; reading {settings.outcomes.topic} anyway (what "
+              "an earlier configuration wrote)", file=sys.stderr)  # fmt: skip
+    try:
+        if args.view == "outcomes":
+            found = asyncio.run(deliveries.outcomes(settings, selection))
+        elif args.view == "pending":
+            found = asyncio.run(deliveries.pending(settings, selection))
+        else:
+            found = asyncio.run(deliveries.dead_letters(settings, selection, args.reason))
+    except Exception as e:
+        print(f"hookrelay: deliveries failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        write_stdout(deliveries.render_json(args.view, found, None))
+    else:
+        deliveries.render_tables(args.view, found, args.limit, deliveries.console())
+    return EXIT_OK
+
+
+def pause(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.kafka.control import set_paused  # noqa: PLC0415
+
+    _warn_unknown_hook(settings, args.hook_id)
+    return _control(lambda: set_paused(settings, args.hook_id, True, args.reason),
+                    f"paused {args.hook_id}: its deliveries are parked until "
+                    f"hookrelay resume {args.hook_id}")  # fmt: skip
+
+
+def resume(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.kafka.control import set_paused  # noqa: PLC0415
+
+    status = _control(lambda: set_paused(settings, args.hook_id, False), f"resumed {args.hook_id}")
+    if status != EXIT_OK or args.keep_parked:
+        return status
+    return release_parked(settings, args)
+
+
+def release_parked(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.kafka.control import release  # noqa: PLC0415
+
+    _warn_unknown_hook(settings, args.hook_id)
+    dry_run = bool(getattr(args, "dry_run", False))
+    try:
+        result = asyncio.run(release(settings, args.hook_id, dry_run=dry_run))
+    except Exception as e:
+        print(f"hookrelay: release failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    for retry in result.waiting[:20]:
+        due = datetime.fromtimestamp(retry.due_at_ms / 1000, UTC).isoformat(timespec="seconds")
+        print(f"  {retry.delivery_id} event={retry.event} attempts={retry.attempts} due={due}")
+    if len(result.waiting) > 20:
+        print(f"  ... and {len(result.waiting) - 20} more")
+    verb = "would release" if dry_run else "released"
+    where = "" if dry_run or not result.waiting else f": due now in {settings.now_topic}"
+    print(f"{verb} {len(result.waiting)} parked deliveries of {args.hook_id}{where}")
+    return EXIT_OK
+
+
+def _control(write: Callable[[], Coroutine[Any, Any, None]], done: str) -> int:
+    try:
+        asyncio.run(write())
+    except Exception as e:
+        print(f"hookrelay: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(done)
+    return EXIT_OK
+
+
+def _warn_unknown_hook(settings: Settings, hook_id: str) -> None:
+    known = [hook.id for hook in settings.hooks]
+    if hook_id not in known:
+        print(f"warning: {hook_id!r} names no configured hook (known: "
+              f"{', '.join(known) or 'none'})", file=sys.stderr)  # fmt: skip
+
+
+HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "deliveries": show_deliveries, "pause": pause, "resume": resume, "release": release_parked,
+}  # fmt: skip
+"""Command name → handler."""

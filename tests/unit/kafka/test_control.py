@@ -1,0 +1,50 @@
+"""The control topic's state: pauses and releases of one group, applied in order."""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from hookrelay.kafka.control import ControlState
+
+
+def record(
+    key: str, doc: dict[str, object] | None, offset: int = 0
+) -> ConsumerRecord[bytes, bytes]:
+    value = None if doc is None else orjson.dumps({"v": 1, "group": "g", **doc})
+    return ConsumerRecord("g.control", 0, offset, 0, 0, key.encode(), value, None, 0, 0, [])
+
+
+def test_a_pause_and_its_resume_change_the_state_once_each() -> None:
+    state = ControlState("g")
+    assert state.apply(record("pause/crm", {"paused": True, "reason": "move", "at": 5})) == "crm"
+    assert state.paused["crm"].reason == "move"
+    assert state.apply(record("pause/crm", {"paused": True, "reason": "again", "at": 6})) is None
+    assert state.apply(record("pause/crm", {"paused": False, "at": 7})) == "crm"
+    assert state.paused == {}
+    assert state.apply(record("pause/crm", None)) is None  # a tombstone: still not paused
+
+
+def test_a_release_supersedes_only_its_hooks_records_below_where_its_scan_ended() -> None:
+    state = ControlState("g")
+    below = [["g.retry.5s", 0, 10], ["g.retry.5s", 1, 3]]
+    state.apply(record("release/crm", {"at": 1, "below": below}))
+    assert state.superseded("crm", "g.retry.5s", 0, 9)
+    assert not state.superseded("crm", "g.retry.5s", 0, 10)
+    assert not state.superseded("crm", "g.retry.5s", 2, 0)  # a partition it did not scan
+    assert not state.superseded("audit", "g.retry.5s", 0, 0)
+    # A later release only moves the marks up (a record compaction kept is never older).
+    state.apply(record("release/crm", {"at": 2, "below": [["g.retry.5s", 0, 4]]}))
+    assert state.superseded("crm", "g.retry.5s", 0, 9)
+
+
+def test_another_groups_records_and_unreadable_ones_change_nothing() -> None:
+    state = ControlState("g")
+    other = ConsumerRecord("g.control", 0, 0, 0, 0, b"pause/crm",
+                           orjson.dumps({"v": 1, "group": "other", "paused": True, "at": 1}),
+                           None, 0, 0, [])  # fmt: skip
+    assert state.apply(other) is None and state.paused == {}
+    bad = ConsumerRecord("g.control", 0, 1, 0, 0, b"release/crm", b"{not json", None, 0, 0, [])
+    assert state.apply(bad) is None and state.ignored == 1
+    assert state.apply(record("release/crm", {"at": 1, "below": "nope"})) is None
+    assert state.ignored == 2 and state.released.get("crm", {}) == {}
