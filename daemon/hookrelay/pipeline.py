@@ -31,6 +31,7 @@ from hookrelay.errors import InvalidEventError
 from hookrelay.events.catalogue import KNOWN_EVENTS
 from hookrelay.events.decode import decode
 from hookrelay.events.model import Event, Origin
+from hookrelay.events.tracecontext import TraceContext, trace_context
 from hookrelay.kafka.control import ControlState
 from hookrelay.kafka.deadletter import invalid_record
 from hookrelay.kafka.offsets import EVERY_HOOK, AckTicket, AckTracker, TopicPartition
@@ -92,8 +93,10 @@ class Pipeline:
             self._handle_retry(record, tp)
             return
         origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
+        # Read once per record, and only for a record with headers: most have none.
+        trace = trace_context(record.headers) if record.headers else None
         try:
-            event = self._decode(record, origin)
+            event = self._decode(record, origin, trace)
         except InvalidEventError as e:
             self._dead_letter_invalid(record, origin, e)
             return
@@ -112,12 +115,18 @@ class Pipeline:
         if hooks:
             self._dispatcher.submit(event, hooks, ticket)
 
-    def _decode(self, record: ConsumerRecord[bytes, bytes], origin: Origin) -> Event:
-        """``decode`` the record; raises ``InvalidEventError``, also (reason ``decode_error``)
-        for a bug in the decoder: a record that trips one is dead-lettered, because a daemon
-        that crashed on it would crash again on every restart, at the same offset."""
+    def _decode(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        origin: Origin,
+        trace: TraceContext | None = None,
+    ) -> Event:
+        """``decode`` the record, carrying its ``trace`` context; raises ``InvalidEventError``,
+        also (reason ``decode_error``) for a bug in the decoder: a record that trips one is
+        dead-lettered, because a daemon that crashed on it would crash again on every
+        restart, at the same offset."""
         try:
-            return decode(record.value, record.key, origin, self._max_bytes)
+            return decode(record.value, record.key, origin, self._max_bytes, trace)
         except InvalidEventError:
             raise
         except Exception as e:
@@ -167,7 +176,7 @@ class Pipeline:
             retry.origin_timestamp_ms,
         )  # fmt: skip
         try:
-            event = self._decode(record, first)
+            event = self._decode(record, first, retry.trace)
         except InvalidEventError as e:
             self._dead_letter_invalid(record, origin, e)
             return

@@ -28,6 +28,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from hookrelay.config import Settings
+from hookrelay.events.tracecontext import TraceContext, trace_context
 from hookrelay.kafka.clients import client_options
 from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
 from hookrelay.kafka.scan import scan
@@ -60,7 +61,8 @@ class ReplayFilter:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterView:
-    """A dead-letter record as replay sees it: its ``hookrelay-*`` headers and value."""
+    """A dead-letter record as replay sees it: its ``hookrelay-*`` headers and value, and the
+    event's W3C trace context (``traceparent``/``tracestate``), which the retry record keeps."""
 
     topic: str
     partition: int
@@ -69,6 +71,7 @@ class DeadLetterView:
     value: bytes
     key: bytes | None
     headers: dict[str, str]
+    trace: TraceContext | None = None
 
     @property
     def hook_id(self) -> str:
@@ -135,6 +138,7 @@ class DeadLetterView:
             origin_timestamp_ms=int(h.get("origin-timestamp") or self.timestamp_ms),
             created_at_ms=now_ms,
             group=group,
+            trace=self.trace,
         )
 
 
@@ -160,14 +164,9 @@ def view_of(record: ConsumerRecord[bytes, bytes]) -> DeadLetterView:
         if k.startswith(HEADER_PREFIX)
     }
     return DeadLetterView(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-        record.value or b"",
-        record.key,
-        headers,
-    )
+        record.topic, record.partition, record.offset, record.timestamp, record.value or b"",
+        record.key, headers, trace_context(record.headers),
+    )  # fmt: skip
 
 
 async def read_dead_letters(

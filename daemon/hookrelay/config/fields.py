@@ -40,10 +40,14 @@ RESERVED_HEADERS: Final = frozenset(
         "webhook-id",
         "webhook-timestamp",
         "webhook-signature",
+        "traceparent",
+        "tracestate",
     }
 )
 """Header names (lowercase) that hookrelay sets itself; a hook's ``headers`` may not override them.
-``transfer-encoding`` is here with ``content-length`` because both decide the body's framing."""
+``transfer-encoding`` is here with ``content-length`` because both decide the body's framing.
+``traceparent``/``tracestate`` carry each event's own W3C trace context: a fixed value would
+put every request of the hook into one trace, or break the trace the producer started."""
 
 TRANSPORT_HEADERS: Final = frozenset(
     {"connection", "keep-alive", "te", "trailer", "upgrade", "expect", "http2-settings"}

@@ -322,7 +322,7 @@ class Lane:
             self._sending += 1
             try:
                 result = await self._ctx.sender.attempt(
-                    self.hook, delivery.delivery_id, delivery.body
+                    self.hook, delivery.delivery_id, delivery.body, delivery.event.trace
                 )
             except Exception as e:  # a bug in the transport must not kill the lane
                 log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
@@ -680,6 +680,7 @@ def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord
         group=group,
         unknown_since_ms=_ms(delivery.unknown_since),
         unknown_parks=delivery.unknown_parks,
+        trace=delivery.event.trace,
     )
 
 

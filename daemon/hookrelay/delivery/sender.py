@@ -30,7 +30,10 @@ Request headers mirror Logto's ``createHookRequest``: ``content-type: applicatio
 ``user-agent``, the hook's custom headers, ``logto-signature-sha-256`` when the hook has a
 signing key (its primary key), plus hookrelay's stable ``webhook-id``; with
 ``standard_webhooks`` also ``webhook-timestamp`` and ``webhook-signature`` (one signature per
-active key), made fresh for every attempt as the Standard Webhooks spec intends.
+active key), made fresh for every attempt as the Standard Webhooks spec intends; and, when
+the attempt has a trace context (the event record's, or with tracing on the attempt span's),
+W3C ``traceparent`` and ``tracestate``. A hook's own headers can set none of these
+(``config.RESERVED_HEADERS``).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from hookrelay.events.signing import (
     StandardWebhooksSigner,
     standard_webhooks_key,
 )
+from hookrelay.events.tracecontext import TRACEPARENT_HEADER, TRACESTATE_HEADER, TraceContext
 from hookrelay.net.guard import AddressRefusedError, GuardedResolver, NetworkPolicy
 from hookrelay.net.tls import client_ssl_context
 from hookrelay.ops.logs import get_logger, public_text, register_secrets, url_secrets
@@ -79,8 +83,11 @@ log = get_logger("hookrelay.sender")
 class Sender(Protocol):
     """The transport seam: the dispatcher only ever calls ``attempt``."""
 
-    async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
-        """POST ``body`` to ``hook``'s endpoint once; never raises for endpoint failures."""
+    async def attempt(
+        self, hook: Hook, delivery_id: str, body: bytes, trace: TraceContext | None = None
+    ) -> AttemptResult:
+        """POST ``body`` to ``hook``'s endpoint once, with ``trace``'s W3C headers when given;
+        never raises for endpoint failures."""
         ...
 
 
@@ -154,11 +161,17 @@ class _PreparedHook:
         timeout = aiohttp.ClientTimeout(total=total, connect=min(http.connect_timeout_s, total))
         return cls(hook, headers, signer, standard_signer, timeout)
 
-    def request_headers(self, delivery_id: str, body: bytes) -> CIMultiDict[str]:
+    def request_headers(
+        self, delivery_id: str, body: bytes, trace: TraceContext | None = None
+    ) -> CIMultiDict[str]:
         """The fixed headers plus this request's signatures and ``webhook-id`` (and, with
         Standard Webhooks, ``webhook-timestamp``: the wall clock in whole seconds, read once,
-        the same value that is signed)."""
+        the same value that is signed), and ``trace``'s ``traceparent``/``tracestate``."""
         headers = self.headers.copy()
+        if trace is not None:
+            headers[TRACEPARENT_HEADER] = trace.traceparent
+            if trace.tracestate is not None:
+                headers[TRACESTATE_HEADER] = trace.tracestate
         if self.signer is not None:
             headers[LOGTO_SIGNATURE_HEADER] = self.signer.sign(body)
         headers[DELIVERY_ID_HEADER] = delivery_id
@@ -369,9 +382,12 @@ class HttpSender:
         for pair in sessions.values():
             await pair.close()
 
-    def headers(self, hook: Hook, delivery_id: str, body: bytes) -> CIMultiDict[str]:
-        """The request headers for ``body`` sent to ``hook`` (signed when it has a key)."""
-        return self._prepared(hook).request_headers(delivery_id, body)
+    def headers(
+        self, hook: Hook, delivery_id: str, body: bytes, trace: TraceContext | None = None
+    ) -> CIMultiDict[str]:
+        """The request headers for ``body`` sent to ``hook`` (signed when it has a key; with
+        ``trace``'s ``traceparent``/``tracestate`` when given)."""
+        return self._prepared(hook).request_headers(delivery_id, body, trace)
 
     def _prepared(self, hook: Hook) -> _PreparedHook:
         """What is the same for every request to ``hook``, built once per hook object (a
@@ -391,9 +407,12 @@ class HttpSender:
             route = self._routes[hook.id] = (transport, self._session_for(transport.policy))
         return route
 
-    async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
-        """POST ``body`` to ``hook`` and classify the answer (module docstring); never raises
-        for endpoint failures, only ``RuntimeError`` if not started.
+    async def attempt(
+        self, hook: Hook, delivery_id: str, body: bytes, trace: TraceContext | None = None
+    ) -> AttemptResult:
+        """POST ``body`` to ``hook`` (with ``trace``'s W3C headers when given) and classify
+        the answer (module docstring); never raises for endpoint failures, only
+        ``RuntimeError`` if not started.
 
         One request, except in the keep-alive race: when the request went out on a *reused*
         pooled connection and the endpoint closed or reset it before any byte of an answer
@@ -422,7 +441,7 @@ class HttpSender:
             return _failed(f"refused: {refusal} ({_hint(refusal)})", started, retryable=False)
         prepared = self._prepared(hook)
         timeout = prepared.timeout
-        headers = prepared.request_headers(delivery_id, body)
+        headers = prepared.request_headers(delivery_id, body, trace)
         ssl_context = transport.ssl_context
         try:
             return await self._post(

@@ -17,23 +17,34 @@ import orjson
 
 from hookrelay.errors import InvalidEventError
 from hookrelay.events.model import Event, Origin
+from hookrelay.events.tracecontext import TraceContext
 
 _WHITESPACE = b" \t\r\n"
 
 
-def decode(value: bytes | None, key: bytes | None, origin: Origin, max_bytes: int) -> Event:
-    """Return the ``Event`` in ``value``.
+def decode(
+    value: bytes | None,
+    key: bytes | None,
+    origin: Origin,
+    max_bytes: int,
+    trace: TraceContext | None = None,
+) -> Event:
+    """Return the ``Event`` in ``value`` (carrying ``trace``, the record's trace context).
 
     Raises ``InvalidEventError`` with reason ``empty``, ``oversized``, ``not_json``,
     ``not_object``, ``missing_event``, ``bad_event_name``, ``duplicate_event`` or
     ``bad_created_at``. Never
     raises anything else.
     """
-    return decode_document(value, key, origin, max_bytes)[0]
+    return decode_document(value, key, origin, max_bytes, trace)[0]
 
 
 def decode_document(
-    value: bytes | None, key: bytes | None, origin: Origin, max_bytes: int
+    value: bytes | None,
+    key: bytes | None,
+    origin: Origin,
+    max_bytes: int,
+    trace: TraceContext | None = None,
 ) -> tuple[Event, dict[str, Any]]:
     """``decode``, also returning the parsed object (for a caller that reads its members,
     such as the ingest endpoint choosing a record key, without parsing the bytes again).
@@ -52,7 +63,7 @@ def decode_document(
     created_at = _required_created_at(obj)
     _refuse_duplicate_event(value)
     head, empty = _body_head(value, obj)
-    return Event(name, created_at, value, head, empty, key, origin), obj
+    return Event(name, created_at, value, head, empty, key, origin, trace), obj
 
 
 def _refuse_duplicate_event(value: bytes) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hookrelay.config import Hook
+    from hookrelay.events.tracecontext import TraceContext
     from hookrelay.kafka.offsets import AckTicket
 
 
@@ -37,7 +38,9 @@ class Event:
     dead-letter topic keeps); ``body_head`` the producer's JSON object bytes with surrounding
     whitespace, any ``hookId`` member and the closing ``}`` removed, so a hook's body is
     ``body_head + member + b"}"`` without re-serialising (see ``signing.splice_hook_id``);
-    ``empty`` says the object had no other member (no comma before ``hookId``).
+    ``empty`` says the object had no other member (no comma before ``hookId``); ``trace``
+    the W3C trace context of the record's ``traceparent``/``tracestate`` headers, ``None``
+    without a valid one (``tracecontext``).
     """
 
     name: str
@@ -47,6 +50,7 @@ class Event:
     empty: bool
     key: bytes | None
     origin: Origin
+    trace: TraceContext | None = None
 
 
 class Outcome(Enum):

@@ -10,8 +10,9 @@ Two kinds of record land there:
 Everything else travels in headers (``hookrelay-*``, UTF-8 text): reason, error, hook id,
 event, delivery id, attempts, first/last attempt times (ISO-8601), last status, the
 origin topic/partition/offset, and ``group``: the consumer group (deployment) that wrote the
-letter, so ``replay`` re-drives only its own. Headers never carry a signing key or the
-request headers.
+letter, so ``replay`` re-drives only its own. A failed delivery's letter also keeps the
+event record's W3C ``traceparent``/``tracestate`` (under those names), so a replayed
+delivery stays in its trace. Headers never carry a signing key or the request headers.
 
 Dead letters are written by the ``writer.DurableWriter``: a source record is settled only
 after the broker acknowledged its dead letter.
@@ -127,4 +128,7 @@ def failed_delivery(topic: str, delivery: Delivery, reason: str, group: str) -> 
         *_origin_headers(event.origin),
         ("group", group),
     ]
-    return OutboundRecord(topic, event.raw, event.key, _encode(pairs), KIND)
+    headers = _encode(pairs)
+    if event.trace is not None:
+        headers += tuple(event.trace.headers())
+    return OutboundRecord(topic, event.raw, event.key, headers, KIND)

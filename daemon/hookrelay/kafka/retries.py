@@ -26,12 +26,17 @@ as first consumed; key: the original key; headers (``hookrelay-*``, UTF-8 text):
   this header existed carry none and are judged by their origin topic alone;
 - ``unknown-since``: epoch ms when a replica first met the record for a hook it does not
   know (a rolling update), empty otherwise; ``unknown-parks``: how often it was parked
-  again for that reason (it walks the short tiers' partitions, see ``Dispatcher``).
+  again for that reason (it walks the short tiers' partitions, see ``Dispatcher``);
+- ``traceparent`` and ``tracestate`` (no prefix: the W3C names, as on the event record) when
+  the event record carried a valid trace context, so every retry's request carries it too.
+  Records written before they existed simply have none.
 
 Every header is untrusted input (anyone who may write to the topic can write one), so
 ``RetryRecord.from_headers`` checks each value's shape — ASCII digits for numbers, a valid
 hook id, a ``webhook-id`` safe as an HTTP header value — and raises ``ValueError`` for
-anything else; the pipeline turns that into a ``bad_retry_record`` dead letter.
+anything else; the pipeline turns that into a ``bad_retry_record`` dead letter. The trace
+context is the exception: an invalid one is ignored, as on an event record
+(``events.tracecontext``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hookrelay.config.naming import tier_delay_s
+from hookrelay.events.tracecontext import TraceContext, trace_context
 
 HEADER_PREFIX: Final = "hookrelay-"
 DUE_AT_HEADER: Final = HEADER_PREFIX + "due-at"
@@ -83,7 +89,8 @@ _TEXT_LIMIT: Final = 1000
 class RetryRecord:
     """A delivery parked in a retry topic (see the module docstring for the wire format).
 
-    Times are epoch milliseconds; ``last_status`` is ``None`` when there was no HTTP answer.
+    Times are epoch milliseconds; ``last_status`` is ``None`` when there was no HTTP answer;
+    ``trace`` is the event record's W3C trace context, if it had one.
     """
 
     hook_id: str
@@ -104,6 +111,7 @@ class RetryRecord:
     group: str = ""
     unknown_since_ms: int | None = None
     unknown_parks: int = 0
+    trace: TraceContext | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's Kafka headers."""
@@ -127,7 +135,10 @@ class RetryRecord:
             "unknown-since": _opt(self.unknown_since_ms),
             "unknown-parks": str(self.unknown_parks),
         }
-        return [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
+        pairs = [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
+        if self.trace is not None:
+            pairs += self.trace.headers()
+        return pairs
 
     @classmethod
     def from_headers(cls, headers: Sequence[tuple[str, bytes]]) -> RetryRecord:
@@ -167,6 +178,7 @@ class RetryRecord:
             group=fields.text("group"),
             unknown_since_ms=fields.optional_count("unknown-since"),
             unknown_parks=fields.optional_count("unknown-parks") or 0,
+            trace=trace_context(headers),
         )
 
 

@@ -864,6 +864,8 @@ def test_headers_given_as_pairs_in_code_are_accepted() -> None:
         "WEBHOOK-SIGNATURE",
         "content-length",
         "Host",
+        "traceparent",
+        "TraceState",
     ],
 )
 def test_headers_set_by_hookrelay_cannot_be_overridden(tmp_path: Path, name: str) -> None:

@@ -17,6 +17,7 @@ from hookrelay.config.naming import tier_topics
 from hookrelay.delivery.dispatcher import Circuit, Dispatcher
 from hookrelay.events.decode import decode
 from hookrelay.events.model import AttemptResult, Origin
+from hookrelay.events.tracecontext import TraceContext
 from hookrelay.kafka.offsets import AckTracker, TopicPartition
 from hookrelay.kafka.outcomes import OutcomeLog
 from hookrelay.kafka.retries import RetryRecord
@@ -46,11 +47,15 @@ class FakeSender:
     def __init__(self, behaviour: Callable[[str, int], Any]) -> None:
         self.behaviour = behaviour
         self.attempts: list[tuple[str, str, bytes]] = []
+        self.traces: list[TraceContext | None] = []
         self.concurrent: dict[str, int] = {}
         self.max_concurrent: dict[str, int] = {}
 
-    async def attempt(self, hook: Hook, delivery_id: str, body: bytes) -> AttemptResult:
+    async def attempt(
+        self, hook: Hook, delivery_id: str, body: bytes, trace: TraceContext | None = None
+    ) -> AttemptResult:
         self.attempts.append((hook.id, delivery_id, body))
+        self.traces.append(trace)
         n = sum(1 for h, d, _ in self.attempts if h == hook.id and d == delivery_id)
         self.concurrent[hook.id] = self.concurrent.get(hook.id, 0) + 1
         self.max_concurrent[hook.id] = max(
@@ -145,9 +150,14 @@ class Rig:
         self.offset = 0
         self.retry_offset = 0
 
-    def publish(self, name: str = "User.Created", hooks: list[Hook] | None = None) -> None:
+    def publish(
+        self,
+        name: str = "User.Created",
+        hooks: list[Hook] | None = None,
+        trace: TraceContext | None = None,
+    ) -> None:
         value = b'{"event":"%s","createdAt":"2026-01-01T00:00:00.000Z"}' % name.encode()
-        event = decode(value, None, Origin(TP.topic, 0, self.offset, 0), 1 << 20)
+        event = decode(value, None, Origin(TP.topic, 0, self.offset, 0), 1 << 20, trace)
         targets = tuple(hooks if hooks is not None else self.hooks)
         ticket = self.tracker.register(TP, self.offset, len(targets))
         self.dispatcher.submit(event, targets, ticket)
@@ -164,7 +174,7 @@ class Rig:
             created_at_ms = int((time.time() - created_s_ago) * 1000)
             retry = dataclasses.replace(retry, created_at_ms=created_at_ms)
         origin = Origin(retry.origin_topic, retry.origin_partition, retry.origin_offset, 0)
-        event = decode(value, None, origin, 1 << 20)
+        event = decode(value, None, origin, 1 << 20, retry.trace)
         ticket = self.tracker.register(RETRY_TP, self.retry_offset, 1)
         self.retry_offset += 1
         self.dispatcher.resubmit(event, retry, ticket)
