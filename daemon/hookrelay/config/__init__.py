@@ -1,9 +1,9 @@
 """Configuration: two YAML files in, one frozen, validated ``Settings`` snapshot out.
 
 * The main file (``config/hookrelay.yaml``) holds the daemon's sections: ``kafka``,
-  ``dead_letter_topic``, ``http``, ``delivery``, ``admin``, ``logging``, ``shutdown``, and either
-  ``hooks_file`` (a path relative to the main file) or an inline ``hooks`` list. Every section is
-  optional; an empty file gives the defaults.
+  ``dead_letter_topic``, ``http``, ``delivery``, ``admin``, ``logging``, ``shutdown``,
+  ``outcomes``, ``tracing``, and either ``hooks_file`` (a path relative to the main file) or an
+  inline ``hooks`` list. Every section is optional; an empty file gives the defaults.
 * The hooks file (``config/hooks.yaml``) is a mapping with one key, ``hooks``.
 
 How a load goes::
@@ -24,8 +24,9 @@ environment variable (an unset one is an error); ``$${`` writes a literal ``${``
 
 The package's modules, in the order a load goes: ``source_map`` (positions), ``loader`` (YAML,
 ``${VAR}``, the hooks file), ``secrets`` (key, token and password files), ``models`` (the
-settings and their checks), ``messages`` (refusal texts), ``checks`` (``hookrelay check``'s
-warnings), ``schema`` (JSON Schemas), ``naming`` (names of the topics a deployment owns).
+settings and their checks; ``ingest`` and ``tracing`` hold a section each), ``messages``
+(refusal texts), ``checks`` (``hookrelay check``'s warnings), ``schema`` (JSON Schemas),
+``naming`` (names of the topics a deployment owns).
 
 The JSON Schemas under ``config/`` are generated from these models by :func:`json_schemas`;
 regenerate them with ``python -c "from hookrelay.config import write_json_schemas;
@@ -52,6 +53,7 @@ from hookrelay.config.models import (
     ShutdownSettings,
 )
 from hookrelay.config.schema import json_schemas, write_json_schemas
+from hookrelay.config.tracing import TracingSettings
 
 __all__ = [
     "RESERVED_HEADERS",
@@ -68,6 +70,7 @@ __all__ = [
     "Settings",
     "ShutdownSettings",
     "Skippable",
+    "TracingSettings",
     "config_warnings",
     "json_schemas",
     "load_settings",

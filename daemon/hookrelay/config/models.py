@@ -58,6 +58,7 @@ from hookrelay.config.fields import (
 from hookrelay.config.ingest import IngestSettings
 from hookrelay.config.naming import due_horizon_s, tier_label, tier_topics
 from hookrelay.config.source_map import KeyPath, SourceMap
+from hookrelay.config.tracing import TracingSettings
 from hookrelay.net.tls import TlsFilesError, kafka_ssl_context
 
 RETIRED_KEYS: Final[Mapping[KeyPath, str]] = {
@@ -554,6 +555,8 @@ class Settings(FrozenModel):
     """Draining on SIGTERM."""
     outcomes: OutcomeSettings = OutcomeSettings()
     """The outcome topic: a durable record of how each delivery ended (opt-in)."""
+    tracing: TracingSettings = TracingSettings()
+    """OpenTelemetry spans of deliveries and attempts over OTLP (opt-in; the tracing extra)."""
     ingest: IngestSettings | None = None
     """The ``hookrelay ingest`` process: Logto's webhooks and the batch API into Kafka."""
     hooks: tuple[Hook, ...] = ()
