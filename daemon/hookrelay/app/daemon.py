@@ -64,6 +64,7 @@ from hookrelay.ops.logs import (
 from hookrelay.ops.metrics import Metrics
 from hookrelay.ops.reload import ReloadPlan, plan_reload
 from hookrelay.ops.sdnotify import Notifier
+from hookrelay.ops.tracing import start_tracing
 from hookrelay.pipeline import Pipeline
 
 log = get_logger("hookrelay.app")
@@ -90,10 +91,12 @@ def _kafka_reason(error: KafkaError) -> str:
 def register_settings_secrets(settings: Settings) -> None:
     """Tell the log redactor every secret ``settings`` hold: signing keys (of hooks and ingest
     sources), credential header values, the SASL password, the admin and batch tokens, and
-    what hook URLs hide (user info, query string)."""
+    what hook URLs hide (user info, query string), and the tracing exporter's header values
+    (a collector's API key)."""
     values = [k.get_secret_value() for h in settings.hooks for k in h.active_signing_keys]
     values += [part for h in settings.hooks for part in url_secrets(h.url)]
     values += [credential for h in settings.hooks for credential in h.credentials]
+    values += [value for _name, value in settings.tracing.headers]
     ingest = settings.ingest
     if ingest is not None:
         values += [source.signing_key.get_secret_value() for source in ingest.sources]
@@ -126,6 +129,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             replace_producer=self._replace_producer,
         )  # fmt: skip
         self.history = History(settings.admin.recent_attempts, settings.admin.keep_response_bodies)
+        self.tracer = start_tracing(settings.tracing, group=settings.group_id)
         outcomes = (
             OutcomeLog(self.writer, self.metrics, settings.outcomes, settings.group_id)
             if settings.outcomes.enabled
@@ -135,7 +139,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
             group=settings.group_id, batch_size=k.max_poll_records, history=self.history,
-            timeout_s=settings.http.timeout_s, outcomes=outcomes,
+            timeout_s=settings.http.timeout_s, outcomes=outcomes, tracer=self.tracer,
         )  # fmt: skip
         for reason in DEAD_LETTER_REASONS:
             self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start

@@ -4,7 +4,9 @@ SIGTERM or SIGINT set a flag and nothing else; then:
 1. stop fetching; 2. drain queued and in-flight deliveries for up to ``shutdown.grace_s``;
 3. abandon what is left (unsettled, so consumed again after restart); 4. commit settled
 offsets; 5. close the HTTP session; 6. stop the producer (flushes acknowledged dead letters)
-and the consumer (leaves the group); 7. stop the admin server. A second signal, or
+and the consumer (leaves the group); 7. with tracing on, export the spans still queued (at
+most ``TRACE_FLUSH_S``: an unreachable collector loses them, never holds the exit); 8. stop
+the admin server. A second signal, or
 ``shutdown.hard_deadline_s`` after the first, exits the process at once (``daemon``).
 Steps 1 to 3 end ``Daemon._run_tasks``; the rest is :meth:`ShutdownOrder._close`.
 """
@@ -29,6 +31,7 @@ from hookrelay.kafka.source import Source
 from hookrelay.ops.admin import AdminServer
 from hookrelay.ops.logs import get_logger
 from hookrelay.ops.sdnotify import Notifier
+from hookrelay.ops.tracing import DeliveryTracer, stop_tracing
 
 log = get_logger("hookrelay.app")
 
@@ -60,6 +63,8 @@ def _hard_exit() -> None:
     os._exit(EXIT_HARD_DEADLINE)
 
 
+TRACE_FLUSH_S = 5.0
+"""Longest wait for the last spans to reach the collector at shutdown."""
 CANCEL_AGAIN_S = 1.0
 """Seconds a cancelled task may run on before the shutdown cancels it again."""
 
@@ -104,7 +109,7 @@ async def cancel_until_done(
 
 
 class ShutdownOrder:
-    """Steps 2 to 7 of the shutdown order, mixed into ``Daemon`` (which provides the parts
+    """Steps 2 to 8 of the shutdown order, mixed into ``Daemon`` (which provides the parts
     named below)."""
 
     settings: Settings
@@ -115,6 +120,7 @@ class ShutdownOrder:
     producer: AIOKafkaProducer
     admin: AdminServer
     control: ControlFollower
+    tracer: DeliveryTracer | None
     _http: HttpSender
     _kafka_error: str
     _producer_started: bool
@@ -126,7 +132,7 @@ class ShutdownOrder:
         log.info("deliveries_drained", complete=drained, abandoned=abandoned)
 
     async def _close(self) -> None:
-        """Steps 4-7 of the shutdown order. Each step runs even if an earlier one failed, and
+        """Steps 4-8 of the shutdown order. Each step runs even if an earlier one failed, and
         each is bounded so the whole sequence ends before ``shutdown.hard_deadline_s`` even
         with the cluster away (then nothing can be committed: the records stay unsettled
         and are consumed again, which is what at-least-once asks)."""
@@ -149,4 +155,6 @@ class ShutdownOrder:
         self._producer_started = False
         await bounded("consumer_stop", self.source.stop(), end, cap_s=cap)
         await bounded("control_stop", self.control.close(), end, cap_s=cap)
+        if self.tracer is not None:
+            await stop_tracing(self.tracer, max(0.5, min(TRACE_FLUSH_S, end - time.monotonic())))
         await self.admin.stop()

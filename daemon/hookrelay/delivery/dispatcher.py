@@ -62,6 +62,7 @@ from hookrelay.delivery.ratelimit import Clock, TokenBucket
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.model import AttemptResult, Delivery, Event, OutboundRecord, Outcome
 from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
+from hookrelay.events.tracecontext import TraceContext
 from hookrelay.kafka.deadletter import failed_delivery
 from hookrelay.kafka.offsets import AckTicket
 from hookrelay.kafka.outcomes import OutcomeLog
@@ -70,6 +71,7 @@ from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.history import History
 from hookrelay.ops.logs import debug_enabled, get_logger
 from hookrelay.ops.metrics import Metrics
+from hookrelay.ops.tracing import DeliveryTracer
 
 log = get_logger("hookrelay.dispatcher")
 
@@ -133,6 +135,7 @@ class _Context:
     others_hungry: Callable[[Lane], bool]
     history: History
     delivered: RecentIds
+    tracer: DeliveryTracer | None
 
 
 class Lane:
@@ -321,15 +324,30 @@ class Lane:
                 continue
             self._sending += 1
             try:
-                result = await self._ctx.sender.attempt(
-                    self.hook, delivery.delivery_id, delivery.body, delivery.event.trace
-                )
-            except Exception as e:  # a bug in the transport must not kill the lane
-                log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
-                result = AttemptResult(None, f"internal error: {type(e).__name__}", True, None, 0.0)
+                result = await self._attempt(delivery)
             finally:
                 self._sending -= 1
             self._handle(delivery, result)
+
+    async def _attempt(self, delivery: Delivery) -> AttemptResult:
+        """One POST of ``delivery``, carrying its record's trace context, or with tracing on
+        its attempt span's (the span ends with the POST)."""
+        tracer = self._ctx.tracer
+        if delivery.span is None or tracer is None:
+            return await self._send(delivery, delivery.event.trace)
+        attempt, trace = tracer.attempt_started(delivery)
+        result = await self._send(delivery, trace)
+        tracer.attempt_ended(attempt, delivery, result)
+        return result
+
+    async def _send(self, delivery: Delivery, trace: TraceContext | None) -> AttemptResult:
+        try:
+            return await self._ctx.sender.attempt(
+                self.hook, delivery.delivery_id, delivery.body, trace
+            )
+        except Exception as e:  # a bug in the transport must not kill the lane
+            log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
+            return AttemptResult(None, f"internal error: {type(e).__name__}", True, None, 0.0)
 
     def _may_attempt(self, delivery: Delivery) -> bool:
         """False when ``delivery`` must not be sent now: its partition is being revoked
@@ -688,7 +706,9 @@ class Dispatcher:
     """Owns the lanes; turns (event, matching hooks, ack ticket) into deliveries.
 
     ``in_flight`` counts deliveries accepted and not yet settled. The clock (monotonic
-    seconds) and jitter source (``[0, 1)``) are injectable for tests.
+    seconds) and jitter source (``[0, 1)``) are injectable for tests. ``tracer``, when
+    given (``tracing.enabled``), gets a span per delivery, from here until it settles, and
+    one per attempt.
     """
 
     def __init__(
@@ -707,6 +727,7 @@ class Dispatcher:
         jitter: Callable[[], float] = random.random,
         history: History | None = None,
         outcomes: OutcomeLog | None = None,
+        tracer: DeliveryTracer | None = None,
     ) -> None:
         plan = RetryPlan(settings.retry_schedule_s, retry_topics, settings.retry_jitter)
         # Backpressure acts between fetch batches, so a healthy lane may overshoot its bound
@@ -715,7 +736,7 @@ class Dispatcher:
         self._ctx = _Context(
             sender, writer, metrics, settings, plan, dead_letter_topic, group, hard_bound,
             timeout_s, clock, jitter, self._finished, self._released, self._others_hungry,
-            history or History(), RecentIds(RECENTLY_DELIVERED),
+            history or History(), RecentIds(RECENTLY_DELIVERED), tracer,
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
@@ -778,12 +799,16 @@ class Dispatcher:
     def submit(self, event: Event, hooks: tuple[Hook, ...], ticket: AckTicket) -> None:
         """Queue one delivery of ``event`` per hook in ``hooks``; each settles ``ticket`` once."""
         origin = event.origin
+        tracer = self._ctx.tracer
         self.in_flight += len(hooks)
         for hook in hooks:
             lane = self._lanes[hook.id]
             body = splice_hook_id(event.body_head, event.empty, lane.member)
             did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
-            lane.submit(Delivery(event, hook, did, body, ticket))
+            delivery = Delivery(event, hook, did, body, ticket)
+            if tracer is not None:
+                tracer.delivery_started(delivery)
+            lane.submit(delivery)
 
     def resubmit(self, event: Event, retry: RetryRecord, ticket: AckTicket) -> None:
         """Take a delivery back from a retry topic, with its attempt history.
@@ -810,6 +835,8 @@ class Dispatcher:
         delivery.last_status = retry.last_status
         delivery.last_error = retry.error or None
         self.in_flight += 1
+        if self._ctx.tracer is not None:
+            self._ctx.tracer.delivery_started(delivery)
         if lane is not None:
             lane.submit(delivery)
             return
@@ -846,6 +873,7 @@ class Dispatcher:
         def written() -> None:
             self.in_flight -= 1
             self._metrics.unknown_hook_retries.labels("parked").inc()
+            self._span_ended(delivery, Outcome.PARKED)
             delivery.ticket.settle()
 
         self._ctx.writer.submit(outbound, written)
@@ -864,15 +892,20 @@ class Dispatcher:
         def written() -> None:
             self._metrics.unknown_hook_retries.labels("dead_lettered").inc()
             self._metrics.dead_lettered.labels("hook_removed").inc()
-            self._outcome(delivery, Outcome.DEAD_LETTERED, "hook_removed", settle)
+            self._outcome(
+                delivery, Outcome.DEAD_LETTERED, "hook_removed",
+                lambda: settle(Outcome.DEAD_LETTERED, "hook_removed"),
+            )  # fmt: skip
 
-        def settle() -> None:
+        def settle(outcome: Outcome, reason: str | None) -> None:
             self.in_flight -= 1
+            self._span_ended(delivery, outcome, reason)
             delivery.ticket.settle()
 
-        self._ctx.writer.submit(
-            letter, written, lambda: self._outcome(delivery, Outcome.DROPPED, None, settle)
-        )
+        def dropped() -> None:
+            self._outcome(delivery, Outcome.DROPPED, None, lambda: settle(Outcome.DROPPED, None))
+
+        self._ctx.writer.submit(letter, written, dropped)
 
     def release_revoked(self) -> int:
         """Release every queued delivery of a partition being revoked (see ``offsets``):
@@ -884,13 +917,16 @@ class Dispatcher:
     def _released(self, delivery: Delivery) -> None:
         self.in_flight -= 1
         self._metrics.hook_stats(delivery.hook.id).count_outcome(Outcome.ABANDONED.value)
+        self._span_ended(delivery, Outcome.ABANDONED)
         delivery.ticket.release()
 
     def _finished(self, delivery: Delivery, outcome: Outcome, reason: str | None = None) -> None:
         if self._outcomes is None or outcome not in _RECORDED:
-            self._settle(delivery, outcome)  # the hot path: no closure
+            self._settle(delivery, outcome, reason)  # the hot path: no closure
         else:
-            self._outcome(delivery, outcome, reason, lambda: self._settle(delivery, outcome))
+            self._outcome(
+                delivery, outcome, reason, lambda: self._settle(delivery, outcome, reason)
+            )
 
     def _outcome(
         self, delivery: Delivery, outcome: Outcome, reason: str | None, then: Callable[[], None]
@@ -903,11 +939,19 @@ class Dispatcher:
         else:
             self._outcomes.delivery(delivery, outcome.value, reason, then)
 
-    def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
+    def _settle(self, delivery: Delivery, outcome: Outcome, reason: str | None = None) -> None:
         self.in_flight -= 1
         if outcome is not Outcome.PARKED:
             self._metrics.hook_stats(delivery.hook.id).count_outcome(outcome.value)
+        if delivery.span is not None:
+            self._span_ended(delivery, outcome, reason)
         delivery.ticket.settle(delivery.hook.id)
+
+    def _span_ended(self, delivery: Delivery, outcome: Outcome, reason: str | None = None) -> None:
+        """End the delivery's span, if it has one: it settled with ``outcome``."""
+        tracer = self._ctx.tracer
+        if delivery.span is not None and tracer is not None:
+            tracer.delivery_ended(delivery, outcome.value, reason)
 
     def check_health(self) -> None:
         """Re-raise the first unexpected crash of a lane worker (the supervisor calls this)."""

@@ -125,6 +125,8 @@ class Rig:
         clock: Callable[[], float] = time.monotonic,
         producer: FakeProducer | None = None,
         outcomes: bool = False,
+        *,
+        tracer: Any = None,
         **delivery: Any,
     ) -> None:
         self.metrics = Metrics()
@@ -141,7 +143,7 @@ class Rig:
         self.dispatcher = Dispatcher(
             sender, self.writer, self.metrics, settings,
             retry_topics=topics, dead_letter_topic="dlq", batch_size=3, history=self.history,
-            clock=clock, outcomes=self.outcomes if outcomes else None,
+            clock=clock, outcomes=self.outcomes if outcomes else None, tracer=tracer,
         )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks
