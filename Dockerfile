@@ -51,11 +51,12 @@ RUN groupadd --system --gid 10001 hookrelay \
         --home-dir /nonexistent --shell /usr/sbin/nologin hookrelay
 
 # The wheel is bind-mounted from the build stage, so it never becomes a layer of this image.
-# uvloop (the "fast" extra) is the event loop hookrelay uses when it is installed. pip
-# compiles the bytecode now, since the running container cannot write it.
+# uvloop (the "fast" extra) is the event loop hookrelay uses when it is installed; the
+# "tracing" extra lets tracing.enabled work without another image. pip compiles the bytecode
+# now, since the running container cannot write it.
 RUN --mount=type=bind,from=build,source=/dist,target=/dist \
     python -m venv /opt/hookrelay \
- && /opt/hookrelay/bin/pip install "$(echo /dist/hookrelay-*.whl)[fast]" \
+ && /opt/hookrelay/bin/pip install "$(echo /dist/hookrelay-*.whl)[fast,tracing]" \
  && /opt/hookrelay/bin/hookrelay --version
 
 USER 10001:10001

@@ -196,14 +196,15 @@ def test_the_wheel_builds_from_the_context_and_installs_with_uvloop(
     assert "hookrelay/commands/cli.py" in names and "hookrelay/py.typed" in names
     assert "hookrelay/ops/admin/admin_openapi.yaml" in names
     assert all(n.startswith(("hookrelay/", "hookrelay-")) for n in names), names
-    assert b"Provides-Extra: fast" in metadata
+    assert b"Provides-Extra: fast" in metadata and b"Provides-Extra: tracing" in metadata
 
     venv = tmp_path / "opt-hookrelay"
     run([sys.executable, "-m", "venv", str(venv)], env=env)
-    run([str(venv / "bin" / "pip"), "install", f"{wheel}[fast]"], env=env)
+    run([str(venv / "bin" / "pip"), "install", f"{wheel}[fast,tracing]"], env=env)
     help_text = run([str(venv / "bin" / "hookrelay"), "--help"], env=env)
     assert "run" in help_text and "check" in help_text
-    run([str(venv / "bin" / "python"), "-c", "import uvloop, hookrelay.app"], env=env)
+    run([str(venv / "bin" / "python"), "-c", "import uvloop, hookrelay.app, hookrelay.ops.otel"],
+        env=env)  # fmt: skip
     # pip compiled the bytecode at install time: a read-only root filesystem needs no writes.
     assert list(venv.glob("lib/python3.*/site-packages/hookrelay/commands/__pycache__/cli.*.pyc"))
 
