@@ -62,7 +62,6 @@ from hookrelay.delivery.ratelimit import Clock, TokenBucket
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.model import AttemptResult, Delivery, Event, OutboundRecord, Outcome
 from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
-from hookrelay.events.tracecontext import TraceContext
 from hookrelay.kafka.deadletter import failed_delivery
 from hookrelay.kafka.offsets import AckTicket
 from hookrelay.kafka.outcomes import OutcomeLog
@@ -324,30 +323,30 @@ class Lane:
                 continue
             self._sending += 1
             try:
-                result = await self._attempt(delivery)
+                if delivery.span is None:  # tracing off: the record's own trace context
+                    result = await self._ctx.sender.attempt(
+                        self.hook, delivery.delivery_id, delivery.body, delivery.event.trace
+                    )
+                else:
+                    result = await self._traced_attempt(delivery)
+            except Exception as e:  # a bug in the transport must not kill the lane
+                log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
+                result = AttemptResult(None, f"internal error: {type(e).__name__}", True, None, 0.0)
             finally:
                 self._sending -= 1
             self._handle(delivery, result)
 
-    async def _attempt(self, delivery: Delivery) -> AttemptResult:
-        """One POST of ``delivery``, carrying its record's trace context, or with tracing on
-        its attempt span's (the span ends with the POST)."""
+    async def _traced_attempt(self, delivery: Delivery) -> AttemptResult:
+        """One POST of ``delivery`` inside its attempt span, whose context the request
+        carries (so the endpoint's spans are its children)."""
         tracer = self._ctx.tracer
-        if delivery.span is None or tracer is None:
-            return await self._send(delivery, delivery.event.trace)
+        assert tracer is not None, "only a tracer sets delivery.span"
         attempt, trace = tracer.attempt_started(delivery)
-        result = await self._send(delivery, trace)
+        result = await self._ctx.sender.attempt(
+            self.hook, delivery.delivery_id, delivery.body, trace
+        )
         tracer.attempt_ended(attempt, delivery, result)
         return result
-
-    async def _send(self, delivery: Delivery, trace: TraceContext | None) -> AttemptResult:
-        try:
-            return await self._ctx.sender.attempt(
-                self.hook, delivery.delivery_id, delivery.body, trace
-            )
-        except Exception as e:  # a bug in the transport must not kill the lane
-            log.exception("delivery_attempt_crashed", hook_id=self.hook.id)
-            return AttemptResult(None, f"internal error: {type(e).__name__}", True, None, 0.0)
 
     def _may_attempt(self, delivery: Delivery) -> bool:
         """False when ``delivery`` must not be sent now: its partition is being revoked
