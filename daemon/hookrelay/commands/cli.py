@@ -252,18 +252,20 @@ def _library_errors_only() -> None:
 
 _SKIPPED: dict[str, tuple[Skippable, ...]] = {
     "run": ("ingest",),
-    "ingest": ("hooks", "admin"),
-    "produce": ("hooks", "admin", "ingest"),
-    "replay": ("admin", "signing_keys", "headers", "ingest"),
-    "send-test": ("ingest",),
-    "match": ("admin", "ingest"),  # builds signed requests: the keys and headers are needed
-    "deliveries": ("admin", "signing_keys", "headers", "ingest"),
-    "pause": ("admin", "signing_keys", "headers", "ingest"),
-    "resume": ("admin", "signing_keys", "headers", "ingest"),
-    "release": ("admin", "signing_keys", "headers", "ingest"),
+    "ingest": ("hooks", "admin", "tracing"),
+    "produce": ("hooks", "admin", "ingest", "tracing"),
+    "replay": ("admin", "signing_keys", "headers", "ingest", "tracing"),
+    "send-test": ("ingest", "tracing"),
+    # builds signed requests: the keys and headers are needed
+    "match": ("admin", "ingest", "tracing"),
+    "deliveries": ("admin", "signing_keys", "headers", "ingest", "tracing"),
+    "pause": ("admin", "signing_keys", "headers", "ingest", "tracing"),
+    "resume": ("admin", "signing_keys", "headers", "ingest", "tracing"),
+    "release": ("admin", "signing_keys", "headers", "ingest", "tracing"),
 }
 """What each command leaves out of the configuration: the daemon and the ingest process
-share a file but not secrets (each environment holds only its own)."""
+share a file but not secrets (each environment holds only its own), and only the daemon
+traces (so only it needs the tracing extra when tracing is enabled)."""
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:

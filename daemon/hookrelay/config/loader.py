@@ -157,7 +157,7 @@ def _mapping_children(
 # ── Loading ──────────────────────────────────────────────────────────────────────────────────────
 
 
-Skippable = Literal["hooks", "admin", "ingest", "signing_keys", "headers"]
+Skippable = Literal["hooks", "admin", "ingest", "tracing", "signing_keys", "headers"]
 """What ``load_settings`` can leave out."""
 
 _HOOK_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -178,8 +178,8 @@ def load_settings(
     ``env`` supplies ``${VAR}`` values (default: ``os.environ``). Signing key files and the hooks
     file are read relative to the YAML file that names them. ``skip`` leaves parts out for a
     command that never uses them (``produce`` needs no hooks, ``replay`` only their ids;
-    neither serves the admin API; only ``ingest`` reads its section): ``hooks``, ``admin``,
-    ``ingest`` (they take their defaults),
+    neither serves the admin API; only ``ingest`` reads its section; only ``run`` traces):
+    ``hooks``, ``admin``, ``ingest``, ``tracing`` (they take their defaults),
     ``signing_keys`` (every hook's keys and key files) or ``headers`` (every hook's extra
     headers, credentials among them). Skipped files are not read and
     nothing in a skipped part is checked, so its secrets need not be set.
@@ -331,7 +331,10 @@ class _Loader(SecretFiles):
     def _skip_sections(self, data: dict[str, Any]) -> None:
         """Drop the sections ``load_settings`` was asked to skip, and what was already
         reported inside them (an unset ``${VAR}``)."""
-        sections = {"hooks": ("hooks", "hooks_file"), "admin": ("admin",), "ingest": ("ingest",)}
+        sections = {
+            "hooks": ("hooks", "hooks_file"), "admin": ("admin",), "ingest": ("ingest",),
+            "tracing": ("tracing",),
+        }  # fmt: skip
         for section in self.skip & sections.keys():
             for key in sections[section]:
                 data.pop(key, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookrelay.commands.cli import main
+from hookrelay.commands.cli import _SKIPPED, main
 from hookrelay.config import TracingSettings, load_settings
 from hookrelay.config import tracing as tracing_config
 from tests.unit.config.test_config import main_file, refusals
@@ -112,3 +112,16 @@ def test_check_and_run_refuse_tracing_without_the_extra(
     err = capsys.readouterr().err
     assert f"{path}:2: tracing.enabled:" in err
     assert "pip install 'hookrelay[tracing]'" in err
+
+
+@pytest.mark.usefixtures("extra_missing")
+def test_commands_that_never_trace_skip_the_section_and_need_no_extra(tmp_path: Path) -> None:
+    """``ingest``, ``produce``, ``replay``, ``send-test`` and ``match`` load the shared file
+    without it: an ingest host needs neither the extra nor the collector's key."""
+    path = main_file(tmp_path, "tracing:\n  enabled: true\n  headers: {x-api-key: '${OTLP_KEY}'}\n")
+
+    settings = load_settings(path, env={}, skip=("tracing",))
+
+    assert settings.tracing == TracingSettings()
+    assert all("tracing" in _SKIPPED[c] for c in ("ingest", "produce", "replay", "match"))
+    assert "tracing" not in _SKIPPED["run"]
