@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from hookrelay.commands.replay import _view
+from hookrelay.commands.replay import view_of
 from hookrelay.config import DeliverySettings, HttpSettings, Settings
 from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import HttpSender
@@ -105,7 +105,7 @@ async def test_a_dead_letter_keeps_the_trace_context_and_replay_carries_it_on() 
         tuple(headers.items()),
     )  # fmt: skip
 
-    replayed = _view(letter).retry_record(1_700_000_000_000, "g")
+    replayed = view_of(letter).retry_record(1_700_000_000_000, "g")
 
     assert replayed.trace == TRACE
     assert dict(replayed.headers())["traceparent"] == TRACE.traceparent.encode()
