@@ -231,3 +231,42 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return wrapped
+
+
+async def test_replay_remembers_what_it_re_drove_and_sends_it_again_only_when_asked(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("replay-once")
+    dlq = f"{topic}.dlq"
+    await create_topics(kafka_bootstrap, [topic, dlq])
+    async with Receiver() as receiver:
+        receiver.script_forever("fixme", Reply(status=400))
+        hooks = [{"id": "fixme", "events": ["*"], "url": receiver.url("fixme")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq)
+        async with running_daemon(settings_for(path)):
+            await produce(kafka_bootstrap, topic, [event("User.Created", n) for n in range(12)])
+            await read_topic(kafka_bootstrap, dlq, 12)
+            receiver.script_forever("fixme", None)
+            replay = ("replay", "-c", str(path))
+
+            code, out, _ = await hookrelay_cli(*replay, "--dry-run")
+            assert code == 0 and "would replay 12 of 12" in out
+            assert out.count("would replay: hook=fixme") == 10  # a sample
+            assert "... and 2 more (--verbose lists them all)" in out
+
+            code, out, _ = await hookrelay_cli(*replay)
+            assert code == 0 and "replayed 12 of 12" in out
+            await receiver.wait_for(24, timeout_s=20)
+
+            code, out, _ = await hookrelay_cli(*replay)
+            assert code == 0 and "replayed 0 of 12" in out and "already replayed: 12" in out
+            code, out, _ = await hookrelay_cli(*replay, "--dry-run", "--again", "--limit", "3")
+            assert code == 0 and "would replay 3 of 12" in out
+            await asyncio.sleep(1.5)
+            assert len(receiver.requests) == 24  # the second run and the dry run sent nothing
+
+            code, out, _ = await hookrelay_cli(*replay, "--again", "--limit", "3")
+            assert code == 0 and "replayed 3 of 12" in out
+            again = (await receiver.wait_for(27, timeout_s=20))[24:]
+            first = {q.headers["webhook-id"] for q in receiver.requests[:12]}
+            assert {q.headers["webhook-id"] for q in again} <= first

@@ -134,8 +134,14 @@ def _parser() -> argparse.ArgumentParser:
         "before the names derived from kafka.group_id)",
     )  # fmt: skip
     replay.add_argument(
-        "--dry-run", action="store_true", help="print what would be replayed; write nothing"
-    )
+        "--dry-run", action="store_true",
+        help="count what would be replayed and show a sample (--verbose: all); write nothing",
+    )  # fmt: skip
+    replay.add_argument(
+        "--again", action="store_true",
+        help="also re-drive letters an earlier replay re-drove (by default they are left alone)",
+    )  # fmt: skip
+    replay.add_argument("--verbose", action="store_true", help="list every letter selected")
     test = add("send-test", "POST one Logto-style test payload to a hook and print the answer.")
     test.add_argument("hook_id", metavar="HOOK_ID", help="the hook's id from hooks.yaml")
     test.add_argument("--event", default="PostRegister", help="event name (default: %(default)s)")
@@ -284,24 +290,32 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         summary = asyncio.run(
             replay(
                 settings, selection, dry_run=args.dry_run, limit=args.limit,
-                groups=tuple(args.group), topic=args.dead_letter_topic,
+                groups=tuple(args.group), topic=args.dead_letter_topic, again=args.again,
             )
         )  # fmt: skip
     except Exception as e:
         print(f"hookrelay: replay failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
-    for line in summary.lines:
+    shown = summary.lines if args.verbose else summary.lines[:REPLAY_SAMPLE]
+    for line in shown:
         print(line)
+    if len(shown) < len(summary.lines):
+        print(f"... and {len(summary.lines) - len(shown)} more (--verbose lists them all)")
     verb = "would replay" if args.dry_run else "replayed"
     print(
         f"{verb} {summary.selected} of {summary.read} dead letters from "
-        f"{args.dead_letter_topic or settings.dead_letter_topic} (not replayable: "
+        f"{args.dead_letter_topic or settings.dead_letter_topic} (already replayed: "
+        f"{summary.already_replayed}, see --again; not replayable: "
         f"{summary.not_replayable} invalid records; {summary.unknown_hook} for hooks not "
         f"configured; {summary.damaged} damaged; {summary.other_group} of other deployments "
         f"(see --group); "
         f"{summary.foreign_origin} from topics not in kafka.topics)"
     )
     return EXIT_OK
+
+
+REPLAY_SAMPLE = 10
+"""Letters listed by replay without --verbose: a sample, then a count."""
 
 
 def _check(settings: Settings, _args: argparse.Namespace) -> int:

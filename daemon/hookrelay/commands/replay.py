@@ -17,6 +17,12 @@ daemon would leave such a retry alone.
 
 Dead letters of *invalid records* (``not_json``, ``oversized``...) carry no hook and are
 reported as not replayable: replaying them would only fail again.
+
+**Replay remembers.** After the retries are written, the control topic records which letters
+this run re-drove (``kafka.control``, ``replayed/`` records); a later run leaves those alone
+and counts them as already replayed, unless ``again``. A run that fails between the two
+writes is not remembered: its letters are re-driven again next time (at least once, never
+lost).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from hookrelay.config import Settings
+from hookrelay.events.model import OutboundRecord
 from hookrelay.events.tracecontext import TraceContext, trace_context
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import write_all
+from hookrelay.kafka.control import note_replayed, read_control
 from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
 from hookrelay.kafka.scan import scan
 
@@ -138,6 +146,7 @@ class DeadLetterView:
             origin_timestamp_ms=int(h.get("origin-timestamp") or self.timestamp_ms),
             created_at_ms=now_ms,
             group=group,
+            redrive=True,
             trace=self.trace,
         )
 
@@ -153,6 +162,7 @@ class ReplaySummary:
     damaged: int = 0
     other_group: int = 0
     foreign_origin: int = 0
+    already_replayed: int = 0
     lines: list[str] = field(default_factory=list)
 
 
@@ -188,27 +198,29 @@ async def replay(
     limit: int | None = None,
     groups: tuple[str, ...] = (),
     topic: str | None = None,
+    again: bool = False,
 ) -> ReplaySummary:
     """Replay the selected dead letters of this deployment (or only describe them when
     ``dry_run``). ``groups`` adds consumer groups whose letters count as this deployment's;
-    ``topic`` reads another dead-letter topic (one of an earlier configuration)."""
+    ``topic`` reads another dead-letter topic (one of an earlier configuration). A letter an
+    earlier run re-drove (the control topic remembers, see ``kafka.control``) is left alone
+    unless ``again``; what this run re-drives is remembered once written."""
     summary = ReplaySummary()
+    control = await read_control(settings, replays=True)
     known_hooks = {h.id for h in settings.hooks if h.enabled}
     owners = {settings.group_id, *groups}
     consumed = set(settings.kafka.topics)
     chosen: list[DeadLetterView] = []
     for letter in await read_dead_letters(settings, topic=topic):
         summary.read += 1
-        if not letter.hook_id:
-            summary.not_replayable += 1  # an invalid record: it would only fail again
-            continue
-        if letter.group and letter.group not in owners:
-            summary.other_group += 1  # another deployment's: never re-driven here
-            continue
-        if letter.origin_topic not in consumed:
-            summary.foreign_origin += 1  # the daemon would leave such a retry alone
+        excluded = _excluded(letter, owners, consumed)
+        if excluded is not None:
+            setattr(summary, excluded, getattr(summary, excluded) + 1)
             continue
         if not selection.matches(letter) or (limit is not None and len(chosen) >= limit):
+            continue
+        if not again and control.was_replayed(letter.topic, letter.partition, letter.offset):
+            summary.already_replayed += 1
             continue
         if letter.hook_id not in known_hooks:
             summary.unknown_hook += 1
@@ -224,27 +236,29 @@ async def replay(
     summary.selected = len(chosen)
     if chosen and not dry_run:
         await _write_retries(settings, chosen)
+        offsets: dict[int, list[int]] = {}
+        for letter in chosen:
+            offsets.setdefault(letter.partition, []).append(letter.offset)
+        await note_replayed(settings, chosen[0].topic, offsets)
     return summary
 
 
+def _excluded(letter: DeadLetterView, owners: set[str], consumed: set[str]) -> str | None:
+    """The ``ReplaySummary`` count a letter that is never replayed here goes to, or None."""
+    if not letter.hook_id:
+        return "not_replayable"  # an invalid record: it would only fail again
+    if letter.group and letter.group not in owners:
+        return "other_group"  # another deployment's: never re-driven here
+    if letter.origin_topic not in consumed:
+        return "foreign_origin"  # the daemon would leave such a retry alone
+    return None
+
+
 async def _write_retries(settings: Settings, letters: list[DeadLetterView]) -> None:
-    producer = AIOKafkaProducer(
-        **client_options(settings.kafka, "replay"), acks="all", enable_idempotence=True
-    )
-    try:  # start inside: a client whose start failed is closed too
-        await producer.start()
-        now_ms = int(time.time() * 1000)
-        topic = settings.now_topic
-        futures = [
-            await producer.send(
-                topic,
-                letter.value,
-                key=letter.key,
-                headers=letter.retry_record(now_ms, settings.group_id).headers(),
-            )
-            for letter in letters
-        ]
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
+    now_ms = int(time.time() * 1000)
+    retries = (
+        OutboundRecord(settings.now_topic, letter.value, letter.key,
+                       tuple(letter.retry_record(now_ms, settings.group_id).headers()), "retry")
+        for letter in letters
+    )  # fmt: skip
+    await write_all(settings.kafka, retries, "replay")

@@ -355,7 +355,7 @@ class Lane:
         if not delivery.ticket.live:
             self._release(delivery)
             return False
-        if delivery.delivery_id in self._ctx.delivered:
+        if delivery.delivery_id in self._ctx.delivered and not delivery.redrive:
             if debug_enabled():
                 log.debug("delivery_duplicate_skipped", hook_id=self.hook.id,
                           delivery_id=delivery.delivery_id)  # fmt: skip
@@ -697,6 +697,7 @@ def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord
         group=group,
         unknown_since_ms=_ms(delivery.unknown_since),
         unknown_parks=delivery.unknown_parks,
+        redrive=delivery.redrive,
         trace=delivery.event.trace,
     )
 
@@ -833,6 +834,7 @@ class Dispatcher:
         delivery.last_attempt_at = _seconds(retry.last_attempt_at_ms)
         delivery.last_status = retry.last_status
         delivery.last_error = retry.error or None
+        delivery.redrive = retry.redrive
         self.in_flight += 1
         if self._ctx.tracer is not None:
             self._ctx.tracer.delivery_started(delivery)

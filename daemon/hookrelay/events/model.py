@@ -103,6 +103,7 @@ class Delivery:
     parks: int = 0
     unknown_since: float | None = None
     unknown_parks: int = 0
+    redrive: bool = False  # asked for by an operator: sent even if delivered a moment ago
     span: Span | None = None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerFenced
@@ -30,9 +31,11 @@ if TYPE_CHECKING:
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
     from hookrelay.config import KafkaSettings
+    from hookrelay.events.model import OutboundRecord
 
 __all__ = [
     "PRODUCER_FAILURES", "client_options", "close_within", "committed_with_metadata", "started",
+    "write_all",
 ]  # fmt: skip
 
 PRODUCER_FAILURES: tuple[type[Exception], ...] = (
@@ -104,3 +107,50 @@ async def close_within(producer: AIOKafkaProducer, timeout_s: float) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(timeout_s):
             await producer.stop()
+
+
+async def write_all(
+    kafka: KafkaSettings,
+    records: Iterable[OutboundRecord],
+    role: str,
+    on_written: Callable[[int], None] | None = None,
+) -> int:
+    """Write ``records`` with a producer of their own (acks=all, idempotent), in order, and
+    wait until the broker acknowledged every one; return how many. For the one-shot commands
+    (replay, release, backfill, the control topic). ``on_written(n)`` reports progress.
+    Raises aiokafka's ``KafkaError`` when a write fails: what was acknowledged before stays.
+    """
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - the type is imported for checks only
+
+    producer = AIOKafkaProducer(**client_options(kafka, role), acks="all", enable_idempotence=True)
+    written = 0
+    try:
+        await producer.start()
+        pending: list[asyncio.Future[Any]] = []
+        for record in records:
+            pending.append(
+                await producer.send(
+                    record.topic, record.value, key=record.key, headers=list(record.headers)
+                )
+            )
+            if len(pending) >= _WRITE_WINDOW:
+                written += await _acknowledged(pending, on_written)
+        written += await _acknowledged(pending, on_written)
+    finally:
+        await producer.stop()
+    return written
+
+
+_WRITE_WINDOW = 1000
+"""Records sent before waiting for their acknowledgements: bounded memory on a long write."""
+
+
+async def _acknowledged(
+    pending: list[asyncio.Future[Any]], on_written: Callable[[int], None] | None
+) -> int:
+    count = len(pending)
+    await asyncio.gather(*pending)
+    pending.clear()
+    if on_written is not None and count:
+        on_written(count)
+    return count

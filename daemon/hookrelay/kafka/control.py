@@ -14,6 +14,11 @@ Two kinds of record, keyed so compaction keeps the last decision per hook:
   ``hookrelay_retries_superseded_total``): its copy is delivered instead. Records parked
   after the scan are above them and served as usual.
 
+- ``replayed/<dead-letter topic>/<partition>/<run id>``: ``{"v": 1, "group", "at",
+  "offsets": [[from, to], ...]}``: the dead letters one ``hookrelay replay`` run re-drove
+  (offsets ``from`` to ``to``, ``to`` excluded), so a later run leaves them alone unless
+  asked ``--again``. Only ``replay`` reads these (``ControlState(replays=True)``).
+
 Times are epoch milliseconds. Records carry the ``hookrelay-group`` header and ``group``
 member; a replica ignores another group's (DESIGN §1.8). A record that does not parse is
 logged once and ignored: the control topic is written only by hookrelay's own commands.
@@ -28,20 +33,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from hookrelay.config import Settings
+from hookrelay.events.model import OutboundRecord
 from hookrelay.kafka.backlog import Backlog, scan_backlog
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, write_all
 from hookrelay.kafka.retries import GROUP_HEADER, RetryRecord
-from hookrelay.kafka.scan import partitions_of
+from hookrelay.kafka.scan import partitions_of, scan
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.control")
@@ -49,6 +56,7 @@ log = get_logger("hookrelay.control")
 VERSION: Final = 1
 PAUSE: Final = "pause/"
 RELEASE: Final = "release/"
+REPLAYED: Final = "replayed/"
 FOLLOW_POLL_MS: Final = 500
 
 
@@ -65,8 +73,10 @@ class ControlState:
     """The decisions read so far from the control topic, for one group."""
 
     group: str
+    replays: bool = False  # keep what replay runs re-drove (only replay needs it)
     paused: dict[str, Pause] = field(default_factory=dict)
     released: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
+    replayed: dict[tuple[str, int], set[int]] = field(default_factory=dict)
     ignored: int = 0
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
@@ -82,6 +92,8 @@ class ControlState:
                 return self._pause(key[len(PAUSE) :], doc)
             if key.startswith(RELEASE):
                 self._release(key[len(RELEASE) :], doc)
+            elif key.startswith(REPLAYED) and self.replays and doc is not None:
+                self._replayed(key[len(REPLAYED) :], doc)
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             self.ignored += 1
             log.warning("control_record_ignored", key=key[:100], offset=record.offset)
@@ -103,6 +115,16 @@ class ControlState:
         known = self.released.setdefault(hook_id, {})
         for tp, offset in below.items():
             known[tp] = max(known.get(tp, 0), offset)
+
+    def _replayed(self, where: str, doc: dict[str, Any]) -> None:
+        topic, partition, _run = where.rsplit("/", 2)
+        offsets = self.replayed.setdefault((topic, int(partition)), set())
+        for start, end in doc["offsets"]:
+            offsets.update(range(int(start), int(end)))
+
+    def was_replayed(self, topic: str, partition: int, offset: int) -> bool:
+        """True for a dead letter an earlier ``replay`` run re-drove."""
+        return offset in self.replayed.get((topic, partition), ())
 
     def superseded(self, hook_id: str, topic: str, partition: int, offset: int) -> bool:
         """True for a retry record a release copied (see the module docstring)."""
@@ -179,9 +201,41 @@ class ControlFollower:
                     self._on_pause(hook_id, hook_id in self.state.paused)
 
 
+async def read_control(settings: Settings, *, replays: bool = False) -> ControlState:
+    """The control topic's decisions as of now (for one-shot commands; the daemon follows it
+    with ``ControlFollower``). Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+    state = ControlState(settings.group_id, replays=replays)
+    async for record in scan(settings.kafka, settings.control_topic, role="control"):
+        state.apply(record)
+    return state
+
+
+async def note_replayed(settings: Settings, topic: str, offsets: dict[int, list[int]]) -> None:
+    """Remember that dead letters at ``offsets`` (partition → offsets) of ``topic`` were
+    re-driven, one record per partition. Raises aiokafka's ``KafkaError``."""
+    run = uuid.uuid4().hex[:12]
+    records = [
+        _control_record(settings, f"{REPLAYED}{topic}/{partition}/{run}",
+                        {"at": _now_ms(), "offsets": _ranges(sorted(found))})
+        for partition, found in sorted(offsets.items())
+    ]  # fmt: skip
+    await _write(settings, records)
+
+
+def _ranges(offsets: list[int]) -> list[list[int]]:
+    """Sorted offsets as ``[from, to)`` runs: 3, 4, 5, 9 → [[3, 6], [9, 10]]."""
+    runs: list[list[int]] = []
+    for offset in offsets:
+        if runs and runs[-1][1] == offset:
+            runs[-1][1] = offset + 1
+        else:
+            runs.append([offset, offset + 1])
+    return runs
+
+
 async def write_decision(settings: Settings, key: str, doc: dict[str, Any]) -> None:
     """Write one control record (acks=all, idempotent) and wait for its acknowledgement."""
-    await _write(settings, [(settings.control_topic, key.encode(), _value(settings, doc))])
+    await _write(settings, [_control_record(settings, key, doc)])
 
 
 async def set_paused(settings: Settings, hook_id: str, paused: bool, reason: str = "") -> None:
@@ -212,13 +266,13 @@ async def release(settings: Settings, hook_id: str, *, dry_run: bool = False) ->
         return result
     now = _now_ms()
     below = [[tp.topic, tp.partition, end] for tp, end in sorted(backlog.ends.items())]
-    now_topic = settings.now_topic
     copies = [
-        (now_topic, w.record.key, w.record.value, _due_now(w.retry, now, settings.group_id))
+        OutboundRecord(settings.now_topic, w.record.value, w.record.key,
+                       tuple(_due_now(w.retry, now, settings.group_id)), "retry")
         for w in mine
-    ]
+    ]  # fmt: skip
     await write_decision(settings, RELEASE + hook_id, {"at": now, "below": below})
-    await _write(settings, [(t, k, v) for t, k, v, _ in copies], [h for *_, h in copies])
+    await _write(settings, copies)
     log.info("parked_deliveries_released", hook_id=hook_id, count=len(mine))
     return result
 
@@ -231,24 +285,14 @@ def _value(settings: Settings, doc: dict[str, Any]) -> bytes:
     return orjson.dumps({"v": VERSION, "group": settings.group_id, **doc})
 
 
-async def _write(
-    settings: Settings,
-    records: list[tuple[str, bytes | None, bytes | None]],
-    headers: list[list[tuple[str, bytes]]] | None = None,
-) -> None:
-    producer = AIOKafkaProducer(
-        **client_options(settings.kafka, "control"), acks="all", enable_idempotence=True
-    )
-    group = [(GROUP_HEADER, settings.group_id.encode())]
-    try:
-        await producer.start()
-        futures = []
-        for i, (topic, key, value) in enumerate(records):
-            extra = headers[i] if headers is not None else group
-            futures.append(await producer.send(topic, value, key=key, headers=extra))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+async def _write(settings: Settings, records: list[OutboundRecord]) -> None:
+    await write_all(settings.kafka, records, "control")
+
+
+def _control_record(settings: Settings, key: str, doc: dict[str, Any]) -> OutboundRecord:
+    headers = ((GROUP_HEADER, settings.group_id.encode()),)
+    return OutboundRecord(settings.control_topic, _value(settings, doc), key.encode(), headers,
+                          "control")  # fmt: skip
 
 
 def _now_ms() -> int:

@@ -27,6 +27,9 @@ as first consumed; key: the original key; headers (``hookrelay-*``, UTF-8 text):
 - ``unknown-since``: epoch ms when a replica first met the record for a hook it does not
   know (a rolling update), empty otherwise; ``unknown-parks``: how often it was parked
   again for that reason (it walks the short tiers' partitions, see ``Dispatcher``);
+- ``redrive``: ``1`` on a retry an operator asked for (``replay``, ``backfill``): it is
+  sent even when this process delivered the same ``webhook-id`` a moment ago (a copy it
+  would otherwise settle without a request); absent otherwise.
 - ``traceparent`` and ``tracestate`` (no prefix: the W3C names, as on the event record) when
   the event record carried a valid trace context, so every retry's request carries it too.
   Records written before they existed simply have none.
@@ -112,6 +115,7 @@ class RetryRecord:
     unknown_since_ms: int | None = None
     unknown_parks: int = 0
     trace: TraceContext | None = None
+    redrive: bool = False
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's Kafka headers."""
@@ -136,6 +140,8 @@ class RetryRecord:
             "unknown-parks": str(self.unknown_parks),
         }
         pairs = [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
+        if self.redrive:
+            pairs.append((HEADER_PREFIX + "redrive", b"1"))
         if self.trace is not None:
             pairs += self.trace.headers()
         return pairs
@@ -179,6 +185,7 @@ class RetryRecord:
             unknown_since_ms=fields.optional_count("unknown-since"),
             unknown_parks=fields.optional_count("unknown-parks") or 0,
             trace=trace_context(headers),
+            redrive=fields.text("redrive") == "1",
         )
 
 
