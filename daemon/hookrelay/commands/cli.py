@@ -20,6 +20,8 @@
     hookrelay pause     -c FILE HOOK_ID [--reason TEXT]   park a hook's deliveries (all replicas)
     hookrelay resume    -c FILE HOOK_ID [--keep-parked]   deliver again (and release what parked)
     hookrelay release   -c FILE HOOK_ID [--dry-run]       send a hook's parked deliveries now
+    hookrelay backfill  -c FILE HOOK_ID --since T [--until T] [--dry-run]
+                                                 past events of a window to one hook
     hookrelay import-logto FILE|- [--out F] [--env-out F] [--force]
                                                  Logto's GET /api/hooks JSON → hooks.yaml
 
@@ -151,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
                         "outcomes (the outcome topic), pending (the retry topics), "
                         "dead-letters; read-only."))  # fmt: skip
     operate.add_control(add)
+    operate.add_backfill(add)
     _add_import_logto(sub)
     return parser
 
@@ -268,6 +271,7 @@ _SKIPPED: dict[str, tuple[Skippable, ...]] = {
     "pause": ("admin", "signing_keys", "headers", "ingest", "tracing"),
     "resume": ("admin", "signing_keys", "headers", "ingest", "tracing"),
     "release": ("admin", "signing_keys", "headers", "ingest", "tracing"),
+    "backfill": ("admin", "signing_keys", "headers", "ingest", "tracing"),
 }
 """What each command leaves out of the configuration: the daemon and the ingest process
 share a file but not secrets (each environment holds only its own), and only the daemon

@@ -17,7 +17,7 @@ from hookrelay.commands.args import positive_int, timestamp_ms, write_stdout
 from hookrelay.config import Settings
 from hookrelay.events.outcome import STATUSES
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def add_deliveries(p: argparse.ArgumentParser) -> None:
@@ -150,7 +150,64 @@ def _warn_unknown_hook(settings: Settings, hook_id: str) -> None:
               f"{', '.join(known) or 'none'})", file=sys.stderr)  # fmt: skip
 
 
+def add_backfill(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    p = add("backfill", "Deliver the past events of a time window to one hook (a hook added "
+            "later), through the running daemon with the hook's rate limit and the events' "
+            "own webhook-ids.")  # fmt: skip
+    p.add_argument("hook_id", metavar="HOOK_ID", help="a configured, enabled hook")
+    p.add_argument("--since", type=timestamp_ms, required=True,
+                   help="first event time (ISO-8601; the Kafka record's timestamp)")  # fmt: skip
+    p.add_argument("--until", type=timestamp_ms,
+                   help="events before this time (ISO-8601; default: up to now)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true",
+                   help="count the events the hook would get; write nothing")  # fmt: skip
+
+
+def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from hookrelay.commands.backfill import backfill, window_size  # noqa: PLC0415
+    from hookrelay.commands.deliveries import console  # noqa: PLC0415
+
+    hook = next((h for h in settings.hooks if h.id == args.hook_id), None)
+    if hook is None or not hook.enabled:
+        state = "is disabled" if hook is not None else "is not configured"
+        print(f"hookrelay: hook {args.hook_id!r} {state}; backfill delivers through the "
+              "running daemon, which serves only enabled hooks", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    if args.until is not None and args.until <= args.since:
+        print("hookrelay: --until must be later than --since", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        size = asyncio.run(window_size(settings, args.since, args.until))
+        print(f"{size} records in {', '.join(settings.kafka.topics)} from {_when(args.since)} "
+              f"to {_when(args.until) if args.until else 'now'}")  # fmt: skip
+        out = console()
+        with Progress(console=out, disable=not out.is_terminal, transient=True) as bar:
+            task = bar.add_task("reading", total=size)
+            summary = asyncio.run(
+                backfill(settings, hook, args.since, args.until, dry_run=args.dry_run,
+                         progress=lambda n: bar.advance(task, n))
+            )  # fmt: skip
+    except Exception as e:
+        print(f"hookrelay: backfill failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    skipped = f" ({summary.invalid} invalid records skipped)" if summary.invalid else ""
+    if args.dry_run:
+        print(f"would send {summary.matched} events of {summary.read} records to {hook.id}"
+              f"{skipped}")  # fmt: skip
+    else:
+        print(f"sent {summary.written} events of {summary.read} records to {hook.id}{skipped}: "
+              f"queued in {settings.now_topic}, the running daemon delivers them")  # fmt: skip
+    return EXIT_OK
+
+
+def _when(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")
+
+
 HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "deliveries": show_deliveries, "pause": pause, "resume": resume, "release": release_parked,
+    "backfill": run_backfill,
 }  # fmt: skip
 """Command name → handler."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerFenced
@@ -111,7 +111,7 @@ async def close_within(producer: AIOKafkaProducer, timeout_s: float) -> None:
 
 async def write_all(
     kafka: KafkaSettings,
-    records: Iterable[OutboundRecord],
+    records: Iterable[OutboundRecord] | AsyncIterable[OutboundRecord],
     role: str,
     on_written: Callable[[int], None] | None = None,
 ) -> int:
@@ -124,10 +124,10 @@ async def write_all(
 
     producer = AIOKafkaProducer(**client_options(kafka, role), acks="all", enable_idempotence=True)
     written = 0
+    pending: list[asyncio.Future[Any]] = []
     try:
         await producer.start()
-        pending: list[asyncio.Future[Any]] = []
-        for record in records:
+        async for record in _each(records):
             pending.append(
                 await producer.send(
                     record.topic, record.value, key=record.key, headers=list(record.headers)
@@ -139,6 +139,17 @@ async def write_all(
     finally:
         await producer.stop()
     return written
+
+
+async def _each(
+    records: Iterable[OutboundRecord] | AsyncIterable[OutboundRecord],
+) -> AsyncIterator[OutboundRecord]:
+    if isinstance(records, AsyncIterable):
+        async for record in records:
+            yield record
+    else:
+        for record in records:
+            yield record
 
 
 _WRITE_WINDOW = 1000

@@ -50,6 +50,7 @@ async def scan(
     topic: str,
     *,
     since_ms: int | None = None,
+    until_ms: int | None = None,
     start: Mapping[int, int] | None = None,
     timeout_s: float = 30.0,
     role: str = "scan",
@@ -60,8 +61,9 @@ async def scan(
 
     Each partition starts at ``start[partition]`` when given (the beginning for partitions it
     does not name), else at the first record written at or after ``since_ms`` (epoch ms,
-    Kafka's time index), else at the beginning. ``ends``, when given, receives each
-    partition's end as of the start (where the scan stops). Raises aiokafka's ``KafkaError``
+    Kafka's time index), else at the beginning. It ends at the first record written at or
+    after ``until_ms`` when given. ``ends``, when given, receives each partition's end as of
+    the start (where the scan stops). Raises aiokafka's ``KafkaError``
     when the cluster is unreachable and ``TimeoutError`` when the end is not reached in
     ``timeout_s``.
     """
@@ -80,12 +82,44 @@ async def scan(
         await _seek(consumer, tps, since_ms, start)
         begin = {tp: await consumer.position(tp) for tp in tps}
         end = await consumer.end_offsets(tps)
+        if until_ms is not None:
+            later = await consumer.offsets_for_times(dict.fromkeys(tps, until_ms))
+            end = {tp: min(end[tp], at.offset) if (at := later.get(tp)) else end[tp] for tp in tps}
         if ends is not None:
             ends.update(end)
         async for record in _records_until(consumer, begin, end, timeout_s):
             yield record
     finally:
         await consumer.stop()
+
+
+async def window(
+    kafka: KafkaSettings, topic: str, since_ms: int, until_ms: int | None, role: str = "scan"
+) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``, the offsets ``[start, end)`` of the records written from
+    ``since_ms`` to ``until_ms`` (epoch ms; None: up to the end now), from Kafka's time index
+    without reading a record. Raises aiokafka's ``KafkaError``."""
+    partitions = await partitions_of(kafka, topic, role)
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(**client_options(kafka, role), enable_auto_commit=False,
+                                group_id=None)  # fmt: skip
+    try:
+        await consumer.start()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        end = await consumer.end_offsets(tps)
+        first = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+        last = {} if until_ms is None else await consumer.offsets_for_times(
+            dict.fromkeys(tps, until_ms)
+        )  # fmt: skip
+    finally:
+        await consumer.stop()
+    bounds = {}
+    for tp in tps:
+        stop = at.offset if (at := last.get(tp)) is not None else end[tp]
+        start = at.offset if (at := first.get(tp)) is not None else end[tp]
+        bounds[tp.partition] = (start, max(start, stop))
+    return bounds
 
 
 async def _seek(
