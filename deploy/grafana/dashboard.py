@@ -376,17 +376,30 @@ def lanes() -> list[Panel]:
             {0: ("closed", "green"), 1: ("open", "red"), 2: ("half-open", "orange")},
         ),
         states(
-            "Hooks paused (410 Gone)",
-            "A hook whose endpoint answered 410 Gone stays paused until the daemon restarts.",
+            "Hooks paused (410 Gone, or an operator)",
+            "A hook whose endpoint answered 410 Gone stays paused until a reload or restart; "
+            "one an operator paused (hookrelay pause) parks its deliveries until resumed.",
             f"max by (hook_id) (hookrelay_hook_paused{{{HOOKS}}})",
             {0: ("active", "green"), 1: ("paused", "red")},
         ),
         graph(
             "Rate-limit wait by hook",
-            "Seconds spent waiting for a token per second: the average number of deliveries "
-            "held back by the hook's rate_limit.",
+            "How long deliveries waited for a token of the hook's rate_limit, as measured "
+            "per delivery; quantiles per hook over 5 m.",
+            "s",
+            *quantiles("job_hook_id_le:hookrelay_rate_limit_wait_seconds_bucket:rate5m"),
+            width=THIRD,
+        ),
+        graph(
+            "Retry backlog by hook and tier",
+            "Retries waiting in the retry topics (counted by each replica for its partitions "
+            "every admin.retry_backlog_interval_s); HookrelayRetryBacklogGrowing fires when "
+            "one hook's keeps growing. hookrelay deliveries pending lists them.",
             "short",
-            query(rate("hookrelay_rate_limit_wait_seconds_total", HOOKS, "hook_id"), "{{hook_id}}"),
+            query(
+                f"sum by (hook_id, tier) (hookrelay_retry_backlog{{{HOOKS}}})",
+                "{{hook_id}} {{tier}}",
+            ),
             width=THIRD,
         ),
         graph(

@@ -259,3 +259,19 @@ async def daemon_process(path: Path, log: Path) -> AsyncIterator[asyncio.subproc
             daemon.send_signal(signal.SIGTERM)
         exit_code = await asyncio.wait_for(daemon.wait(), 30)
     assert exit_code == 0, f"exit status {exit_code}; its log: {log}"
+
+
+def admin_address(path: Path) -> str:
+    """host:port of the admin listener of a config written by ``write_config``."""
+    return str(orjson.loads(path.read_bytes())["admin"]["listen"])
+
+
+async def daemon_metric(path: Path, prefix: str) -> float:
+    """The sum of the samples on the daemon's /metrics whose line starts with ``prefix``
+    (a metric name, or a name with the start of its labels)."""
+    url = f"http://{admin_address(path)}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        text = await answer.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )

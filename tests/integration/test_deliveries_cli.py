@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from tests.integration.harness import (
+    daemon_metric,
     daemon_process,
     edit_config,
     eventually,
@@ -56,6 +57,7 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
                             delivery={"retry_schedule_s": [60, 120]})  # fmt: skip
         edit_config(path, "outcomes", enabled=True)
+        edit_config(path, "admin", retry_backlog_interval_s=0.5)
         group = orjson.loads(path.read_bytes())["kafka"]["group_id"]
         started_ms = int(time.time() * 1000)
         async with daemon_process(path, tmp_path / "daemon.log"):
@@ -97,6 +99,10 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
                 assert started_ms + 60_000 <= due_ms <= int(time.time() * 1000) + 60_000
             [counted] = waiting["backlog"]
             assert (counted["hook_id"], counted["pending"]) == ("down", EVENTS)
+            # The daemon's own count, by hook and tier: hookrelay_retry_backlog.
+            gauge = f'hookrelay_retry_backlog{{hook_id="down",tier="{topic}.retry.1m"}}'
+            await eventually(lambda: gauge_is(path, gauge, EVENTS), 20, "the backlog gauge")
+            assert await daemon_metric(path, 'hookrelay_retry_backlog{hook_id="ok"') == 0
 
             letters = await deliveries(path, "dead-letters")
             assert sorted(row["reason"] for row in letters["rows"]) == (
@@ -128,3 +134,7 @@ def _ms(iso: str) -> int:
     from datetime import datetime
 
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+async def gauge_is(path: Path, sample: str, value: float) -> bool:
+    return await daemon_metric(path, sample) == value

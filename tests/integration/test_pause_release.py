@@ -9,11 +9,12 @@ import asyncio
 import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
 from tests.integration.harness import (
+    admin_address,
+    daemon_metric,
     daemon_process,
     eventually,
     hookrelay_cli,
@@ -45,13 +46,6 @@ async def pending_for(path: Path, hook_id: str) -> list[dict[str, object]]:
     out = await cli(path, "deliveries", "pending", "--hook-id", hook_id, "--json")
     rows: list[dict[str, object]] = orjson.loads(out)["rows"]
     return rows
-
-
-async def metric(path: Path, name: str) -> float:
-    async with aiohttp.ClientSession() as s, s.get(f"http://{admin(path)}/metrics") as answer:
-        text = await answer.text()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
-    return sum(values)
 
 
 async def test_release_sends_parked_deliveries_now_and_each_only_once(
@@ -89,7 +83,7 @@ async def has_pending(path: Path, hook_id: str, count: int) -> bool:
 
 
 async def superseded(path: Path, count: int) -> bool:
-    return await metric(path, "hookrelay_retries_superseded_total") >= count
+    return await daemon_metric(path, "hookrelay_retries_superseded_total") >= count
 
 
 async def test_a_paused_hook_parks_without_dead_letters_across_a_restart_until_resumed(
@@ -118,7 +112,7 @@ async def test_a_paused_hook_parks_without_dead_letters_across_a_restart_until_r
             await receiver.wait_for(6, hook_id="audit")
             await eventually(lambda: has_pending(path, "crm", 6), 20, "all six parked")
             assert receiver.for_hook("crm") == []
-            assert await status_of(f"http://{admin(path)}/readyz") == 200
+            assert await status_of(f"http://{admin_address(path)}/readyz") == 200
             out = await cli(path, "resume", "crm")
             assert "resumed crm" in out and "released 6 parked deliveries of crm" in out
             delivered = await receiver.wait_for(6, hook_id="crm", timeout_s=20)
@@ -127,9 +121,5 @@ async def test_a_paused_hook_parks_without_dead_letters_across_a_restart_until_r
         assert await topic_size(kafka_bootstrap, dlq) == 0
 
 
-def admin(path: Path) -> str:
-    return str(orjson.loads(path.read_bytes())["admin"]["listen"])
-
-
 async def paused_gauge(path: Path, value: float) -> bool:
-    return await metric(path, 'hookrelay_hook_paused{hook_id="crm"}') == value
+    return await daemon_metric(path, 'hookrelay_hook_paused{hook_id="crm"}') == value

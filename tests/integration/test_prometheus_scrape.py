@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.integration.harness import (
+    edit_config,
     eventually,
     start_daemon_process,
     unique,
@@ -372,6 +373,7 @@ async def test_every_dashboard_query_and_recording_rule_returns_data_from_live_p
             delivery={"circuit_window": 2, "circuit_min_attempts": 2, "circuit_cooldown_s": 0.5},
         )  # fmt: skip
         port = with_admin_port(config)
+        edit_config(config, "admin", retry_backlog_interval_s=1)  # "failing" keeps a backlog
         # "prod" writes to the daemon's event topic (the default), so its events flow on.
         ingest_path = ingest_config(
             tmp_path, kafka_bootstrap, topic, max_connections=1,

@@ -43,6 +43,7 @@ from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.router import Router
 from hookrelay.delivery.sender import HttpSender, Sender
 from hookrelay.errors import ConfigError
+from hookrelay.kafka.backlog import BacklogGauge
 from hookrelay.kafka.clients import client_options, close_within, started
 from hookrelay.kafka.control import ControlFollower, ControlState
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
@@ -159,6 +160,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             retry_topics=settings.consumed_retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
             due_horizon_s=d.due_horizon_s, release=self.dispatcher.release_revoked,
         )  # fmt: skip
+        self.backlog = BacklogGauge(settings, self.metrics, self.source.retry_starts)
         self._topics_ready = False
         self._former_tiers_checked = False
         self._draining: set[str] = set()
@@ -280,6 +282,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         if settings.logging != self.settings.logging:
             configure_logging(settings.logging.level, settings.logging.format)
         self.dispatcher.set_hooks(settings.hooks)
+        self.backlog.set_hooks(frozenset(h.id for h in settings.hooks))
         self.pipeline.router = Router(settings.hooks)
         self.admin.set_token(settings.admin.token)
         self.settings = settings
@@ -357,6 +360,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             reloader = tg.create_task(self._reloader(), name="reloader")
             tiers = tg.create_task(self._watch_former_tiers(), name="former-tiers")
             control = tg.create_task(self.control.run(), name="control")
+            backlog = tg.create_task(self.backlog.run(), name="retry-backlog")
             await self.stopping.wait()
             # Step 1: no new records. The poll loop ends after its current fetch (≤ 0.2 s)
             # and hands nothing more to the lanes, so draining never races new deliveries.
@@ -366,7 +370,9 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             await self._drain()
             # The final commit happens in _close(); a periodic one stuck on an absent
             # cluster must not hold the shutdown.
-            await cancel_until_done((committer, probe, writer, watchdog, reloader, tiers, control))
+            await cancel_until_done(
+                (committer, probe, writer, watchdog, reloader, tiers, control, backlog)
+            )
 
     async def _start_clients(self) -> bool:
         """Open the HTTP session, then connect to Kafka, retrying with backoff while the

@@ -342,6 +342,10 @@ class AdminSettings(FrozenModel):
     use token_file, to keep it out of the file."""
     recent_attempts: Integer = Field(1000, ge=0)
     """Attempts kept in memory for GET /v1/deliveries (newest first; 0 keeps none)."""
+    retry_backlog_interval_s: Number = Field(30.0, ge=0)
+    """Seconds between two counts of hookrelay_retry_backlog (the retries waiting in this
+    replica's retry partitions, by hook and tier: at most 100,000 records read per count);
+    0 turns the count off."""
     keep_response_bodies: StrictBool = False
     """Keep the first KiB of each endpoint answer in that log. Off by default: an endpoint
     may echo personal data from the payload."""

@@ -11,20 +11,31 @@ commit. Tiers are the current ones and every topic the group committed as a retr
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings
+from hookrelay.kafka.clients import client_options
 from hookrelay.kafka.offsets import OpenOffsets
 from hookrelay.kafka.retries import (
+    HEADER_PREFIX,
     RETRY_COMMIT_METADATA,
     RetryRecord,
     claimed_elsewhere,
     split_commit_metadata,
 )
 from hookrelay.kafka.scan import group_offsets, scan
+from hookrelay.ops.logs import get_logger
+from hookrelay.ops.metrics import Metrics
+
+log = get_logger("hookrelay.backlog")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +111,111 @@ def _take(
         backlog.unreadable += 1
         return
     backlog.waiting.append(Waiting(record, retry))
+
+
+BACKLOG_SCAN_LIMIT: Final = 100_000
+"""Records read per count, at most: past it, the rest of a partition is counted under the
+hook id ``unscanned`` (from its offsets), so a tier's total stays exact and a count costs at
+most about a second of CPU however large the backlog."""
+_HOOK_HEADER: Final = HEADER_PREFIX + "hook-id"
+
+
+class BacklogGauge:
+    """``hookrelay_retry_backlog{hook_id, tier}``: every ``admin.retry_backlog_interval_s``
+    seconds (0: never), the retries
+    waiting in the retry partitions this member is assigned (from their committed offsets to
+    their end), counted by hook from the records' ``hookrelay-hook-id`` header. Summed over a
+    deployment's replicas it is the deployment's backlog, since each retry partition has one
+    owner. A hook id that is not configured is counted as ``other`` (labels stay bounded);
+    records of another deployment are left out. ``starts`` is ``Source.retry_starts``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        starts: Callable[[], dict[TopicPartition, int | None]],
+    ) -> None:
+        self._settings = settings
+        self._gauge = metrics.retry_backlog
+        self._starts = starts
+        self._hooks = frozenset(h.id for h in settings.hooks)
+        self._events = frozenset(settings.kafka.topics)
+        self._shown: set[tuple[str, str]] = set()
+
+    def set_hooks(self, hook_ids: frozenset[str]) -> None:
+        """The configured hook ids changed (a reload)."""
+        self._hooks = hook_ids
+
+    async def run(self) -> None:
+        """Count every ``admin.retry_backlog_interval_s`` until cancelled (never when 0); a
+        failed count is logged."""
+        interval = self._settings.admin.retry_backlog_interval_s
+        if not interval:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._publish(await self.count())
+            except (KafkaError, OSError) as e:
+                log.warning("retry_backlog_count_failed", error=f"{type(e).__name__}: {e}")
+
+    async def count(self) -> Counter[tuple[str, str]]:
+        """The retries waiting now per (hook label, tier), read with a consumer of its own
+        (no group, nothing committed). Raises aiokafka's ``KafkaError``."""
+        starts = self._starts()
+        counts: Counter[tuple[str, str]] = Counter()
+        if not starts:
+            return counts
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings.kafka, "backlog"), enable_auto_commit=False,
+            group_id=None,
+        )  # fmt: skip
+        try:
+            await consumer.start()
+            await self._read(consumer, starts, counts)
+        finally:
+            await consumer.stop()
+        return counts
+
+    async def _read(
+        self,
+        consumer: AIOKafkaConsumer,
+        starts: dict[TopicPartition, int | None],
+        counts: Counter[tuple[str, str]],
+    ) -> None:
+        tps = list(starts)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        for tp, offset in starts.items():
+            if offset is not None:
+                consumer.seek(tp, offset)
+        begin = {tp: await consumer.position(tp) for tp in tps}  # before end_offsets: scan
+        end = await consumer.end_offsets(tps)
+        left = {tp for tp in tps if begin[tp] < end[tp]}
+        budget = BACKLOG_SCAN_LIMIT
+        while left and budget > 0:
+            batches = await consumer.getmany(*left, timeout_ms=500, max_records=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset < end[tp]:
+                        self._take(record, counts)
+                        budget -= 1
+                if await consumer.position(tp) >= end[tp]:
+                    left.discard(tp)
+        for tp in left:  # past the budget: counted from the offsets, by tier only
+            counts[("unscanned", tp.topic)] += max(0, end[tp] - await consumer.position(tp))
+
+    def _take(self, record: ConsumerRecord[bytes, bytes], counts: Counter[tuple[str, str]]) -> None:
+        headers = list(record.headers)
+        if claimed_elsewhere(headers, self._settings.group_id, self._events):
+            return
+        hook_id = next((v for k, v in headers if k == _HOOK_HEADER), None)
+        name = (hook_id or b"").decode("utf-8", "replace")
+        counts[(name if name in self._hooks else "other", record.topic)] += 1
+
+    def _publish(self, counts: Counter[tuple[str, str]]) -> None:
+        for labels in self._shown - set(counts):
+            self._gauge.labels(*labels).set(0)  # emptied: 0, not gone, so alerts see it
+        for labels, n in counts.items():
+            self._gauge.labels(*labels).set(n)
+        self._shown |= set(counts)

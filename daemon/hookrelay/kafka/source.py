@@ -387,6 +387,18 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             })  # fmt: skip
         return result
 
+    def retry_starts(self) -> dict[TopicPartition, int | None]:
+        """The retry partitions this member is assigned, each with its committed offset (None:
+        not committed yet, so its records start at the beginning): where the retries it owes
+        begin (``backlog.BacklogGauge``)."""
+        if not self.started:
+            return {}
+        return {
+            tp: self._tracker.committed(tp)
+            for tp in self.consumer.assignment()
+            if tp.topic in self._retry_topics
+        }
+
     @property
     def waiting_partitions(self) -> int:
         """Retry partitions paused until their head record is due."""

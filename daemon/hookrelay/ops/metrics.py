@@ -37,6 +37,10 @@ LATENCY_BUCKETS_S: Final = (
 INGEST_BUCKETS_S: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 )  # fmt: skip
+RATE_LIMIT_WAIT_BUCKETS_S: Final = (
+    0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+)  # fmt: skip
+"""The first bucket holds the deliveries that found a token at once."""
 CLOSE_REASONS: Final = ("evicted_idle", "over_limit")
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -175,9 +179,10 @@ class Metrics(ProcessMetrics):
             "operator paused it (hookrelay pause)",
             ["hook_id"], registry=r,
         )  # fmt: skip
-        self.rate_limit_wait = Counter(
-            p + "rate_limit_wait_seconds", "Time spent waiting for a token", ["hook_id"],
-            registry=r,
+        self.rate_limit_wait = Histogram(
+            p + "rate_limit_wait_seconds", "Time a delivery of a rate-limited hook waited for "
+            "its token, measured around the wait (0 when one was there)", ["hook_id"],
+            buckets=RATE_LIMIT_WAIT_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.retries_scheduled = Counter(
             p + "retries_scheduled", "Retries scheduled after a retryable failure, by tier",
@@ -210,6 +215,11 @@ class Metrics(ProcessMetrics):
             p + "stale_connection_retries", "POSTs sent again at once on a fresh connection: "
             "the endpoint had closed the kept-alive one before answering", ["hook_id"],
             registry=r,
+        )  # fmt: skip
+        self.retry_backlog = Gauge(
+            p + "retry_backlog", "Retries waiting in the retry partitions this member is "
+            "assigned, by hook and tier (counted every 30 s from the committed offsets; sum "
+            "over replicas for the deployment)", ["hook_id", "tier"], registry=r,
         )  # fmt: skip
         self.retries_superseded = Counter(
             p + "retries_superseded", "Retry records left alone because an operator's release "
