@@ -12,6 +12,7 @@ from hookrelay.config import Settings
 from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
+from hookrelay.kafka.backlog import BacklogGauge
 from hookrelay.kafka.control import ControlFollower, release, set_paused
 from hookrelay.kafka.source import Source
 from hookrelay.ops.history import History
@@ -28,6 +29,7 @@ class AdminView:
     history: History
     source: Source
     control: ControlFollower
+    backlog: BacklogGauge
     _sender: Sender
 
     def hooks(self) -> list[dict[str, Any]]:
@@ -45,6 +47,7 @@ class AdminView:
                 "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
                 "events": list(hook.events), "enabled": hook.enabled, **state,
                 "pause_reason": pause.reason if pause is not None else None,
+                "retry_backlog": self.backlog.of_hook(hook.id),
                 "rate_limit": None if limit is None else {
                     "per_second": limit.per_second, "burst": limit.effective_burst,
                 },

@@ -141,6 +141,7 @@ class BacklogGauge:
         self._hooks = frozenset(h.id for h in settings.hooks)
         self._events = frozenset(settings.kafka.topics)
         self._shown: set[tuple[str, str]] = set()
+        self.last: Counter[tuple[str, str]] = Counter()  # the last count, for the admin API
 
     def set_hooks(self, hook_ids: frozenset[str]) -> None:
         """The configured hook ids changed (a reload)."""
@@ -213,7 +214,12 @@ class BacklogGauge:
         name = (hook_id or b"").decode("utf-8", "replace")
         counts[(name if name in self._hooks else "other", record.topic)] += 1
 
+    def of_hook(self, hook_id: str) -> dict[str, int]:
+        """The last count's retries of ``hook_id`` by tier (this replica's partitions)."""
+        return {tier: n for (hook, tier), n in self.last.items() if hook == hook_id and n}
+
     def _publish(self, counts: Counter[tuple[str, str]]) -> None:
+        self.last = counts
         for labels in self._shown - set(counts):
             self._gauge.labels(*labels).set(0)  # emptied: 0, not gone, so alerts see it
         for labels, n in counts.items():

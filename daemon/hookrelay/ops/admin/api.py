@@ -57,6 +57,8 @@ class AdminBackend(Protocol):
          "events": [str], "enabled": bool, "paused": bool,
          "paused_by": "gone" (410 Gone seen) | "operator" (POST .../pause) | None,
          "pause_reason": str | None (the operator's),
+         "retry_backlog": {tier: int} (retries waiting in this replica's retry partitions,
+         as last counted; see kafka.backlog),
          "circuit": "closed"|"open"|"half_open", "pending": int, "in_flight": int,
          "rate_limit": {"per_second": float, "burst": int} | None,
          "last_24h": {"requests": int, "succeeded": int, "success_rate": float | None}}"""

@@ -67,6 +67,7 @@ def hook_state(hook_id: str, **changes: Any) -> dict[str, Any]:
         "paused": False,
         "paused_by": None,
         "pause_reason": None,
+        "retry_backlog": {},
         "circuit": "closed",
         "pending": 0,
         "in_flight": 0,
