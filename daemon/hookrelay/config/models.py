@@ -629,7 +629,9 @@ class Settings(FrozenModel):
         daemon would read those records as letters or retries, not as events."""
         if self.ingest is None:
             return
-        owned = {self.dead_letter_topic, *self.retry_topics}
+        owned = {self.dead_letter_topic, *self.consumed_retry_topics, self.control_topic}
+        if self.outcomes.enabled:
+            owned.add(self.outcomes.topic)
         places: list[tuple[KeyPath, str | None]] = [
             (("ingest", "sources", i, "topic"), s.topic) for i, s in enumerate(self.ingest.sources)
         ]
@@ -638,8 +640,8 @@ class Settings(FrozenModel):
         for at, topic in places:
             if topic in owned:
                 raise refuse(
-                    "expected an event topic: this is the deployment's dead-letter or a retry "
-                    "topic, which the daemon does not read as events",
+                    "expected an event topic: this is one the deployment writes (dead-letter, "
+                    "retry, control or outcome topic), which the daemon does not read as events",
                     at=at,
                 )
 

@@ -132,8 +132,13 @@ def test_two_sources_may_not_share_an_id_or_a_path(
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("topic: hookrelay.dlq", "expected an event topic: this is the deployment's dead-letter "
-         "or a retry topic, which the daemon does not read as events"),
+        ("topic: hookrelay.dlq", "expected an event topic: this is one the deployment writes "
+         "(dead-letter, retry, control or outcome topic), which the daemon does not read as "
+         "events"),
+        ("topic: hookrelay.control", "(dead-letter, retry, control or outcome topic), which the "
+         "daemon does not read as events"),
+        ("topic: hookrelay.retry.now", "(dead-letter, retry, control or outcome topic), which "
+         "the daemon does not read as events"),
         ("path: /v1/events", "/v1/events is the batch API's path; choose another"),
     ],
 )  # fmt: skip
