@@ -71,11 +71,19 @@ async def test_release_sends_parked_deliveries_now_and_each_only_once(
             assert sorted(q.headers["webhook-id"] for q in again) == sorted(
                 q.headers["webhook-id"] for q in first
             )
+            # Released is no longer owed: neither listed, nor released a second time (the
+            # originals, not yet due, are left out; the copies were delivered).
+            await eventually(lambda: nothing_pending(path, "crm"), 10, "the copies settled")
+            assert "released 0 parked deliveries of crm" in await cli(path, "release", "crm")
             # The originals come due 8 s after they were parked: left alone, never sent.
             await eventually(lambda: superseded(path, 5), 30, "the originals left alone when due")
             await asyncio.sleep(1.0)
             assert len(receiver.for_hook("crm")) == 10
             assert await pending_for(path, "crm") == []
+
+
+async def nothing_pending(path: Path, hook_id: str) -> bool:
+    return await pending_for(path, hook_id) == []
 
 
 async def has_pending(path: Path, hook_id: str, count: int) -> bool:

@@ -160,7 +160,9 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             retry_topics=settings.consumed_retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
             due_horizon_s=d.due_horizon_s, release=self.dispatcher.release_revoked,
         )  # fmt: skip
-        self.backlog = BacklogGauge(settings, self.metrics, self.source.retry_starts)
+        self.backlog = BacklogGauge(
+            settings, self.metrics, self.source.retry_starts, self.control.state.superseded
+        )
         self._topics_ready = False
         self._former_tiers_checked = False
         self._draining: set[str] = set()

@@ -36,6 +36,7 @@ from hookrelay.commands.replay import DeadLetterView, view_of
 from hookrelay.config import Settings
 from hookrelay.events.outcome import OutcomeRecord
 from hookrelay.kafka.backlog import scan_backlog
+from hookrelay.kafka.control import read_control
 from hookrelay.kafka.retries import RetryRecord
 from hookrelay.kafka.scan import scan
 from hookrelay.ops.logs import public_text
@@ -121,7 +122,8 @@ def _outcome_row(outcome: OutcomeRecord) -> dict[str, Any]:
 async def pending(settings: Settings, selection: Selection, timeout_s: float = 60.0) -> Found:
     """Retries of this deployment waiting in its retry topics (``kafka.backlog``), rows
     sorted by due time. Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
-    scanned = await scan_backlog(settings, timeout_s, role="deliveries")
+    control = await read_control(settings)
+    scanned = await scan_backlog(settings, control.superseded, timeout_s, role="deliveries")
     found = Found(read=scanned.read, other_deployments=scanned.other_deployments,
                   unreadable=scanned.unreadable)  # fmt: skip
     for waiting in scanned.waiting:

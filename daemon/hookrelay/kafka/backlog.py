@@ -60,12 +60,20 @@ class Backlog:
     ends: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+Superseded = Callable[[str, str, int, int], bool]
+"""``(hook id, topic, partition, offset)`` → True for a retry record an operator's release
+re-drove a copy of (``control.ControlState.superseded``): no longer owed."""
+
+
 async def scan_backlog(
-    settings: Settings, timeout_s: float = 60.0, role: str = "backlog"
+    settings: Settings,
+    superseded: Superseded,
+    timeout_s: float = 60.0,
+    role: str = "backlog",
 ) -> Backlog:
-    """The retries this deployment owes now (see the module docstring). Raises aiokafka's
-    ``KafkaError`` when the cluster is unreachable, ``TimeoutError`` past ``timeout_s``
-    per topic."""
+    """The retries this deployment owes now (see the module docstring), leaving out those
+    ``superseded`` by a release. Raises aiokafka's ``KafkaError`` when the cluster is
+    unreachable, ``TimeoutError`` past ``timeout_s`` per topic."""
     committed = await group_offsets(settings.kafka, settings.group_id, role=role)
     tiers = dict.fromkeys(settings.consumed_retry_topics)
     for tp, meta in committed.items():
@@ -82,7 +90,7 @@ async def scan_backlog(
             known = settled.get(record.partition)
             if known is not None and known.settled(record.offset):
                 continue  # settled by the daemon, above its committed offset
-            _take(record, settings.group_id, events, backlog)
+            _take(record, settings.group_id, events, backlog, superseded)
     return backlog
 
 
@@ -98,7 +106,11 @@ def _offset_map(meta: OffsetAndMetadata) -> OpenOffsets | None:
 
 
 def _take(
-    record: ConsumerRecord[bytes, bytes], group: str, events: frozenset[str], backlog: Backlog
+    record: ConsumerRecord[bytes, bytes],
+    group: str,
+    events: frozenset[str],
+    backlog: Backlog,
+    superseded: Superseded,
 ) -> None:
     backlog.read += 1
     headers = list(record.headers)
@@ -110,7 +122,8 @@ def _take(
     except (KeyError, ValueError):
         backlog.unreadable += 1
         return
-    backlog.waiting.append(Waiting(record, retry))
+    if not superseded(retry.hook_id, record.topic, record.partition, record.offset):
+        backlog.waiting.append(Waiting(record, retry))
 
 
 BACKLOG_SCAN_LIMIT: Final = 100_000
@@ -127,15 +140,18 @@ class BacklogGauge:
     their end), counted by hook from the records' ``hookrelay-hook-id`` header. Summed over a
     deployment's replicas it is the deployment's backlog, since each retry partition has one
     owner. A hook id that is not configured is counted as ``other`` (labels stay bounded);
-    records of another deployment are left out. ``starts`` is ``Source.retry_starts``."""
+    records of another deployment, and those a release re-drove (``superseded``), are left
+    out. ``starts`` is ``Source.retry_starts``."""
 
     def __init__(
         self,
         settings: Settings,
         metrics: Metrics,
         starts: Callable[[], dict[TopicPartition, int | None]],
+        superseded: Superseded,
     ) -> None:
         self._settings = settings
+        self._superseded = superseded
         self._gauge = metrics.retry_backlog
         self._starts = starts
         self._hooks = frozenset(h.id for h in settings.hooks)
@@ -212,6 +228,8 @@ class BacklogGauge:
             return
         hook_id = next((v for k, v in headers if k == _HOOK_HEADER), None)
         name = (hook_id or b"").decode("utf-8", "replace")
+        if self._superseded(name, record.topic, record.partition, record.offset):
+            return  # a release sent its copy
         counts[(name if name in self._hooks else "other", record.topic)] += 1
 
     def of_hook(self, hook_id: str) -> dict[str, int]:

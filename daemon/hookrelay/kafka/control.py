@@ -259,7 +259,8 @@ async def release(settings: Settings, hook_id: str, *, dry_run: bool = False) ->
     topic of deliveries due now (``Settings.now_topic``; attempts, parks and ``webhook-id``
     kept), after a ``release/`` record that makes every replica leave the originals alone.
     Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
-    backlog = await scan_backlog(settings, role="release")
+    state = await read_control(settings)
+    backlog = await scan_backlog(settings, state.superseded, role="release")
     mine = [w for w in backlog.waiting if w.retry.hook_id == hook_id]
     result = Release(hook_id, [w.retry for w in mine], backlog)
     if dry_run or not mine:
@@ -273,7 +274,6 @@ async def release(settings: Settings, hook_id: str, *, dry_run: bool = False) ->
     ]  # fmt: skip
     await write_decision(settings, RELEASE + hook_id, {"at": now, "below": below})
     await _write(settings, copies)
-    log.info("parked_deliveries_released", hook_id=hook_id, count=len(mine))
     return result
 
 

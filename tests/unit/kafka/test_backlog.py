@@ -27,7 +27,7 @@ def value(metrics: Metrics, hook_id: str, tier: str) -> float:
 
 
 def test_a_count_labels_configured_hooks_bounds_the_rest_and_skips_other_deployments() -> None:
-    gauge = BacklogGauge(SETTINGS, Metrics(), dict)
+    gauge = BacklogGauge(SETTINGS, Metrics(), dict, lambda *_: False)
     counts: Counter[tuple[str, str]] = Counter()
     for record in [retry(b"crm"), retry(b"crm"), retry(b"x" * 21), retry(b"crm", b"other")]:
         gauge._take(record, counts)
@@ -36,8 +36,17 @@ def test_a_count_labels_configured_hooks_bounds_the_rest_and_skips_other_deploym
 
 def test_a_series_a_count_no_longer_finds_drops_to_zero() -> None:
     metrics = Metrics()
-    gauge = BacklogGauge(SETTINGS, metrics, dict)
+    gauge = BacklogGauge(SETTINGS, metrics, dict, lambda *_: False)
     gauge._publish(Counter({("crm", "g.retry.5s"): 3, ("crm", "g.retry.1m"): 1}))
     gauge._publish(Counter({("crm", "g.retry.1m"): 2}))
     assert value(metrics, "crm", "g.retry.5s") == 0
     assert value(metrics, "crm", "g.retry.1m") == 2
+
+
+def test_a_retry_a_release_re_drove_is_no_longer_counted() -> None:
+    released = {("crm", "g.retry.5s", 0, 1)}
+    gauge = BacklogGauge(SETTINGS, Metrics(), dict, lambda *k: k in released)
+    counts: Counter[tuple[str, str]] = Counter()
+    for offset in range(3):
+        gauge._take(retry(b"crm", offset=offset), counts)
+    assert counts == {("crm", "g.retry.5s"): 2}
