@@ -235,6 +235,6 @@ class Pipeline:
             if outcomes is None:
                 settle()
             else:
-                outcomes.invalid(origin, error.reason, error.detail, settle)
+                outcomes.invalid(origin, record.key, error.reason, error.detail, settle)
 
         self._writer.submit(letter, written)

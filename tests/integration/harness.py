@@ -106,13 +106,20 @@ def settings_for(path: Path) -> Settings:
 
 
 async def produce(
-    bootstrap: str, topic: str, values: Iterable[bytes], *, partition: int | None = None
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes],
+    *,
+    partition: int | None = None,
+    keys: Iterable[bytes | None] | None = None,
 ) -> None:
-    """Publish ``values`` in order (acks=all) and wait for every acknowledgement."""
+    """Publish ``values`` in order (acks=all), with ``keys`` when given (one per value), and
+    wait for every acknowledgement."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        futures = [await producer.send(topic, v, partition=partition) for v in values]
+        pairs = zip(values, keys, strict=True) if keys is not None else ((v, None) for v in values)
+        futures = [await producer.send(topic, v, key=k, partition=partition) for v, k in pairs]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -61,7 +61,9 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
         group = orjson.loads(path.read_bytes())["kafka"]["group_id"]
         started_ms = int(time.time() * 1000)
         async with daemon_process(path, tmp_path / "daemon.log"):
-            await produce(kafka_bootstrap, topic, [event(n) for n in range(EVENTS)] + [b"{"])
+            keys = [f"u{n}".encode() for n in range(EVENTS)] + [b"raw"]
+            await produce(kafka_bootstrap, topic, [event(n) for n in range(EVENTS)] + [b"{"],
+                          keys=keys)  # fmt: skip
             await eventually(
                 lambda: outcomes_written(kafka_bootstrap, f"{group}.outcomes", 2 * EVENTS + 1),
                 60, "the outcomes of ok, broken and the invalid record",
@@ -87,6 +89,14 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
             assert reasons == [("-", "not_json")] + [("broken", "permanent_failure")] * EVENTS
             later = await deliveries(path, "outcomes", "--since", "2999-01-01T00:00:00Z")
             assert later["matched"] == 0
+            recent = await deliveries(path, "outcomes", "--since", "10m")
+            assert recent["matched"] == 2 * EVENTS + 1
+            # "Did the event about user u1 reach every hook?" by its record key.
+            about = await deliveries(path, "outcomes", "--key", "u1")
+            assert sorted((r["hook_id"], r["status"]) for r in about["rows"]) == [
+                ("broken", "dead_lettered"), ("ok", "delivered"),
+            ]  # fmt: skip
+            assert {r["key"] for r in about["rows"]} == {"u1"}
 
             await eventually(lambda: all_parked(path, EVENTS), 30, "the retries of down")
             waiting = await deliveries(path, "pending", "--hook-id", "down")
@@ -97,6 +107,8 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
                 assert row["last_status"] == 503 and row["error"] == "http 503"
                 due_ms = _ms(row["due_at"])
                 assert started_ms + 60_000 <= due_ms <= int(time.time() * 1000) + 60_000
+            [one] = (await deliveries(path, "pending", "--key", "u2"))["rows"]
+            assert (one["hook_id"], one["key"]) == ("down", "u2")
             [counted] = waiting["backlog"]
             assert (counted["hook_id"], counted["pending"]) == ("down", EVENTS)
             # The daemon's own count, by hook and tier: hookrelay_retry_backlog.
@@ -111,7 +123,8 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
             invalid = await deliveries(path, "dead-letters", "--reason", "not_json")
             [row] = invalid["rows"]
             assert (row["hook_id"], row["value_bytes"]) == (None, 1)
-            assert row["origin"].startswith(f"{topic}[")
+            assert row["origin"]["topic"] == topic and row["key"] == "raw"
+            assert row["replayed"] is False
 
             code, table, _ = await hookrelay_cli("deliveries", "-c", str(path), "pending")
             assert code == 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -29,12 +31,22 @@ positive_int = whole_number(1)
 non_negative_int = whole_number(0)  # a partition, an offset
 
 
+_AGO = re.compile(r"([0-9]{1,9})(s|m|h|d)")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def timestamp_ms(text: str) -> int:
-    """argparse type: ISO-8601 (``2026-08-21T09:00:00Z`` or a date) → epoch milliseconds."""
+    """argparse type: ISO-8601 (``2026-08-21T09:00:00Z`` or a date; UTC when no offset is
+    given), or a duration ago (``15m``, ``2h``, ``1d``, ``90s``) → epoch milliseconds."""
+    ago = _AGO.fullmatch(text.strip())
+    if ago is not None:
+        return int((time.time() - int(ago.group(1)) * _UNIT_S[ago.group(2)]) * 1000)
     try:
         when = datetime.fromisoformat(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an ISO-8601 time, got {text!r}") from e
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO-8601 time or a duration ago such as 15m, 2h, 1d; got {text!r}"
+        ) from e
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)

@@ -119,11 +119,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--event", action="append", default=[], help="only this event (repeatable)")
     replay.add_argument(
-        "--reason", action="append", default=[], choices=(*DEAD_LETTER_REASONS, "record_too_large"),
+        "--reason", action="append", default=[], choices=DEAD_LETTER_REASONS,
         help="only this dead-letter reason, e.g. retries_exhausted (repeatable)",
     )  # fmt: skip
-    replay.add_argument("--since", type=timestamp_ms, help="dead-lettered at or after (ISO-8601)")
-    replay.add_argument("--until", type=timestamp_ms, help="dead-lettered before (ISO-8601)")
+    replay.add_argument(
+        "--since",
+        type=timestamp_ms,
+        help="dead-lettered at or after (ISO-8601, or ago: 15m, 2h, 1d)",
+    )
+    replay.add_argument(
+        "--until", type=timestamp_ms, help="dead-lettered before (ISO-8601, or ago: 15m, 2h, 1d)"
+    )
     replay.add_argument("--limit", type=positive_int, help="replay at most this many")
     replay.add_argument(
         "--group", action="append", default=[],
@@ -308,14 +314,21 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     verb = "would replay" if args.dry_run else "replayed"
     print(
         f"{verb} {summary.selected} of {summary.read} dead letters from "
-        f"{args.dead_letter_topic or settings.dead_letter_topic} (already replayed: "
-        f"{summary.already_replayed}, see --again; not replayable: "
+        f"{args.dead_letter_topic or settings.dead_letter_topic} "
+        f"({_replayed_before(summary.already_replayed, args.again)}; not replayable: "
         f"{summary.not_replayable} invalid records; {summary.unknown_hook} for hooks not "
         f"configured; {summary.damaged} damaged; {summary.other_group} of other deployments "
         f"(see --group); "
         f"{summary.foreign_origin} from topics not in kafka.topics)"
     )
     return EXIT_OK
+
+
+def _replayed_before(count: int, again: bool) -> str:
+    """How many letters an earlier replay re-drove: left alone, or (--again) sent again."""
+    if again:
+        return f"{count} of them replayed before, sent again (--again)"
+    return f"already replayed: {count}, left alone (--again re-sends them)"
 
 
 REPLAY_SAMPLE = 10

@@ -34,7 +34,7 @@ from rich.table import Table
 
 from hookrelay.commands.replay import DeadLetterView, view_of
 from hookrelay.config import Settings
-from hookrelay.events.outcome import OutcomeRecord
+from hookrelay.events.outcome import OutcomeRecord, key_text
 from hookrelay.kafka.backlog import scan_backlog
 from hookrelay.kafka.control import read_control
 from hookrelay.kafka.retries import RetryRecord
@@ -54,13 +54,17 @@ class Selection:
     statuses: tuple[str, ...] = ()
     since_ms: int | None = None
     until_ms: int | None = None
+    keys: tuple[str, ...] = ()
 
     def takes(
-        self, hook_id: str | None, event: str | None, delivery_id: str | None, written_ms: int
-    ) -> bool:
-        """True when a record with these members is selected."""
+        self, hook_id: str | None, event: str | None, delivery_id: str | None, written_ms: int,
+        key: str | None = None,
+    ) -> bool:  # fmt: skip
+        """True when a record with these members is selected (``key``: the event record's
+        key as text, ``events.outcome.key_text``)."""
         return (
-            (not self.hook_ids or hook_id in self.hook_ids)
+            (not self.keys or key in self.keys)
+            and (not self.hook_ids or hook_id in self.hook_ids)
             and (not self.events or event in self.events)
             and (not self.delivery_ids or delivery_id in self.delivery_ids)
             and (self.since_ms is None or written_ms >= self.since_ms)
@@ -97,7 +101,7 @@ async def outcomes(settings: Settings, selection: Selection, timeout_s: float = 
             continue
         if (selection.statuses and outcome.status not in selection.statuses) or not (
             selection.takes(outcome.hook_id, outcome.event, outcome.delivery_id,
-                            outcome.settled_at_ms)
+                            outcome.settled_at_ms, outcome.key)
         ):  # fmt: skip
             continue
         found.rows.append(_outcome_row(outcome))
@@ -109,6 +113,7 @@ def _outcome_row(outcome: OutcomeRecord) -> dict[str, Any]:
     row: dict[str, Any] = {
         "settled_at": _iso(outcome.settled_at_ms), "status": outcome.status,
         "reason": outcome.reason, "hook_id": outcome.hook_id, "event": outcome.event,
+        "key": outcome.key,
         "delivery_id": outcome.delivery_id, "attempts": outcome.attempts,
         "last_status": outcome.last_status,
         "error": None if outcome.error is None else public_text(outcome.error),
@@ -128,7 +133,8 @@ async def pending(settings: Settings, selection: Selection, timeout_s: float = 6
                   unreadable=scanned.unreadable)  # fmt: skip
     for waiting in scanned.waiting:
         retry, record = waiting.retry, waiting.record
-        if selection.takes(retry.hook_id, retry.event, retry.delivery_id, record.timestamp):
+        key = key_text(record.key)
+        if selection.takes(retry.hook_id, retry.event, retry.delivery_id, record.timestamp, key):
             found.rows.append(_retry_row(retry, record))
     found.rows.sort(key=lambda row: str(row["due_at"]))
     return found
@@ -137,7 +143,8 @@ async def pending(settings: Settings, selection: Selection, timeout_s: float = 6
 def _retry_row(retry: RetryRecord, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     return {
         "due_at": _iso(retry.due_at_ms), "hook_id": retry.hook_id, "tier": record.topic,
-        "event": retry.event, "delivery_id": retry.delivery_id, "attempts": retry.attempts,
+        "event": retry.event, "key": key_text(record.key), "delivery_id": retry.delivery_id,
+        "attempts": retry.attempts,
         "parks": retry.parks, "last_status": retry.last_status,
         "error": public_text(retry.error) if retry.error else None,
         "parked_at": _iso(record.timestamp),
@@ -165,9 +172,11 @@ async def dead_letters(
     timeout_s: float = 60.0,
 ) -> Found:  # fmt: skip
     """Dead letters of this deployment (invalid records included) selected by ``selection``
-    and ``reasons``. Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+    and ``reasons``, each saying whether a replay re-drove it already (``replayed``). Raises
+    aiokafka's ``KafkaError``, ``TimeoutError``."""
     found = Found()
     consumed = frozenset(settings.kafka.topics)
+    control = await read_control(settings, replays=True)
     async for record in scan(settings.kafka, settings.dead_letter_topic,
                              since_ms=selection.since_ms, timeout_s=timeout_s,
                              role="deliveries"):  # fmt: skip
@@ -181,10 +190,16 @@ async def dead_letters(
             continue
         delivery_id = letter.headers.get("delivery-id")
         if (reasons and letter.reason not in reasons) or not selection.takes(
-            letter.hook_id or None, letter.event or None, delivery_id, letter.timestamp_ms
+            letter.hook_id or None,
+            letter.event or None,
+            delivery_id,
+            letter.timestamp_ms,
+            key_text(letter.key),
         ):
             continue
-        found.rows.append(_letter_row(letter))
+        row = _letter_row(letter)
+        row["replayed"] = control.was_replayed(letter.topic, letter.partition, letter.offset)
+        found.rows.append(row)
     found.rows.sort(key=lambda row: str(row["dead_lettered_at"]))
     return found
 
@@ -196,6 +211,7 @@ def _letter_row(letter: DeadLetterView) -> dict[str, Any]:
     return {
         "dead_lettered_at": _iso(letter.timestamp_ms), "reason": letter.reason,
         "hook_id": letter.hook_id or None, "event": letter.event or None,
+        "key": key_text(letter.key),
         "delivery_id": h.get("delivery-id") or None,
         "attempts": int(attempts) if attempts and attempts.isdigit() else None,
         "last_status": int(status) if status and status.isdigit() else None,
@@ -208,8 +224,16 @@ def _letter_row(letter: DeadLetterView) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _origin(topic: str, partition: int | str, offset: int | str) -> str:
-    return f"{topic}[{partition}]@{offset}"
+def _origin(topic: str, partition: int | str, offset: int | str) -> dict[str, Any]:
+    """Kafka coordinates as JSON (tables show them as ``topic[partition]@offset``); a
+    number a dead letter's header does not hold is null."""
+    return {"topic": topic, "partition": _number(partition), "offset": _number(offset)}
+
+
+def _number(value: int | str) -> int | None:
+    if isinstance(value, int):
+        return value
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _iso(epoch_ms: int | None) -> str | None:
@@ -219,13 +243,14 @@ def _iso(epoch_ms: int | None) -> str | None:
 
 
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "outcomes": ("settled_at", "status", "hook_id", "event", "attempts", "last_status",
+    "outcomes": ("settled_at", "status", "hook_id", "event", "key", "attempts", "last_status",
                  "latency_ms", "delivery_id", "origin", "reason", "error"),
-    "pending": ("due_at", "hook_id", "tier", "event", "attempts", "last_status",
+    "pending": ("due_at", "hook_id", "tier", "event", "key", "attempts", "last_status",
                 "delivery_id", "origin", "error"),
     "backlog": ("hook_id", "tier", "pending", "next_due_at", "last_due_at"),
-    "dead-letters": ("dead_lettered_at", "reason", "hook_id", "event", "attempts",
-                     "last_status", "delivery_id", "origin", "error"),
+    "dead-letters": ("dead_lettered_at", "reason", "hook_id", "event", "key", "attempts",
+                     "last_status", "delivery_id", "origin", "value_bytes", "replayed",
+                     "error"),
 }  # fmt: skip
 """The columns a table shows per view (``--json`` gives every member)."""
 
@@ -280,6 +305,10 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict) and "offset" in value:  # an _origin
+        return f"{value['topic']}[{value['partition']}]@{value['offset']}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     text = str(value)
     if len(text) == 29 and text.endswith("+00:00") and text[10] == "T":  # an _iso time
         return f"{text[:10]} {text[11:23]}"

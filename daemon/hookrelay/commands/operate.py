@@ -27,6 +27,9 @@ def add_deliveries(p: argparse.ArgumentParser) -> None:
                    "invalid records included")  # fmt: skip
     p.add_argument("--hook-id", action="append", default=[], help="only this hook (repeatable)")
     p.add_argument("--event", action="append", default=[], help="only this event (repeatable)")
+    p.add_argument("--key", action="append", default=[],
+                   help="only events whose Kafka record key is this, e.g. a user id "
+                   "(repeatable)")  # fmt: skip
     p.add_argument(
         "--delivery-id",
         action="append",
@@ -38,9 +41,10 @@ def add_deliveries(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", action="append", default=[],
                    help="dead-letters: only this reason, e.g. not_json (repeatable)")  # fmt: skip
     p.add_argument("--since", type=timestamp_ms,
-                   help="written at or after (ISO-8601; outcomes: settled, dead-letters: "
+                   help="written at or after (ISO-8601, or ago: 15m, 2h, 1d; outcomes: settled, "
+                   "dead-letters: "
                    "dead-lettered, pending: parked)")  # fmt: skip
-    p.add_argument("--until", type=timestamp_ms, help="written before (ISO-8601)")
+    p.add_argument("--until", type=timestamp_ms, help="written before (ISO-8601, or ago)")
     p.add_argument(
         "--limit",
         type=positive_int,
@@ -53,18 +57,20 @@ def add_deliveries(p: argparse.ArgumentParser) -> None:
 def add_control(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     pause = add("pause", "Pause a hook for every replica, kept across restarts: its deliveries "
                 "are parked in the retry topics, never attempted nor dead-lettered.")  # fmt: skip
-    pause.add_argument("hook_id", metavar="HOOK_ID")
     pause.add_argument("--reason", default="", help="why (shown by the admin API and logs)")
     resume = add("resume", "Resume a paused hook, and release the deliveries it parked "
                  "meanwhile so they are sent now.")  # fmt: skip
-    resume.add_argument("hook_id", metavar="HOOK_ID")
     resume.add_argument("--keep-parked", action="store_true",
                         help="leave parked deliveries to come back when due")  # fmt: skip
     release = add("release", "Send a hook's parked deliveries now (the retries it is owed), "
                   "with their webhook-id and attempt history.")  # fmt: skip
-    release.add_argument("hook_id", metavar="HOOK_ID")
     release.add_argument("--dry-run", action="store_true",
                          help="count and list what would be released; write nothing")  # fmt: skip
+    for p in (pause, resume, release):
+        p.add_argument("hook_id", metavar="HOOK_ID", help="a hook id of the configuration")
+        p.add_argument("--force", action="store_true",
+                       help="act on a hook id the configuration does not have (yet): one a "
+                       "rolling update is adding, or one another file configures")  # fmt: skip
 
 
 def show_deliveries(settings: Settings, args: argparse.Namespace) -> int:
@@ -72,7 +78,7 @@ def show_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
     selection = deliveries.Selection(
         tuple(args.hook_id), tuple(args.event), tuple(args.delivery_id), tuple(args.status),
-        args.since, args.until,
+        args.since, args.until, tuple(args.key),
     )  # fmt: skip
     if args.view == "outcomes" and not settings.outcomes.enabled:
         print(f"note: outcomes.enabled is off; reading {settings.outcomes.topic} anyway (what "
@@ -97,7 +103,8 @@ def show_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 def pause(settings: Settings, args: argparse.Namespace) -> int:
     from hookrelay.kafka.control import set_paused  # noqa: PLC0415
 
-    _warn_unknown_hook(settings, args.hook_id)
+    if _unknown_hook(settings, args):
+        return EXIT_FAILED
     return _control(lambda: set_paused(settings, args.hook_id, True, args.reason),
                     f"paused {args.hook_id}: its deliveries are parked until "
                     f"hookrelay resume {args.hook_id}")  # fmt: skip
@@ -106,6 +113,8 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
 def resume(settings: Settings, args: argparse.Namespace) -> int:
     from hookrelay.kafka.control import set_paused  # noqa: PLC0415
 
+    if _unknown_hook(settings, args):
+        return EXIT_FAILED
     status = _control(lambda: set_paused(settings, args.hook_id, False), f"resumed {args.hook_id}")
     if status != EXIT_OK or args.keep_parked:
         return status
@@ -115,14 +124,15 @@ def resume(settings: Settings, args: argparse.Namespace) -> int:
 def release_parked(settings: Settings, args: argparse.Namespace) -> int:
     from hookrelay.kafka.control import release  # noqa: PLC0415
 
-    _warn_unknown_hook(settings, args.hook_id)
+    if _unknown_hook(settings, args):
+        return EXIT_FAILED
     dry_run = bool(getattr(args, "dry_run", False))
     try:
         result = asyncio.run(release(settings, args.hook_id, dry_run=dry_run))
     except Exception as e:
         print(f"hookrelay: release failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
-    for retry in result.waiting[:20]:
+    for retry in sorted(result.waiting, key=lambda r: r.due_at_ms)[:20]:
         due = datetime.fromtimestamp(retry.due_at_ms / 1000, UTC).isoformat(timespec="seconds")
         print(f"  {retry.delivery_id} event={retry.event} attempts={retry.attempts} due={due}")
     if len(result.waiting) > 20:
@@ -143,11 +153,19 @@ def _control(write: Callable[[], Coroutine[Any, Any, None]], done: str) -> int:
     return EXIT_OK
 
 
-def _warn_unknown_hook(settings: Settings, hook_id: str) -> None:
+def _unknown_hook(settings: Settings, args: argparse.Namespace) -> bool:
+    """True (said on stderr) when ``args.hook_id`` is not configured and not ``--force``d: a
+    typo must not pause nothing, or a hook added later under that id."""
     known = [hook.id for hook in settings.hooks]
-    if hook_id not in known:
-        print(f"warning: {hook_id!r} names no configured hook (known: "
-              f"{', '.join(known) or 'none'})", file=sys.stderr)  # fmt: skip
+    if args.hook_id in known:
+        return False
+    where = f"names no configured hook (known: {', '.join(known) or 'none'})"
+    if args.force:
+        print(f"warning: {args.hook_id!r} {where}; going on (--force)", file=sys.stderr)
+        return False
+    print(f"hookrelay: {args.hook_id!r} {where}; nothing done (--force acts on it anyway)",
+          file=sys.stderr)  # fmt: skip
+    return True
 
 
 def add_backfill(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -156,9 +174,10 @@ def add_backfill(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
             "own webhook-ids.")  # fmt: skip
     p.add_argument("hook_id", metavar="HOOK_ID", help="a configured, enabled hook")
     p.add_argument("--since", type=timestamp_ms, required=True,
-                   help="first event time (ISO-8601; the Kafka record's timestamp)")  # fmt: skip
+                   help="first event time (ISO-8601, or ago: 15m, 2h, 1d; the Kafka record's "
+                   "timestamp)")  # fmt: skip
     p.add_argument("--until", type=timestamp_ms,
-                   help="events before this time (ISO-8601; default: up to now)")  # fmt: skip
+                   help="events before (ISO-8601, or ago; default: up to now)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true",
                    help="count the events the hook would get; write nothing")  # fmt: skip
 

@@ -219,9 +219,10 @@ async def replay(
             continue
         if not selection.matches(letter) or (limit is not None and len(chosen) >= limit):
             continue
-        if not again and control.was_replayed(letter.topic, letter.partition, letter.offset):
+        if control.was_replayed(letter.topic, letter.partition, letter.offset):
             summary.already_replayed += 1
-            continue
+            if not again:
+                continue
         if letter.hook_id not in known_hooks:
             summary.unknown_hook += 1
             summary.lines.append(f"skip (hook not configured or disabled): {letter.describe()}")

@@ -139,6 +139,7 @@ class Lane:
         self.member = hook_id_member(hook.id)
         self.hook = hook
         self._bucket: TokenBucket | None = None
+        self._m_rate_wait: Any = None  # exported for hooks with a rate limit only
         self.configure(hook)
         m = ctx.metrics
         # Read at scrape time: a gauge set on every delivery would cost the hot path.
@@ -146,7 +147,6 @@ class Lane:
         m.lane_in_flight.labels(hook.id).set_function(lambda: self._sending)
         self.stats = m.hook_stats(hook.id)
         self.hourly = ctx.history.hourly(hook.id)
-        self._m_rate_wait = m.rate_limit_wait.labels(hook.id)
         self._m_circuit = m.circuit_state.labels(hook.id)
         self._m_circuit.set(0)
         m.hook_paused.labels(hook.id).set(0)
@@ -160,6 +160,8 @@ class Lane:
             self._bucket = None
         elif self._bucket is None:
             self._bucket = TokenBucket(limit.per_second, limit.capacity, self._ctx.clock)
+            if self._m_rate_wait is None:
+                self._m_rate_wait = self._ctx.metrics.rate_limit_wait.labels(hook.id)
         else:
             self._bucket.reconfigure(limit.per_second, limit.capacity)
 

@@ -17,6 +17,9 @@ Version 1 (``v``); the JSON Schema is ``config/outcome.schema.json`` (``outcome_
 - ``reason``: for ``dead_lettered``, the dead letter's reason (``kafka.deadletter.REASONS``);
   else null.
 - ``delivery_id``, ``hook_id``, ``event``: null for an invalid record.
+- ``key``: the event record's Kafka key as text (producers key by user or organization id,
+  so "did the event about user u42 reach hook Y?" can be asked), at most 256 characters,
+  bytes that are not UTF-8 replaced; null for a record without a key.
 - ``attempts``: POSTs that spent the retry schedule; ``last_status``: the HTTP status of
   the last POST (null: none, or no answer); ``error``: the last failure, at most 500
   characters, null after a 2xx.
@@ -46,6 +49,7 @@ from hookrelay.events.model import Delivery, Origin
 VERSION: Final = 1
 STATUSES: Final = ("delivered", "dead_lettered", "dropped", "skipped")
 MAX_ERROR_CHARS: Final = 500
+MAX_KEY_CHARS: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,7 @@ class OutcomeRecord:
     settled_at_ms: int
     origin: Origin
     group: str
+    key: str | None = None
 
     @classmethod
     def of_delivery(
@@ -76,17 +81,18 @@ class OutcomeRecord:
             delivery.attempts, delivery.last_status,
             None if status == "delivered" else _clip(delivery.last_error, MAX_ERROR_CHARS),
             _ms(delivery.first_attempt_at), _ms(delivery.last_attempt_at), int(now_s * 1000),
-            delivery.event.origin, group,
+            delivery.event.origin, group, key_text(delivery.event.key),
         )  # fmt: skip
 
     @classmethod
     def of_invalid(
-        cls, origin: Origin, reason: str, detail: str, group: str, now_s: float
-    ) -> OutcomeRecord:
+        cls, origin: Origin, reason: str, detail: str, group: str, now_s: float, *,
+        key: bytes | None = None,
+    ) -> OutcomeRecord:  # fmt: skip
         """The outcome of a record the decoder refused (dead-lettered with ``reason``)."""
         return cls(
             "dead_lettered", reason, None, None, None, 0, None, _clip(detail, MAX_ERROR_CHARS),
-            None, None, int(now_s * 1000), origin, group,
+            None, None, int(now_s * 1000), origin, group, key_text(key),
         )  # fmt: skip
 
     @property
@@ -100,7 +106,8 @@ class OutcomeRecord:
         return orjson.dumps({
             "v": VERSION, "status": self.status, "reason": self.reason,
             "delivery_id": self.delivery_id, "hook_id": self.hook_id, "event": self.event,
-            "attempts": self.attempts, "last_status": self.last_status, "error": self.error,
+            "key": self.key, "attempts": self.attempts, "last_status": self.last_status,
+            "error": self.error,
             "first_attempt_at": _iso(self.first_attempt_at_ms),
             "last_attempt_at": _iso(self.last_attempt_at_ms),
             "settled_at": _iso(self.settled_at_ms), "latency_ms": self.latency_ms,
@@ -124,10 +131,15 @@ class OutcomeRecord:
                 _required_ms(doc["settled_at"]),
                 Origin(str(origin["topic"]), int(origin["partition"]), int(origin["offset"]),
                        _required_ms(origin["timestamp"])),
-                str(doc["group"]),
+                str(doc["group"]), doc.get("key"),
             )  # fmt: skip
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not an outcome record: {e}") from e
+
+
+def key_text(key: bytes | None) -> str | None:
+    """A record key as the outcome record shows it (see the module docstring)."""
+    return None if key is None else key.decode("utf-8", "replace")[:MAX_KEY_CHARS]
 
 
 def _clip(text: str | None, limit: int) -> str | None:
@@ -169,6 +181,11 @@ def outcome_schema() -> dict[str, Any]:
         "delivery_id": {**text, "description": "The webhook-id header; null: invalid record."},
         "hook_id": text,
         "event": {**text, "maxLength": MAX_EVENT_NAME},
+        "key": {
+            **text,
+            "maxLength": MAX_KEY_CHARS,
+            "description": "The event record's Kafka key as text; null: none.",
+        },
         "attempts": {"type": "integer", "minimum": 0},
         "last_status": {"type": ["integer", "null"]},
         "error": {**text, "maxLength": MAX_ERROR_CHARS},

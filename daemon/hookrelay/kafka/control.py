@@ -166,14 +166,17 @@ class ControlFollower:
             while behind:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{topic} not read to its end in {timeout_s:g} s")
-                self._apply(await consumer.getmany(*behind, timeout_ms=FOLLOW_POLL_MS))
+                self._apply(
+                    await consumer.getmany(*behind, timeout_ms=FOLLOW_POLL_MS), notify=False
+                )
                 behind = [tp for tp in behind if await consumer.position(tp) < end[tp]]
         except BaseException:
             await consumer.stop()
             raise
         self._consumer = consumer
-        if self.state.paused:
-            log.info("hooks_paused_by_operator", hooks=sorted(self.state.paused))
+        # The end state only: the history of pauses and resumes is not news at start-up.
+        for hook_id in sorted(self.state.paused):
+            self._on_pause(hook_id, True)
 
     async def run(self) -> None:
         """Follow the control topic until cancelled (``load`` first). A failed fetch is
@@ -193,11 +196,16 @@ class ControlFollower:
             await self._consumer.stop()
             self._consumer = None
 
-    def _apply(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    def _apply(
+        self,
+        batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        *,
+        notify: bool = True,
+    ) -> None:
         for records in batches.values():
             for record in records:
                 hook_id = self.state.apply(record)
-                if hook_id is not None:
+                if hook_id is not None and notify:
                     self._on_pause(hook_id, hook_id in self.state.paused)
 
 

@@ -63,13 +63,18 @@ class OutcomeLog:
         record = OutcomeRecord.of_delivery(delivery, status, reason, self._group, self._clock())
         self._write(record, delivery.delivery_id.encode("ascii"), then)
 
-    def invalid(self, origin: Origin, reason: str, detail: str, then: Callable[[], None]) -> None:
-        """Record that the record at ``origin`` was dead-lettered as invalid (``reason``,
-        ``detail`` from ``InvalidEventError``), then call ``then``."""
+    def invalid(
+        self, origin: Origin, key: bytes | None, reason: str, detail: str,
+        then: Callable[[], None],
+    ) -> None:  # fmt: skip
+        """Record that the record at ``origin`` (with ``key``) was dead-lettered as invalid
+        (``reason``, ``detail`` from ``InvalidEventError``), then call ``then``."""
         if not self.enabled:
             then()
             return
-        record = OutcomeRecord.of_invalid(origin, reason, detail, self._group, self._clock())
+        record = OutcomeRecord.of_invalid(
+            origin, reason, detail, self._group, self._clock(), key=key
+        )
         self._write(record, None, then)
 
     def _write(self, record: OutcomeRecord, key: bytes | None, then: Callable[[], None]) -> None:
