@@ -52,6 +52,15 @@ def timestamp_ms(text: str) -> int:
     return int(when.timestamp() * 1000)
 
 
+def record_header(text: str) -> tuple[str, bytes]:
+    """argparse type: ``NAME=VALUE`` → a Kafka record header ``(NAME, VALUE as UTF-8)``, such
+    as ``traceparent=00-...`` (the W3C trace context a record may carry)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.encode("utf-8")
+
+
 def write_stdout(data: bytes) -> None:
     """``data`` to stdout as bytes: a body is shown byte for byte, whatever the locale's
     encoding."""

@@ -48,6 +48,7 @@ from hookrelay.commands import operate
 from hookrelay.commands.args import (
     non_negative_int,
     positive_int,
+    record_header,
     timestamp_ms,
     write_stdout,
 )
@@ -96,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument(
         "--key-field", default=None,
         help="use this top-level member of each event as the record key (e.g. userId)",
+    )  # fmt: skip
+    produce.add_argument(
+        "--header", action="append", default=[], type=record_header, metavar="NAME=VALUE",
+        help="add this header to every record, e.g. traceparent=00-<trace id>-<span id>-01 "
+        "(repeatable)",
     )  # fmt: skip
     produce.add_argument(
         "--raw", action="store_true",
@@ -167,6 +173,10 @@ def _parser() -> argparse.ArgumentParser:
 def _add_match(p: argparse.ArgumentParser) -> None:
     p.add_argument("event", metavar="EVENT.json", help="one event (a record value), or - for stdin")
     p.add_argument("--key", help="the record key (default: none)")
+    p.add_argument("--header", action="append", default=[], type=record_header,
+                   metavar="NAME=VALUE",
+                   help="a header of the record, e.g. its traceparent, which requests carry "
+                   "(repeatable)")  # fmt: skip
     p.add_argument(
         "--topic", help="origin topic, for the webhook-id (default: the first kafka.topics)"
     )
@@ -462,7 +472,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     topic = args.topic or settings.kafka.topics[0]
 
     try:
-        asyncio.run(publish(settings.kafka, topic, values, args.key_field))
+        asyncio.run(publish(settings.kafka, topic, values, args.key_field, args.header))
     except Exception as e:
         print(f"hookrelay: producing to {topic} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -528,8 +538,9 @@ def _match(settings: Settings, args: argparse.Namespace) -> int:
     origin = match.origin_of(topic, args.partition, args.offset)
     try:
         report = match.match_event(
-            settings, value, key, origin, show_signatures=args.show_signatures
-        )
+            settings, value, key, origin, show_signatures=args.show_signatures,
+            headers=args.header,
+        )  # fmt: skip
     except InvalidEventError as e:
         if args.json:
             write_stdout(match.invalid_json(e))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -46,6 +47,7 @@ from hookrelay.events.signing import (
     hook_id_member,
     splice_hook_id,
 )
+from hookrelay.events.tracecontext import trace_context
 from hookrelay.ops.logs import redacted_url
 
 MASK: Final = "***"
@@ -97,11 +99,14 @@ def match_event(
     origin: Origin,
     *,
     show_signatures: bool = False,
+    headers: Sequence[tuple[str, bytes]] = (),
 ) -> MatchReport:
-    """Decode ``value`` (the record value) with ``key`` from ``origin`` as the daemon does,
-    route it, and build each matching hook's request. Raises ``InvalidEventError`` (reason
-    and detail as the daemon dead-letters with) for an invalid event."""
-    event = decode(value, key, origin, settings.delivery.max_event_bytes)
+    """Decode ``value`` (the record value) with ``key`` and record ``headers`` from
+    ``origin`` as the daemon does, route it, and build each matching hook's request (with
+    the record's W3C trace context, as the daemon sends it). Raises ``InvalidEventError``
+    (reason and detail as the daemon dead-letters with) for an invalid event."""
+    trace = trace_context(list(headers))
+    event = decode(value, key, origin, settings.delivery.max_event_bytes, trace)
     hooks = matching_hooks(settings.hooks, event.name)
     sender = HttpSender(settings.http, settings.delivery)
     requests = tuple(_request(sender, hook, event, show_signatures) for hook in hooks)
@@ -124,7 +129,7 @@ def _request(sender: HttpSender, hook: Hook, event: Event, show_signatures: bool
     origin = event.origin
     did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
     body = splice_hook_id(event.body_head, event.empty, hook_id_member(hook.id))
-    sent = sender.headers(hook, did, body)
+    sent = sender.headers(hook, did, body, event.trace)
     credentials = {name.lower() for name, _ in hook.headers if CREDENTIAL_HEADER_NAME.search(name)}
     hidden = credentials if show_signatures else credentials | _SIGNATURE_HEADERS
     # str(): multidict's names are ``istr``, a str subclass orjson refuses as a key.

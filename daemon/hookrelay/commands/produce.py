@@ -81,14 +81,22 @@ def _record_key(value: bytes, key_field: str | None) -> bytes | None:
 
 
 async def publish(
-    kafka: KafkaSettings, topic: str, values: Sequence[bytes], key_field: str | None
+    kafka: KafkaSettings,
+    topic: str,
+    values: Sequence[bytes],
+    key_field: str | None,
+    headers: Sequence[tuple[str, bytes]] = (),
 ) -> None:
     """Send ``values`` to ``topic`` in order, keyed by their ``key_field`` member when given,
-    and return once the broker acknowledged every one. Raises the producer's error."""
+    each with ``headers``, and return once the broker acknowledged every one. Raises the
+    producer's error."""
     producer = AIOKafkaProducer(**client_options(kafka, "produce"), acks="all", linger_ms=10)
     try:  # start inside: a client whose start failed is closed too
         await producer.start()
-        futures = [await producer.send(topic, v, key=_record_key(v, key_field)) for v in values]
+        futures = [
+            await producer.send(topic, v, key=_record_key(v, key_field), headers=list(headers))
+            for v in values
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -245,3 +245,22 @@ def test_a_topic_the_daemon_does_not_consume_is_noted(
     assert code == 0
     assert orjson.loads(out)["origin"]["topic"] == "other"
     assert err == "note: topic 'other' is not in kafka.topics; the daemon does not consume it\n"
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_a_records_trace_context_is_in_the_headers_shown_and_an_invalid_one_is_not(
+    tmp_path: Path,
+) -> None:
+    traced = requests_by_id(tmp_path, EVENT, headers=[("traceparent", TRACEPARENT.encode())])
+    assert ("traceparent", TRACEPARENT) in traced["crm"].headers
+    zeros = "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+    plain = requests_by_id(tmp_path, EVENT, headers=[("traceparent", zeros.encode())])
+    assert "traceparent" not in dict(plain["crm"].headers)
+
+
+def test_a_header_argument_must_be_name_equals_value(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["match", "-c", str(config_file(tmp_path)), "--header", "traceparent", "-"])
+    assert exited.value.code == 2
