@@ -6,7 +6,8 @@
     ├── ConfigError            configuration refused at load time (file, line, key path)
     ├── InvalidEventError      a record is not a valid identity event (dead-lettered)
     ├── TopicsMissingError     topics hookrelay writes to are missing and may not be created
-    └── LogtoImportError       Logto hook JSON that import-logto cannot convert
+    ├── LogtoImportError       Logto hook JSON that import-logto cannot convert
+    └── RunClaimedError        another run of replay or release holds this deployment's claim
 
 ``net.guard.AddressRefusedError`` (an endpoint address the SSRF guard refuses) stays outside
 this tree on purpose: it is an ``OSError``, because aiohttp passes resolver errors through
@@ -89,3 +90,23 @@ class LogtoImportError(HookrelayError):
     """``hookrelay import-logto`` cannot convert its input (not Logto's hook JSON, or a hook
     hookrelay would refuse); the message names the hook and the field, never a signing
     key."""
+
+
+class RunClaimedError(HookrelayError):
+    """Another run of the same operator command (``replay``, ``release`` of one hook) holds
+    this deployment's claim in the control topic (``kafka.control.exclusive``); ``expires``
+    is when an abandoned claim lapses (epoch seconds)."""
+
+    def __init__(self, name: str, expires: float) -> None:
+        self.name = name
+        self.expires = expires
+        super().__init__(
+            f"another {name} of this deployment is running (its claim lapses by "
+            f"{_iso(expires)} if it died); try again when it has ended"
+        )
+
+
+def _iso(epoch_s: float) -> str:
+    from datetime import UTC, datetime  # noqa: PLC0415 - the message's one use
+
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")

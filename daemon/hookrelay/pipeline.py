@@ -182,7 +182,7 @@ class Pipeline:
             return
         ticket = self._tracker.register(tp, record.offset, 1)
         try:
-            self._dispatcher.resubmit(event, retry, ticket)
+            self._dispatcher.resubmit(event, retry, ticket, (tp.topic, tp.partition, record.offset))
         except Exception as e:  # a bug: the record must not crash every replica, forever
             log.exception("retry_record_failed", topic=origin.topic,
                           partition=origin.partition, offset=origin.offset)  # fmt: skip

@@ -57,7 +57,7 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
                             delivery={"retry_schedule_s": [60, 120]})  # fmt: skip
         edit_config(path, "outcomes", enabled=True)
-        edit_config(path, "admin", retry_backlog_interval_s=0.5)
+        edit_config(path, "admin", retry_backlog_interval_s=1)
         group = orjson.loads(path.read_bytes())["kafka"]["group_id"]
         started_ms = int(time.time() * 1000)
         async with daemon_process(path, tmp_path / "daemon.log"):

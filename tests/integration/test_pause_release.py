@@ -131,3 +131,32 @@ async def test_a_paused_hook_parks_without_dead_letters_across_a_restart_until_r
 
 async def paused_gauge(path: Path, value: float) -> bool:
     return await daemon_metric(path, 'hookrelay_hook_paused{hook_id="crm"}') == value
+
+
+async def test_releases_one_after_another_of_a_paused_hook_fork_no_delivery(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A breaker's trial: three releases 1.5 s apart of a paused hook's 300 retries copied
+    # them 300, 600 and 900 times, and 26 reached the receiver twice.
+    topic = unique("release-fork")
+    await create_topics(kafka_bootstrap, [topic], partitions=2)
+    async with Receiver() as receiver:
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                            delivery={"retry_schedule_s": [0.5, 1, 2]})  # fmt: skip
+        async with daemon_process(path, tmp_path / "daemon.log"):
+            await cli(path, "pause", "crm")
+            await produce(kafka_bootstrap, topic, [event(n) for n in range(60)])
+            await eventually(lambda: has_pending(path, "crm", 60), 30, "60 parked")
+            released = []
+            for _ in range(3):
+                out = await cli(path, "release", "crm")
+                released.append(int(out.rsplit("released ", 1)[1].split()[0]))
+                await asyncio.sleep(1.5)
+            assert released[0] == 60 and all(n <= 60 for n in released)
+            await cli(path, "resume", "crm")
+            await receiver.wait_for(60, hook_id="crm", timeout_s=30)
+            await eventually(lambda: nothing_pending(path, "crm"), 30, "nothing owed")
+            await asyncio.sleep(3.0)  # tiers of up to 2 s: any second chain would show
+        ids = [q.headers["webhook-id"] for q in receiver.for_hook("crm")]
+        assert len(ids) == len(set(ids)) == 60

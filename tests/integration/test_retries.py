@@ -270,3 +270,33 @@ async def test_replay_remembers_what_it_re_drove_and_sends_it_again_only_when_as
             again = (await receiver.wait_for(27, timeout_s=20))[24:]
             first = {q.headers["webhook-id"] for q in receiver.requests[:12]}
             assert {q.headers["webhook-id"] for q in again} <= first
+
+
+async def test_two_replays_at_once_send_each_letter_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique("replay-twice")
+    dlq = f"{topic}.dlq"
+    await create_topics(kafka_bootstrap, [topic, dlq])
+    async with Receiver() as receiver:
+        receiver.script_forever("fixme", Reply(status=400))
+        hooks = [{"id": "fixme", "events": ["*"], "url": receiver.url("fixme")}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq)
+        async with running_daemon(settings_for(path)):
+            await produce(kafka_bootstrap, topic, [event("User.Created", n) for n in range(20)])
+            await read_topic(kafka_bootstrap, dlq, 20)
+            receiver.script_forever("fixme", None)
+            runs = await asyncio.gather(
+                hookrelay_cli("replay", "-c", str(path)), hookrelay_cli("replay", "-c", str(path))
+            )
+            # One run replays; the other is refused (its claim came second) or, started
+            # after the first ended, finds every letter replayed already.
+            outputs = [out + err for _, out, err in runs]
+            assert sum("replayed 20 of 20" in out for out in outputs) == 1, outputs
+            assert any(
+                "another replay of this deployment is running" in out or "replayed 0 of 20" in out
+                for out in outputs
+            ), outputs
+            await receiver.wait_for(40, timeout_s=20)
+            await asyncio.sleep(2.0)
+            assert len(receiver.requests) == 40  # 20 failed first attempts, 20 replayed once

@@ -136,18 +136,19 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             if settings.outcomes.enabled
             else None
         )
+        control = ControlState(settings.group_id)
         self.dispatcher = Dispatcher(
             self._sender, self.writer, self.metrics, settings.delivery,
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
             group=settings.group_id, batch_size=k.max_poll_records, history=self.history,
             timeout_s=settings.http.timeout_s, outcomes=outcomes, tracer=self.tracer,
+            superseded=control.superseded,
+            events_waiting=lambda: self.source.events_waiting(),  # noqa: PLW0108 - built later
         )  # fmt: skip
         for reason in DEAD_LETTER_REASONS:
             self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start
         self.dispatcher.set_hooks(settings.hooks)
-        self.control = ControlFollower(
-            settings, ControlState(settings.group_id), self.dispatcher.set_paused
-        )
+        self.control = ControlFollower(settings, control, self.dispatcher.set_paused)
         self._control_loaded = False
         self.pipeline = Pipeline(
             settings, self.tracker, self.dispatcher, self.writer, self.metrics,

@@ -80,6 +80,9 @@ def show_deliveries(settings: Settings, args: argparse.Namespace) -> int:
         tuple(args.hook_id), tuple(args.event), tuple(args.delivery_id), tuple(args.status),
         args.since, args.until, tuple(args.key),
     )  # fmt: skip
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        print("hookrelay: --until must be later than --since", file=sys.stderr)
+        return EXIT_USAGE
     if args.view == "outcomes" and not settings.outcomes.enabled:
         print(f"note: outcomes.enabled is off; reading {settings.outcomes.topic} anyway (what "
               "an earlier configuration wrote)", file=sys.stderr)  # fmt: skip

@@ -37,7 +37,7 @@ from hookrelay.config import Settings
 from hookrelay.events.model import OutboundRecord
 from hookrelay.events.tracecontext import TraceContext, trace_context
 from hookrelay.kafka.clients import write_all
-from hookrelay.kafka.control import note_replayed, read_control
+from hookrelay.kafka.control import exclusive, note_replayed, read_control
 from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
 from hookrelay.kafka.scan import scan
 
@@ -204,7 +204,27 @@ async def replay(
     ``dry_run``). ``groups`` adds consumer groups whose letters count as this deployment's;
     ``topic`` reads another dead-letter topic (one of an earlier configuration). A letter an
     earlier run re-drove (the control topic remembers, see ``kafka.control``) is left alone
-    unless ``again``; what this run re-drives is remembered once written."""
+    unless ``again``; what this run re-drives is remembered once written. One run at a time
+    per deployment (``kafka.control.exclusive``): raises ``RunClaimedError`` while another
+    runs."""
+    if dry_run:
+        return await _replay(settings, selection, dry_run=True, limit=limit, groups=groups,
+                             topic=topic, again=again)  # fmt: skip
+    async with exclusive(settings, "replay"):
+        return await _replay(settings, selection, dry_run=False, limit=limit, groups=groups,
+                             topic=topic, again=again)  # fmt: skip
+
+
+async def _replay(
+    settings: Settings,
+    selection: ReplayFilter,
+    *,
+    dry_run: bool,
+    limit: int | None,
+    groups: tuple[str, ...],
+    topic: str | None,
+    again: bool,
+) -> ReplaySummary:
     summary = ReplaySummary()
     control = await read_control(settings, replays=True)
     known_hooks = {h.id for h in settings.hooks if h.enabled}

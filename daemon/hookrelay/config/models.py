@@ -345,7 +345,15 @@ class AdminSettings(FrozenModel):
     retry_backlog_interval_s: Number = Field(30.0, ge=0)
     """Seconds between two counts of hookrelay_retry_backlog (the retries waiting in this
     replica's retry partitions, by hook and tier: at most 100,000 records read per count);
-    0 turns the count off."""
+    0 turns the count off, and otherwise at least 1."""
+
+    @field_validator("retry_backlog_interval_s")
+    @classmethod
+    def _a_count_is_not_a_loop(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise refuse("expected 0 (off) or at least 1 second: a count reads the retry topics")
+        return value
+
     keep_response_bodies: StrictBool = False
     """Keep the first KiB of each endpoint answer in that log. Off by default: an endpoint
     may echo personal data from the payload."""

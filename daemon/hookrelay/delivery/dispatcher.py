@@ -76,6 +76,8 @@ class Dispatcher:
         history: History | None = None,
         outcomes: OutcomeLog | None = None,
         tracer: DeliveryTracer | None = None,
+        superseded: Callable[[str, str, int, int], bool] = lambda *_: False,
+        events_waiting: Callable[[], bool] = lambda: False,
     ) -> None:
         plan = RetryPlan(settings.retry_schedule_s, retry_topics, settings.retry_jitter)
         # Backpressure acts between fetch batches, so a healthy lane may overshoot its bound
@@ -84,11 +86,12 @@ class Dispatcher:
         self._ctx = LaneContext(
             sender, writer, metrics, settings, plan, dead_letter_topic, group, hard_bound,
             timeout_s, clock, jitter, self._finished, self._released, self._others_hungry,
-            history or History(), RecentIds(RECENTLY_DELIVERED), tracer,
+            history or History(), RecentIds(RECENTLY_DELIVERED), tracer, superseded,
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []
         self._held: set[str] = set()  # hooks an operator paused (kafka.control)
+        self._events_waiting = events_waiting  # Source.events_waiting
         self.in_flight = 0
         self._metrics = metrics
         self._outcomes = outcomes
@@ -158,7 +161,13 @@ class Dispatcher:
                 tracer.delivery_started(delivery)
             lane.submit(delivery)
 
-    def resubmit(self, event: Event, retry: RetryRecord, ticket: AckTicket) -> None:
+    def resubmit(
+        self,
+        event: Event,
+        retry: RetryRecord,
+        ticket: AckTicket,
+        source: tuple[str, int, int] | None = None,
+    ) -> None:
         """Take a delivery back from a retry topic, with its attempt history.
 
         A retry for a hook this replica does not know (removed, disabled, or not yet added:
@@ -168,7 +177,9 @@ class Dispatcher:
         it visits every partition of them, and so every replica that owns one, until one that
         knows the hook takes it; after the grace period it is dead-lettered ``hook_removed``.
         Everything that can fail runs before any state changes, so an exception (a bug)
-        leaves nothing behind and the caller can dead-letter the record instead.
+        leaves nothing behind and the caller can dead-letter the record instead. ``source``
+        is the retry record's (topic, partition, offset), for a release that re-drives it
+        while it is here (``Lane._taken_over``).
         """
         lane = self._lanes.get(retry.hook_id)
         hook = lane.hook if lane is not None else _placeholder_hook(retry.hook_id)
@@ -183,6 +194,7 @@ class Dispatcher:
         delivery.last_status = retry.last_status
         delivery.last_error = retry.error or None
         delivery.redrive = retry.redrive
+        delivery.source = source
         self.in_flight += 1
         if self._ctx.tracer is not None:
             self._ctx.tracer.delivery_started(delivery)
@@ -309,19 +321,27 @@ class Dispatcher:
                 raise RuntimeError(f"lane {lane.hook.id} crashed") from lane.failure
 
     def _others_hungry(self, lane: Lane) -> bool:
-        """True when some other lane that is receiving work right now, and is not blocked
-        itself, has room for more: only then does parking ``lane`` let anyone go faster."""
+        """True when some other lane that is receiving work right now, or could be (records
+        wait unfetched in the event partitions), and is not blocked itself, has room for
+        more: only then does parking ``lane`` let anyone go faster."""
         settings = self._ctx.settings
         room = settings.lane_max_pending // 2
         # Fed within the window: a lane starved by a paused fetch still counts as hungry.
+        # Past the window (a long pause, or a hook that had no traffic before it), records
+        # waiting unfetched may be another hook's: a lone hook's backlog still waits in
+        # Kafka (backpressure), but beside another healthy lane the slow one is parked.
         recent = self._ctx.clock() - HUNGRY_WINDOW_S
-        return any(
-            other is not lane
-            and other.last_intake > recent  # it is being fed: it wants the next records
-            and other.pending < room
-            and other.blocked_reason() is None
-            for other in self._lanes.values()
-        )
+        waiting: bool | None = None
+        for other in self._lanes.values():
+            if other is lane or other.pending >= room or other.blocked_reason() is not None:
+                continue
+            if other.last_intake > recent:
+                return True
+            if waiting is None:
+                waiting = self._events_waiting()
+            if waiting:
+                return True
+        return False
 
     def load(self) -> float:
         """Backpressure signal (see the module docstring): fetching pauses at 1.0."""

@@ -118,6 +118,9 @@ class LaneContext:
     history: History
     delivered: RecentIds
     tracer: DeliveryTracer | None
+    # (hook id, topic, partition, offset) of a retry record → True once a release re-drove a
+    # copy of it (kafka.control): the copy goes on, this one stops.
+    superseded: Callable[[str, str, int, int], bool]
 
 
 class Lane:
@@ -300,6 +303,11 @@ class Lane:
                 continue
             if self._bucket is not None or self._not_before:
                 await self._wait_for_turn()
+                if self._bucket is not None:
+                    # Per delivery, from entering the lane to its token: behind a rate
+                    # limit the queue is the wait (a counter of token waits summed every
+                    # worker's, 30 s in 1.5 s of wall time, and missed the queue).
+                    self._m_rate_wait.observe(self._ctx.clock() - delivery.enqueued_mono)
                 if not delivery.ticket.live:  # revoked while it waited for its turn
                     self._release(delivery)
                     continue
@@ -346,6 +354,8 @@ class Lane:
                           delivery_id=delivery.delivery_id)  # fmt: skip
             self._ctx.on_finished(delivery, Outcome.DUPLICATE)
             return False
+        if delivery.source is not None and self._taken_over(delivery):
+            return False
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
             return False
@@ -378,14 +388,7 @@ class Lane:
         if self._bucket is not None:
             wait = self._bucket.reserve()
             if wait > 0:
-                # Per delivery, as measured (the reservation plus the loop's lateness): a
-                # counter of these summed every concurrent worker's wait (30 s in 1.5 s of
-                # wall time), which no one could read; a histogram says how long deliveries
-                # waited.
-                started = self._ctx.clock()
                 await asyncio.sleep(wait)
-                wait = self._ctx.clock() - started
-            self._m_rate_wait.observe(wait)
 
     # -- outcomes -------------------------------------------------------------------------
 
@@ -514,9 +517,12 @@ class Lane:
 
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> int | None:
         """Write ``delivery`` to retry tier ``tier``; return when it is due (epoch ms), or
-        None when it was released instead (its partition is being revoked)."""
+        None when it was released instead (its partition is being revoked) or a release
+        re-drove it (``_taken_over``)."""
         if not delivery.ticket.live:  # see _handle: never fork a revoked partition's work
             self._release(delivery)
+            return None
+        if self._taken_over(delivery):
             return None
         outbound, due_ms = parked_record(self._ctx, delivery, tier, min_wait_s)
         self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
@@ -525,6 +531,8 @@ class Lane:
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         if not delivery.ticket.live:
             self._release(delivery)
+            return
+        if self._taken_over(delivery):
             return
         letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason, self._ctx.group)
         finished = self._ctx.on_finished
@@ -581,6 +589,18 @@ class Lane:
             duration_ms=round(result.duration_s * 1000, 1),
             **extra,
         )
+
+    def _taken_over(self, delivery: Delivery) -> bool:
+        """True, and ``delivery`` settled ``superseded`` without a write, when it was taken
+        back from a retry record an operator's release has re-drove a copy of since (see
+        ``kafka.control``): parking or dead-lettering it too would fork a second chain of
+        the same delivery beside the copy's."""
+        source = delivery.source
+        if source is None or not self._ctx.superseded(self.hook.id, *source):
+            return False
+        self._ctx.metrics.retries_superseded.inc()
+        self._ctx.on_finished(delivery, Outcome.SUPERSEDED)
+        return True
 
     def _release(self, delivery: Delivery) -> None:
         """Give ``delivery`` up here without an outcome (see ``Dispatcher._released``); a

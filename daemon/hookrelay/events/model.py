@@ -67,6 +67,9 @@ class Outcome(Enum):
     # The broker refused even its small dead letter (writer): settled without one; the
     # event stays readable at its origin coordinates.
     DROPPED = "dropped"
+    # Taken back from a retry record that an operator's release re-drove a copy of: the
+    # copy goes on; this one is settled without a request (no outcome record).
+    SUPERSEDED = "superseded"
     # A copy of a delivery this process delivered already (the same webhook-id: an event read
     # again after a crash, and its retry record), settled without a request.
     DUPLICATE = "duplicate"
@@ -104,6 +107,7 @@ class Delivery:
     unknown_since: float | None = None
     unknown_parks: int = 0
     redrive: bool = False  # asked for by an operator: sent even if delivered a moment ago
+    source: tuple[str, int, int] | None = None  # the retry record it was taken back from
     span: Span | None = None
 
 

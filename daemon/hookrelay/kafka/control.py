@@ -1,12 +1,14 @@
 """The control topic: decisions an operator takes once and every replica follows, across
 restarts (``control_topic``, compacted, one partition).
 
-Two kinds of record, keyed so compaction keeps the last decision per hook:
+Records are keyed ``<kind>/<group>/<what>``, so compaction keeps the last decision per group
+and hook even on a topic two deployments were given by hand:
 
-- ``pause/<hook id>``: ``{"v": 1, "group", "paused": bool, "reason", "at"}``. A paused hook's
-  deliveries are parked in the retry topics without an attempt (never dead-lettered) until
-  it is resumed. Pausing is not a configuration change: a reload or restart keeps it.
-- ``release/<hook id>``: ``{"v": 1, "group", "at", "below": [[topic, partition, offset],
+- ``pause/<group>/<hook id>``: ``{"v": 1, "group", "paused": bool, "reason", "at"}``. A
+  paused hook's deliveries are parked in the retry topics without an attempt (never
+  dead-lettered) until it is resumed. Pausing is not a configuration change: a reload or
+  restart keeps it.
+- ``release/<group>/<hook id>``: ``{"v": 1, "group", "at", "below": [[topic, partition, offset],
   ...]}``. ``release`` copied every retry the hook was owed (``kafka.backlog``) into the
   retry topic of deliveries due now (``Settings.now_topic``), with its attempt history and
   ``webhook-id``; ``below`` holds where that scan ended in each retry partition. A replica
@@ -14,10 +16,13 @@ Two kinds of record, keyed so compaction keeps the last decision per hook:
   ``hookrelay_retries_superseded_total``): its copy is delivered instead. Records parked
   after the scan are above them and served as usual.
 
-- ``replayed/<dead-letter topic>/<partition>/<run id>``: ``{"v": 1, "group", "at",
+- ``replayed/<group>/<dead-letter topic>/<partition>/<run id>``: ``{"v": 1, "group", "at",
   "offsets": [[from, to], ...]}``: the dead letters one ``hookrelay replay`` run re-drove
   (offsets ``from`` to ``to``, ``to`` excluded), so a later run leaves them alone unless
   asked ``--again``. Only ``replay`` reads these (``ControlState(replays=True)``).
+
+- ``claim/<group>/<name>/<run id>``: ``{"v": 1, "group", "expires"}``, then a tombstone when
+  the run ends: one run at a time of ``replay`` and of ``release`` per hook (``exclusive``).
 
 Times are epoch milliseconds. Records carry the ``hookrelay-group`` header and ``group``
 member; a replica ignores another group's (DESIGN §1.8). A record that does not parse is
@@ -32,9 +37,10 @@ deduplicate on it, as at-least-once delivery asks anyway).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -44,8 +50,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from hookrelay.config import Settings
+from hookrelay.errors import RunClaimedError
 from hookrelay.events.model import OutboundRecord
-from hookrelay.kafka.backlog import Backlog, scan_backlog
+from hookrelay.kafka.backlog import Backlog, Waiting, scan_backlog
 from hookrelay.kafka.clients import client_options, write_all
 from hookrelay.kafka.retries import GROUP_HEADER, RetryRecord
 from hookrelay.kafka.scan import partitions_of, scan
@@ -57,6 +64,9 @@ VERSION: Final = 1
 PAUSE: Final = "pause/"
 RELEASE: Final = "release/"
 REPLAYED: Final = "replayed/"
+CLAIM: Final = "claim/"
+CLAIM_TTL_S: Final = 1800.0
+"""How long a claim holds when its run died without ending it (``exclusive``)."""
 FOLLOW_POLL_MS: Final = 500
 
 
@@ -84,16 +94,21 @@ class ControlState:
         changed, else None. A record of another group, or one that does not parse, changes
         nothing (``ignored`` counts it)."""
         key = (record.key or b"").decode("utf-8", "replace")
+        kind, _, rest = key.partition("/")
+        mine = f"{self.group}/"
+        if not rest.startswith(mine):
+            return None  # another group's: its key names it, so compaction keeps both
+        what = rest[len(mine) :]
         try:
             doc = orjson.loads(record.value) if record.value is not None else None
             if doc is not None and doc.get("group") != self.group:
                 return None
-            if key.startswith(PAUSE):
-                return self._pause(key[len(PAUSE) :], doc)
-            if key.startswith(RELEASE):
-                self._release(key[len(RELEASE) :], doc)
-            elif key.startswith(REPLAYED) and self.replays and doc is not None:
-                self._replayed(key[len(REPLAYED) :], doc)
+            if kind == PAUSE[:-1]:
+                return self._pause(what, doc)
+            if kind == RELEASE[:-1]:
+                self._release(what, doc)
+            elif kind == REPLAYED[:-1] and self.replays and doc is not None:
+                self._replayed(what, doc)
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             self.ignored += 1
             log.warning("control_record_ignored", key=key[:100], offset=record.offset)
@@ -223,7 +238,7 @@ async def note_replayed(settings: Settings, topic: str, offsets: dict[int, list[
     re-driven, one record per partition. Raises aiokafka's ``KafkaError``."""
     run = uuid.uuid4().hex[:12]
     records = [
-        _control_record(settings, f"{REPLAYED}{topic}/{partition}/{run}",
+        _control_record(settings, f"{REPLAYED}{settings.group_id}/{topic}/{partition}/{run}",
                         {"at": _now_ms(), "offsets": _ranges(sorted(found))})
         for partition, found in sorted(offsets.items())
     ]  # fmt: skip
@@ -250,7 +265,7 @@ async def set_paused(settings: Settings, hook_id: str, paused: bool, reason: str
     """Pause (or resume) ``hook_id`` for every replica of the deployment, now and after
     restarts. Raises aiokafka's ``KafkaError`` when the cluster cannot be reached."""
     doc = {"paused": paused, "reason": reason[:500], "at": _now_ms()}
-    await write_decision(settings, PAUSE + hook_id, doc)
+    await write_decision(settings, f"{PAUSE}{settings.group_id}/{hook_id}", doc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +281,18 @@ async def release(settings: Settings, hook_id: str, *, dry_run: bool = False) ->
     """Send ``hook_id``'s parked deliveries now: copy each retry it is owed into the retry
     topic of deliveries due now (``Settings.now_topic``; attempts, parks and ``webhook-id``
     kept), after a ``release/`` record that makes every replica leave the originals alone.
-    Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+    One run at a time per hook (``exclusive``). Raises ``RunClaimedError``, aiokafka's
+    ``KafkaError``, ``TimeoutError``."""
+    if dry_run:
+        return await _release(settings, hook_id, dry_run=True)
+    async with exclusive(settings, f"release {hook_id}"):
+        return await _release(settings, hook_id, dry_run=False)
+
+
+async def _release(settings: Settings, hook_id: str, *, dry_run: bool) -> Release:
     state = await read_control(settings)
     backlog = await scan_backlog(settings, state.superseded, role="release")
-    mine = [w for w in backlog.waiting if w.retry.hook_id == hook_id]
+    mine = _latest_per_delivery(w for w in backlog.waiting if w.retry.hook_id == hook_id)
     result = Release(hook_id, [w.retry for w in mine], backlog)
     if dry_run or not mine:
         return result
@@ -280,9 +303,22 @@ async def release(settings: Settings, hook_id: str, *, dry_run: bool = False) ->
                        tuple(_due_now(w.retry, now, settings.group_id)), "retry")
         for w in mine
     ]  # fmt: skip
-    await write_decision(settings, RELEASE + hook_id, {"at": now, "below": below})
+    await write_decision(settings, f"{RELEASE}{settings.group_id}/{hook_id}",
+                         {"at": now, "below": below})  # fmt: skip
     await _write(settings, copies)
     return result
+
+
+def _latest_per_delivery(waiting: Iterable[Waiting]) -> list[Waiting]:
+    """One retry per delivery id: the one written last. A scan as of the group's last commit
+    may hold a delivery twice (a retry the daemon took and parked again since that commit,
+    or a release's copy and what became of it); copying both would fork two chains."""
+    latest: dict[str, Waiting] = {}
+    for w in waiting:
+        kept = latest.get(w.retry.delivery_id)
+        if kept is None or w.record.timestamp >= kept.record.timestamp:
+            latest[w.retry.delivery_id] = w
+    return list(latest.values())
 
 
 def _due_now(retry: RetryRecord, now_ms: int, group: str) -> list[tuple[str, bytes]]:
@@ -297,11 +333,53 @@ async def _write(settings: Settings, records: list[OutboundRecord]) -> None:
     await write_all(settings.kafka, records, "control")
 
 
-def _control_record(settings: Settings, key: str, doc: dict[str, Any]) -> OutboundRecord:
+def _control_record(settings: Settings, key: str, doc: dict[str, Any] | None) -> OutboundRecord:
+    """A control record of this group (``doc`` None: a tombstone, which compaction keeps
+    only until the key's earlier records are gone)."""
     headers = ((GROUP_HEADER, settings.group_id.encode()),)
-    return OutboundRecord(settings.control_topic, _value(settings, doc), key.encode(), headers,
-                          "control")  # fmt: skip
+    value = None if doc is None else _value(settings, doc)
+    return OutboundRecord(settings.control_topic, value, key.encode(), headers, "control")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextlib.asynccontextmanager
+async def exclusive(settings: Settings, name: str) -> AsyncIterator[None]:
+    """Run the block only if no other run of ``name`` (``replay``, ``release crm``) of this
+    deployment holds a claim: two replays at once would re-drive each letter twice, two
+    releases would fork each delivery. Each run appends a claim to the control topic (one
+    partition: one order for every reader), reads the topic to its end, and goes on only if
+    its claim is the first unexpired one not yet ended; it ends it (a tombstone) when done.
+    A claim whose run died lapses after ``CLAIM_TTL_S``. Raises ``RunClaimedError``, and
+    aiokafka's ``KafkaError``."""
+    run = uuid.uuid4().hex[:12]
+    key = f"{CLAIM}{settings.group_id}/{name}/{run}"
+    expires = time.time() + CLAIM_TTL_S
+    await _write(settings, [_control_record(settings, key, {"expires": expires})])
+    try:
+        holder = await _first_claim(settings, name)
+        if holder is not None and holder[0] != run:
+            raise RunClaimedError(name, holder[1])
+        yield
+    finally:
+        await _write(settings, [_control_record(settings, key, None)])  # ended: a tombstone
+
+
+async def _first_claim(settings: Settings, name: str) -> tuple[str, float] | None:
+    """(run id, expiry) of the earliest claim of ``name`` that is neither ended nor lapsed."""
+    prefix = f"{CLAIM}{settings.group_id}/{name}/"
+    claims: dict[str, float] = {}  # in offset order: dicts keep insertion order
+    async for record in scan(settings.kafka, settings.control_topic, role="control"):
+        key = (record.key or b"").decode("utf-8", "replace")
+        if not key.startswith(prefix):
+            continue
+        run = key[len(prefix) :]
+        if record.value is None:
+            claims.pop(run, None)
+            continue
+        with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            claims.setdefault(run, float(orjson.loads(record.value)["expires"]))
+    now = time.time()
+    return next(((run, until) for run, until in claims.items() if until > now), None)

@@ -120,6 +120,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._retry_topics = frozenset(retry_topics)
         self._waiting: dict[TopicPartition, float] = {}  # retry partition → head due (epoch s)
         self._lag: dict[TopicPartition, int] = {}  # as update_lag last measured it
+        self._unfetched: dict[TopicPartition, int] = {}  # event partitions: end - position
         self._held: dict[TopicPartition, bool] = {}
         self._tracker = tracker
         self._metrics = metrics
@@ -214,6 +215,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in partitions:
             self._waiting.pop(tp, None)
             self._lag.pop(tp, None)
+            self._unfetched.pop(tp, None)
             self._held.pop(tp, None)
             self._metrics.forget_partition(tp.topic, tp.partition)
         self._revoking.difference_update(partitions)
@@ -386,6 +388,13 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 "held_by_open_transaction": self._held.get(tp, False),
             })  # fmt: skip
         return result
+
+    def events_waiting(self) -> bool:
+        """True when an assigned event partition held records not yet fetched at the last
+        lag measurement (``update_lag``): work that may be another hook's, waiting while
+        fetching is paused."""
+        assigned = self.consumer.assignment() if self.started else set()
+        return any(n > 0 for tp, n in self._unfetched.items() if tp in assigned)
 
     def retry_starts(self) -> dict[TopicPartition, int | None]:
         """The retry partitions this member is assigned, each with its committed offset (None:
@@ -595,6 +604,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             if position is not None and self._handed_out_all(tp):
                 self._tracker.advance(tp, position)
+            if position is not None and tp.topic not in self._retry_topics:
+                self._unfetched[tp] = max(0, end - position)
             done = self._tracker.committed(tp)
             done = position if done is None else done
             labels = (tp.topic, str(tp.partition))

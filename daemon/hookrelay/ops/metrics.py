@@ -38,9 +38,9 @@ INGEST_BUCKETS_S: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 )  # fmt: skip
 RATE_LIMIT_WAIT_BUCKETS_S: Final = (
-    0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 )  # fmt: skip
-"""The first bucket holds the deliveries that found a token at once."""
+"""The first bucket (1 ms) holds the deliveries that found a token on entering the lane."""
 CLOSE_REASONS: Final = ("evicted_idle", "over_limit")
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -180,8 +180,9 @@ class Metrics(ProcessMetrics):
             ["hook_id"], registry=r,
         )  # fmt: skip
         self.rate_limit_wait = Histogram(
-            p + "rate_limit_wait_seconds", "Time a delivery of a rate-limited hook waited for "
-            "its token, measured around the wait (0 when one was there)", ["hook_id"],
+            p + "rate_limit_wait_seconds", "Time a delivery of a rate-limited hook waited "
+            "from entering its lane to its token (the queue behind the limit included)",
+            ["hook_id"],
             buckets=RATE_LIMIT_WAIT_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.retries_scheduled = Counter(

@@ -127,6 +127,7 @@ class Rig:
         outcomes: bool = False,
         *,
         tracer: Any = None,
+        events_waiting: Callable[[], bool] = lambda: False,
         **delivery: Any,
     ) -> None:
         self.metrics = Metrics()
@@ -144,6 +145,7 @@ class Rig:
             sender, self.writer, self.metrics, settings,
             retry_topics=topics, dead_letter_topic="dlq", batch_size=3, history=self.history,
             clock=clock, outcomes=self.outcomes if outcomes else None, tracer=tracer,
+            events_waiting=events_waiting,
         )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks
@@ -558,6 +560,25 @@ async def test_a_busy_lane_is_only_called_slow_when_another_lane_wants_work() ->
         assert rig.dispatcher.load() == 0.8  # an idle lane nobody feeds changes nothing
         rig.publish(hooks=[hook("c")])  # a lane being fed, with room for more
         assert rig.dispatcher.load() == 0.1  # both slow lanes stop holding fetching
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+
+
+async def test_a_slow_lane_stops_holding_fetching_when_records_wait_for_an_idle_lane() -> None:
+    # A rate-limited hook's backlog (a backfill) paused fetching longer than the hungry
+    # window, or the other hook had no traffic before: records waiting unfetched may be the
+    # other hook's, so the slow lane is parked rather than held in front of them.
+    sender, release = blocked_sender(only="slow")
+    waiting = [False]
+    lanes = [hook("slow", max_concurrency=1), hook("idle")]
+    settings = {"lane_max_pending": 10, "max_in_flight": 100, "lane_max_wait_s": 0.05}
+    async with Rig(sender, lanes, events_waiting=lambda: waiting[0], **settings) as rig:
+        for _ in range(9):
+            rig.publish(hooks=[lanes[0]])
+        await asyncio.sleep(0.1)
+        assert rig.dispatcher.load() == 0.8  # nothing waits: backpressure, nothing parked
+        waiting[0] = True
+        assert rig.dispatcher.load() == 0.0  # the slow lane no longer holds fetching
         release.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
 

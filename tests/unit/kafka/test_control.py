@@ -12,7 +12,9 @@ def record(
     key: str, doc: dict[str, object] | None, offset: int = 0
 ) -> ConsumerRecord[bytes, bytes]:
     value = None if doc is None else orjson.dumps({"v": 1, "group": "g", **doc})
-    return ConsumerRecord("g.control", 0, offset, 0, 0, key.encode(), value, None, 0, 0, [])
+    kind, _, what = key.partition("/")
+    full = f"{kind}/g/{what}".encode()
+    return ConsumerRecord("g.control", 0, offset, 0, 0, full, value, None, 0, 0, [])
 
 
 def test_a_pause_and_its_resume_change_the_state_once_each() -> None:
@@ -40,11 +42,18 @@ def test_a_release_supersedes_only_its_hooks_records_below_where_its_scan_ended(
 
 def test_another_groups_records_and_unreadable_ones_change_nothing() -> None:
     state = ControlState("g")
-    other = ConsumerRecord("g.control", 0, 0, 0, 0, b"pause/crm",
+    other = ConsumerRecord("g.control", 0, 0, 0, 0, b"pause/other/crm",
                            orjson.dumps({"v": 1, "group": "other", "paused": True, "at": 1}),
                            None, 0, 0, [])  # fmt: skip
     assert state.apply(other) is None and state.paused == {}
-    bad = ConsumerRecord("g.control", 0, 1, 0, 0, b"release/crm", b"{not json", None, 0, 0, [])
+    bad = ConsumerRecord("g.control", 0, 1, 0, 0, b"release/g/crm", b"{not json", None, 0, 0, [])
     assert state.apply(bad) is None and state.ignored == 1
     assert state.apply(record("release/crm", {"at": 1, "below": "nope"})) is None
     assert state.ignored == 2 and state.released.get("crm", {}) == {}
+
+
+def test_another_groups_tombstone_under_its_own_key_leaves_this_groups_pause() -> None:
+    state = ControlState("g")
+    state.apply(record("pause/crm", {"paused": True, "at": 1}))
+    tomb = ConsumerRecord("g.control", 0, 9, 0, 0, b"pause/g2/crm", None, None, 0, 0, [])
+    assert state.apply(tomb) is None and "crm" in state.paused

@@ -40,7 +40,7 @@ from multidict import MultiMapping
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from hookrelay.errors import ConfigError
+from hookrelay.errors import ConfigError, RunClaimedError
 from hookrelay.ops.logs import get_logger, register_secrets
 
 log = get_logger("hookrelay.admin")
@@ -93,7 +93,8 @@ class AdminBackend(Protocol):
     async def release_hook(self, hook_id: str, *, dry_run: bool) -> dict[str, Any]:
         """Send a configured hook's parked deliveries now. Returns {"hook_id": str,
         "released": int, "dry_run": bool}. Raises LookupError for an unknown hook id,
-        aiokafka's KafkaError or TimeoutError when the cluster cannot be read or written."""
+        RunClaimedError while another release of it runs, aiokafka's KafkaError or
+        TimeoutError when the cluster cannot be read or written."""
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration files and apply them. Raises hookrelay.errors.ConfigError
@@ -351,6 +352,8 @@ class AdminApi:
             result = await run(hook_id)
         except LookupError:
             raise _ApiError(404, "no hook with this id is configured") from None
+        except RunClaimedError as e:
+            raise _ApiError(409, str(e)) from None
         except (KafkaError, TimeoutError) as e:
             detail = f"Kafka could not be reached ({type(e).__name__}); try again"
             raise _ApiError(503, detail, headers={"Retry-After": "5"}) from None
