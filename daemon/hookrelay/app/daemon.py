@@ -150,6 +150,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         self.dispatcher.set_hooks(settings.hooks)
         self.control = ControlFollower(settings, control, self.dispatcher.set_paused)
         self._control_loaded = False
+        self._control_created = False  # by this start: empty, nothing to read before consuming
         self.pipeline = Pipeline(
             settings, self.tracker, self.dispatcher, self.writer, self.metrics,
             outcomes=outcomes, control=self.control.state,
@@ -386,13 +387,14 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         while not self.stopping.is_set():
             try:
                 if not self._topics_ready:
-                    await ensure_topics(self.settings)
+                    created = await ensure_topics(self.settings)
+                    self._control_created = self.settings.control_topic in created
                     self._topics_ready = True
                 if not self._former_tiers_checked:
                     await self._drain_former_tiers()
                     self._former_tiers_checked = True
                 if not self._control_loaded:  # before any record: a paused hook stays paused
-                    await self.control.load()
+                    await self.control.load(created=self._control_created)
                     self._control_loaded = True
                 if not self._producer_started:
                     await self.producer.start()

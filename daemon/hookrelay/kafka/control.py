@@ -46,7 +46,7 @@ from typing import Any, Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 from aiokafka.structs import TopicPartition
 
 from hookrelay.config import Settings
@@ -160,11 +160,30 @@ class ControlFollower:
         self._on_pause = on_pause
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def load(self, timeout_s: float = 30.0) -> None:
+    async def load(self, timeout_s: float = 30.0, *, created: bool = False) -> None:
         """Start a consumer (no group) on every partition of the control topic and apply
-        it up to its end. Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+        it up to its end. ``created``: this start created the topic, so it holds nothing
+        yet: ``run`` opens the consumer instead, and start-up does not wait for the new
+        topic's partitions to be described (half a second). Raises aiokafka's
+        ``KafkaError``, ``TimeoutError``."""
+        if created:
+            return
+        consumer = await self._open(timeout_s)
+        try:
+            await self._read_to_end(consumer, timeout_s)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        # The end state only: the history of pauses and resumes is not news at start-up.
+        for hook_id in sorted(self.state.paused):
+            self._on_pause(hook_id, True)
+
+    async def _open(self, timeout_s: float) -> AIOKafkaConsumer:
+        """A started consumer assigned every partition of the control topic, from its
+        beginning."""
         topic = self._settings.control_topic
-        partitions = await partitions_of(self._settings.kafka, topic, "control")
+        partitions = await self._partitions(topic, timeout_s)
         consumer = AIOKafkaConsumer(
             **client_options(self._settings.kafka, "control"), enable_auto_commit=False,
             group_id=None,
@@ -174,29 +193,43 @@ class ControlFollower:
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            begin = {tp: await consumer.position(tp) for tp in tps}  # before: see kafka.scan
-            end = await consumer.end_offsets(tps)
-            behind = [tp for tp in tps if begin[tp] < end[tp]]
-            deadline = time.monotonic() + timeout_s
-            while behind:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{topic} not read to its end in {timeout_s:g} s")
-                self._apply(
-                    await consumer.getmany(*behind, timeout_ms=FOLLOW_POLL_MS), notify=False
-                )
-                behind = [tp for tp in behind if await consumer.position(tp) < end[tp]]
         except BaseException:
             await consumer.stop()
             raise
-        self._consumer = consumer
-        # The end state only: the history of pauses and resumes is not news at start-up.
-        for hook_id in sorted(self.state.paused):
-            self._on_pause(hook_id, True)
+        return consumer
+
+    async def _read_to_end(self, consumer: AIOKafkaConsumer, timeout_s: float) -> None:
+        tps = list(consumer.assignment())
+        begin = {tp: await consumer.position(tp) for tp in tps}  # before: see kafka.scan
+        end = await consumer.end_offsets(tps)
+        behind = [tp for tp in tps if begin[tp] < end[tp]]
+        deadline = time.monotonic() + timeout_s
+        while behind:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._settings.control_topic} not read to its end")
+            self._apply(await consumer.getmany(*behind, timeout_ms=FOLLOW_POLL_MS), notify=False)
+            behind = [tp for tp in behind if await consumer.position(tp) < end[tp]]
+
+    async def _partitions(self, topic: str, timeout_s: float) -> list[int]:
+        """The control topic's partitions. Just created (at start-up), a broker may describe
+        it without partitions for a moment; raises ``UnknownTopicOrPartitionError`` (a
+        ``KafkaError``: the daemon's start-up tries again) if that lasts ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not (partitions := await partitions_of(self._settings.kafka, topic, "control")):
+            if time.monotonic() > deadline:
+                raise UnknownTopicOrPartitionError(f"{topic} has no partitions")
+            await asyncio.sleep(0.05)
+        return partitions
 
     async def run(self) -> None:
         """Follow the control topic until cancelled (``load`` first). A failed fetch is
         logged and tried again a second later: a broker outage must not stop deliveries."""
-        assert self._consumer is not None, "load() first"
+        while self._consumer is None:  # the topic was created by this start (see load)
+            try:
+                self._consumer = await self._open(timeout_s=30.0)
+            except KafkaError as e:
+                log.warning("control_fetch_failed", error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(1.0)
         while True:
             try:
                 batches = await self._consumer.getmany(timeout_ms=FOLLOW_POLL_MS)

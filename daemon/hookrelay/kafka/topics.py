@@ -16,7 +16,7 @@ from collections.abc import Collection
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from hookrelay.config import KafkaSettings, Settings
 from hookrelay.errors import TopicsMissingError
@@ -55,9 +55,8 @@ async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> 
         await admin.start()
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
-        if kafka.create_topics:
-            for topic in missing:
-                await _create(admin, kafka, topic)
+        if kafka.create_topics and missing:
+            await _create(admin, kafka, missing)
             return missing
         return []
     finally:
@@ -65,20 +64,30 @@ async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> 
 
 
 async def _create(
-    admin: AIOKafkaAdminClient, kafka: KafkaSettings, topic: str, *, control: bool = False
+    admin: AIOKafkaAdminClient, kafka: KafkaSettings, topics: list[str], control: str = ""
 ) -> None:
-    """Create ``topic`` with ``kafka.topic_partitions`` partitions, or, for the control topic,
-    one compacted partition (one partition keeps its decisions in one order)."""
-    partitions = 1 if control else kafka.topic_partitions
-    configs = CONTROL_TOPIC_CONFIG if control else {}
-    try:
-        await admin.create_topics([
-            NewTopic(topic, partitions, kafka.topic_replication_factor, topic_configs=configs)
-        ])  # fmt: skip
-    except TopicAlreadyExistsError:
-        return  # another replica created it first
-    log.info("topic_created", topic=topic, partitions=partitions,
-             replication_factor=kafka.topic_replication_factor, configs=configs)  # fmt: skip
+    """Create ``topics`` in one request: ``kafka.topic_partitions`` partitions each, but the
+    control topic (``control``) one compacted partition (one partition keeps its decisions in
+    one order). A topic another replica created first is fine; any other refusal raises the
+    broker's error (aiokafka answers it in the response, without raising)."""
+    new = [
+        NewTopic(t, 1, kafka.topic_replication_factor, topic_configs=CONTROL_TOPIC_CONFIG)
+        if t == control
+        else NewTopic(t, kafka.topic_partitions, kafka.topic_replication_factor)
+        for t in topics
+    ]
+    response = await admin.create_topics(new)
+    specs = {topic.name: topic for topic in new}
+    for name, code, *message in response.topic_errors:
+        if code == TopicAlreadyExistsError.errno:
+            continue  # another replica created it first
+        if code:
+            error = for_code(code)
+            raise error(f"{name}: {message[0] if message and message[0] else error.description}")
+        spec = specs[name]
+        log.info("topic_created", topic=name, partitions=spec.num_partitions,
+                 replication_factor=spec.replication_factor,
+                 configs=dict(spec.topic_configs))  # fmt: skip
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -100,8 +109,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
             log.warning("event_topics_missing", topics=absent_sources)
         if missing and not k.create_topics:
             raise TopicsMissingError(missing)
-        for topic in missing:
-            await _create(admin, k, topic, control=topic == settings.control_topic)
+        if missing:
+            await _create(admin, k, missing, settings.control_topic)
         return missing
     finally:
         await admin.close()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.errors import UnknownTopicOrPartitionError
 
-from hookrelay.kafka.control import ControlState
+from hookrelay.config import Settings
+from hookrelay.kafka import control
+from hookrelay.kafka.control import ControlFollower, ControlState
 
 
 def record(
@@ -57,3 +61,21 @@ def test_another_groups_tombstone_under_its_own_key_leaves_this_groups_pause() -
     state.apply(record("pause/crm", {"paused": True, "at": 1}))
     tomb = ConsumerRecord("g.control", 0, 9, 0, 0, b"pause/g2/crm", None, None, 0, 0, [])
     assert state.apply(tomb) is None and "crm" in state.paused
+
+
+async def test_a_control_topic_just_created_without_partitions_yet_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fresh broker described the control topic it had just created without partitions,
+    # and seeking none crashed the daemon's start (a CI run).
+    answers: list[list[int]] = [[], [], [0]]
+
+    async def described(_kafka: object, _topic: str, _role: str) -> list[int]:
+        return answers.pop(0) if answers else []
+
+    monkeypatch.setattr(control, "partitions_of", described)
+    settings = Settings.model_validate({"kafka": {"topics": ["e"], "group_id": "g"}})
+    follower = ControlFollower(settings, ControlState("g"), lambda _h, _p: None)
+    assert await follower._partitions("g.control", 5.0) == [0]
+    with pytest.raises(UnknownTopicOrPartitionError):  # a KafkaError: start-up tries again
+        await follower._partitions("g.control", 0.3)

@@ -4,13 +4,18 @@ warnings for names another deployment may share, and which topics count as forme
 from __future__ import annotations
 
 import time
+import types
 from pathlib import Path
+from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.config import KafkaSettings, Settings, config_warnings, load_settings
 from hookrelay.config.naming import tier_delay_s, tier_label
+from hookrelay.kafka import topics
 from hookrelay.kafka.retries import (
     EVENT_COMMIT_METADATA,
     RETRY_COMMIT_METADATA,
@@ -203,3 +208,32 @@ async def test_lag_for_a_partition_revoked_during_the_look_is_skipped_not_a_cras
         )
         is None
     )
+
+
+class CreatingAdmin:
+    """Answers create_topics as a broker does: per-topic error codes, nothing raised."""
+
+    def __init__(self, codes: dict[str, int]) -> None:
+        self.codes = codes
+        self.requests: list[list[Any]] = []
+
+    async def create_topics(self, new: list[Any]) -> Any:
+        self.requests.append(new)
+        errors = [(t.name, self.codes.get(t.name, 0), "policy says no") for t in new]
+        return types.SimpleNamespace(topic_errors=errors)
+
+
+async def test_missing_topics_are_created_in_one_request_the_control_topic_compacted() -> None:
+    kafka = KafkaSettings(topic_partitions=3)
+    admin = CreatingAdmin({"g.dlq": 36})  # another replica created it first: fine
+    await topics._create(admin, kafka, ["g.dlq", "g.retry.5s", "g.control"], "g.control")  # type: ignore[arg-type]
+    [request] = admin.requests
+    assert [(t.name, t.num_partitions, dict(t.topic_configs)) for t in request] == [
+        ("g.dlq", 3, {}), ("g.retry.5s", 3, {}), ("g.control", 1, {"cleanup.policy": "compact"}),
+    ]  # fmt: skip
+
+
+async def test_a_topic_the_broker_refuses_to_create_is_an_error_not_a_log_line() -> None:
+    admin = CreatingAdmin({"g.retry.5s": 44})  # POLICY_VIOLATION
+    with pytest.raises(KafkaError, match=r"g\.retry\.5s: policy says no"):
+        await topics._create(admin, KafkaSettings(), ["g.dlq", "g.retry.5s"])  # type: ignore[arg-type]
