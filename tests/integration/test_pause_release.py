@@ -122,7 +122,9 @@ async def test_a_paused_hook_parks_without_dead_letters_across_a_restart_until_r
             assert receiver.for_hook("crm") == []
             assert await status_of(f"http://{admin_address(path)}/readyz") == 200
             out = await cli(path, "resume", "crm")
-            assert "resumed crm" in out and "released 6 parked deliveries of crm" in out
+            # Tiers of 2 s at most: the retries come due during the resume's wait and are
+            # sent then, so its release finds what is still owed (none, or a few).
+            assert "resumed crm" in out and "parked deliveries of crm" in out
             delivered = await receiver.wait_for(6, hook_id="crm", timeout_s=20)
             assert len({q.headers["webhook-id"] for q in delivered}) == 6
             await eventually(lambda: paused_gauge(path, 0.0), 10, "crm resumed")

@@ -13,7 +13,7 @@ from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
 from hookrelay.kafka.backlog import BacklogGauge
-from hookrelay.kafka.control import ControlFollower, release, set_paused
+from hookrelay.kafka.control import ControlFollower, release, resume, set_paused
 from hookrelay.kafka.source import Source
 from hookrelay.ops.history import History
 from hookrelay.ops.logs import get_logger, masked, redacted_url
@@ -79,6 +79,17 @@ class AdminView:
         self._configured(hook_id)
         result = await release(self.settings, hook_id, dry_run=dry_run)
         return {"hook_id": hook_id, "released": len(result.waiting), "dry_run": dry_run}
+
+    async def resume_hook(self, hook_id: str, *, release: bool) -> dict[str, Any]:
+        """Resume a configured hook and, with ``release``, release what it parked
+        (``kafka.control.resume``). Raises ``LookupError`` for an unknown hook id,
+        ``RunClaimedError``, aiokafka's ``KafkaError``, ``TimeoutError``."""
+        self._configured(hook_id)
+        result = await resume(self.settings, hook_id, release_parked=release)
+        answer: dict[str, Any] = {"hook_id": hook_id, "paused": False}
+        if result is not None:
+            answer["released"] = len(result.waiting)
+        return answer
 
     def _configured(self, hook_id: str) -> None:
         if all(hook.id != hook_id for hook in self.settings.hooks):

@@ -60,6 +60,7 @@ from hookrelay.ops.logs import LevelFilter, PublicFormatter
 
 DEFAULT_CONFIG = "config/hookrelay.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -260,7 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }  # fmt: skip
     if args.command not in ("run", "ingest"):
         _library_errors_only()
-    return handler[args.command](settings, args)
+    try:
+        return handler[args.command](settings, args)
+    except KeyboardInterrupt:  # Ctrl-C of a one-shot command: its cleanup ran, no traceback
+        print(f"hookrelay: {args.command} interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _library_errors_only() -> None:

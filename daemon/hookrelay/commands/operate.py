@@ -11,11 +11,14 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookrelay.commands.args import positive_int, timestamp_ms, write_stdout
 from hookrelay.config import Settings
 from hookrelay.events.outcome import STATUSES
+
+if TYPE_CHECKING:
+    from hookrelay.kafka.control import Release
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -114,14 +117,21 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def resume(settings: Settings, args: argparse.Namespace) -> int:
-    from hookrelay.kafka.control import set_paused  # noqa: PLC0415
+    from hookrelay.kafka.control import resume as resume_hook  # noqa: PLC0415
 
     if _unknown_hook(settings, args):
         return EXIT_FAILED
-    status = _control(lambda: set_paused(settings, args.hook_id, False), f"resumed {args.hook_id}")
-    if status != EXIT_OK or args.keep_parked:
-        return status
-    return release_parked(settings, args)
+    try:
+        result = asyncio.run(
+            resume_hook(settings, args.hook_id, release_parked=not args.keep_parked)
+        )
+    except Exception as e:
+        print(f"hookrelay: resume failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"resumed {args.hook_id}")
+    if result is not None:
+        _print_release(settings, result, dry_run=False)
+    return EXIT_OK
 
 
 def release_parked(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,12 +139,16 @@ def release_parked(settings: Settings, args: argparse.Namespace) -> int:
 
     if _unknown_hook(settings, args):
         return EXIT_FAILED
-    dry_run = bool(getattr(args, "dry_run", False))
     try:
-        result = asyncio.run(release(settings, args.hook_id, dry_run=dry_run))
+        result = asyncio.run(release(settings, args.hook_id, dry_run=args.dry_run))
     except Exception as e:
         print(f"hookrelay: release failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
+    _print_release(settings, result, dry_run=args.dry_run)
+    return EXIT_OK
+
+
+def _print_release(settings: Settings, result: Release, *, dry_run: bool) -> None:
     for retry in sorted(result.waiting, key=lambda r: r.due_at_ms)[:20]:
         due = datetime.fromtimestamp(retry.due_at_ms / 1000, UTC).isoformat(timespec="seconds")
         print(f"  {retry.delivery_id} event={retry.event} attempts={retry.attempts} due={due}")
@@ -142,8 +156,7 @@ def release_parked(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  ... and {len(result.waiting) - 20} more")
     verb = "would release" if dry_run else "released"
     where = "" if dry_run or not result.waiting else f": due now in {settings.now_topic}"
-    print(f"{verb} {len(result.waiting)} parked deliveries of {args.hook_id}{where}")
-    return EXIT_OK
+    print(f"{verb} {len(result.waiting)} parked deliveries of {result.hook_id}{where}")
 
 
 def _control(write: Callable[[], Coroutine[Any, Any, None]], done: str) -> int:

@@ -56,6 +56,7 @@ from hookrelay.kafka.backlog import Backlog, Waiting, scan_backlog
 from hookrelay.kafka.clients import client_options, write_all
 from hookrelay.kafka.retries import GROUP_HEADER, RetryRecord
 from hookrelay.kafka.scan import partitions_of, scan
+from hookrelay.kafka.topics import ensure_control_topic
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.control")
@@ -294,6 +295,21 @@ async def write_decision(settings: Settings, key: str, doc: dict[str, Any]) -> N
     await _write(settings, [_control_record(settings, key, doc)])
 
 
+async def resume(
+    settings: Settings, hook_id: str, *, release_parked: bool = True
+) -> Release | None:
+    """Resume ``hook_id`` (``set_paused``) and, with ``release_parked``, release what it
+    parked meanwhile (``release``), after waiting a commit interval and a follow poll: the
+    retries that come due and are sent as soon as the replicas see the resume are committed
+    by then, so the release does not copy them too. (Some still can be, in the second it
+    scans: sent twice with one webhook-id.) Returns the release, or None."""
+    await set_paused(settings, hook_id, False)
+    if not release_parked:
+        return None
+    await asyncio.sleep(settings.kafka.commit_interval_s + 2 * FOLLOW_POLL_MS / 1000)
+    return await release(settings, hook_id)
+
+
 async def set_paused(settings: Settings, hook_id: str, paused: bool, reason: str = "") -> None:
     """Pause (or resume) ``hook_id`` for every replica of the deployment, now and after
     restarts. Raises aiokafka's ``KafkaError`` when the cluster cannot be reached."""
@@ -363,6 +379,8 @@ def _value(settings: Settings, doc: dict[str, Any]) -> bytes:
 
 
 async def _write(settings: Settings, records: list[OutboundRecord]) -> None:
+    if any(record.topic == settings.control_topic for record in records):
+        await ensure_control_topic(settings)
     await write_all(settings.kafka, records, "control")
 
 

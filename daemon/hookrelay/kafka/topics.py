@@ -114,3 +114,20 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return missing
     finally:
         await admin.close()
+
+
+async def ensure_control_topic(settings: Settings) -> None:
+    """Create the control topic (one compacted partition) when it is missing and
+    ``kafka.create_topics`` allows it: a command run before the daemon's first start must
+    not leave a broker to auto-create it with its defaults (several partitions, deleted after
+    the retention). Raises aiokafka's ``KafkaError``."""
+    k = settings.kafka
+    admin = AIOKafkaAdminClient(
+        **client_options(k, "admin"), request_timeout_ms=int(k.request_timeout_s * 1000)
+    )
+    try:
+        await admin.start()
+        if k.create_topics and settings.control_topic not in set(await admin.list_topics()):
+            await _create(admin, k, [settings.control_topic], settings.control_topic)
+    finally:
+        await admin.close()

@@ -90,6 +90,11 @@ class AdminBackend(Protocol):
         Raises LookupError for an unknown hook id, aiokafka's KafkaError when the cluster
         cannot be reached."""
 
+    async def resume_hook(self, hook_id: str, *, release: bool) -> dict[str, Any]:
+        """Resume a configured hook for every replica and, with ``release``, send what it
+        parked meanwhile (``kafka.control.resume``). Returns {"hook_id": str,
+        "paused": False, "released": int (with release)}. Raises as ``release_hook``."""
+
     async def release_hook(self, hook_id: str, *, dry_run: bool) -> dict[str, Any]:
         """Send a configured hook's parked deliveries now. Returns {"hook_id": str,
         "released": int, "dry_run": bool}. Raises LookupError for an unknown hook id,
@@ -321,15 +326,10 @@ class AdminApi:
         members: _Members = {"release": (lambda v: isinstance(v, bool), "expected true or false")}
         body = await _optional_body(request, members, 'expected no body, or {"release": false}')
 
-        async def resume(hook_id: str) -> dict[str, Any]:
-            await self._api.pause_hook(hook_id, False, "")
-            answer: dict[str, Any] = {"hook_id": hook_id, "paused": False}
-            if body.get("release", True):
-                released = await self._api.release_hook(hook_id, dry_run=False)
-                answer["released"] = released["released"]
-            return answer
-
-        return await self._act(request, "resume", resume)
+        return await self._act(
+            request, "resume",
+            lambda hook_id: self._api.resume_hook(hook_id, release=body.get("release", True)),
+        )  # fmt: skip
 
     async def _release_hook(self, request: web.Request) -> web.Response:
         members: _Members = {"dry_run": (lambda v: isinstance(v, bool), "expected true or false")}

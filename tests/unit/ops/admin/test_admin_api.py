@@ -144,6 +144,13 @@ class FakeBackend:
         self.calls.append(("pause_hook", {"hook_id": hook_id, "paused": paused, "reason": reason}))
         self._known(hook_id)
 
+    async def resume_hook(self, hook_id: str, *, release: bool) -> dict[str, Any]:
+        await self.pause_hook(hook_id, False, "")
+        answer: dict[str, Any] = {"hook_id": hook_id, "paused": False}
+        if release:
+            answer["released"] = (await self.release_hook(hook_id, dry_run=False))["released"]
+        return answer
+
     async def release_hook(self, hook_id: str, *, dry_run: bool) -> dict[str, Any]:
         self.calls.append(("release_hook", {"hook_id": hook_id, "dry_run": dry_run}))
         self._known(hook_id)
