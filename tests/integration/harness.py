@@ -101,6 +101,16 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
         assert exit_code == 0
 
 
+async def positioned(daemon: Daemon) -> None:
+    """Wait until the daemon's consumer knows where it starts in every partition it is
+    assigned. Under ``auto_offset_reset: latest`` the position of a partition without a
+    committed offset is resolved after the assignment: a record produced before that would be
+    skipped, as latest says, and a test must not race it."""
+    consumer = daemon.source.consumer
+    for tp in list(consumer.assignment()):
+        await consumer.position(tp)
+
+
 def settings_for(path: Path) -> Settings:
     return load_settings(path)
 

@@ -15,6 +15,7 @@ from aiokafka.structs import TopicPartition
 from tests.integration.harness import (
     edit_config,
     eventually,
+    positioned,
     produce,
     running_daemon,
     settings_for,
@@ -138,7 +139,8 @@ async def test_partitions_added_while_running_are_read_from_their_first_record_e
         hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm")}]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
         edit_config(path, "kafka", auto_offset_reset="latest", metadata_max_age_s=2)
-        async with running_daemon(settings_for(path)):
+        async with running_daemon(settings_for(path)) as daemon:
+            await positioned(daemon)  # latest: a record produced before would be skipped
             await produce(kafka_bootstrap, topic, [event(0, "first")], partition=0)
             await receiver.wait_for(1, timeout_s=20)  # the group has committed partition 0
             admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -171,7 +173,8 @@ async def test_with_latest_a_partition_without_traffic_is_not_replayed_after_a_r
             await produce(kafka_bootstrap, topic, old, partition=partition)
         edit_config(path, "kafka", auto_offset_reset="latest")
         settings = settings_for(path)
-        async with running_daemon(settings):
+        async with running_daemon(settings) as first:
+            await positioned(first)  # latest: a record produced before would be skipped
             await produce(kafka_bootstrap, topic, [event(0, "new")], partition=0)
             await receiver.wait_for(1, timeout_s=20)
         async with running_daemon(settings) as again:  # stopped and started again
