@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -236,67 +237,67 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 async def test_replay_remembers_what_it_re_drove_and_sends_it_again_only_when_asked(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = unique("replay-once")
-    dlq = f"{topic}.dlq"
-    await create_topics(kafka_bootstrap, [topic, dlq])
-    async with Receiver() as receiver:
-        receiver.script_forever("fixme", Reply(status=400))
-        hooks = [{"id": "fixme", "events": ["*"], "url": receiver.url("fixme")}]
-        path = write_config(tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq)
-        async with running_daemon(settings_for(path)):
-            await produce(kafka_bootstrap, topic, [event("User.Created", n) for n in range(12)])
-            await read_topic(kafka_bootstrap, dlq, 12)
-            receiver.script_forever("fixme", None)
-            replay = ("replay", "-c", str(path))
+    async with fixed_after_dead_letters(kafka_bootstrap, tmp_path, 12) as (receiver, path):
+        replay = ("replay", "-c", str(path))
 
-            code, out, _ = await hookrelay_cli(*replay, "--dry-run")
-            assert code == 0 and "would replay 12 of 12" in out
-            assert out.count("would replay: hook=fixme") == 10  # a sample
-            assert "... and 2 more (--verbose lists them all)" in out
+        code, out, _ = await hookrelay_cli(*replay, "--dry-run")
+        assert code == 0 and "would replay 12 of 12" in out
+        assert out.count("would replay: hook=fixme") == 10  # a sample
+        assert "... and 2 more (--verbose lists them all)" in out
 
-            code, out, _ = await hookrelay_cli(*replay)
-            assert code == 0 and "replayed 12 of 12" in out
-            await receiver.wait_for(24, timeout_s=20)
+        code, out, _ = await hookrelay_cli(*replay)
+        assert code == 0 and "replayed 12 of 12" in out
+        await receiver.wait_for(24, timeout_s=20)
 
-            code, out, _ = await hookrelay_cli(*replay)
-            assert code == 0 and "replayed 0 of 12" in out and "already replayed: 12" in out
-            code, out, _ = await hookrelay_cli(*replay, "--dry-run", "--again", "--limit", "3")
-            assert code == 0 and "would replay 3 of 12" in out
-            await asyncio.sleep(1.5)
-            assert len(receiver.requests) == 24  # the second run and the dry run sent nothing
+        code, out, _ = await hookrelay_cli(*replay)
+        assert code == 0 and "replayed 0 of 12" in out and "already replayed: 12" in out
+        code, out, _ = await hookrelay_cli(*replay, "--dry-run", "--again", "--limit", "3")
+        assert code == 0 and "would replay 3 of 12" in out
+        await asyncio.sleep(1.5)
+        assert len(receiver.requests) == 24  # the second run and the dry run sent nothing
 
-            code, out, _ = await hookrelay_cli(*replay, "--again", "--limit", "3")
-            assert code == 0 and "replayed 3 of 12" in out
-            again = (await receiver.wait_for(27, timeout_s=20))[24:]
-            first = {q.headers["webhook-id"] for q in receiver.requests[:12]}
-            assert {q.headers["webhook-id"] for q in again} <= first
+        code, out, _ = await hookrelay_cli(*replay, "--again", "--limit", "3")
+        assert code == 0 and "replayed 3 of 12" in out
+        again = (await receiver.wait_for(27, timeout_s=20))[24:]
+        first = {q.headers["webhook-id"] for q in receiver.requests[:12]}
+        assert {q.headers["webhook-id"] for q in again} <= first
 
 
 async def test_two_replays_at_once_send_each_letter_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = unique("replay-twice")
+    async with fixed_after_dead_letters(kafka_bootstrap, tmp_path, 20) as (receiver, path):
+        runs = await asyncio.gather(
+            hookrelay_cli("replay", "-c", str(path)), hookrelay_cli("replay", "-c", str(path))
+        )
+        # One run replays; the other is refused (its claim came second) or, started
+        # after the first ended, finds every letter replayed already.
+        outputs = [out + err for _, out, err in runs]
+        assert sum("replayed 20 of 20" in out for out in outputs) == 1, outputs
+        assert any(
+            "another replay of this deployment is running" in out or "replayed 0 of 20" in out
+            for out in outputs
+        ), outputs
+        await receiver.wait_for(40, timeout_s=20)
+        await asyncio.sleep(2.0)
+        assert len(receiver.requests) == 40  # 20 failed first attempts, 20 replayed once
+
+
+@asynccontextmanager
+async def fixed_after_dead_letters(
+    bootstrap: str, tmp_path: Path, count: int
+) -> AsyncIterator[tuple[Receiver, Path]]:
+    """A running daemon whose hook ``fixme`` answered 400 to ``count`` events, all now in the
+    dead-letter topic, and answers 200 since: ready for replays."""
+    topic = unique("replay")
     dlq = f"{topic}.dlq"
-    await create_topics(kafka_bootstrap, [topic, dlq])
+    await create_topics(bootstrap, [topic, dlq])
     async with Receiver() as receiver:
         receiver.script_forever("fixme", Reply(status=400))
         hooks = [{"id": "fixme", "events": ["*"], "url": receiver.url("fixme")}]
-        path = write_config(tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq)
+        path = write_config(tmp_path, bootstrap, topic, hooks, dead_letter_topic=dlq)
         async with running_daemon(settings_for(path)):
-            await produce(kafka_bootstrap, topic, [event("User.Created", n) for n in range(20)])
-            await read_topic(kafka_bootstrap, dlq, 20)
+            await produce(bootstrap, topic, [event("User.Created", n) for n in range(count)])
+            await read_topic(bootstrap, dlq, count)
             receiver.script_forever("fixme", None)
-            runs = await asyncio.gather(
-                hookrelay_cli("replay", "-c", str(path)), hookrelay_cli("replay", "-c", str(path))
-            )
-            # One run replays; the other is refused (its claim came second) or, started
-            # after the first ended, finds every letter replayed already.
-            outputs = [out + err for _, out, err in runs]
-            assert sum("replayed 20 of 20" in out for out in outputs) == 1, outputs
-            assert any(
-                "another replay of this deployment is running" in out or "replayed 0 of 20" in out
-                for out in outputs
-            ), outputs
-            await receiver.wait_for(40, timeout_s=20)
-            await asyncio.sleep(2.0)
-            assert len(receiver.requests) == 40  # 20 failed first attempts, 20 replayed once
+            yield receiver, path
