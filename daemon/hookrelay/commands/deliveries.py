@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,7 +33,7 @@ from rich.table import Table
 
 from hookrelay.commands.replay import DeadLetterView, view_of
 from hookrelay.config import Settings
-from hookrelay.events.outcome import OutcomeRecord, key_text
+from hookrelay.events.outcome import OutcomeRecord, iso_ms, key_text
 from hookrelay.kafka.backlog import scan_backlog
 from hookrelay.kafka.control import read_control
 from hookrelay.kafka.retries import RetryRecord
@@ -111,14 +110,14 @@ async def outcomes(settings: Settings, selection: Selection, timeout_s: float = 
 
 def _outcome_row(outcome: OutcomeRecord) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "settled_at": _iso(outcome.settled_at_ms), "status": outcome.status,
+        "settled_at": iso_ms(outcome.settled_at_ms), "status": outcome.status,
         "reason": outcome.reason, "hook_id": outcome.hook_id, "event": outcome.event,
         "key": outcome.key,
         "delivery_id": outcome.delivery_id, "attempts": outcome.attempts,
         "last_status": outcome.last_status,
         "error": None if outcome.error is None else public_text(outcome.error),
-        "first_attempt_at": _iso(outcome.first_attempt_at_ms),
-        "last_attempt_at": _iso(outcome.last_attempt_at_ms), "latency_ms": outcome.latency_ms,
+        "first_attempt_at": iso_ms(outcome.first_attempt_at_ms),
+        "last_attempt_at": iso_ms(outcome.last_attempt_at_ms), "latency_ms": outcome.latency_ms,
         "origin": _origin(outcome.origin.topic, outcome.origin.partition, outcome.origin.offset),
     }  # fmt: skip
     return row
@@ -142,12 +141,12 @@ async def pending(settings: Settings, selection: Selection, timeout_s: float = 6
 
 def _retry_row(retry: RetryRecord, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     return {
-        "due_at": _iso(retry.due_at_ms), "hook_id": retry.hook_id, "tier": record.topic,
+        "due_at": iso_ms(retry.due_at_ms), "hook_id": retry.hook_id, "tier": record.topic,
         "event": retry.event, "key": key_text(record.key), "delivery_id": retry.delivery_id,
         "attempts": retry.attempts,
         "parks": retry.parks, "last_status": retry.last_status,
         "error": public_text(retry.error) if retry.error else None,
-        "parked_at": _iso(record.timestamp),
+        "parked_at": iso_ms(record.timestamp),
         "origin": _origin(retry.origin_topic, retry.origin_partition, retry.origin_offset),
         "at": _origin(record.topic, record.partition, record.offset),
     }  # fmt: skip
@@ -209,7 +208,7 @@ def _letter_row(letter: DeadLetterView) -> dict[str, Any]:
     attempts = h.get("attempts")
     status = h.get("last-status")
     return {
-        "dead_lettered_at": _iso(letter.timestamp_ms), "reason": letter.reason,
+        "dead_lettered_at": iso_ms(letter.timestamp_ms), "reason": letter.reason,
         "hook_id": letter.hook_id or None, "event": letter.event or None,
         "key": key_text(letter.key),
         "delivery_id": h.get("delivery-id") or None,
@@ -234,12 +233,6 @@ def _number(value: int | str) -> int | None:
     if isinstance(value, int):
         return value
     return int(value) if value.isascii() and value.isdigit() else None
-
-
-def _iso(epoch_ms: int | None) -> str | None:
-    if epoch_ms is None:
-        return None
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 COLUMNS: dict[str, tuple[str, ...]] = {

@@ -108,11 +108,11 @@ class OutcomeRecord:
             "delivery_id": self.delivery_id, "hook_id": self.hook_id, "event": self.event,
             "key": self.key, "attempts": self.attempts, "last_status": self.last_status,
             "error": self.error,
-            "first_attempt_at": _iso(self.first_attempt_at_ms),
-            "last_attempt_at": _iso(self.last_attempt_at_ms),
-            "settled_at": _iso(self.settled_at_ms), "latency_ms": self.latency_ms,
+            "first_attempt_at": iso_ms(self.first_attempt_at_ms),
+            "last_attempt_at": iso_ms(self.last_attempt_at_ms),
+            "settled_at": iso_ms(self.settled_at_ms), "latency_ms": self.latency_ms,
             "origin": {"topic": o.topic, "partition": o.partition, "offset": o.offset,
-                       "timestamp": _iso(o.timestamp_ms)},
+                       "timestamp": iso_ms(o.timestamp_ms)},
             "group": self.group,
         })  # fmt: skip
 
@@ -150,7 +150,8 @@ def _ms(epoch_s: float | None) -> int | None:
     return None if epoch_s is None else int(epoch_s * 1000)
 
 
-def _iso(epoch_ms: int | None) -> str | None:
+def iso_ms(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO-8601 UTC with milliseconds, as outcome records write them."""
     if epoch_ms is None:
         return None
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")

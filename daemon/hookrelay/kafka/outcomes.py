@@ -8,7 +8,8 @@ never leaves a settled delivery without its outcome, and an outcome never claims
 happen; a crash between the two writes makes the delivery again, and a second outcome then
 says so (at-least-once, like the webhook itself).
 
-With ``outcomes.enabled`` off nothing is written and ``then`` runs at once.
+The daemon builds an ``OutcomeLog`` only with ``outcomes.enabled`` on; without one, the
+dispatcher and the pipeline settle at once.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ class OutcomeLog:
         group: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.enabled = settings.enabled
         self._topic = settings.topic
         self._writer = writer
         self._metrics = metrics
@@ -57,9 +57,6 @@ class OutcomeLog:
     ) -> None:
         """Record that ``delivery`` ended with ``status`` (``events.outcome.STATUSES``) and
         dead-letter ``reason`` (or None), then call ``then``."""
-        if not self.enabled:
-            then()
-            return
         record = OutcomeRecord.of_delivery(delivery, status, reason, self._group, self._clock())
         self._write(record, delivery.delivery_id.encode("ascii"), then)
 
@@ -69,9 +66,6 @@ class OutcomeLog:
     ) -> None:  # fmt: skip
         """Record that the record at ``origin`` (with ``key``) was dead-lettered as invalid
         (``reason``, ``detail`` from ``InvalidEventError``), then call ``then``."""
-        if not self.enabled:
-            then()
-            return
         record = OutcomeRecord.of_invalid(
             origin, reason, detail, self._group, self._clock(), key=key
         )

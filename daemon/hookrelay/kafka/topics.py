@@ -47,6 +47,14 @@ async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> 
     """For the ingest process, which writes the event topics: create those of ``topics`` the
     cluster lacks, when ``kafka.create_topics`` allows it (else create nothing); return those
     created. Raises aiokafka's ``KafkaError`` when the cluster cannot be reached."""
+    return await _create_missing(kafka, topics)
+
+
+async def _create_missing(
+    kafka: KafkaSettings, topics: Collection[str], control: str = ""
+) -> list[str]:
+    """Create those of ``topics`` the cluster lacks when ``kafka.create_topics`` allows it
+    (``control`` as the control topic, see ``_create``); return those created."""
     admin = AIOKafkaAdminClient(
         **client_options(kafka, "admin"),
         request_timeout_ms=int(kafka.request_timeout_s * 1000),
@@ -56,7 +64,7 @@ async def create_event_topics(kafka: KafkaSettings, topics: Collection[str]) -> 
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if kafka.create_topics and missing:
-            await _create(admin, kafka, missing)
+            await _create(admin, kafka, missing, control)
             return missing
         return []
     finally:
@@ -121,13 +129,4 @@ async def ensure_control_topic(settings: Settings) -> None:
     ``kafka.create_topics`` allows it: a command run before the daemon's first start must
     not leave a broker to auto-create it with its defaults (several partitions, deleted after
     the retention). Raises aiokafka's ``KafkaError``."""
-    k = settings.kafka
-    admin = AIOKafkaAdminClient(
-        **client_options(k, "admin"), request_timeout_ms=int(k.request_timeout_s * 1000)
-    )
-    try:
-        await admin.start()
-        if k.create_topics and settings.control_topic not in set(await admin.list_topics()):
-            await _create(admin, k, [settings.control_topic], settings.control_topic)
-    finally:
-        await admin.close()
+    await _create_missing(settings.kafka, [settings.control_topic], settings.control_topic)
