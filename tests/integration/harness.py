@@ -101,14 +101,23 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
         assert exit_code == 0
 
 
-async def positioned(daemon: Daemon) -> None:
-    """Wait until the daemon's consumer knows where it starts in every partition it is
-    assigned. Under ``auto_offset_reset: latest`` the position of a partition without a
-    committed offset is resolved after the assignment: a record produced before that would be
-    skipped, as latest says, and a test must not race it."""
-    consumer = daemon.source.consumer
-    for tp in list(consumer.assignment()):
-        await consumer.position(tp)
+async def positioned(daemon: Daemon, timeout_s: float = 20.0) -> None:
+    """Wait until the daemon has decided where it starts in every partition it is assigned
+    (its start check committed a start for each, none is still ``starting``). Under
+    ``auto_offset_reset: latest`` the start of a partition without a committed offset is
+    resolved after the assignment: a record produced before that would be skipped, as latest
+    says, and a test must not race it. The consumer's own position is not enough: the
+    daemon's start check asks for the end offsets again after it."""
+
+    def decided() -> bool:
+        rows = daemon.source.partitions() if daemon.source.started else []
+        return bool(rows) and all(
+            row["paused"] != "starting" and row["committed_offset"] is not None for row in rows
+        )
+
+    async with asyncio.timeout(timeout_s):
+        while not decided():
+            await asyncio.sleep(0.05)
 
 
 def settings_for(path: Path) -> Settings:
