@@ -486,6 +486,12 @@ class Hook(FrozenModel):
     """CA bundle and client certificate for this https endpoint."""
     retry_on_status: tuple[RetryableStatus, ...] | None = None
     """4xx answers retried for this hook; null means delivery.retry_on_status."""
+    ordering: Literal["none", "key"] = "none"
+    """none: deliveries are made concurrently, in any order. key: deliveries of events with
+    the same Kafka record key (read from the same partition) reach the endpoint one at a
+    time, in offset order, other keys concurrently up to max_concurrency; a failing delivery
+    is retried in memory and holds only its own key's later deliveries (README "Ordered
+    delivery"). Events without a key are delivered unordered."""
 
     @model_validator(mode="after")
     def _keys_fit_the_schemes(self) -> Hook:

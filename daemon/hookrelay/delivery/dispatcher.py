@@ -20,6 +20,7 @@ from typing import Any, Final
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.delivery.circuit import Circuit
 from hookrelay.delivery.lane import Lane, LaneContext, RecentIds, parked_record
+from hookrelay.delivery.ordering import OrderedLane
 from hookrelay.delivery.ratelimit import Clock
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.model import Delivery, Event, Outcome
@@ -107,8 +108,13 @@ class Dispatcher:
                 self._retired.append(self._lanes.pop(hook_id))
         for hook_id, hook in wanted.items():
             lane = self._lanes.get(hook_id)
+            if lane is not None and isinstance(lane, OrderedLane) != (hook.ordering == "key"):
+                # Held chains finish in the retired lane; new deliveries start in the new one.
+                self._retired.append(self._lanes.pop(hook_id))
+                lane = None
             if lane is None:
-                lane = self._lanes[hook_id] = Lane(hook, self._ctx)
+                lane_type = OrderedLane if hook.ordering == "key" else Lane
+                lane = self._lanes[hook_id] = lane_type(hook, self._ctx)
                 lane.hold(hook_id in self._held)
             else:
                 lane.configure(hook)
@@ -349,7 +355,7 @@ class Dispatcher:
         held = self._ctx.writer.pending
         fullest = 0
         for lane in self._lanes.values():
-            if lane.impaired is None:
+            if lane.impaired is None or not lane.can_park:
                 held += lane.busy
                 fullest = max(fullest, lane.pending)
         return max(held / settings.max_in_flight, fullest / settings.lane_max_pending)
@@ -371,7 +377,7 @@ class Dispatcher:
         deadline = time.monotonic() + timeout_s
         finish_by = self._ctx.clock() + timeout_s
         for lane in (*self._lanes.values(), *self._retired):
-            lane.finish_by = finish_by
+            lane.finish_sends_by(finish_by)
         # busy sums every lane and the writer queue; a 50 ms poll during shutdown is
         # simpler than a condition all of them would have to signal.
         while self.busy and time.monotonic() < deadline:  # noqa: ASYNC110

@@ -126,6 +126,10 @@ class LaneContext:
 class Lane:
     """One hook's delivery lane (see module docstring). Created and closed by ``Dispatcher``."""
 
+    can_park = True
+    """False for a lane that holds what it cannot send now (``ordering.OrderedLane``): its
+    work then counts towards backpressure whatever its state."""
+
     def __init__(self, hook: Hook, ctx: LaneContext) -> None:
         self._ctx = ctx
         self._queue: deque[Delivery] = deque()
@@ -167,6 +171,10 @@ class Lane:
                 self._m_rate_wait = self._ctx.metrics.rate_limit_wait.labels(hook.id)
         else:
             self._bucket.reconfigure(limit.per_second, limit.capacity)
+
+    def finish_sends_by(self, deadline: float) -> None:
+        """Shutting down: start no send that could not end by ``deadline`` (clock time)."""
+        self.finish_by = deadline
 
     def resume(self) -> None:
         """Lift a 410 Gone pause (a reload asked for it: the operator fixed the hook)."""
@@ -232,6 +240,10 @@ class Lane:
         if reason is not None:
             self._park_unattempted(delivery, reason)
             return
+        self._enqueue(delivery)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        """Queue ``delivery`` for a worker, starting one if the hook's concurrency allows."""
         delivery.enqueued_mono = self.last_intake = self._ctx.clock()
         self._queue.append(delivery)
         if len(self._workers) < self.hook.max_concurrency and len(self._queue) > self._starting:
@@ -492,20 +504,12 @@ class Lane:
         topic; one never attempted was let through for an attempt (``_let_through``). A
         slow, throttled or full lane's endpoint is alive, so its deliveries never expire."""
         plan = self._ctx.plan
-        if (
-            reason == "circuit_open"
-            and delivery.attempts > 0
-            and self._breaker.cooling_down
-            and self._expired(delivery)
-        ):
+        if self._expires_behind_circuit(delivery, reason):
             self._dead_letter(delivery, "retries_exhausted")
             return
         self._ctx.metrics.parked.labels(self.hook.id, reason).inc()
-        if reason == "circuit_open":
-            wait = self._breaker.cooldown_left_s
-        else:
-            wait = self._not_before - self._ctx.clock()
-        tier = plan.tier(max(delivery.attempts - 1, delivery.parks), max(0.0, wait))
+        wait = self._unattempted_wait_s(reason)
+        tier = plan.tier(max(delivery.attempts - 1, delivery.parks), wait)
         delivery.parks += 1
         # The admin API's log shows parks too: "why does my hook get nothing?" has an answer.
         parked = AttemptResult(None, f"parked: {reason}", True, None, 0.0)
@@ -513,7 +517,27 @@ class Lane:
         if debug_enabled():
             log.debug("delivery_parked", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
                       reason=reason, retry_tier=plan.topics[tier])  # fmt: skip
-        self._park(delivery, tier, max(0.0, wait), reason)
+        self._park(delivery, tier, wait, reason)
+
+    def _expires_behind_circuit(self, delivery: Delivery, reason: str) -> bool:
+        """True when ``delivery``, not attempted now for ``reason``, is given up instead
+        (see ``_park_unattempted``): an open circuit cooling down, at least one real attempt
+        failed, and older than the whole schedule."""
+        return (
+            reason == "circuit_open"
+            and delivery.attempts > 0
+            and self._breaker.cooling_down
+            and self._expired(delivery)
+        )
+
+    def _unattempted_wait_s(self, reason: str) -> float:
+        """Seconds a delivery not attempted for ``reason`` must wait at least: the circuit's
+        cool-down left, else the lane's Retry-After pause left (0 for the others)."""
+        if reason == "circuit_open":
+            wait = self._breaker.cooldown_left_s
+        else:
+            wait = self._not_before - self._ctx.clock()
+        return max(0.0, wait)
 
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> int | None:
         """Write ``delivery`` to retry tier ``tier``; return when it is due (epoch ms), or

@@ -166,6 +166,16 @@ class Metrics(ProcessMetrics):
         self.lane_in_flight = Gauge(
             p + "lane_in_flight", "Requests being sent for a hook", ["hook_id"], registry=r
         )
+        self.ordering_held = Gauge(
+            p + "ordering_held_deliveries",
+            "Deliveries an ordered hook holds in memory: behind their key's head, or heads "
+            "waiting for a retry or a pause to end", ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.ordering_blocked_keys = Gauge(
+            p + "ordering_blocked_keys",
+            "Keys of an ordered hook whose head waits for its next attempt", ["hook_id"],
+            registry=r,
+        )  # fmt: skip
         self.parked = Counter(
             p + "parked", "Deliveries parked in a retry topic without an attempt",
             ["hook_id", "reason"], registry=r,
@@ -296,7 +306,11 @@ class Metrics(ProcessMetrics):
     def forget_lane(self, hook_id: str) -> None:
         """Drop the per-lane gauges of a hook that is no longer configured (its counters
         stay: a counter that vanished and came back would read as a reset)."""
-        for gauge in (self.lane_pending, self.lane_in_flight, self.circuit_state, self.hook_paused):
+        gauges = (
+            self.lane_pending, self.lane_in_flight, self.circuit_state, self.hook_paused,
+            self.ordering_held, self.ordering_blocked_keys,
+        )  # fmt: skip
+        for gauge in gauges:
             with contextlib.suppress(KeyError):
                 gauge.remove(hook_id)
 

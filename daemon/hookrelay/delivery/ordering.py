@@ -1,0 +1,273 @@
+"""Ordered delivery per key: a lane for a hook with ``ordering: key``.
+
+Deliveries of events with the same Kafka record key, read from the same partition, form a
+**chain**; only a chain's head is queued, sent or retried, and the next one starts when it
+ended (delivered, dead-lettered, a duplicate). Other chains go on concurrently, up to the
+hook's ``max_concurrency``, under the same rate limit and circuit breaker as any lane.
+
+A failing head is **retried in memory**, never parked in a retry topic: a retry topic would
+let the key's later events overtake it. It waits the schedule's delay for its attempt
+(``delivery.retry_schedule_s``, jittered, never sooner than ``Retry-After``) on a timer, so
+a blocked key holds no worker and delays no other key. Behind an operator's pause, an open
+circuit or a ``Retry-After`` pause the head waits too, unattempted. After the schedule's
+last attempt it is dead-lettered like any delivery and its chain goes on.
+
+**Why order survives restarts, kill -9 and rebalances without state of its own:** a held
+delivery's record is unsettled, so the group's committed offset never passes it (``offsets``)
+and the chain's later records, unsettled too, lie above it in the same partition. Whoever
+reads the partition next — this process after a restart, another replica after a rebalance —
+reads the head before its followers, in the log's order, and makes only the deliveries the
+offset map does not name settled. A delivery made before a kill -9 and not yet committed is
+made again, in its place in the chain: an endpoint may see a key's events again (with the
+same ``webhook-id``), never a later event before an earlier one's first delivery. What is
+lost across a restart is the head's attempt count: it starts its schedule again.
+
+**Memory:** every held delivery counts towards ``delivery.max_in_flight`` whatever the
+lane's state (it cannot be parked), so a key blocked long enough pauses fetching rather
+than growing memory: with an endpoint down for long, an ordered hook holds the partitions it
+reads, other hooks of the deployment included (README: give such a hook a deployment of its
+own).
+
+Events without a key are delivered unordered: no chain. A key whose events a producer
+spread over several partitions is ordered per partition, as Kafka orders it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import deque
+from typing import Any
+
+from hookrelay.config import Hook
+from hookrelay.delivery.lane import Lane, LaneContext
+from hookrelay.events.model import Delivery, Outcome
+
+__all__ = ["OrderedLane", "chain_key"]
+
+ChainKey = tuple[str, int, bytes]
+"""(topic, partition, record key) of the records a chain's deliveries were read from."""
+
+_RECHECK_S = 0.05
+"""Shortest wait of a held head, so a pause ending now is not polled in a busy loop."""
+
+
+def chain_key(delivery: Delivery) -> ChainKey | None:
+    """The chain ``delivery`` belongs to, None for an event without a key. A delivery taken
+    back from a retry topic is chained in the partition it was read from (its ``source``):
+    that partition's committed offset is what holds it."""
+    key = delivery.event.key
+    if key is None:
+        return None
+    if delivery.source is not None:
+        return delivery.source[0], delivery.source[1], key
+    origin = delivery.event.origin
+    return origin.topic, origin.partition, key
+
+
+class OrderedLane(Lane):
+    """A ``Lane`` that delivers each chain's deliveries one at a time, in offset order (see
+    module docstring). Created by the ``Dispatcher`` for hooks with ``ordering: key``."""
+
+    can_park = False
+
+    def __init__(self, hook: Hook, ctx: LaneContext) -> None:
+        self._chains: dict[ChainKey, deque[Delivery]] = {}
+        self._timers: dict[int, tuple[Delivery, asyncio.TimerHandle]] = {}
+        self._paused_heads: list[Delivery] = []
+        self._followers = 0
+        self._settle = ctx.on_finished
+        self._give_up = ctx.on_released
+        own = dataclasses.replace(ctx, on_finished=self._finished, on_released=self._released)
+        super().__init__(hook, own)
+        m = ctx.metrics
+        m.ordering_held.labels(hook.id).set_function(lambda: self.held_count)
+        m.ordering_blocked_keys.labels(hook.id).set_function(lambda: len(self._timers))
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def submit(self, delivery: Delivery) -> None:
+        """Start ``delivery`` now if it heads its chain, else hold it behind the head."""
+        key = chain_key(delivery)
+        if key is None:
+            self._admit(delivery)
+            return
+        chain = self._chains.get(key)
+        if chain is not None:
+            chain.append(delivery)
+            self._followers += 1
+            return
+        self._chains[key] = deque((delivery,))
+        self._admit(delivery)
+
+    def _admit(self, delivery: Delivery) -> None:
+        """Queue a head for its attempt; dead-letter it when the hook is gone; hold it,
+        unattempted, while the lane is blocked. Never parked for a slow or full lane: it is
+        the only one of its key that may move, and what is held counts towards
+        backpressure instead (``Dispatcher.load``)."""
+        if self.gone:
+            self._dead_letter(delivery, "hook_gone")
+            return
+        reason = self.blocked_reason(delivery)
+        if reason is not None:
+            self._park_unattempted(delivery, reason)
+            return
+        self._enqueue(delivery)
+
+    def _shed_if_slow(self) -> None:
+        """A slow ordered lane keeps its queue: nothing it holds can be parked."""
+
+    # -- held heads -----------------------------------------------------------------------
+
+    def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> int | None:
+        """Hold ``delivery`` in memory until the retry tier ``tier`` would have made it due
+        (jittered, not before ``min_wait_s``), instead of writing it to a retry topic."""
+        if not delivery.ticket.live:
+            self._release(delivery)
+            return None
+        if self._taken_over(delivery):
+            return None
+        now = time.time()
+        due_ms = self._ctx.plan.due_at_ms(tier, now, self._ctx.jitter(), min_wait_s)
+        self._hold(delivery, due_ms / 1000.0 - now)
+        return due_ms
+
+    def _park_unattempted(self, delivery: Delivery, reason: str) -> None:
+        """Hold a head the lane may not attempt now (paused, circuit open, throttled) for as
+        long as that lasts; an operator's pause holds it until the hook is resumed. Given up
+        like any delivery behind a circuit open past its whole schedule."""
+        if self._expires_behind_circuit(delivery, reason):
+            self._dead_letter(delivery, "retries_exhausted")
+            return
+        if not delivery.ticket.live:
+            self._release(delivery)
+            return
+        if reason == "paused":
+            if self.finish_by != float("inf"):
+                self._release(delivery)
+                return
+            self._paused_heads.append(delivery)
+            return
+        self._hold(delivery, self._unattempted_wait_s(reason))
+
+    def _hold(self, delivery: Delivery, delay_s: float) -> None:
+        if self._after_deadline(delay_s):  # shutting down: the next start makes it
+            self._release(delivery)
+            return
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(_RECHECK_S, delay_s), self._readmit, delivery)
+        self._timers[id(delivery)] = (delivery, handle)
+
+    def _after_deadline(self, delay_s: float) -> bool:
+        """True when an attempt in ``delay_s`` seconds could not end before shutdown."""
+        return self._ctx.clock() + delay_s + self.timeout_s > self.finish_by
+
+    def _readmit(self, delivery: Delivery) -> None:
+        self._timers.pop(id(delivery), None)
+        if not delivery.ticket.live:
+            self._release(delivery)
+            return
+        self._admit(delivery)
+
+    def finish_sends_by(self, deadline: float) -> None:
+        """Shutting down (``Lane.finish_sends_by``): heads held past ``deadline``, and those
+        an operator's pause holds, are released now with their chains (their records stay
+        unsettled, so the next start reads them again, in order)."""
+        super().finish_sends_by(deadline)
+        loop_now = asyncio.get_running_loop().time()
+        late = [d for d, h in self._timers.values() if self._after_deadline(h.when() - loop_now)]
+        for delivery in late:
+            self._timers.pop(id(delivery))[1].cancel()
+        heads, self._paused_heads = self._paused_heads, []
+        for delivery in (*late, *heads):
+            self._release(delivery)
+
+    def hold(self, paused: bool) -> None:
+        """Pause or resume for an operator (``Lane.hold``); resuming lets the held heads go."""
+        super().hold(paused)
+        if not paused:
+            heads, self._paused_heads = self._paused_heads, []
+            for delivery in heads:
+                self._readmit(delivery)
+
+    # -- chains ---------------------------------------------------------------------------
+
+    def _finished(self, delivery: Delivery, outcome: Outcome, reason: str | None = None) -> None:
+        self._settle(delivery, outcome, reason)
+        self._next(delivery)
+
+    def _released(self, delivery: Delivery) -> None:
+        self._give_up(delivery)
+        self._next(delivery)
+
+    def _next(self, delivery: Delivery) -> None:
+        """``delivery`` ended here: start the next delivery of its chain. Followers of a
+        partition being revoked are released with it (its next owner makes them)."""
+        key = chain_key(delivery)
+        if key is None:
+            return
+        chain = self._chains.get(key)
+        if chain is None or chain[0] is not delivery:
+            return
+        chain.popleft()
+        while chain and not chain[0].ticket.live:
+            self._followers -= 1
+            self._give_up(chain.popleft())
+        if not chain:
+            del self._chains[key]
+            return
+        self._followers -= 1
+        self._admit(chain[0])
+
+    def release_revoked(self) -> int:
+        """Release the deliveries of partitions being revoked: queued and held heads, and
+        every follower behind them (``Lane.release_revoked``). Returns how many."""
+        before = self.held_count + self.pending
+        super().release_revoked()
+        waiting = [d for d, handle in self._timers.values() if not d.ticket.live]
+        for delivery in waiting:
+            self._timers.pop(id(delivery))[1].cancel()
+        paused = [d for d in self._paused_heads if not d.ticket.live]
+        self._paused_heads = [d for d in self._paused_heads if d.ticket.live]
+        for delivery in (*waiting, *paused):
+            self._release(delivery)
+        return before - self.held_count - self.pending
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def held_count(self) -> int:
+        """Deliveries held in memory: followers behind their chain's head, and heads waiting
+        for a retry, a pause or a cool-down to end."""
+        return self._followers + len(self._timers) + len(self._paused_heads)
+
+    @property
+    def idle(self) -> bool:
+        return super().idle and not self._chains and not self.held_count
+
+    @property
+    def busy(self) -> int:
+        return super().busy + self.held_count
+
+    def state(self) -> dict[str, Any]:
+        """``Lane.state()`` with the chains: keys in progress, keys waiting for a retry or
+        a pause (``blocked_keys``), and deliveries held behind them."""
+        state = super().state()
+        state["ordering"] = {
+            "keys": len(self._chains),
+            "blocked_keys": len(self._timers) + len(self._paused_heads),
+            "held": self.held_count,
+        }
+        return state
+
+    async def close(self) -> int:
+        """Cancel timers and workers; return how many deliveries were abandoned."""
+        held = self.held_count
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._paused_heads.clear()
+        self._chains.clear()
+        self._followers = 0
+        return held + await super().close()

@@ -1,0 +1,192 @@
+"""Ordered delivery per key (``ordering: key``), against the fake sender of
+``test_dispatcher`` (no network, no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import orjson
+
+from hookrelay.events.decode import decode
+from hookrelay.events.model import AttemptResult, Origin
+from tests.unit.delivery.test_dispatcher import (
+    OK,
+    TP,
+    FakeSender,
+    Rig,
+    blocked_sender,
+    fail,
+    hook,
+    until,
+)
+
+ORDERED = hook("crm", ordering="key", max_concurrency=8)
+
+
+def publish(rig: Rig, key: bytes | None, seq: int) -> None:
+    """One keyed event whose body names its key and sequence number."""
+    value = orjson.dumps({
+        "event": "User.Data.Updated", "createdAt": "2026-01-01T00:00:00.000Z",
+        "data": {"key": (key or b"").decode(), "seq": seq},
+    })  # fmt: skip
+    event = decode(value, key, Origin(TP.topic, 0, rig.offset, 0), 1 << 20)
+    ticket = rig.tracker.register(TP, rig.offset, len(rig.hooks))
+    rig.dispatcher.submit(event, tuple(rig.hooks), ticket)
+    rig.offset += 1
+
+
+def sent(sender: FakeSender) -> list[tuple[str, int]]:
+    """(key, seq) of every attempt, in the order they were made."""
+    found = []
+    for _hook, _id, body in sender.attempts:
+        data = orjson.loads(body)["data"]
+        found.append((data["key"], data["seq"]))
+    return found
+
+
+def per_key(attempts: list[tuple[str, int]]) -> dict[str, list[int]]:
+    keys: dict[str, list[int]] = defaultdict(list)
+    for key, seq in attempts:
+        keys[key].append(seq)
+    return keys
+
+
+async def test_one_delivery_per_key_at_a_time_in_offset_order_other_keys_go_on() -> None:
+    release = {"a": asyncio.Event(), "b": asyncio.Event()}
+    in_flight: dict[str, int] = defaultdict(int)
+    most: dict[str, int] = defaultdict(int)
+
+    async def behaviour(_hook: str, _n: int) -> AttemptResult:
+        key, _seq = sent(sender)[-1]
+        in_flight[key] += 1
+        most[key] = max(most[key], in_flight[key])
+        try:
+            await release[key].wait()
+            return OK
+        finally:
+            in_flight[key] -= 1
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [ORDERED]) as rig:
+        for seq in range(3):
+            publish(rig, b"a", seq)
+            publish(rig, b"b", seq)
+        await until(lambda: len(sender.attempts) == 2)  # one head per key
+        release["b"].set()  # b's chain runs to its end while a's head still hangs
+        await until(lambda: per_key(sent(sender))["b"] == [0, 1, 2])
+        assert per_key(sent(sender))["a"] == [0]
+        release["a"].set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert per_key(sent(sender)) == {"a": [0, 1, 2], "b": [0, 1, 2]}
+    assert most == {"a": 1, "b": 1}
+    assert rig.tracker.to_commit()[TP][0] == 6
+
+
+async def test_a_failing_head_is_retried_in_memory_and_holds_only_its_key() -> None:
+    def behaviour(_hook: str, n: int) -> AttemptResult:
+        key, seq = sent(sender)[-1]
+        return fail(503, True) if (key, seq) == ("a", 0) and n < 3 else OK
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [ORDERED], retry_schedule_s=[0.05, 0.05, 0.05]) as rig:
+        for seq in range(3):
+            publish(rig, b"a", seq)
+            publish(rig, b"b", seq)
+        await until(lambda: per_key(sent(sender))["b"] == [0, 1, 2])
+        assert per_key(sent(sender))["a"][:1] == [0]  # b did not wait for a's retries
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert per_key(sent(sender))["a"] == [0, 0, 0, 1, 2]
+    assert rig.producer.sent == []  # nothing parked in a retry topic
+    held = rig.metrics.registry.get_sample_value(
+        "hookrelay_ordering_held_deliveries", {"hook_id": "crm"}
+    )
+    assert held == 0
+
+
+async def test_a_head_that_exhausts_its_schedule_is_dead_lettered_and_its_key_goes_on() -> None:
+    def behaviour(_hook: str, _n: int) -> AttemptResult:
+        key, seq = sent(sender)[-1]
+        return fail(500, True) if (key, seq) == ("a", 0) else OK
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [ORDERED]) as rig:
+        for seq in range(3):
+            publish(rig, b"a", seq)
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert per_key(sent(sender))["a"] == [0, 0, 0, 1, 2]  # 3 attempts: 2 retries scheduled
+    letters = rig.producer.to("dlq")
+    assert len(letters) == 1
+    assert letters[0][2]["hookrelay-reason"] == b"retries_exhausted"
+
+
+async def test_events_without_a_key_are_not_ordered() -> None:
+    sender, release = blocked_sender()
+    async with Rig(sender, [ORDERED]) as rig:
+        for seq in range(4):
+            publish(rig, None, seq)
+        await until(lambda: len(sender.attempts) == 4)  # all at once, like any lane
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+
+
+async def test_revoking_the_partition_releases_the_head_and_every_follower() -> None:
+    def behaviour(_hook: str, _n: int) -> AttemptResult:
+        return fail(500, True)
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [ORDERED], retry_schedule_s=[30.0]) as rig:
+        for seq in range(3):
+            publish(rig, b"a", seq)
+        await until(lambda: len(sender.attempts) == 1)
+        await until(lambda: rig.dispatcher.busy == 3)  # the head waits 30 s for its retry
+        rig.tracker.revoke([TP])
+        assert rig.dispatcher.release_revoked() == 3
+        assert rig.dispatcher.in_flight == 0
+        assert rig.tracker.outstanding([TP]) == 0
+    assert rig.tracker.to_commit() == {TP: (0, "")}  # none settled: the next owner makes all
+
+
+async def test_what_an_ordered_lane_holds_is_backpressure_even_behind_an_open_circuit() -> None:
+    sender = FakeSender(lambda _h, _n: fail(500, True))
+    async with Rig(
+        sender, [ORDERED], retry_schedule_s=[30.0], max_in_flight=4,
+        circuit_min_attempts=2, circuit_failure_rate=0.5,
+    ) as rig:  # fmt: skip
+        for seq in range(4):
+            publish(rig, b"a", seq)
+        await until(lambda: len(sender.attempts) == 1)
+        await asyncio.sleep(0.01)
+        assert rig.dispatcher.load() >= 1.0  # fetching pauses: the four cannot be parked
+
+
+async def test_a_paused_ordered_hook_holds_its_heads_until_resumed() -> None:
+    sender = FakeSender(lambda _h, _n: OK)
+    async with Rig(sender, [ORDERED]) as rig:
+        rig.dispatcher.set_paused("crm", True)
+        for seq in range(3):
+            publish(rig, b"a", seq)
+        await asyncio.sleep(0.05)
+        assert sender.attempts == []
+        assert rig.producer.sent == []  # held, not parked
+        assert rig.dispatcher.lane_state("crm")["ordering"] == {  # type: ignore[index]
+            "keys": 1, "blocked_keys": 1, "held": 3,
+        }  # fmt: skip
+        rig.dispatcher.set_paused("crm", False)
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert per_key(sent(sender)) == {"a": [0, 1, 2]}
+
+
+async def test_a_reload_switching_ordering_on_gives_the_hook_an_ordered_lane() -> None:
+    sender, release = blocked_sender()
+    unordered = hook("crm", max_concurrency=8)
+    async with Rig(sender, [unordered]) as rig:
+        rig.dispatcher.set_hooks([ORDERED])
+        rig.hooks = [ORDERED]
+        for seq in range(3):
+            publish(rig, b"a", seq)
+        await asyncio.sleep(0.05)
+        assert len(sender.attempts) == 1
+        release.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert per_key(sent(sender)) == {"a": [0, 1, 2]}
