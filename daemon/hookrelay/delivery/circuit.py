@@ -148,9 +148,15 @@ class CircuitBreaker:
             self._record(False)
         return None
 
-    def failed(self, token: object) -> Circuit | None:
-        """An attempt failed for real. Returns ``OPEN`` when that opened the circuit (the
-        window's failure rate reached the threshold, or the probe failed), else None."""
+    def failed(self, token: object, pending: int = 0) -> Circuit | None:
+        """An attempt failed for real, while ``pending`` others of the hook are still being
+        sent. Returns ``OPEN`` when that opened the circuit (the window's failure rate
+        reached the threshold, or the probe failed), else None.
+
+        Attempts still pending count in the rate as not failed (yet): an endpoint that
+        fails fast and succeeds slowly (a 500 at once, a 2xx after its work) otherwise fills
+        the first window of a burst with failures, and 20% of 64 concurrent requests
+        failing read as 12 failed of the first 20 answers (measured, ordered hook)."""
         if token is self._probe:
             self._probe = None
             return self._open()
@@ -158,7 +164,7 @@ class CircuitBreaker:
             return None
         self._record(True)
         total = len(self._outcomes)
-        if total >= self._min and self._failed >= self._rate * total:
+        if total >= self._min and self._failed >= self._rate * (total + pending):
             return self._open()
         return None
 

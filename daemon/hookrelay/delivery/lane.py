@@ -583,7 +583,10 @@ class Lane:
         """Tell the breaker how a real attempt went; log and export what that changed."""
         breaker = self._breaker
         probe = breaker.is_probe(delivery)
-        change = breaker.failed(delivery) if failed else breaker.succeeded(delivery)
+        if failed:
+            change = breaker.failed(delivery, pending=self._sending)
+        else:
+            change = breaker.succeeded(delivery)
         if change is Circuit.OPEN:
             # After a failed probe the window is the one that opened the circuit before.
             failures, attempts = (None, None) if probe else breaker.counts()

@@ -151,6 +151,14 @@ class OrderedLane(Lane):
             return
         self._hold(delivery, self._unattempted_wait_s(reason))
 
+    def _expired(self, delivery: Delivery) -> bool:
+        """Older than the whole retry schedule counted from its first attempt: the time a
+        delivery waited behind its chain's head is not its endpoint's failure (counted from
+        ``created_at``, a follower held 4 s was dead-lettered at its first failed attempt
+        behind an open circuit)."""
+        first = delivery.first_attempt_at
+        return first is not None and time.time() - first > self._ctx.plan.window_s
+
     def _hold(self, delivery: Delivery, delay_s: float) -> None:
         if self._after_deadline(delay_s):  # shutting down: the next start makes it
             self._release(delivery)

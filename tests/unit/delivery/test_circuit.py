@@ -105,6 +105,19 @@ def test_a_random_30_percent_failure_rate_never_opens_the_default_circuit() -> N
     assert Circuit.OPEN not in changes
 
 
+def test_fast_failures_answered_before_slow_successes_do_not_open_the_circuit() -> None:
+    """20% of 64 concurrent attempts fail at once, the others succeed later: the first
+    answers are all failures, yet the rate is 20%, not 100%."""
+    b = breaker(FakeClock(), min_attempts=5)
+    pending = 64
+    changes = []
+    for _ in range(13):  # the fast failures come back first
+        pending -= 1
+        changes.append(b.failed(object(), pending=pending))
+    assert changes == [None] * 13
+    assert b.failed(object(), pending=0) is Circuit.OPEN  # nothing pending: 14 of 14 failed
+
+
 def test_a_dead_endpoint_opens_the_default_circuit_within_its_window() -> None:
     b = CircuitBreaker.from_settings(DeliverySettings(), FakeClock())
     feed(b, "S" * 100)
