@@ -7,6 +7,7 @@
     ├── InvalidEventError      a record is not a valid identity event (dead-lettered)
     ├── TopicsMissingError     topics hookrelay writes to are missing and may not be created
     ├── LogtoImportError       Logto hook JSON that import-logto cannot convert
+    ├── FilterError            a hook's payload filter does not compile (refused at load)
     └── RunClaimedError        another run of replay or release holds this deployment's claim
 
 ``net.guard.AddressRefusedError`` (an endpoint address the SSRF guard refuses) stays outside
@@ -90,6 +91,12 @@ class LogtoImportError(HookrelayError):
     """``hookrelay import-logto`` cannot convert its input (not Logto's hook JSON, or a hook
     hookrelay would refuse); the message names the hook and the field, never a signing
     key."""
+
+
+class FilterError(HookrelayError):
+    """A hook's ``filter`` cannot be used (``events.filter.PayloadFilter.compile``): the
+    message says what is wrong and at which character, without quoting the expression. The
+    configuration loader turns it into a ``ConfigIssue`` on the hook's ``filter`` key."""
 
 
 class RunClaimedError(HookrelayError):

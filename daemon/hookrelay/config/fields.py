@@ -27,6 +27,8 @@ from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 from hookrelay.config.source_map import KeyPath
+from hookrelay.errors import FilterError
+from hookrelay.events.filter import MAX_FILTER_CHARS, PayloadFilter
 from hookrelay.events.signing import standard_webhooks_key
 from hookrelay.net.tls import TlsFilesError, client_ssl_context
 
@@ -380,6 +382,38 @@ def _header_pairs_schema(_source: Any, handler: GetCoreSchemaHandler) -> core_sc
 
 
 HeaderPairs = Annotated[tuple[tuple[str, str], ...], GetPydanticSchema(_header_pairs_schema)]
+
+
+def _compile_filter(text: str) -> PayloadFilter:
+    try:
+        return PayloadFilter.compile(text)
+    except FilterError as e:
+        raise refuse(str(e)) from None
+
+
+def _filter_text(value: object) -> object:
+    """Let code pass a compiled ``PayloadFilter``; YAML gives text."""
+    return value.text if isinstance(value, PayloadFilter) else value
+
+
+def _filter_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    """Validate a filter as text (YAML numbers and booleans refused) compiled into a
+    ``PayloadFilter``, serialised back as its text."""
+    return core_schema.no_info_before_validator_function(
+        _filter_text,
+        core_schema.no_info_after_validator_function(
+            _compile_filter, core_schema.str_schema(strict=True)
+        ),
+        serialization=core_schema.plain_serializer_function_ser_schema(str),
+    )
+
+
+HookFilter = Annotated[
+    PayloadFilter,
+    GetPydanticSchema(_filter_schema),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS}),
+]
+"""A hook's payload filter: a JMESPath expression (``events.filter``), checked at load."""
 
 
 def _network(value: object) -> object:

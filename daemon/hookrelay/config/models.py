@@ -35,6 +35,7 @@ from hookrelay.config.fields import (
     FrozenModel,
     HeaderPairs,
     HeaderValue,
+    HookFilter,
     HookId,
     Integer,
     NonEmptyText,
@@ -473,6 +474,9 @@ class Hook(FrozenModel):
     """Extra request headers, name: value; hookrelay's own headers cannot be overridden."""
     enabled: Flag = True
     """false keeps the hook configured but sends it nothing."""
+    filter: HookFilter | None = None
+    """JMESPath expression over the event's JSON: only events for which it is truthy (not
+    false, null, "", [] or {}) are sent; the others are skipped (README "Payload filters")."""
     rate_limit: RateLimit | None = None
     """Token bucket for this endpoint; null means unlimited."""
     max_concurrency: Integer = Field(8, ge=1, le=1024)
