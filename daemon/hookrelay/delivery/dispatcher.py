@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from hookrelay.config import DeliverySettings, Hook
 from hookrelay.delivery.circuit import Circuit
+from hookrelay.delivery.filtering import EventScreen, FilterGate
 from hookrelay.delivery.lane import Lane, LaneContext, RecentIds, parked_record
 from hookrelay.delivery.ordering import OrderedLane
 from hookrelay.delivery.ratelimit import Clock
@@ -96,6 +97,7 @@ class Dispatcher:
         self.in_flight = 0
         self._metrics = metrics
         self._outcomes = outcomes
+        self._filters = FilterGate(metrics, self._finished)
         metrics.in_flight.set_function(lambda: self.in_flight)
 
     def set_hooks(self, hooks: Iterable[Hook]) -> None:
@@ -154,15 +156,21 @@ class Dispatcher:
         return hook_id in self._lanes
 
     def submit(self, event: Event, hooks: tuple[Hook, ...], ticket: AckTicket) -> None:
-        """Queue one delivery of ``event`` per hook in ``hooks``; each settles ``ticket`` once."""
+        """Queue one delivery of ``event`` per hook in ``hooks``; each settles ``ticket`` once.
+        A hook's payload filter may settle its pair here instead (``filtering``)."""
         origin = event.origin
         tracer = self._ctx.tracer
         self.in_flight += len(hooks)
+        screen: EventScreen | None = None  # the event's JSON, parsed once if a filter asks
         for hook in hooks:
             lane = self._lanes[hook.id]
             body = splice_hook_id(event.body_head, event.empty, lane.member)
             did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
             delivery = Delivery(event, hook, did, body, ticket)
+            if hook.filter is not None:
+                screen = screen or EventScreen(event.raw)
+                if not self._filters.admits(screen, lane, delivery):
+                    continue
             if tracer is not None:
                 tracer.delivery_started(delivery)
             lane.submit(delivery)
@@ -298,9 +306,10 @@ class Dispatcher:
     def _outcome(
         self, delivery: Delivery, outcome: Outcome, reason: str | None, then: Callable[[], None]
     ) -> None:
-        """Write the outcome record of a delivery that ended (delivered, dead-lettered or
-        dropped) and call ``then`` once it is acknowledged; at once for the rest (parked: it
-        comes back; duplicate: its first copy wrote one) or without an outcome topic."""
+        """Write the outcome record of a delivery that ended (delivered, dead-lettered,
+        dropped or skipped) and call ``then`` once it is acknowledged; at once for the rest
+        (parked: it comes back; duplicate: its first copy wrote one) or without an outcome
+        topic."""
         if self._outcomes is None or outcome not in _RECORDED:
             then()
         else:
@@ -308,7 +317,7 @@ class Dispatcher:
 
     def _settle(self, delivery: Delivery, outcome: Outcome, reason: str | None = None) -> None:
         self.in_flight -= 1
-        if outcome is not Outcome.PARKED:
+        if outcome is not Outcome.PARKED and outcome is not Outcome.SKIPPED:
             self._metrics.hook_stats(delivery.hook.id).count_outcome(outcome.value)
         if delivery.span is not None:
             self._span_ended(delivery, outcome, reason)
@@ -397,7 +406,9 @@ class Dispatcher:
         return sum(counts)
 
 
-_RECORDED: Final = frozenset({Outcome.DELIVERED, Outcome.DEAD_LETTERED, Outcome.DROPPED})
+_RECORDED: Final = frozenset(
+    {Outcome.DELIVERED, Outcome.DEAD_LETTERED, Outcome.DROPPED, Outcome.SKIPPED}
+)
 """Outcomes that end a delivery here for good, each written to the outcome topic."""
 
 

@@ -252,6 +252,11 @@ class Lane:
             self._workers.add(task)
             task.add_done_callback(self._worker_done)
 
+    def reject(self, delivery: Delivery, reason: str) -> None:
+        """Dead-letter ``delivery`` with ``reason`` without an attempt (its hook's payload
+        filter could not be evaluated on it: ``filtering``)."""
+        self._dead_letter(delivery, reason)
+
     def blocked_reason(self, delivery: Delivery | None = None) -> str | None:
         """Why a delivery must not be attempted now (``paused``: by an operator;
         ``circuit_open``: open or a half-open probe is out; ``throttled``: a Retry-After

@@ -70,6 +70,9 @@ class Outcome(Enum):
     # Taken back from a retry record that an operator's release re-drove a copy of: the
     # copy goes on; this one is settled without a request (no outcome record).
     SUPERSEDED = "superseded"
+    # Kept out by its hook's payload filter (``delivery.filtering``): settled without a
+    # request, counted in hookrelay_deliveries_skipped_total instead of deliveries_total.
+    SKIPPED = "skipped"
     # A copy of a delivery this process delivered already (the same webhook-id: an event read
     # again after a crash, and its retry record), settled without a request.
     DUPLICATE = "duplicate"

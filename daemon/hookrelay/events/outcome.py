@@ -13,9 +13,9 @@ Version 1 (``v``); the JSON Schema is ``config/outcome.schema.json`` (``outcome_
 - ``status``: ``delivered`` (a 2xx), ``dead_lettered`` (in the dead-letter topic, with
   ``reason``; invalid records too), ``dropped`` (settled with neither: the broker refused
   even the 64 KiB dead letter; the original stays at its origin coordinates), ``skipped``
-  (filtered out before any attempt).
+  (kept out by the hook's payload filter, without any attempt).
 - ``reason``: for ``dead_lettered``, the dead letter's reason (``kafka.deadletter.REASONS``);
-  else null.
+  for ``skipped``, why (``filtered``); else null.
 - ``delivery_id``, ``hook_id``, ``event``: null for an invalid record.
 - ``key``: the event record's Kafka key as text (producers key by user or organization id,
   so "did the event about user u42 reach hook Y?" can be asked), at most 256 characters,
@@ -178,7 +178,11 @@ def outcome_schema() -> dict[str, Any]:
     properties: dict[str, Any] = {
         "v": {"const": VERSION, "description": "Schema version; later ones only add members."},
         "status": {"enum": list(STATUSES)},
-        "reason": {**text, "description": "The dead letter's reason; null unless dead_lettered."},
+        "reason": {
+            **text,
+            "description": "The dead letter's reason, or why it was skipped "
+            "(filtered); null otherwise.",
+        },
         "delivery_id": {**text, "description": "The webhook-id header; null: invalid record."},
         "hook_id": text,
         "event": {**text, "maxLength": MAX_EVENT_NAME},

@@ -36,6 +36,8 @@ REASONS: Final = (
     "record_too_large",
     # failed deliveries (dispatcher)
     "permanent_failure", "retries_exhausted", "hook_gone", "hook_removed",
+    # a hook's payload filter could not be evaluated on the event (delivery.filtering)
+    "filter_error",
 )  # fmt: skip
 """Every ``reason`` header value (and ``hookrelay_dead_lettered_total`` label) written here."""
 TRUNCATED_VALUE_BYTES: Final = 64 * 1024
@@ -112,7 +114,8 @@ def failed_delivery(topic: str, delivery: Delivery, reason: str, group: str) -> 
     ``reason``: ``permanent_failure`` (4xx, 3xx), ``retries_exhausted``, ``hook_gone`` (the
     endpoint answered 410 and the hook is paused), or ``hook_removed`` (a retry found its hook
     removed or disabled by a configuration change, and no replica took it back within
-    ``delivery.unknown_hook_grace_s``). ``group`` is the writing deployment's consumer group.
+    ``delivery.unknown_hook_grace_s``), or ``filter_error`` (the hook's payload filter could
+    not be evaluated on the event). ``group`` is the writing deployment's consumer group.
     """
     event = delivery.event
     pairs = [

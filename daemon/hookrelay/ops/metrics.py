@@ -180,6 +180,11 @@ class Metrics(ProcessMetrics):
             p + "parked", "Deliveries parked in a retry topic without an attempt",
             ["hook_id", "reason"], registry=r,
         )  # fmt: skip
+        self.deliveries_skipped = Counter(
+            p + "deliveries_skipped", "(event, hook) pairs settled without a request: "
+            "filtered (the hook's payload filter kept the event out)",
+            ["hook_id", "reason"], registry=r,
+        )  # fmt: skip
         self.circuit_state = Gauge(
             p + "circuit_state", "Circuit breaker per hook: 0 closed, 1 open, 2 half-open",
             ["hook_id"], registry=r,
