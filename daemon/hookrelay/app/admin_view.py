@@ -45,7 +45,8 @@ class AdminView:
             limit = hook.rate_limit
             found.append({
                 "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
-                "events": list(hook.events), "enabled": hook.enabled, **state,
+                "events": list(hook.events), "enabled": hook.enabled,
+                "filter": None if hook.filter is None else hook.filter.text, **state,
                 "pause_reason": pause.reason if pause is not None else None,
                 "retry_backlog": self.backlog.of_hook(hook.id),
                 "rate_limit": None if limit is None else {

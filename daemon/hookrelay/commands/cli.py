@@ -360,6 +360,9 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
         batch = "on" if settings.ingest.batch is not None else "off"
         ingest = f"; ingest: {sources} source{'s' * (sources != 1)}, batch API {batch}"
     print(f"{settings.source_file}: ok ({len(settings.hooks)} hooks, {enabled} enabled{ingest})")
+    for hook in settings.hooks:
+        if hook.filter is not None:
+            print(f"  hook {hook.id}: filter: {hook.filter}")
     return EXIT_OK
 
 

@@ -9,6 +9,9 @@ opens no connection:
   dead-letter the record with;
 - → ``delivery.router.Router`` over the enabled hooks, as the pipeline routes; a second
   ``Router`` over the disabled hooks (as if enabled) names those that would match once enabled;
+- → per hook with a payload filter, its verdict from ``delivery.filtering`` (passed, or
+  filtered out: skipped; or an evaluation error: dead-lettered ``filter_error``) and the
+  value the expression returned;
 - → per hook, the body from ``signing.splice_hook_id`` and the headers from
   ``HttpSender.headers`` (whose construction opens no session: ``start`` does that).
 
@@ -35,10 +38,12 @@ import orjson
 
 from hookrelay.config import Hook, Settings
 from hookrelay.config.fields import CREDENTIAL_HEADER_NAME
+from hookrelay.delivery.filtering import EventScreen
 from hookrelay.delivery.router import Router
 from hookrelay.delivery.sender import HttpSender
 from hookrelay.errors import InvalidEventError
 from hookrelay.events.decode import decode
+from hookrelay.events.filter import FilterVerdict
 from hookrelay.events.model import Event, Origin
 from hookrelay.events.signing import (
     LOGTO_SIGNATURE_HEADER,
@@ -59,12 +64,19 @@ _WHITESPACE: Final = b" \t\r\n"  # JSON's, which the decoder strips too
 class HookRequest:
     """The request one hook would get: ``webhook_id``, the exact ``body`` bytes, and the
     ``headers`` as ``(name, value)`` pairs in the order they are sent, masked as the module
-    docstring says."""
+    docstring says; ``verdict``, its payload filter's (None: the hook has no filter), says
+    whether it would be sent at all."""
 
     hook: Hook
     webhook_id: str
     body: bytes
     headers: tuple[tuple[str, str], ...]
+    verdict: FilterVerdict | None = None
+
+    @property
+    def sent(self) -> bool:
+        """True when the daemon would POST it: the hook is enabled and no filter keeps it out."""
+        return self.hook.enabled and (self.verdict is None or self.verdict.passed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +121,8 @@ def match_event(
     event = decode(value, key, origin, settings.delivery.max_event_bytes, trace)
     hooks = matching_hooks(settings.hooks, event.name)
     sender = HttpSender(settings.http, settings.delivery)
-    requests = tuple(_request(sender, hook, event, show_signatures) for hook in hooks)
+    screen = EventScreen(event.raw)
+    requests = tuple(_request(sender, hook, event, show_signatures, screen) for hook in hooks)
     return MatchReport(event, requests, len(settings.hooks) - len(hooks), show_signatures)
 
 
@@ -125,7 +138,9 @@ def matching_hooks(hooks: tuple[Hook, ...], event_name: str) -> list[Hook]:
     return [hook for hook in hooks if hook.id in found]
 
 
-def _request(sender: HttpSender, hook: Hook, event: Event, show_signatures: bool) -> HookRequest:
+def _request(
+    sender: HttpSender, hook: Hook, event: Event, show_signatures: bool, screen: EventScreen
+) -> HookRequest:
     origin = event.origin
     did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
     body = splice_hook_id(event.body_head, event.empty, hook_id_member(hook.id))
@@ -136,7 +151,8 @@ def _request(sender: HttpSender, hook: Hook, event: Event, show_signatures: bool
     headers = tuple(
         (str(name), MASK if name.lower() in hidden else value) for name, value in sent.items()
     )
-    return HookRequest(hook, did, body, headers)
+    verdict = None if hook.filter is None else screen.verdict(hook.filter)
+    return HookRequest(hook, did, body, headers, verdict)
 
 
 # ── Output ───────────────────────────────────────────────────────────────────────────────────
@@ -150,7 +166,11 @@ def report_json(report: MatchReport) -> bytes:
      "origin": {"topic": str, "partition": int, "offset": int},
      "signatures_shown": bool,
      "hooks": [{"id": str, "name": str, "url": str (query string as "***"),
-                "enabled": bool, "webhook_id": str,
+                "enabled": bool, "sent": bool (enabled, and not kept out by its filter),
+                "filter": null | {"expression": str, "passed": bool,
+                                  "value": the expression's JSON value,
+                                  "error": str | null (dead-lettered filter_error)},
+                "webhook_id": str,
                 "body": str (the exact body bytes, as UTF-8 text),
                 "headers": {name: value}}],
      "not_matched": int}
@@ -176,11 +196,20 @@ def _hook_json(request: HookRequest) -> dict[str, Any]:
     hook = request.hook
     return {
         "id": hook.id, "name": hook.name, "url": redacted_url(hook.url), "enabled": hook.enabled,
+        "sent": request.sent, "filter": _verdict_json(request),
         "webhook_id": request.webhook_id,
         # Valid UTF-8: the decoder accepted the record, and the splice adds ASCII.
         "body": request.body.decode("utf-8"),
         "headers": dict(request.headers),
     }  # fmt: skip
+
+
+def _verdict_json(request: HookRequest) -> dict[str, Any] | None:
+    verdict, expression = request.verdict, request.hook.filter
+    if verdict is None or expression is None:
+        return None
+    return {"expression": expression.text, "passed": verdict.passed, "value": verdict.value,
+            "error": verdict.error}  # fmt: skip
 
 
 def invalid_json(error: InvalidEventError) -> bytes:
@@ -214,11 +243,16 @@ def _summary(report: MatchReport) -> str:
     head = f"event {event.name} ({len(event.raw)} bytes{key}): valid"
     total = len(report.requests) + report.not_matched
     enabled = sum(1 for request in report.requests if request.hook.enabled)
+    sent = sum(1 for request in report.requests if request.sent)
     disabled = len(report.requests) - enabled
     also = f"; {disabled} disabled hook(s) match too (not delivered)" if disabled else ""
+    if enabled > sent:
+        also += f"; {enabled - sent} kept out by their filter"
     if enabled == 0:
         return f"{head}; no enabled hook of {total} matches it, nothing would be sent{also}"
-    return f"{head}; {enabled} of {total} hooks would receive it{also}"
+    if sent == 0:
+        return f"{head}; no hook of {total} would receive it, nothing would be sent{also}"
+    return f"{head}; {sent} of {total} hooks would receive it{also}"
 
 
 def _hook_block(request: HookRequest) -> list[str]:
@@ -226,6 +260,7 @@ def _hook_block(request: HookRequest) -> list[str]:
     state = "enabled" if hook.enabled else "DISABLED: not delivered (enabled: false)"
     return [
         f"hook {hook.id}  POST {redacted_url(hook.url)}  [{state}]",
+        *_filter_lines(request),
         f"  body ({len(request.body)} bytes, exactly as sent, between the lines):",
         "-----",
         request.body.decode("utf-8"),
@@ -233,6 +268,25 @@ def _hook_block(request: HookRequest) -> list[str]:
         "  headers:",
         *(f"    {name}: {value}" for name, value in request.headers),
     ]
+
+
+VALUE_CHARS: Final = 200
+"""Most characters of a filter's value shown in the text report (--json shows it whole)."""
+
+
+def _filter_lines(request: HookRequest) -> list[str]:
+    verdict, expression = request.verdict, request.hook.filter
+    if verdict is None or expression is None:
+        return []
+    if verdict.error is not None:
+        outcome = f"ERROR: {verdict.error}; the daemon would dead-letter it (filter_error)"
+    else:
+        value = orjson.dumps(verdict.value).decode()
+        if len(value) > VALUE_CHARS:
+            value = value[:VALUE_CHARS] + "..."
+        outcome = f"{'passed' if verdict.passed else 'FILTERED OUT: skipped, not sent'}"
+        outcome += f" (value: {value})"
+    return [f"  filter: {expression}", f"    → {outcome}"]
 
 
 def _notes(report: MatchReport) -> list[str]:

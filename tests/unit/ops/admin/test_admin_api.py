@@ -64,6 +64,7 @@ def hook_state(hook_id: str, **changes: Any) -> dict[str, Any]:
         "url": f"https://{hook_id}.example.com/hooks?***",
         "events": ["User.Created", "Organization.*"],
         "enabled": True,
+        "filter": None,
         "paused": False,
         "paused_by": None,
         "pause_reason": None,
