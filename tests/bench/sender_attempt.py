@@ -58,26 +58,32 @@ _reused: ContextVar[bool] = ContextVar("bench_reused", default=False)
 
 
 def sender_at(revision: str) -> ModuleType:
-    """``hookrelay.delivery.sender`` as committed at ``revision`` (its imports resolve to the tree's
-    other modules, so it must not need ones that changed since). Raises ``SystemExit`` naming
-    the cause for a revision from before the layered layout (its sender imports modules that
-    have moved since; measure such a revision from a worktree of its own)."""
+    """``hookrelay.delivery.sender`` as committed at ``revision`` (see ``module_at``)."""
+    return module_at(revision, "delivery/sender.py")
+
+
+def module_at(revision: str, path: str) -> ModuleType:
+    """``daemon/hookrelay/<path>`` as committed at ``revision`` (its imports resolve to the
+    tree's other modules, so it must not need ones that changed since). Raises
+    ``SystemExit`` naming the cause for a revision from before the layered layout (its
+    module imports modules that have moved since; measure such a revision from a worktree
+    of its own)."""
     shown = subprocess.run(
-        ["git", "show", f"{revision}:daemon/hookrelay/delivery/sender.py"],
+        ["git", "show", f"{revision}:daemon/hookrelay/{path}"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if shown.returncode != 0:
-        raise SystemExit(f"--against {revision}: no daemon/hookrelay/delivery/sender.py there "
+        raise SystemExit(f"--against {revision}: no daemon/hookrelay/{path} there "
                          "(a revision from before the layered layout?)")  # fmt: skip
-    name = f"hookrelay._bench_sender_{revision}"
+    name = f"hookrelay._bench_{Path(path).stem}_{revision.replace('~', '_')}"
     spec = importlib.util.spec_from_loader(name, loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     try:
-        exec(compile(shown.stdout, f"{revision}:sender.py", "exec"), module.__dict__)
+        exec(compile(shown.stdout, f"{revision}:{path}", "exec"), module.__dict__)
     except ImportError as e:
-        raise SystemExit(f"--against {revision}: its sender imports what moved since: {e}") from e
+        raise SystemExit(f"--against {revision}: its {path} imports what moved since: {e}") from e
     return module
 
 
