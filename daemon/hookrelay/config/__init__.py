@@ -35,6 +35,7 @@ write_json_schemas('config')"``. A unit test keeps the checked-in copies equal t
 
 from __future__ import annotations
 
+from hookrelay.config.adaptive import AdaptiveRate
 from hookrelay.config.checks import config_warnings
 from hookrelay.config.fields import RESERVED_HEADERS
 from hookrelay.config.loader import Skippable, load_settings
@@ -58,6 +59,7 @@ from hookrelay.config.tracing import TracingSettings
 __all__ = [
     "RESERVED_HEADERS",
     "RETIRED_KEYS",
+    "AdaptiveRate",
     "AdminSettings",
     "DeliverySettings",
     "Hook",

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic.json_schema import WithJsonSchema
 
 from hookrelay import __version__
+from hookrelay.config.adaptive import AdaptiveRate
 from hookrelay.config.fields import (
     CREDENTIAL_HEADER_NAME,
     MAX_RETRY_DELAY_S,
@@ -422,6 +423,16 @@ class RateLimit(FrozenModel):
     """Deliveries per second allowed on average."""
     burst: Integer | None = Field(None, ge=1)
     """Deliveries allowed at once after a quiet period; null means ceil(per_second)."""
+    adaptive: AdaptiveRate | None = None
+    """Adapt the rate to the endpoint's answers, with per_second as the ceiling; null keeps
+    the rate at per_second."""
+
+    @model_validator(mode="after")
+    def _floor_under_ceiling(self) -> RateLimit:
+        refusal = None if self.adaptive is None else self.adaptive.refusal(self.per_second)
+        if refusal is not None:
+            raise refusal
+        return self
 
     @property
     def effective_burst(self) -> int:
