@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from hookrelay.config import Settings
+from hookrelay.delivery.adaptive import rate_limit_view
 from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
@@ -39,19 +40,16 @@ class AdminView:
         for hook in self.settings.hooks:
             state = self.dispatcher.lane_state(hook.id)
             if state is None:  # disabled: no lane
+                limit = rate_limit_view(hook.rate_limit, None)
                 state = {"paused": False, "paused_by": None, "circuit": "closed", "pending": 0,
-                         "in_flight": 0}  # fmt: skip
+                         "in_flight": 0, "rate_limit": limit}  # fmt: skip
             pause = self.control.state.paused.get(hook.id)
-            limit = hook.rate_limit
             found.append({
                 "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
                 "events": list(hook.events), "enabled": hook.enabled,
                 "filter": None if hook.filter is None else hook.filter.text, **state,
                 "pause_reason": pause.reason if pause is not None else None,
                 "retry_backlog": self.backlog.of_hook(hook.id),
-                "rate_limit": None if limit is None else {
-                    "per_second": limit.per_second, "burst": limit.effective_burst,
-                },
                 "last_24h": self.history.last_24h(hook.id, now),
             })  # fmt: skip
         return found

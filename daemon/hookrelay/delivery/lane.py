@@ -53,6 +53,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from hookrelay.config import DeliverySettings, Hook
+from hookrelay.delivery.adaptive import AdaptiveLimiter, Turn, rate_limit_view
 from hookrelay.delivery.circuit import Circuit, CircuitBreaker
 from hookrelay.delivery.ratelimit import Clock, TokenBucket
 from hookrelay.delivery.sender import Sender
@@ -146,6 +147,7 @@ class Lane:
         self.member = hook_id_member(hook.id)
         self.hook = hook
         self._bucket: TokenBucket | None = None
+        self._adaptive: AdaptiveLimiter | None = None  # rate_limit.adaptive
         self._m_rate_wait: Any = None  # exported for hooks with a rate limit only
         self.configure(hook)
         m = ctx.metrics
@@ -164,13 +166,30 @@ class Lane:
         self.timeout_s = hook.timeout_s if hook.timeout_s is not None else self._ctx.timeout_s
         limit = hook.rate_limit
         if limit is None:
-            self._bucket = None
-        elif self._bucket is None:
+            self._bucket = self._adaptive = None
+        elif limit.adaptive is not None:
+            target_s = limit.adaptive.latency_target_ms
+            target_s = self.timeout_s / 2 if target_s is None else target_s / 1000
+            if self._adaptive is None:
+                self._adaptive = AdaptiveLimiter(limit, target_s, self._ctx.clock)
+            else:
+                self._adaptive.configure(limit, target_s)
+            self._bucket = self._adaptive.bucket
+        elif self._bucket is None or self._adaptive is not None:
+            self._adaptive = None
             self._bucket = TokenBucket(limit.per_second, limit.capacity, self._ctx.clock)
-            if self._m_rate_wait is None:
-                self._m_rate_wait = self._ctx.metrics.rate_limit_wait.labels(hook.id)
         else:
             self._bucket.reconfigure(limit.per_second, limit.capacity)
+        if limit is not None and self._m_rate_wait is None:
+            m = self._ctx.metrics
+            self._m_rate_wait = m.rate_limit_wait.labels(hook.id)
+            m.rate_limit_current.labels(hook.id).set_function(self._current_rate)
+
+    def _current_rate(self) -> float:
+        """Requests/s the rate limit lets through now (0 once the hook has none)."""
+        if self._adaptive is not None:
+            return self._adaptive.rate
+        return self._bucket.rate if self._bucket is not None else 0.0
 
     def finish_sends_by(self, deadline: float) -> None:
         """Shutting down: start no send that could not end by ``deadline`` (clock time)."""
@@ -196,13 +215,15 @@ class Lane:
         self._ctx.metrics.hook_paused.labels(self.hook.id).set(int(self.gone or self.held))
 
     def state(self) -> dict[str, Any]:
-        """JSON-ready lane state for the admin API: paused, circuit, pending, in_flight."""
+        """JSON-ready lane state for the admin API: paused, circuit, pending, in_flight, and
+        rate_limit (``adaptive.rate_limit_view``)."""
         return {
             "paused": self.gone or self.held,
             "paused_by": "gone" if self.gone else "operator" if self.held else None,
             "circuit": self.circuit.name.lower(),
             "pending": len(self._queue),
             "in_flight": self._sending,
+            "rate_limit": rate_limit_view(self.hook.rate_limit, self._adaptive),
         }
 
     @property
@@ -318,15 +339,10 @@ class Lane:
             delivery = queue.popleft()
             if not self._may_attempt(delivery):
                 continue
+            turn = None
             if self._bucket is not None or self._not_before:
-                await self._wait_for_turn()
-                if self._bucket is not None:
-                    # Per delivery, from entering the lane to its token: behind a rate
-                    # limit the queue is the wait (a counter of token waits summed every
-                    # worker's, 30 s in 1.5 s of wall time, and missed the queue).
-                    self._m_rate_wait.observe(self._ctx.clock() - delivery.enqueued_mono)
-                if not delivery.ticket.live:  # revoked while it waited for its turn
-                    self._release(delivery)
+                go, turn = await self._take_turn(delivery)
+                if not go:
                     continue
             if self._ctx.clock() + self.timeout_s > self.finish_by:
                 self._release_unfinishable(delivery)
@@ -345,6 +361,37 @@ class Lane:
             finally:
                 self._sending -= 1
             self._handle(delivery, result)
+            if turn is not None and self._adaptive is not None:
+                self._adapt(turn, result)
+
+    async def _take_turn(self, delivery: Delivery) -> tuple[bool, Turn | None]:
+        """Wait for ``delivery``'s turn (``_wait_for_turn``); ``(False, _)`` when it must
+        not be sent after all (released, or parked by a Retry-After that came meanwhile),
+        else ``(True, the adaptive rate limit's turn or None)``."""
+        turn = await self._wait_for_turn()
+        if self._bucket is not None:
+            # Per delivery, from entering the lane to its token: behind a rate
+            # limit the queue is the wait (a counter of token waits summed every
+            # worker's, 30 s in 1.5 s of wall time, and missed the queue).
+            self._m_rate_wait.observe(self._ctx.clock() - delivery.enqueued_mono)
+        if not delivery.ticket.live:  # revoked while it waited for its turn
+            self._release(delivery)
+            return False, None
+        if self.blocked_reason() == "throttled":
+            self._park_unattempted(delivery, "throttled")
+            return False, None
+        return True, turn
+
+    def _adapt(self, turn: Turn, result: AttemptResult) -> None:
+        """Tell the adaptive rate limit how an answer went; count and log a decrease."""
+        assert self._adaptive is not None
+        reason = self._adaptive.observe(turn, result)
+        if reason is not None:
+            self._ctx.metrics.rate_limit_decreases.labels(self.hook.id, reason).inc()
+            if debug_enabled():
+                rate = round(self._adaptive.rate, 2)
+                log.debug("rate_limit_decreased", hook_id=self.hook.id, reason=reason,
+                          status=result.status, per_second=rate)  # fmt: skip
 
     async def _traced_attempt(self, delivery: Delivery) -> AttemptResult:
         """One POST of ``delivery`` inside its attempt span, whose context the request
@@ -394,18 +441,31 @@ class Lane:
             while len(self._queue) > keep:
                 self._park_unattempted(self._queue.pop(), "slow")
 
-    async def _wait_for_turn(self) -> None:
-        """Honour a short lane pause (Retry-After ≤ 1 s), then the token bucket."""
+    async def _wait_for_turn(self) -> Turn | None:
+        """Honour a short lane pause (Retry-After ≤ 1 s), then the token bucket, then a
+        short pause that began while waiting for the token (a longer one: the caller parks).
+        Returns the adaptive rate limit's turn, if the hook has one."""
+        await self._short_pause()
+        turn = None
+        if self._adaptive is not None:
+            wait, turn = self._adaptive.reserve()
+        else:
+            wait = self._bucket.reserve() if self._bucket is not None else 0.0
+        if wait > 0:
+            await asyncio.sleep(wait)
+            # Taking a token must not let a request through a Retry-After that an answer
+            # to another worker's request brought meanwhile.
+            await self._short_pause()
+        return turn
+
+    async def _short_pause(self) -> None:
+        """Sleep out a lane pause of at most 1 s; forget one that is over."""
         if self._not_before:
             pause = self._not_before - self._ctx.clock()
-            if pause > 0:
+            if 0 < pause <= 1.0:
                 await asyncio.sleep(pause)
-            else:
+            elif pause <= 0:
                 self._not_before = 0.0  # over: back to the fast path in _may_attempt
-        if self._bucket is not None:
-            wait = self._bucket.reserve()
-            if wait > 0:
-                await asyncio.sleep(wait)
 
     # -- outcomes -------------------------------------------------------------------------
 

@@ -44,3 +44,13 @@ class TokenBucket:
         self._tokens = min(float(capacity), self._tokens + 1.0)
         self.rate = rate
         self.capacity = capacity
+
+    def restart(self, at: float | None = None) -> None:
+        """Empty the bucket: no token is saved up before ``at`` (clock seconds; default now),
+        and the next one comes ``1/rate`` seconds after it. Turns already handed out keep
+        their places (a negative balance stays)."""
+        now = self._clock()
+        self.reserve()
+        self._tokens = min(0.0, self._tokens + 1.0)
+        if at is not None and at > now:
+            self._stamp = at

@@ -200,6 +200,16 @@ class Metrics(ProcessMetrics):
             ["hook_id"],
             buckets=RATE_LIMIT_WAIT_BUCKETS_S, registry=r,
         )  # fmt: skip
+        self.rate_limit_current = Gauge(
+            p + "rate_limit_current_per_second", "Requests/s a hook's rate limit lets through "
+            "now: rate_limit.per_second, or where the adaptive rate limit has set it",
+            ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.rate_limit_decreases = Counter(
+            p + "rate_limit_decreases", "Decreases of a hook's adaptive rate limit, by reason: "
+            "throttled (429 or 503), latency (a window's median over the target)",
+            ["hook_id", "reason"], registry=r,
+        )  # fmt: skip
         self.retries_scheduled = Counter(
             p + "retries_scheduled", "Retries scheduled after a retryable failure, by tier",
             ["hook_id", "tier"], registry=r,
@@ -313,7 +323,7 @@ class Metrics(ProcessMetrics):
         stay: a counter that vanished and came back would read as a reset)."""
         gauges = (
             self.lane_pending, self.lane_in_flight, self.circuit_state, self.hook_paused,
-            self.ordering_held, self.ordering_blocked_keys,
+            self.ordering_held, self.ordering_blocked_keys, self.rate_limit_current,
         )  # fmt: skip
         for gauge in gauges:
             with contextlib.suppress(KeyError):

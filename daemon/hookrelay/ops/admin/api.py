@@ -60,7 +60,10 @@ class AdminBackend(Protocol):
          "retry_backlog": {tier: int} (retries waiting in this replica's retry partitions,
          as last counted; see kafka.backlog),
          "circuit": "closed"|"open"|"half_open", "pending": int, "in_flight": int,
-         "rate_limit": {"per_second": float, "burst": int} | None,
+         "rate_limit": {"per_second": float, "burst": int, "current_per_second": float
+                        (requests/s now), "adaptive": None | {"floor": float,
+                        "latency_target_ms": float | None, "decreases": int,
+                        "last_decrease": "throttled" | "latency" | None}} | None,
          "last_24h": {"requests": int, "succeeded": int, "success_rate": float | None}}"""
 
     def deliveries(

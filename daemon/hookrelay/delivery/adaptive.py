@@ -1,0 +1,178 @@
+"""The adaptive rate limit of a hook: an AIMD controller over the lane's token bucket.
+
+A hook with ``rate_limit.adaptive`` starts at its ceiling (``rate_limit.per_second``) and
+moves its rate between ``floor`` and that ceiling from what the endpoint answers, as TCP
+congestion control moves its window (and Netflix's concurrency-limits its ``AIMDLimit``):
+
+- **Multiplicative decrease** by ``decrease_factor`` on a *congestion signal*: a 429, a
+  503, or an observation window (``window_s``) whose median answer took longer than the
+  latency target. At most once per observation window: every turn (token) is stamped with
+  the controller's *epoch*, which a decrease advances, so the 429s of requests that were
+  paced at the old rate and still in flight are not taken as news (TCP NewReno's "once per
+  window of data"). The first 429 of a request paced at the new rate decreases again: the
+  new rate is still too high. A latency decrease needs a whole window without another
+  decrease.
+- **Additive increase**, gradual and proportional: every answer that was a 2xx within the
+  latency target, to a request that had to wait for its token, adds ``increase_per_s``
+  requests/s (``rate`` such answers arrive per second, so the rate grows by that share of
+  itself per second; like TCP's ``1/cwnd`` per acknowledgement). A hook that sends less
+  than its rate never waits for a token, so its rate does not grow without evidence that
+  the endpoint takes more (RFC 7661's rule for an application-limited sender).
+- ``Retry-After`` is honoured by the lane (``Lane`` pauses every worker until it passes);
+  here it empties the bucket until then, so the pause saves up no burst for its end.
+- The bucket's burst shrinks with the rate (the configured burst is the ceiling's), and a
+  decrease empties the bucket: a lower rate starts spaced, not with a saved-up burst.
+
+Reload keeps the current rate (clamped into the new floor and ceiling), so a changed hook
+does not start again from its ceiling; a restart does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from hookrelay.config import AdaptiveRate, RateLimit
+from hookrelay.delivery.ratelimit import Clock, TokenBucket
+from hookrelay.events.model import AttemptResult
+
+__all__ = ["AdaptiveLimiter", "Turn", "rate_limit_view"]
+
+CONGESTION_STATUSES: Final = frozenset({429, 503})
+"""Answers that say "too much": Too Many Requests, and Service Unavailable (overloaded)."""
+THROTTLED: Final = "throttled"
+LATENCY: Final = "latency"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One request's turn: the controller's ``epoch`` when it took its token, and whether
+    it had to wait for it (``limited``: the rate, not the traffic, set its pace)."""
+
+    epoch: int
+    limited: bool
+
+
+class AdaptiveLimiter:
+    """A hook's token bucket and the AIMD controller that sets its rate (module docstring).
+
+    ``limit`` is the hook's ``rate_limit`` (with ``adaptive`` set); ``latency_target_s``
+    the latency target in seconds already resolved; ``clock`` monotonic seconds. ``rate``
+    is the current rate in requests/s, always within ``[floor, ceiling]``."""
+
+    def __init__(self, limit: RateLimit, latency_target_s: float, clock: Clock) -> None:
+        self._clock = clock
+        self.rate = limit.per_second
+        self.bucket = TokenBucket(limit.per_second, limit.capacity, clock)
+        self.epoch = 0
+        self.decreases = 0
+        self.last_decrease: str | None = None
+        self._window_start = clock()
+        self._window_answers = 0
+        self._window_slow = 0
+        self._decreased_at = float("-inf")
+        self.configure(limit, latency_target_s)
+
+    def configure(self, limit: RateLimit, latency_target_s: float) -> None:
+        """Apply new parameters (a reload): the current rate is kept, clamped into the new
+        ``[floor, ceiling]``."""
+        settings = limit.adaptive if limit.adaptive is not None else AdaptiveRate()
+        self.limit = limit
+        self.settings = settings
+        self.ceiling = limit.per_second
+        self.floor = settings.effective_floor(limit.per_second)
+        self.latency_target_s = latency_target_s
+        self._set_rate(self.rate)
+
+    def reserve(self) -> tuple[float, Turn]:
+        """Take a token: ``(seconds to wait for it, the turn to pass to observe())``."""
+        wait = self.bucket.reserve()
+        return wait, Turn(self.epoch, wait > 0.0)
+
+    def observe(self, turn: Turn, result: AttemptResult) -> str | None:
+        """Learn from one answer to a request sent on ``turn``; return the reason when it
+        decreased the rate (``throttled`` or ``latency``), else None."""
+        now = self._clock()
+        reason = None
+        if result.status in CONGESTION_STATUSES:
+            if turn.epoch == self.epoch:
+                reason = THROTTLED
+        elif self._count_latency(result) and result.ok and turn.limited:
+            self._set_rate(self.rate + self.settings.increase_per_s)
+        if now - self._window_start >= self.settings.window_s:
+            reason = reason or self._close_window(now)
+        if reason is not None:
+            self._decrease(reason, now)
+        if result.retry_after_s:
+            # The lane pauses until then; a bucket refilling meanwhile would end the pause
+            # with a burst.
+            self.bucket.restart(now + result.retry_after_s)
+        return reason
+
+    def _count_latency(self, result: AttemptResult) -> bool:
+        """Count ``result`` in the window's latency; True when it was within the target (a
+        timeout is slow; an answer that never came for another reason is not counted)."""
+        slow = result.status_class == "timeout" or result.duration_s > self.latency_target_s
+        if result.status is not None or slow:
+            self._window_answers += 1
+            self._window_slow += slow
+        return not slow
+
+    def _close_window(self, now: float) -> str | None:
+        """End the observation window: ``latency`` when most of its answers were slower than
+        the target and nothing decreased the rate during it."""
+        slow = self._window_slow * 2 > self._window_answers
+        quiet = self._decreased_at < self._window_start
+        self._window_start, self._window_answers, self._window_slow = now, 0, 0
+        return LATENCY if slow and quiet else None
+
+    def _decrease(self, reason: str, now: float) -> None:
+        self.epoch += 1
+        self.decreases += 1
+        self.last_decrease = reason
+        self._decreased_at = now
+        self._set_rate(self.rate * self.settings.decrease_factor)
+        self.bucket.restart()
+
+    def _set_rate(self, rate: float) -> None:
+        """Clamp ``rate`` into ``[floor, ceiling]`` and give the bucket that rate, with a
+        burst shrunk in proportion (at least one token)."""
+        self.rate = min(self.ceiling, max(self.floor, rate))
+        capacity = max(1, int(self.limit.capacity * self.rate / self.ceiling))
+        self.bucket.reconfigure(self.rate, capacity)
+
+    def view(self) -> dict[str, Any]:
+        """JSON-ready state for the admin API (see ``rate_limit_view``)."""
+        return {
+            "floor": self.floor,
+            "latency_target_ms": round(self.latency_target_s * 1000, 1),
+            "decreases": self.decreases,
+            "last_decrease": self.last_decrease,
+        }
+
+
+def rate_limit_view(
+    limit: RateLimit | None, limiter: AdaptiveLimiter | None
+) -> dict[str, Any] | None:
+    """A hook's rate limit for the admin API, None without one: ``per_second`` (the
+    ceiling when adaptive), ``burst``, ``current_per_second`` (requests/s now) and
+    ``adaptive``: None when static, else ``floor``, ``latency_target_ms``, ``decreases``
+    since start and ``last_decrease`` (``throttled``, ``latency`` or None). ``limiter`` is
+    the lane's (None for a static or disabled hook, which shows its configuration)."""
+    if limit is None:
+        return None
+    adaptive = limit.adaptive
+    if limiter is not None:
+        current, state = round(limiter.rate, 2), limiter.view()
+    else:
+        current, state = limit.per_second, None
+        if adaptive is not None:
+            floor = adaptive.effective_floor(limit.per_second)
+            state = {"floor": floor, "latency_target_ms": adaptive.latency_target_ms,
+                     "decreases": 0, "last_decrease": None}  # fmt: skip
+    return {
+        "per_second": limit.per_second,
+        "burst": limit.effective_burst,
+        "current_per_second": current,
+        "adaptive": state,
+    }
