@@ -391,6 +391,22 @@ def lanes() -> list[Panel]:
             width=THIRD,
         ),
         graph(
+            "Rate limit by hook (adaptive: where it is now)",
+            "Requests/s each hook's rate limit lets through, summed over replicas (each has "
+            "its own): rate_limit.per_second, or where the adaptive rate limit has set it "
+            "between its floor and that ceiling; and its decreases/s (429 or 503, latency).",
+            "reqps",
+            query(
+                f"sum by (hook_id) (hookrelay_rate_limit_current_per_second{{{HOOKS}}})",
+                "{{hook_id}}",
+            ),
+            query(
+                rate("hookrelay_rate_limit_decreases_total", HOOKS, "hook_id, reason"),
+                "decreases/s {{hook_id}} {{reason}}",
+            ),
+            width=THIRD,
+        ),
+        graph(
             "Retry backlog by hook and tier",
             "Retries waiting in the retry topics (counted by each replica for its partitions "
             "every admin.retry_backlog_interval_s); HookrelayRetryBacklogGrowing fires when "
