@@ -293,14 +293,17 @@ async def running(
         await server.stop()
 
 
+ADAPTIVE_RATE_LIMIT = {
+    "per_second": 20.0, "burst": 40, "current_per_second": 14.58,
+    "adaptive": {"floor": 1.0, "latency_target_ms": 500.0, "decreases": 3,
+                 "last_decrease": "throttled"},
+}  # fmt: skip
+
+
 def sample_backend() -> FakeBackend:
     return FakeBackend(
         hooks_state=[
-            hook_state("crm-sync", rate_limit={
-                "per_second": 20.0, "burst": 40, "current_per_second": 14.58,
-                "adaptive": {"floor": 1.0, "latency_target_ms": 500.0, "decreases": 3,
-                             "last_decrease": "throttled"},
-            }),  # fmt: skip
+            hook_state("crm-sync", rate_limit=ADAPTIVE_RATE_LIMIT),
             hook_state(
                 "audit-log",
                 circuit="open",
