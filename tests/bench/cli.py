@@ -35,8 +35,8 @@ from tests.bench.receiver import Receiver
 from tests.bench.sizes import QUICK_SCALE, Sizes
 
 GROUPS = (
-    "ceiling", "baseline", "throughput", "latency", "isolation", "rate_limit", "memory",
-    "startup", "ingest", "profile",
+    "ceiling", "baseline", "throughput", "latency", "isolation", "rate_limit", "adaptive",
+    "memory", "startup", "ingest", "profile",
 )  # fmt: skip
 Step = tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]
 
@@ -98,6 +98,7 @@ def steps(bench: Bench, args: argparse.Namespace) -> list[Step]:
         ("isolation", "isolation", lambda: s.isolation(bench)),
         ("isolation", "isolation_latency", lambda: s.isolation_latency(bench)),
         ("rate_limit", "rate_limit", lambda: s.rate_limit(bench)),
+        ("adaptive", "adaptive", lambda: s.adaptive(bench)),
         ("memory", "memory", lambda: s.memory(bench)),
         ("startup", "startup", lambda: s.startup(bench)),
         ("ingest", "ingest", lambda: s.ingest_endpoint(bench)),
@@ -129,6 +130,8 @@ async def _step(key: str, work: Callable[[], Awaitable[dict[str, Any]]]) -> dict
 def backlog_events(sizes: Sizes, groups: set[str]) -> int:
     """Events the shared backlog topic needs for the selected scenarios."""
     needed = sizes.backlog_deliveries * 2  # throughput, profile, and what parking runs read
+    if "adaptive" in groups:  # up to the ceiling at first, then the two capacities
+        needed = max(needed, int(sizes.adaptive_phase_s * 3 * scenarios.ADAPTIVE_CEILING_PER_S))
     return max(needed, sizes.memory_backlog) if "memory" in groups else needed
 
 

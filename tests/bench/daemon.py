@@ -44,11 +44,14 @@ class HookSpec:
     max_concurrency: int = 8
     per_second: float | None = None
     hang: bool = False
+    adaptive: dict[str, Any] | None = None
+    """``rate_limit.adaptive``; such a hook posts to a path with a hidden capacity."""
 
     @property
     def path(self) -> str:
         """Receiver path of this hook's endpoint."""
-        return f"/{'hang' if self.hang else 'h'}/{self.id}"
+        kind = "hang" if self.hang else "cap" if self.adaptive is not None else "h"
+        return f"/{kind}/{self.id}"
 
     def config(self, receiver_url: str) -> dict[str, Any]:
         """The hook's entry in the daemon configuration."""
@@ -61,6 +64,8 @@ class HookSpec:
         }
         if self.per_second is not None:
             hook["rate_limit"] = {"per_second": self.per_second}
+            if self.adaptive is not None:
+                hook["rate_limit"]["adaptive"] = self.adaptive
         return hook
 
 

@@ -5,7 +5,9 @@ requests on ``Content-Length``, logs (wall-clock arrival time, path, ``benchSeq`
 arrays, and answers ``200`` with an empty body on a kept-alive connection. It verifies
 nothing per request; the first request of every path is kept whole, so the bench can check
 one signature per hook afterwards. A path starting with ``/hang/`` is logged and never
-answered: the endpoint that "never answers".
+answered: the endpoint that "never answers". A path starting with ``/cap/`` has a hidden
+capacity (``Capacity``, set with ``Receiver.set_capacity``): a request beyond it is answered
+``429`` without ``Retry-After`` and logged under ``/429`` + its path.
 
 Several processes may share the port (``SO_REUSEPORT``; the kernel spreads connections).
 The bench drives them through ``Receiver``: ``counts()``, ``dump()`` and ``reset()`` go over
@@ -32,6 +34,11 @@ from tests.bench.loops import run_loop
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 """The one answer the receiver gives (keep-alive is HTTP/1.1's default)."""
 HANG_PREFIX = b"/hang/"
+CAP_PREFIX = b"/cap/"
+THROTTLED_PREFIX = "/429"
+"""Requests a ``/cap/`` path answered 429 are logged under this prefix + the path."""
+RESPONSE_429 = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n"
+CAPACITY_BURST_S = 0.2
 _CONTENT_LENGTH = b"\r\ncontent-length:"
 _START_TIMEOUT_S = 30.0
 
@@ -76,6 +83,38 @@ class ArrivalLog:
         }
 
 
+class Capacity:
+    """The hidden capacity of the ``/cap/`` paths (all of them together), per process: a
+    token bucket of ``per_s`` requests/s holding ``CAPACITY_BURST_S`` of burst, as an
+    endpoint's own rate limiter would; ``per_s`` 0 admits everything."""
+
+    def __init__(self) -> None:
+        self.per_s = 0.0
+        self._tokens = 0.0
+        self._stamp = 0.0
+
+    def set(self, per_s: float, now: float) -> None:
+        """Change the capacity (requests/s) from ``now`` on, starting with a full burst."""
+        self.per_s = per_s
+        self._tokens = self._burst
+        self._stamp = now
+
+    @property
+    def _burst(self) -> float:
+        return max(1.0, self.per_s * CAPACITY_BURST_S)
+
+    def admit(self, now: float) -> bool:
+        """Take a token for a request arriving at ``now`` (wall seconds); False: 429."""
+        if not self.per_s:
+            return True
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self.per_s)
+        self._stamp = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
 def _content_length(buffer: bytearray, head_end: int) -> int:
     """``Content-Length`` of the request head ``buffer[:head_end]``; 0 when absent."""
     head = bytes(buffer[:head_end]).lower()
@@ -95,9 +134,10 @@ def _path(buffer: bytearray) -> bytes:
 class SinkProtocol(asyncio.Protocol):
     """One client connection: split requests, log them, answer 200 (or hang)."""
 
-    def __init__(self, log: ArrivalLog, clock: Any) -> None:
+    def __init__(self, log: ArrivalLog, clock: Any, capacity: Capacity) -> None:
         self._log = log
         self._clock = clock
+        self._capacity = capacity
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
 
@@ -120,14 +160,22 @@ class SinkProtocol(asyncio.Protocol):
         path = _path(buffer)
         request = bytes(buffer[:total])
         del buffer[:total]
-        self._log.record(path, request, head_end + 4, self._clock())
+        now = self._clock()
+        if path.startswith(CAP_PREFIX) and not self._capacity.admit(now):
+            self._log.record(THROTTLED_PREFIX.encode() + path, request, head_end + 4, now)
+            if self._transport is not None:
+                self._transport.write(RESPONSE_429)
+            return True
+        self._log.record(path, request, head_end + 4, now)
         if self._transport is not None and not path.startswith(HANG_PREFIX):
             self._transport.write(RESPONSE)
         return True
 
 
-def _answer(control: Connection, log: ArrivalLog, done: asyncio.Future[None]) -> None:
-    """Serve one command from the bench: counts, dump, reset or stop."""
+def _answer(
+    control: Connection, log: ArrivalLog, capacity: Capacity, done: asyncio.Future[None]
+) -> None:
+    """Serve one command from the bench: counts, dump, reset, (capacity, per_s) or stop."""
     # uvloop makes a watched fd non-blocking; a dump is larger than the pipe buffer, and a
     # partial message would leave the bench waiting forever.
     os.set_blocking(control.fileno(), True)
@@ -142,6 +190,9 @@ def _answer(control: Connection, log: ArrivalLog, done: asyncio.Future[None]) ->
     elif command == "reset":
         log.reset()
         control.send("ok")
+    elif isinstance(command, tuple) and command[0] == "capacity":
+        capacity.set(command[1], time.time())
+        control.send("ok")
     elif not done.done():
         done.set_result(None)
 
@@ -149,11 +200,13 @@ def _answer(control: Connection, log: ArrivalLog, done: asyncio.Future[None]) ->
 async def _serve(port: int, control: Connection) -> None:
     loop = asyncio.get_running_loop()
     log = ArrivalLog()
+    capacity = Capacity()
     server = await loop.create_server(
-        lambda: SinkProtocol(log, time.time), "127.0.0.1", port, reuse_port=True, backlog=4096
-    )
+        lambda: SinkProtocol(log, time.time, capacity), "127.0.0.1", port, reuse_port=True,
+        backlog=4096,
+    )  # fmt: skip
     done: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(control.fileno(), _answer, control, log, done)
+    loop.add_reader(control.fileno(), _answer, control, log, capacity, done)
     control.send(("ready", os.getpid()))
     await done
     loop.remove_reader(control.fileno())
@@ -240,7 +293,13 @@ class Receiver:
         """``http://127.0.0.1:<port><path>``."""
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def _ask(self, command: str) -> list[Any]:
+    def set_capacity(self, per_s: float) -> None:
+        """Give the ``/cap/`` paths a hidden capacity of ``per_s`` requests/s (0: none),
+        split evenly between the processes (the kernel spreads connections, not requests,
+        so with several processes the capacity is only roughly ``per_s``)."""
+        self._ask(("capacity", per_s / self.processes))
+
+    def _ask(self, command: str | tuple[str, float]) -> list[Any]:
         for _, pipe in self._children:
             pipe.send(command)
         return [pipe.recv() for _, pipe in self._children]

@@ -151,6 +151,32 @@ def _rate_limit_rows(results: Results) -> list[Row]:
     return rows
 
 
+def _adaptive_rows(results: Results) -> list[Row]:
+    rows = []
+    run = results.get("adaptive", {})
+    for key in ("capacity_50", "capacity_100"):
+        phase = run.get(key)
+        if not phase:
+            continue
+        capacity, converged = phase["capacity_per_s"], phase["converged_after_s"]
+        rate, share = phase["sent_per_s_after_30s"], phase["share_429_after_30s"]
+        within = None if rate is None else abs(rate / capacity - 1) <= 0.10
+        few = None if share is None else share < 0.05
+        rows.append(Row(
+            f"adaptive rate, hidden capacity {capacity:g}/s: within +-10% for good after",
+            "never" if converged is None else f"{converged:g} s", "", "<= 30 s",
+            converged is not None and converged <= 30,
+        ))  # fmt: skip
+        rows.append(Row(
+            f"adaptive rate, hidden capacity {capacity:g}/s: sent/s and 429 share after 30 s",
+            f"{_n(rate, 1)} /s, {_n(None if share is None else share * 100, 1)}% 429 "
+            f"(whole phase {_n((phase['share_429_whole_phase'] or 0) * 100, 1)}%)",
+            "", f"{capacity * 0.9:g}-{capacity * 1.1:g} /s, < 5% 429",
+            None if within is None or few is None else within and few,
+        ))  # fmt: skip
+    return rows
+
+
 def _memory_rows(results: Results) -> list[Row]:
     run = results.get("memory", {})
     if "peak_rss_mb" not in run:
@@ -210,7 +236,7 @@ def rows(results: Results) -> list[Row]:
     """Every table row the results allow, in scenario order."""
     sections = (
         _receiver_rows, _throughput_rows, _latency_rows, _isolation_rows, _rate_limit_rows,
-        _memory_rows, _startup_rows, _ingest_rows,
+        _adaptive_rows, _memory_rows, _startup_rows, _ingest_rows,
     )  # fmt: skip
     return [row for section in sections for row in section(results)]
 

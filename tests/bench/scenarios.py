@@ -37,7 +37,7 @@ from tests.bench.harness import (
 )
 from tests.bench.kafka import PacedProducer
 from tests.bench.procstat import MIB, Sampler, Series
-from tests.bench.receiver import Arrivals, free_port
+from tests.bench.receiver import THROTTLED_PREFIX, Arrivals, free_port
 from tests.bench.stats import (
     latency_summary,
     linear_slope,
@@ -59,6 +59,16 @@ GROWTH_WARM_UP_FRACTION = 0.2
 GROWTH_MIN_TREND_S = 60.0
 """A shorter growth measurement (quick runs) reports no 10-minute trend: it would be noise."""
 RATE_WINDOW_S = 10.0
+ADAPTIVE_CEILING_PER_S = 200.0
+"""The adaptive hook's rate_limit.per_second: four times the first hidden capacity."""
+ADAPTIVE_CAPACITIES_PER_S = (50.0, 100.0)
+ADAPTIVE_CONVERGE_S = 30.0
+"""The target: within this many seconds of a capacity change, the rate is within
+``ADAPTIVE_TOLERANCE`` of it."""
+ADAPTIVE_TOLERANCE = 0.10
+ADAPTIVE_WINDOW_S = 5.0
+"""Converged: every window of this many seconds from then to the phase's end is within
+the tolerance."""
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -374,6 +384,71 @@ async def rate_limit(bench: Bench) -> dict[str, Any]:
         times = [t for t in arrivals.times([spec.path]) if t <= run.stopped_at]
         result[spec.id] = _limit_accuracy(times, spec.per_second, run.stopped_at)
     return {**result, **_run_facts(run, arrivals, specs)}
+
+
+async def adaptive(bench: Bench) -> dict[str, Any]:
+    """A hook with an adaptive rate limit (ceiling 200/s) reading the backlog, against an
+    endpoint whose hidden capacity is 50/s for ``adaptive_phase_s``, then 100/s for as
+    long: how soon the rate follows each capacity, and how many requests are answered 429
+    (without Retry-After; the 429s go through the retry topics like any throttled
+    delivery, and come back)."""
+    spec = HookSpec("adaptive", per_second=ADAPTIVE_CEILING_PER_S, adaptive={})
+    phase_s = bench.sizes.adaptive_phase_s
+    bench.receiver.set_capacity(ADAPTIVE_CAPACITIES_PER_S[0])
+    try:
+        async with running(bench, "adaptive", bench.backlog_topic, [spec]) as run:
+            await keep_running(run, phase_s)
+            raised_at = time.time()
+            bench.receiver.set_capacity(ADAPTIVE_CAPACITIES_PER_S[1])
+            await keep_running(run, phase_s)
+    finally:
+        bench.receiver.set_capacity(0)
+    arrivals = bench.receiver.dump()
+    accepted = [t for t in arrivals.times([spec.path]) if t <= run.stopped_at]
+    throttled = [t for t in arrivals.times([THROTTLED_PREFIX + spec.path]) if t <= run.stopped_at]
+    first = min(accepted[:1] + throttled[:1], default=raised_at)
+    bounds = ((first, raised_at), (raised_at, run.stopped_at))
+    phases = {
+        f"capacity_{capacity:g}": _adaptive_phase(accepted, throttled, start, end, capacity)
+        for (start, end), capacity in zip(bounds, ADAPTIVE_CAPACITIES_PER_S, strict=True)
+    }
+    return {"ceiling_per_s": ADAPTIVE_CEILING_PER_S, **phases, **_run_facts(run, arrivals, [spec])}
+
+
+def _adaptive_phase(
+    accepted: list[float], throttled: list[float], start: float, end: float, capacity: float
+) -> dict[str, Any]:
+    """One capacity's figures: requests/s (2xx and 429) per second, when the rate came
+    within the tolerance for good, and the rate and 429 share after the time allowed."""
+    sent = sorted(accepted + throttled)
+    per_second = window_counts(sent, 1.0, start, end)
+    windows = [sum(per_second[i : i + int(ADAPTIVE_WINDOW_S)]) / ADAPTIVE_WINDOW_S
+               for i in range(len(per_second) - int(ADAPTIVE_WINDOW_S) + 1)]  # fmt: skip
+    converged_s = None
+    for index in range(len(windows)):
+        if all(abs(rate / capacity - 1) <= ADAPTIVE_TOLERANCE for rate in windows[index:]):
+            converged_s = float(index + ADAPTIVE_WINDOW_S)  # the end of the first good window
+            break
+    after = start + ADAPTIVE_CONVERGE_S
+
+    def count(times: list[float], since: float) -> int:
+        return sum(1 for t in times if since <= t < end)
+
+    measured_s = end - after
+    sent_after, throttled_after = count(sent, after), count(throttled, after)
+    return {
+        "capacity_per_s": capacity,
+        "converged_after_s": converged_s,
+        "sent_per_s_after_30s": round(sent_after / measured_s, 1) if measured_s > 0 else None,
+        "accepted_per_s_after_30s": (
+            round(count(accepted, after) / measured_s, 1) if measured_s > 0 else None
+        ),
+        "share_429_after_30s": round(throttled_after / sent_after, 4) if sent_after else None,
+        "share_429_whole_phase": (
+            round(count(throttled, start) / count(sent, start), 4) if count(sent, start) else None
+        ),
+        "requests_per_s_each_second": per_second,
+    }
 
 
 async def memory(bench: Bench) -> dict[str, Any]:

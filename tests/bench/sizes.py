@@ -44,6 +44,9 @@ class Sizes:
     """Each of the two isolation latency runs (with and without the dead endpoint)."""
     rate_limit_s: float = 60.0
     """Rate-limit run: six 10-second windows."""
+    adaptive_phase_s: float = 60.0
+    """Adaptive rate-limit run: seconds at each hidden capacity (50/s, then 100/s); the
+    first 30 s of each are the time allowed to converge."""
     ceiling_s: float = 10.0
     """Receiver ceiling run."""
     startup_repeats: int = 5
@@ -64,6 +67,7 @@ class Sizes:
             isolation_s=max(14.0, self.isolation_s * scale),
             isolation_steady_s=max(10.0, self.isolation_steady_s * scale),
             rate_limit_s=max(21.0, self.rate_limit_s * scale),
+            adaptive_phase_s=max(45.0, self.adaptive_phase_s * scale),
             ceiling_s=max(3.0, self.ceiling_s * scale),
             startup_repeats=max(3, round(self.startup_repeats * scale)),
             ingest_s=max(4.0, self.ingest_s * scale),
