@@ -160,56 +160,7 @@ class Metrics(ProcessMetrics):
         self.in_flight = Gauge(
             p + "in_flight_deliveries", "Deliveries accepted and not yet settled", registry=r
         )
-        self.lane_pending = Gauge(
-            p + "lane_pending", "Deliveries queued in a hook's lane", ["hook_id"], registry=r
-        )
-        self.lane_in_flight = Gauge(
-            p + "lane_in_flight", "Requests being sent for a hook", ["hook_id"], registry=r
-        )
-        self.ordering_held = Gauge(
-            p + "ordering_held_deliveries",
-            "Deliveries an ordered hook holds in memory: behind their key's head, or heads "
-            "waiting for a retry or a pause to end", ["hook_id"], registry=r,
-        )  # fmt: skip
-        self.ordering_blocked_keys = Gauge(
-            p + "ordering_blocked_keys",
-            "Keys of an ordered hook whose head waits for its next attempt", ["hook_id"],
-            registry=r,
-        )  # fmt: skip
-        self.parked = Counter(
-            p + "parked", "Deliveries parked in a retry topic without an attempt",
-            ["hook_id", "reason"], registry=r,
-        )  # fmt: skip
-        self.deliveries_skipped = Counter(
-            p + "deliveries_skipped", "(event, hook) pairs settled without a request: "
-            "filtered (the hook's payload filter kept the event out)",
-            ["hook_id", "reason"], registry=r,
-        )  # fmt: skip
-        self.circuit_state = Gauge(
-            p + "circuit_state", "Circuit breaker per hook: 0 closed, 1 open, 2 half-open",
-            ["hook_id"], registry=r,
-        )  # fmt: skip
-        self.hook_paused = Gauge(
-            p + "hook_paused", "1 while a hook is paused: its endpoint answered 410 Gone, or an "
-            "operator paused it (hookrelay pause)",
-            ["hook_id"], registry=r,
-        )  # fmt: skip
-        self.rate_limit_wait = Histogram(
-            p + "rate_limit_wait_seconds", "Time a delivery of a rate-limited hook waited "
-            "from entering its lane to its token (the queue behind the limit included)",
-            ["hook_id"],
-            buckets=RATE_LIMIT_WAIT_BUCKETS_S, registry=r,
-        )  # fmt: skip
-        self.rate_limit_current = Gauge(
-            p + "rate_limit_current_per_second", "Requests/s a hook's rate limit lets through "
-            "now: rate_limit.per_second, or where the adaptive rate limit has set it",
-            ["hook_id"], registry=r,
-        )  # fmt: skip
-        self.rate_limit_decreases = Counter(
-            p + "rate_limit_decreases", "Decreases of a hook's adaptive rate limit, by reason: "
-            "throttled (429 or 503), latency (a window's median over the target)",
-            ["hook_id", "reason"], registry=r,
-        )  # fmt: skip
+        self._lane_metrics(p, r)
         self.retries_scheduled = Counter(
             p + "retries_scheduled", "Retries scheduled after a retryable failure, by tier",
             ["hook_id", "tier"], registry=r,
@@ -317,6 +268,60 @@ class Metrics(ProcessMetrics):
         if stats is None:
             stats = self._hooks[hook_id] = HookStats()
         return stats
+
+    def _lane_metrics(self, p: str, r: CollectorRegistry) -> None:
+        """What each hook's lane exports: queue, sends, ordering, parks, circuit, pause and
+        rate limit."""
+        self.lane_pending = Gauge(
+            p + "lane_pending", "Deliveries queued in a hook's lane", ["hook_id"], registry=r
+        )
+        self.lane_in_flight = Gauge(
+            p + "lane_in_flight", "Requests being sent for a hook", ["hook_id"], registry=r
+        )
+        self.ordering_held = Gauge(
+            p + "ordering_held_deliveries",
+            "Deliveries an ordered hook holds in memory: behind their key's head, or heads "
+            "waiting for a retry or a pause to end", ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.ordering_blocked_keys = Gauge(
+            p + "ordering_blocked_keys",
+            "Keys of an ordered hook whose head waits for its next attempt", ["hook_id"],
+            registry=r,
+        )  # fmt: skip
+        self.parked = Counter(
+            p + "parked", "Deliveries parked in a retry topic without an attempt",
+            ["hook_id", "reason"], registry=r,
+        )  # fmt: skip
+        self.deliveries_skipped = Counter(
+            p + "deliveries_skipped", "(event, hook) pairs settled without a request: "
+            "filtered (the hook's payload filter kept the event out)",
+            ["hook_id", "reason"], registry=r,
+        )  # fmt: skip
+        self.circuit_state = Gauge(
+            p + "circuit_state", "Circuit breaker per hook: 0 closed, 1 open, 2 half-open",
+            ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.hook_paused = Gauge(
+            p + "hook_paused", "1 while a hook is paused: its endpoint answered 410 Gone, or an "
+            "operator paused it (hookrelay pause)",
+            ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.rate_limit_wait = Histogram(
+            p + "rate_limit_wait_seconds", "Time a delivery of a rate-limited hook waited "
+            "from entering its lane to its token (the queue behind the limit included)",
+            ["hook_id"],
+            buckets=RATE_LIMIT_WAIT_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.rate_limit_current = Gauge(
+            p + "rate_limit_current_per_second", "Requests/s a hook's rate limit lets through "
+            "now: rate_limit.per_second, or where the adaptive rate limit has set it",
+            ["hook_id"], registry=r,
+        )  # fmt: skip
+        self.rate_limit_decreases = Counter(
+            p + "rate_limit_decreases", "Decreases of a hook's adaptive rate limit, by reason: "
+            "throttled (429 or 503), latency (a window's median over the target)",
+            ["hook_id", "reason"], registry=r,
+        )  # fmt: skip
 
     def forget_lane(self, hook_id: str) -> None:
         """Drop the per-lane gauges of a hook that is no longer configured (its counters
