@@ -42,7 +42,7 @@ class AdminView:
             if state is None:  # disabled: no lane
                 limit = rate_limit_view(hook.rate_limit, None)
                 state = {"paused": False, "paused_by": None, "circuit": "closed", "pending": 0,
-                         "in_flight": 0, "rate_limit": limit}  # fmt: skip
+                         "in_flight": 0, "rate_limit": limit, "ordering": None}  # fmt: skip
             pause = self.control.state.paused.get(hook.id)
             found.append({
                 "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),

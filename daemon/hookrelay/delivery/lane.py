@@ -224,6 +224,7 @@ class Lane:
             "pending": len(self._queue),
             "in_flight": self._sending,
             "rate_limit": rate_limit_view(self.hook.rate_limit, self._adaptive),
+            "ordering": None,  # ordering.OrderedLane's chains
         }
 
     @property

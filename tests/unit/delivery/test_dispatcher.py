@@ -793,7 +793,8 @@ async def test_a_reload_lifts_a_410_pause_and_applies_a_new_rate_limit() -> None
         assert rig.metrics.hook_paused.labels("moved")._value.get() == 0
         limit = {"per_second": 5, "burst": 1, "current_per_second": 5, "adaptive": None}
         assert lane.state() == {"paused": False, "paused_by": None, "circuit": "closed",
-                                "pending": 0, "in_flight": 0, "rate_limit": limit}  # fmt: skip
+                                "pending": 0, "in_flight": 0, "rate_limit": limit,
+                                "ordering": None}  # fmt: skip
         loop = asyncio.get_running_loop()
         started = loop.time()
         for _ in range(3):

@@ -152,7 +152,7 @@ async def test_a_paused_hook_parks_without_an_attempt_and_resumes() -> None:
         rig.dispatcher.set_paused("crm", True)
         assert rig.dispatcher.lane_state("crm") == {
             "paused": True, "paused_by": "operator", "circuit": "closed", "pending": 0,
-            "in_flight": 0, "rate_limit": None,
+            "in_flight": 0, "rate_limit": None, "ordering": None,
         }  # fmt: skip
         rig.publish()
         await until(lambda: rig.dispatcher.in_flight == 0)

@@ -73,6 +73,7 @@ def hook_state(hook_id: str, **changes: Any) -> dict[str, Any]:
         "pending": 0,
         "in_flight": 0,
         "rate_limit": None,
+        "ordering": None,
         "last_24h": {"requests": 0, "succeeded": 0, "success_rate": None},
     }
     state.update(changes)
