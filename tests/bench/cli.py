@@ -36,7 +36,7 @@ from tests.bench.sizes import QUICK_SCALE, Sizes
 
 GROUPS = (
     "ceiling", "baseline", "throughput", "latency", "isolation", "rate_limit", "adaptive",
-    "memory", "startup", "ingest", "profile",
+    "ordering", "memory", "startup", "ingest", "profile",
 )  # fmt: skip
 Step = tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]
 
@@ -99,6 +99,7 @@ def steps(bench: Bench, args: argparse.Namespace) -> list[Step]:
         ("isolation", "isolation_latency", lambda: s.isolation_latency(bench)),
         ("rate_limit", "rate_limit", lambda: s.rate_limit(bench)),
         ("adaptive", "adaptive", lambda: s.adaptive(bench)),
+        ("ordering", "ordering", lambda: s.ordering(bench)),
         ("memory", "memory", lambda: s.memory(bench)),
         ("startup", "startup", lambda: s.startup(bench)),
         ("ingest", "ingest", lambda: s.ingest_endpoint(bench)),

@@ -46,6 +46,7 @@ class HookSpec:
     hang: bool = False
     adaptive: dict[str, Any] | None = None
     """``rate_limit.adaptive``; such a hook posts to a path with a hidden capacity."""
+    ordering: str = "none"
 
     @property
     def path(self) -> str:
@@ -61,6 +62,7 @@ class HookSpec:
             "url": receiver_url + self.path,
             "signing_key": signing_key(self.id),
             "max_concurrency": self.max_concurrency,
+            "ordering": self.ordering,
         }
         if self.per_second is not None:
             hook["rate_limit"] = {"per_second": self.per_second}

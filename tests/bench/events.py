@@ -29,6 +29,15 @@ _TAIL = (
 )
 
 
+BENCH_KEYS = 1000
+"""Distinct record keys of the backlog (user ids): what an ordered hook keeps in order."""
+
+
+def event_key(seq: int) -> bytes:
+    """The record key of benchmark event ``seq``: one of ``BENCH_KEYS`` user ids, in turn."""
+    return b"u%d" % (seq % BENCH_KEYS)
+
+
 def event_value(seq: int) -> bytes:
     """The Kafka record value of benchmark event number ``seq`` (compact JSON bytes)."""
     return SEQ_PREFIX + str(seq).encode("ascii") + b"," + _TAIL

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from tests.bench.events import event_value
+from tests.bench.events import event_key, event_value
 from tests.kafka_broker import create_topics, free_port, run_kafkactl
 
 EXIT_PORT_IN_USE = 5
@@ -68,7 +68,7 @@ class Broker:
 def _fill_batch(producer: AIOKafkaProducer, seq: int, end: int) -> tuple[object, int]:
     """A record batch of events ``seq`` onwards (up to ``end``, or until full); next seq."""
     batch = producer.create_batch()
-    while seq < end and batch.append(key=None, value=event_value(seq), timestamp=None):
+    while seq < end and batch.append(key=event_key(seq), value=event_value(seq), timestamp=None):
         seq += 1
     batch.close()
     return batch, seq

@@ -177,6 +177,22 @@ def _adaptive_rows(results: Results) -> list[Row]:
     return rows
 
 
+def _ordering_rows(results: Results) -> list[Row]:
+    run = results.get("ordering", {})
+    if run.get("median_ratio") is None:
+        return []
+    rates = ", ".join(
+        f"{p['ordered']['deliveries_per_s']:g} vs {p['unordered']['deliveries_per_s']:g}"
+        for p in run["pairs"]
+    )
+    return [Row(
+        f"ordered delivery, {_n(run['keys'])} keys: deliveries/s ordered vs unordered "
+        "(median ratio of pairs)",
+        f"{rates} /s", f"{run['median_ratio']:.2f}x", ">= 0.7x",
+        run["median_ratio"] >= 0.7,
+    )]  # fmt: skip
+
+
 def _memory_rows(results: Results) -> list[Row]:
     run = results.get("memory", {})
     if "peak_rss_mb" not in run:
@@ -236,7 +252,7 @@ def rows(results: Results) -> list[Row]:
     """Every table row the results allow, in scenario order."""
     sections = (
         _receiver_rows, _throughput_rows, _latency_rows, _isolation_rows, _rate_limit_rows,
-        _adaptive_rows, _memory_rows, _startup_rows, _ingest_rows,
+        _adaptive_rows, _ordering_rows, _memory_rows, _startup_rows, _ingest_rows,
     )  # fmt: skip
     return [row for section in sections for row in section(results)]
 

@@ -23,6 +23,7 @@ import orjson
 
 from tests.bench import baseline, ingest, loadgen
 from tests.bench.daemon import DaemonProcess, HookSpec, write_config
+from tests.bench.events import BENCH_KEYS
 from tests.bench.harness import (
     Bench,
     Run,
@@ -217,6 +218,42 @@ def _run_facts(run: Run, arrivals: Arrivals, specs: list[HookSpec]) -> dict[str,
         "duplicates": _duplicates(arrivals, [spec.path for spec in specs]),
         "exit_code": run.exit_code,
         "metrics": run.metrics,
+    }
+
+
+ORDERING_PAIRS = 2
+"""Unordered / ordered run pairs; the figure is the median of their ratios."""
+
+
+async def ordering(bench: Bench) -> dict[str, Any]:
+    """One hook over the backlog (its 1,000 record keys), unordered then ``ordering: key``,
+    same concurrency, ``ORDERING_PAIRS`` times: deliveries/s of each ordered run against
+    the unordered run just before it, and the median of those ratios."""
+    pairs = []
+    for index in range(ORDERING_PAIRS):
+        runs = {}
+        for mode in ("none", "key"):
+            spec = HookSpec("h0", bench.per_hook_concurrency(1), ordering=mode)
+            target = bench.sizes.backlog_deliveries
+            name = f"ordering-{mode}-{index}"
+            async with running(bench, name, bench.backlog_topic, [spec]) as run:
+                await wait_for_deliveries(bench, run, [spec.path], target)
+            arrivals = bench.receiver.dump()
+            rate = steady_rate(arrivals.times([spec.path])[:target])
+            cpu_s = run.sampler.cpu_between("daemon", rate.start, rate.end)
+            runs[mode] = {
+                "deliveries_per_s": round(rate.per_s, 1),
+                "cpu_s_per_1000": round(cpu_s / rate.count * 1000, 4) if rate.count else None,
+                "duplicates": _duplicates(arrivals, [spec.path]),
+            }
+        ratio = _ratio(runs["key"]["deliveries_per_s"], runs["none"]["deliveries_per_s"])
+        pairs.append({"unordered": runs["none"], "ordered": runs["key"], "ratio": ratio})
+    ratios = [p["ratio"] for p in pairs if p["ratio"] is not None]
+    return {
+        "keys": BENCH_KEYS,
+        "concurrency": bench.per_hook_concurrency(1),
+        "pairs": pairs,
+        "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
     }
 
 
