@@ -360,9 +360,15 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
         batch = "on" if settings.ingest.batch is not None else "off"
         ingest = f"; ingest: {sources} source{'s' * (sources != 1)}, batch API {batch}"
     print(f"{settings.source_file}: ok ({len(settings.hooks)} hooks, {enabled} enabled{ingest})")
+    others = len(settings.hooks) - 1
     for hook in settings.hooks:
         if hook.filter is not None:
             print(f"  hook {hook.id}: filter: {hook.filter}")
+        if hook.ordering == "key":
+            shared = f"; its held deliveries count towards the backpressure of {others} other"
+            shared += f" hook{'s' * (others != 1)} (README: Ordered delivery)" if others else ""
+            print(f"  hook {hook.id}: ordering: key (one delivery per record key at a time, "
+                  f"in offset order{shared if others else ''})")  # fmt: skip
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""``hookrelay match`` and ``hookrelay check`` show what each hook's payload filter does."""
+"""``hookrelay match`` and ``hookrelay check`` show what each hook's payload filter does,
+and ``check`` which hooks are ordered."""
 
 from __future__ import annotations
 
@@ -87,3 +88,16 @@ def test_check_lists_each_hooks_filter(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"  hook org-one: filter: {ONE_ORG}\n" in out
     assert "  hook named: filter: length(data.name) > `3`\n" in out
     assert "hook all:" not in out
+
+
+def test_check_names_ordered_hooks_and_what_they_hold_for_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hooks = [{**HOOKS[3], "ordering": "key"}, HOOKS[0]]
+    assert main(["check", "-c", str(config_file(tmp_path, hooks))]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  hook all: ordering: key (one delivery per record key at a time, in offset order; "
+        "its held deliveries count towards the backpressure of 1 other hook (README: Ordered "
+        "delivery))\n"
+    ) in out
