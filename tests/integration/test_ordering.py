@@ -22,6 +22,8 @@ import pytest
 
 from tests.integration.harness import (
     produce,
+    running_daemon,
+    settings_for,
     start_daemon_process,
     unique,
     wait_until,
@@ -138,3 +140,62 @@ async def test_order_per_key_survives_failures_kill_9_twice_and_a_rebalance(
     requests = sum(len(seqs) for seqs in endpoint.history.values())
     assert fails > total // 10  # the endpoint did fail its share: heads were retried
     print(f"ordered chaos: {total} events, {keys} keys, {requests} requests, {fails} failed")
+
+
+async def test_a_key_blocked_by_a_pending_retry_stays_blocked_across_a_restart(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Key a's first event fails until the endpoint is fixed; the daemon is stopped and
+    started again meanwhile. Key b flows throughout; a's later events wait, and then arrive
+    after a's first, in order."""
+    topic = unique("blocked")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=2)
+    fixed = False
+
+    def reply(request: ReceivedRequest) -> Reply:
+        data = request.json["data"]
+        broken = (data["id"], data["seq"]) == ("a", 0) and not fixed
+        return Reply(status=503) if broken else Reply()
+
+    async with Receiver(keys={"crm": None}) as receiver:
+        receiver.script_forever("crm", reply)
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "ordering": "key"}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                            delivery={"retry_schedule_s": [0.2] * 50})  # fmt: skip
+        settings = settings_for(path)
+        values = [_event(key, seq) for seq in range(3) for key in ("a", "b")]
+        await produce(kafka_bootstrap, topic, values, keys=[b"a", b"b"] * 3)
+        async with running_daemon(settings) as daemon:
+            await wait_until(lambda: _seqs(receiver, "b") == [0, 1, 2], 20, "key b's events")
+            await wait_until(lambda: len(_seqs(receiver, "a")) >= 3, 20, "a's retries")
+            assert set(_seqs(receiver, "a")) == {0}  # a1 and a2 wait behind a0
+            lane_state = daemon.dispatcher.lane_state("crm")
+            assert lane_state is not None  # a0 waits for its retry, a1 and a2 behind it
+            assert lane_state["ordering"] == {"keys": 1, "blocked_keys": 1, "held": 3}
+        async with running_daemon(settings):  # a0 is still unsettled: read first again
+            before = len(receiver.for_hook("crm"))
+            await wait_until(lambda: len(receiver.for_hook("crm")) >= before + 2, 20, "a retry")
+            assert set(_seqs(receiver, "a")) == {0}
+            fixed = True
+            await wait_until(lambda: _delivered_order(receiver, "a") == [0, 1, 2], 20, "a")
+    assert _seqs(receiver, "b") == [0, 1, 2]  # b was never held, nor sent again
+
+
+def _event(key: str, seq: int) -> bytes:
+    return orjson.dumps({
+        "event": "User.Data.Updated", "createdAt": "2026-12-03T09:15:42.123Z",
+        "data": {"id": key, "seq": seq},
+    })  # fmt: skip
+
+
+def _seqs(receiver: Receiver, key: str) -> list[int]:
+    """Every request's seq for ``key``, in arrival order."""
+    found = (r.json["data"] for r in receiver.for_hook("crm"))
+    return [data["seq"] for data in found if data["id"] == key]
+
+
+def _delivered_order(receiver: Receiver, key: str) -> list[int]:
+    """``key``'s seqs in arrival order, each once, from its last copy of seq 0 on."""
+    seqs = _seqs(receiver, key)
+    tail = seqs[len(seqs) - 1 - seqs[::-1].index(0) :] if 0 in seqs else []
+    return list(dict.fromkeys(tail))

@@ -533,9 +533,10 @@ class Lane:
             return
         wait = result.retry_after_s or 0.0
         tier = plan.tier(delivery.attempts - 1, wait)
-        self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
+        where = self._retry_tier(tier)
+        self._ctx.metrics.retries_scheduled.labels(self.hook.id, where).inc()
         due_ms = self._park(delivery, tier, wait, "retry")
-        self._log(delivery, result, "delivery_failed", retry_tier=plan.topics[tier],
+        self._log(delivery, result, "delivery_failed", retry_tier=where,
                   due_at=_iso(due_ms / 1000) if due_ms else None)  # fmt: skip
 
     def _retry_throttled(self, delivery: Delivery, result: AttemptResult) -> None:
@@ -550,12 +551,13 @@ class Lane:
             self._not_before = max(self._not_before, self._ctx.clock() + wait)
         tier = plan.tier(max(delivery.attempts - 1, delivery.parks), wait)
         delivery.parks += 1
-        self._ctx.metrics.retries_scheduled.labels(self.hook.id, plan.topics[tier]).inc()
+        where = self._retry_tier(tier)
+        self._ctx.metrics.retries_scheduled.labels(self.hook.id, where).inc()
         due_ms = self._park(delivery, tier, wait, "throttled")
         log.info("delivery_throttled", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
                  event_name=delivery.event.name, attempt=delivery.attempts,
                  status=result.status, retry_after_s=result.retry_after_s,
-                 retry_tier=plan.topics[tier],
+                 retry_tier=where,
                  due_at=_iso(due_ms / 1000) if due_ms else None)  # fmt: skip
 
     def _park_unattempted(self, delivery: Delivery, reason: str) -> None:
@@ -584,6 +586,11 @@ class Lane:
             log.debug("delivery_parked", hook_id=self.hook.id, delivery_id=delivery.delivery_id,
                       reason=reason, retry_tier=plan.topics[tier])  # fmt: skip
         self._park(delivery, tier, wait, reason)
+
+    def _retry_tier(self, tier: int) -> str:
+        """Where a retry of tier ``tier`` waits, as logs and ``retries_scheduled`` name it:
+        the tier's retry topic."""
+        return self._ctx.plan.topics[tier]
 
     def _expires_behind_circuit(self, delivery: Delivery, reason: str) -> bool:
         """True when ``delivery``, not attempted now for ``reason``, is given up instead

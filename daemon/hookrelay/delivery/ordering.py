@@ -133,6 +133,10 @@ class OrderedLane(Lane):
         self._hold(delivery, due_ms / 1000.0 - now)
         return due_ms
 
+    def _retry_tier(self, tier: int) -> str:
+        """``memory``: an ordered hook's retries wait here, not in a retry topic."""
+        return "memory"
+
     def _park_unattempted(self, delivery: Delivery, reason: str) -> None:
         """Hold a head the lane may not attempt now (paused, circuit open, throttled) for as
         long as that lasts; an operator's pause holds it until the hook is resumed. Given up
