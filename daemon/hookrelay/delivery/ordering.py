@@ -51,6 +51,8 @@ ChainKey = tuple[str, int, bytes]
 
 _RECHECK_S = 0.05
 """Shortest wait of a held head, so a pause ending now is not polled in a busy loop."""
+_PROBE_RECHECK_S = 0.5
+"""How often a head behind a circuit whose half-open probe is out looks again."""
 
 
 def chain_key(delivery: Delivery) -> ChainKey | None:
@@ -153,7 +155,12 @@ class OrderedLane(Lane):
                 return
             self._paused_heads.append(delivery)
             return
-        self._hold(delivery, self._unattempted_wait_s(reason))
+        wait = self._unattempted_wait_s(reason)
+        if reason == "circuit_open":
+            # A half-open probe may take a whole attempt's timeout, and every key's head
+            # waits for it: polling each at 50 ms would cost thousands of wake-ups a second.
+            wait = max(wait, _PROBE_RECHECK_S)
+        self._hold(delivery, wait)
 
     def _expired(self, delivery: Delivery) -> bool:
         """Older than the whole retry schedule counted from its first attempt: the time a

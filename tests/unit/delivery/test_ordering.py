@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from typing import Any
 
 import orjson
 
@@ -190,3 +191,41 @@ async def test_a_reload_switching_ordering_on_gives_the_hook_an_ordered_lane() -
         release.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert per_key(sent(sender)) == {"a": [0, 1, 2]}
+
+
+async def test_heads_behind_a_half_open_probe_look_again_rarely_not_every_50_ms() -> None:
+    probe_out = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def behaviour(_hook: str, _n: int) -> AttemptResult:
+        if len(sender.attempts) <= 2:
+            return fail(500, True)  # opens the circuit (2 of 2 failed)
+        probe_out.set()
+        await answer.wait()  # the probe hangs
+        return OK
+
+    sender = FakeSender(behaviour)
+    ordered = hook("crm", ordering="key", max_concurrency=8)
+    async with Rig(
+        sender, [ordered], retry_schedule_s=[0.01] * 5, circuit_min_attempts=2,
+        circuit_failure_rate=0.5, circuit_cooldown_s=0.1,
+    ) as rig:  # fmt: skip
+        lane = rig.dispatcher.lane("crm")
+        readmits = 0
+        readmit = lane._readmit  # type: ignore[attr-defined]
+
+        def counting(delivery: Any) -> None:
+            nonlocal readmits
+            readmits += 1
+            readmit(delivery)
+
+        lane._readmit = counting  # type: ignore[attr-defined]
+        for key in range(10):
+            publish(rig, b"k%d" % key, 0)
+        await asyncio.wait_for(probe_out.wait(), 5)
+        before = readmits
+        await asyncio.sleep(1.0)
+        assert readmits - before <= 10 * 3  # ten heads, each looking at most every 0.5 s
+        answer.set()
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert len({seq for _key, seq in sent(sender)}) == 1
