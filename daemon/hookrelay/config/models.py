@@ -507,6 +507,19 @@ class Hook(FrozenModel):
     time, in offset order, other keys concurrently up to max_concurrency; a failing delivery
     is retried in memory and holds only its own key's later deliveries (README "Ordered
     delivery"). Events without a key are delivered unordered."""
+    ordering_after_dead_letter: Literal["skip", "block"] = "skip"
+    """With ordering: key, what a dead-lettered delivery does to its key. skip: the key's
+    later deliveries go on. block: the key stays blocked for this hook, across restarts and
+    for every replica (the control topic), and its later events are dead-lettered at once,
+    reason key_blocked, in order, until hookrelay unblock or a replay of its dead letters
+    (README "When the blocking delivery is dead-lettered"). Refused without ordering: key."""
+
+    @model_validator(mode="after")
+    def _block_needs_ordering(self) -> Hook:
+        if self.ordering_after_dead_letter == "block" and self.ordering != "key":
+            message = "expected ordering: key with ordering_after_dead_letter: block"
+            raise refuse(message, at=("ordering_after_dead_letter",))
+        return self
 
     @model_validator(mode="after")
     def _keys_fit_the_schemes(self) -> Hook:
