@@ -142,7 +142,8 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             retry_topics=settings.retry_topics, dead_letter_topic=settings.dead_letter_topic,
             group=settings.group_id, batch_size=k.max_poll_records, history=self.history,
             timeout_s=settings.http.timeout_s, outcomes=outcomes, tracer=self.tracer,
-            superseded=control.superseded,
+            superseded=control.superseded, control_topic=settings.control_topic,
+            blocked=control.blocked,
             events_waiting=lambda: self.source.events_waiting(),  # noqa: PLW0108 - built later
         )  # fmt: skip
         for reason in DEAD_LETTER_REASONS:

@@ -26,6 +26,7 @@ from hookrelay.delivery.ratelimit import Clock
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.model import Delivery, Event, Outcome
 from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
+from hookrelay.kafka.control import BlockedKeys
 from hookrelay.kafka.deadletter import failed_delivery
 from hookrelay.kafka.offsets import AckTicket
 from hookrelay.kafka.outcomes import OutcomeLog
@@ -58,7 +59,9 @@ class Dispatcher:
     ``in_flight`` counts deliveries accepted and not yet settled. The clock (monotonic
     seconds) and jitter source (``[0, 1)``) are injectable for tests. ``tracer``, when
     given (``tracing.enabled``), gets a span per delivery, from here until it settles, and
-    one per attempt.
+    one per attempt. ``blocked`` holds the keys ordered hooks keep blocked after a dead
+    letter (``kafka.control.BlockedKeys``, the daemon's ``ControlState.blocked``); lanes
+    write new blocks to ``control_topic``.
     """
 
     def __init__(
@@ -80,6 +83,8 @@ class Dispatcher:
         tracer: DeliveryTracer | None = None,
         superseded: Callable[[str, str, int, int], bool] = lambda *_: False,
         events_waiting: Callable[[], bool] = lambda: False,
+        control_topic: str = "hookrelay.control",
+        blocked: BlockedKeys | None = None,
     ) -> None:
         plan = RetryPlan(settings.retry_schedule_s, retry_topics, settings.retry_jitter)
         # Backpressure acts between fetch batches, so a healthy lane may overshoot its bound
@@ -89,6 +94,7 @@ class Dispatcher:
             sender, writer, metrics, settings, plan, dead_letter_topic, group, hard_bound,
             timeout_s, clock, jitter, self._finished, self._released, self._others_hungry,
             history or History(), RecentIds(RECENTLY_DELIVERED), tracer, superseded,
+            control_topic, blocked or BlockedKeys(),
         )  # fmt: skip
         self._lanes: dict[str, Lane] = {}
         self._retired: list[Lane] = []

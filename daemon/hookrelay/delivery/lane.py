@@ -48,7 +48,7 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -59,6 +59,7 @@ from hookrelay.delivery.ratelimit import Clock, TokenBucket
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.model import AttemptResult, Delivery, OutboundRecord, Outcome
 from hookrelay.events.signing import hook_id_member
+from hookrelay.kafka.control import BlockedKeys
 from hookrelay.kafka.deadletter import failed_delivery
 from hookrelay.kafka.retries import RetryPlan, RetryRecord
 from hookrelay.kafka.writer import DurableWriter
@@ -122,6 +123,10 @@ class LaneContext:
     # (hook id, topic, partition, offset) of a retry record → True once a release re-drove a
     # copy of it (kafka.control): the copy goes on, this one stops.
     superseded: Callable[[str, str, int, int], bool]
+    # The control topic, where an ordered hook blocks a key whose head was dead-lettered
+    # (ordering_after_dead_letter: block), and the keys blocked so far (kafka.control).
+    control_topic: str = "hookrelay.control"
+    blocked: BlockedKeys = field(default_factory=BlockedKeys)
 
 
 class Lane:

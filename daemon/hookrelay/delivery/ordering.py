@@ -28,6 +28,22 @@ than growing memory: with an endpoint down for long, an ordered hook holds the p
 reads, other hooks of the deployment included (README: give such a hook a deployment of its
 own).
 
+**When a head is dead-lettered** (a permanent failure, its schedule exhausted, its hook gone,
+its filter failing) the hook's ``ordering_after_dead_letter`` decides. ``skip`` (the
+default): its chain goes on. ``block``: the key becomes **blocked** for the hook. A
+``blocked/`` record (``kafka.control``) is written through the ``DurableWriter`` first, and
+only once the broker acknowledged it is the head's dead letter written and its record
+settled: a crash in between leaves the head unsettled behind its block, so the next start
+dead-letters it ``key_blocked`` (never attempts it again). Then every delivery of the key —
+this chain's followers, any later chain of the key, on any partition or replica (every
+replica follows the control topic) — is dead-lettered at once, reason ``key_blocked``, one at
+a time in chain order, so the dead-letter topic holds the key's events in their order for a
+replay. Nothing of a blocked key is held in memory beyond the dead letter being written. The
+lane consults ``LaneContext.blocked``, which the follower fills and to which the lane adds
+the key as soon as its record is acknowledged (the follower reads it up to half a second
+later). An operator's ``hookrelay unblock`` (tombstones), or a ``hookrelay replay`` of the
+key's letters, unblocks it. A hook set back to ``skip`` ignores its blocks.
+
 Events without a key are delivered unordered: no chain. A key whose events a producer
 spread over several partitions is ordered per partition, as Kafka orders it.
 """
@@ -43,11 +59,18 @@ from typing import Any
 from hookrelay.config import Hook
 from hookrelay.delivery.lane import Lane, LaneContext
 from hookrelay.events.model import Delivery, Outcome
+from hookrelay.kafka.control import blocked_record
+from hookrelay.ops.logs import get_logger
+
+log = get_logger("hookrelay.dispatcher")
 
 __all__ = ["OrderedLane", "chain_key"]
 
 ChainKey = tuple[str, int, bytes]
 """(topic, partition, record key) of the records a chain's deliveries were read from."""
+
+KEY_BLOCKED = "key_blocked"
+"""The dead-letter reason of a delivery whose key an earlier dead letter blocked."""
 
 _RECHECK_S = 0.05
 """Shortest wait of a held head, so a pause ending now is not polled in a busy loop."""
@@ -86,6 +109,9 @@ class OrderedLane(Lane):
         m = ctx.metrics
         m.ordering_held.labels(hook.id).set_function(lambda: self.held_count)
         m.ordering_blocked_keys.labels(hook.id).set_function(lambda: len(self._timers))
+        m.ordering_dead_letter_blocked.labels(hook.id).set_function(
+            lambda: ctx.blocked.count(self.hook.id)
+        )
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -108,6 +134,9 @@ class OrderedLane(Lane):
         unattempted, while the lane is blocked. Never parked for a slow or full lane: it is
         the only one of its key that may move, and what is held counts towards
         backpressure instead (``Dispatcher.load``)."""
+        if self._key_blocked(delivery):
+            self._dead_letter(delivery, KEY_BLOCKED)
+            return
         if self.gone:
             self._dead_letter(delivery, "hook_gone")
             return
@@ -116,6 +145,40 @@ class OrderedLane(Lane):
             self._park_unattempted(delivery, reason)
             return
         self._enqueue(delivery)
+
+    def _key_blocked(self, delivery: Delivery) -> bool:
+        """True when this hook blocks dead-lettered keys and ``delivery``'s key is one."""
+        key = delivery.event.key
+        return (
+            key is not None
+            and self.hook.ordering_after_dead_letter == "block"
+            and self._ctx.blocked.blocks(self.hook.id, key)
+        )
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Dead-letter ``delivery``; with ``ordering_after_dead_letter: block``, block its key
+        first (module docstring): the dead letter is written once the ``blocked/`` record
+        was acknowledged."""
+        key = delivery.event.key
+        if key is None or reason == KEY_BLOCKED or self.hook.ordering_after_dead_letter != "block":
+            super()._dead_letter(delivery, reason)
+            return
+        if not delivery.ticket.live:
+            self._release(delivery)
+            return
+        if self._taken_over(delivery):
+            return
+        record = blocked_record(self._ctx.control_topic, self._ctx.group, delivery, reason)
+        hook_id = self.hook.id
+
+        def blocked() -> None:
+            self._ctx.blocked.add(hook_id, key)
+            log.warning("ordering_key_blocked", hook_id=hook_id, reason=reason,
+                        delivery_id=delivery.delivery_id,
+                        event_name=delivery.event.name)  # fmt: skip
+            super(OrderedLane, self)._dead_letter(delivery, reason)
+
+        self._ctx.writer.submit(record, blocked)
 
     def _shed_if_slow(self) -> None:
         """A slow ordered lane keeps its queue: nothing it holds can be parked."""
@@ -271,12 +334,15 @@ class OrderedLane(Lane):
 
     def state(self) -> dict[str, Any]:
         """``Lane.state()`` with the chains: keys in progress, keys waiting for a retry or
-        a pause (``blocked_keys``), and deliveries held behind them."""
+        a pause (``blocked_keys``), deliveries held behind them, the hook's
+        ``ordering_after_dead_letter`` and the keys it keeps blocked after a dead letter."""
         state = super().state()
         state["ordering"] = {
             "keys": len(self._chains),
             "blocked_keys": len(self._timers) + len(self._paused_heads),
             "held": self.held_count,
+            "after_dead_letter": self.hook.ordering_after_dead_letter,
+            "keys_blocked_by_dead_letter": self._ctx.blocked.count(self.hook.id),
         }
         return state
 

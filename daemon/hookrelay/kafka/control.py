@@ -21,6 +21,16 @@ and hook even on a topic two deployments were given by hand:
   (offsets ``from`` to ``to``, ``to`` excluded), so a later run leaves them alone unless
   asked ``--again``. Only ``replay`` reads these (``ControlState(replays=True)``).
 
+- ``blocked/<group>/<hook id>/<key>``, ``<key>`` the record key in unpadded base64url:
+  ``{"v": 1, "group", "hook", "key" (the record key as UTF-8 text, undecodable bytes
+  replaced), "delivery_id", "reason", "at"}``. An ordered hook with
+  ``ordering_after_dead_letter: block`` dead-lettered the head of that key's chain
+  (``delivery_id``, for ``reason``), so every later delivery of the key to that hook is
+  dead-lettered ``key_blocked``, in order, until a tombstone unblocks it (``unblock``:
+  ``hookrelay unblock``, the admin API, or ``hookrelay replay`` of the key's letters). The
+  daemon writes it through its ``DurableWriter`` before the head's dead letter, so a crash
+  never leaves a settled head without its block (``delivery.ordering``).
+
 - ``claim/<group>/<name>/<run id>``: ``{"v": 1, "group", "expires"}``, then a tombstone when
   the run ends: one run at a time of ``replay`` and of ``release`` per hook (``exclusive``).
 
@@ -37,6 +47,8 @@ deduplicate on it, as at-least-once delivery asks anyway).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import time
 import uuid
@@ -51,7 +63,7 @@ from aiokafka.structs import TopicPartition
 
 from hookrelay.config import Settings
 from hookrelay.errors import RunClaimedError
-from hookrelay.events.model import OutboundRecord
+from hookrelay.events.model import Delivery, OutboundRecord
 from hookrelay.kafka.backlog import Backlog, Waiting, scan_backlog
 from hookrelay.kafka.clients import client_options, write_all
 from hookrelay.kafka.retries import GROUP_HEADER, RetryRecord
@@ -66,6 +78,7 @@ PAUSE: Final = "pause/"
 RELEASE: Final = "release/"
 REPLAYED: Final = "replayed/"
 CLAIM: Final = "claim/"
+BLOCKED: Final = "blocked/"
 CLAIM_TTL_S: Final = 1800.0
 """How long a claim holds when its run died without ending it (``exclusive``)."""
 FOLLOW_POLL_MS: Final = 500
@@ -79,6 +92,54 @@ class Pause:
     at_ms: int
 
 
+class BlockedKeys:
+    """The record keys blocked per hook (``blocked/`` records): hook id → keys. Shared by the
+    ``ControlState`` that follows the topic and the ordered lanes that block keys (they add
+    a key as soon as its record is acknowledged: the follower reads it up to half a second
+    later). Memory: one entry per blocked key, which only an operator's unblock removes."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: dict[str, set[bytes]] = {}
+
+    def add(self, hook_id: str, key: bytes) -> None:
+        self._keys.setdefault(hook_id, set()).add(key)
+
+    def discard(self, hook_id: str, key: bytes) -> None:
+        keys = self._keys.get(hook_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[hook_id]
+
+    def blocks(self, hook_id: str, key: bytes) -> bool:
+        """True when ``key`` is blocked for ``hook_id``."""
+        keys = self._keys.get(hook_id)
+        return keys is not None and key in keys
+
+    def of(self, hook_id: str) -> list[bytes]:
+        """``hook_id``'s blocked keys, sorted."""
+        return sorted(self._keys.get(hook_id, ()))
+
+    def count(self, hook_id: str) -> int:
+        """How many keys are blocked for ``hook_id``."""
+        return len(self._keys.get(hook_id, ()))
+
+
+def encode_key(key: bytes) -> str:
+    """A record key as it appears in a ``blocked/`` record's key: unpadded base64url."""
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
+
+
+def decode_key(text: str) -> bytes:
+    """The record key ``encode_key`` wrote. Raises ``ValueError`` for text it did not."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error as e:
+        raise ValueError(f"not base64url: {text[:40]!r}") from e
+
+
 @dataclass(slots=True)
 class ControlState:
     """The decisions read so far from the control topic, for one group."""
@@ -88,6 +149,7 @@ class ControlState:
     paused: dict[str, Pause] = field(default_factory=dict)
     released: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     replayed: dict[tuple[str, int], set[int]] = field(default_factory=dict)
+    blocked: BlockedKeys = field(default_factory=BlockedKeys)
     ignored: int = 0
 
     def apply(self, record: ConsumerRecord[bytes, bytes]) -> str | None:
@@ -110,6 +172,8 @@ class ControlState:
                 self._release(what, doc)
             elif kind == REPLAYED[:-1] and self.replays and doc is not None:
                 self._replayed(what, doc)
+            elif kind == BLOCKED[:-1]:
+                self._blocked(what, doc)
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             self.ignored += 1
             log.warning("control_record_ignored", key=key[:100], offset=record.offset)
@@ -131,6 +195,14 @@ class ControlState:
         known = self.released.setdefault(hook_id, {})
         for tp, offset in below.items():
             known[tp] = max(known.get(tp, 0), offset)
+
+    def _blocked(self, where: str, doc: dict[str, Any] | None) -> None:
+        hook_id, encoded = where.split("/")
+        key = decode_key(encoded)
+        if doc is None:
+            self.blocked.discard(hook_id, key)
+        else:
+            self.blocked.add(hook_id, key)
 
     def _replayed(self, where: str, doc: dict[str, Any]) -> None:
         topic, partition, _run = where.rsplit("/", 2)
@@ -374,10 +446,6 @@ def _due_now(retry: RetryRecord, now_ms: int, group: str) -> list[tuple[str, byt
     return list(replace(retry, due_at_ms=now_ms, group=group).headers())
 
 
-def _value(settings: Settings, doc: dict[str, Any]) -> bytes:
-    return orjson.dumps({"v": VERSION, "group": settings.group_id, **doc})
-
-
 async def _write(settings: Settings, records: list[OutboundRecord]) -> None:
     if any(record.topic == settings.control_topic for record in records):
         await ensure_control_topic(settings)
@@ -387,9 +455,48 @@ async def _write(settings: Settings, records: list[OutboundRecord]) -> None:
 def _control_record(settings: Settings, key: str, doc: dict[str, Any] | None) -> OutboundRecord:
     """A control record of this group (``doc`` None: a tombstone, which compaction keeps
     only until the key's earlier records are gone)."""
-    headers = ((GROUP_HEADER, settings.group_id.encode()),)
-    value = None if doc is None else _value(settings, doc)
-    return OutboundRecord(settings.control_topic, value, key.encode(), headers, "control")
+    return _record(settings.control_topic, settings.group_id, key, doc)
+
+
+def _record(topic: str, group: str, key: str, doc: dict[str, Any] | None) -> OutboundRecord:
+    headers = ((GROUP_HEADER, group.encode()),)
+    value = None if doc is None else orjson.dumps({"v": VERSION, "group": group, **doc})
+    return OutboundRecord(topic, value, key.encode(), headers, "control")
+
+
+def blocked_record(topic: str, group: str, delivery: Delivery, reason: str) -> OutboundRecord:
+    """The ``blocked/`` record (module docstring) that blocks the record key of ``delivery``
+    (a keyed one) for its hook because it was dead-lettered for ``reason``; written to the
+    control topic ``topic`` by the daemon's ``DurableWriter``."""
+    key = delivery.event.key or b""
+    hook_id = delivery.hook.id
+    doc = {"hook": hook_id, "key": key.decode("utf-8", "replace"),
+           "delivery_id": delivery.delivery_id, "reason": reason, "at": _now_ms()}  # fmt: skip
+    return _record(topic, group, _blocked_key(group, hook_id, key), doc)
+
+
+def _blocked_key(group: str, hook_id: str, key: bytes) -> str:
+    return f"{BLOCKED}{group}/{hook_id}/{encode_key(key)}"
+
+
+async def unblock(
+    settings: Settings, hook_id: str, keys: Iterable[bytes] | None = None
+) -> list[bytes]:
+    """Unblock ``keys`` of ``hook_id`` (None: every key blocked now) for every replica: one
+    tombstone each on the control topic, acknowledged before this returns. Returns the keys
+    that were blocked and are not any more, sorted; a key that was not blocked gets no
+    tombstone. Raises aiokafka's ``KafkaError``, ``TimeoutError``."""
+    blocked = (await read_control(settings)).blocked
+    wanted = blocked.of(hook_id) if keys is None else sorted(set(keys))
+    found = [key for key in wanted if blocked.blocks(hook_id, key)]
+    group = settings.group_id
+    tombstones = [
+        _record(settings.control_topic, group, _blocked_key(group, hook_id, key), None)
+        for key in found
+    ]
+    if tombstones:
+        await _write(settings, tombstones)
+    return found
 
 
 def _now_ms() -> int:

@@ -38,6 +38,9 @@ REASONS: Final = (
     "permanent_failure", "retries_exhausted", "hook_gone", "hook_removed",
     # a hook's payload filter could not be evaluated on the event (delivery.filtering)
     "filter_error",
+    # an ordered hook with ordering_after_dead_letter: block dead-lettered an earlier
+    # delivery of the event's key, which stays blocked until unblocked (delivery.ordering)
+    "key_blocked",
 )  # fmt: skip
 """Every ``reason`` header value (and ``hookrelay_dead_lettered_total`` label) written here."""
 TRUNCATED_VALUE_BYTES: Final = 64 * 1024
@@ -115,7 +118,9 @@ def failed_delivery(topic: str, delivery: Delivery, reason: str, group: str) -> 
     endpoint answered 410 and the hook is paused), or ``hook_removed`` (a retry found its hook
     removed or disabled by a configuration change, and no replica took it back within
     ``delivery.unknown_hook_grace_s``), or ``filter_error`` (the hook's payload filter could
-    not be evaluated on the event). ``group`` is the writing deployment's consumer group.
+    not be evaluated on the event), or ``key_blocked`` (an earlier delivery of the event's
+    key was dead-lettered and its ordered hook blocks the key: ``delivery.ordering``).
+    ``group`` is the writing deployment's consumer group.
     """
     event = delivery.event
     pairs = [

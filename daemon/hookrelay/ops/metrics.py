@@ -288,6 +288,11 @@ class Metrics(ProcessMetrics):
             "Keys of an ordered hook whose head waits for its next attempt", ["hook_id"],
             registry=r,
         )  # fmt: skip
+        self.ordering_dead_letter_blocked = Gauge(
+            p + "ordering_keys_blocked_by_dead_letter",
+            "Keys an ordered hook with ordering_after_dead_letter: block keeps blocked (their "
+            "events dead-lettered key_blocked) until unblocked", ["hook_id"], registry=r,
+        )  # fmt: skip
         self.parked = Counter(
             p + "parked", "Deliveries parked in a retry topic without an attempt",
             ["hook_id", "reason"], registry=r,
@@ -328,7 +333,8 @@ class Metrics(ProcessMetrics):
         stay: a counter that vanished and came back would read as a reset)."""
         gauges = (
             self.lane_pending, self.lane_in_flight, self.circuit_state, self.hook_paused,
-            self.ordering_held, self.ordering_blocked_keys, self.rate_limit_current,
+            self.ordering_held, self.ordering_blocked_keys, self.ordering_dead_letter_blocked,
+            self.rate_limit_current,
         )  # fmt: skip
         for gauge in gauges:
             with contextlib.suppress(KeyError):

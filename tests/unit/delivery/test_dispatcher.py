@@ -18,6 +18,7 @@ from hookrelay.delivery.dispatcher import Circuit, Dispatcher
 from hookrelay.events.decode import decode
 from hookrelay.events.model import AttemptResult, Origin
 from hookrelay.events.tracecontext import TraceContext
+from hookrelay.kafka.control import BlockedKeys
 from hookrelay.kafka.offsets import AckTracker, TopicPartition
 from hookrelay.kafka.outcomes import OutcomeLog
 from hookrelay.kafka.retries import RetryRecord
@@ -128,6 +129,7 @@ class Rig:
         *,
         tracer: Any = None,
         events_waiting: Callable[[], bool] = lambda: False,
+        blocked: BlockedKeys | None = None,
         **delivery: Any,
     ) -> None:
         self.metrics = Metrics()
@@ -145,7 +147,7 @@ class Rig:
             sender, self.writer, self.metrics, settings,
             retry_topics=topics, dead_letter_topic="dlq", batch_size=3, history=self.history,
             clock=clock, outcomes=self.outcomes if outcomes else None, tracer=tracer,
-            events_waiting=events_waiting,
+            events_waiting=events_waiting, control_topic="control", blocked=blocked,
         )  # fmt: skip
         self.dispatcher.set_hooks(hooks)
         self.hooks = hooks

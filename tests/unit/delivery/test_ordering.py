@@ -105,16 +105,29 @@ async def test_a_failing_head_is_retried_in_memory_and_holds_only_its_key() -> N
     assert held == 0
 
 
-async def test_a_head_that_exhausts_its_schedule_is_dead_lettered_and_its_key_goes_on() -> None:
+async def publish_and_settle(rig: Rig, key: bytes, count: int) -> None:
+    """Publish ``count`` events of ``key`` (seq 0 up) and wait until every one is settled."""
+    for seq in range(count):
+        publish(rig, key, seq)
+    await until(lambda: rig.dispatcher.in_flight == 0)
+
+
+def failing_first_of_a(failure: AttemptResult) -> FakeSender:
+    """A sender whose endpoint answers ``failure`` to every attempt of key a's first event
+    (seq 0), 200 to the others."""
+
     def behaviour(_hook: str, _n: int) -> AttemptResult:
         key, seq = sent(sender)[-1]
-        return fail(500, True) if (key, seq) == ("a", 0) else OK
+        return failure if (key, seq) == ("a", 0) else OK
 
     sender = FakeSender(behaviour)
+    return sender
+
+
+async def test_a_head_that_exhausts_its_schedule_is_dead_lettered_and_its_key_goes_on() -> None:
+    sender = failing_first_of_a(fail(500, True))
     async with Rig(sender, [ORDERED]) as rig:
-        for seq in range(3):
-            publish(rig, b"a", seq)
-        await until(lambda: rig.dispatcher.in_flight == 0)
+        await publish_and_settle(rig, b"a", 3)
     assert per_key(sent(sender))["a"] == [0, 0, 0, 1, 2]  # 3 attempts: 2 retries scheduled
     letters = rig.producer.to("dlq")
     assert len(letters) == 1
@@ -171,7 +184,8 @@ async def test_a_paused_ordered_hook_holds_its_heads_until_resumed() -> None:
         assert sender.attempts == []
         assert rig.producer.sent == []  # held, not parked
         assert rig.dispatcher.lane_state("crm")["ordering"] == {  # type: ignore[index]
-            "keys": 1, "blocked_keys": 1, "held": 3,
+            "keys": 1, "blocked_keys": 1, "held": 3, "after_dead_letter": "skip",
+            "keys_blocked_by_dead_letter": 0,
         }  # fmt: skip
         rig.dispatcher.set_paused("crm", False)
         await until(lambda: rig.dispatcher.in_flight == 0)

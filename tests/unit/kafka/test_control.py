@@ -8,8 +8,11 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from hookrelay.config import Settings
+from hookrelay.events.decode import decode
+from hookrelay.events.model import Delivery, Origin
 from hookrelay.kafka import control
 from hookrelay.kafka.control import ControlFollower, ControlState
+from tests.unit.delivery.test_dispatcher import hook
 
 
 def record(
@@ -79,3 +82,31 @@ async def test_a_control_topic_just_created_without_partitions_yet_is_waited_for
     assert await follower._partitions("g.control", 5.0) == [0]
     with pytest.raises(UnknownTopicOrPartitionError):  # a KafkaError: start-up tries again
         await follower._partitions("g.control", 0.3)
+
+
+def test_a_blocked_key_stays_blocked_until_its_tombstone() -> None:
+    state = ControlState("g")
+    key = b"user/\xff 1"  # any bytes: the record's key holds them in base64url
+    encoded = control.encode_key(key)
+    assert "/" not in encoded and "=" not in encoded
+    doc = {"hook": "crm", "key": "user", "delivery_id": "d", "reason": "permanent_failure"}
+    state.apply(record(f"blocked/crm/{encoded}", {**doc, "at": 1}))
+    assert state.blocked.blocks("crm", key) and state.blocked.count("crm") == 1
+    assert not state.blocked.blocks("audit", key) and not state.blocked.blocks("crm", b"other")
+    state.apply(record(f"blocked/crm/{encoded}", None, offset=1))
+    assert not state.blocked.blocks("crm", key) and state.blocked.of("crm") == []
+
+
+def test_a_blocked_record_holds_what_the_docstring_says() -> None:
+    event = decode(b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z"}', b"u1",
+                   Origin("t", 0, 7, 0), 1 << 20)  # fmt: skip
+    delivery = Delivery(event, hook("crm"), "dlv-1", b"", None)  # type: ignore[arg-type]
+    out = control.blocked_record("g.control", "g", delivery, "permanent_failure")
+    assert out.key == b"blocked/g/crm/dTE"
+    doc = orjson.loads(out.value or b"")
+    assert doc.pop("at") > 0
+    assert doc == {"v": 1, "group": "g", "hook": "crm", "key": "u1", "delivery_id": "dlv-1",
+                   "reason": "permanent_failure"}  # fmt: skip
+    state = ControlState("g")
+    state.apply(ConsumerRecord("g.control", 0, 0, 0, 0, out.key, out.value, None, 0, 0, []))
+    assert state.blocked.of("crm") == [b"u1"]
