@@ -14,7 +14,7 @@ from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.test_payload import DEFAULT_TEST_EVENT, test_request
 from hookrelay.kafka.backlog import BacklogGauge
-from hookrelay.kafka.control import ControlFollower, release, resume, set_paused
+from hookrelay.kafka.control import ControlFollower, release, resume, set_paused, unblock
 from hookrelay.kafka.source import Source
 from hookrelay.ops.history import History
 from hookrelay.ops.logs import get_logger, masked, redacted_url
@@ -89,6 +89,15 @@ class AdminView:
         if result is not None:
             answer["released"] = len(result.waiting)
         return answer
+
+    async def unblock_hook(self, hook_id: str, key: str | None) -> dict[str, Any]:
+        """Unblock ``key`` (None: every key) of a configured hook (``kafka.control.unblock``).
+        Raises ``LookupError`` for an unknown hook id, aiokafka's ``KafkaError``,
+        ``TimeoutError``."""
+        self._configured(hook_id)
+        found = await unblock(self.settings, hook_id, None if key is None else [key.encode()])
+        keys = [k.decode("utf-8", "replace") for k in found[:100]]
+        return {"hook_id": hook_id, "unblocked": len(found), "keys": keys}
 
     def _configured(self, hook_id: str) -> None:
         if all(hook.id != hook_id for hook in self.settings.hooks):

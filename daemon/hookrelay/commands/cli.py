@@ -20,6 +20,7 @@
     hookrelay pause     -c FILE HOOK_ID [--reason TEXT]   park a hook's deliveries (all replicas)
     hookrelay resume    -c FILE HOOK_ID [--keep-parked]   deliver again (and release what parked)
     hookrelay release   -c FILE HOOK_ID [--dry-run]       send a hook's parked deliveries now
+    hookrelay unblock   -c FILE HOOK_ID [--key KEY]       unblock keys an ordered hook blocked
     hookrelay backfill  -c FILE HOOK_ID --since T [--until T] [--dry-run]
                                                  past events of a window to one hook
     hookrelay import-logto FILE|- [--out F] [--env-out F] [--force]
@@ -292,6 +293,7 @@ _SKIPPED: dict[str, tuple[Skippable, ...]] = {
     "pause": ("admin", "signing_keys", "headers", "ingest", "tracing"),
     "resume": ("admin", "signing_keys", "headers", "ingest", "tracing"),
     "release": ("admin", "signing_keys", "headers", "ingest", "tracing"),
+    "unblock": ("admin", "signing_keys", "headers", "ingest", "tracing"),
     "backfill": ("admin", "signing_keys", "headers", "ingest", "tracing"),
 }
 """What each command leaves out of the configuration: the daemon and the ingest process

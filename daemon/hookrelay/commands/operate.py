@@ -1,5 +1,5 @@
-"""The operating commands: ``deliveries`` (what happened, what waits), ``pause``, ``resume``
-and ``release`` (decisions every replica follows, through the control topic, see
+"""The operating commands: ``deliveries`` (what happened, what waits), ``pause``, ``resume``,
+``release`` and ``unblock`` (decisions every replica follows, through the control topic, see
 ``kafka.control``). ``cli`` wires their parsers and handlers; each handler takes the loaded
 settings and the parsed arguments and returns the exit status (0 done, 1 failed).
 """
@@ -69,7 +69,13 @@ def add_control(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
                   "with their webhook-id and attempt history.")  # fmt: skip
     release.add_argument("--dry-run", action="store_true",
                          help="count and list what would be released; write nothing")  # fmt: skip
-    for p in (pause, resume, release):
+    unblock = add("unblock", "Unblock the record keys an ordered hook blocked after a dead "
+                  "letter (ordering_after_dead_letter: block), for every replica: their later "
+                  "events are delivered again.")  # fmt: skip
+    unblock.add_argument("--key", action="append", default=[],
+                         help="only this record key, as UTF-8 text (repeatable); default: "
+                         "every key the hook blocks now")  # fmt: skip
+    for p in (pause, resume, release, unblock):
         p.add_argument("hook_id", metavar="HOOK_ID", help="a hook id of the configuration")
         p.add_argument("--force", action="store_true",
                        help="act on a hook id the configuration does not have (yet): one a "
@@ -145,6 +151,27 @@ def release_parked(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hookrelay: release failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
     _print_release(settings, result, dry_run=args.dry_run)
+    return EXIT_OK
+
+
+def unblock(settings: Settings, args: argparse.Namespace) -> int:
+    from hookrelay.kafka.control import unblock as unblock_keys  # noqa: PLC0415
+
+    if _unknown_hook(settings, args):
+        return EXIT_FAILED
+    wanted = [key.encode() for key in args.key] or None
+    try:
+        found = asyncio.run(unblock_keys(settings, args.hook_id, wanted))
+    except Exception as e:
+        print(f"hookrelay: unblock failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    for key in found[:20]:
+        print(f"  {key.decode('utf-8', 'replace')}")
+    if len(found) > 20:
+        print(f"  ... and {len(found) - 20} more")
+    for key in sorted(set(wanted or ()) - set(found)):
+        print(f"note: {key.decode()!r} was not blocked", file=sys.stderr)
+    print(f"unblocked {len(found)} keys of {args.hook_id}")
     return EXIT_OK
 
 
@@ -243,6 +270,6 @@ def _when(epoch_ms: int) -> str:
 
 HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "deliveries": show_deliveries, "pause": pause, "resume": resume, "release": release_parked,
-    "backfill": run_backfill,
+    "unblock": unblock, "backfill": run_backfill,
 }  # fmt: skip
 """Command name → handler."""

@@ -8,6 +8,7 @@ Routes::
     POST /v1/hooks/{id}/pause     park the hook's deliveries (every replica, across restarts)
     POST /v1/hooks/{id}/resume    deliver again, and release what was parked meanwhile
     POST /v1/hooks/{id}/release   send the hook's parked deliveries now
+    POST /v1/hooks/{id}/unblock   unblock keys an ordered hook blocked after a dead letter
     GET  /v1/deliveries           recent attempts (?hook_id=&outcome=&limit=)
     GET  /v1/partitions           assigned partitions: offsets, lag, holds
     POST /v1/reload               re-read the configuration files
@@ -103,6 +104,13 @@ class AdminBackend(Protocol):
         "released": int, "dry_run": bool}. Raises LookupError for an unknown hook id,
         RunClaimedError while another release of it runs, aiokafka's KafkaError or
         TimeoutError when the cluster cannot be read or written."""
+
+    async def unblock_hook(self, hook_id: str, key: str | None) -> dict[str, Any]:
+        """Unblock ``key`` (UTF-8 text; None: every key) of a configured hook that blocked
+        it after a dead letter (``ordering_after_dead_letter: block``), for every replica.
+        Returns {"hook_id": str, "unblocked": int, "keys": [str] (at most 100)}. Raises
+        LookupError for an unknown hook id, aiokafka's KafkaError or TimeoutError when the
+        cluster cannot be read or written."""
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration files and apply them. Raises hookrelay.errors.ConfigError
@@ -232,6 +240,7 @@ class AdminApi:
         app.router.add_post(f"{v1}/hooks/{{id}}/pause", self._pause_hook)
         app.router.add_post(f"{v1}/hooks/{{id}}/resume", self._resume_hook)
         app.router.add_post(f"{v1}/hooks/{{id}}/release", self._release_hook)
+        app.router.add_post(f"{v1}/hooks/{{id}}/unblock", self._unblock_hook)
         app.router.add_get(f"{v1}/deliveries", self._list_deliveries, allow_head=False)
         app.router.add_get(f"{v1}/partitions", self._list_partitions, allow_head=False)
         app.router.add_post(f"{v1}/reload", self._reload)
@@ -340,6 +349,15 @@ class AdminApi:
         dry_run = body.get("dry_run") is True
         return await self._act(
             request, "release", lambda hook_id: self._api.release_hook(hook_id, dry_run=dry_run)
+        )
+
+    async def _unblock_hook(self, request: web.Request) -> web.Response:
+        members: _Members = {"key": (lambda v: isinstance(v, str) and 0 < len(v) <= 1000,
+                                     "expected text of 1 to 1000 characters")}  # fmt: skip
+        body = await _optional_body(request, members, 'expected no body, or {"key": "..."}')
+        key = body.get("key")
+        return await self._act(
+            request, "unblock", lambda hook_id: self._api.unblock_hook(hook_id, key)
         )
 
     async def _act(

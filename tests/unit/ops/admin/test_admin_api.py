@@ -158,6 +158,12 @@ class FakeBackend:
         self._known(hook_id)
         return {"hook_id": hook_id, "released": 3, "dry_run": dry_run}
 
+    async def unblock_hook(self, hook_id: str, key: str | None) -> dict[str, Any]:
+        self.calls.append(("unblock_hook", {"hook_id": hook_id, "key": key}))
+        self._known(hook_id)
+        keys = ["user-1", "user-2"] if key is None else [key]
+        return {"hook_id": hook_id, "unblocked": len(keys), "keys": keys}
+
     def _known(self, hook_id: str) -> None:
         if hook_id == "offline":
             raise KafkaConnectionError("broker down")
@@ -389,6 +395,7 @@ V1_REQUESTS = [
     ("POST", "/v1/hooks/crm-sync/pause"),
     ("POST", "/v1/hooks/crm-sync/resume"),
     ("POST", "/v1/hooks/crm-sync/release"),
+    ("POST", "/v1/hooks/crm-sync/unblock"),
     ("GET", "/v1/deliveries"),
     ("GET", "/v1/partitions"),
     ("POST", "/v1/reload"),
@@ -617,6 +624,21 @@ async def test_a_resume_can_leave_parked_deliveries_and_a_release_can_only_count
 
     assert resumed.json == {"hook_id": "crm-sync", "paused": False}
     assert counted.json == {"hook_id": "crm-sync", "released": 3, "dry_run": True}
+
+
+async def test_an_unblock_names_one_key_or_unblocks_every_key(admin: Admin) -> None:
+    one = await admin.call("POST", "/v1/hooks/crm-sync/unblock", body=b'{"key": "user-7"}')
+    every = await admin.call("POST", "/v1/hooks/crm-sync/unblock")
+    bad = await admin.call("POST", "/v1/hooks/crm-sync/unblock", body=b'{"key": ""}',
+                           request_conforms=False)  # fmt: skip
+
+    assert one.json == {"hook_id": "crm-sync", "unblocked": 1, "keys": ["user-7"]}
+    assert every.json == {"hook_id": "crm-sync", "unblocked": 2, "keys": ["user-1", "user-2"]}
+    assert bad.status == 400
+    assert admin.backend.calls == [
+        ("unblock_hook", {"hook_id": "crm-sync", "key": "user-7"}),
+        ("unblock_hook", {"hook_id": "crm-sync", "key": None}),
+    ]
 
 
 async def test_operator_actions_answer_404_for_an_unknown_hook_and_503_without_kafka(
