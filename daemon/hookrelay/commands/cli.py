@@ -338,6 +338,9 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         f"(see --group); "
         f"{summary.foreign_origin} from topics not in kafka.topics)"
     )
+    if summary.unblocked:
+        verb = "would unblock" if args.dry_run else "unblocked"
+        print(f"{verb} {summary.unblocked} keys their hooks blocked after a dead letter")
     return EXIT_OK
 
 

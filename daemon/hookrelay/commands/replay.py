@@ -23,10 +23,23 @@ this run re-drove (``kafka.control``, ``replayed/`` records); a later run leaves
 and counts them as already replayed, unless ``again``. A run that fails between the two
 writes is not remembered: its letters are re-driven again next time (at least once, never
 lost).
+
+**Replay unblocks.** A letter of a key that an ordered hook keeps blocked after a dead letter
+(``ordering_after_dead_letter: block``, ``kafka.control``'s ``blocked/`` records) would be
+dead-lettered ``key_blocked`` again: the run first unblocks every such (hook, key) it
+re-drives (tombstones), waits for the replicas to follow the control topic (a second), then
+writes the retries. Within a key the re-driven letters keep their order (one retry partition
+per key, read in order; a replayed delivery that fails for good blocks its key again, and the
+key's next replayed letters go back to the dead-letter topic, in order). But the key's new
+events, read from ``kafka.topics`` once it is unblocked, are **not** held behind the
+replayed ones (they form another chain: another partition): an event arriving between the
+unblock and the replayed letters' delivery may overtake them. The README says when that
+matters and what to do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +50,14 @@ from hookrelay.config import Settings
 from hookrelay.events.model import OutboundRecord
 from hookrelay.events.tracecontext import TraceContext, trace_context
 from hookrelay.kafka.clients import write_all
-from hookrelay.kafka.control import exclusive, note_replayed, read_control
+from hookrelay.kafka.control import (
+    FOLLOW_POLL_MS,
+    ControlState,
+    exclusive,
+    note_replayed,
+    read_control,
+    unblock_keys,
+)
 from hookrelay.kafka.retries import HEADER_PREFIX, RetryRecord
 from hookrelay.kafka.scan import scan
 
@@ -163,6 +183,7 @@ class ReplaySummary:
     other_group: int = 0
     foreign_origin: int = 0
     already_replayed: int = 0
+    unblocked: int = 0  # blocked (hook, key) pairs the run unblocked (or, dry, would)
     lines: list[str] = field(default_factory=list)
 
 
@@ -255,13 +276,35 @@ async def _replay(
         chosen.append(letter)
         summary.lines.append(("would replay: " if dry_run else "replay: ") + letter.describe())
     summary.selected = len(chosen)
+    blocked = _blocked_by(control, chosen)
+    summary.unblocked = len(blocked)
     if chosen and not dry_run:
-        await _write_retries(settings, chosen)
-        offsets: dict[int, list[int]] = {}
-        for letter in chosen:
-            offsets.setdefault(letter.partition, []).append(letter.offset)
-        await note_replayed(settings, chosen[0].topic, offsets)
+        await _redrive(settings, chosen, blocked)
     return summary
+
+
+async def _redrive(
+    settings: Settings, chosen: list[DeadLetterView], blocked: list[tuple[str, bytes]]
+) -> None:
+    """Unblock ``blocked``, write ``chosen`` as retries due now, and remember them."""
+    if blocked:  # first, or the daemon dead-letters them key_blocked again
+        await unblock_keys(settings, blocked)
+        await asyncio.sleep(2 * FOLLOW_POLL_MS / 1000)  # every replica follows it by then
+    await _write_retries(settings, chosen)
+    offsets: dict[int, list[int]] = {}
+    for letter in chosen:
+        offsets.setdefault(letter.partition, []).append(letter.offset)
+    await note_replayed(settings, chosen[0].topic, offsets)
+
+
+def _blocked_by(control: ControlState, letters: list[DeadLetterView]) -> list[tuple[str, bytes]]:
+    """(hook id, record key) of each blocked key (``ControlState.blocked``) ``letters``
+    hold, in the order they first appear."""
+    found: dict[tuple[str, bytes], None] = {}
+    for letter in letters:
+        if letter.key is not None and control.blocked.blocks(letter.hook_id, letter.key):
+            found[letter.hook_id, letter.key] = None
+    return list(found)
 
 
 def _excluded(letter: DeadLetterView, owners: set[str], consumed: set[str]) -> str | None:

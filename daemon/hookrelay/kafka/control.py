@@ -489,14 +489,20 @@ async def unblock(
     blocked = (await read_control(settings)).blocked
     wanted = blocked.of(hook_id) if keys is None else sorted(set(keys))
     found = [key for key in wanted if blocked.blocks(hook_id, key)]
+    await unblock_keys(settings, [(hook_id, key) for key in found])
+    return found
+
+
+async def unblock_keys(settings: Settings, blocked: Iterable[tuple[str, bytes]]) -> None:
+    """Write a tombstone for each (hook id, record key) of ``blocked``, whether blocked or
+    not, and wait for their acknowledgement. Raises aiokafka's ``KafkaError``."""
     group = settings.group_id
     tombstones = [
         _record(settings.control_topic, group, _blocked_key(group, hook_id, key), None)
-        for key in found
+        for hook_id, key in blocked
     ]
     if tombstones:
         await _write(settings, tombstones)
-    return found
 
 
 def _now_ms() -> int:
