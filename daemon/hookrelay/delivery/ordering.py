@@ -28,8 +28,8 @@ than growing memory: with an endpoint down for long, an ordered hook holds the p
 reads, other hooks of the deployment included (README: give such a hook a deployment of its
 own).
 
-**When a head is dead-lettered** (a permanent failure, its schedule exhausted, its hook gone,
-its filter failing) the hook's ``ordering_after_dead_letter`` decides. ``skip`` (the
+**When a head is dead-lettered** (a permanent failure, its schedule exhausted, its hook gone)
+the hook's ``ordering_after_dead_letter`` decides. ``skip`` (the
 default): its chain goes on. ``block``: the key becomes **blocked** for the hook. A
 ``blocked/`` record (``kafka.control``) is written through the ``DurableWriter`` first, and
 only once the broker acknowledged it is the head's dead letter written and its record
@@ -160,7 +160,7 @@ class OrderedLane(Lane):
         first (module docstring): the dead letter is written once the ``blocked/`` record
         was acknowledged."""
         key = delivery.event.key
-        if key is None or reason == KEY_BLOCKED or self.hook.ordering_after_dead_letter != "block":
+        if key is None or reason == KEY_BLOCKED or not self._blocks_after(delivery):
             super()._dead_letter(delivery, reason)
             return
         if not delivery.ticket.live:
@@ -179,6 +179,18 @@ class OrderedLane(Lane):
             super(OrderedLane, self)._dead_letter(delivery, reason)
 
         self._ctx.writer.submit(record, blocked)
+
+    def _blocks_after(self, delivery: Delivery) -> bool:
+        """True when dead-lettering ``delivery`` blocks its key: the hook says ``block`` and
+        it heads its chain (a delivery its payload filter failed on never joined one: it is
+        dead-lettered as it comes, like an event filtered out, and blocks nothing)."""
+        key = chain_key(delivery)
+        chain = self._chains.get(key) if key is not None else None
+        return (
+            self.hook.ordering_after_dead_letter == "block"
+            and chain is not None
+            and chain[0] is delivery
+        )
 
     def _shed_if_slow(self) -> None:
         """A slow ordered lane keeps its queue: nothing it holds can be parked."""

@@ -114,3 +114,15 @@ async def test_a_head_that_exhausts_its_schedule_blocks_its_key_and_its_held_fol
     ]  # fmt: skip
     assert state is not None and state["ordering"]["keys_blocked_by_dead_letter"] == 1
     assert state["ordering"]["held"] == 0  # nothing of a blocked key stays in memory
+
+
+async def test_an_event_its_filter_fails_on_blocks_nothing() -> None:
+    # The filter errs on seq 0 (length of a number) and lets seq 1 through.
+    filtered = hook("crm", ordering="key", ordering_after_dead_letter="block",
+                    filter="data.seq > `0` || length(data.seq) > `0`")  # fmt: skip
+    sender = FakeSender(lambda _h, _n: OK)
+    async with Rig(sender, [filtered]) as rig:
+        await publish_and_settle(rig, b"a", 2)
+    assert per_key(sent(sender)) == {"a": [1]}
+    assert letters(rig) == [("a", 0, "filter_error")]
+    assert rig.producer.to("control") == []
