@@ -374,6 +374,10 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
             shared += f" hook{'s' * (others != 1)} (README: Ordered delivery)" if others else ""
             print(f"  hook {hook.id}: ordering: key (one delivery per record key at a time, "
                   f"in offset order{shared if others else ''})")  # fmt: skip
+        if hook.ordering_after_dead_letter == "block":
+            print(f"  hook {hook.id}: ordering_after_dead_letter: block (a dead-lettered "
+                  f"delivery blocks its key until hookrelay unblock {hook.id} or a "
+                  "replay)")  # fmt: skip
     return EXIT_OK
 
 

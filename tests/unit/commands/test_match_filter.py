@@ -101,3 +101,15 @@ def test_check_names_ordered_hooks_and_what_they_hold_for_the_others(
         "its held deliveries count towards the backpressure of 1 other hook (README: Ordered "
         "delivery))\n"
     ) in out
+
+
+def test_check_names_ordered_hooks_that_block_keys_after_a_dead_letter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hooks = [{**HOOKS[3], "ordering": "key", "ordering_after_dead_letter": "block"}]
+    assert main(["check", "-c", str(config_file(tmp_path, hooks))]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  hook all: ordering_after_dead_letter: block (a dead-lettered delivery blocks its key "
+        "until hookrelay unblock all or a replay)\n"
+    ) in out
