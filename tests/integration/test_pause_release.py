@@ -12,6 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from hookrelay.config import load_settings
+from hookrelay.kafka.control import ControlFollower, ControlState, set_paused
+from hookrelay.kafka.topics import ensure_control_topic
 from tests.integration.harness import (
     admin_address,
     daemon_metric,
@@ -162,3 +165,27 @@ async def test_releases_one_after_another_of_a_paused_hook_fork_no_delivery(
             await asyncio.sleep(3.0)  # tiers of up to 2 s: any second chain would show
         ids = [q.headers["webhook-id"] for q in receiver.for_hook("crm")]
         assert len(ids) == len(set(ids)) == 60
+
+
+async def test_a_follower_caught_up_has_applied_every_decision_written_before(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """What a member given partitions waits for before their first record: a decision
+    written a moment ago (a hook paused, a key blocked by the former owner) is applied,
+    where the follower's own poll would apply it up to half a second later."""
+    topic = unique("caught-up")
+    hooks = [{"id": "crm", "events": ["*"], "url": "http://127.0.0.1:9/crm"}]
+    settings = load_settings(write_config(tmp_path, kafka_bootstrap, topic, hooks))
+    await ensure_control_topic(settings)
+    follower = ControlFollower(settings, ControlState(settings.group_id), lambda *_: None)
+    await follower.load()
+    following = asyncio.create_task(follower.run())
+    try:
+        for round_ in range(3):
+            await set_paused(settings, "crm", round_ % 2 == 0)
+            await follower.caught_up(10.0)
+            assert ("crm" in follower.state.paused) is (round_ % 2 == 0)
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await follower.close()

@@ -312,6 +312,25 @@ class ControlFollower:
                 continue
             self._apply(batches)
 
+    async def caught_up(self, timeout_s: float) -> None:
+        """Return once every decision written to the control topic before this call is
+        applied (``run`` applies them): a member given partitions waits for it before their
+        first record, so a key blocked or a hook paused by their former owner a moment ago
+        holds here too. At once before the follower opened its consumer. Raises
+        ``TimeoutError`` after ``timeout_s`` seconds, aiokafka's ``KafkaError``."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        tps = list(consumer.assignment())
+        async with asyncio.timeout(timeout_s):
+            end = await consumer.end_offsets(tps)
+            # getmany moves a position and run applies its records with no await between,
+            # so a position seen at the end means its records are applied. Positions are
+            # the consumer's (compaction leaves gaps no record count could tell), and only
+            # readable by asking: a short poll, at assignment only.
+            while any([await consumer.position(tp) < end[tp] for tp in tps]):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
     async def close(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -114,8 +114,12 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         revoke_timeout_s: float = 10.0,
         due_horizon_s: float = DUE_HORIZON_MARGIN_S,
         release: Callable[[], int] = lambda: 0,
+        caught_up: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
+        # ControlFollower.caught_up: an assignment's first records wait for the operators'
+        # and the lanes' latest decisions (a key blocked by the partition's former owner).
+        self._caught_up = caught_up
         self._topics = list(dict.fromkeys([*settings.topics, *retry_topics]))
         self._retry_topics = frozenset(retry_topics)
         self._waiting: dict[TopicPartition, float] = {}  # retry partition → head due (epoch s)
@@ -241,6 +245,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             async with asyncio.timeout(self._commit_timeout_s):
                 await self._check_starts(list(assigned))
+                if self._caught_up is not None:
+                    await self._caught_up(self._commit_timeout_s)
         except (KafkaError, TimeoutError) as e:
             # Not fatal: with auto_offset_reset earliest nothing is skipped anyway, a tier
             # is remembered at its first regular commit, and without the previous owner's
