@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from tests.integration.harness import (
+    hookrelay_cli,
     produce,
     running_daemon,
     settings_for,
@@ -202,3 +203,39 @@ def _delivered_order(receiver: Receiver, key: str) -> list[int]:
     seqs = _seqs(receiver, key)
     tail = seqs[len(seqs) - 1 - seqs[::-1].index(0) :] if 0 in seqs else []
     return list(dict.fromkeys(tail))
+
+
+async def test_hookrelay_release_sends_an_ordered_hooks_held_retry_now(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Key a's first event failed and waits a minute for its retry; the operator fixed the
+    endpoint and releases the hook: it goes now, and a's second event after it."""
+    topic = unique("release-held")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=1)
+    failed = False
+
+    def reply(request: ReceivedRequest) -> Reply:
+        nonlocal failed
+        if failed:
+            return Reply()
+        failed = True
+        return Reply(status=503)
+
+    async with Receiver(keys={"crm": None}) as receiver:
+        receiver.script_forever("crm", reply)
+        hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "ordering": "key"}]
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
+                            delivery={"retry_schedule_s": [60]})  # fmt: skip
+        await produce(kafka_bootstrap, topic, [_event("a", 0), _event("a", 1)], keys=[b"a"] * 2)
+        async with running_daemon(settings_for(path)) as daemon:
+
+            def blocked() -> list[tuple[str, str]]:
+                state = daemon.dispatcher.lane_state("crm")
+                assert state is not None
+                return [(b["key"], b["waiting_for"]) for b in state["ordering"]["blocked"]]
+
+            await wait_until(lambda: blocked() == [("a", "retry")], 20, "a0 waiting to retry")
+            code, out, err = await hookrelay_cli("release", "crm", "-c", str(path))
+            assert code == 0, err
+            assert "crm is ordered" in out
+            await wait_until(lambda: _seqs(receiver, "a") == [0, 0, 1], 10, "a0 again, then a1")

@@ -149,7 +149,9 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         for reason in DEAD_LETTER_REASONS:
             self.metrics.dead_lettered.labels(reason)  # exported at 0 from the start
         self.dispatcher.set_hooks(settings.hooks)
-        self.control = ControlFollower(settings, control, self.dispatcher.set_paused)
+        self.control = ControlFollower(
+            settings, control, self.dispatcher.set_paused, self.dispatcher.retry_held_now
+        )
         self._control_loaded = False
         self._control_created = False  # by this start: empty, nothing to read before consuming
         self.pipeline = Pipeline(

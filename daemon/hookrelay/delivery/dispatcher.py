@@ -140,6 +140,14 @@ class Dispatcher:
         if lane is not None:
             lane.hold(paused)
 
+    def retry_held_now(self, hook_id: str) -> None:
+        """An operator released ``hook_id`` (``kafka.control``): the retries its lane holds
+        in memory (an ordered hook's) are attempted now; logged with their count."""
+        lane = self._lanes.get(hook_id)
+        count = lane.retry_now() if lane is not None else 0
+        if count:
+            log.info("held_retries_released", hook_id=hook_id, count=count)
+
     def prune_retired(self) -> None:
         """Drop retired lanes that finished their work, and their per-lane gauges."""
         done = [lane for lane in self._retired if lane.idle and lane.failure is None]

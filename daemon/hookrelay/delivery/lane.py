@@ -71,7 +71,7 @@ from hookrelay.ops.tracing import DeliveryTracer
 # Lanes log as the dispatcher always did: log components are output (dashboards filter them).
 log = get_logger("hookrelay.dispatcher")
 
-__all__ = ["Lane", "LaneContext", "OnFinished", "RecentIds", "parked_record"]
+__all__ = ["Lane", "LaneContext", "OnFinished", "RecentIds", "epoch_ms", "parked_record"]
 
 _GONE = 410
 _TOO_MANY_REQUESTS = 429
@@ -199,6 +199,12 @@ class Lane:
     def finish_sends_by(self, deadline: float) -> None:
         """Shutting down: start no send that could not end by ``deadline`` (clock time)."""
         self.finish_by = deadline
+
+    def retry_now(self) -> int:
+        """An operator's release: what this lane holds for a retry goes now. A lane that
+        parks holds nothing (its retries are in the retry topics, which the release copies);
+        returns 0."""
+        return 0
 
     def resume(self) -> None:
         """Lift a 410 Gone pause (a reload asked for it: the operator fixed the hook)."""
@@ -769,7 +775,8 @@ def _record_attempt(
     return now
 
 
-def _ms(epoch_s: float | None) -> int | None:
+def epoch_ms(epoch_s: float | None) -> int | None:
+    """Epoch seconds as whole epoch milliseconds (None stays None)."""
     return None if epoch_s is None else int(epoch_s * 1000)
 
 
@@ -799,8 +806,8 @@ def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord
         event=delivery.event.name,
         delivery_id=delivery.delivery_id,
         attempts=delivery.attempts,
-        first_attempt_at_ms=_ms(delivery.first_attempt_at),
-        last_attempt_at_ms=_ms(delivery.last_attempt_at),
+        first_attempt_at_ms=epoch_ms(delivery.first_attempt_at),
+        last_attempt_at_ms=epoch_ms(delivery.last_attempt_at),
         last_status=delivery.last_status,
         error=delivery.last_error or "",
         due_at_ms=due_at_ms,
@@ -811,7 +818,7 @@ def _retry_record(delivery: Delivery, due_at_ms: int, group: str) -> RetryRecord
         created_at_ms=int(delivery.created_at * 1000),
         parks=delivery.parks,
         group=group,
-        unknown_since_ms=_ms(delivery.unknown_since),
+        unknown_since_ms=epoch_ms(delivery.unknown_since),
         unknown_parks=delivery.unknown_parks,
         redrive=delivery.redrive,
         trace=delivery.event.trace,

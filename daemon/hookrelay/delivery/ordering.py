@@ -57,8 +57,9 @@ from collections import deque
 from typing import Any
 
 from hookrelay.config import Hook
-from hookrelay.delivery.lane import Lane, LaneContext
+from hookrelay.delivery.lane import Lane, LaneContext, epoch_ms
 from hookrelay.events.model import Delivery, Outcome
+from hookrelay.events.outcome import iso_ms
 from hookrelay.kafka.control import blocked_record
 from hookrelay.ops.logs import get_logger
 
@@ -74,6 +75,8 @@ KEY_BLOCKED = "key_blocked"
 
 _RECHECK_S = 0.05
 """Shortest wait of a held head, so a pause ending now is not polled in a busy loop."""
+BLOCKED_SHOWN = 20
+"""Blocked keys the admin API lists per ordered hook (the longest-waiting first)."""
 _PROBE_RECHECK_S = 0.5
 """How often a head behind a circuit whose half-open probe is out looks again."""
 
@@ -99,7 +102,8 @@ class OrderedLane(Lane):
 
     def __init__(self, hook: Hook, ctx: LaneContext) -> None:
         self._chains: dict[ChainKey, deque[Delivery]] = {}
-        self._timers: dict[int, tuple[Delivery, asyncio.TimerHandle]] = {}
+        # id(delivery) -> (the head, its timer, what it waits for: retry, throttled, ...)
+        self._timers: dict[int, tuple[Delivery, asyncio.TimerHandle, str]] = {}
         self._paused_heads: list[Delivery] = []
         self._followers = 0
         self._settle = ctx.on_finished
@@ -108,7 +112,7 @@ class OrderedLane(Lane):
         super().__init__(hook, own)
         m = ctx.metrics
         m.ordering_held.labels(hook.id).set_function(lambda: self.held_count)
-        m.ordering_blocked_keys.labels(hook.id).set_function(lambda: len(self._timers))
+        m.ordering_blocked_keys.labels(hook.id).set_function(lambda: self.blocked_count)
         m.ordering_dead_letter_blocked.labels(hook.id).set_function(
             lambda: ctx.blocked.count(self.hook.id)
         )
@@ -207,7 +211,7 @@ class OrderedLane(Lane):
             return None
         now = time.time()
         due_ms = self._ctx.plan.due_at_ms(tier, now, self._ctx.jitter(), min_wait_s)
-        self._hold(delivery, due_ms / 1000.0 - now)
+        self._hold(delivery, due_ms / 1000.0 - now, why)
         return due_ms
 
     def _retry_tier(self, tier: int) -> str:
@@ -235,7 +239,7 @@ class OrderedLane(Lane):
             # A half-open probe may take a whole attempt's timeout, and every key's head
             # waits for it: polling each at 50 ms would cost thousands of wake-ups a second.
             wait = max(wait, _PROBE_RECHECK_S)
-        self._hold(delivery, wait)
+        self._hold(delivery, wait, reason)
 
     def _expired(self, delivery: Delivery) -> bool:
         """Older than the whole retry schedule counted from its first attempt: the time a
@@ -245,13 +249,22 @@ class OrderedLane(Lane):
         first = delivery.first_attempt_at
         return first is not None and time.time() - first > self._ctx.plan.window_s
 
-    def _hold(self, delivery: Delivery, delay_s: float) -> None:
+    def _hold(self, delivery: Delivery, delay_s: float, why: str) -> None:
         if self._after_deadline(delay_s):  # shutting down: the next start makes it
             self._release(delivery)
             return
         loop = asyncio.get_running_loop()
         handle = loop.call_later(max(_RECHECK_S, delay_s), self._readmit, delivery)
-        self._timers[id(delivery)] = (delivery, handle)
+        self._timers[id(delivery)] = (delivery, handle, why)
+
+    def retry_now(self) -> int:
+        """An operator's release (``hookrelay release``): every head waiting for its next
+        attempt goes now (a pause or an open circuit still holds it). Returns how many."""
+        heads = [d for d, _, why in self._timers.values() if why in ("retry", "throttled")]
+        for delivery in heads:
+            self._timers.pop(id(delivery))[1].cancel()
+            self._readmit(delivery)
+        return len(heads)
 
     def _after_deadline(self, delay_s: float) -> bool:
         """True when an attempt in ``delay_s`` seconds could not end before shutdown."""
@@ -270,7 +283,7 @@ class OrderedLane(Lane):
         unsettled, so the next start reads them again, in order)."""
         super().finish_sends_by(deadline)
         loop_now = asyncio.get_running_loop().time()
-        late = [d for d, h in self._timers.values() if self._after_deadline(h.when() - loop_now)]
+        late = [d for d, h, _ in self._timers.values() if self._after_deadline(h.when() - loop_now)]
         for delivery in late:
             self._timers.pop(id(delivery))[1].cancel()
         heads, self._paused_heads = self._paused_heads, []
@@ -319,7 +332,7 @@ class OrderedLane(Lane):
         every follower behind them (``Lane.release_revoked``). Returns how many."""
         before = self.held_count + self.pending
         super().release_revoked()
-        waiting = [d for d, handle in self._timers.values() if not d.ticket.live]
+        waiting = [d for d, _, _ in self._timers.values() if not d.ticket.live]
         for delivery in waiting:
             self._timers.pop(id(delivery))[1].cancel()
         paused = [d for d in self._paused_heads if not d.ticket.live]
@@ -344,6 +357,30 @@ class OrderedLane(Lane):
     def busy(self) -> int:
         return super().busy + self.held_count
 
+    @property
+    def blocked_count(self) -> int:
+        """Keys whose head waits: for its next attempt, a cool-down or a pause to end."""
+        return len(self._timers) + len(self._paused_heads)
+
+    def blocked_heads(self, limit: int = BLOCKED_SHOWN) -> list[dict[str, Any]]:
+        """The ``limit`` heads that have waited longest (first attempt first; never
+        attempted last), JSON-ready for the admin API: the record key (UTF-8, undecodable
+        bytes escaped), delivery id, what it waits for, attempts, last status and error,
+        first attempt (ISO-8601) and seconds to its next look (None while paused)."""
+        loop_now = asyncio.get_running_loop().time()
+        waiting: list[tuple[Delivery, str, float | None]] = [
+            (d, why, h.when() - loop_now) for d, h, why in self._timers.values()
+        ]
+        waiting += [(d, "paused", None) for d in self._paused_heads]
+        waiting.sort(key=lambda w: w[0].first_attempt_at or float("inf"))
+        return [{
+            "key": (d.event.key or b"").decode("utf-8", "backslashreplace"),
+            "delivery_id": d.delivery_id, "waiting_for": why, "attempts": d.attempts,
+            "last_status": d.last_status, "last_error": d.last_error,
+            "first_attempt_at": iso_ms(epoch_ms(d.first_attempt_at)),
+            "next_look_in_s": None if due is None else round(max(0.0, due), 3),
+        } for d, why, due in waiting[:limit]]  # fmt: skip
+
     def state(self) -> dict[str, Any]:
         """``Lane.state()`` with the chains: keys in progress, keys waiting for a retry or
         a pause (``blocked_keys``), deliveries held behind them, the hook's
@@ -351,7 +388,8 @@ class OrderedLane(Lane):
         state = super().state()
         state["ordering"] = {
             "keys": len(self._chains),
-            "blocked_keys": len(self._timers) + len(self._paused_heads),
+            "blocked_keys": self.blocked_count,
+            "blocked": self.blocked_heads(),
             "held": self.held_count,
             "after_dead_letter": self.hook.ordering_after_dead_letter,
             "keys_blocked_by_dead_letter": self._ctx.blocked.count(self.hook.id),
@@ -361,7 +399,7 @@ class OrderedLane(Lane):
     async def close(self) -> int:
         """Cancel timers and workers; return how many deliveries were abandoned."""
         held = self.held_count
-        for _, handle in self._timers.values():
+        for _, handle, _ in self._timers.values():
             handle.cancel()
         self._timers.clear()
         self._paused_heads.clear()

@@ -226,11 +226,18 @@ class ControlFollower:
     for each change of a hook's pause state."""
 
     def __init__(
-        self, settings: Settings, state: ControlState, on_pause: Callable[[str, bool], None]
+        self,
+        settings: Settings,
+        state: ControlState,
+        on_pause: Callable[[str, bool], None],
+        on_release: Callable[[str], None] = lambda _hook_id: None,
     ) -> None:
         self._settings = settings
         self.state = state
         self._on_pause = on_pause
+        # A release followed live (not at load: an old one is not news): an ordered hook's
+        # replicas send the retries they hold in memory now.
+        self._on_release = on_release
         self._consumer: AIOKafkaConsumer | None = None
 
     async def load(self, timeout_s: float = 30.0, *, created: bool = False) -> None:
@@ -342,11 +349,17 @@ class ControlFollower:
         *,
         notify: bool = True,
     ) -> None:
+        release = f"{RELEASE}{self.state.group}/".encode()
         for records in batches.values():
             for record in records:
                 hook_id = self.state.apply(record)
-                if hook_id is not None and notify:
+                if not notify:
+                    continue
+                if hook_id is not None:
                     self._on_pause(hook_id, hook_id in self.state.paused)
+                key = record.key or b""
+                if key.startswith(release) and record.value is not None:
+                    self._on_release(key[len(release) :].decode("utf-8", "replace"))
 
 
 async def read_control(settings: Settings, *, replays: bool = False) -> ControlState:
@@ -434,7 +447,10 @@ async def _release(settings: Settings, hook_id: str, *, dry_run: bool) -> Releas
     backlog = await scan_backlog(settings, state.superseded, role="release")
     mine = _latest_per_delivery(w for w in backlog.waiting if w.retry.hook_id == hook_id)
     result = Release(hook_id, [w.retry for w in mine], backlog)
-    if dry_run or not mine:
+    # An ordered hook holds its retries in memory: the record alone tells its replicas to
+    # send them now (ControlFollower's on_release), so it is written with nothing parked too.
+    ordered = any(h.id == hook_id and h.ordering == "key" for h in settings.hooks)
+    if dry_run or not (mine or ordered):
         return result
     now = _now_ms()
     below = [[tp.topic, tp.partition, end] for tp, end in sorted(backlog.ends.items())]

@@ -11,6 +11,7 @@ import orjson
 
 from hookrelay.events.decode import decode
 from hookrelay.events.model import AttemptResult, Origin
+from hookrelay.events.signing import delivery_id
 from tests.unit.delivery.test_dispatcher import (
     OK,
     TP,
@@ -44,6 +45,11 @@ def sent(sender: FakeSender) -> list[tuple[str, int]]:
         data = orjson.loads(body)["data"]
         found.append((data["key"], data["seq"]))
     return found
+
+
+def sender_ids(rig: Rig) -> list[str]:
+    """The delivery ids of ``rig``'s published events for hook crm, in offset order."""
+    return [delivery_id(TP.topic, TP.partition, n, "crm") for n in range(rig.offset)]
 
 
 def per_key(attempts: list[tuple[str, int]]) -> dict[str, list[int]]:
@@ -183,10 +189,17 @@ async def test_a_paused_ordered_hook_holds_its_heads_until_resumed() -> None:
         await asyncio.sleep(0.05)
         assert sender.attempts == []
         assert rig.producer.sent == []  # held, not parked
+        blocked = [{
+            "key": "a", "delivery_id": sender_ids(rig)[0], "waiting_for": "paused",
+            "attempts": 0, "last_status": None, "last_error": None, "first_attempt_at": None,
+            "next_look_in_s": None,
+        }]  # fmt: skip
         assert rig.dispatcher.lane_state("crm")["ordering"] == {  # type: ignore[index]
-            "keys": 1, "blocked_keys": 1, "held": 3, "after_dead_letter": "skip",
-            "keys_blocked_by_dead_letter": 0,
+            "keys": 1, "blocked_keys": 1, "blocked": blocked, "held": 3,
+            "after_dead_letter": "skip", "keys_blocked_by_dead_letter": 0,
         }  # fmt: skip
+        gauge = rig.metrics.registry.get_sample_value  # a paused head counts as blocked too
+        assert gauge("hookrelay_ordering_blocked_keys", {"hook_id": "crm"}) == 1
         rig.dispatcher.set_paused("crm", False)
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert per_key(sent(sender)) == {"a": [0, 1, 2]}
@@ -243,3 +256,24 @@ async def test_heads_behind_a_half_open_probe_look_again_rarely_not_every_50_ms(
         answer.set()
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert len({seq for _key, seq in sent(sender)}) == 1
+
+
+async def test_an_operators_release_sends_the_held_retries_now_and_the_view_names_them() -> None:
+    def behaviour(_hook: str, n: int) -> AttemptResult:
+        return fail(503, True) if sent(sender)[-1] == ("a", 0) and n == 1 else OK
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [ORDERED], retry_schedule_s=[60.0]) as rig:
+        publish(rig, b"a", 0)
+        publish(rig, b"a", 1)
+        await until(lambda: rig.dispatcher.busy == 2 and len(sender.attempts) == 1)
+        state = rig.dispatcher.lane_state("crm")
+        assert state is not None
+        [head] = state["ordering"]["blocked"]
+        assert (head["key"], head["waiting_for"], head["attempts"], head["last_status"]) == (
+            "a", "retry", 1, 503,
+        )  # fmt: skip
+        assert 50 < head["next_look_in_s"] <= 60
+        rig.dispatcher.retry_held_now("crm")  # not 60 s later
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert per_key(sent(sender)) == {"a": [0, 0, 1]}
