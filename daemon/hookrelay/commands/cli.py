@@ -53,7 +53,7 @@ from hookrelay.commands.args import (
     timestamp_ms,
     write_stdout,
 )
-from hookrelay.config import Settings, Skippable, config_warnings, load_settings
+from hookrelay.config import Hook, Settings, Skippable, config_warnings, load_settings
 from hookrelay.errors import ConfigError, TopicsMissingError
 from hookrelay.events.catalogue import KNOWN_EVENTS
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
@@ -365,20 +365,33 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
         batch = "on" if settings.ingest.batch is not None else "off"
         ingest = f"; ingest: {sources} source{'s' * (sources != 1)}, batch API {batch}"
     print(f"{settings.source_file}: ok ({len(settings.hooks)} hooks, {enabled} enabled{ingest})")
-    others = len(settings.hooks) - 1
     for hook in settings.hooks:
-        if hook.filter is not None:
-            print(f"  hook {hook.id}: filter: {hook.filter}")
-        if hook.ordering == "key":
-            shared = f"; its held deliveries count towards the backpressure of {others} other"
-            shared += f" hook{'s' * (others != 1)} (README: Ordered delivery)" if others else ""
-            print(f"  hook {hook.id}: ordering: key (one delivery per record key at a time, "
-                  f"in offset order{shared if others else ''})")  # fmt: skip
-        if hook.ordering_after_dead_letter == "block":
-            print(f"  hook {hook.id}: ordering_after_dead_letter: block (a dead-lettered "
-                  f"delivery blocks its key until hookrelay unblock {hook.id} or a "
-                  "replay)")  # fmt: skip
+        for line in _hook_notes(hook, others=len(settings.hooks) - 1):
+            print(f"  hook {hook.id}: {line}")
     return EXIT_OK
+
+
+def _hook_notes(hook: Hook, others: int) -> list[str]:
+    """What ``check`` says about a hook beyond its validity: filter, rate limit, ordering."""
+    notes = []
+    if hook.filter is not None:
+        notes.append(f"filter: {hook.filter}")
+    limit = hook.rate_limit
+    if limit is not None and limit.adaptive is not None:
+        floor = limit.adaptive.effective_floor(limit.per_second)
+        notes.append(f"rate_limit: adaptive, between {floor:g} and {limit.per_second:g} "
+                     "requests/s (README: Adaptive rate limit)")  # fmt: skip
+    if hook.ordering == "key":
+        shared = ""
+        if others:
+            shared = (f"; its held deliveries count towards the backpressure of {others} other"
+                      f" hook{'s' * (others != 1)} (README: Ordered delivery)")  # fmt: skip
+        notes.append("ordering: key (one delivery per record key at a time, in offset "
+                     f"order{shared})")  # fmt: skip
+    if hook.ordering_after_dead_letter == "block":
+        notes.append("ordering_after_dead_letter: block (a dead-lettered delivery blocks its "
+                     f"key until hookrelay unblock {hook.id} or a replay)")  # fmt: skip
+    return notes
 
 
 def _event_loop_policy() -> None:

@@ -231,7 +231,7 @@ def render_text(report: MatchReport) -> str:
     exactly as sent, on lines of its own), and what the webhook-id and the timestamp depend on."""
     lines = [_summary(report)]
     for request in report.requests:
-        lines += ["", *_hook_block(request)]
+        lines += ["", *_hook_block(request, report.event.key)]
     if report.requests:
         lines += ["", *_notes(report)]
     return "\n".join(lines) + "\n"
@@ -246,8 +246,14 @@ def _summary(report: MatchReport) -> str:
     sent = sum(1 for request in report.requests if request.sent)
     disabled = len(report.requests) - enabled
     also = f"; {disabled} disabled hook(s) match too (not delivered)" if disabled else ""
-    if enabled > sent:
-        also += f"; {enabled - sent} kept out by their filter"
+    errors = sum(
+        1 for r in report.requests
+        if r.hook.enabled and r.verdict is not None and r.verdict.error is not None
+    )  # fmt: skip
+    if enabled - sent - errors:
+        also += f"; {enabled - sent - errors} kept out by their filter"
+    if errors:
+        also += f"; {errors} whose filter fails on it (dead-lettered filter_error)"
     if enabled == 0:
         return f"{head}; no enabled hook of {total} matches it, nothing would be sent{also}"
     if sent == 0:
@@ -255,12 +261,13 @@ def _summary(report: MatchReport) -> str:
     return f"{head}; {sent} of {total} hooks would receive it{also}"
 
 
-def _hook_block(request: HookRequest) -> list[str]:
+def _hook_block(request: HookRequest, key: bytes | None) -> list[str]:
     hook = request.hook
     state = "enabled" if hook.enabled else "DISABLED: not delivered (enabled: false)"
     return [
         f"hook {hook.id}  POST {redacted_url(hook.url)}  [{state}]",
         *_filter_lines(request),
+        *_ordering_lines(request, key),
         f"  body ({len(request.body)} bytes, exactly as sent, between the lines):",
         "-----",
         request.body.decode("utf-8"),
@@ -268,6 +275,15 @@ def _hook_block(request: HookRequest) -> list[str]:
         "  headers:",
         *(f"    {name}: {value}" for name, value in request.headers),
     ]
+
+
+def _ordering_lines(request: HookRequest, key: bytes | None) -> list[str]:
+    if request.hook.ordering != "key":
+        return []
+    if key is None:
+        return ["  ordering: key, but the event has no record key: delivered unordered"]
+    return [f"  ordering: key: sent after every earlier event of key {_key_text(key)!r} in "
+            "its partition was delivered (README: Ordered delivery)"]  # fmt: skip
 
 
 VALUE_CHARS: Final = 200

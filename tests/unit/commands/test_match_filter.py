@@ -52,7 +52,8 @@ def test_each_filtered_hook_shows_its_verdict_and_value_and_only_passing_hooks_c
     assert verdicts["all"] == (True, None)
     text = render_text(report)
     assert text.splitlines()[0].endswith(
-        "2 of 4 hooks would receive it; 2 kept out by their filter"
+        "2 of 4 hooks would receive it; 1 kept out by their filter; 1 whose filter fails on "
+        "it (dead-lettered filter_error)"
     )
     assert f"  filter: {ONE_ORG}\n    → FILTERED OUT: skipped, not sent (value: false)" in text
     assert "→ ERROR: length() expected string or array or object, got number; the daemon " \
@@ -113,3 +114,27 @@ def test_check_names_ordered_hooks_that_block_keys_after_a_dead_letter(
         "  hook all: ordering_after_dead_letter: block (a dead-lettered delivery blocks its key "
         "until hookrelay unblock all or a replay)\n"
     ) in out
+
+
+def test_match_says_an_ordered_hook_chains_the_event_behind_its_keys_earlier_ones(
+    tmp_path: Path,
+) -> None:
+    hooks = [{**HOOKS[3], "ordering": "key"}]
+    settings = load_settings(config_file(tmp_path, hooks), env={})
+    value = membership("org_1", {})
+    keyed = match_event(settings, value, b"user-42", origin_of("identity.events", 0, 0))
+    keyless = match_event(settings, value, None, origin_of("identity.events", 0, 0))
+    assert "  ordering: key: sent after every earlier event of key 'user-42' in its " \
+        "partition was delivered" in render_text(keyed)  # fmt: skip
+    assert "  ordering: key, but the event has no record key: delivered unordered" in (
+        render_text(keyless)
+    )
+
+
+def test_check_names_adaptive_rate_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hooks = [{**HOOKS[3], "rate_limit": {"per_second": 50, "adaptive": {"floor": 2}}}]
+    assert main(["check", "-c", str(config_file(tmp_path, hooks))]) == 0
+    out = capsys.readouterr().out
+    assert "  hook all: rate_limit: adaptive, between 2 and 50 requests/s (README: " in out
