@@ -120,6 +120,12 @@ def truthy(value: Any) -> bool:
     return True
 
 
+_LITERAL_HINT = (
+    " (JMESPath writes a literal in backticks: `0`, `true`, `null`; a string in single "
+    "quotes: 'org_1')"
+)
+
+
 def _syntax_message(error: jmespath_errors.JMESPathError) -> str:
     """jmespath's error as one line without the expression (its own message repeats it)."""
     if isinstance(error, jmespath_errors.IncompleteExpressionError):
@@ -130,7 +136,9 @@ def _syntax_message(error: jmespath_errors.JMESPathError) -> str:
         at = f"at character {error.lex_position + 1}"
         if error.msg.startswith("Expecting"):
             return f"{error.msg} {at}"
-        return f"unexpected {str(error.token_type).lower()} {at}"
+        token = str(error.token_type).lower()
+        hint = _LITERAL_HINT if token in ("number", "true", "false", "null") else ""
+        return f"unexpected {token} {at}{hint}"
     return f"not a JMESPath expression ({type(error).__name__})"
 
 

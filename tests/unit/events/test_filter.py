@@ -107,6 +107,11 @@ def test_filters_compare_and_hash_by_their_text() -> None:
         ("a[?b = 1]", "Unknown token '=' at character 6"),
         ("a == 'x", "Unclosed ' delimiter at character 6"),
         ("[1,2", "Expecting: rbracket, got: comma at character 3"),
+        (
+            "data.count > 0",
+            "unexpected number at character 14 (JMESPath writes a literal in "
+            "backticks: `0`, `true`, `null`; a string in single quotes: 'org_1')",
+        ),
     ],
 )
 def test_a_syntax_error_says_what_and_where_without_quoting_the_expression(
