@@ -306,7 +306,25 @@ class OrderedLane(Lane):
 
     def _released(self, delivery: Delivery) -> None:
         self._give_up(delivery)
-        self._next(delivery)
+        if delivery.ticket.live:
+            # Released while its partition is still ours: the daemon is stopping and could
+            # not finish it. Its key's later deliveries must not go before it: all of them
+            # stay unsettled with it, and the next start reads them again in order.
+            self._drop_chain(delivery)
+        else:
+            self._next(delivery)
+
+    def _drop_chain(self, head: Delivery) -> None:
+        """Release every follower of ``head``'s chain (``head`` itself was released)."""
+        key = chain_key(head)
+        chain = None if key is None else self._chains.get(key)
+        if key is None or chain is None or chain[0] is not head:
+            return
+        del self._chains[key]
+        chain.popleft()
+        self._followers -= len(chain)
+        for follower in chain:
+            self._give_up(follower)
 
     def _next(self, delivery: Delivery) -> None:
         """``delivery`` ended here: start the next delivery of its chain. Followers of a

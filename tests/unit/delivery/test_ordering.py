@@ -277,3 +277,30 @@ async def test_an_operators_release_sends_the_held_retries_now_and_the_view_name
         rig.dispatcher.retry_held_now("crm")  # not 60 s later
         await until(lambda: rig.dispatcher.in_flight == 0)
     assert per_key(sent(sender)) == {"a": [0, 0, 1]}
+
+
+async def test_a_drain_releases_a_held_key_whole_never_its_later_events_alone() -> None:
+    """Stopping while a key's head waits for its retry: the followers must not be sent (the
+    trial's SIGTERM sent events 1-4 and committed them, event 0 came after the restart)."""
+
+    def behaviour(_hook: str, _n: int) -> AttemptResult:
+        return fail(500, True) if sent(sender)[-1] == ("a", 0) else OK
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [ORDERED], retry_schedule_s=[5.0]) as rig:
+        for seq in range(5):
+            publish(rig, b"a", seq)
+        await until(lambda: len(sender.attempts) == 1 and rig.dispatcher.busy == 5)
+        assert await rig.dispatcher.drain(timeout_s=1.0)
+    assert sent(sender) == [("a", 0)]
+    assert rig.tracker.to_commit() == {TP: (0, "")}  # all five read again at the next start
+
+
+async def test_a_drain_of_a_long_paused_chain_does_not_recurse() -> None:
+    sender = FakeSender(lambda _h, _n: OK)
+    async with Rig(sender, [ORDERED], max_in_flight=10_000) as rig:
+        rig.dispatcher.set_paused("crm", True)
+        for seq in range(3000):
+            publish(rig, b"a", seq)
+        assert await rig.dispatcher.drain(timeout_s=1.0)
+    assert sender.attempts == []
