@@ -115,9 +115,9 @@ class Dispatcher:
             if hook_id not in wanted:
                 self._retired.append(self._lanes.pop(hook_id))
         for hook_id, hook in wanted.items():
-            lane = self._lanes.get(hook_id)
-            if lane is not None and isinstance(lane, OrderedLane) != (hook.ordering == "key"):
-                # Held chains finish in the retired lane; new deliveries start in the new one.
+            lane = self._lanes.get(hook_id) or self._revive(hook_id)
+            if lane is not None and hook.ordering == "key" and not lane.chains_keys:
+                # Switched on: what the plain lane holds finishes there, unordered.
                 self._retired.append(self._lanes.pop(hook_id))
                 lane = None
             if lane is None:
@@ -125,9 +125,23 @@ class Dispatcher:
                 lane = self._lanes[hook_id] = lane_type(hook, self._ctx)
                 lane.hold(hook_id in self._held)
             else:
+                # An ordered lane switched off keeps its chains and starts no new one: a key
+                # it holds is not overtaken by its next events (``prune_retired`` replaces
+                # it by a plain lane once it is idle).
                 lane.configure(hook)
                 lane.resume()
         self.prune_retired()
+
+    def _revive(self, hook_id: str) -> Lane | None:
+        """The retired ordered lane of a hook enabled again (or switched back on) while it
+        still holds chains: it serves the hook again, so the keys it holds stay ahead of
+        their later events. None when there is none."""
+        for lane in reversed(self._retired):
+            if lane.hook.id == hook_id and lane.chains_keys and not lane.idle:
+                self._retired.remove(lane)
+                self._lanes[hook_id] = lane
+                return lane
+        return None
 
     def set_paused(self, hook_id: str, paused: bool) -> None:
         """Pause or resume ``hook_id`` for an operator (``kafka.control``); remembered for a
@@ -149,7 +163,15 @@ class Dispatcher:
             log.info("held_retries_released", hook_id=hook_id, count=count)
 
     def prune_retired(self) -> None:
-        """Drop retired lanes that finished their work, and their per-lane gauges."""
+        """Drop retired lanes that finished their work, and their per-lane gauges; an
+        ordered lane whose hook was switched to ``ordering: none`` is replaced by a plain
+        one once it holds nothing."""
+        for hook_id, lane in list(self._lanes.items()):
+            if lane.chains_keys and lane.hook.ordering != "key" and lane.idle:
+                plain = self._lanes[hook_id] = Lane(lane.hook, self._ctx)
+                plain.hold(hook_id in self._held)
+                plain.gone = lane.gone  # a 410 pause lasts until a reload lifts it
+                self._metrics.forget_ordering(hook_id)
         done = [lane for lane in self._retired if lane.idle and lane.failure is None]
         for lane in done:
             self._retired.remove(lane)

@@ -132,6 +132,8 @@ class LaneContext:
 class Lane:
     """One hook's delivery lane (see module docstring). Created and closed by ``Dispatcher``."""
 
+    chains_keys = False
+    """True for a lane that chains deliveries per record key (``ordering.OrderedLane``)."""
     can_park = True
     """False for a lane that holds what it cannot send now (``ordering.OrderedLane``): its
     work then counts towards backpressure whatever its state."""

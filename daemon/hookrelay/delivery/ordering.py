@@ -99,6 +99,7 @@ class OrderedLane(Lane):
     module docstring). Created by the ``Dispatcher`` for hooks with ``ordering: key``."""
 
     can_park = False
+    chains_keys = True
 
     def __init__(self, hook: Hook, ctx: LaneContext) -> None:
         self._chains: dict[ChainKey, deque[Delivery]] = {}
@@ -129,6 +130,9 @@ class OrderedLane(Lane):
         if chain is not None:
             chain.append(delivery)
             self._followers += 1
+            return
+        if self.hook.ordering != "key":  # switched off: only the keys held keep their order
+            self._admit(delivery)
             return
         self._chains[key] = deque((delivery,))
         self._admit(delivery)

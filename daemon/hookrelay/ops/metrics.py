@@ -340,6 +340,16 @@ class Metrics(ProcessMetrics):
             with contextlib.suppress(KeyError):
                 gauge.remove(hook_id)
 
+    def forget_ordering(self, hook_id: str) -> None:
+        """Drop the ordering gauges of a hook that is no longer ordered."""
+        for gauge in (
+            self.ordering_held,
+            self.ordering_blocked_keys,
+            self.ordering_dead_letter_blocked,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(hook_id)
+
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop per-partition series of a revoked partition so they do not go stale."""
         for gauge in (self.consumer_lag, self.committed_offset, self.held_by_transaction):

@@ -8,7 +8,9 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
+import pytest
 
+from hookrelay.config import Hook
 from hookrelay.events.decode import decode
 from hookrelay.events.model import AttemptResult, Origin
 from hookrelay.events.signing import delivery_id
@@ -304,3 +306,52 @@ async def test_a_drain_of_a_long_paused_chain_does_not_recurse() -> None:
             publish(rig, b"a", seq)
         assert await rig.dispatcher.drain(timeout_s=1.0)
     assert sender.attempts == []
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [hook("crm", max_concurrency=8), hook("crm", ordering="key", enabled=False)],
+    ids=["switched-off-and-on", "disabled-and-enabled"],
+)
+async def test_a_reload_round_trip_never_lets_new_events_overtake_a_held_key(
+    middle: Hook,
+) -> None:
+    """The breaker's reloads: ordering key -> none -> key, or the hook disabled and enabled
+    again, while key a's head waits for its retry: a's later events still wait behind it."""
+
+    def behaviour(_hook: str, n: int) -> AttemptResult:
+        return fail(500, True) if sent(sender)[-1] == ("a", 0) and n == 1 else OK
+
+    sender = FakeSender(behaviour)
+    async with Rig(sender, [ORDERED], retry_schedule_s=[0.3]) as rig:
+        for seq in range(3):
+            publish(rig, b"a", seq)
+        await until(lambda: len(sender.attempts) == 1)
+        rig.dispatcher.set_hooks([middle])
+        rig.dispatcher.set_hooks([ORDERED])
+        for seq in range(3, 6):
+            publish(rig, b"a", seq)
+        await until(lambda: rig.dispatcher.in_flight == 0)
+    assert per_key(sent(sender)) == {"a": [0, 0, 1, 2, 3, 4, 5]}
+
+
+async def test_an_ordered_lane_switched_off_keeps_its_held_keys_then_turns_plain() -> None:
+    def behaviour(_hook: str, n: int) -> AttemptResult:
+        return fail(500, True) if sent(sender)[-1] == ("a", 0) and n == 1 else OK
+
+    sender = FakeSender(behaviour)
+    unordered = hook("crm", max_concurrency=8)
+    async with Rig(sender, [ORDERED], retry_schedule_s=[0.3]) as rig:
+        publish(rig, b"a", 0)
+        publish(rig, b"a", 1)
+        await until(lambda: len(sender.attempts) == 1)
+        rig.dispatcher.set_hooks([unordered])
+        rig.hooks = [unordered]
+        publish(rig, b"a", 2)  # held behind a0 still
+        publish(rig, b"b", 0)  # no chain: sent at once
+        await until(lambda: ("b", 0) in sent(sender))
+        assert ("a", 2) not in sent(sender)
+        await until(lambda: rig.dispatcher.in_flight == 0)
+        rig.dispatcher.prune_retired()
+        assert not rig.dispatcher.lane("crm").chains_keys
+    assert per_key(sent(sender))["a"] == [0, 0, 1, 2]
