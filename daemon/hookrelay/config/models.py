@@ -257,6 +257,10 @@ class DeliverySettings(FrozenModel):
     resume_in_flight: Integer | None = Field(None, ge=1)
     """The paused consumer resumes once fewer than this many deliveries are in flight; null means
     80 % of max_in_flight. Must be below max_in_flight."""
+    ordering_max_held_bytes: Integer = Field(64 * 1024 * 1024, ge=1024)
+    """Bytes of webhook bodies ordered hooks (ordering: key) may hold in memory behind their
+    keys' heads before the consumer pauses (backpressure), whatever their count: 64 MiB.
+    Deliveries an ordered hook holds also count towards max_in_flight."""
     max_event_bytes: Integer = Field(1_000_000, ge=1)
     """Largest record value accepted as an event; larger ones go to the dead-letter topic.
     The default leaves room under the broker's default message.max.bytes (1048588) for the

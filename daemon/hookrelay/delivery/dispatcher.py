@@ -1,9 +1,11 @@
 """Fan deliveries out to one lane per hook (``lane``): one delivery per (event, matching
 hook), retries taken back from the retry topics, releases on revocation, and backpressure.
 
-Backpressure is for healthy lanes only. ``Dispatcher.load()`` is the larger of (work held by
-unimpaired lanes and the Kafka writer) / ``delivery.max_in_flight`` and the fullest
-unimpaired lane's queue / ``delivery.lane_max_pending``; the source pauses fetching at 1.0.
+Backpressure is for healthy lanes only. ``Dispatcher.load()`` is the largest of (work held by
+unimpaired lanes and the Kafka writer) / ``delivery.max_in_flight``, the fullest unimpaired
+lane's queue / ``delivery.lane_max_pending``, and the bodies ordered lanes hold /
+``delivery.ordering_max_held_bytes`` (an ordered lane's work counts whatever its state: it
+cannot be parked); the source pauses fetching at 1.0.
 So a backlog for a fast hook slows fetching to that hook's pace (nothing parked, nothing
 lost), while an impaired hook's work goes to the retry topics and never holds the others.
 ``Dispatcher.in_flight`` counts deliveries accepted and not yet settled.
@@ -403,7 +405,14 @@ class Dispatcher:
             if lane.impaired is None or not lane.can_park:
                 held += lane.busy
                 fullest = max(fullest, lane.pending)
-        return max(held / settings.max_in_flight, fullest / settings.lane_max_pending)
+        # Ordered lanes hold bodies that cannot be parked: bounded by size as well as count
+        # (3,000 held events of 100 KB took 958 MB in a trial, under max_in_flight).
+        held_bytes = sum(lane.held_bytes for lane in (*self._lanes.values(), *self._retired))
+        return max(
+            held / settings.max_in_flight,
+            fullest / settings.lane_max_pending,
+            held_bytes / settings.ordering_max_held_bytes,
+        )
 
     @property
     def busy(self) -> int:

@@ -134,6 +134,9 @@ class Lane:
 
     chains_keys = False
     """True for a lane that chains deliveries per record key (``ordering.OrderedLane``)."""
+    held_bytes = 0
+    """Bytes of webhook bodies held in memory that backpressure bounds by size (an ordered
+    lane's followers, ``delivery.ordering_max_held_bytes``); 0 for a lane that parks."""
     can_park = True
     """False for a lane that holds what it cannot send now (``ordering.OrderedLane``): its
     work then counts towards backpressure whatever its state."""

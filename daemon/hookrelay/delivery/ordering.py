@@ -107,6 +107,7 @@ class OrderedLane(Lane):
         self._timers: dict[int, tuple[Delivery, asyncio.TimerHandle, str]] = {}
         self._paused_heads: list[Delivery] = []
         self._followers = 0
+        self.held_bytes = 0  # bodies of the followers: what grows with a blocked key
         self._settle = ctx.on_finished
         self._give_up = ctx.on_released
         own = dataclasses.replace(ctx, on_finished=self._finished, on_released=self._released)
@@ -130,6 +131,7 @@ class OrderedLane(Lane):
         if chain is not None:
             chain.append(delivery)
             self._followers += 1
+            self.held_bytes += len(delivery.body)
             return
         if self.hook.ordering != "key":  # switched off: only the keys held keep their order
             self._admit(delivery)
@@ -328,6 +330,7 @@ class OrderedLane(Lane):
         chain.popleft()
         self._followers -= len(chain)
         for follower in chain:
+            self.held_bytes -= len(follower.body)
             self._give_up(follower)
 
     def _next(self, delivery: Delivery) -> None:
@@ -342,11 +345,14 @@ class OrderedLane(Lane):
         chain.popleft()
         while chain and not chain[0].ticket.live:
             self._followers -= 1
-            self._give_up(chain.popleft())
+            follower = chain.popleft()
+            self.held_bytes -= len(follower.body)
+            self._give_up(follower)
         if not chain:
             del self._chains[key]
             return
         self._followers -= 1
+        self.held_bytes -= len(chain[0].body)
         self._admit(chain[0])
 
     def release_revoked(self) -> int:
@@ -427,4 +433,5 @@ class OrderedLane(Lane):
         self._paused_heads.clear()
         self._chains.clear()
         self._followers = 0
+        self.held_bytes = 0
         return held + await super().close()

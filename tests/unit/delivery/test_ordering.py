@@ -355,3 +355,19 @@ async def test_an_ordered_lane_switched_off_keeps_its_held_keys_then_turns_plain
         rig.dispatcher.prune_retired()
         assert not rig.dispatcher.lane("crm").chains_keys
     assert per_key(sent(sender))["a"] == [0, 0, 1, 2]
+
+
+async def test_what_an_ordered_lane_holds_is_bounded_in_bytes_not_only_in_count() -> None:
+    """A trial held 3,000 events of 100 KB (958 MB) under max_in_flight: the held bodies'
+    size pauses fetching too."""
+    sender = FakeSender(lambda _h, _n: fail(500, True))
+    async with Rig(sender, [ORDERED], retry_schedule_s=[30.0], ordering_max_held_bytes=2048) as rig:
+        publish(rig, b"a", 0)
+        await until(lambda: len(sender.attempts) == 1)
+        for seq in range(1, 20):
+            publish(rig, b"a", seq)
+        lane = rig.dispatcher.lane("crm")
+        chain = list(lane._chains[(TP.topic, 0, b"a")])  # type: ignore[attr-defined]
+        assert lane.held_bytes == sum(len(d.body) for d in chain[1:])  # the followers
+        assert rig.dispatcher.busy == 20  # 20 of max_in_flight's 10,000: the bytes pause it
+        assert rig.dispatcher.load() >= 1.0
