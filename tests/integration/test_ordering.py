@@ -239,3 +239,46 @@ async def test_hookrelay_release_sends_an_ordered_hooks_held_retry_now(
             assert code == 0, err
             assert "crm is ordered" in out
             await wait_until(lambda: _seqs(receiver, "a") == [0, 0, 1], 10, "a0 again, then a1")
+
+
+async def test_a_hot_blocked_key_pauses_its_own_partition_and_no_other(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The breaker's hot key: its first event fails for long, 300 more wait behind it. Its
+    partition pauses once lane_max_pending of them are held; the other partitions' keys,
+    and another hook, go on."""
+    topic = unique("hot")
+    await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=3)
+
+    def reply(request: ReceivedRequest) -> Reply:
+        data = request.json["data"]
+        return Reply(status=503) if (data["id"], data["seq"]) == ("hot", 0) else Reply()
+
+    async with Receiver(keys={"crm": None, "audit": None}) as receiver:
+        receiver.script_forever("crm", reply)
+        hooks = [
+            {"id": "crm", "events": ["*"], "url": receiver.url("crm"), "ordering": "key"},
+            {"id": "audit", "events": ["*"], "url": receiver.url("audit")},
+        ]
+        delivery = {"retry_schedule_s": [60], "lane_max_pending": 50}
+        path = write_config(tmp_path, kafka_bootstrap, topic, hooks, delivery=delivery)
+        hot = [_event("hot", seq) for seq in range(300)]
+        await produce(kafka_bootstrap, topic, hot, partition=0, keys=[b"hot"] * 300)
+        async with running_daemon(settings_for(path)) as daemon:
+            await wait_until(
+                lambda: any(p["paused"] == "ordered_keys_held" for p in daemon.source.partitions()),
+                20, "the hot key's partition held",
+            )  # fmt: skip
+            others = [_event(f"k{n}", 0) for n in range(30)]
+            for partition in (1, 2):
+                await produce(kafka_bootstrap, topic, others, partition=partition,
+                              keys=[f"k{n}".encode() for n in range(30)])  # fmt: skip
+            await wait_until(lambda: len(_keys_delivered(receiver)) == 30, 20, "other keys")
+            await receiver.wait_for(360, "audit", timeout_s=20)  # the other hook: everything
+            held = [p for p in daemon.source.partitions() if p["paused"] == "ordered_keys_held"]
+            assert [(p["topic"], p["partition"]) for p in held] == [(topic, 0)]
+    assert set(_seqs(receiver, "hot")) == {0}  # held behind its head all along
+
+
+def _keys_delivered(receiver: Receiver) -> set[str]:
+    return {r.json["data"]["id"] for r in receiver.for_hook("crm")} - {"hot"}

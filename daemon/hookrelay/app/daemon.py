@@ -164,7 +164,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             k, self.tracker, self.metrics, backpressure,
             retry_topics=settings.consumed_retry_topics, revoke_timeout_s=settings.shutdown.grace_s,
             due_horizon_s=d.due_horizon_s, release=self.dispatcher.release_revoked,
-            caught_up=self.control.caught_up,
+            caught_up=self.control.caught_up, held_partitions=self.dispatcher.held_partitions,
         )  # fmt: skip
         self.backlog = BacklogGauge(
             settings, self.metrics, self.source.retry_starts, self.control.state.superseded

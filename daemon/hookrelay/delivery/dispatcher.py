@@ -5,7 +5,9 @@ Backpressure is for healthy lanes only. ``Dispatcher.load()`` is the largest of 
 unimpaired lanes and the Kafka writer) / ``delivery.max_in_flight``, the fullest unimpaired
 lane's queue / ``delivery.lane_max_pending``, and the bodies ordered lanes hold /
 ``delivery.ordering_max_held_bytes`` (an ordered lane's work counts whatever its state: it
-cannot be parked); the source pauses fetching at 1.0.
+cannot be parked); the source pauses fetching at 1.0. An ordered lane's followers (behind a
+blocked key's head) count in the bytes only: a partition they reach
+``delivery.lane_max_pending`` in is paused alone (``held_partitions``).
 So a backlog for a fast hook slows fetching to that hook's pace (nothing parked, nothing
 lost), while an impaired hook's work goes to the retry topics and never holds the others.
 ``Dispatcher.in_flight`` counts deliveries accepted and not yet settled.
@@ -403,7 +405,8 @@ class Dispatcher:
         fullest = 0
         for lane in self._lanes.values():
             if lane.impaired is None or not lane.can_park:
-                held += lane.busy
+                # An ordered lane's followers are bounded per partition (held_partitions).
+                held += lane.busy - lane.followers
                 fullest = max(fullest, lane.pending)
         # Ordered lanes hold bodies that cannot be parked: bounded by size as well as count
         # (3,000 held events of 100 KB took 958 MB in a trial, under max_in_flight).
@@ -413,6 +416,17 @@ class Dispatcher:
             fullest / settings.lane_max_pending,
             held_bytes / settings.ordering_max_held_bytes,
         )
+
+    def held_partitions(self) -> set[tuple[str, int]]:
+        """(topic, partition)s an ordered lane holds ``delivery.lane_max_pending`` followers
+        from, behind blocked keys: the source pauses them alone, so a key blocked long holds
+        its own partition, never the others (nor other topics, nor the retry topics)."""
+        bound = self._ctx.settings.lane_max_pending
+        held: set[tuple[str, int]] = set()
+        for lane in (*self._lanes.values(), *self._retired):
+            if lane.followers >= bound:
+                held |= lane.held_partitions(bound)
+        return held
 
     @property
     def busy(self) -> int:

@@ -135,6 +135,9 @@ class Lane:
     chains_keys = False
     """True for a lane that chains deliveries per record key (``ordering.OrderedLane``)."""
     held_bytes = 0
+    followers = 0
+    """Deliveries held behind their key's head (``ordering.OrderedLane``): bounded per
+    partition by ``held_partitions``, not by ``delivery.max_in_flight``."""
     """Bytes of webhook bodies held in memory that backpressure bounds by size (an ordered
     lane's followers, ``delivery.ordering_max_held_bytes``); 0 for a lane that parks."""
     can_park = True
@@ -204,6 +207,10 @@ class Lane:
     def finish_sends_by(self, deadline: float) -> None:
         """Shutting down: start no send that could not end by ``deadline`` (clock time)."""
         self.finish_by = deadline
+
+    def held_partitions(self, bound: int) -> set[tuple[str, int]]:
+        """The (topic, partition)s fetching must pause for this lane alone: none here."""
+        return set()
 
     def retry_now(self) -> int:
         """An operator's release: what this lane holds for a retry goes now. A lane that

@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from hookrelay.config import Hook
@@ -106,8 +106,11 @@ class OrderedLane(Lane):
         # id(delivery) -> (the head, its timer, what it waits for: retry, throttled, ...)
         self._timers: dict[int, tuple[Delivery, asyncio.TimerHandle, str]] = {}
         self._paused_heads: list[Delivery] = []
-        self._followers = 0
+        self.followers = 0
         self.held_bytes = 0  # bodies of the followers: what grows with a blocked key
+        # (topic, partition) -> followers held from it: a partition whose blocked keys hold
+        # too many is paused alone (``held_partitions``), the others go on.
+        self._per_partition: Counter[tuple[str, int]] = Counter()
         self._settle = ctx.on_finished
         self._give_up = ctx.on_released
         own = dataclasses.replace(ctx, on_finished=self._finished, on_released=self._released)
@@ -130,8 +133,9 @@ class OrderedLane(Lane):
         chain = self._chains.get(key)
         if chain is not None:
             chain.append(delivery)
-            self._followers += 1
+            self.followers += 1
             self.held_bytes += len(delivery.body)
+            self._per_partition[key[:2]] += 1
             return
         if self.hook.ordering != "key":  # switched off: only the keys held keep their order
             self._admit(delivery)
@@ -328,10 +332,24 @@ class OrderedLane(Lane):
             return
         del self._chains[key]
         chain.popleft()
-        self._followers -= len(chain)
         for follower in chain:
-            self.held_bytes -= len(follower.body)
-            self._give_up(follower)
+            self._give_up(self._unhold(key, follower))
+
+    def _unhold(self, key: ChainKey, follower: Delivery) -> Delivery:
+        """``follower`` of chain ``key`` leaves the held set (to be sent, or released)."""
+        self.followers -= 1
+        self.held_bytes -= len(follower.body)
+        where = key[:2]
+        self._per_partition[where] -= 1
+        if not self._per_partition[where]:
+            del self._per_partition[where]
+        return follower
+
+    def held_partitions(self, bound: int) -> set[tuple[str, int]]:
+        """The (topic, partition)s from which this lane holds ``bound`` or more followers:
+        fetching pauses for them alone, so a blocked key holds its own partition and no
+        other (``Dispatcher.held_partitions``)."""
+        return {where for where, count in self._per_partition.items() if count >= bound}
 
     def _next(self, delivery: Delivery) -> None:
         """``delivery`` ended here: start the next delivery of its chain. Followers of a
@@ -344,16 +362,11 @@ class OrderedLane(Lane):
             return
         chain.popleft()
         while chain and not chain[0].ticket.live:
-            self._followers -= 1
-            follower = chain.popleft()
-            self.held_bytes -= len(follower.body)
-            self._give_up(follower)
+            self._give_up(self._unhold(key, chain.popleft()))
         if not chain:
             del self._chains[key]
             return
-        self._followers -= 1
-        self.held_bytes -= len(chain[0].body)
-        self._admit(chain[0])
+        self._admit(self._unhold(key, chain[0]))
 
     def release_revoked(self) -> int:
         """Release the deliveries of partitions being revoked: queued and held heads, and
@@ -375,7 +388,7 @@ class OrderedLane(Lane):
     def held_count(self) -> int:
         """Deliveries held in memory: followers behind their chain's head, and heads waiting
         for a retry, a pause or a cool-down to end."""
-        return self._followers + len(self._timers) + len(self._paused_heads)
+        return self.followers + len(self._timers) + len(self._paused_heads)
 
     @property
     def idle(self) -> bool:
@@ -432,6 +445,7 @@ class OrderedLane(Lane):
         self._timers.clear()
         self._paused_heads.clear()
         self._chains.clear()
-        self._followers = 0
+        self.followers = 0
         self.held_bytes = 0
+        self._per_partition.clear()
         return held + await super().close()

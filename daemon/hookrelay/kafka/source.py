@@ -115,11 +115,16 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         due_horizon_s: float = DUE_HORIZON_MARGIN_S,
         release: Callable[[], int] = lambda: 0,
         caught_up: Callable[[float], Awaitable[None]] | None = None,
+        held_partitions: Callable[[], set[tuple[str, int]]] = set,
     ) -> None:
         self._settings = settings
         # ControlFollower.caught_up: an assignment's first records wait for the operators'
         # and the lanes' latest decisions (a key blocked by the partition's former owner).
         self._caught_up = caught_up
+        # Dispatcher.held_partitions: partitions an ordered hook's blocked keys hold enough
+        # of, paused alone (reason ordered_keys_held) while the others are fetched.
+        self._ordered_held = held_partitions
+        self._held_now: set[TopicPartition] = set()
         self._topics = list(dict.fromkeys([*settings.topics, *retry_topics]))
         self._retry_topics = frozenset(retry_topics)
         self._waiting: dict[TopicPartition, float] = {}  # retry partition → head due (epoch s)
@@ -384,6 +389,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
                 reason = "starting"
             elif tp in self._waiting:
                 reason = "retry_not_due"
+            elif tp in self._held_now:
+                reason = "ordered_keys_held"
             elif tp in paused:
                 reason = "backpressure"
             result.append({
@@ -498,6 +505,11 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         assignment = self.consumer.assignment()
         want = set(assignment) if paused else {tp for tp in self._waiting if tp in assignment}
         want |= self._starting & assignment
+        held = {tp for tp in assignment if (tp.topic, tp.partition) in self._ordered_held()}
+        if held != self._held_now:
+            log.info("ordered_keys_hold_partitions", partitions=_names(held))
+            self._held_now = held
+        want |= held
         have = self.consumer.paused()
         if want - have:
             self.consumer.pause(*(want - have))
@@ -505,6 +517,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             self.consumer.resume(*(have - want))
         self._metrics.partitions_paused.labels("backpressure").set(len(want) if paused else 0)
         self._metrics.partitions_paused.labels("retry_not_due").set(len(self._waiting))
+        self._metrics.partitions_paused.labels("ordered_keys_held").set(len(held))
 
     # -- offsets ---------------------------------------------------------------------------
 

@@ -169,17 +169,21 @@ async def test_revoking_the_partition_releases_the_head_and_every_follower() -> 
     assert rig.tracker.to_commit() == {TP: (0, "")}  # none settled: the next owner makes all
 
 
-async def test_what_an_ordered_lane_holds_is_backpressure_even_behind_an_open_circuit() -> None:
+async def test_a_blocked_keys_followers_pause_their_own_partition_not_the_consumer() -> None:
+    """Heads count towards max_in_flight whatever the lane's state (they cannot be parked);
+    followers pause only the partition they came from, once lane_max_pending of them wait
+    there (a trial's hot key had paused every partition, other topics and retries too)."""
     sender = FakeSender(lambda _h, _n: fail(500, True))
     async with Rig(
-        sender, [ORDERED], retry_schedule_s=[30.0], max_in_flight=4,
-        circuit_min_attempts=2, circuit_failure_rate=0.5,
+        sender, [ORDERED], retry_schedule_s=[30.0], max_in_flight=100, lane_max_pending=10,
     ) as rig:  # fmt: skip
-        for seq in range(4):
+        for seq in range(10):
             publish(rig, b"a", seq)
         await until(lambda: len(sender.attempts) == 1)
-        await asyncio.sleep(0.01)
-        assert rig.dispatcher.load() >= 1.0  # fetching pauses: the four cannot be parked
+        assert rig.dispatcher.held_partitions() == set()  # 9 followers: under the bound
+        publish(rig, b"a", 10)
+        assert rig.dispatcher.held_partitions() == {(TP.topic, TP.partition)}
+        assert rig.dispatcher.load() < 1.0  # the other partitions are still fetched
 
 
 async def test_a_paused_ordered_hook_holds_its_heads_until_resumed() -> None:
