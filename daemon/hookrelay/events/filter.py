@@ -22,14 +22,18 @@ which function and which types, never the value (a payload may hold personal dat
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import jmespath
 from jmespath import exceptions as jmespath_errors
 from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
 from jmespath.visitor import TreeInterpreter
+
+if TYPE_CHECKING:
+    from jmespath.visitor import _TreeNode
 
 from hookrelay.errors import FilterError
 
@@ -69,7 +73,7 @@ class PayloadFilter:
         self._compiled = compiled
         # One interpreter per filter, not per evaluation: jmespath's own ``search`` builds
         # one (and its function table) on every call, a third of an evaluation's time.
-        self._interpreter = TreeInterpreter()
+        self._interpreter = _Interpreter()
 
     @classmethod
     def compile(cls, text: str) -> PayloadFilter:
@@ -80,7 +84,16 @@ class PayloadFilter:
         if len(text) > MAX_FILTER_CHARS:
             raise FilterError(f"expected at most {MAX_FILTER_CHARS} characters")
         try:
-            compiled = jmespath.compile(text)
+            with warnings.catch_warnings():
+                # jmespath reads a backtick literal that is not JSON (`1O`, `{bad json`) as a
+                # string, with only this warning: a typo that passes or drops every event.
+                warnings.simplefilter("error", PendingDeprecationWarning)
+                compiled = jmespath.compile(text)
+        except PendingDeprecationWarning:
+            raise FilterError(
+                'a literal in backticks must be JSON (`10`, `true`, `"text"`); write a '
+                "string in single quotes: 'org_1'"
+            ) from None
         except jmespath_errors.JMESPathError as e:
             raise FilterError(_syntax_message(e)) from None
         except RecursionError:
@@ -109,6 +122,29 @@ class PayloadFilter:
 
     def __str__(self) -> str:
         return self.text
+
+
+class _Interpreter(TreeInterpreter):
+    """jmespath's interpreter with the specification's ordering comparisons: ``<``, ``<=``,
+    ``>``, ``>=`` of a number and a string (or anything else but two numbers or two strings)
+    are null, not a Python ``TypeError`` (jmespath 1.1 raises one for ``data.count > '1'``,
+    which dead-lettered every event of a hook ``check`` had accepted)."""
+
+    def visit_comparator(self, node: _TreeNode, value: Any) -> Any:
+        if node["value"] not in _ORDERING_OPS:
+            return super().visit_comparator(node, value)
+        left = self.visit(node["children"][0], value)
+        right = self.visit(node["children"][1], value)
+        if (_number(left) and _number(right)) or (isinstance(left, str) and isinstance(right, str)):
+            return self.COMPARATOR_FUNC[node["value"]](left, right)
+        return None
+
+
+_ORDERING_OPS: Final = frozenset({"lt", "lte", "gt", "gte"})
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def truthy(value: Any) -> bool:

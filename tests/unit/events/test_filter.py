@@ -57,6 +57,24 @@ def test_a_path_to_a_missing_member_is_null_and_filters_the_event_out() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "document", "passed"),
+    [
+        ("data.count > '1'", {"data": {"count": 2}}, False),  # number vs string: null
+        ("data.count > `1`", {"data": {"count": 2}}, True),
+        ("data.name > 'a'", {"data": {"name": "b"}}, True),  # two strings compare
+        ("data.flag < `1`", {"data": {"flag": True}}, False),  # a boolean is no number
+    ],
+)
+def test_an_ordering_comparison_of_other_than_two_numbers_or_strings_is_null(
+    text: str, document: Any, passed: bool
+) -> None:
+    """jmespath 1.1 raised a TypeError for a number against a string: every event of the
+    breaker's hook (data.count > '1', accepted at load) was dead-lettered filter_error."""
+    verdict = PayloadFilter.compile(text).evaluate(document)
+    assert (verdict.passed, verdict.error) == (passed, None)
+
+
 def test_the_verdict_carries_the_value_the_expression_returned() -> None:
     plan = PayloadFilter.compile("data.customData")
 
@@ -97,6 +115,12 @@ def test_filters_compare_and_hash_by_their_text() -> None:
 # ── Load-time checks ────────────────────────────────────────────────────────────────────────────
 
 
+LITERAL = (
+    'a literal in backticks must be JSON (`10`, `true`, `"text"`); write a string in single '
+    "quotes: 'org_1'"
+)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -107,6 +131,8 @@ def test_filters_compare_and_hash_by_their_text() -> None:
         ("a[?b = 1]", "Unknown token '=' at character 6"),
         ("a == 'x", "Unclosed ' delimiter at character 6"),
         ("[1,2", "Expecting: rbracket, got: comma at character 3"),
+        ("data.count > `1O`", LITERAL),  # a typo: jmespath read it as the string "1O"
+        ("`{bad json`", LITERAL),  # which was always true
         (
             "data.count > 0",
             "unexpected number at character 14 (JMESPath writes a literal in "
