@@ -52,6 +52,23 @@ class HiddenCapacity:
         return Reply(status=status)
 
 
+class FixedWindow(HiddenCapacity):
+    """An endpoint limiting ``per_s`` requests per whole second (a fixed window, as many
+    API gateways count): the window's first ``per_s`` are answered, the rest 429. A trial
+    met it at 55-58/s for a capacity of 50, 16% answered 429, before the controller's
+    capacity estimate and plateau."""
+
+    def __call__(self, request: ReceivedRequest) -> Reply:
+        now = request.arrived_monotonic
+        window = int(now - self.stamp)
+        if window != getattr(self, "window", None):
+            self.window, self.count = window, 0
+        self.count += 1
+        status = 200 if self.count <= self.per_s else 429
+        self.answers.append((now, status, str(request.json["data"]["id"])))
+        return Reply(status=status)
+
+
 def event(n: int) -> bytes:
     return orjson.dumps(
         {"event": "User.Created", "createdAt": "2026-08-21T09:15:42.123Z", "data": {"id": f"e{n}"}}
@@ -59,12 +76,13 @@ def event(n: int) -> bytes:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("limiter", [HiddenCapacity, FixedWindow])
 async def test_the_rate_converges_to_a_hidden_capacity_with_few_429s_and_loses_nothing(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, limiter: type[HiddenCapacity]
 ) -> None:
     topic = unique("events")
     await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
-    endpoint = HiddenCapacity(CAPACITY_PER_S)
+    endpoint = limiter(CAPACITY_PER_S)
     async with Receiver(keys={"capped": None}) as receiver:
         receiver.script_forever("capped", endpoint)
         rate_limit = {"per_second": CEILING_PER_S, "adaptive": {"floor": 2}}

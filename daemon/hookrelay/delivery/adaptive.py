@@ -38,6 +38,13 @@ from hookrelay.events.model import AttemptResult
 
 __all__ = ["AdaptiveLimiter", "Turn", "rate_limit_view"]
 
+MIN_ACCEPTED: Final = 5
+"""2xx answers a window needs for its rate to estimate the endpoint's capacity."""
+MAX_CUT: Final = 0.25
+"""The deepest one decrease goes to the estimated capacity: a quarter of the rate."""
+PLATEAU_LOW: Final = 0.95
+PLATEAU_HIGH: Final = 1.05
+"""Around the rate the last 429 came at, the rate grows by a quarter step (``_increase_step``)."""
 CONGESTION_STATUSES: Final = frozenset({429, 503})
 """Answers that say "too much": Too Many Requests, and Service Unavailable (overloaded)."""
 THROTTLED: Final = "throttled"
@@ -70,6 +77,10 @@ class AdaptiveLimiter:
         self._window_start = clock()
         self._window_answers = 0
         self._window_slow = 0
+        self._window_ok = 0
+        self._window_first_ok = 0.0
+        self._accepted_rate: float | None = None  # 2xx/s of the last whole window
+        self._congested_rate: float | None = None  # the rate the last 429 came at
         self._decreased_at = float("-inf")
         self.configure(limit, latency_target_s)
 
@@ -98,7 +109,11 @@ class AdaptiveLimiter:
             if turn.epoch == self.epoch:
                 reason = THROTTLED
         elif self._count_latency(result) and result.ok and turn.limited:
-            self._set_rate(self.rate + self.settings.increase_per_s)
+            self._set_rate(self.rate + self._increase_step())
+        if result.ok:
+            if not self._window_ok:
+                self._window_first_ok = now
+            self._window_ok += 1
         if now - self._window_start >= self.settings.window_s:
             reason = reason or self._close_window(now)
         if reason is not None:
@@ -123,15 +138,43 @@ class AdaptiveLimiter:
         the target and nothing decreased the rate during it."""
         slow = self._window_slow * 2 > self._window_answers
         quiet = self._decreased_at < self._window_start
+        # 2xx/s from the window's first 2xx on: the idle start of a window (a hook that had
+        # no traffic yet) is not what the endpoint refused.
+        span = now - self._window_first_ok
+        busy = self._window_ok >= MIN_ACCEPTED and span >= self.settings.window_s / 2
+        self._accepted_rate = self._window_ok / span if busy else None
         self._window_start, self._window_answers, self._window_slow = now, 0, 0
+        self._window_ok = 0
         return LATENCY if slow and quiet else None
+
+    def _increase_step(self) -> float:
+        """``increase_per_s``, a quarter of it near the rate the last 429 came at (CUBIC's
+        plateau): a rate just decreased climbs back fast, then probes the capacity it met
+        slowly (a fixed-window endpoint answered 16% of requests 429 with a full step), and
+        fast again once well past it (the capacity rose)."""
+        step = self.settings.increase_per_s
+        congested = self._congested_rate
+        if (
+            congested is not None
+            and PLATEAU_LOW * congested <= self.rate <= PLATEAU_HIGH * congested
+        ):
+            return step / 4
+        return step
 
     def _decrease(self, reason: str, now: float) -> None:
         self.epoch += 1
         self.decreases += 1
         self.last_decrease = reason
         self._decreased_at = now
-        self._set_rate(self.rate * self.settings.decrease_factor)
+        rate = self.rate * self.settings.decrease_factor
+        if reason == THROTTLED:
+            self._congested_rate = self.rate
+            # What the endpoint took over the last whole window is what it can take: a
+            # rate far above it goes there at once, not by one factor a window (200/s to a
+            # capacity of 50/s took 13 s and hundreds of 429s at one decrease a second).
+            if self._accepted_rate:
+                rate = min(rate, max(self._accepted_rate, self.rate * MAX_CUT))
+        self._set_rate(rate)
         self.bucket.restart()
 
     def _set_rate(self, rate: float) -> None:
