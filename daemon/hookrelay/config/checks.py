@@ -53,7 +53,8 @@ def config_warnings(settings: Settings, sections: Collection[str] | None = None)
     over SASL_PLAINTEXT (the password crosses the network in clear); a group instance id
     written as a fixed value (every replica would share it), or with a session timeout too
     short to cover a restart; ingest signing keys or batch token written inline; an ingest
-    source writing to a topic this file's daemon does not consume.
+    source writing to a topic this file's daemon does not consume; an adaptive rate limit's
+    latency target at or beyond its hook's timeout.
     """
     source = settings._source
     found: list[tuple[KeyPath, str]] = []
@@ -92,10 +93,27 @@ def config_warnings(settings: Settings, sections: Collection[str] | None = None)
         found.extend(_hook_warnings(hook, ("hooks", index), source))
         found.extend(_allow_warnings(hook.allow_networks, ("hooks", index, "allow_networks")))
         found.extend(_guard_warnings(hook, settings.http, ("hooks", index, "url")))
+        found.extend(_adaptive_warnings(hook, settings.http, ("hooks", index, "rate_limit")))
     found.extend(_placeholder_warnings(settings))
     if sections is not None:
         found = [(path, message) for path, message in found if path and path[0] in sections]
     return [_warning_text(source.issue(path, message)) for path, message in found]
+
+
+def _adaptive_warnings(hook: Hook, http: HttpSettings, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    """An adaptive rate limit whose latency target is at or beyond the hook's timeout: an
+    answer can never be that slow (it times out first), so latency never lowers the rate."""
+    adaptive = hook.rate_limit.adaptive if hook.rate_limit is not None else None
+    if adaptive is None or adaptive.latency_target_ms is None:
+        return []
+    timeout_s = hook.effective_timeout_s(http)
+    if adaptive.latency_target_ms / 1000 < timeout_s:
+        return []
+    message = (
+        f"at or beyond the hook's timeout ({timeout_s:g} s): an answer times out before it "
+        "is that slow, so latency never lowers the rate (timeouts still count as slow)"
+    )
+    return [((*path, "adaptive", "latency_target_ms"), message)]
 
 
 def _guard_warnings(hook: Hook, http: HttpSettings, path: KeyPath) -> list[tuple[KeyPath, str]]:

@@ -1531,3 +1531,26 @@ def test_replay_loads_without_the_hooks_credential_headers(tmp_path: Path) -> No
     ]
     settings = load_settings(path, env={}, skip=("admin", "signing_keys", "headers"))
     assert [(hook.id, hook.headers) for hook in settings.hooks] == [("crm-sync", ())]
+
+
+def test_warns_about_an_adaptive_latency_target_no_answer_can_reach(tmp_path: Path) -> None:
+    path = with_hooks(
+        tmp_path,
+        """
+        - id: slow-target
+          events: ["*"]
+          url: https://crm.example.com/hook
+          timeout_s: 2
+          rate_limit: {per_second: 50, adaptive: {latency_target_ms: 2000}}
+        - id: fine
+          events: ["*"]
+          url: https://crm.example.com/hook
+          rate_limit: {per_second: 50, adaptive: {latency_target_ms: 500}}
+        """,
+    )
+    warnings = [w for w in config_warnings(load_settings(path, env={})) if "latency" in w]
+    assert warnings == [
+        f"{tmp_path / 'hooks.yaml'}:6: hooks[0].rate_limit.adaptive.latency_target_ms: at or "
+        "beyond the hook's timeout (2 s): an answer times out before it is that slow, so "
+        "latency never lowers the rate (timeouts still count as slow)"
+    ]
