@@ -364,8 +364,10 @@ async def test_every_dashboard_query_and_recording_rule_returns_data_from_live_p
             {"id": "failing", "events": ["User.*"], "url": receiver.url("failing")},
             # 8 events/s from Kafka and 4 through hookrelay ingest against 4/s: deliveries
             # wait for tokens.
+            # Adaptive with its floor at its ceiling: the rate stays 4/s, and the adaptive
+            # panel's series exist.
             {"id": "limited", "events": ["*"], "url": receiver.url("limited"),
-             "rate_limit": {"per_second": 4, "burst": 1}},
+             "rate_limit": {"per_second": 4, "burst": 1, "adaptive": {"floor": 4}}},
             {"id": "gone", "events": ["Organization.Created"], "url": receiver.url("gone")},
         ]  # fmt: skip
         config = write_config(

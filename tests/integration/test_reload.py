@@ -142,7 +142,9 @@ async def test_reload_applies_a_new_rate_limit_and_lifts_a_gone_pause(
                                "restart_required": []}  # fmt: skip
             state = daemon.hooks()[0]
             assert state["paused"] is False
-            assert state["rate_limit"] == {"per_second": 2.0, "burst": 2}
+            assert state["rate_limit"] == {
+                "per_second": 2.0, "burst": 2, "current_per_second": 2.0, "adaptive": None,
+            }  # fmt: skip
             assert state["last_24h"] == {"requests": 1, "succeeded": 0, "success_rate": 0.0}
 
             await produce(kafka_bootstrap, topic, [event("User.Created", n) for n in range(2, 8)])

@@ -36,7 +36,7 @@ from hookrelay.config import AdaptiveRate, RateLimit
 from hookrelay.delivery.ratelimit import Clock, TokenBucket
 from hookrelay.events.model import AttemptResult
 
-__all__ = ["AdaptiveLimiter", "Turn", "rate_limit_view"]
+__all__ = ["DECREASE_REASONS", "AdaptiveLimiter", "Turn", "rate_limit_view"]
 
 MIN_ACCEPTED: Final = 5
 """2xx answers a window needs for its rate to estimate the endpoint's capacity."""
@@ -49,6 +49,8 @@ CONGESTION_STATUSES: Final = frozenset({429, 503})
 """Answers that say "too much": Too Many Requests, and Service Unavailable (overloaded)."""
 THROTTLED: Final = "throttled"
 LATENCY: Final = "latency"
+DECREASE_REASONS: Final = (THROTTLED, LATENCY)
+"""The ``reason`` label values of ``hookrelay_rate_limit_decreases_total``."""
 
 
 @dataclass(frozen=True, slots=True)

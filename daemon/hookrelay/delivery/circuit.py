@@ -153,7 +153,8 @@ class CircuitBreaker:
         sent. Returns ``OPEN`` when that opened the circuit (the window's failure rate
         reached the threshold, or the probe failed), else None.
 
-        Attempts still pending count in the rate as not failed (yet): an endpoint that
+        Attempts still pending count in the rate as not failed (yet), as far as the window
+        has room for them: an endpoint that
         fails fast and succeeds slowly (a 500 at once, a 2xx after its work) otherwise fills
         the first window of a burst with failures, and 20% of 64 concurrent requests
         failing read as 12 failed of the first 20 answers (measured, ordered hook)."""
@@ -164,7 +165,9 @@ class CircuitBreaker:
             return None
         self._record(True)
         total = len(self._outcomes)
-        if total >= self._min and self._failed >= self._rate * (total + pending):
+        # Pending attempts fill at most the window's room: with a window of 3 and 8 sends to
+        # a dead endpoint always out, the rate would never reach the threshold.
+        if total >= self._min and self._failed >= self._rate * min(self._window, total + pending):
             return self._open()
         return None
 

@@ -53,7 +53,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from hookrelay.config import DeliverySettings, Hook
-from hookrelay.delivery.adaptive import AdaptiveLimiter, Turn, rate_limit_view
+from hookrelay.delivery.adaptive import (
+    DECREASE_REASONS,
+    AdaptiveLimiter,
+    Turn,
+    rate_limit_view,
+)
 from hookrelay.delivery.circuit import Circuit, CircuitBreaker
 from hookrelay.delivery.ratelimit import Clock, TokenBucket
 from hookrelay.delivery.sender import Sender
@@ -185,6 +190,8 @@ class Lane:
             target_s = self.timeout_s / 2 if target_s is None else target_s / 1000
             if self._adaptive is None:
                 self._adaptive = AdaptiveLimiter(limit, target_s, self._ctx.clock)
+                for reason in DECREASE_REASONS:  # exported at 0: a rate() of them has data
+                    self._ctx.metrics.rate_limit_decreases.labels(hook.id, reason)
             else:
                 self._adaptive.configure(limit, target_s)
             self._bucket = self._adaptive.bucket

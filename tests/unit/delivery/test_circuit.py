@@ -108,7 +108,7 @@ def test_a_random_30_percent_failure_rate_never_opens_the_default_circuit() -> N
 def test_fast_failures_answered_before_slow_successes_do_not_open_the_circuit() -> None:
     """20% of 64 concurrent attempts fail at once, the others succeed later: the first
     answers are all failures, yet the rate is 20%, not 100%."""
-    b = breaker(FakeClock(), min_attempts=5)
+    b = breaker(FakeClock(), min_attempts=5, window=100)
     pending = 64
     changes = []
     for _ in range(13):  # the fast failures come back first
@@ -116,6 +116,13 @@ def test_fast_failures_answered_before_slow_successes_do_not_open_the_circuit() 
         changes.append(b.failed(object(), pending=pending))
     assert changes == [None] * 13
     assert b.failed(object(), pending=0) is Circuit.OPEN  # nothing pending: 14 of 14 failed
+
+
+def test_a_dead_endpoint_always_busy_still_opens_a_small_windows_circuit() -> None:
+    """Pending attempts fill at most the window's room: eight sends to a dead endpoint are
+    always out, and a window of 3 must still open (it never did when they all counted)."""
+    b = breaker(FakeClock(), min_attempts=3, window=3)
+    assert [b.failed(object(), pending=7) for _ in range(3)] == [None, None, Circuit.OPEN]
 
 
 def test_a_dead_endpoint_opens_the_default_circuit_within_its_window() -> None:
