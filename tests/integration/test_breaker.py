@@ -78,8 +78,8 @@ async def event_offsets(bootstrap: str, group: str, topic: str) -> int:
     return sum(o for tp, o in offsets.items() if tp.topic == topic)
 
 
-THROTTLED_S = 40.0
-"""How long the throttled endpoint answers 429; 10 events arrive every 10 s meanwhile."""
+THROTTLED_S = 20.0
+"""How long the throttled endpoint answers 429; 5 events arrive every 5 s meanwhile."""
 
 
 @pytest.mark.timeout(150)
@@ -87,10 +87,11 @@ async def test_a_throttled_endpoint_loses_nothing_and_gets_every_event_once_it_r
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """The trial: 429 ``Retry-After: 10`` for 60 s while 60 events arrive, schedule
-    [5, 10, 20] (35 s in all). Scaled to 40 s and 40 events, in bursts of 10 every 10 s (a
-    burst meets the endpoint with a lane's worth of concurrent requests): still longer than
-    the whole schedule, so a delivery that counted 429s or parks as failures would run out
-    (before the fix: 21 of the 40 dead-lettered)."""
+    [5, 10, 20] (35 s in all). Scaled to 20 s and 20 events, in bursts of 5 every 5 s (a
+    burst meets the endpoint with concurrent requests), ``Retry-After: 5`` and a schedule of
+    [2.5, 5, 10] (17.5 s): still longer than the whole schedule, so a delivery that counted
+    429s or parks as failures would run out (before the fix, at twice this scale: 21 of the
+    40 dead-lettered)."""
     topic = unique("events")
     await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
     recovered_at = float("inf")
@@ -98,7 +99,7 @@ async def test_a_throttled_endpoint_loses_nothing_and_gets_every_event_once_it_r
 
     def answer(request: ReceivedRequest) -> Reply:
         if time.monotonic() < recovered_at:
-            return Reply(status=429, headers={"Retry-After": "10"})
+            return Reply(status=429, headers={"Retry-After": "5"})
         delivered.add(event_id(request))
         return Reply()
 
@@ -107,13 +108,13 @@ async def test_a_throttled_endpoint_loses_nothing_and_gets_every_event_once_it_r
         hooks = [{"id": "throttled", "events": ["*"], "url": receiver.url("throttled")}]
         path = write_config(
             tmp_path, kafka_bootstrap, topic, hooks,
-            delivery={"retry_schedule_s": [5, 10, 20], "retry_jitter": 0.2},
+            delivery={"retry_schedule_s": [2.5, 5, 10], "retry_jitter": 0.2},
         )  # fmt: skip
         settings = settings_for(path)
         total = int(THROTTLED_S)
         async with running_daemon(settings) as daemon:
             recovered_at = time.monotonic() + THROTTLED_S
-            await produce_in_bursts(kafka_bootstrap, topic, total, burst=10, every_s=10.0)
+            await produce_in_bursts(kafka_bootstrap, topic, total, burst=5, every_s=5.0)
             await wait_settled(daemon, ["throttled"], total, timeout_s=60)
             delivered_n, dead_n = outcomes(daemon, "throttled")
             throttled = sum(1 for r in receiver.requests if r.arrived_monotonic < recovered_at)
@@ -134,7 +135,8 @@ async def test_a_flaky_endpoint_never_has_an_unattempted_delivery_dead_lettered(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """The trial: 5,000 events to 3 hooks, one endpoint failing 30 % of requests at random,
-    schedule [1, 2, 3, 5, 8, 13, 21]. Scaled to 3,000 events to 3 hooks, published at once
+    schedule [1, 2, 3, 5, 8, 13, 21]. Scaled to 3,000 events to 3 hooks, published at once,
+    and the schedule halved (the suite's time: the longest retry chain sets it)
     (2,000 did not reproduce it; 3,000 did: 300 dead letters, 270 unattempted, before the
     fix). None may reach the dead-letter topic without an attempt, and none may be lost;
     with the default breaker, only a delivery whose eight attempts all failed (0.3⁸, about
@@ -159,7 +161,7 @@ async def test_a_flaky_endpoint_never_has_an_unattempted_delivery_dead_lettered(
         ]
         path = write_config(
             tmp_path, kafka_bootstrap, topic, hooks, dead_letter_topic=dlq,
-            delivery={"retry_schedule_s": [1, 2, 3, 5, 8, 13, 21], "retry_jitter": 0.2},
+            delivery={"retry_schedule_s": [0.5, 1, 1.5, 2.5, 4, 6.5, 10.5], "retry_jitter": 0.2},
         )  # fmt: skip
         settings = settings_for(path)
         async with running_daemon(settings) as daemon:

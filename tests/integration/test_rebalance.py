@@ -30,7 +30,7 @@ async def test_membership_changes_add_no_more_copies_than_sends_in_flight(
 async def test_kill_9_restarts_redo_only_what_was_in_flight(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    figures = await kill_scenario(kafka_bootstrap, tmp_path, count=3000, kills=3, rate=250)
+    figures = await kill_scenario(kafka_bootstrap, tmp_path, count=2000, kills=3, rate=400)
     print(f"\nkill -9 x3: {figures.summary()}")
     assert len(figures.in_flight_at_kills) == 3
     assert figures.extra <= figures.bound
