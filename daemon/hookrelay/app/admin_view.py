@@ -107,7 +107,7 @@ class AdminView:
         """POST a Logto-style test payload to one hook now, outside the retry machinery
         (nothing is retried, counted or logged as a delivery). Raises ``LookupError`` for an
         unknown hook id, ``ValueError`` for an empty event name."""
-        hook = next((h for h in self.settings.hooks if h.id == hook_id), None)
+        hook = self.settings.hook(hook_id)
         if hook is None:
             raise LookupError(hook_id)
         name = DEFAULT_TEST_EVENT if event is None else event.strip()

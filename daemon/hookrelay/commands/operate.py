@@ -117,7 +117,7 @@ def pause(settings: Settings, args: argparse.Namespace) -> int:
 
     if _unknown_hook(settings, args):
         return EXIT_FAILED
-    where = "held in memory, in order," if _ordered(settings, args.hook_id) else "parked"
+    where = "held in memory, in order," if settings.ordered(args.hook_id) else "parked"
     return _control(lambda: set_paused(settings, args.hook_id, True, args.reason),
                     f"paused {args.hook_id}: its deliveries are {where} until "
                     f"hookrelay resume {args.hook_id}")  # fmt: skip
@@ -185,14 +185,10 @@ def _print_release(settings: Settings, result: Release, *, dry_run: bool) -> Non
     verb = "would release" if dry_run else "released"
     where = "" if dry_run or not result.waiting else f": due now in {settings.now_topic}"
     print(f"{verb} {len(result.waiting)} parked deliveries of {result.hook_id}{where}")
-    if _ordered(settings, result.hook_id):
+    if settings.ordered(result.hook_id):
         held = "would be attempted" if dry_run else "are attempted"
         print(f"{result.hook_id} is ordered: the retries its replicas hold in memory {held} "
               "now (GET /v1/hooks/<id> lists its blocked keys)")  # fmt: skip
-
-
-def _ordered(settings: Settings, hook_id: str) -> bool:
-    return any(h.id == hook_id and h.ordering == "key" for h in settings.hooks)
 
 
 def _control(write: Callable[[], Coroutine[Any, Any, None]], done: str) -> int:

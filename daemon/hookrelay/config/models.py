@@ -738,6 +738,15 @@ class Settings(FrozenModel):
         # Disabled, with a group id that only explicit dead-letter and retry names allowed
         # so far: the name stays empty and nothing is written.
 
+    def hook(self, hook_id: str) -> Hook | None:
+        """The configured hook with id ``hook_id`` (enabled or not), or None."""
+        return next((h for h in self.hooks if h.id == hook_id), None)
+
+    def ordered(self, hook_id: str) -> bool:
+        """True when ``hook_id`` is configured with ``ordering: key``."""
+        hook = self.hook(hook_id)
+        return hook is not None and hook.ordering == "key"
+
     @property
     def group_id(self) -> str:
         """The deployment's identity: ``kafka.group_id``, written into every retry record

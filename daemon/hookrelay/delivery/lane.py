@@ -646,20 +646,14 @@ class Lane:
         """Write ``delivery`` to retry tier ``tier``; return when it is due (epoch ms), or
         None when it was released instead (its partition is being revoked) or a release
         re-drove it (``_taken_over``)."""
-        if not delivery.ticket.live:  # see _handle: never fork a revoked partition's work
-            self._release(delivery)
-            return None
-        if self._taken_over(delivery):
+        if not self._may_write(delivery):
             return None
         outbound, due_ms = parked_record(self._ctx, delivery, tier, min_wait_s)
         self._ctx.writer.submit(outbound, lambda: self._ctx.on_finished(delivery, Outcome.PARKED))
         return due_ms
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        if not delivery.ticket.live:
-            self._release(delivery)
-            return
-        if self._taken_over(delivery):
+        if not self._may_write(delivery):
             return
         letter = failed_delivery(self._ctx.dead_letter_topic, delivery, reason, self._ctx.group)
         finished = self._ctx.on_finished
@@ -719,6 +713,15 @@ class Lane:
             duration_ms=round(result.duration_s * 1000, 1),
             **extra,
         )
+
+    def _may_write(self, delivery: Delivery) -> bool:
+        """True when ``delivery`` may be parked or dead-lettered now. Otherwise it was
+        released (its partition is being revoked: see ``_handle``, never fork a revoked
+        partition's work) or settled ``superseded`` (``_taken_over``)."""
+        if not delivery.ticket.live:
+            self._release(delivery)
+            return False
+        return not self._taken_over(delivery)
 
     def _taken_over(self, delivery: Delivery) -> bool:
         """True, and ``delivery`` settled ``superseded`` without a write, when it was taken

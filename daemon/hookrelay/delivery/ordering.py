@@ -177,10 +177,7 @@ class OrderedLane(Lane):
         if key is None or reason == KEY_BLOCKED or not self._blocks_after(delivery):
             super()._dead_letter(delivery, reason)
             return
-        if not delivery.ticket.live:
-            self._release(delivery)
-            return
-        if self._taken_over(delivery):
+        if not self._may_write(delivery):
             return
         record = blocked_record(self._ctx.control_topic, self._ctx.group, delivery, reason)
         hook_id = self.hook.id
@@ -214,10 +211,7 @@ class OrderedLane(Lane):
     def _park(self, delivery: Delivery, tier: int, min_wait_s: float, why: str) -> int | None:
         """Hold ``delivery`` in memory until the retry tier ``tier`` would have made it due
         (jittered, not before ``min_wait_s``), instead of writing it to a retry topic."""
-        if not delivery.ticket.live:
-            self._release(delivery)
-            return None
-        if self._taken_over(delivery):
+        if not self._may_write(delivery):
             return None
         now = time.time()
         due_ms = self._ctx.plan.due_at_ms(tier, now, self._ctx.jitter(), min_wait_s)

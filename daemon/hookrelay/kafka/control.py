@@ -449,7 +449,7 @@ async def _release(settings: Settings, hook_id: str, *, dry_run: bool) -> Releas
     result = Release(hook_id, [w.retry for w in mine], backlog)
     # An ordered hook holds its retries in memory: the record alone tells its replicas to
     # send them now (ControlFollower's on_release), so it is written with nothing parked too.
-    ordered = any(h.id == hook_id and h.ordering == "key" for h in settings.hooks)
+    ordered = settings.ordered(hook_id)
     if dry_run or not (mine or ordered):
         return result
     now = _now_ms()
