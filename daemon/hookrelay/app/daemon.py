@@ -369,7 +369,15 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             tiers = tg.create_task(self._watch_former_tiers(), name="former-tiers")
             control = tg.create_task(self.control.run(), name="control")
             backlog = tg.create_task(self.backlog.run(), name="retry-backlog")
-            await self.stopping.wait()
+            tasks = (fetch, committer, probe, writer, watchdog, reloader, tiers, control, backlog)
+            try:
+                await self.stopping.wait()
+            except asyncio.CancelledError:
+                # A task failed: the TaskGroup cancels the others once, and a library that
+                # swallows that one cancellation (aiokafka's close: see kafka.clients.closed)
+                # would hold the exit forever, the failure never reported.
+                await cancel_until_done(tasks)
+                raise
             # Step 1: no new records. The poll loop ends after its current fetch (≤ 0.2 s)
             # and hands nothing more to the lanes, so draining never races new deliveries.
             done, _ = await asyncio.wait({fetch}, timeout=5.0)
@@ -378,9 +386,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             await self._drain()
             # The final commit happens in _close(); a periodic one stuck on an absent
             # cluster must not hold the shutdown.
-            await cancel_until_done(
-                (committer, probe, writer, watchdog, reloader, tiers, control, backlog)
-            )
+            await cancel_until_done(tasks)
 
     async def _start_clients(self) -> bool:
         """Open the HTTP session, then connect to Kafka, retrying with backoff while the

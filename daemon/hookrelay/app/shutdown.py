@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from hookrelay.config import Settings
 from hookrelay.delivery.dispatcher import Dispatcher
 from hookrelay.delivery.sender import HttpSender, close_quietly
+from hookrelay.kafka.clients import closed
 from hookrelay.kafka.control import ControlFollower
 from hookrelay.kafka.source import Source
 from hookrelay.ops.admin import AdminServer
@@ -151,7 +152,7 @@ class ShutdownOrder:
         await close_quietly(self._http)
         # Stopped even when start() failed half-way, so no connection or task is left open.
         cap = 2.0 if kafka_away else 10.0
-        await bounded("producer_stop", self.producer.stop(), end, cap_s=cap)
+        await bounded("producer_stop", closed(self.producer.stop()), end, cap_s=cap)
         self._producer_started = False
         await bounded("consumer_stop", self.source.stop(), end, cap_s=cap)
         await bounded("control_stop", self.control.close(), end, cap_s=cap)

@@ -17,7 +17,7 @@ from hookrelay.errors import InvalidEventError
 from hookrelay.events.contract import event_schema
 from hookrelay.events.decode import decode
 from hookrelay.events.model import Origin
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, closed
 
 
 def read_events(source: str) -> list[tuple[str, bytes]]:
@@ -99,4 +99,4 @@ async def publish(
         ]
         await asyncio.gather(*futures)
     finally:
-        await producer.stop()
+        await closed(producer.stop())

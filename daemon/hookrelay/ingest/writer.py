@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import PRODUCER_FAILURES, client_options, close_within, started
+from hookrelay.kafka.clients import PRODUCER_FAILURES, client_options, close_within, closed, started
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.ingest")
@@ -147,7 +147,7 @@ class IngestWriter:
     async def stop(self) -> None:
         """Flush and close (records not yet acknowledged were never answered 2xx)."""
         if self._producer is not None:
-            await self._producer.stop()
+            await closed(self._producer.stop())
             self._producer = None
 
     def _producer_or_refuse(self) -> AIOKafkaProducer:

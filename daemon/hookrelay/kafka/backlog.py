@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, closed
 from hookrelay.kafka.offsets import OpenOffsets
 from hookrelay.kafka.retries import (
     HEADER_PREFIX,
@@ -191,7 +191,7 @@ class BacklogGauge:
             await consumer.start()
             await self._read(consumer, starts, counts)
         finally:
-            await consumer.stop()
+            await closed(consumer.stop())
         return counts
 
     async def _read(

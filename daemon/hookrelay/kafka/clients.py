@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerFenced
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from hookrelay.events.model import OutboundRecord
 
 __all__ = [
-    "PRODUCER_FAILURES", "client_options", "close_within", "committed_with_metadata", "started",
-    "write_all",
+    "PRODUCER_FAILURES", "client_options", "close_within", "closed", "committed_with_metadata",
+    "started", "write_all",
 ]  # fmt: skip
 
 PRODUCER_FAILURES: tuple[type[Exception], ...] = (
@@ -89,24 +89,42 @@ async def committed_with_metadata(
     return fetched
 
 
+async def closed(closing: Awaitable[None]) -> None:
+    """Await an aiokafka client's ``stop()`` or ``close()`` (``closing``), then raise
+    ``CancelledError`` if the caller was cancelled meanwhile.
+
+    aiokafka 0.14 swallows such a cancellation: ``AIOKafkaClient.close`` and
+    ``Fetcher.close`` cancel their own background task and await it inside
+    ``contextlib.suppress(CancelledError)``, which also absorbs a cancel meant for the task
+    that is closing (aio-libs/aiokafka#983 and the open #1000). A task cancelled there ran on
+    as if nothing happened: the daemon hung after a fatal group error, because its control
+    follower, cancelled while closing a metadata client, went on following. Every stop and
+    close of an aiokafka client in hookrelay goes through here."""
+    task = asyncio.current_task()
+    requested = 0 if task is None else task.cancelling()
+    await closing
+    if task is not None and task.cancelling() > requested:
+        raise asyncio.CancelledError
+
+
 async def started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
     """``producer``, started. When the cluster cannot be reached it is closed again (its
     connections and tasks released) and the client's error is raised."""
     try:
         await producer.start()
     except BaseException:
-        await producer.stop()
+        await closed(producer.stop())
         raise
     return producer
 
 
 async def close_within(producer: AIOKafkaProducer, timeout_s: float) -> None:
-    """Stop ``producer``, giving up after ``timeout_s`` seconds; never raises. For a producer
-    that writes nothing more (``PRODUCER_FAILURES``): its unsent records fail, and with the
-    cluster away its flush would wait indefinitely."""
+    """Stop ``producer``, giving up after ``timeout_s`` seconds; never raises but a
+    cancellation. For a producer that writes nothing more (``PRODUCER_FAILURES``): its
+    unsent records fail, and with the cluster away its flush would wait indefinitely."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(timeout_s):
-            await producer.stop()
+            await closed(producer.stop())
 
 
 async def write_all(
@@ -137,7 +155,7 @@ async def write_all(
                 written += await _acknowledged(pending, on_written)
         written += await _acknowledged(pending, on_written)
     finally:
-        await producer.stop()
+        await closed(producer.stop())
     return written
 
 

@@ -65,7 +65,7 @@ from hookrelay.config import Settings
 from hookrelay.errors import RunClaimedError
 from hookrelay.events.model import Delivery, OutboundRecord
 from hookrelay.kafka.backlog import Backlog, Waiting, scan_backlog
-from hookrelay.kafka.clients import client_options, write_all
+from hookrelay.kafka.clients import client_options, closed, write_all
 from hookrelay.kafka.retries import GROUP_HEADER, RetryRecord
 from hookrelay.kafka.scan import partitions_of, scan
 from hookrelay.kafka.topics import ensure_control_topic
@@ -252,7 +252,7 @@ class ControlFollower:
         try:
             await self._read_to_end(consumer, timeout_s)
         except BaseException:
-            await consumer.stop()
+            await closed(consumer.stop())
             raise
         self._consumer = consumer
         # The end state only: the history of pauses and resumes is not news at start-up.
@@ -274,7 +274,7 @@ class ControlFollower:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
         except BaseException:
-            await consumer.stop()
+            await closed(consumer.stop())
             raise
         return consumer
 
@@ -340,7 +340,7 @@ class ControlFollower:
 
     async def close(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await closed(self._consumer.stop())
             self._consumer = None
 
     def _apply(

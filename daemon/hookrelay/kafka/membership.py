@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, closed
 from hookrelay.ops.logs import get_logger
 from hookrelay.ops.metrics import Metrics
 
@@ -146,7 +146,7 @@ class InstanceGuard:
             await admin.start()
             responses = await admin.describe_consumer_groups([self._settings.group_id])
         finally:
-            await admin.close()
+            await closed(admin.close())
         # DescribeGroups v0-v3 (aiokafka): groups of (error, id, state, protocol type,
         # protocol, members of (member id, client id, host, metadata, assignment), ...).
         members = {m[0] for r in responses for g in r.groups for m in g[5]}

@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, closed
 
 
 async def partitions_of(kafka: KafkaSettings, topic: str, role: str = "scan") -> list[int]:
@@ -28,7 +28,7 @@ async def partitions_of(kafka: KafkaSettings, topic: str, role: str = "scan") ->
         await admin.start()
         [described] = await admin.describe_topics([topic])
     finally:
-        await admin.close()
+        await closed(admin.close())
     return sorted(p["partition"] for p in described.get("partitions", []))
 
 
@@ -41,7 +41,7 @@ async def group_offsets(
         await admin.start()
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
-        await admin.close()
+        await closed(admin.close())
     return {tp: meta for tp, meta in offsets.items() if meta.offset >= 0}
 
 
@@ -90,7 +90,7 @@ async def scan(
         async for record in _records_until(consumer, begin, end, timeout_s):
             yield record
     finally:
-        await consumer.stop()
+        await closed(consumer.stop())
 
 
 async def window(
@@ -113,7 +113,7 @@ async def window(
             dict.fromkeys(tps, until_ms)
         )  # fmt: skip
     finally:
-        await consumer.stop()
+        await closed(consumer.stop())
     bounds = {}
     for tp in tps:
         stop = at.offset if (at := last.get(tp)) is not None else end[tp]

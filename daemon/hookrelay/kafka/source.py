@@ -45,7 +45,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
 from hookrelay.config.naming import DUE_HORIZON_MARGIN_S
-from hookrelay.kafka.clients import client_options, committed_with_metadata
+from hookrelay.kafka.clients import client_options, closed, committed_with_metadata
 from hookrelay.kafka.membership import InstanceGuard
 from hookrelay.kafka.offsets import AckTracker
 from hookrelay.kafka.retries import (
@@ -199,7 +199,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         """Leave the group and close connections (no commit here; see ``commit``). Safe to
         call after a failed or no ``start()``."""
         self.started = False
-        await self.consumer.stop()
+        await closed(self.consumer.stop())
 
     # -- rebalance listener (awaited by aiokafka around a group rebalance) ------------------
 

@@ -40,7 +40,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings
 from hookrelay.config.naming import TIER_LABEL
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, closed
 from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
     HEADER_PREFIX,
@@ -124,7 +124,7 @@ async def find_former_tiers(
         candidates = sorted(known | unconfirmed)
         described = await admin.describe_topics(candidates) if candidates else []
     finally:
-        await admin.close()
+        await closed(admin.close())
     partitions = {
         d["topic"]: sorted(p["partition"] for p in d.get("partitions", [])) for d in described
     }
@@ -146,7 +146,7 @@ async def find_former_tiers(
                 found.append(FormerTier(topic, pending))
         return sorted(found, key=lambda tier: (-tier.pending, tier.topic))
     finally:
-        await consumer.stop()
+        await closed(consumer.stop())
 
 
 async def _pending_starts(

@@ -20,7 +20,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from hookrelay.config import KafkaSettings, Settings
 from hookrelay.errors import TopicsMissingError
-from hookrelay.kafka.clients import client_options
+from hookrelay.kafka.clients import client_options, closed
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.topics")
@@ -68,7 +68,7 @@ async def _create_missing(
             return missing
         return []
     finally:
-        await admin.close()
+        await closed(admin.close())
 
 
 async def _create(
@@ -121,7 +121,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
             await _create(admin, k, missing, settings.control_topic)
         return missing
     finally:
-        await admin.close()
+        await closed(admin.close())
 
 
 async def ensure_control_topic(settings: Settings) -> None:

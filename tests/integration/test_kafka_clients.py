@@ -1,0 +1,67 @@
+"""Closing aiokafka's clients on the real broker: a cancellation that lands while a client
+closes ends the closing task (CI's hang: ``hookrelay run`` with a session timeout the broker
+refuses logged the fatal error and never exited)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from hookrelay.app import cancel_until_done
+from hookrelay.kafka.clients import closed
+
+pytestmark = pytest.mark.integration
+
+Opened = Callable[[str], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+async def admin(bootstrap: str) -> Callable[[], Awaitable[None]]:
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await client.start()
+    return client.close
+
+
+async def consumer(bootstrap: str) -> Callable[[], Awaitable[None]]:
+    client = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await client.start()
+    return client.stop
+
+
+async def producer(bootstrap: str) -> Callable[[], Awaitable[None]]:
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await client.start()
+    return client.stop
+
+
+@pytest.mark.parametrize("open_client", [admin, consumer, producer])
+async def test_a_cancellation_landing_while_a_client_closes_ends_the_task(
+    kafka_bootstrap: str, open_client: Opened
+) -> None:
+    """The cancel arrives 1 to 7 loop steps into the close, so at least one lands inside
+    aiokafka's ``suppress(CancelledError)`` (step 1 for an admin client, every time here);
+    every task whose cancel was accepted must end cancelled."""
+    before = asyncio.all_tasks()
+    outcomes: list[str] = []
+    for steps in range(1, 8):
+        close = await open_client(kafka_bootstrap)
+        task = asyncio.create_task(closed(close()))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if not task.cancel():
+            outcomes.append("closed before the cancel")
+            continue
+        try:
+            await task
+        except asyncio.CancelledError:
+            outcomes.append("cancelled")
+        else:
+            outcomes.append("ran on")
+    # A stop cut short leaves aiokafka's background tasks (a second stop returns at once):
+    # the test ends them, as the process's exit does for the daemon.
+    await cancel_until_done(asyncio.all_tasks() - before - {asyncio.current_task()})
+    assert "ran on" not in outcomes, outcomes
+    assert "cancelled" in outcomes
