@@ -106,6 +106,13 @@ def steps(bench: Bench, args: argparse.Namespace) -> list[Step]:
         ("profile", "profile", lambda: profile_throughput(bench, args.profile_out)),
         (
             "profile",
+            "profile_10_hooks",
+            lambda: profile_throughput(
+                bench, args.profile_out.with_name(args.profile_out.stem + "-10.folded"), 10
+            ),
+        ),
+        (
+            "profile",
             "profile_isolation",
             lambda: profile_isolation(
                 bench, args.profile_out.with_name(args.profile_out.stem + "-isolation.txt")

@@ -80,13 +80,14 @@ def summarise(folded: Path, top: int = 15) -> dict[str, Any]:
     }
 
 
-async def profile_throughput(bench: Bench, out: Path) -> dict[str, Any]:
-    """Re-run the 1-hook throughput scenario with py-spy attached; summarise the stacks."""
-    specs = bench.hooks(1)
+async def profile_throughput(bench: Bench, out: Path, hooks: int = 1) -> dict[str, Any]:
+    """Re-run the throughput scenario (1 or 10 hooks) with py-spy attached; summarise the
+    stacks."""
+    specs = bench.hooks(hooks)
     target = bench.sizes.backlog_deliveries
     return await _profiled(
-        bench, out, "profile", specs,
-        lambda run: wait_for_deliveries(bench, run, [specs[0].path], target),
+        bench, out, f"profile-{hooks}", specs,
+        lambda run: wait_for_deliveries(bench, run, [spec.path for spec in specs], target),
     )  # fmt: skip
 
 
