@@ -71,8 +71,9 @@ def _refuse_duplicate_event(value: bytes) -> None:
     routing) keep the last, a receiver's parser may keep the first, so a hook could receive
     an event it never subscribed to. The member scan runs only when the bytes hint at it
     (``"event"`` twice, or a backslash-u escape that could spell the key), so the common record
-    costs two byte searches."""
-    if value.count(b'"event"') < 2 and b"\\u" not in value:
+    costs two byte searches: a backslash, then ``"event"`` counted (a one-byte search is a
+    ``memchr``, several times faster than looking for the two-byte escape)."""
+    if value.count(b'"event"') < 2 and (b"\\" not in value or b"\\u" not in value):
         return
     keys = [key for key, _, _ in _members(value.strip(_WHITESPACE))]
     if keys.count("event") > 1:
