@@ -29,7 +29,7 @@ from hookrelay.delivery.ordering import OrderedLane
 from hookrelay.delivery.ratelimit import Clock
 from hookrelay.delivery.sender import Sender
 from hookrelay.events.model import Delivery, Event, Outcome
-from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
+from hookrelay.events.signing import delivery_id, hook_id_member
 from hookrelay.kafka.control import BlockedKeys
 from hookrelay.kafka.deadletter import failed_delivery
 from hookrelay.kafka.offsets import AckTicket
@@ -204,9 +204,8 @@ class Dispatcher:
         screen: EventScreen | None = None  # the event's JSON, parsed once if a filter asks
         for hook in hooks:
             lane = self._lanes[hook.id]
-            body = splice_hook_id(event.body_head, event.empty, lane.member)
             did = delivery_id(origin.topic, origin.partition, origin.offset, hook.id)
-            delivery = Delivery(event, hook, did, body, ticket)
+            delivery = Delivery(event, hook, did, lane.member, ticket)
             if hook.filter is not None:
                 screen = screen or EventScreen(event.raw)
                 if not self._filters.admits(screen, lane, delivery):
@@ -238,9 +237,8 @@ class Dispatcher:
         lane = self._lanes.get(retry.hook_id)
         hook = lane.hook if lane is not None else _placeholder_hook(retry.hook_id)
         member = lane.member if lane is not None else hook_id_member(retry.hook_id)
-        body = splice_hook_id(event.body_head, event.empty, member)
         delivery = Delivery(
-            event, hook, retry.delivery_id, body, ticket, attempts=retry.attempts,
+            event, hook, retry.delivery_id, member, ticket, attempts=retry.attempts,
             created_at=retry.created_at_ms / 1000.0, parks=retry.parks,
         )  # fmt: skip
         delivery.first_attempt_at = _seconds(retry.first_attempt_at_ms)

@@ -134,7 +134,7 @@ class OrderedLane(Lane):
         if chain is not None:
             chain.append(delivery)
             self.followers += 1
-            self.held_bytes += len(delivery.body)
+            self.held_bytes += delivery.body_size
             self._per_partition[key[:2]] += 1
             return
         if self.hook.ordering != "key":  # switched off: only the keys held keep their order
@@ -332,7 +332,7 @@ class OrderedLane(Lane):
     def _unhold(self, key: ChainKey, follower: Delivery) -> Delivery:
         """``follower`` of chain ``key`` leaves the held set (to be sent, or released)."""
         self.followers -= 1
-        self.held_bytes -= len(follower.body)
+        self.held_bytes -= follower.body_size
         where = key[:2]
         self._per_partition[where] -= 1
         if not self._per_partition[where]:

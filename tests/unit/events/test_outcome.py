@@ -21,7 +21,7 @@ ORIGIN = Origin("identity.events", 3, 1234, 1_767_225_600_000)  # 2026-01-01T00:
 def delivery(**fields: object) -> Delivery:
     value = b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z","data":{"id":"u1"}}'
     hook = Hook.model_validate({"id": "crm", "events": ["*"], "url": "https://crm.example/h"})
-    d = Delivery(decode(value, None, ORIGIN, 1 << 20), hook, "msg_abc", b"{}", None)  # type: ignore[arg-type]
+    d = Delivery(decode(value, None, ORIGIN, 1 << 20), hook, "msg_abc", b'"hookId":"h"}', None)  # type: ignore[arg-type]
     for name, v in fields.items():
         setattr(d, name, v)
     return d

@@ -100,7 +100,7 @@ def test_a_blocked_key_stays_blocked_until_its_tombstone() -> None:
 def test_a_blocked_record_holds_what_the_docstring_says() -> None:
     event = decode(b'{"event":"User.Created","createdAt":"2026-01-01T00:00:00.000Z"}', b"u1",
                    Origin("t", 0, 7, 0), 1 << 20)  # fmt: skip
-    delivery = Delivery(event, hook("crm"), "dlv-1", b"", None)  # type: ignore[arg-type]
+    delivery = Delivery(event, hook("crm"), "dlv-1", b'"hookId":"crm"}', None)  # type: ignore[arg-type]
     out = control.blocked_record("g.control", "g", delivery, "permanent_failure")
     assert out.key == b"blocked/g/crm/dTE"
     doc = orjson.loads(out.value or b"")

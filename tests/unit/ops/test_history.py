@@ -19,7 +19,7 @@ def delivery(hook_id: str, offset: int) -> Delivery:
                    Origin("t", 0, offset, 0), 1 << 20)  # fmt: skip
     hook = Hook.model_validate({"id": hook_id, "events": ["*"], "url": "https://example.com/"})
     ticket = AckTracker().register(TopicPartition("t", 0), offset, 1)
-    return Delivery(event, hook, f"msg_{offset}", b"{}", ticket, attempts=1)
+    return Delivery(event, hook, f"msg_{offset}", b'"hookId":"h"}', ticket, attempts=1)
 
 
 def test_attempt_log_keeps_the_newest_entries_and_filters_them() -> None:
