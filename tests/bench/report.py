@@ -76,6 +76,44 @@ def _throughput_rows(results: Results) -> list[Row]:
     return rows
 
 
+def _per_cpu_s(cpu_s_per_1000: float | None) -> float | None:
+    return 1000 / cpu_s_per_1000 if cpu_s_per_1000 else None
+
+
+def _ratio_text(hookrelay: float | None, benthos: float | None) -> str:
+    ratio = hookrelay / benthos if hookrelay is not None and benthos else None
+    return f"hookrelay / Benthos {_n(ratio, 2)}"
+
+
+def _peer_rows(results: Results) -> list[Row]:
+    """hookrelay, Benthos and the bare client side by side (issue 17): deliveries/s and
+    deliveries per CPU-second of the process doing the work, with hookrelay / Benthos."""
+    build = results.get("peer_build", {})
+    if "skipped" in build:
+        return [Row(f"peer: Benthos {build['version']}", "skipped", build["skipped"])]
+    rows = []
+    for hooks in (1, 10):
+        run = results.get(f"peer_benthos_{hooks}", {})
+        if "deliveries_per_s" not in run:
+            continue
+        ours = results.get(f"throughput_{hooks}", {})
+        base = results.get(f"baseline_{hooks}", {})
+        rates = (ours.get("deliveries_per_s"), run["deliveries_per_s"], base.get("requests_per_s"))
+        per_cpu = [_per_cpu_s(r.get("cpu_s_per_1000")) for r in (ours, run, base)]
+        rows.append(Row(
+            f"peer, {hooks} hook(s): deliveries/s, hookrelay / Benthos {run['version']} / "
+            "bare client",
+            " / ".join(_n(rate) for rate in rates) + " /s", _ratio_text(rates[0], rates[1]),
+        ))  # fmt: skip
+        rows.append(Row(
+            "  deliveries per CPU-second, hookrelay / Benthos / bare client",
+            " / ".join(_n(value) for value in per_cpu), _ratio_text(per_cpu[0], per_cpu[1]),
+        ))  # fmt: skip
+        if not (run.get("signatures_valid") and run.get("webhook_ids_well_formed")):
+            rows.append(Row("  Benthos bodies, signatures, webhook-ids as hookrelay's", "NO"))
+    return rows
+
+
 def _latency_text(latency: dict[str, Any]) -> str:
     keys = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
     return " / ".join(_n(latency.get(key), 1) for key in keys) + " ms"
@@ -251,8 +289,8 @@ def _ingest_rows(results: Results) -> list[Row]:
 def rows(results: Results) -> list[Row]:
     """Every table row the results allow, in scenario order."""
     sections = (
-        _receiver_rows, _throughput_rows, _latency_rows, _isolation_rows, _rate_limit_rows,
-        _adaptive_rows, _ordering_rows, _memory_rows, _startup_rows, _ingest_rows,
+        _receiver_rows, _throughput_rows, _peer_rows, _latency_rows, _isolation_rows,
+        _rate_limit_rows, _adaptive_rows, _ordering_rows, _memory_rows, _startup_rows, _ingest_rows,
     )  # fmt: skip
     return [row for section in sections for row in section(results)]
 
