@@ -422,6 +422,7 @@ async def throughput(bench: Bench, build: PeerBuild, hooks: int) -> dict[str, An
         "signatures_valid": signatures_valid(arrivals, specs),
         "webhook_ids_well_formed": webhook_ids_well_formed(arrivals, specs),
         "duplicates": _duplicates(arrivals, paths),
+        "connections_opened": arrivals.connections,
         "exit_code": run.exit_code,
         "peak_rss_mb": round(run.peak_rss / (1024 * 1024), 1),
         "metrics": run.metrics,

@@ -109,6 +109,11 @@ def _peer_rows(results: Results) -> list[Row]:
             "  deliveries per CPU-second, hookrelay / Benthos / bare client",
             " / ".join(_n(value) for value in per_cpu), _ratio_text(per_cpu[0], per_cpu[1]),
         ))  # fmt: skip
+        if "connections_opened" in run:
+            rows.append(Row(
+                "  connections the receiver accepted, hookrelay / Benthos / bare client",
+                " / ".join(_n(r.get("connections_opened")) for r in (ours, run, base)),
+            ))  # fmt: skip
         if not (run.get("signatures_valid") and run.get("webhook_ids_well_formed")):
             rows.append(Row("  Benthos bodies, signatures, webhook-ids as hookrelay's", "NO"))
     return rows

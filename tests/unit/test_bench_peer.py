@@ -106,12 +106,13 @@ RESULTS: dict[str, dict[str, Any]] = {
     "peer_build": {"peer": "benthos", "version": "v4.27.0", "go": "go1.26.8 linux/amd64"},
     "baseline_1": {"requests_per_s": 6000.0, "cpu_s_per_1000": 0.125, "concurrency": 64},
     "baseline_10": {"requests_per_s": 5000.0, "cpu_s_per_1000": 0.16, "concurrency": 70},
-    "throughput_1": {"deliveries_per_s": 4000.0, "cpu_s_per_1000": 0.25,
+    "throughput_1": {"deliveries_per_s": 4000.0, "cpu_s_per_1000": 0.25, "connections_opened": 64,
                      "ratio_to_baseline": 0.67, "baseline_cpu_s_per_1000": 0.125},
     "throughput_10": {"deliveries_per_s": 3000.0, "cpu_s_per_1000": 0.4,
                       "ratio_to_baseline": 0.6, "baseline_cpu_s_per_1000": 0.16},
     "peer_benthos_1": {"version": "v4.27.0", "deliveries_per_s": 5000.0, "cpu_s_per_1000": 0.5,
-                       "signatures_valid": True, "webhook_ids_well_formed": True},
+                       "signatures_valid": True, "webhook_ids_well_formed": True,
+                       "connections_opened": 9000},
     "peer_benthos_10": {"version": "v4.27.0", "deliveries_per_s": 2000.0, "cpu_s_per_1000": 0.2,
                         "signatures_valid": True, "webhook_ids_well_formed": False},
 }  # fmt: skip
@@ -132,6 +133,8 @@ def test_table_puts_hookrelay_benthos_and_the_bare_client_side_by_side() -> None
         "hookrelay / Benthos 0.50",
     ]
     assert rows["  Benthos bodies, signatures, webhook-ids as hookrelay's"].value == "NO"
+    [connections] = [r for r in report.rows(RESULTS) if "connections" in r.figure]
+    assert connections.value == "64 / 9,000 / n/a"
     assert _peer_text(RESULTS) == ", Benthos v4.27.0 (go1.26.8 linux/amd64)"
 
 
