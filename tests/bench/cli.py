@@ -90,7 +90,12 @@ def steps(bench: Bench, args: argparse.Namespace, build: peer.PeerBuild | None) 
     only with a ``build`` (after hookrelay's throughput runs, for the ratios)."""
     s = scenarios
     peers: list[Step] = [
-        ("peer", f"peer_benthos_{hooks}", lambda hooks=hooks: peer.throughput(bench, build, hooks))
+        (
+            "peer",
+            f"peer_benthos_{variant}_{hooks}",
+            lambda hooks=hooks, keep=keep: peer.throughput(bench, build, hooks, keep),
+        )
+        for variant, keep in peer.VARIANTS.items()
         for hooks in (1, 10)
         if build is not None
     ]

@@ -164,12 +164,16 @@ class DaemonProcess:
         """The command line that starts the process."""
         return [sys.executable, "-m", "hookrelay", self.command, "-c", str(self.config)]
 
+    def env(self) -> dict[str, str] | None:
+        """The process's environment (None: the bench's own)."""
+        return None
+
     def start(self) -> None:
         """Spawn the daemon; ``started_at`` is the wall-clock instant just before."""
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
             self.process = subprocess.Popen(
-                self.argv(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+                self.argv(), cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT
             )
 
     def check_alive(self) -> None:

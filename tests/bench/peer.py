@@ -57,6 +57,13 @@ BUILD_TIMEOUT_S = 1200.0
 BENTHOS_METRICS = ("input_received", "output_sent", "output_error", "processor_error")
 """Benthos' own counters (its /metrics), summed over their labels into each result."""
 WEBHOOK_ID = re.compile(rb"msg_[A-Za-z0-9_-]{22}")
+IDLE_ENV = "BENCH_MAX_IDLE_CONNS_PER_HOST"
+"""Read by the recipe's main.go: Go's default HTTP transport, which every http_client output
+shares, then keeps this many idle connections per host instead of Go's 2. The keep-alive
+variant sets it to the total concurrency, so Benthos reuses its connections as hookrelay does;
+the stock variant leaves it unset (what a Benthos user gets: no option changes it)."""
+VARIANTS = {"stock": False, "keepalive": True}
+"""Result-key part → whether the run keeps connections alive."""
 
 
 class PeerUnavailableError(Exception):
@@ -311,26 +318,43 @@ def verify_mappings(build: PeerBuild) -> dict[str, Any]:
 
 class BenthosProcess(DaemonProcess):
     """``benthos -c <config>``; ready when its ``/ready`` answers 200 (input and output
-    connected), its counters from its ``/metrics``."""
+    connected), its counters from its ``/metrics``; with ``idle_per_host`` > 0 the
+    keep-alive variant."""
 
     ready_path = "/ready"
     metric_families = BENTHOS_METRICS
 
-    def __init__(self, binary: Path, config: Path, http_port: int, log_path: Path) -> None:
+    def __init__(
+        self, binary: Path, config: Path, http_port: int, log_path: Path, idle_per_host: int
+    ) -> None:
         super().__init__(config, http_port, log_path, command="benthos")
         self.binary = binary
+        self.idle_per_host = idle_per_host
 
     def argv(self) -> list[str]:
         """``benthos -c <config>``."""
         return [str(self.binary), "-c", str(self.config)]
 
+    def env(self) -> dict[str, str] | None:
+        """With ``idle_per_host``, the recipe's keep-alive switch (see ``IDLE_ENV``)."""
+        if not self.idle_per_host:
+            return None
+        return {**os.environ, IDLE_ENV: str(self.idle_per_host)}
+
 
 @asynccontextmanager
 async def running_peer(
-    bench: Bench, build: PeerBuild, name: str, topic: str, hooks: list[HookSpec]
+    bench: Bench,
+    build: PeerBuild,
+    name: str,
+    topic: str,
+    hooks: list[HookSpec],
+    *,
+    idle_per_host: int = 0,
 ) -> AsyncIterator[Run]:
     """Run Benthos on ``topic`` with ``hooks`` for the duration of the block, sampled as
-    ``harness.running`` samples the daemon (series ``benthos``)."""
+    ``harness.running`` samples the daemon (series ``benthos``); ``idle_per_host``: see
+    ``IDLE_ENV`` (0: stock)."""
     http_port = free_port()
     config = bench.workdir / f"{name}.json"
     document = pipeline_config(
@@ -338,7 +362,8 @@ async def running_peer(
         receiver_url=bench.receiver.url(""), http_port=http_port,
     )  # fmt: skip
     config.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    process = BenthosProcess(build.binary, config, http_port, bench.workdir / f"{name}.log")
+    log = bench.workdir / f"{name}.log"
+    process = BenthosProcess(build.binary, config, http_port, log, idle_per_host)
     bench.receiver.reset()
     run: Run | None = None
     process.start()
@@ -384,14 +409,21 @@ def _over(value: float | None, reference: float | None) -> float | None:
     return round(value / reference, 3) if value is not None and reference else None
 
 
-async def throughput(bench: Bench, build: PeerBuild, hooks: int) -> dict[str, Any]:
+async def throughput(
+    bench: Bench, build: PeerBuild, hooks: int, keepalive: bool = False
+) -> dict[str, Any]:
     """Benthos' deliveries/s from the backlog, 1 hook or ``hooks``-fold fan-out, measured
     as ``scenarios.throughput`` measures hookrelay, with hookrelay ÷ Benthos ratios when
-    the hookrelay run is in the results."""
+    the hookrelay run is in the results; ``keepalive``: Go's transport keeps as many idle
+    connections as requests can be in flight (``IDLE_ENV``)."""
     specs = bench.hooks(hooks)
     paths = [spec.path for spec in specs]
     target = bench.sizes.backlog_deliveries
-    async with running_peer(bench, build, f"benthos-{hooks}", bench.backlog_topic, specs) as run:
+    idle = sum(spec.max_concurrency for spec in specs) if keepalive else 0
+    name = f"benthos-{'keepalive' if keepalive else 'stock'}-{hooks}"
+    async with running_peer(
+        bench, build, name, bench.backlog_topic, specs, idle_per_host=idle
+    ) as run:
         await wait_for_deliveries(bench, run, paths, target)
     arrivals = bench.receiver.dump()
     rate = steady_rate(arrivals.times(paths)[:target])
@@ -402,6 +434,8 @@ async def throughput(bench: Bench, build: PeerBuild, hooks: int) -> dict[str, An
     return {
         "peer": "benthos",
         "version": build.version,
+        "variant": "keepalive" if keepalive else "stock",
+        "go_max_idle_conns_per_host": idle or None,
         "hooks": hooks,
         "concurrency_per_hook": specs[0].max_concurrency,
         "deliveries_per_s": round(rate.per_s, 1),

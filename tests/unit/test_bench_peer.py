@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from tests.bench import peer, report
-from tests.bench.cli import _peer_text, parse_args
+from tests.bench.cli import _peer_text, parse_args, steps
 from tests.bench.daemon import HookSpec
 from tests.bench.events import signing_key
 
@@ -110,11 +110,16 @@ RESULTS: dict[str, dict[str, Any]] = {
                      "ratio_to_baseline": 0.67, "baseline_cpu_s_per_1000": 0.125},
     "throughput_10": {"deliveries_per_s": 3000.0, "cpu_s_per_1000": 0.4,
                       "ratio_to_baseline": 0.6, "baseline_cpu_s_per_1000": 0.16},
-    "peer_benthos_1": {"version": "v4.27.0", "deliveries_per_s": 5000.0, "cpu_s_per_1000": 0.5,
-                       "signatures_valid": True, "webhook_ids_well_formed": True,
-                       "connections_opened": 9000},
-    "peer_benthos_10": {"version": "v4.27.0", "deliveries_per_s": 2000.0, "cpu_s_per_1000": 0.2,
-                        "signatures_valid": True, "webhook_ids_well_formed": False},
+    "peer_benthos_stock_1": {"version": "v4.27.0", "deliveries_per_s": 5000.0,
+                             "cpu_s_per_1000": 0.5, "signatures_valid": True,
+                             "webhook_ids_well_formed": True, "connections_opened": 9000},
+    "peer_benthos_stock_10": {"version": "v4.27.0", "deliveries_per_s": 2000.0,
+                              "cpu_s_per_1000": 0.2, "signatures_valid": True,
+                              "webhook_ids_well_formed": False},
+    "peer_benthos_keepalive_10": {"version": "v4.27.0", "deliveries_per_s": 6000.0,
+                                  "cpu_s_per_1000": 0.1, "go_max_idle_conns_per_host": 70,
+                                  "connections_opened": 70, "signatures_valid": True,
+                                  "webhook_ids_well_formed": True},
 }  # fmt: skip
 
 
@@ -133,8 +138,11 @@ def test_table_puts_hookrelay_benthos_and_the_bare_client_side_by_side() -> None
         "hookrelay / Benthos 0.50",
     ]
     assert rows["  Benthos bodies, signatures, webhook-ids as hookrelay's"].value == "NO"
-    [connections] = [r for r in report.rows(RESULTS) if "connections" in r.figure]
+    [connections, _] = [r for r in report.rows(RESULTS) if r.figure.startswith("  connections")]
     assert connections.value == "64 / 9,000 / n/a"
+    keep = rows["  Benthos keeping 70 idle connections: deliveries/s, per CPU-second, connections"]
+    assert keep.value == "6,000 /s, 10,000, 70"
+    assert keep.vs_baseline == "hookrelay / Benthos 0.50, 0.25"
     assert _peer_text(RESULTS) == ", Benthos v4.27.0 (go1.26.8 linux/amd64)"
 
 
@@ -147,3 +155,27 @@ def test_a_skipped_peer_is_one_row_and_the_rest_of_the_table_stays() -> None:
     assert [r.value for r in table if r.figure.startswith("peer")] == ["skipped"]
     assert any(r.figure.startswith("throughput, 10 hook(s)") for r in table)
     assert _peer_text(results) == ", Benthos peer skipped (no `go` on PATH)"
+
+
+def test_the_keepalive_variant_alone_tells_go_to_keep_idle_connections(tmp_path: Path) -> None:
+    def process(idle: int) -> peer.BenthosProcess:
+        return peer.BenthosProcess(Path("benthos"), tmp_path / "c.json", 4195, tmp_path / "l", idle)
+
+    assert process(0).env() is None
+    env = process(70).env()
+    assert env is not None
+    assert env[peer.IDLE_ENV] == "70"
+    assert process(0).argv() == ["benthos", "-c", str(tmp_path / "c.json")]
+    assert process(0).ready_path == "/ready"
+
+
+def test_peer_runs_follow_hookrelays_throughput_runs_stock_then_keepalive() -> None:
+    args = parse_args(["--only", "throughput,peer"])
+    build = peer.PeerBuild(Path("benthos"), "v4.27.0", "go", None)
+    keys = [key for _, key, _ in steps(cast(Any, None), args, build)]
+    start = keys.index("throughput_10") + 1
+    assert keys[start : start + 4] == [
+        "peer_benthos_stock_1", "peer_benthos_stock_10",
+        "peer_benthos_keepalive_1", "peer_benthos_keepalive_10",
+    ]  # fmt: skip
+    assert not any(key.startswith("peer") for _, key, _ in steps(cast(Any, None), args, None))

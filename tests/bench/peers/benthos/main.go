@@ -5,6 +5,9 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"os"
+	"strconv"
 
 	"github.com/benthosdev/benthos/v4/public/service"
 
@@ -19,5 +22,13 @@ import (
 )
 
 func main() {
+	// The bench's keep-alive variant. http_client uses Go's default transport, which keeps 2
+	// idle connections per host: at 64 requests in flight to one host most requests open a
+	// new connection, and no Benthos option changes that.
+	if n, err := strconv.Atoi(os.Getenv("BENCH_MAX_IDLE_CONNS_PER_HOST")); err == nil && n > 0 {
+		transport := http.DefaultTransport.(*http.Transport)
+		transport.MaxIdleConnsPerHost = n
+		transport.MaxIdleConns = max(transport.MaxIdleConns, n)
+	}
 	service.RunCLI(context.Background())
 }
