@@ -151,7 +151,6 @@ def backlog_events(sizes: Sizes, groups: set[str]) -> int:
 async def prepare_peer(results: dict[str, dict[str, Any]]) -> peer.PeerBuild | None:
     """Build (or find) the Benthos peer and check its mappings against hookrelay's; record
     how in ``results["peer_build"]``. None, said in one line, when it cannot run here."""
-    say(f"Benthos {peer.BENTHOS_VERSION} peer: building (once; cached in {peer.CACHE})")
     try:
         build = await asyncio.to_thread(peer.build_benthos)
         mappings = await asyncio.to_thread(peer.verify_mappings, build)
@@ -162,10 +161,12 @@ async def prepare_peer(results: dict[str, dict[str, Any]]) -> peer.PeerBuild | N
         return None
     results["peer_build"] = {**build.as_dict(), "mappings_match_hookrelay": mappings}
     if not mappings["match"]:
-        say(
-            f"Benthos peer skipped, the rest runs: its mappings differ from hookrelay's: {mappings}"
-        )
+        reason = f"its mappings differ from hookrelay's: {mappings}"
+        results["peer_build"]["skipped"] = reason
+        say(f"Benthos peer skipped, the rest runs: {reason}")
         return None
+    how = "cached" if build.built_s is None else f"built in {build.built_s:g} s"
+    say(f"Benthos {build.version} peer: {build.binary} ({how})")
     return build
 
 
