@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from tests.bench import report, scenarios
+from tests.bench import peer, report, scenarios
 from tests.bench.harness import Bench
 from tests.bench.kafka import Broker, create_topics, produce_backlog
 from tests.bench.loops import run_loop
@@ -35,7 +35,7 @@ from tests.bench.receiver import Receiver
 from tests.bench.sizes import QUICK_SCALE, Sizes
 
 GROUPS = (
-    "ceiling", "baseline", "throughput", "latency", "isolation", "rate_limit", "adaptive",
+    "ceiling", "baseline", "throughput", "peer", "latency", "isolation", "rate_limit", "adaptive",
     "ordering", "memory", "startup", "ingest", "profile",
 )  # fmt: skip
 Step = tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]
@@ -85,15 +85,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def steps(bench: Bench, args: argparse.Namespace) -> list[Step]:
-    """Every scenario in running order: (group, result key, coroutine factory)."""
+def steps(bench: Bench, args: argparse.Namespace, build: peer.PeerBuild | None) -> list[Step]:
+    """Every scenario in running order: (group, result key, coroutine factory); the peer's
+    only with a ``build`` (after hookrelay's throughput runs, for the ratios)."""
     s = scenarios
+    peers: list[Step] = [
+        (
+            "peer",
+            f"peer_benthos_{variant}_{hooks}",
+            lambda hooks=hooks, keep=keep: peer.throughput(bench, build, hooks, keep),
+        )
+        for variant, keep in peer.VARIANTS.items()
+        for hooks in (1, 10)
+        if build is not None
+    ]
     return [
         ("ceiling", "receiver_ceiling", lambda: s.receiver_ceiling(bench)),
         ("baseline", "baseline_1", lambda: s.bare_client(bench, 1)),
         ("baseline", "baseline_10", lambda: s.bare_client(bench, 10)),
         ("throughput", "throughput_1", lambda: s.throughput(bench, 1)),
         ("throughput", "throughput_10", lambda: s.throughput(bench, 10)),
+        *peers,
         ("latency", "latency", lambda: s.latency_and_growth(bench)),
         ("isolation", "isolation", lambda: s.isolation(bench)),
         ("isolation", "isolation_latency", lambda: s.isolation_latency(bench)),
@@ -143,11 +155,35 @@ def backlog_events(sizes: Sizes, groups: set[str]) -> int:
     return max(needed, sizes.memory_backlog) if "memory" in groups else needed
 
 
+async def prepare_peer(results: dict[str, dict[str, Any]]) -> peer.PeerBuild | None:
+    """Build (or find) the Benthos peer and check its mappings against hookrelay's; record
+    how in ``results["peer_build"]``. None, said in one line, when it cannot run here."""
+    try:
+        build = await asyncio.to_thread(peer.build_benthos)
+        mappings = await asyncio.to_thread(peer.verify_mappings, build)
+    except peer.PeerUnavailableError as e:
+        say(f"Benthos peer skipped, the rest runs: {e}")
+        results["peer_build"] = {"peer": "benthos", "version": peer.BENTHOS_VERSION,
+                                 "skipped": str(e)}  # fmt: skip
+        return None
+    results["peer_build"] = {**build.as_dict(), "mappings_match_hookrelay": mappings}
+    if not mappings["match"]:
+        reason = f"its mappings differ from hookrelay's: {mappings}"
+        results["peer_build"]["skipped"] = reason
+        say(f"Benthos peer skipped, the rest runs: {reason}")
+        return None
+    how = "cached" if build.built_s is None else f"built in {build.built_s:g} s"
+    say(f"Benthos {build.version} peer: {build.binary} ({how})")
+    return build
+
+
 async def run_bench(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    """Start the broker and the receiver, fill the backlog, run the selected scenarios."""
+    """Build the peer (before anything is measured), start the broker and the receiver,
+    fill the backlog, run the selected scenarios."""
     broker = Broker(workdir / "kafka")
     receiver = Receiver(args.receiver_processes)
     results: dict[str, dict[str, Any]] = {}
+    build = await prepare_peer(results) if "peer" in args.groups else None
     try:
         say("starting the Kafka broker")
         await asyncio.to_thread(broker.start)
@@ -162,7 +198,7 @@ async def run_bench(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> di
             sizes, broker, receiver, workdir, topic, args.concurrency, args.partitions,
             args.log_level, results,
         )  # fmt: skip
-        for group, key, work in steps(bench, args):
+        for group, key, work in steps(bench, args, build):
             if group in args.groups:
                 results[key] = await _step(key, work)
     finally:
@@ -187,6 +223,13 @@ def _document(args: argparse.Namespace, sizes: Sizes, scale: float) -> dict[str,
     }
 
 
+def _peer_text(results: dict[str, dict[str, Any]]) -> str:
+    build = results.get("peer_build", {})
+    if "skipped" in build:
+        return f", Benthos peer skipped ({build['skipped']})"
+    return f", Benthos {build['version']} ({build['go']})" if build else ""
+
+
 def _print_summary(document: dict[str, Any]) -> None:
     machine = document["machine"]
     packages = machine["packages"]
@@ -194,7 +237,8 @@ def _print_summary(document: dict[str, Any]) -> None:
         f"\nhookrelay bench, scale {document['scale']:g}: {machine['cores']} cores "
         f"({machine['cpu_model']}), {machine['python']}, uvloop {packages['uvloop']}, "
         f"aiohttp {packages['aiohttp']}, aiokafka {packages['aiokafka']}, "
-        f"Kafka {machine['kafka']}; load average {machine['load_average_at_start']} at start, "
+        f"Kafka {machine['kafka']}{_peer_text(document['results'])}; "
+        f"load average {machine['load_average_at_start']} at start, "
         f"{document['load_average_at_end']} at end\n"
     )
     print(report.render(report.rows(document["results"])))

@@ -138,7 +138,13 @@ def sum_families(text: str, families: tuple[str, ...] = METRIC_FAMILIES) -> dict
 
 class DaemonProcess:
     """``python -m hookrelay <command> -c <config>`` (``run``, or ``ingest`` whose
-    ``admin_port`` is its ``metrics_listen``) with its output in ``log_path``."""
+    ``admin_port`` is its ``metrics_listen``) with its output in ``log_path``.
+
+    A peer (``tests/bench/peer.py``) subclasses it with its own ``argv``, readiness path
+    and metric families."""
+
+    ready_path = "/readyz"
+    metric_families = METRIC_FAMILIES
 
     def __init__(self, config: Path, admin_port: int, log_path: Path, command: str = "run") -> None:
         self.command = command
@@ -154,14 +160,21 @@ class DaemonProcess:
         assert self.process is not None
         return self.process.pid
 
+    def argv(self) -> list[str]:
+        """The command line that starts the process."""
+        return [sys.executable, "-m", "hookrelay", self.command, "-c", str(self.config)]
+
+    def env(self) -> dict[str, str] | None:
+        """The process's environment (None: the bench's own)."""
+        return None
+
     def start(self) -> None:
         """Spawn the daemon; ``started_at`` is the wall-clock instant just before."""
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hookrelay", self.command, "-c", str(self.config)],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                self.argv(), cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT
+            )
 
     def check_alive(self) -> None:
         """Raise ``RuntimeError`` with the log's tail if the daemon has exited."""
@@ -170,12 +183,12 @@ class DaemonProcess:
             raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log_tail()}")
 
     async def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.01) -> float:
-        """Poll ``/readyz`` until 200; return seconds from ``start()`` to that answer."""
+        """Poll ``ready_path`` until 200; return seconds from ``start()`` to that answer."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                status, _ = await http_get(self.admin_port, "/readyz", timeout_s=1.0)
+                status, _ = await http_get(self.admin_port, self.ready_path, timeout_s=1.0)
             except (OSError, TimeoutError, ValueError, IndexError):
                 status = 0
             if status == 200:
@@ -189,7 +202,7 @@ class DaemonProcess:
             _, body = await http_get(self.admin_port, "/metrics", timeout_s=5.0)
         except (OSError, TimeoutError, ValueError, IndexError):
             return {}
-        return sum_families(body.decode())
+        return sum_families(body.decode(), self.metric_families)
 
     async def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM, wait up to ``timeout_s`` (then SIGKILL); return the exit status."""

@@ -44,7 +44,8 @@ _START_TIMEOUT_S = 30.0
 
 
 class ArrivalLog:
-    """Per request: wall-clock arrival time (s), path number and ``benchSeq`` (or -1)."""
+    """Per request: wall-clock arrival time (s), path number and ``benchSeq`` (or -1); and
+    the connections accepted (a client that keeps too few idle connections opens many)."""
 
     def __init__(self) -> None:
         self.reset()
@@ -56,6 +57,7 @@ class ArrivalLog:
         self.paths = array("H")
         self.seqs = array("q")
         self.first_requests: dict[bytes, bytes] = {}
+        self.connections = 0
 
     def record(self, path: bytes, request: bytes, body_start: int, now: float) -> None:
         """Log one request (``request`` is its raw bytes; the body starts at ``body_start``)."""
@@ -80,6 +82,7 @@ class ArrivalLog:
             "path_ids": self.paths.tobytes(),
             "seqs": self.seqs.tobytes(),
             "first_requests": {p.decode(): r for p, r in self.first_requests.items()},
+            "connections": self.connections,
         }
 
 
@@ -143,6 +146,7 @@ class SinkProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._log.connections += 1
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -229,10 +233,12 @@ def free_port() -> int:
 
 @dataclass
 class Arrivals:
-    """Merged arrival logs: per path, (arrival time s, benchSeq) sorted by time."""
+    """Merged arrival logs: per path, (arrival time s, benchSeq) sorted by time; the
+    connections accepted since the last reset."""
 
     by_path: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     first_requests: dict[str, bytes] = field(default_factory=dict)
+    connections: int = 0
 
     def add(self, dumped: dict[str, Any]) -> None:
         """Merge one process's ``ArrivalLog.dump()``."""
@@ -245,6 +251,7 @@ class Arrivals:
             self.by_path.setdefault(names[number], []).append((when, seq))
         for path, request in dumped["first_requests"].items():
             self.first_requests.setdefault(path, request)
+        self.connections += dumped["connections"]
 
     def sort(self) -> None:
         """Order every path's arrivals by time."""

@@ -76,6 +76,81 @@ def _throughput_rows(results: Results) -> list[Row]:
     return rows
 
 
+def _per_cpu_s(cpu_s_per_1000: float | None) -> float | None:
+    return 1000 / cpu_s_per_1000 if cpu_s_per_1000 else None
+
+
+def _ratio_text(hookrelay: float | None, benthos: float | None) -> str:
+    return f"hookrelay / Benthos {_n(_ratio(hookrelay, benthos), 2)}"
+
+
+def _peer_rows(results: Results) -> list[Row]:
+    """hookrelay, Benthos and the bare client side by side (issue 17): deliveries/s and
+    deliveries per CPU-second of the process doing the work, with hookrelay / Benthos;
+    then Benthos keeping its connections alive (one row)."""
+    build = results.get("peer_build", {})
+    if "skipped" in build:
+        return [Row(f"peer: Benthos {build['version']}", "skipped", build["skipped"])]
+    rows = []
+    for hooks in (1, 10):
+        ours = results.get(f"throughput_{hooks}", {})
+        base = results.get(f"baseline_{hooks}", {})
+        stock = results.get(f"peer_benthos_stock_{hooks}", {})
+        if "deliveries_per_s" in stock:
+            rows += _peer_stock_rows(hooks, ours, stock, base)
+        keep = results.get(f"peer_benthos_keepalive_{hooks}", {})
+        if "deliveries_per_s" in keep:
+            rows.append(_peer_keepalive_row(hooks, ours, keep))
+    return rows
+
+
+def _peer_stock_rows(
+    hooks: int, ours: dict[str, Any], run: dict[str, Any], base: dict[str, Any]
+) -> list[Row]:
+    rates = (ours.get("deliveries_per_s"), run["deliveries_per_s"], base.get("requests_per_s"))
+    per_cpu = [_per_cpu_s(r.get("cpu_s_per_1000")) for r in (ours, run, base)]
+    rows = [
+        Row(
+            f"peer, {hooks} hook(s): deliveries/s, hookrelay / Benthos {run['version']} / "
+            "bare client",
+            " / ".join(_n(rate) for rate in rates) + " /s",
+            _ratio_text(rates[0], rates[1]),
+        ),
+        Row(
+            "  deliveries per CPU-second, hookrelay / Benthos / bare client",
+            " / ".join(_n(value) for value in per_cpu),
+            _ratio_text(per_cpu[0], per_cpu[1]),
+        ),
+        Row(
+            "  connections the receiver accepted, hookrelay / Benthos / bare client",
+            " / ".join(_n(r.get("connections_opened")) for r in (ours, run, base)),
+        ),
+    ]
+    if not (run.get("signatures_valid") and run.get("webhook_ids_well_formed")):
+        rows.append(Row("  Benthos bodies, signatures, webhook-ids as hookrelay's", "NO"))
+    return rows
+
+
+def _peer_keepalive_row(hooks: int, ours: dict[str, Any], run: dict[str, Any]) -> Row:
+    rate, per_cpu = run["deliveries_per_s"], _per_cpu_s(run.get("cpu_s_per_1000"))
+    ratios = (
+        _ratio_text(ours.get("deliveries_per_s"), rate),
+        _n(_ratio(_per_cpu_s(ours.get("cpu_s_per_1000")), per_cpu), 2),
+    )
+    checked = run.get("signatures_valid") and run.get("webhook_ids_well_formed")
+    return Row(
+        f"  Benthos keeping {run['go_max_idle_conns_per_host']} idle connections: deliveries/s, "
+        "per CPU-second, connections",
+        f"{_n(rate)} /s, {_n(per_cpu)}, {_n(run.get('connections_opened'))}"
+        + ("" if checked else " (bodies or signatures NOT as hookrelay's)"),
+        f"{ratios[0]}, {ratios[1]}",
+    )
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return value / reference if value is not None and reference else None
+
+
 def _latency_text(latency: dict[str, Any]) -> str:
     keys = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
     return " / ".join(_n(latency.get(key), 1) for key in keys) + " ms"
@@ -251,8 +326,8 @@ def _ingest_rows(results: Results) -> list[Row]:
 def rows(results: Results) -> list[Row]:
     """Every table row the results allow, in scenario order."""
     sections = (
-        _receiver_rows, _throughput_rows, _latency_rows, _isolation_rows, _rate_limit_rows,
-        _adaptive_rows, _ordering_rows, _memory_rows, _startup_rows, _ingest_rows,
+        _receiver_rows, _throughput_rows, _peer_rows, _latency_rows, _isolation_rows,
+        _rate_limit_rows, _adaptive_rows, _ordering_rows, _memory_rows, _startup_rows, _ingest_rows,
     )  # fmt: skip
     return [row for section in sections for row in section(results)]
 

@@ -167,6 +167,7 @@ async def bare_client(bench: Bench, hooks: int) -> dict[str, Any]:
         "requests_per_s": round(rate.per_s, 1),
         "cpu_s_per_1000": round(cpu_s / rate.count * 1000, 4) if rate.count else None,
         "failures": failures,
+        "connections_opened": arrivals.connections,
         "window": rate.as_dict(),
         "cores": sampler.utilisation(rate.start, rate.end),
     }
@@ -216,6 +217,7 @@ def _run_facts(run: Run, arrivals: Arrivals, specs: list[HookSpec]) -> dict[str,
         "first_delivery_after_ready_s": round(min(firsts) - ready_at, 3) if firsts else None,
         "signatures_valid": signatures_valid(arrivals, specs),
         "duplicates": _duplicates(arrivals, [spec.path for spec in specs]),
+        "connections_opened": arrivals.connections,
         "exit_code": run.exit_code,
         "metrics": run.metrics,
     }
