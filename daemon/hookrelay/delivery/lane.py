@@ -66,7 +66,7 @@ from hookrelay.events.model import AttemptResult, Delivery, OutboundRecord, Outc
 from hookrelay.events.signing import hook_id_member
 from hookrelay.kafka.control import BlockedKeys
 from hookrelay.kafka.deadletter import failed_delivery
-from hookrelay.kafka.retries import RetryPlan, RetryRecord
+from hookrelay.kafka.retries import RetryHeaders, RetryPlan, RetryRecord
 from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.history import History
 from hookrelay.ops.logs import debug_enabled, get_logger
@@ -809,7 +809,7 @@ def parked_record(
     ms): after the tier's (jittered) delay, not before ``min_wait_s``; ``partition`` as
     ``OutboundRecord``'s ``partition_hint`` (None: by key)."""
     due = ctx.plan.due_at_ms(tier, time.time(), ctx.jitter(), min_wait_s)
-    headers = tuple(_retry_record(delivery, due, ctx.group).headers())
+    headers = RetryHeaders(_retry_record(delivery, due, ctx.group))
     event = delivery.event
     topic = ctx.plan.topics[tier]
     return OutboundRecord(topic, event.raw, event.key, headers, "retry", partition), due

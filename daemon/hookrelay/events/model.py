@@ -9,6 +9,7 @@ or a dead letter). Stages exchange these values, never each other's internals.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, NamedTuple
@@ -177,7 +178,7 @@ class OutboundRecord:
     topic: str
     value: bytes | None
     key: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    headers: Sequence[tuple[str, bytes]]
     kind: str
     partition_hint: int | None = None
     """None: the producer's partitioner (by key). Otherwise the record goes to the topic's
