@@ -51,6 +51,8 @@ async def test_kill_9_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: P
         receiver.script_forever("crm", Reply(delay_s=0.02))
         hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "max_concurrency": 4}]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        # The second daemon waits for the killed one's session to expire: the shortest (6 s).
+        edit_config(path, "kafka", session_timeout_s=6)
         with_admin_port(path)
         await produce(kafka_bootstrap, topic, events(600))
         log = tmp_path / "daemon.log"
