@@ -279,8 +279,12 @@ async def test_sigterm_under_steady_traffic_drains_and_exits_0(
         signalled: list[float] = []
         try:
             for cycle in range(3):
+                sent_to_c = len(receiver.for_hook("c"))
                 daemon = await start_daemon_process(path, tmp_path / f"daemon-{cycle}.log")
-                await asyncio.sleep(4.0)
+                # Signal once this daemon delivers, while its latest request to "c" (answered
+                # after 0.5 s) is surely in flight; not after a fixed wait for start-up.
+                await receiver.wait_for(sent_to_c + 1, "c", timeout_s=30)
+                await asyncio.sleep(0.2)
                 signalled.append(time.time())
                 daemon.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(daemon.wait(), 30) == 0, f"cycle {cycle}"
