@@ -235,13 +235,14 @@ async def test_a_slow_endpoint_never_pushes_the_consumer_out_of_its_group(
             {"id": "fast", "events": ["*"], "url": receiver.url("fast")},
         ]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
-        # Far shorter than one slow answer: a consumer that stopped polling would be evicted.
-        edit_config(path, "kafka", max_poll_interval_s=4, session_timeout_s=6)
+        # Far shorter than one slow answer: a consumer that stopped polling would be evicted
+        # (aiokafka checks the poll interval at its deadline, so the scale is free: 2 s).
+        edit_config(path, "kafka", max_poll_interval_s=2, session_timeout_s=6)
         settings = settings_for(path)
         async with running_daemon(settings) as daemon:
             await produce(kafka_bootstrap, topic, events(5))
             await receiver.wait_for(5, hook_id="fast", timeout_s=20)
-            await asyncio.sleep(10)  # two and a half poll intervals with the slow one busy
+            await asyncio.sleep(5)  # two and a half poll intervals with the slow one busy
             await produce(kafka_bootstrap, topic, events(5, start=5))
             await receiver.wait_for(10, hook_id="fast", timeout_s=20)
             assert daemon.metrics.rebalances._value.get() == 0  # never evicted, never revoked
