@@ -251,7 +251,9 @@ async def kill_scenario(
         ]
         receiver.script_forever("hS", Reply(delay_s=0.05))
         path = write_config(tmp, bootstrap, topic, hooks)
-        edit_config(path, "kafka", commit_interval_s=commit_interval_s)
+        # A killed member holds its partitions until its session expires: the restarted
+        # daemon's join waits that long each time. 6 s is the shortest session Kafka allows.
+        edit_config(path, "kafka", commit_interval_s=commit_interval_s, session_timeout_s=6)
         port = with_admin_port(path)
         log = tmp / f"{topic}.log"
         producing = asyncio.create_task(_steady(bootstrap, topic, count, rate))

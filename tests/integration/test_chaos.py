@@ -51,6 +51,8 @@ async def test_kill_9_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: P
         receiver.script_forever("crm", Reply(delay_s=0.02))
         hooks = [{"id": "crm", "events": ["*"], "url": receiver.url("crm"), "max_concurrency": 4}]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
+        # The second daemon waits for the killed one's session to expire: the shortest (6 s).
+        edit_config(path, "kafka", session_timeout_s=6)
         with_admin_port(path)
         await produce(kafka_bootstrap, topic, events(600))
         log = tmp_path / "daemon.log"
@@ -233,13 +235,14 @@ async def test_a_slow_endpoint_never_pushes_the_consumer_out_of_its_group(
             {"id": "fast", "events": ["*"], "url": receiver.url("fast")},
         ]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks)
-        # Far shorter than one slow answer: a consumer that stopped polling would be evicted.
-        edit_config(path, "kafka", max_poll_interval_s=4, session_timeout_s=6)
+        # Far shorter than one slow answer: a consumer that stopped polling would be evicted
+        # (aiokafka checks the poll interval at its deadline, so the scale is free: 2 s).
+        edit_config(path, "kafka", max_poll_interval_s=2, session_timeout_s=6)
         settings = settings_for(path)
         async with running_daemon(settings) as daemon:
             await produce(kafka_bootstrap, topic, events(5))
             await receiver.wait_for(5, hook_id="fast", timeout_s=20)
-            await asyncio.sleep(10)  # two and a half poll intervals with the slow one busy
+            await asyncio.sleep(5)  # two and a half poll intervals with the slow one busy
             await produce(kafka_bootstrap, topic, events(5, start=5))
             await receiver.wait_for(10, hook_id="fast", timeout_s=20)
             assert daemon.metrics.rebalances._value.get() == 0  # never evicted, never revoked
@@ -277,8 +280,12 @@ async def test_sigterm_under_steady_traffic_drains_and_exits_0(
         signalled: list[float] = []
         try:
             for cycle in range(3):
+                sent_to_c = len(receiver.for_hook("c"))
                 daemon = await start_daemon_process(path, tmp_path / f"daemon-{cycle}.log")
-                await asyncio.sleep(4.0)
+                # Signal once this daemon delivers, while its latest request to "c" (answered
+                # after 0.5 s) is surely in flight; not after a fixed wait for start-up.
+                await receiver.wait_for(sent_to_c + 1, "c", timeout_s=30)
+                await asyncio.sleep(0.2)
                 signalled.append(time.time())
                 daemon.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(daemon.wait(), 30) == 0, f"cycle {cycle}"

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from tests.integration.harness import (
+    edit_config,
     hookrelay_cli,
     produce,
     running_daemon,
@@ -109,6 +110,9 @@ async def test_order_per_key_survives_failures_kill_9_twice_and_a_rebalance(
         schedule = [0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
         path = write_config(tmp_path, kafka_bootstrap, topic, hooks,
                             delivery={"retry_schedule_s": schedule})  # fmt: skip
+        # A killed member holds its partitions until its session expires, and the members
+        # after each kill -9 wait that long to get them: 6 s is the shortest Kafka allows.
+        edit_config(path, "kafka", session_timeout_s=6)
         values, record_keys = keyed_events(keys, per_key)
         await produce(kafka_bootstrap, topic, values, keys=record_keys)
         log = tmp_path / "daemon.log"
