@@ -8,7 +8,8 @@ environment.
 - The worker runs the ordinary ``Daemon`` with its share of the settings
   (``config.workers.worker_share``: every hook's rate limit divided by the count), its admin
   listener on 127.0.0.1 at a free port with that token (only the supervisor knows either),
-  and ``worker=<index>`` on every log line. Reloads apply the same share.
+  its own static member name when ``kafka.group_instance_id`` is set, and ``worker=<index>``
+  on every log line. Reloads apply the same (:meth:`WorkerRole.settings`).
 - To the supervisor it reports, one JSON object a line on the report pipe, its listener's
   port (``{"admin_port": N}``) and, when it fails, the cause (``{"failed": "...",
   "hint": "..."}``).
@@ -65,12 +66,20 @@ class WorkerRole:
         return cls(role_index, role_count, environ.get(TOKEN_ENV, ""), int(fd) if fd else None)
 
     def settings(self, settings: Settings) -> Settings:
-        """``settings`` as this worker runs them: its share of the rate limits, and its admin
-        listener private (loopback, a free port, the supervisor's token)."""
+        """``settings`` as this worker runs them: its share of the rate limits, its admin
+        listener private (loopback, a free port, the supervisor's token), and a static
+        member name of its own (``kafka.group_instance_id`` with ``-w<index>`` appended: the
+        workers would fence each other with one name; also stable across restarts)."""
         admin = settings.admin.model_copy(
             update={"listen": "127.0.0.1:0", "token": SecretStr(self.token) if self.token else None}
         )
-        shared = worker_share(settings, self.count).model_copy(update={"admin": admin})
+        kafka = settings.kafka
+        if kafka.group_instance_id is not None:
+            member = f"{kafka.group_instance_id[:240]}-w{self.index}"
+            kafka = kafka.model_copy(update={"group_instance_id": member})
+        shared = worker_share(settings, self.count).model_copy(
+            update={"admin": admin, "kafka": kafka}
+        )
         shared._source = settings._source
         return shared
 
