@@ -14,12 +14,46 @@ from structlog.testing import capture_logs
 from hookrelay.app import Supervisor
 from hookrelay.app.deployment_view import merge_hooks
 from hookrelay.config import AdminSettings, Settings
+from hookrelay.ops.sdnotify import Notifier
 
 REPORT = "import os; os.write(int(os.environ['HOOKRELAY_WORKER_REPORT_FD']), {line!r})"
 FAILS_AT_START = REPORT.format(line=b'{"failed": "Boom: refused", "hint": "change x"}\n') + (
     "; raise SystemExit(1)"
 )
 DRAINS = "import sys; sys.stdin.read(); raise SystemExit({status})"
+
+
+SERVES = """
+import asyncio, os
+from aiohttp import web
+
+async def main():
+    app = web.Application()
+    app.router.add_get("/readyz", lambda r: web.json_response({"ready": True, "reasons": []}))
+    pending = "hookrelay_lane_pending{hook_id=\\"a\\"} 2\\n"
+    app.router.add_get("/metrics", lambda r: web.Response(text=pending))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    os.write(int(os.environ["HOOKRELAY_WORKER_REPORT_FD"]), b'{"admin_port": %d}\\n' % port)
+    await asyncio.get_running_loop().run_in_executor(None, os.read, 0, 1)
+    await runner.cleanup()
+
+asyncio.run(main())
+"""
+"""A stand-in worker with an admin listener: always ready; exits when stdin ends."""
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__("/nonexistent/notify", watchdog_timeout_s=0.4)
+        self.sent: list[tuple[str, ...]] = []
+
+    def send(self, *assignments: str) -> bool:
+        self.sent.append(assignments)
+        return True
 
 
 def settings() -> Settings:
@@ -83,6 +117,28 @@ async def test_the_exit_status_is_the_first_worker_failure_at_shutdown() -> None
         await asyncio.sleep(0.05)
     supervisor.request_stop()
     assert await asyncio.wait_for(run, 10) == 70
+
+
+async def test_the_supervisor_tells_systemd_ready_once_every_worker_is_and_stopping() -> None:
+    notifier = RecordingNotifier()
+    supervisor = Supervisor(settings(), 2, command=worker(SERVES), notifier=notifier)
+    run = asyncio.create_task(supervisor.run())
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if any(fields[0] == "READY=1" for fields in notifier.sent):
+            break
+    await asyncio.sleep(0.5)
+    assert all(slot.ready for slot in supervisor.slots)
+    text = (await supervisor.exposition()).decode()
+    assert 'hookrelay_lane_pending{hook_id="a"} 4.0' in text  # both workers' gauges summed
+    supervisor.request_stop()
+    assert await asyncio.wait_for(run, 10) == 0
+    kinds = [fields[0] for fields in notifier.sent]
+    assert kinds.count("READY=1") == 1
+    assert "WATCHDOG=1" in kinds[: kinds.index("STOPPING=1")]
+    assert notifier.sent[kinds.index("READY=1")][1] == (
+        "STATUS=ready: 2 workers consuming identity.events, 0 hooks"
+    )
 
 
 def hook_state(**changes: Any) -> dict[str, Any]:
