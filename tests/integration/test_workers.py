@@ -80,10 +80,10 @@ def numbers(receiver: Receiver, hook_id: str) -> list[int]:
 
 @asynccontextmanager
 async def deployment(
-    tmp_path: Path, bootstrap: str, hooks: list[dict[str, Any]], log: Path
+    tmp_path: Path, bootstrap: str, hooks: list[dict[str, Any]], log: Path, status: int = 0
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path, int, str]]:
     """A ready ``workers: 2`` deployment: (supervisor process, config, admin port, topic).
-    On exit it gets SIGTERM and must end with status 0."""
+    On exit it gets SIGTERM (if still running) and must end with ``status``."""
     topic = unique("workers")
     await create_topics(bootstrap, [topic, f"{topic}.dlq"], partitions=PARTITIONS)
     path = write_config(tmp_path, bootstrap, topic, hooks, extra={"workers": 2})
@@ -98,8 +98,8 @@ async def deployment(
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-        status = await asyncio.wait_for(process.wait(), 30)
-        assert status == 0, f"exit status {status}; its log: {log}"
+        ended = await asyncio.wait_for(process.wait(), 30)
+        assert ended == status, f"exit status {ended}; its log: {log}"
 
 
 async def test_two_workers_deliver_each_event_once_and_answer_as_one_deployment(
@@ -108,12 +108,8 @@ async def test_two_workers_deliver_each_event_once_and_answer_as_one_deployment(
     log = tmp_path / "run.log"
     async with Receiver(keys={"a": None, "b": None}) as receiver:
         hooks = [{"id": "a", "events": ["*"], "url": receiver.url("a")}]
-        async with deployment(tmp_path, kafka_bootstrap, hooks, log) as (
-            process,
-            path,
-            port,
-            topic,
-        ):
+        running = deployment(tmp_path, kafka_bootstrap, hooks, log, status=-signal.SIGKILL)
+        async with running as (process, path, port, topic):
             # Each worker owns two of the event topic's partitions.
             owned: dict[int, set[str]] = {}
             for entry in log_entries(log, "partitions_assigned"):
@@ -162,6 +158,13 @@ async def test_two_workers_deliver_each_event_once_and_answer_as_one_deployment(
             await receiver.wait_for(20, "b", timeout_s=15)
             await receiver.wait_for(220, "a", timeout_s=15)
             assert sorted(numbers(receiver, "b")) == list(range(200, 220))
+
+            # The supervisor killed: its workers see their pipe end, drain and exit.
+            workers = [e["pid"] for e in log_entries(log, "worker_started")]
+            process.send_signal(signal.SIGKILL)
+            await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 15)
+            stopped = log_entries(log, "daemon_stopped")
+            assert sorted(e["worker"] for e in stopped) == [0, 1]
 
 
 async def test_a_killed_worker_is_restarted_and_no_event_is_lost(

@@ -341,8 +341,12 @@ class Supervisor(DeploymentView, SystemdReporting):
         try:
             status, answer = await slot.ask(self._client(), "POST", "/v1/reload")
         except WorkerGoneError:
-            log.info("worker_reload_at_start", worker=slot.index,
-                     detail="not running now; it reads the files when it starts")  # fmt: skip
+            if slot.running:  # starting: it may have read the files before they changed
+                slot.signal(signal.SIGHUP)  # held until its reloader runs (early_signals)
+                log.info("worker_reload_by_signal", worker=slot.index, detail="still starting")
+            else:
+                log.info("worker_reload_at_start", worker=slot.index,
+                         detail="not running now; it reads the files when it starts")  # fmt: skip
             return
         except (aiohttp.ClientError, TimeoutError) as e:
             log.error("worker_reload_failed", worker=slot.index, error=f"{type(e).__name__}: {e}")

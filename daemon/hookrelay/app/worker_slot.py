@@ -119,9 +119,12 @@ class WorkerSlot:
 
     def kill(self) -> None:
         """End the worker at once (SIGKILL)."""
-        if self.running:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
+        self.signal(signal.SIGKILL)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the worker process, if it runs."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signum)
 
     async def ask(
         self, session: aiohttp.ClientSession, method: str, path: str, body: Any = None
