@@ -54,6 +54,14 @@ async def produce_spread(
         await produce(bootstrap, topic, values, partition=partition)
 
 
+def owned(log: Path, topic: str) -> dict[int, set[str]]:
+    """The partitions of ``topic`` each worker was last assigned, by worker index."""
+    found: dict[int, set[str]] = {}
+    for entry in log_entries(log, "partitions_assigned"):
+        found[entry["worker"]] = {p for p in entry["partitions"] if p.startswith(f"{topic}[")}
+    return found
+
+
 def log_entries(log: Path, name: str) -> list[dict[str, Any]]:
     return [
         entry for line in log.read_text().splitlines()
@@ -94,6 +102,9 @@ async def deployment(
     try:
         ready = f"http://127.0.0.1:{port}/readyz"
         await eventually(lambda: answers_with(ready, 200), 30, "both workers ready")
+        # Each worker owns two of the event topic's partitions (the rebalance that the
+        # second worker's join started is over).
+        await wait_until(lambda: sorted(map(len, owned(log, topic).values())) == [2, 2], 15)
         yield process, path, port, topic
     finally:
         if process.returncode is None:
@@ -110,13 +121,6 @@ async def test_two_workers_deliver_each_event_once_and_answer_as_one_deployment(
         hooks = [{"id": "a", "events": ["*"], "url": receiver.url("a")}]
         running = deployment(tmp_path, kafka_bootstrap, hooks, log, status=-signal.SIGKILL)
         async with running as (process, path, port, topic):
-            # Each worker owns two of the event topic's partitions.
-            owned: dict[int, set[str]] = {}
-            for entry in log_entries(log, "partitions_assigned"):
-                mine = {p for p in entry["partitions"] if p.startswith(f"{topic}[")}
-                owned[entry["worker"]] = mine  # the last assignment counts
-            assert sorted(len(p) for p in owned.values()) == [2, 2], owned
-
             await produce_spread(kafka_bootstrap, topic, range(200))
             await receiver.wait_for(200, "a", timeout_s=20)
             await asyncio.sleep(0.5)
