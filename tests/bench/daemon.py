@@ -8,6 +8,7 @@ free port so the bench can poll ``/readyz`` and scrape ``/metrics``.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -104,6 +105,11 @@ def write_config(
         "shutdown": {"grace_s": 2.0, "hard_deadline_s": 15.0},
         "hooks": [hook.config(receiver_url) for hook in hooks],
     }
+    # BENCH_WORKERS=2 (or auto) runs every scenario with worker processes (README "Worker
+    # processes"); the CPU figures then count the supervisor only.
+    workers = os.environ.get("BENCH_WORKERS")
+    if workers:
+        config["workers"] = workers if workers == "auto" else int(workers)
     path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
     return admin_port
 

@@ -18,6 +18,7 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import os
 import shutil
 import signal
@@ -30,7 +31,8 @@ from pathlib import Path
 import promql_parser
 import pytest
 
-from hookrelay.config import Settings, config_warnings, load_settings
+from hookrelay.app.supervisor import HARD_DEADLINE_MARGIN_S
+from hookrelay.config import Settings, config_warnings, load_settings, resolve_workers
 from hookrelay.config.fields import split_host_port
 from hookrelay.config.ingest import BATCH_PATH
 from hookrelay.ops.metrics import Metrics
@@ -287,7 +289,10 @@ def test_the_config_map_passes_hookrelay_check(configured: Configured) -> None:
     config_file, env = configured.config_file, configured.env
     result = hookrelay_check(config_file, env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("enabled)"), result.stdout
+    lines = result.stdout.splitlines()
+    ok = next(i for i, line in enumerate(lines) if ": ok (" in line)
+    assert lines[ok].endswith("enabled)"), result.stdout
+    assert lines[ok + 1 :] == [lines[ok + 1]] and lines[ok + 1].startswith("  workers: ")
     # The example secrets are placeholders, and check says so for each of them: nothing else.
     warnings = config_warnings(configured.settings)
     assert warnings, "the example's placeholder secrets must be flagged"
@@ -312,6 +317,40 @@ def test_shutdown_fits_inside_the_termination_grace_period(configured: Configure
         f"terminationGracePeriodSeconds {termination_grace_s} must exceed "
         f"shutdown.hard_deadline_s {shutdown.hard_deadline_s} by {EXIT_MARGIN_S} s"
     )
+
+
+def test_the_cpu_limit_sets_the_worker_count_and_memory_follows_it(
+    configured: Configured,
+) -> None:
+    """workers: auto in a pod is its CPU limit rounded up (the cgroup quota): without a
+    limit it would be the node's cores. Memory must hold every worker (256Mi each, README
+    "Worker processes") and the supervisor (128Mi) when there are several; the grace period
+    must outlast the supervisor, which exits HARD_DEADLINE_MARGIN_S after its workers."""
+    container = find(configured.objects, "Deployment", "hookrelay")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    limits = container["resources"]["limits"]
+    setting = configured.settings.workers
+    if setting == "auto":
+        assert "cpu" in limits, "workers: auto needs a CPU limit"
+    cpu_limit = cpu_cores(limits["cpu"]) if "cpu" in limits else None
+    workers = resolve_workers(setting, cpus=lambda: 64, quota=lambda: cpu_limit)
+    if cpu_limit is not None:
+        assert workers <= math.ceil(cpu_limit), "more workers than the CPU limit lets run"
+    needed_mi = 256 * workers + (128 if workers > 1 else 0)
+    assert memory_mi(limits["memory"]) >= needed_mi
+    pod = find(configured.objects, "Deployment", "hookrelay")["spec"]["template"]["spec"]
+    supervisor_deadline_s = configured.settings.shutdown.hard_deadline_s + HARD_DEADLINE_MARGIN_S
+    assert supervisor_deadline_s <= pod["terminationGracePeriodSeconds"]
+
+
+def cpu_cores(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def memory_mi(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
 
 
 def test_probes_and_scrapes_reach_the_admin_listener(configured: Configured) -> None:
@@ -467,9 +506,7 @@ def test_the_ingest_config_map_passes_hookrelay_check(ingest_configured: Configu
     )
     result = hookrelay_check(config_file, env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("(0 hooks, 0 enabled; ingest: 1 source, batch API on)"), (
-        result.stdout
-    )
+    assert "(0 hooks, 0 enabled; ingest: 1 source, batch API on)\n  workers: " in result.stdout
     warnings = config_warnings(settings)
     no_hooks = [w for w in warnings if w.endswith("(fine for a file only hookrelay ingest reads)")]
     assert len(no_hooks) == 1, warnings

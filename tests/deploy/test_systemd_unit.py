@@ -31,6 +31,7 @@ import aiohttp
 import orjson
 import pytest
 
+from hookrelay.app.supervisor import HARD_DEADLINE_MARGIN_S
 from hookrelay.config import HttpSettings, ShutdownSettings
 from hookrelay.config.ingest import IngestSettings
 from tests.deploy.example_secrets import env_file_values, flagged_as_placeholder
@@ -49,7 +50,7 @@ MAX_EXPOSURE = 2.0  # systemd-analyze security's overall exposure, 0 best to 10 
 # reload, the descriptors each needs. Every other directive (the sandbox, the account, the
 # start, stop and restart policy) must be the same in both.
 PER_PROCESS = {"Description", "ExecStart", "ExecReload", "EnvironmentFile", "WatchdogSec",
-               "LimitNOFILE"}  # fmt: skip
+               "LimitNOFILE", "KillMode"}  # fmt: skip
 
 
 def systemd_tool(name: str) -> str:
@@ -155,6 +156,17 @@ def test_stop_timeout_outlasts_the_processs_own_shutdown_deadline(unit: Path) ->
     assert seconds(stop) > shutdown.hard_deadline_s > shutdown.grace_s
     assert shutdown.hard_deadline_s > IngestSettings().write_timeout_s
     assert seconds(stop) >= shutdown.hard_deadline_s + 10  # room to unwind and exit
+
+
+def test_a_supervisor_of_workers_alone_gets_sigterm_and_has_time_to_outlast_them() -> None:
+    """With workers > 1 the main process is the supervisor: it stops its workers itself
+    (KillMode=mixed sends SIGTERM to it only), is the only one to notify systemd
+    (NotifyAccess=main), and exits HARD_DEADLINE_MARGIN_S after the workers' deadline."""
+    service = directives("Service")
+    assert service["KillMode"] == ["mixed"]
+    assert service["NotifyAccess"] == ["main"]
+    [stop] = service["TimeoutStopSec"]
+    assert seconds(stop) >= ShutdownSettings().hard_deadline_s + HARD_DEADLINE_MARGIN_S + 5
 
 
 def test_both_units_run_as_the_same_account_in_the_same_sandbox() -> None:

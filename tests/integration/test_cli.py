@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from hookrelay.config import resolve_workers
 from tests.integration.harness import (
     HOOKRELAY,
     ROOT,
@@ -43,7 +44,17 @@ async def test_check_accepts_the_shipped_configurations() -> None:
         "check", "-c", "config/hookrelay.yaml", env={**env, "ANALYTICS_TOKEN": "t0k3n"}
     )
     assert code == 0, err
-    assert "ok (6 hooks, 5 enabled)" in out
+    assert "ok (6 hooks, 5 enabled)\n  workers: 1: one process\n" in out
+
+
+async def test_check_shows_the_worker_count_auto_resolves_to(tmp_path: Path) -> None:
+    config = tmp_path / "hookrelay.yaml"
+    config.write_text("workers: auto\n")
+    code, out, err = await hookrelay_cli("check", "-c", str(config))
+    assert code == 0, err
+    cpus = resolve_workers("auto")
+    shown = "one process" if cpus == 1 else f"a supervisor and {cpus} worker processes"
+    assert f"  workers: {cpus} (auto: the CPUs this process may use): {shown}" in out
 
 
 async def test_check_refuses_bad_configuration_naming_file_line_and_key(tmp_path: Path) -> None:

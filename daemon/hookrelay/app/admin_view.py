@@ -22,47 +22,12 @@ from hookrelay.ops.logs import get_logger, masked, redacted_url
 log = get_logger("hookrelay.app")
 
 
-class AdminView:
-    """The admin API's answers, mixed into ``Daemon`` (which provides the parts named below)."""
+class HookDecisions:
+    """The operator's decisions on a hook (pause, resume, release, unblock): written to the
+    control topic, which every member of the group follows, so any process of the
+    deployment can take them (the daemon, or the supervisor of its worker processes)."""
 
     settings: Settings
-    dispatcher: Dispatcher
-    history: History
-    source: Source
-    control: ControlFollower
-    backlog: BacklogGauge
-    _sender: Sender
-
-    def hooks(self) -> list[dict[str, Any]]:
-        """Every configured hook with its state, in configuration order."""
-        now = time.time()
-        found = []
-        for hook in self.settings.hooks:
-            state = self.dispatcher.lane_state(hook.id)
-            if state is None:  # disabled: no lane
-                limit = rate_limit_view(hook.rate_limit, None)
-                state = {"paused": False, "paused_by": None, "circuit": "closed", "pending": 0,
-                         "in_flight": 0, "rate_limit": limit, "ordering": None}  # fmt: skip
-            pause = self.control.state.paused.get(hook.id)
-            found.append({
-                "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
-                "events": list(hook.events), "enabled": hook.enabled,
-                "filter": None if hook.filter is None else hook.filter.text, **state,
-                "pause_reason": pause.reason if pause is not None else None,
-                "retry_backlog": self.backlog.of_hook(hook.id),
-                "last_24h": self.history.last_24h(hook.id, now),
-            })  # fmt: skip
-        return found
-
-    def deliveries(
-        self, *, hook_id: str | None, outcome: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Recent attempts, newest first (``history.AttemptLog.recent``)."""
-        return self.history.attempts.recent(hook_id=hook_id, outcome=outcome, limit=limit)
-
-    def partitions(self) -> list[dict[str, Any]]:
-        """The assigned partitions with offsets, lag and what holds them (``Source``)."""
-        return self.source.partitions()
 
     async def pause_hook(self, hook_id: str, paused: bool, reason: str) -> None:
         """Pause or resume a configured hook through the control topic (``kafka.control``):
@@ -102,6 +67,48 @@ class AdminView:
     def _configured(self, hook_id: str) -> None:
         if all(hook.id != hook_id for hook in self.settings.hooks):
             raise LookupError(hook_id)
+
+
+class AdminView(HookDecisions):
+    """The admin API's answers, mixed into ``Daemon`` (which provides the parts named below)."""
+
+    dispatcher: Dispatcher
+    history: History
+    source: Source
+    control: ControlFollower
+    backlog: BacklogGauge
+    _sender: Sender
+
+    def hooks(self) -> list[dict[str, Any]]:
+        """Every configured hook with its state, in configuration order."""
+        now = time.time()
+        found = []
+        for hook in self.settings.hooks:
+            state = self.dispatcher.lane_state(hook.id)
+            if state is None:  # disabled: no lane
+                limit = rate_limit_view(hook.rate_limit, None)
+                state = {"paused": False, "paused_by": None, "circuit": "closed", "pending": 0,
+                         "in_flight": 0, "rate_limit": limit, "ordering": None}  # fmt: skip
+            pause = self.control.state.paused.get(hook.id)
+            found.append({
+                "id": hook.id, "name": hook.name, "url": redacted_url(hook.url),
+                "events": list(hook.events), "enabled": hook.enabled,
+                "filter": None if hook.filter is None else hook.filter.text, **state,
+                "pause_reason": pause.reason if pause is not None else None,
+                "retry_backlog": self.backlog.of_hook(hook.id),
+                "last_24h": self.history.last_24h(hook.id, now),
+            })  # fmt: skip
+        return found
+
+    def deliveries(
+        self, *, hook_id: str | None, outcome: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Recent attempts, newest first (``history.AttemptLog.recent``)."""
+        return self.history.attempts.recent(hook_id=hook_id, outcome=outcome, limit=limit)
+
+    def partitions(self) -> list[dict[str, Any]]:
+        """The assigned partitions with offsets, lag and what holds them (``Source``)."""
+        return self.source.partitions()
 
     async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:
         """POST a Logto-style test payload to one hook now, outside the retry machinery

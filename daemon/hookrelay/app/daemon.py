@@ -24,6 +24,7 @@ import gc
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -63,7 +64,7 @@ from hookrelay.ops.logs import (
     url_secrets,
 )
 from hookrelay.ops.metrics import Metrics
-from hookrelay.ops.reload import ReloadPlan, plan_reload
+from hookrelay.ops.reload import ReloadPlan, plan_reload, serve_reloads
 from hookrelay.ops.sdnotify import Notifier
 from hookrelay.ops.tracing import start_tracing
 from hookrelay.pipeline import Pipeline
@@ -111,12 +112,22 @@ def register_settings_secrets(settings: Settings) -> None:
 class Daemon(AdminView, SystemdReporting, ShutdownOrder):
     """hookrelay's long-running process. ``await Daemon(settings).run()`` returns the exit
     status (0 after a clean shutdown). ``sender`` may be injected for tests, and ``notifier``
-    (default: from this process's environment, a no-op outside systemd)."""
+    (default: from this process's environment, a no-op outside systemd). A worker process
+    (``app.worker``) passes ``load``, how a reload reads the files (default:
+    ``load_settings``), and ``on_listening``, told the admin listener's port once bound."""
 
     def __init__(
-        self, settings: Settings, *, sender: Sender | None = None, notifier: Notifier | None = None
+        self,
+        settings: Settings,
+        *,
+        sender: Sender | None = None,
+        notifier: Notifier | None = None,
+        load: Callable[[str], Settings] = load_settings,
+        on_listening: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._load = load
+        self._on_listening = on_listening
         self.systemd = notifier or Notifier.from_environment()
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
@@ -272,7 +283,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
         async with self._reload_lock:
             with self.systemd.reloading():
                 try:
-                    new = load_settings(self.settings.source_file)
+                    new = self._load(self.settings.source_file)
                 except ConfigError as e:
                     self.metrics.config_reloads.labels("failure").inc()
                     self.metrics.config_last_reload_successful.set(0)
@@ -306,14 +317,7 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
 
     async def _reloader(self) -> None:
         """Serve SIGHUP: one reload per burst of signals; a refused file is already logged."""
-        while True:
-            await self._reload_requested.wait()
-            self._reload_requested.clear()
-            if self.stopping.is_set():
-                log.info("reload_skipped", reason="shutting down")
-                continue
-            with suppress(ConfigError):
-                await self.reload()
+        await serve_reloads(self._reload_requested, self.stopping, self.reload)
 
     async def run(self) -> int:
         """Start everything, run until stopped, shut down in order; return the exit status.
@@ -340,6 +344,8 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
             log.error("admin_listen_failed", listen=self.settings.admin.listen, error=str(e))
             await self._close()
             return EXIT_ADMIN_LISTEN
+        if self._on_listening is not None:
+            self._on_listening(self.admin.port)
         try:
             if await self._start_clients():
                 await self._run_tasks()

@@ -53,7 +53,14 @@ from hookrelay.commands.args import (
     timestamp_ms,
     write_stdout,
 )
-from hookrelay.config import Hook, Settings, Skippable, config_warnings, load_settings
+from hookrelay.config import (
+    Hook,
+    Settings,
+    Skippable,
+    config_warnings,
+    load_settings,
+    resolve_workers,
+)
 from hookrelay.errors import ConfigError, TopicsMissingError
 from hookrelay.events.catalogue import KNOWN_EVENTS
 from hookrelay.kafka.deadletter import REASONS as DEAD_LETTER_REASONS
@@ -365,10 +372,21 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
         batch = "on" if settings.ingest.batch is not None else "off"
         ingest = f"; ingest: {sources} source{'s' * (sources != 1)}, batch API {batch}"
     print(f"{settings.source_file}: ok ({len(settings.hooks)} hooks, {enabled} enabled{ingest})")
+    print(f"  workers: {_workers_note(settings)}")
     for hook in settings.hooks:
         for line in _hook_notes(hook, others=len(settings.hooks) - 1):
             print(f"  hook {hook.id}: {line}")
     return EXIT_OK
+
+
+def _workers_note(settings: Settings) -> str:
+    """The resolved worker count, and what it means (README: Worker processes)."""
+    workers = resolve_workers(settings.workers)
+    source = " (auto: the CPUs this process may use)" if settings.workers == "auto" else ""
+    if workers == 1:
+        return f"1{source}: one process"
+    return (f"{workers}{source}: a supervisor and {workers} worker processes in group "
+            f"{settings.group_id}; each worker sends 1/{workers} of every rate limit")  # fmt: skip
 
 
 def _hook_notes(hook: Hook, others: int) -> list[str]:
@@ -403,13 +421,33 @@ def _event_loop_policy() -> None:
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    """The daemon: one process (``workers`` 1), the supervisor of N worker processes, or, in
+    a process the supervisor started (``HOOKRELAY_WORKER`` set), one of those workers."""
     # Imported here: keeps `check` free of aiokafka start-up.
-    from hookrelay.app import Daemon  # noqa: PLC0415
+    from hookrelay.app import Daemon, Supervisor, WorkerRole  # noqa: PLC0415
+    from hookrelay.app.worker import supervisor_watched  # noqa: PLC0415
+    from hookrelay.ops.logs import bind_process  # noqa: PLC0415
+
+    role = WorkerRole.from_environment()
+    if role is not None:
+        bind_process(worker=role.index)
+
+        async def work() -> int:
+            daemon = Daemon(
+                role.settings(settings), load=role.load,
+                on_listening=lambda port: role.report(admin_port=port),
+            )  # fmt: skip
+            daemon.install_signal_handlers()
+            async with supervisor_watched(daemon.request_stop):
+                return await daemon.run()
+
+        return _serve(settings, work, "daemon_failed", on_failure=role.report)
+    workers = resolve_workers(settings.workers)
 
     async def run() -> int:
-        daemon = Daemon(settings)
-        daemon.install_signal_handlers()
-        return await daemon.run()
+        process = Daemon(settings) if workers == 1 else Supervisor(settings, workers)
+        process.install_signal_handlers()
+        return await process.run()
 
     return _serve(settings, run, "daemon_failed")
 
@@ -433,9 +471,15 @@ def _ingest(settings: Settings, _args: argparse.Namespace) -> int:
     return _serve(settings, run, "ingest_failed")
 
 
-def _serve(settings: Settings, run: Callable[[], Coroutine[Any, Any, int]], failed: str) -> int:
+def _serve(
+    settings: Settings,
+    run: Callable[[], Coroutine[Any, Any, int]],
+    failed: str,
+    on_failure: Callable[..., None] | None = None,
+) -> int:
     """Run a long-lived process (``run``) in the foreground, logging as configured; its exit
-    status, or 1 with the ``failed`` event logged (the causes, and a hint when one is known)."""
+    status, or 1 with the ``failed`` event logged (the causes, and a hint when one is known;
+    also told to ``on_failure`` as ``failed=`` and ``hint=``: a worker's supervisor)."""
     from hookrelay.app import register_settings_secrets  # noqa: PLC0415
     from hookrelay.ops.logs import configure_logging, get_logger  # noqa: PLC0415
 
@@ -450,9 +494,10 @@ def _serve(settings: Settings, run: Callable[[], Coroutine[Any, Any, int]], fail
     except Exception as e:
         causes = _leaves(e)
         details = {"hint": hint} if (hint := _hint(causes)) else {}
-        get_logger("hookrelay.cli").exception(
-            failed, error="; ".join(f"{type(c).__name__}: {c}" for c in causes), **details
-        )
+        error = "; ".join(f"{type(c).__name__}: {c}" for c in causes)
+        get_logger("hookrelay.cli").exception(failed, error=error, **details)
+        if on_failure is not None:
+            on_failure(failed=error, hint=hint)
         return EXIT_FAILED
 
 

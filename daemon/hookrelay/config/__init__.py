@@ -26,7 +26,8 @@ The package's modules, in the order a load goes: ``source_map`` (positions), ``l
 ``${VAR}``, the hooks file), ``secrets`` (key, token and password files), ``models`` (the
 settings and their checks; ``ingest`` and ``tracing`` hold a section each), ``messages``
 (refusal texts), ``checks`` (``hookrelay check``'s warnings), ``schema`` (JSON Schemas),
-``naming`` (names of the topics a deployment owns).
+``naming`` (names of the topics a deployment owns), ``workers`` (the worker count, and each
+worker's share of the rate limits).
 
 The JSON Schemas under ``config/`` are generated from these models by :func:`json_schemas`;
 regenerate them with ``python -c "from hookrelay.config import write_json_schemas;
@@ -55,6 +56,7 @@ from hookrelay.config.models import (
 )
 from hookrelay.config.schema import json_schemas, write_json_schemas
 from hookrelay.config.tracing import TracingSettings
+from hookrelay.config.workers import resolve_workers, worker_share
 
 __all__ = [
     "RESERVED_HEADERS",
@@ -76,5 +78,7 @@ __all__ = [
     "config_warnings",
     "json_schemas",
     "load_settings",
+    "resolve_workers",
+    "worker_share",
     "write_json_schemas",
 ]

@@ -416,6 +416,9 @@ class OutcomeSettings(FrozenModel):
     like the dead-letter topic, with the cluster's default retention."""
 
 
+MAX_WORKERS: Final = 64
+"""Most worker processes ``workers`` accepts."""
+
 JITTER_ALLOWANCE_S: Final = 0.02
 """Seconds of the rate a token bucket keeps back from its burst (see ``RateLimit.capacity``)."""
 
@@ -609,6 +612,11 @@ class Settings(FrozenModel):
     """OpenTelemetry spans of deliveries and attempts over OTLP (opt-in; the tracing extra)."""
     ingest: IngestSettings | None = None
     """The ``hookrelay ingest`` process: Logto's webhooks and the batch API into Kafka."""
+    workers: Annotated[Integer, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = 1
+    """Worker processes of hookrelay run, each a member of the consumer group: 1 (one
+    process, no supervisor), a number up to 64, or "auto" (the CPUs this process may use:
+    its CPU affinity and cgroup CPU quota). Each worker gets 1/N of every hook's rate limit
+    (README: Worker processes). Applies at restart."""
     hooks: tuple[Hook, ...] = ()
     """Hook subscriptions written inline (or loaded from hooks_file)."""
     source_file: StrictStr = ""

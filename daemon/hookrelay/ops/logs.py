@@ -200,8 +200,26 @@ class _Renderer:
 
 
 _RENDERER = _Renderer()
+_PROCESS_FIELDS: dict[str, Any] = {}
+
+
+def bind_process(**fields: Any) -> None:
+    """Add ``fields`` to every line this process logs from now on, from any thread (a worker
+    process's ``worker`` index)."""
+    _PROCESS_FIELDS.update(fields)
+
+
+def _add_process_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for name, value in _PROCESS_FIELDS.items():
+        event_dict.setdefault(name, value)
+    return event_dict
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    _add_process_fields,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]

@@ -1,4 +1,5 @@
-"""Every Prometheus metric hookrelay exports; the only module that touches prometheus_client.
+"""Every Prometheus metric hookrelay exports; with ``metrics_merge`` (a deployment of worker
+processes), the only module that touches prometheus_client.
 
 Each ``Metrics`` owns its own ``CollectorRegistry`` (with the process and platform
 collectors), so several daemons in one test process never collide. Labels are bounded:
@@ -75,6 +76,29 @@ class ProcessMetrics:
         return generate_latest(self.registry)
 
 
+class ReloadMetrics:
+    """The configuration reload metrics of a process that reloads (the daemon, or the
+    supervisor of its worker processes)."""
+
+    def _reload_metrics(self, p: str, r: CollectorRegistry) -> None:
+        self.config_reloads = Counter(
+            p + "config_reloads", "Configuration reloads by result (success, failure)",
+            ["result"], registry=r,
+        )  # fmt: skip
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+        self.config_last_reload_successful = Gauge(
+            p + "config_last_reload_successful", "1 when the last reload was applied, 0 when it "
+            "was refused (the previous configuration still runs)", registry=r,
+        )  # fmt: skip
+        self.config_last_reload_successful.set(1)
+        self.config_last_reload_success = Gauge(
+            p + "config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (epoch seconds)", registry=r,
+        )  # fmt: skip
+        self.config_last_reload_success.set_to_current_time()
+
+
 class IngestMetrics(ProcessMetrics):
     """The ``hookrelay ingest`` process's metric set. ``source`` labels are configured source
     ids, ``batch`` for the batch API, or ``unmatched`` (no route); ``status`` is the HTTP
@@ -117,7 +141,7 @@ class IngestMetrics(ProcessMetrics):
             self.connections_closed.labels(reason)
 
 
-class Metrics(ProcessMetrics):
+class Metrics(ProcessMetrics, ReloadMetrics):
     """The daemon's metric set. Attribute names follow the exported names without prefix."""
 
     def __init__(self) -> None:
@@ -140,22 +164,7 @@ class Metrics(ProcessMetrics):
             ["event", "matched"], registry=r,
         )  # fmt: skip
         self._hooks: dict[str, HookStats] = {}
-        self.config_reloads = Counter(
-            p + "config_reloads", "Configuration reloads by result (success, failure)",
-            ["result"], registry=r,
-        )  # fmt: skip
-        for result in ("success", "failure"):
-            self.config_reloads.labels(result)
-        self.config_last_reload_successful = Gauge(
-            p + "config_last_reload_successful", "1 when the last reload was applied, 0 when it "
-            "was refused (the previous configuration still runs)", registry=r,
-        )  # fmt: skip
-        self.config_last_reload_successful.set(1)
-        self.config_last_reload_success = Gauge(
-            p + "config_last_reload_success_timestamp_seconds",
-            "When the running configuration was loaded (epoch seconds)", registry=r,
-        )  # fmt: skip
-        self.config_last_reload_success.set_to_current_time()
+        self._reload_metrics(p, r)
         r.register(_HookStatsCollector(self._hooks))
         self.in_flight = Gauge(
             p + "in_flight_deliveries", "Deliveries accepted and not yet settled", registry=r
@@ -355,6 +364,29 @@ class Metrics(ProcessMetrics):
         for gauge in (self.consumer_lag, self.committed_offset, self.held_by_transaction):
             with contextlib.suppress(KeyError):
                 gauge.remove(topic, str(partition))
+
+
+class SupervisorMetrics(ProcessMetrics, ReloadMetrics):
+    """The supervisor's own metrics (``workers`` > 1): readiness of the deployment, its
+    reloads, and the workers' lives. Its ``/metrics`` merges them with the workers'
+    (``metrics_merge``)."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__("1 when every worker process is consuming and able to deliver")
+        r = self.registry
+        p = "hookrelay_"
+        self._reload_metrics(p, r)
+        self.workers = Gauge(p + "workers", "Worker processes configured", registry=r)
+        self.workers.set(workers)
+        self.workers_ready = Gauge(
+            p + "workers_ready", "Worker processes running and ready", registry=r
+        )
+        self.worker_restarts = Counter(
+            p + "worker_restarts", "Worker processes restarted after an unexpected exit, by "
+            "worker index", ["worker"], registry=r,
+        )  # fmt: skip
+        for index in range(workers):
+            self.worker_restarts.labels(str(index))
 
 
 class HistogramCounts:

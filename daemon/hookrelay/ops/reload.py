@@ -16,12 +16,19 @@ step, so no record is routed with the new hooks and dispatched with the old lane
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from hookrelay.config import Settings
+from hookrelay.errors import ConfigError
+from hookrelay.ops.logs import get_logger
+
+log = get_logger("hookrelay.app")
 
 LIVE_KEYS = frozenset({"hooks", "logging", "hooks_file", "source_file"})
 """Top-level settings a reload applies (the file paths only say where hooks came from)."""
@@ -88,3 +95,18 @@ def _diff(old: Any, new: Any, path: str, found: list[str]) -> None:
             _diff(getattr(old, name), getattr(new, name), f"{path}.{name}", found)
     elif old != new:
         found.append(path)
+
+
+async def serve_reloads(
+    requested: asyncio.Event, stopping: asyncio.Event, reload: Callable[[], Awaitable[Any]]
+) -> None:
+    """Serve SIGHUP for ever: one ``reload()`` per burst of ``requested``, none once
+    ``stopping``; a refused file (``ConfigError``) is already logged by ``reload``."""
+    while True:
+        await requested.wait()
+        requested.clear()
+        if stopping.is_set():
+            log.info("reload_skipped", reason="shutting down")
+            continue
+        with suppress(ConfigError):
+            await reload()

@@ -116,7 +116,7 @@ def test_hookrelay_check_passes_with_the_env_file_loaded(tmp_path: Path) -> None
         tmp_path / "hookrelay.env", sys.executable, "-m", "hookrelay", "check", "-c", str(config)
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().endswith("ok (3 hooks, 2 enabled)")
+    assert "ok (3 hooks, 2 enabled)\n  workers: 1: one process\n" in done.stdout
     assert "signing key written inline" not in done.stdout
     without = cli("check", "-c", str(config))  # the keys are nowhere else
     assert without.returncode == 1 and "HOOKRELAY_KEY_" in without.stderr

@@ -492,7 +492,7 @@ def test_source_file_cannot_be_set_from_the_file(tmp_path: Path) -> None:
     assert refusals(path) == [
         f"{path}:1: source_file: unknown key 'source_file'; expected one of: kafka, "
         "dead_letter_topic, control_topic, http, delivery, admin, logging, shutdown, outcomes, "
-        "tracing, ingest, hooks, hooks_file"
+        "tracing, ingest, workers, hooks, hooks_file"
     ]
 
 

@@ -27,6 +27,7 @@ the token never appears in an answer or a log line. ``/v1`` answers carry
 from __future__ import annotations
 
 import hmac
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
@@ -47,12 +48,19 @@ from hookrelay.ops.logs import get_logger, register_secrets
 log = get_logger("hookrelay.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+View = list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]
+"""What a backend's views return: the list, or (the supervisor of worker processes, which
+asks its workers) an awaitable of it."""
+
+
+async def _resolved(view: View) -> list[dict[str, Any]]:
+    return await view if inspect.isawaitable(view) else view
 
 
 class AdminBackend(Protocol):
     """What the admin API asks the daemon; app.Daemon implements it."""
 
-    def hooks(self) -> list[dict[str, Any]]:
+    def hooks(self) -> View:
         """Every configured hook with its state, in configuration order. Each dict:
         {"id": str, "name": str, "url": str (userinfo and query string replaced by "***"),
          "events": [str], "enabled": bool, "paused": bool,
@@ -67,16 +75,14 @@ class AdminBackend(Protocol):
                         "last_decrease": "throttled" | "latency" | None}} | None,
          "last_24h": {"requests": int, "succeeded": int, "success_rate": float | None}}"""
 
-    def deliveries(
-        self, *, hook_id: str | None, outcome: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    def deliveries(self, *, hook_id: str | None, outcome: str | None, limit: int) -> View:
         """Recent attempts, newest first, at most ``limit``. Each dict:
         {"time": ISO-8601 UTC str, "hook_id": str, "delivery_id": str, "event": str,
          "attempt": int, "status": int | None, "duration_ms": float, "error": str | None,
          "outcome": "delivered"|"retrying"|"dead_lettered"|"parked",
          "response_body": str  (only present when admin.keep_response_bodies is true)}"""
 
-    def partitions(self) -> list[dict[str, Any]]:
+    def partitions(self) -> View:
         """The partitions this member is assigned, by topic and partition. Each dict:
         {"topic": str, "partition": int, "role": "event"|"retry",
          "committed_offset": int | None, "lag": int | None, "unsettled": int,
@@ -295,11 +301,11 @@ class AdminApi:
         return self._backend
 
     async def _list_hooks(self, _request: web.Request) -> web.Response:
-        return _json({"hooks": self._api.hooks()})
+        return _json({"hooks": await _resolved(self._api.hooks())})
 
     async def _get_hook(self, request: web.Request) -> web.Response:
         hook_id = request.match_info["id"]
-        for hook in self._api.hooks():
+        for hook in await _resolved(self._api.hooks()):
             if hook["id"] == hook_id:
                 return _json(hook)
         raise _ApiError(404, "no hook with this id is configured")
@@ -383,11 +389,11 @@ class AdminApi:
 
     async def _list_deliveries(self, request: web.Request) -> web.Response:
         hook_id, outcome, limit = _deliveries_query(request.query)
-        found = self._api.deliveries(hook_id=hook_id, outcome=outcome, limit=limit)
+        found = await _resolved(self._api.deliveries(hook_id=hook_id, outcome=outcome, limit=limit))
         return _json({"deliveries": found})
 
     async def _list_partitions(self, _request: web.Request) -> web.Response:
-        return _json({"partitions": self._api.partitions()})
+        return _json({"partitions": await _resolved(self._api.partitions())})
 
     async def _reload(self, request: web.Request) -> web.Response:
         log.info("admin_reload_requested", remote=request.remote)

@@ -18,7 +18,8 @@ through (``ops.listener.GuardedListener``): a connection without a whole request
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import orjson
@@ -32,8 +33,11 @@ from hookrelay.ops.metrics import CONTENT_TYPE, ProcessMetrics
 
 log = get_logger("hookrelay.admin")
 
-ReadinessCheck = Callable[[], list[str]]
-"""Returns the reasons the daemon is not ready; empty when ready."""
+ReadinessCheck = Callable[[], list[str] | Awaitable[list[str]]]
+"""Returns the reasons the daemon is not ready; empty when ready (the supervisor of worker
+processes asks them, so its answer is awaited)."""
+Exposition = Callable[[], Awaitable[bytes]]
+"""The ``/metrics`` body, when it is not the metrics' own registry (the supervisor's merge)."""
 
 IDLE_TIMEOUT_S: Final = 5.0
 """Seconds a connection may hold without a request in progress (aiohttp's keep-alive timer,
@@ -47,7 +51,8 @@ class AdminServer:
     """aiohttp server for the admin listener; ``start()``/``stop()`` own its lifetime.
 
     ``backend`` and ``token`` make the ``/v1`` API (:class:`AdminApi`): without a token it is
-    disabled (403); a token without a backend raises ``ValueError``.
+    disabled (403); a token without a backend raises ``ValueError``. ``exposition``, when
+    given, answers ``/metrics`` instead of ``metrics.render()``.
     """
 
     def __init__(
@@ -59,8 +64,10 @@ class AdminServer:
         *,
         backend: AdminBackend | None = None,
         token: SecretStr | None = None,
+        exposition: Exposition | None = None,
     ) -> None:
         self._host = host
+        self._exposition = exposition
         self._port = port
         self._metrics = metrics
         self._readiness = readiness
@@ -104,13 +111,15 @@ class AdminServer:
     # Probes and metrics: never authenticated (Prometheus and the kubelet have no token).
 
     async def _get_metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        body = self._metrics.render() if self._exposition is None else await self._exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _get_healthz(self, _request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
     async def _get_readyz(self, _request: web.Request) -> web.Response:
-        reasons = self._readiness()
+        found = self._readiness()
+        reasons = await found if inspect.isawaitable(found) else found
         self._metrics.ready.set(0 if reasons else 1)
         body = orjson.dumps({"ready": not reasons, "reasons": reasons})
         return web.Response(

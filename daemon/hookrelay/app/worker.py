@@ -1,0 +1,126 @@
+"""One worker process of a deployment with ``workers`` > 1, as the supervisor
+(``app.supervisor``) starts it: the same ``hookrelay run -c FILE`` command, marked by the
+environment.
+
+- ``HOOKRELAY_WORKER=<index>/<count>`` marks a worker (index from 0) and says how many there
+  are; ``HOOKRELAY_WORKER_TOKEN`` is the admin token of its private listener, and
+  ``HOOKRELAY_WORKER_REPORT_FD`` a pipe to the supervisor.
+- The worker runs the ordinary ``Daemon`` with its share of the settings
+  (``config.workers.worker_share``: every hook's rate limit divided by the count), its admin
+  listener on 127.0.0.1 at a free port with that token (only the supervisor knows either),
+  its own static member name when ``kafka.group_instance_id`` is set, and ``worker=<index>``
+  on every log line. Reloads apply the same (:meth:`WorkerRole.settings`).
+- To the supervisor it reports, one JSON object a line on the report pipe, its listener's
+  port (``{"admin_port": N}``) and, when it fails, the cause (``{"failed": "...",
+  "hint": "..."}``).
+- Its standard input is a pipe from the supervisor, which writes nothing: end of file means
+  the supervisor asks it to stop, or died (kill -9 included, since the kernel closes the
+  pipe then), and the worker drains and exits as on SIGTERM. No worker outlives its
+  supervisor by more than ``shutdown.hard_deadline_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from pydantic import SecretStr
+
+from hookrelay.config import Settings, load_settings, worker_share
+from hookrelay.ops.logs import get_logger
+
+log = get_logger("hookrelay.worker")
+
+WORKER_ENV: Final = "HOOKRELAY_WORKER"
+TOKEN_ENV: Final = "HOOKRELAY_WORKER_TOKEN"
+REPORT_FD_ENV: Final = "HOOKRELAY_WORKER_REPORT_FD"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This process's place in the deployment: worker ``index`` of ``count``."""
+
+    index: int
+    count: int
+    token: str
+    report_fd: int | None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> WorkerRole | None:
+        """The role the supervisor gave this process, or None (not a worker). Raises
+        ``ValueError`` for a malformed ``HOOKRELAY_WORKER``."""
+        mark = environ.get(WORKER_ENV)
+        if not mark:
+            return None
+        index, _, count = mark.partition("/")
+        role_index, role_count = int(index), int(count)
+        if not 0 <= role_index < role_count:
+            raise ValueError(f"{WORKER_ENV}={mark!r}: expected <index>/<count>, index < count")
+        fd = environ.get(REPORT_FD_ENV)
+        return cls(role_index, role_count, environ.get(TOKEN_ENV, ""), int(fd) if fd else None)
+
+    def settings(self, settings: Settings) -> Settings:
+        """``settings`` as this worker runs them: its share of the rate limits, its admin
+        listener private (loopback, a free port, the supervisor's token), and a static
+        member name of its own (``kafka.group_instance_id`` with ``-w<index>`` appended: the
+        workers would fence each other with one name; also stable across restarts)."""
+        admin = settings.admin.model_copy(
+            update={"listen": "127.0.0.1:0", "token": SecretStr(self.token) if self.token else None}
+        )
+        kafka = settings.kafka
+        if kafka.group_instance_id is not None:
+            member = f"{kafka.group_instance_id[:240]}-w{self.index}"
+            kafka = kafka.model_copy(update={"group_instance_id": member})
+        shared = worker_share(settings, self.count).model_copy(
+            update={"admin": admin, "kafka": kafka}
+        )
+        shared._source = settings._source
+        return shared
+
+    def load(self, path: str) -> Settings:
+        """Read the configuration files (a reload) as this worker runs them."""
+        return self.settings(load_settings(path))
+
+    def report(self, **message: Any) -> None:
+        """One line to the supervisor; never raises (a supervisor gone is seen on stdin)."""
+        if self.report_fd is None:
+            return
+        with suppress(OSError):
+            os.write(self.report_fd, orjson.dumps(message) + b"\n")
+
+
+class _SupervisorPipe(asyncio.Protocol):
+    """Standard input: nothing comes; its end means stop."""
+
+    def __init__(self, on_end: Callable[[], None]) -> None:
+        self._on_end = on_end
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_end()
+
+
+@asynccontextmanager
+async def supervisor_watched(on_end: Callable[[], None]) -> AsyncIterator[None]:
+    """Call ``on_end`` when standard input ends (the supervisor closed it, or died), for the
+    duration of the block."""
+    loop = asyncio.get_running_loop()
+    ended = False
+
+    def end() -> None:
+        if not ended:
+            log.info("supervisor_pipe_closed", detail="the supervisor asks to stop, or is gone")
+            on_end()
+
+    stdin = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: _SupervisorPipe(end), stdin)
+    try:
+        yield
+    finally:
+        ended = True
+        transport.close()

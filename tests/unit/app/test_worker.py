@@ -1,0 +1,41 @@
+"""A worker process's side: the role the supervisor's environment gives it, and the settings
+it runs with."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookrelay.app import WorkerRole
+from hookrelay.config import AdminSettings, Hook, KafkaSettings, RateLimit, Settings
+
+
+def test_the_environment_marks_a_worker_its_index_and_the_count() -> None:
+    assert WorkerRole.from_environment({}) is None
+    role = WorkerRole.from_environment(
+        {
+            "HOOKRELAY_WORKER": "1/3",
+            "HOOKRELAY_WORKER_TOKEN": "t",
+            "HOOKRELAY_WORKER_REPORT_FD": "7",
+        }
+    )
+    assert role == WorkerRole(1, 3, "t", 7)
+    with pytest.raises(ValueError, match="index < count"):
+        WorkerRole.from_environment({"HOOKRELAY_WORKER": "3/3"})
+
+
+def test_a_worker_runs_its_share_a_private_listener_and_a_member_name_of_its_own() -> None:
+    hook = Hook(
+        id="a", events=("*",), url="https://a.example/h", rate_limit=RateLimit(per_second=9)
+    )
+    settings = Settings(
+        hooks=(hook,), workers=3,
+        kafka=KafkaSettings(group_instance_id="host-1"),
+        admin=AdminSettings(listen="0.0.0.0:9464", token="operator-token-0123456789abcdef"),
+    )  # fmt: skip
+    mine = WorkerRole(2, 3, "private-token", None).settings(settings)
+    assert mine.hooks[0].rate_limit == RateLimit(per_second=3, burst=3)
+    assert mine.admin.listen == "127.0.0.1:0"
+    assert mine.admin.token is not None
+    assert mine.admin.token.get_secret_value() == "private-token"
+    assert mine.kafka.group_instance_id == "host-1-w2"
+    assert settings.kafka.group_instance_id == "host-1"  # the running settings are untouched
