@@ -105,8 +105,10 @@ async def running(
     run: Run | None = None
     daemon.start()
     try:
-        ready_s = await daemon.wait_ready()
+        # Sampled from the start: with worker processes, workers that own partitions
+        # deliver before the last one is ready (and /readyz says ready).
         async with Sampler(bench.processes(daemon=daemon.pid)) as sampler:
+            ready_s = await daemon.wait_ready()
             run = Run(daemon, sampler, ready_s)
             yield run
             run.stopped_at = time.time()

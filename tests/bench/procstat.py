@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,35 @@ def cpu_seconds(pid: int) -> float:
     fields = stat.rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / CLOCK_TICKS_PER_S
+
+
+def tree_cpu_and_rss(pid: int) -> tuple[float, int]:
+    """CPU seconds and RSS bytes of ``pid`` and every process below it: a supervisor with
+    worker processes (``workers: N``) counts as the deployment it runs. CPU includes the
+    children it already reaped (``cutime``/``cstime``: a restarted worker's). Raises
+    ``OSError`` when ``pid`` is gone."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[13]) + int(stat[14])) / CLOCK_TICKS_PER_S  # reaped children
+    rss = 0
+    todo = [pid]
+    while todo:
+        member = todo.pop()
+        try:
+            cpu += cpu_seconds(member)
+            rss += rss_bytes(member)
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+        todo.extend(parents.get(member, ()))
+    return cpu, rss
 
 
 def machine_cpu_seconds() -> float:
@@ -85,8 +115,12 @@ class Sampler:
     simply no longer sampled. The series ``machine`` is the whole machine's busy CPU (RSS 0).
     """
 
-    def __init__(self, pids: dict[str, int], interval_s: float = 0.25) -> None:
+    def __init__(
+        self, pids: dict[str, int], interval_s: float = 0.25, trees: Iterable[str] = ("daemon",)
+    ) -> None:
         self.pids = dict(pids)
+        self.trees = frozenset(trees)
+        """Names whose series count the process and every process below it."""
         self.interval_s = interval_s
         self.series = {name: Series() for name in pids}
         self.series[MACHINE] = Series()
@@ -119,7 +153,11 @@ class Sampler:
         machine.rss.append(0)
         for name, pid in self.pids.items():
             try:
-                now, cpu, rss = time.time(), cpu_seconds(pid), rss_bytes(pid)
+                now = time.time()
+                if name in self.trees:
+                    cpu, rss = tree_cpu_and_rss(pid)
+                else:
+                    cpu, rss = cpu_seconds(pid), rss_bytes(pid)
             except (OSError, IndexError, ValueError):
                 continue
             series = self.series[name]
