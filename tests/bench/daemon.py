@@ -106,7 +106,7 @@ def write_config(
         "hooks": [hook.config(receiver_url) for hook in hooks],
     }
     # BENCH_WORKERS=2 (or auto) runs every scenario with worker processes (README "Worker
-    # processes"); the CPU figures then count the supervisor only.
+    # processes"); the CPU and RSS figures then count the supervisor's process tree.
     workers = os.environ.get("BENCH_WORKERS")
     if workers:
         config["workers"] = workers if workers == "auto" else int(workers)

@@ -116,7 +116,7 @@ class Sampler:
     """
 
     def __init__(
-        self, pids: dict[str, int], interval_s: float = 0.25, trees: Iterable[str] = ("daemon",)
+        self, pids: dict[str, int], interval_s: float = 0.25, trees: Iterable[str] = ()
     ) -> None:
         self.pids = dict(pids)
         self.trees = frozenset(trees)
