@@ -149,7 +149,7 @@ class IngestService:
                           detail="starting a new producer")  # fmt: skip
                 await self.writer.replace(PROBE_TIMEOUT_S)
                 log.info("ingest_producer_replaced")
-            topics = await self.writer.probe(PROBE_TIMEOUT_S)
+            topics = await self.writer.probe(self.topics, PROBE_TIMEOUT_S)
             if topics is not None:
                 missing = sorted(self.topics - topics)
                 if missing != self._missing_topics and missing:

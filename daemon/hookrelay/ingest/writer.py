@@ -20,14 +20,21 @@ still written when the cluster answers again, unless the process stops first.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import PRODUCER_FAILURES, client_options, close_within, closed, started
+from hookrelay.kafka.clients import (
+    PRODUCER_FAILURES,
+    client_options,
+    close_within,
+    closed,
+    started,
+    topics_present,
+)
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.ingest")
@@ -96,14 +103,14 @@ class IngestWriter:
                 log.info("ingest_kafka_connected")
                 return
 
-    async def probe(self, timeout_s: float) -> set[str] | None:
-        """The topics the cluster has, or None when it did not answer within ``timeout_s``
-        (``last_error`` then says why)."""
+    async def probe(self, topics: Collection[str], timeout_s: float) -> set[str] | None:
+        """Which of ``topics`` the cluster has, or None when it did not answer within
+        ``timeout_s`` (``last_error`` then says why)."""
         if self._producer is None:
             return None
         try:
             async with asyncio.timeout(timeout_s):
-                metadata = await self._producer.client.fetch_all_metadata()
+                present = await topics_present(self._producer.client, topics)
         except (KafkaError, TimeoutError) as e:
             if self.last_error is None:
                 log.warning("ingest_kafka_unreachable", error=_reason(e))
@@ -112,7 +119,7 @@ class IngestWriter:
         if self.last_error is not None:
             log.info("ingest_kafka_reachable")
         self.last_error = None
-        return set(metadata.topics())
+        return present
 
     @property
     def failure(self) -> BaseException | None:

@@ -45,7 +45,12 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
 from hookrelay.config.naming import DUE_HORIZON_MARGIN_S
-from hookrelay.kafka.clients import client_options, closed, committed_with_metadata
+from hookrelay.kafka.clients import (
+    client_options,
+    closed,
+    committed_with_metadata,
+    topics_present,
+)
 from hookrelay.kafka.membership import InstanceGuard
 from hookrelay.kafka.offsets import AckTracker
 from hookrelay.kafka.retries import (
@@ -583,7 +588,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         Also notes event topics that do not exist (``missing_topics``)."""
         try:
             async with asyncio.timeout(timeout_s):
-                existing = await self.consumer.topics()
+                existing = await topics_present(self.consumer._client, self._settings.topics)
         except (KafkaError, TimeoutError) as e:
             if not self.probe_failing:
                 log.warning("kafka_unreachable", error=f"{type(e).__name__}: {e}")
