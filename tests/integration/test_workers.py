@@ -240,3 +240,40 @@ async def test_workers_that_fail_at_start_end_the_deployment_with_the_cause_and_
     assert "group.min.session.timeout.ms" in supervisor[0]["hint"]
     restarts = [e for e in entries if e["event"] == "worker_restarting"]
     assert 2 <= len(restarts) <= 4  # two restarts of the worker that gave up first, no loop
+
+
+async def test_a_restarted_worker_runs_the_configuration_the_deployment_runs(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Trials: a worker restarted after an edit nobody reloaded signed with the new key
+    while the other signed with the old one; after a refused reload, the restarted worker
+    failed three starts on the invalid files and the healthy one was stopped with it. Now
+    workers start and reload from the configuration the supervisor accepted."""
+    log = tmp_path / "run.log"
+    async with Receiver(keys={"a": "k-a"}) as receiver:
+        hooks = [{"id": "a", "events": ["*"], "url": receiver.url("a"), "signing_key": "k-a"}]
+        async with deployment(tmp_path, kafka_bootstrap, hooks, log) as running:
+            process, path, port, topic = running
+            ready = f"http://127.0.0.1:{port}/readyz"
+            pids = {e["worker"]: e["pid"] for e in log_entries(log, "worker_started")}
+            config = orjson.loads(path.read_bytes())
+            config["hooks"][0]["signing_key"] = "k-edited-but-never-reloaded"
+            path.write_bytes(orjson.dumps(config))
+            os.kill(pids[0], signal.SIGKILL)
+            await wait_until(lambda: len(log_entries(log, "worker_started")) == 3, 15)
+            await eventually(lambda: answers_with(ready, 200), 30, "worker 0 back")
+            await produce_spread(kafka_bootstrap, topic, range(40))
+            await receiver.wait_for(40, "a", timeout_s=20)
+            # Invalid files, refused by a reload; then worker 1 dies.
+            path.write_text("kafka: [not, a, mapping]\n")
+            process.send_signal(signal.SIGHUP)
+            await wait_until(lambda: bool(log_entries(log, "config_reload_failed")), 15)
+            os.kill(pids[1], signal.SIGKILL)
+            await wait_until(lambda: len(log_entries(log, "worker_started")) == 4, 15)
+            await eventually(lambda: answers_with(ready, 200), 30, "worker 1 back")
+            await produce_spread(kafka_bootstrap, topic, range(40, 80))
+            await receiver.wait_for(80, "a", timeout_s=20)
+            assert not log_entries(log, "daemon_failed")
+    attempts = receiver.for_hook("a")
+    assert all(r.signature_valid for r in attempts)
+    assert set(numbers(receiver, "a")) == set(range(80))

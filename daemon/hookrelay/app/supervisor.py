@@ -48,6 +48,7 @@ from hookrelay.app.daemon import EXIT_ADMIN_LISTEN, register_settings_secrets
 from hookrelay.app.deployment_view import DeploymentView
 from hookrelay.app.shutdown import EXIT_SECOND_SIGNAL, arm_hard_deadline, cancel_until_done
 from hookrelay.app.systemd import SystemdReporting
+from hookrelay.app.worker import SettingsSnapshot
 from hookrelay.app.worker_slot import WorkerGoneError, WorkerSlot
 from hookrelay.config import Settings, config_warnings, load_settings
 from hookrelay.errors import ConfigError
@@ -105,6 +106,7 @@ class Supervisor(DeploymentView, SystemdReporting):
         self._hard_deadline: threading.Timer | None = None
         self._reload_requested = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._snapshot: SettingsSnapshot  # made by run()
 
     def _client(self) -> aiohttp.ClientSession:
         assert self._session is not None, "open while running"
@@ -159,6 +161,8 @@ class Supervisor(DeploymentView, SystemdReporting):
             log.error("admin_listen_failed", listen=self.settings.admin.listen, error=str(e))
             return EXIT_ADMIN_LISTEN
         self._session = aiohttp.ClientSession()
+        self._snapshot = SettingsSnapshot()
+        self._snapshot.write(self.settings)
         log.info("supervisor_started", workers=len(self.slots), hooks=len(self.settings.hooks))
         for warning in config_warnings(self.settings):
             log.warning("config_warning", detail=warning)
@@ -179,6 +183,7 @@ class Supervisor(DeploymentView, SystemdReporting):
                 await asyncio.wait(keepers)
                 await cancel_until_done(others)
         finally:
+            self._snapshot.remove()
             await self._session.close()
             await self.admin.stop()
             self.systemd.close()
@@ -202,12 +207,15 @@ class Supervisor(DeploymentView, SystemdReporting):
         quick_exits = 0
         start_failures = 0
         while not self.stopping.is_set():
-            await slot.start(self._command, os.environ)
+            await slot.start(self._command, os.environ, str(self._snapshot.path))
             if self.stopping.is_set():  # asked while it started
                 slot.stop()
             status = await slot.wait()
-            self._statuses[slot.index] = status
             if self.stopping.is_set():
+                # Only an exit on the way out is the deployment's status: a worker that died
+                # before, whose restart the stop cancelled, is not (it made a clean SIGTERM
+                # during the backoff exit 137).
+                self._statuses[slot.index] = status
                 log.info("worker_exited", worker=slot.index, pid=slot.pid, status=status)
                 return
             self.merger.retire(slot.name)
@@ -219,6 +227,7 @@ class Supervisor(DeploymentView, SystemdReporting):
                       status=status, lived_s=round(lived_s, 1), ready_before=slot.became_ready,
                       cause=slot.cause or None)  # fmt: skip
             if start_failures >= MAX_START_FAILURES:
+                self._statuses[slot.index] = status
                 self._give_up(slot, status)
                 return
             delay_s = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** max(0, quick_exits - 1))
@@ -329,6 +338,7 @@ class Supervisor(DeploymentView, SystemdReporting):
                               "reloaded")  # fmt: skip
                     raise
                 plan = plan_reload(self.settings, new)
+                self._snapshot.write(plan.settings)  # what every worker reloads, and restarts, with
                 await asyncio.gather(*(self._reload_worker(slot) for slot in self.slots))
                 self._apply(plan.settings)
         log.info("config_reloaded", **plan.summary())
@@ -346,7 +356,7 @@ class Supervisor(DeploymentView, SystemdReporting):
                 log.info("worker_reload_by_signal", worker=slot.index, detail="still starting")
             else:
                 log.info("worker_reload_at_start", worker=slot.index,
-                         detail="not running now; it reads the files when it starts")  # fmt: skip
+                         detail="not running; it starts with the accepted configuration")  # fmt: skip
             return
         except (aiohttp.ClientError, TimeoutError) as e:
             log.error("worker_reload_failed", worker=slot.index, error=f"{type(e).__name__}: {e}")

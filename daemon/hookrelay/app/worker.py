@@ -13,6 +13,10 @@ environment.
 - To the supervisor it reports, one JSON object a line on the report pipe, its listener's
   port (``{"admin_port": N}``) and, when it fails, the cause (``{"failed": "...",
   "hint": "..."}``).
+- ``HOOKRELAY_WORKER_SETTINGS`` names the configuration the supervisor accepted and runs
+  (``SettingsSnapshot``): a worker starts and reloads from it and never reads the
+  configuration files itself, so every worker, a restarted one included, runs what the
+  supervisor validated.
 - Its standard input is a pipe from the supervisor, which writes nothing: end of file means
   the supervisor asks it to stop, or died (kill -9 included, since the kernel closes the
   pipe then), and the worker drains and exits as on SIGTERM. No worker outlives its
@@ -23,10 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -40,6 +48,44 @@ log = get_logger("hookrelay.worker")
 WORKER_ENV: Final = "HOOKRELAY_WORKER"
 TOKEN_ENV: Final = "HOOKRELAY_WORKER_TOKEN"
 REPORT_FD_ENV: Final = "HOOKRELAY_WORKER_REPORT_FD"
+SETTINGS_ENV: Final = "HOOKRELAY_WORKER_SETTINGS"
+
+
+class SettingsSnapshot:
+    """The configuration a supervisor accepted and runs, for its workers: written when it
+    starts and at every accepted reload (after ``plan_reload``: restart-only keys keep their
+    running values), before any worker is asked to reload; replaced atomically.
+
+    Workers read this, never the files: trials restarted a worker after an edit nobody had
+    reloaded and saw it sign with another key and join another ``group_id`` than the
+    others (every event sent twice), and, after a refused reload, fail three starts on the
+    invalid files and take the healthy worker down with it. The snapshot is a pickle (the
+    validated ``Settings``, resolved secrets included) in a directory of its own, mode
+    0700, under ``$TMPDIR`` (systemd's ``PrivateTmp``, the pod's ``/tmp`` volume), removed
+    when the supervisor exits; it is read only by the supervisor's own workers."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="hookrelay-settings-"))
+        self.path = self.directory / "settings.pickle"
+
+    def write(self, settings: Settings) -> None:
+        """Make ``settings`` what workers start and reload with."""
+        staged = self.directory / "settings.pickle.new"
+        staged.write_bytes(pickle.dumps(settings))
+        os.replace(staged, self.path)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def read_snapshot(path: str) -> Settings:
+    """The ``Settings`` a ``SettingsSnapshot`` at ``path`` holds. Raises ``OSError``, or
+    ``TypeError`` for a file that holds something else."""
+    # The supervisor wrote it, in a directory only this user can enter (see SettingsSnapshot).
+    settings = pickle.loads(Path(path).read_bytes())
+    if not isinstance(settings, Settings):
+        raise TypeError(f"{path}: not a hookrelay configuration")
+    return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +96,8 @@ class WorkerRole:
     count: int
     token: str
     report_fd: int | None
+    snapshot: str | None = None
+    """The supervisor's ``SettingsSnapshot`` path (None: read the files, as before)."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> WorkerRole | None:
@@ -63,7 +111,10 @@ class WorkerRole:
         if not 0 <= role_index < role_count:
             raise ValueError(f"{WORKER_ENV}={mark!r}: expected <index>/<count>, index < count")
         fd = environ.get(REPORT_FD_ENV)
-        return cls(role_index, role_count, environ.get(TOKEN_ENV, ""), int(fd) if fd else None)
+        return cls(
+            role_index, role_count, environ.get(TOKEN_ENV, ""), int(fd) if fd else None,
+            environ.get(SETTINGS_ENV) or None,
+        )  # fmt: skip
 
     def settings(self, settings: Settings) -> Settings:
         """``settings`` as this worker runs them: its share of the rate limits, its admin
@@ -84,8 +135,10 @@ class WorkerRole:
         return shared
 
     def load(self, path: str) -> Settings:
-        """Read the configuration files (a reload) as this worker runs them."""
-        return self.settings(load_settings(path))
+        """The configuration for a reload, as this worker runs it: the supervisor's snapshot
+        (``path`` unused then), else the files at ``path``."""
+        accepted = read_snapshot(self.snapshot) if self.snapshot else load_settings(path)
+        return self.settings(accepted)
 
     def report(self, **message: Any) -> None:
         """One line to the supervisor; never raises (a supervisor gone is seen on stdin)."""

@@ -14,7 +14,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from hookrelay.app.worker import REPORT_FD_ENV, TOKEN_ENV, WORKER_ENV
+from hookrelay.app.worker import REPORT_FD_ENV, SETTINGS_ENV, TOKEN_ENV, WORKER_ENV
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.supervisor")
@@ -60,13 +60,18 @@ class WorkerSlot:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    async def start(self, command: Sequence[str], environ: Mapping[str, str]) -> None:
-        """Start the worker process (the same executable, marked by the environment);
-        its output goes where the supervisor's does."""
+    async def start(
+        self, command: Sequence[str], environ: Mapping[str, str], snapshot: str | None = None
+    ) -> None:
+        """Start the worker process (the same executable, marked by the environment), with
+        the supervisor's ``SettingsSnapshot`` path; its output goes where the supervisor's
+        does."""
         env = {k: v for k, v in environ.items() if k not in SYSTEMD_VARIABLES}
         read_fd, write_fd = os.pipe()
         env |= {WORKER_ENV: f"{self.index}/{self._count}", TOKEN_ENV: self._token,
                 REPORT_FD_ENV: str(write_fd)}  # fmt: skip
+        if snapshot is not None:
+            env[SETTINGS_ENV] = snapshot
         self.port, self.ready, self.became_ready = None, False, False
         self.reasons, self.cause, self.hint = ["starting"], "", None
         try:

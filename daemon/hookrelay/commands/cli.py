@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # not be set for them (replay still needs the hook ids).
     skip: tuple[Skippable, ...] = _SKIPPED.get(args.command, ())
     try:
-        settings = load_settings(args.config, skip=skip)
+        settings = _worker_snapshot(args) or load_settings(args.config, skip=skip)
     except ConfigError as e:
         print(f"hookrelay: invalid configuration ({len(e.issues)} problem(s)):", file=sys.stderr)
         for issue in e.issues:
@@ -274,6 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C of a one-shot command: its cleanup ran, no traceback
         print(f"hookrelay: {args.command} interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _worker_snapshot(args: argparse.Namespace) -> Settings | None:
+    """For a worker process of ``run`` (``workers`` > 1), the configuration its supervisor
+    accepted and runs (``app.worker.SettingsSnapshot``), instead of the files; else None."""
+    if args.command != "run" or not os.environ.get("HOOKRELAY_WORKER"):
+        return None
+    from hookrelay.app.worker import SETTINGS_ENV, read_snapshot  # noqa: PLC0415
+
+    path = os.environ.get(SETTINGS_ENV)
+    return read_snapshot(path) if path else None
 
 
 def _library_errors_only() -> None:

@@ -246,7 +246,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         # Every level reaches the chain; _drop_below_level filters by the current level, so a
         # reload can lower or raise it for loggers that are already cached.
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write per line (message and newline together): worker processes share the
+        # supervisor's stdout, and with PYTHONUNBUFFERED (the systemd unit's) print() wrote
+        # the newline apart, so another process's line could land between the two.
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         # Module loggers are lazy proxies; caching binds each once, after this configuration,
         # instead of rebuilding the processor chain on every call (a hot-path cost).
         cache_logger_on_first_use=True,

@@ -107,9 +107,14 @@ async def test_the_exit_status_is_the_first_worker_failure_at_shutdown() -> None
         original = slot.start
 
         async def start(
-            command: list[str], environ: Any, *, _p: str = program, _o: Any = original
+            command: list[str],
+            environ: Any,
+            snapshot: str | None = None,
+            *,
+            _p: str = program,
+            _o: Any = original,
         ) -> None:
-            await _o(worker(_p), environ)
+            await _o(worker(_p), environ, snapshot)
 
         slot.start = start  # type: ignore[method-assign]
     run = asyncio.create_task(supervisor.run())
