@@ -356,7 +356,7 @@ class Supervisor(DeploymentView, SystemdReporting):
                 log.info("worker_reload_by_signal", worker=slot.index, detail="still starting")
             else:
                 log.info("worker_reload_at_start", worker=slot.index,
-                         detail="not running; it starts with the configuration in force")  # fmt: skip
+                         detail="not running; it starts with the accepted one")  # fmt: skip
             return
         except (aiohttp.ClientError, TimeoutError) as e:
             log.error("worker_reload_failed", worker=slot.index, error=f"{type(e).__name__}: {e}")
