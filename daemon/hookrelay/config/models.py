@@ -419,6 +419,27 @@ class OutcomeSettings(FrozenModel):
 MAX_WORKERS: Final = 64
 """Most worker processes ``workers`` accepts."""
 
+
+def _worker_count(value: object) -> object:
+    """``workers``: a whole number from 1 to ``MAX_WORKERS``, or ``auto``. One message for
+    anything else: as a plain union, pydantic reported each branch with its internals in
+    the key path (``workers.function-after[functools.partial(...)]``), twice for one
+    mistake."""
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        return value
+    raise refuse(f"expected a whole number from 1 to {MAX_WORKERS}, or auto")
+
+
+WorkerCount = Annotated[
+    int | Literal["auto"],
+    BeforeValidator(_worker_count),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_WORKERS}, {"const": "auto"}]}
+    ),
+]
+
 JITTER_ALLOWANCE_S: Final = 0.02
 """Seconds of the rate a token bucket keeps back from its burst (see ``RateLimit.capacity``)."""
 
@@ -612,7 +633,7 @@ class Settings(FrozenModel):
     """OpenTelemetry spans of deliveries and attempts over OTLP (opt-in; the tracing extra)."""
     ingest: IngestSettings | None = None
     """The ``hookrelay ingest`` process: Logto's webhooks and the batch API into Kafka."""
-    workers: Annotated[Integer, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = 1
+    workers: WorkerCount = 1
     """Worker processes of hookrelay run, each a member of the consumer group: 1 (one
     process, no supervisor), a number up to 64, or "auto" (the CPUs this process may use:
     its CPU affinity and cgroup CPU quota). Each worker gets 1/N of every hook's rate limit

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from hookrelay.config import Hook, RateLimit, Settings, resolve_workers, worker_share
+from hookrelay.config import (
+    Hook,
+    RateLimit,
+    Settings,
+    load_settings,
+    resolve_workers,
+    worker_share,
+)
 from hookrelay.config.adaptive import AdaptiveRate
 from hookrelay.config.workers import cgroup_cpu_quota, shared_rate_limit
+from hookrelay.errors import ConfigError
 
 
 def test_a_number_is_taken_as_written_and_auto_is_the_usable_cpus_capped_by_the_quota() -> None:
@@ -67,3 +75,25 @@ def test_worker_share_leaves_hooks_without_a_limit_and_one_worker_alone() -> Non
     shared = worker_share(settings, 2)
     assert [h.rate_limit.per_second if h.rate_limit else None for h in shared.hooks] == [4, None]
     assert settings.hooks[0].rate_limit == RateLimit(per_second=8)  # the original is untouched
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two", '"2"', "true", "1.5"])
+def test_a_bad_workers_value_is_one_problem_with_a_plain_key_path(
+    tmp_path: Path, value: str
+) -> None:
+    """A trial's `workers: 0` gave two problems, each with pydantic's internals in the key
+    path (`workers.function-after[functools.partial(...)]`)."""
+    path = tmp_path / "hookrelay.yaml"
+    path.write_text(f"workers: {value}\nhooks: []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert [str(issue) for issue in caught.value.issues] == [
+        f"{path}:1: workers: expected a whole number from 1 to 64, or auto"
+    ]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("64", 64), ("auto", "auto")])
+def test_workers_takes_a_count_or_auto(tmp_path: Path, value: str, expected: object) -> None:
+    path = tmp_path / "hookrelay.yaml"
+    path.write_text(f"workers: {value}\nhooks: []\n")
+    assert load_settings(path).workers == expected
