@@ -101,24 +101,34 @@ async def running(
         receiver_url=bench.receiver.url(""), log_level=bench.log_level, delivery=delivery,
     )  # fmt: skip
     daemon = DaemonProcess(config, port, bench.workdir / f"{name}.log")
+    # Only a supervisor's tree is walked: reading every /proc entry each sample takes
+    # milliseconds of this process, which also runs the paced producer (latency).
+    trees = ("daemon",) if os.environ.get("BENCH_WORKERS") else ()
+    async with sampled(bench, daemon, "daemon", trees) as run:
+        yield run
+
+
+@asynccontextmanager
+async def sampled(
+    bench: Bench, process: Any, series: str, trees: tuple[str, ...] = ()
+) -> AsyncIterator[Run]:
+    """Start ``process`` (the daemon, or a peer: ``start``, ``wait_ready``, ``metrics``,
+    ``stop``, ``pid``), sample it as ``series`` from its start (with worker processes,
+    workers that own partitions deliver before the last one is ready), and yield its
+    ``Run``; stop it at the end and record how it ended."""
     bench.receiver.reset()
     run: Run | None = None
-    daemon.start()
+    process.start()
     try:
-        # Sampled from the start: with worker processes, workers that own partitions
-        # deliver before the last one is ready (and /readyz says ready).
-        # Only a supervisor's tree is walked: reading every /proc entry each sample takes
-        # milliseconds of this process, which also runs the paced producer (latency).
-        trees = ("daemon",) if os.environ.get("BENCH_WORKERS") else ()
-        async with Sampler(bench.processes(daemon=daemon.pid), trees=trees) as sampler:
-            ready_s = await daemon.wait_ready()
-            run = Run(daemon, sampler, ready_s)
+        async with Sampler(bench.processes(**{series: process.pid}), trees=trees) as sampler:
+            ready_s = await process.wait_ready()
+            run = Run(process, sampler, ready_s)
             yield run
             run.stopped_at = time.time()
-            run.metrics = await daemon.metrics()
-            run.peak_rss = peak_rss_bytes(daemon.pid)
+            run.metrics = await process.metrics()
+            run.peak_rss = peak_rss_bytes(process.pid)
     finally:
-        exit_code = await daemon.stop()
+        exit_code = await process.stop()
         if run is not None:
             run.exit_code = exit_code
 

@@ -42,8 +42,7 @@ from hookrelay.events.model import Origin
 from hookrelay.events.signing import delivery_id, hook_id_member, splice_hook_id
 from tests.bench.daemon import ROOT, DaemonProcess, HookSpec
 from tests.bench.events import event_value, signature, signing_key
-from tests.bench.harness import Bench, Run, signatures_valid, wait_for_deliveries
-from tests.bench.procstat import Sampler, peak_rss_bytes
+from tests.bench.harness import Bench, Run, sampled, signatures_valid, wait_for_deliveries
 from tests.bench.receiver import Arrivals, free_port
 from tests.bench.stats import steady_rate
 
@@ -364,21 +363,8 @@ async def running_peer(
     config.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     log = bench.workdir / f"{name}.log"
     process = BenthosProcess(build.binary, config, http_port, log, idle_per_host)
-    bench.receiver.reset()
-    run: Run | None = None
-    process.start()
-    try:
-        ready_s = await process.wait_ready()
-        async with Sampler(bench.processes(benthos=process.pid)) as sampler:
-            run = Run(process, sampler, ready_s)
-            yield run
-            run.stopped_at = time.time()
-            run.metrics = await process.metrics()
-            run.peak_rss = peak_rss_bytes(process.pid)
-    finally:
-        exit_code = await process.stop()
-        if run is not None:
-            run.exit_code = exit_code
+    async with sampled(bench, process, "benthos") as run:
+        yield run
 
 
 def webhook_ids_well_formed(arrivals: Arrivals, hooks: list[HookSpec]) -> bool:

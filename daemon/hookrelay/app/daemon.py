@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -55,7 +54,7 @@ from hookrelay.kafka.tiers import find_former_tiers
 from hookrelay.kafka.topics import ensure_topics
 from hookrelay.kafka.writer import DurableWriter
 from hookrelay.ops.admin import AdminServer
-from hookrelay.ops.early_signals import take_held_sighup
+from hookrelay.ops.early_signals import handle_stop_and_reload
 from hookrelay.ops.history import History
 from hookrelay.ops.logs import (
     configure_logging,
@@ -261,13 +260,8 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT only set the stop flag (second one: immediate exit); SIGHUP
         asks for a reload (also one that arrived during start-up, see ``early_signals``)."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        # systemd's ExecReload; the reload itself runs in the supervised "reloader" task.
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        if take_held_sighup():
-            self._on_sighup()
+        # The reload itself runs in the supervised "reloader" task.
+        handle_stop_and_reload(self._on_signal, self._on_sighup)
 
     def _on_sighup(self) -> None:
         log.info("signal_received", signal="SIGHUP")

@@ -53,7 +53,7 @@ from hookrelay.app.worker_slot import WorkerGoneError, WorkerSlot
 from hookrelay.config import Settings, config_warnings, load_settings
 from hookrelay.errors import ConfigError
 from hookrelay.ops.admin import AdminServer
-from hookrelay.ops.early_signals import take_held_sighup
+from hookrelay.ops.early_signals import handle_stop_and_reload
 from hookrelay.ops.logs import configure_logging, get_logger, register_secrets
 from hookrelay.ops.metrics import SupervisorMetrics
 from hookrelay.ops.metrics_merge import MetricsMerger
@@ -116,12 +116,7 @@ class Supervisor(DeploymentView, SystemdReporting):
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop the deployment (a second one: at once); SIGHUP reloads."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        if take_held_sighup():
-            self._on_sighup()
+        handle_stop_and_reload(self._on_signal, self._on_sighup)
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1

@@ -12,7 +12,9 @@ window where SIGHUP has its default effect.
 
 from __future__ import annotations
 
+import asyncio
 import signal
+from collections.abc import Callable
 from types import FrameType
 
 _pending = False
@@ -35,3 +37,14 @@ def take_held_sighup() -> bool:
     global _pending
     pending, _pending = _pending, False
     return pending
+
+
+def handle_stop_and_reload(on_stop: Callable[[int], None], on_reload: Callable[[], None]) -> None:
+    """On the running loop: SIGTERM and SIGINT call ``on_stop(signum)``, SIGHUP (systemd's
+    ExecReload) ``on_reload()``, which also runs now for a SIGHUP held during start-up."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    if take_held_sighup():
+        on_reload()
