@@ -334,8 +334,11 @@ class _Sessions:
 
 
 def _session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    # No cookie jar: Logto's sender keeps no cookies, and one endpoint's Set-Cookie must not
+    # ride along on later deliveries (to it, or to another hook on the same host).
     return aiohttp.ClientSession(
         connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         raise_for_status=False,
