@@ -19,6 +19,8 @@ that the machine's drift hits them alike:
 - ``trace_config``: the working tree's sender learning connection reuse the public way
   instead, from an ``aiohttp.TraceConfig`` with an ``on_connection_reuseconn`` handler (a
   lower bound of that design's cost: its handler only sets a context variable);
+- ``bare``: the bench's baseline client (``tests.bench.baseline``): a bare aiohttp post of
+  pre-signed headers, the floor any sender on aiohttp could reach;
 - ``noise_floor``: the reference measured once more, so its ratio shows how far chance alone
   moves a ratio on this machine.
 
@@ -47,6 +49,7 @@ import aiohttp
 from hookrelay.config import DeliverySettings, Hook, HttpSettings
 from hookrelay.delivery import sender as current_sender
 from hookrelay.net.guard import GuardedResolver, NetworkPolicy
+from tests.bench import baseline
 from tests.bench.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +122,37 @@ class TraceConfigSender(current_sender.HttpSender):
         return sessions
 
 
+class BareSender:
+    """``tests.bench.baseline``'s request as a sender: one session with the baseline's
+    settings, the headers built once, nothing classified."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = (
+            ("content-type", "application/json"), ("user-agent", "hookrelay"),
+            ("logto-signature-sha-256", "0" * 64), ("webhook-id", "msg_bench"),
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=baseline.MAX_CONNECTIONS, limit_per_host=0)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def attempt(self, hook: Hook, _delivery_id: str, body: bytes) -> SimpleNamespace:
+        assert self._session is not None
+        async with self._session.post(
+            hook.url, data=body, headers=self._headers, allow_redirects=False
+        ) as response:
+            await response.content.read(baseline.MAX_RESPONSE_BYTES)
+            return SimpleNamespace(ok=200 <= response.status < 300, error=None)
+
+
 async def cpu_per_attempt(make: Callable[[], Any], url: str, requests: int, workers: int) -> float:
     """µs of this process's CPU per ``attempt``, after one untimed warm-up pass."""
     sender = make()
@@ -147,6 +181,7 @@ async def run(args: argparse.Namespace) -> dict[str, list[float]]:
     variants: dict[str, Callable[[], Any]] = {
         "current": lambda: current_sender.HttpSender(http, delivery),
         "trace_config": lambda: TraceConfigSender(http, delivery),
+        "bare": BareSender,
     }
     if args.against:
         old = sender_at(args.against)

@@ -88,12 +88,18 @@ def numbers(receiver: Receiver, hook_id: str) -> list[int]:
 
 @asynccontextmanager
 async def deployment(
-    tmp_path: Path, bootstrap: str, hooks: list[dict[str, Any]], log: Path, status: int = 0
+    tmp_path: Path,
+    bootstrap: str,
+    hooks: list[dict[str, Any]],
+    log: Path,
+    status: int = 0,
+    *,
+    partitions: int = PARTITIONS,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path, int, str]]:
     """A ready ``workers: 2`` deployment: (supervisor process, config, admin port, topic).
     On exit it gets SIGTERM (if still running) and must end with ``status``."""
     topic = unique("workers")
-    await create_topics(bootstrap, [topic, f"{topic}.dlq"], partitions=PARTITIONS)
+    await create_topics(bootstrap, [topic, f"{topic}.dlq"], partitions=partitions)
     path = write_config(tmp_path, bootstrap, topic, hooks, extra={"workers": 2})
     edit_config(path, "kafka", session_timeout_s=6)
     edit_config(path, "admin", token=TOKEN)
@@ -102,9 +108,10 @@ async def deployment(
     try:
         ready = f"http://127.0.0.1:{port}/readyz"
         await eventually(lambda: answers_with(ready, 200), 30, "both workers ready")
-        # Each worker owns two of the event topic's partitions (the rebalance that the
-        # second worker's join started is over).
-        await wait_until(lambda: sorted(map(len, owned(log, topic).values())) == [2, 2], 15)
+        # The rebalance that the second worker's join started is over: each worker owns its
+        # share of the event topic's partitions (two each of four).
+        spread = [partitions // 2, partitions - partitions // 2]
+        await wait_until(lambda: sorted(map(len, owned(log, topic).values())) == spread, 15)
         yield process, path, port, topic
     finally:
         if process.returncode is None:
@@ -144,6 +151,14 @@ async def test_two_workers_deliver_each_event_once_and_answer_as_one_deployment(
                 async with session.get(url) as answer:
                     listed = (await answer.json())["partitions"]
             assert sorted(p["partition"] for p in listed if p["topic"] == topic) == [0, 1, 2, 3]
+            holders = [p["worker"] for p in listed if p["topic"] == topic]
+            assert sorted(holders) == [0, 0, 1, 1]
+            # The spread is counted for the operator, and being even, not warned about.
+            await eventually(
+                lambda: _gauge_is(port, 'hookrelay_worker_partitions{worker="1"}', 2), 15,
+                "each worker's partitions counted",
+            )  # fmt: skip
+            assert not log_entries(log, "worker_partitions_uneven")
 
             # SIGHUP: hook b added, reloaded by both workers.
             config = orjson.loads(path.read_bytes())
@@ -192,6 +207,25 @@ async def test_a_killed_worker_is_restarted_and_no_event_is_lost(
             assert sample(text, 'hookrelay_worker_restarts_total{worker="0"}') == 1
             ready = f"http://127.0.0.1:{port}/readyz"
             await eventually(lambda: answers_with(ready, 200), 15, "the new worker ready")
+
+
+async def _gauge_is(port: int, series: str, value: float) -> bool:
+    return sample(await metrics_text(port), series) == value
+
+
+async def test_partitions_that_do_not_divide_among_the_workers_are_warned_about(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "run.log"
+    hooks = [{"id": "a", "events": ["*"], "url": "http://127.0.0.1:9/a"}]
+    async with deployment(tmp_path, kafka_bootstrap, hooks, log, partitions=3) as (_, _, port, _):
+        await wait_until(lambda: bool(log_entries(log, "worker_partitions_uneven")), 20)
+        [warning] = log_entries(log, "worker_partitions_uneven")
+        assert sorted(warning["partitions"].values()) == [1, 2]
+        assert "multiple of workers" in warning["hint"]
+        text = await metrics_text(port)
+        counts = [sample(text, f'hookrelay_worker_partitions{{worker="{w}"}}') for w in "01"]
+        assert sorted(counts) == [1, 2]  # type: ignore[type-var]
 
 
 async def _all_received(receiver: Receiver, count: int) -> bool:

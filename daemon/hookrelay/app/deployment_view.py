@@ -5,7 +5,8 @@ the supervisor: the same routes and answers as one daemon's, for the whole deplo
   hook's queues, in-flight requests, retry backlog, last 24 h and rate limit are summed
   (each worker runs a share of the limit, so the sum is the deployment's), its circuit is
   the worst of the workers' (a per-worker view is ``hookrelay_circuit_state{worker}``);
-  deliveries are merged newest first; partitions are listed together (each is one worker's);
+  deliveries are merged newest first; partitions are listed together, each naming the
+  ``worker`` that holds it;
 - decisions (pause, resume, release, unblock) go to the control topic from the supervisor
   itself (``admin_view.HookDecisions``): every worker follows it;
 - a test payload is sent by one worker (the first that answers).
@@ -43,6 +44,10 @@ class DeploymentView(HookDecisions):
 
     async def _from_workers(self, path: str) -> list[Any]:
         """The answers of every worker that answers ``GET path`` with 200."""
+        return list((await self._by_worker(path)).values())
+
+    async def _by_worker(self, path: str) -> dict[int, Any]:
+        """Worker index → its answer to ``GET path``, for every worker that answers 200."""
 
         async def one(slot: WorkerSlot) -> Any:
             try:
@@ -52,7 +57,9 @@ class DeploymentView(HookDecisions):
             return body if status == 200 else None
 
         found = await asyncio.gather(*(one(slot) for slot in self.slots))
-        return [body for body in found if body is not None]
+        return {
+            s.index: body for s, body in zip(self.slots, found, strict=True) if body is not None
+        }
 
     async def hooks(self) -> list[dict[str, Any]]:
         """Every configured hook, merged over the workers (see the module docstring)."""
@@ -72,9 +79,10 @@ class DeploymentView(HookDecisions):
         return found[:limit]
 
     async def partitions(self) -> list[dict[str, Any]]:
-        """The partitions every worker is assigned, by topic and partition."""
-        answers = await self._from_workers("/v1/partitions")
-        found = [p for answer in answers for p in answer["partitions"]]
+        """The partitions every worker is assigned, by topic and partition, each with the
+        ``worker`` (index) that holds it."""
+        answers = await self._by_worker("/v1/partitions")
+        found = [p | {"worker": w} for w, answer in answers.items() for p in answer["partitions"]]
         return sorted(found, key=lambda p: (str(p["topic"]), int(p["partition"])))
 
     async def test_hook(self, hook_id: str, event: str | None) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from hookrelay.app.deployment_view import DeploymentView
 from hookrelay.app.shutdown import EXIT_SECOND_SIGNAL, arm_hard_deadline, cancel_until_done
 from hookrelay.app.systemd import SystemdReporting
 from hookrelay.app.worker import SettingsSnapshot
+from hookrelay.app.worker_balance import UNEVEN_HINT, BalanceWatch, Spread
 from hookrelay.app.worker_slot import WorkerGoneError, WorkerSlot
 from hookrelay.config import Settings, config_warnings, load_settings
 from hookrelay.errors import ConfigError
@@ -71,6 +72,8 @@ MAX_START_FAILURES: Final = 3
 HARD_DEADLINE_MARGIN_S: Final = 5.0
 POLL_S: Final = 0.5
 """Seconds between two readiness checks of the workers."""
+BALANCE_POLL_S: Final = 5.0
+"""Seconds between two looks at how the event partitions are spread over the workers."""
 
 
 class Supervisor(DeploymentView, SystemdReporting):
@@ -169,6 +172,7 @@ class Supervisor(DeploymentView, SystemdReporting):
                 ]
                 others = [
                     tg.create_task(self._watch(), name="readiness"),
+                    tg.create_task(self._watch_balance(), name="balance"),
                     tg.create_task(self._reloader(), name="reloader"),
                 ]
                 if self.systemd.enabled:
@@ -267,6 +271,29 @@ class Supervisor(DeploymentView, SystemdReporting):
         while True:
             await self.readiness()
             await asyncio.sleep(POLL_S)
+
+    async def _watch_balance(self) -> None:
+        """While every worker is ready: each worker's event partitions into
+        ``hookrelay_worker_partitions``, and a warning when the spread is uneven
+        (``worker_balance``)."""
+        watch = BalanceWatch(len(self.slots))
+        while True:
+            await asyncio.sleep(BALANCE_POLL_S)
+            if not all(slot.ready for slot in self.slots):
+                continue
+            answers = await self._by_worker("/v1/partitions")
+            counts = {
+                worker: sum(p["role"] == "event" for p in answer["partitions"])
+                for worker, answer in answers.items()
+            }
+            for worker, count in counts.items():
+                self.metrics.worker_partitions.labels(str(worker)).set(count)
+            verdict = watch.observe(counts)
+            if verdict == "uneven":
+                log.warning("worker_partitions_uneven", partitions=Spread.of(counts).describe(),
+                            hint=UNEVEN_HINT)  # fmt: skip
+            elif verdict == "even":
+                log.info("worker_partitions_even", partitions=Spread.of(counts).describe())
 
     async def exposition(self) -> bytes:
         """``/metrics``: every worker scraped now and merged (``ops.metrics_merge``); a

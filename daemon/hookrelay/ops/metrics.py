@@ -385,6 +385,10 @@ class SupervisorMetrics(ProcessMetrics, ReloadMetrics):
             p + "worker_restarts", "Worker processes restarted after an unexpected exit, by "
             "worker index", ["worker"], registry=r,
         )  # fmt: skip
+        self.worker_partitions = Gauge(
+            p + "worker_partitions", "Event partitions assigned to each worker process "
+            "(uneven: rate-limited hooks deliver below their limit)", ["worker"], registry=r,
+        )  # fmt: skip
         for index in range(workers):
             self.worker_restarts.labels(str(index))
 
