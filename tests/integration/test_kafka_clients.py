@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from hookrelay.app import cancel_until_done
 from hookrelay.kafka.clients import closed, topics_present
+from hookrelay.kafka.tiers import existing_topics
 from tests.integration.harness import unique
 from tests.kafka_broker import create_topics
 
@@ -96,3 +97,23 @@ async def test_the_topics_probe_asks_for_its_own_topics_only(kafka_bootstrap: st
         assert len(asked) == 1
     finally:
         await closed(client.stop())
+
+
+async def test_former_tiers_are_looked_up_by_name_without_listing_or_creating_topics(
+    kafka_bootstrap: str,
+) -> None:
+    """The broker creates topics on request (``auto.create.topics.enable``, as Kafka's
+    default): asking about a tier deleted since its offsets were committed must not bring it
+    back, and the question names only the topics asked about."""
+    mine = unique("tier-30s")
+    await create_topics(kafka_bootstrap, [mine], partitions=1)
+    missing = unique("tier-deleted")
+    client = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await client.start()
+    try:
+        assert await existing_topics(client, [mine, missing]) == {mine}
+        assert await existing_topics(client, []) == set()  # never "every topic"
+        await asyncio.sleep(0.5)  # an auto-created topic would be listed by now
+        assert missing not in await client.list_topics()
+    finally:
+        await closed(client.close())
