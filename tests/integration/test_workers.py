@@ -217,15 +217,34 @@ async def test_partitions_that_do_not_divide_among_the_workers_are_warned_about(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "run.log"
-    hooks = [{"id": "a", "events": ["*"], "url": "http://127.0.0.1:9/a"}]
-    async with deployment(tmp_path, kafka_bootstrap, hooks, log, partitions=3) as (_, _, port, _):
-        await wait_until(lambda: bool(log_entries(log, "worker_partitions_uneven")), 20)
-        [warning] = log_entries(log, "worker_partitions_uneven")
-        assert sorted(warning["partitions"].values()) == [1, 2]
-        assert "multiple of workers" in warning["hint"]
-        text = await metrics_text(port)
-        counts = [sample(text, f'hookrelay_worker_partitions{{worker="{w}"}}') for w in "01"]
-        assert sorted(counts) == [1, 2]  # type: ignore[type-var]
+    async with Receiver(keys={"a": None}) as receiver:
+        hooks = [{"id": "a", "events": ["*"], "url": receiver.url("a")}]
+        running = deployment(tmp_path, kafka_bootstrap, hooks, log, partitions=3)
+        async with running as (_, _, port, topic):
+            for partition in range(3):
+                await produce(kafka_bootstrap, topic, [event(n) for n in range(10)],
+                              partition=partition)  # fmt: skip
+            await receiver.wait_for(30, "a", timeout_s=15)
+            await wait_until(lambda: bool(log_entries(log, "worker_partitions_uneven")), 20)
+            [warning] = log_entries(log, "worker_partitions_uneven")
+            assert sorted(warning["partitions"].values()) == [1, 2]
+            assert "multiple of workers" in warning["hint"]
+
+            # Nobody asked for /metrics yet; the supervisor scraped the workers on its own,
+            # so a worker killed now keeps the deliveries it counted in the totals.
+            await asyncio.sleep(6)  # one more of the supervisor's looks, after the deliveries
+            busiest = max(owned(log, topic).items(), key=lambda item: len(item[1]))[0]
+            victim = next(
+                e["pid"] for e in log_entries(log, "worker_started") if e["worker"] == busiest
+            )
+            os.kill(victim, signal.SIGKILL)
+            await wait_until(lambda: bool(log_entries(log, "worker_restarting")), 10)
+            text = await metrics_text(port)
+            delivered = sample(text, 'hookrelay_deliveries_total{hook_id="a",outcome="delivered"}')
+            assert delivered is not None
+            assert delivered >= 30
+            counts = [sample(text, f'hookrelay_worker_partitions{{worker="{w}"}}') for w in "01"]
+            assert sorted(c or 0 for c in counts) == [1, 2]
 
 
 async def _all_received(receiver: Receiver, count: int) -> bool:

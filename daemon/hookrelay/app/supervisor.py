@@ -73,7 +73,8 @@ HARD_DEADLINE_MARGIN_S: Final = 5.0
 POLL_S: Final = 0.5
 """Seconds between two readiness checks of the workers."""
 BALANCE_POLL_S: Final = 5.0
-"""Seconds between two looks at how the event partitions are spread over the workers."""
+"""Seconds between two looks at the workers' metrics and at how the event partitions are
+spread over them."""
 
 
 class Supervisor(DeploymentView, SystemdReporting):
@@ -273,12 +274,16 @@ class Supervisor(DeploymentView, SystemdReporting):
             await asyncio.sleep(POLL_S)
 
     async def _watch_balance(self) -> None:
-        """While every worker is ready: each worker's event partitions into
-        ``hookrelay_worker_partitions``, and a warning when the spread is uneven
-        (``worker_balance``)."""
+        """Every ``BALANCE_POLL_S``: the workers' metrics scraped, and, while every worker
+        is ready, each one's event partitions into ``hookrelay_worker_partitions`` and a
+        warning when the spread is uneven (``worker_balance``)."""
         watch = BalanceWatch(len(self.slots))
         while True:
             await asyncio.sleep(BALANCE_POLL_S)
+            # A worker that dies (kill -9) takes the increments since its last scrape with
+            # it: scraped here too, what a deployment's totals can lose is BALANCE_POLL_S
+            # worth, however rarely Prometheus scrapes.
+            await self._scrape_workers()
             if not all(slot.ready for slot in self.slots):
                 continue
             answers = await self._by_worker("/v1/partitions")
@@ -298,6 +303,12 @@ class Supervisor(DeploymentView, SystemdReporting):
     async def exposition(self) -> bytes:
         """``/metrics``: every worker scraped now and merged (``ops.metrics_merge``); a
         worker that does not answer counts with what it answered last."""
+        await self._scrape_workers()
+        self._reasons()
+        return self.merger.merged(self.metrics.render())
+
+    async def _scrape_workers(self) -> None:
+        """Keep every answering worker's exposition in the merger."""
 
         async def scrape(slot: WorkerSlot) -> None:
             try:
@@ -308,8 +319,6 @@ class Supervisor(DeploymentView, SystemdReporting):
                 self.merger.update(slot.name, text)
 
         await asyncio.gather(*(scrape(slot) for slot in self.slots))
-        self._reasons()
-        return self.merger.merged(self.metrics.render())
 
     # -- systemd ------------------------------------------------------------------------------
 
