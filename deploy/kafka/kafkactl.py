@@ -26,6 +26,14 @@ Secured listeners (for testing clients against SASL and TLS; the PLAINTEXT --por
   TLS material is generated with Java's keytool on the first start into <data-dir>/tls: a CA
   (ca.pem is what clients trust), and a broker certificate for localhost and 127.0.0.1.
 
+Class-data sharing (faster starts): the first broker started for a given Java build and jar
+set dumps the classes it loaded, right after it answers, into a dynamic AppCDS archive
+<cache>/<version>/kafka-jdk<java version>-<key>.jsa (the key covers the Java build and the
+jars, so neither a Java update nor new jars meets a stale archive); that first start takes
+about a second longer. Every later broker (and the storage format tool) maps it with
+-Xshare:auto, which skips an unusable archive instead of failing. One start records at a time
+(the others meanwhile start without); the temp file is renamed into place once complete.
+
 Exit codes: 0 success; 1 other error; 2 usage; 3 stopped (status only); 4 Java missing or
 older than 17; 5 port already in use; 6 broker not up within --timeout; 7 download failed.
 `status` exits 1 when the broker process lives but does not answer.
@@ -35,6 +43,7 @@ Environment:
   HOOKRELAY_MAVEN_REPO   Maven repository base URL (a mirror) instead of Maven Central
   KAFKA_HEAP_OPTS        JVM heap options instead of "-Xms256m -Xmx512m" (as in Kafka's scripts)
   JAVA_HOME              the Java to use; otherwise `java` on PATH
+  HOOKRELAY_KAFKA_CDS    0 (or false/no/off): no class-data sharing archive, neither made nor used
 
 Standard library only: it must run before any virtualenv exists (make demo, CI bootstrap).
 """
@@ -870,14 +879,13 @@ def tls_material(java: str, data_dir: Path) -> str:
 
 
 def launch_broker(
-    java: str, libs: Path, settings: BrokerSettings, cds: CdsPlan | None = None
+    java: str, libs: Path, settings: BrokerSettings, cds_options: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
     """Start `kafka.Kafka server.properties` detached (own session), write the pid file."""
     logs = settings.data_dir / LOG_SUBDIR
     logs.mkdir(parents=True, exist_ok=True)
     heap = os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP)
-    cds = cds or CdsPlan()
-    command = [*java_command(java, libs, settings.data_dir, heap), *cds.options, "kafka.Kafka"]
+    command = [*java_command(java, libs, settings.data_dir, heap), *cds_options, "kafka.Kafka"]
     command.append(str(settings.props_path))
     with (logs / "kafka.out").open("ab") as out:
         # New session: Ctrl-C in the terminal (or pytest's process group) does not reach the
@@ -889,7 +897,6 @@ def launch_broker(
             stderr=subprocess.STDOUT,
             cwd=settings.data_dir,
             start_new_session=True,
-            pass_fds=() if cds.lock_fd is None else (cds.lock_fd,),
         )
     pid_file = settings.data_dir / PID_FILE
     pid_file.with_suffix(".tmp").write_text(f"{process.pid}\n", encoding="utf-8")
@@ -991,17 +998,21 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 CDS_ENV = "HOOKRELAY_KAFKA_CDS"
 CDS_LOCK = ".kafka-cds.lock"
 # HotSpot's CDS_DYNAMIC_ARCHIVE_MAGIC, the first 4 bytes (native order) of a dynamic archive.
-# The JVM writes the header last, so a file cut short (SIGKILL while dumping) lacks it.
+# The JVM writes the header last, so a file cut short (a JVM killed while dumping) lacks it.
 CDS_DYNAMIC_MAGIC = 0xF00BABA8
+CDS_DUMP_TIMEOUT_S = 30.0
+# HotSpot's attach socket on Linux: always under /tmp, whatever TMPDIR or java.io.tmpdir say.
+ATTACH_SOCKET = "/tmp/.java_pid{pid}"
 
 
 @dataclass(frozen=True)
 class CdsPlan:
-    """The CDS options of one broker JVM, and what goes with recording the archive."""
+    """The CDS options of one broker JVM, and what recording the archive needs."""
 
     options: tuple[str, ...] = ()
-    recording: Path | None = None  # the temp archive this JVM writes when it exits
-    lock_fd: int | None = None  # the recorder lock; the JVM inherits it and holds it until exit
+    archive: Path | None = None  # where the recorded archive goes
+    recording: Path | None = None  # the temp file the JVM dumps into
+    lock_fd: int | None = None  # the recorder lock, held by this process until the dump ends
 
 
 def cds_enabled() -> bool:
@@ -1034,6 +1045,17 @@ def cds_use_options(archive: Path) -> tuple[str, ...]:
     return (f"-XX:SharedArchiveFile={archive}", "-Xshare:auto")
 
 
+def cds_record_options() -> tuple[str, ...]:
+    """A broker whose classes `record_archive` can dump while it runs."""
+    # The attach listener from the start, so the dump needs no SIGQUIT handshake; and the dump
+    # lists each class it cannot archive (old bytecode, never linked) as a warning: noise.
+    return (
+        "-XX:+RecordDynamicDumpInfo",
+        "-XX:+StartAttachListener",
+        "-Xlog:cds=error,cds+dynamic=error",
+    )
+
+
 def is_finished_archive(path: Path) -> bool:
     """True if path starts with the dynamic archive magic (the JVM finished writing it)."""
     try:
@@ -1045,7 +1067,7 @@ def is_finished_archive(path: Path) -> bool:
 
 
 def try_cds_lock(folder: Path) -> int | None:
-    """The recorder lock's fd if nobody holds it, else None (a broker is recording now)."""
+    """The recorder lock's fd if nobody holds it, else None (a start is recording now)."""
     fd = os.open(folder / CDS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1055,81 +1077,86 @@ def try_cds_lock(folder: Path) -> int | None:
     return fd
 
 
-def finish_recordings(folder: Path) -> None:
-    """Move a finished recording into place; delete failed ones. Needs the recorder lock.
+def install_archive(recording: Path, archive: Path) -> bool:
+    """Move a finished recording into place (atomically) and drop the folder's other archives:
+    they belong to a Java or jar set no longer in use. A recording not finished is deleted."""
+    if not is_finished_archive(recording):
+        recording.unlink(missing_ok=True)
+        return False
+    os.replace(recording, archive)
+    for other in archive.parent.glob("kafka-*.jsa"):
+        if other != archive:
+            other.unlink(missing_ok=True)
+    return True
 
-    Holding the lock means no recording JVM is alive, so every temp archive is final: it has
-    a .ready marker (the broker came up; a broker that failed to start would archive only
-    its first classes), or it is dropped. Installing a new archive removes the others: they
-    belong to a Java or jar set no longer in use.
+
+def finish_recordings(folder: Path) -> None:
+    """Install or delete what a start that died while recording left. Needs the recorder lock.
+
+    A dump outliving its start (timed out) may still be writing: deleting its name is
+    harmless, and a file with the magic is complete whoever finished it.
     """
     for temp in folder.glob(".kafka-*.jsa.*.tmp"):
-        ready = temp.with_suffix(".ready")
         archive = folder / (temp.name[1:].split(".jsa.", 1)[0] + ".jsa")
-        if ready.is_file() and not archive.exists() and is_finished_archive(temp):
-            os.replace(temp, archive)
-            for other in folder.glob("kafka-*.jsa"):
-                if other != archive:
-                    other.unlink(missing_ok=True)
-        temp.unlink(missing_ok=True)
-    for marker in folder.glob(".kafka-*.jsa.*.ready"):
-        marker.unlink(missing_ok=True)
-
-
-def finish_recordings_after_stop(folder: Path, wait_s: float = 5.0) -> None:
-    """finish_recordings() unless a broker is still recording.
-
-    A recording the JVM has finished writing means its JVM is exiting; `terminate` already
-    counts it gone when its main thread is a zombie, while the other threads still hold the
-    lock for a moment. So wait for the lock then, and only then.
-    """
-    if not folder.is_dir():
-        return
-    written = any(is_finished_archive(temp) for temp in folder.glob(".kafka-*.jsa.*.tmp"))
-    deadline = time.monotonic() + (wait_s if written else 0.0)
-    while (lock_fd := try_cds_lock(folder)) is None:
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(0.05)
-    try:
-        finish_recordings(folder)
-    finally:
-        os.close(lock_fd)
+        if archive.exists():
+            temp.unlink(missing_ok=True)
+        else:
+            install_archive(temp, archive)
 
 
 def cds_plan(java: str, libs: Path) -> CdsPlan:
     """Use the archive if there is one, else record it (one recorder at a time), else neither.
 
-    The recording broker writes its archive when it exits (SIGTERM included) under a unique
-    temp name; `stop` or the next `start` moves it into place. The JVM inherits the lock fd,
-    so the lock is free exactly when no recording JVM is alive, however it ended.
+    The caller owns lock_fd and closes it once `record_archive` is done (or the start failed).
     """
     if not cds_enabled():
         return CdsPlan()
     archive = cds_archive_path(libs, java, java_version_output(java), LOCK_FILE.read_bytes())
     if archive.is_file():
-        return CdsPlan(cds_use_options(archive))
+        return CdsPlan(cds_use_options(archive), archive)
     lock_fd = try_cds_lock(archive.parent)
     if lock_fd is None:
         return CdsPlan()  # a parallel first start is recording: start as before, no waiting
     try:
-        finish_recordings(archive.parent)  # a recorder stopped without `kafkactl stop`
+        finish_recordings(archive.parent)
     except BaseException:
         os.close(lock_fd)
         raise
     if archive.is_file():
         os.close(lock_fd)
-        return CdsPlan(cds_use_options(archive))
+        return CdsPlan(cds_use_options(archive), archive)
     recording = archive.with_name(f".{archive.name}.{uuid.uuid4().hex}.tmp")
-    # The dump lists each class it cannot archive (old bytecode, ...) as a warning: noise.
-    options = (f"-XX:ArchiveClassesAtExit={recording}", "-Xlog:cds=error")
-    return CdsPlan(options, recording, lock_fd)
+    return CdsPlan(cds_record_options(), archive, recording, lock_fd)
 
 
-def mark_recording_ready(cds: CdsPlan) -> None:
-    """The recording broker came up: its archive will cover a full start."""
-    if cds.recording is not None:
-        cds.recording.with_suffix(".ready").touch()
+def jvm_command(pid: int, command: str, timeout_s: float) -> tuple[int, str]:
+    """Run a diagnostic command in JVM pid as `jcmd` does, over HotSpot's attach socket (no
+    jcmd needed: a JRE has none). Returns (status, output); status 0 is success."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(ATTACH_SOCKET.format(pid=pid))
+        # Protocol 1: version, operation and three arguments, each NUL-terminated.
+        sock.sendall(b"\0".join([b"1", b"jcmd", command.encode(), b"", b""]) + b"\0")
+        chunks = []
+        while chunk := sock.recv(CHUNK):
+            chunks.append(chunk)
+    status, _, output = b"".join(chunks).decode(errors="replace").partition("\n")
+    return (int(status) if re.fullmatch(r"-?\d+", status.strip()) else -1), output
+
+
+def record_archive(pid: int, cds: CdsPlan) -> bool:
+    """Dump the classes of the broker that just came up, and install the archive.
+
+    At readiness, not at exit: the test session's own broker lives as long as the session
+    and would hold the recording (and its lock) until the end. A failure only means this
+    start leaves no archive; the broker runs on either way.
+    """
+    if cds.recording is None or cds.archive is None or '"' in str(cds.recording):
+        return False
+    with contextlib.suppress(OSError):  # the file tells whether the dump finished
+        # Quoted: the diagnostic command parser splits arguments at spaces.
+        jvm_command(pid, f'VM.cds dynamic_dump "{cds.recording}"', CDS_DUMP_TIMEOUT_S)
+    return install_archive(cds.recording, cds.archive)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1206,19 +1233,19 @@ def cmd_start(args: argparse.Namespace) -> int:
             # The storage tool shares most of its classes with the broker (~0.25 s faster).
             format_storage_if_needed(java, libs, settings, () if cds.recording else cds.options)
             log_offsets = log_sizes(data_dir)
-            process = launch_broker(java, libs, settings, cds)
+            process = launch_broker(java, libs, settings, cds.options)
+            try:
+                wait_until_ready(process, settings, args.timeout, log_offsets)
+            except BaseException:
+                # Never leave a half-started broker holding the port (a retry would fail).
+                terminate(process.pid, 10.0)
+                process.wait()
+                (data_dir / PID_FILE).unlink(missing_ok=True)
+                raise
+            record_archive(process.pid, cds)
         finally:
             if cds.lock_fd is not None:
-                os.close(cds.lock_fd)  # closing, not unlocking: the JVM's copy keeps it held
-        try:
-            wait_until_ready(process, settings, args.timeout, log_offsets)
-            mark_recording_ready(cds)
-        except BaseException:
-            # Never leave a half-started broker holding the port (a retry would then fail).
-            terminate(process.pid, 10.0)
-            process.wait()
-            (data_dir / PID_FILE).unlink(missing_ok=True)
-            raise
+                os.close(cds.lock_fd)
     print(f"bootstrap={settings.bootstrap}")
     return EXIT_OK
 
@@ -1236,9 +1263,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
             return EXIT_OK
         terminate(pid, args.timeout)
         (data_dir / PID_FILE).unlink(missing_ok=True)
-    if cds_enabled():
-        # The next start is fast at once, not one start later.
-        finish_recordings_after_stop(libs_dir().parent)
     print(f"stopped broker pid {pid}")
     return EXIT_OK
 
