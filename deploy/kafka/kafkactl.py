@@ -26,6 +26,14 @@ Secured listeners (for testing clients against SASL and TLS; the PLAINTEXT --por
   TLS material is generated with Java's keytool on the first start into <data-dir>/tls: a CA
   (ca.pem is what clients trust), and a broker certificate for localhost and 127.0.0.1.
 
+Class-data sharing (faster starts): the first broker started for a given Java build and jar
+set dumps the classes it loaded, right after it answers, into a dynamic AppCDS archive
+<cache>/<version>/kafka-jdk<java version>-<key>.jsa (the key covers the Java build and the
+jars, so neither a Java update nor new jars meets a stale archive); that first start takes
+about a second longer. Every later broker (and the storage format tool) maps it with
+-Xshare:auto, which skips an unusable archive instead of failing. One start records at a time
+(the others meanwhile start without); the temp file is renamed into place once complete.
+
 Exit codes: 0 success; 1 other error; 2 usage; 3 stopped (status only); 4 Java missing or
 older than 17; 5 port already in use; 6 broker not up within --timeout; 7 download failed.
 `status` exits 1 when the broker process lives but does not answer.
@@ -35,6 +43,7 @@ Environment:
   HOOKRELAY_MAVEN_REPO   Maven repository base URL (a mirror) instead of Maven Central
   KAFKA_HEAP_OPTS        JVM heap options instead of "-Xms256m -Xmx512m" (as in Kafka's scripts)
   JAVA_HOME              the Java to use; otherwise `java` on PATH
+  HOOKRELAY_KAFKA_CDS    0 (or false/no/off): no class-data sharing archive, neither made nor used
 
 Standard library only: it must run before any virtualenv exists (make demo, CI bootstrap).
 """
@@ -46,6 +55,7 @@ import base64
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import http.client
 import os
@@ -324,11 +334,10 @@ def java_major(version: str) -> int:
     return int(parts[1]) if major == 1 and len(parts) > 1 else major
 
 
-def require_java() -> str:
-    """Return the path of a Java 17+ executable, or raise the one-line "needs Java" error."""
-    java, where = find_java()
-    if java is None:
-        raise KafkactlError(f"Kafka needs Java {MIN_JAVA}+; found {where}", EXIT_JAVA)
+@functools.cache
+def java_version_output(java: str) -> str:
+    """What `java -version` prints (cached: the CDS archive key needs it again, and every
+    JVM start costs time)."""
     try:
         probe = subprocess.run(
             [java, "-version"], capture_output=True, text=True, timeout=30, check=False
@@ -337,7 +346,15 @@ def require_java() -> str:
         raise KafkactlError(
             f"Kafka needs Java {MIN_JAVA}+; found {java}, which failed to run: {exc}", EXIT_JAVA
         ) from exc
-    match = re.search(r'version "([^"]+)"', probe.stderr + probe.stdout)
+    return probe.stderr + probe.stdout
+
+
+def require_java() -> str:
+    """Return the path of a Java 17+ executable, or raise the one-line "needs Java" error."""
+    java, where = find_java()
+    if java is None:
+        raise KafkactlError(f"Kafka needs Java {MIN_JAVA}+; found {where}", EXIT_JAVA)
+    match = re.search(r'version "([^"]+)"', java_version_output(java))
     version = match.group(1) if match else "an unknown version"
     if java_major(version) < MIN_JAVA:
         raise KafkactlError(
@@ -779,12 +796,15 @@ def java_command(java: str, libs: Path, data_dir: Path, heap: str) -> list[str]:
     ]
 
 
-def format_storage_if_needed(java: str, libs: Path, settings: BrokerSettings) -> None:
+def format_storage_if_needed(
+    java: str, libs: Path, settings: BrokerSettings, cds_options: tuple[str, ...] = ()
+) -> None:
     """Format the KRaft log dir with a fresh cluster id, unless it is formatted already."""
     if (settings.data_dir / KRAFT_SUBDIR / "meta.properties").is_file():
         return
     command = [
         *java_command(java, libs, settings.data_dir, "-Xmx256m"),
+        *cds_options,
         "kafka.tools.StorageTool",
         "format",
         "--cluster-id",
@@ -858,12 +878,14 @@ def tls_material(java: str, data_dir: Path) -> str:
     return password
 
 
-def launch_broker(java: str, libs: Path, settings: BrokerSettings) -> subprocess.Popen[bytes]:
+def launch_broker(
+    java: str, libs: Path, settings: BrokerSettings, cds_options: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     """Start `kafka.Kafka server.properties` detached (own session), write the pid file."""
     logs = settings.data_dir / LOG_SUBDIR
     logs.mkdir(parents=True, exist_ok=True)
     heap = os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP)
-    command = [*java_command(java, libs, settings.data_dir, heap), "kafka.Kafka"]
+    command = [*java_command(java, libs, settings.data_dir, heap), *cds_options, "kafka.Kafka"]
     command.append(str(settings.props_path))
     with (logs / "kafka.out").open("ab") as out:
         # New session: Ctrl-C in the terminal (or pytest's process group) does not reach the
@@ -970,6 +992,174 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Class-data sharing: a dynamic AppCDS archive of the broker's classes
+# ---------------------------------------------------------------------------------------------
+
+CDS_ENV = "HOOKRELAY_KAFKA_CDS"
+CDS_LOCK = ".kafka-cds.lock"
+# HotSpot's CDS_DYNAMIC_ARCHIVE_MAGIC, the first 4 bytes (native order) of a dynamic archive.
+# The JVM writes the header last, so a file cut short (a JVM killed while dumping) lacks it.
+CDS_DYNAMIC_MAGIC = 0xF00BABA8
+CDS_DUMP_TIMEOUT_S = 30.0
+# HotSpot's attach socket on Linux: always under /tmp, whatever TMPDIR or java.io.tmpdir say.
+ATTACH_SOCKET = "/tmp/.java_pid{pid}"
+
+
+@dataclass(frozen=True)
+class CdsPlan:
+    """The CDS options of one broker JVM, and what recording the archive needs."""
+
+    options: tuple[str, ...] = ()
+    archive: Path | None = None  # where the recorded archive goes
+    recording: Path | None = None  # the temp file the JVM dumps into
+    lock_fd: int | None = None  # the recorder lock, held by this process until the dump ends
+
+
+def cds_enabled() -> bool:
+    """False when $HOOKRELAY_KAFKA_CDS is 0/false/no/off."""
+    return os.environ.get(CDS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cds_archive_path(libs: Path, java: str, java_version: str, jar_lock: bytes) -> Path:
+    """<cache>/<version>/kafka-jdk<java version>-<key>.jsa for this Java and this jar set.
+
+    HotSpot checks an archive against its own build and against each classpath jar's path,
+    size and mtime, and with -Xshare:auto silently ignores one that does not match: a stale
+    archive would quietly cost every later start. A key over exactly those inputs (plus the
+    lock's sha256s) makes any change record a fresh archive instead.
+    """
+    match = re.search(r'version "([^"]+)"', java_version)
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", match.group(1) if match else "unknown")
+    digest = hashlib.sha256()
+    for part in (str(Path(java).resolve()), java_version, str(libs)):
+        digest.update(part.encode() + b"\0")
+    digest.update(jar_lock + b"\0")
+    for jar in sorted(libs.glob("*.jar")):
+        stat = jar.stat()
+        digest.update(f"{jar.name}:{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+    return libs.parent / f"kafka-jdk{label}-{digest.hexdigest()[:16]}.jsa"
+
+
+def cds_use_options(archive: Path) -> tuple[str, ...]:
+    """Map the archive; auto: a broken or mismatched archive is skipped, never fatal."""
+    return (f"-XX:SharedArchiveFile={archive}", "-Xshare:auto")
+
+
+def cds_record_options() -> tuple[str, ...]:
+    """A broker whose classes `record_archive` can dump while it runs."""
+    # The attach listener from the start, so the dump needs no SIGQUIT handshake; and the dump
+    # lists each class it cannot archive (old bytecode, never linked) as a warning: noise.
+    return (
+        "-XX:+RecordDynamicDumpInfo",
+        "-XX:+StartAttachListener",
+        "-Xlog:cds=error,cds+dynamic=error",
+    )
+
+
+def is_finished_archive(path: Path) -> bool:
+    """True if path starts with the dynamic archive magic (the JVM finished writing it)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and struct.unpack("=I", head)[0] == CDS_DYNAMIC_MAGIC
+
+
+def try_cds_lock(folder: Path) -> int | None:
+    """The recorder lock's fd if nobody holds it, else None (a start is recording now)."""
+    fd = os.open(folder / CDS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def install_archive(recording: Path, archive: Path) -> bool:
+    """Move a finished recording into place (atomically) and drop the folder's other archives:
+    they belong to a Java or jar set no longer in use. A recording not finished is deleted."""
+    if not is_finished_archive(recording):
+        recording.unlink(missing_ok=True)
+        return False
+    os.replace(recording, archive)
+    for other in archive.parent.glob("kafka-*.jsa"):
+        if other != archive:
+            other.unlink(missing_ok=True)
+    return True
+
+
+def finish_recordings(folder: Path) -> None:
+    """Install or delete what a start that died while recording left. Needs the recorder lock.
+
+    A dump outliving its start (timed out) may still be writing: deleting its name is
+    harmless, and a file with the magic is complete whoever finished it.
+    """
+    for temp in folder.glob(".kafka-*.jsa.*.tmp"):
+        archive = folder / (temp.name[1:].split(".jsa.", 1)[0] + ".jsa")
+        if archive.exists():
+            temp.unlink(missing_ok=True)
+        else:
+            install_archive(temp, archive)
+
+
+def cds_plan(java: str, libs: Path) -> CdsPlan:
+    """Use the archive if there is one, else record it (one recorder at a time), else neither.
+
+    The caller owns lock_fd and closes it once `record_archive` is done (or the start failed).
+    """
+    if not cds_enabled():
+        return CdsPlan()
+    archive = cds_archive_path(libs, java, java_version_output(java), LOCK_FILE.read_bytes())
+    if archive.is_file():
+        return CdsPlan(cds_use_options(archive), archive)
+    lock_fd = try_cds_lock(archive.parent)
+    if lock_fd is None:
+        return CdsPlan()  # a parallel first start is recording: start as before, no waiting
+    try:
+        finish_recordings(archive.parent)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    if archive.is_file():
+        os.close(lock_fd)
+        return CdsPlan(cds_use_options(archive), archive)
+    recording = archive.with_name(f".{archive.name}.{uuid.uuid4().hex}.tmp")
+    return CdsPlan(cds_record_options(), archive, recording, lock_fd)
+
+
+def jvm_command(pid: int, command: str, timeout_s: float) -> tuple[int, str]:
+    """Run a diagnostic command in JVM pid as `jcmd` does, over HotSpot's attach socket (no
+    jcmd needed: a JRE has none). Returns (status, output); status 0 is success."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(ATTACH_SOCKET.format(pid=pid))
+        # Protocol 1: version, operation and three arguments, each NUL-terminated.
+        sock.sendall(b"\0".join([b"1", b"jcmd", command.encode(), b"", b""]) + b"\0")
+        chunks = []
+        while chunk := sock.recv(CHUNK):
+            chunks.append(chunk)
+    status, _, output = b"".join(chunks).decode(errors="replace").partition("\n")
+    return (int(status) if re.fullmatch(r"-?\d+", status.strip()) else -1), output
+
+
+def record_archive(pid: int, cds: CdsPlan) -> bool:
+    """Dump the classes of the broker that just came up, and install the archive.
+
+    At readiness, not at exit: the test session's own broker lives as long as the session
+    and would hold the recording (and its lock) until the end. A failure only means this
+    start leaves no archive; the broker runs on either way.
+    """
+    if cds.recording is None or cds.archive is None or '"' in str(cds.recording):
+        return False
+    with contextlib.suppress(OSError):  # the file tells whether the dump finished
+        # Quoted: the diagnostic command parser splits arguments at spaces.
+        jvm_command(pid, f'VM.cds dynamic_dump "{cds.recording}"', CDS_DUMP_TIMEOUT_S)
+    return install_archive(cds.recording, cds.archive)
+
+
+# ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
 
@@ -1038,17 +1228,24 @@ def cmd_start(args: argparse.Namespace) -> int:
             settings = dataclasses.replace(settings, tls_password=tls_material(java, data_dir))
         libs = fetch(quiet=True)
         write_server_properties(settings)
-        format_storage_if_needed(java, libs, settings)
-        log_offsets = log_sizes(data_dir)
-        process = launch_broker(java, libs, settings)
+        cds = cds_plan(java, libs)
         try:
-            wait_until_ready(process, settings, args.timeout, log_offsets)
-        except BaseException:
-            # Never leave a half-started broker holding the port (a retry would then fail).
-            terminate(process.pid, 10.0)
-            process.wait()
-            (data_dir / PID_FILE).unlink(missing_ok=True)
-            raise
+            # The storage tool shares most of its classes with the broker (~0.25 s faster).
+            format_storage_if_needed(java, libs, settings, () if cds.recording else cds.options)
+            log_offsets = log_sizes(data_dir)
+            process = launch_broker(java, libs, settings, cds.options)
+            try:
+                wait_until_ready(process, settings, args.timeout, log_offsets)
+            except BaseException:
+                # Never leave a half-started broker holding the port (a retry would fail).
+                terminate(process.pid, 10.0)
+                process.wait()
+                (data_dir / PID_FILE).unlink(missing_ok=True)
+                raise
+            record_archive(process.pid, cds)
+        finally:
+            if cds.lock_fd is not None:
+                os.close(cds.lock_fd)
     print(f"bootstrap={settings.bootstrap}")
     return EXIT_OK
 
