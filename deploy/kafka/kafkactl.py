@@ -1001,8 +1001,6 @@ CDS_LOCK = ".kafka-cds.lock"
 # The JVM writes the header last, so a file cut short (a JVM killed while dumping) lacks it.
 CDS_DYNAMIC_MAGIC = 0xF00BABA8
 CDS_DUMP_TIMEOUT_S = 30.0
-# HotSpot's attach socket on Linux: always under /tmp, whatever TMPDIR or java.io.tmpdir say.
-ATTACH_SOCKET = "/tmp/.java_pid{pid}"
 
 
 @dataclass(frozen=True)
@@ -1129,33 +1127,32 @@ def cds_plan(java: str, libs: Path) -> CdsPlan:
     return CdsPlan(cds_record_options(), archive, recording, lock_fd)
 
 
-def jvm_command(pid: int, command: str, timeout_s: float) -> tuple[int, str]:
-    """Run a diagnostic command in JVM pid as `jcmd` does, over HotSpot's attach socket (no
-    jcmd needed: a JRE has none). Returns (status, output); status 0 is success."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout_s)
-        sock.connect(ATTACH_SOCKET.format(pid=pid))
-        # Protocol 1: version, operation and three arguments, each NUL-terminated.
-        sock.sendall(b"\0".join([b"1", b"jcmd", command.encode(), b"", b""]) + b"\0")
-        chunks = []
-        while chunk := sock.recv(CHUNK):
-            chunks.append(chunk)
-    status, _, output = b"".join(chunks).decode(errors="replace").partition("\n")
-    return (int(status) if re.fullmatch(r"-?\d+", status.strip()) else -1), output
+def jcmd_for(java: str) -> str | None:
+    """The JDK's jcmd next to the java executable (symlinks resolved), else on PATH, else
+    None (a JRE has none: no archive is recorded then)."""
+    beside = Path(java).resolve().parent / "jcmd"
+    return str(beside) if beside.exists() else shutil.which("jcmd")
 
 
-def record_archive(pid: int, cds: CdsPlan) -> bool:
+def record_archive(java: str, pid: int, cds: CdsPlan) -> bool:
     """Dump the classes of the broker that just came up, and install the archive.
 
     At readiness, not at exit: the test session's own broker lives as long as the session
     and would hold the recording (and its lock) until the end. A failure only means this
     start leaves no archive; the broker runs on either way.
     """
-    if cds.recording is None or cds.archive is None or '"' in str(cds.recording):
+    jcmd = jcmd_for(java)
+    if cds.recording is None or cds.archive is None or jcmd is None:
         return False
-    with contextlib.suppress(OSError):  # the file tells whether the dump finished
-        # Quoted: the diagnostic command parser splits arguments at spaces.
-        jvm_command(pid, f'VM.cds dynamic_dump "{cds.recording}"', CDS_DUMP_TIMEOUT_S)
+    if '"' in str(cds.recording):  # the diagnostic command parser has no escape for it
+        return False
+    # The file tells whether the dump finished, whatever jcmd says or however it fails.
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            # Quoted: the diagnostic command parser splits its arguments at spaces.
+            [jcmd, str(pid), f'VM.cds dynamic_dump "{cds.recording}"'],
+            capture_output=True, timeout=CDS_DUMP_TIMEOUT_S, check=False,
+        )  # fmt: skip
     return install_archive(cds.recording, cds.archive)
 
 
@@ -1242,7 +1239,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                 process.wait()
                 (data_dir / PID_FILE).unlink(missing_ok=True)
                 raise
-            record_archive(process.pid, cds)
+            record_archive(java, process.pid, cds)
         finally:
             if cds.lock_fd is not None:
                 os.close(cds.lock_fd)
