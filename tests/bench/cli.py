@@ -35,8 +35,8 @@ from tests.bench.receiver import Receiver
 from tests.bench.sizes import QUICK_SCALE, Sizes
 
 GROUPS = (
-    "ceiling", "baseline", "throughput", "peer", "latency", "isolation", "rate_limit", "adaptive",
-    "ordering", "memory", "startup", "ingest", "profile",
+    "ceiling", "baseline", "throughput", "peer", "workers", "latency", "isolation", "rate_limit",
+    "adaptive", "ordering", "memory", "startup", "ingest", "profile",
 )  # fmt: skip
 Step = tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]
 
@@ -106,6 +106,7 @@ def steps(bench: Bench, args: argparse.Namespace, build: peer.PeerBuild | None) 
         ("throughput", "throughput_1", lambda: s.throughput(bench, 1)),
         ("throughput", "throughput_10", lambda: s.throughput(bench, 10)),
         *peers,
+        ("workers", "throughput_workers", lambda: s.throughput_workers(bench)),
         ("latency", "latency", lambda: s.latency_and_growth(bench)),
         ("isolation", "isolation", lambda: s.isolation(bench)),
         ("isolation", "isolation_latency", lambda: s.isolation_latency(bench)),
@@ -150,6 +151,8 @@ async def _step(key: str, work: Callable[[], Awaitable[dict[str, Any]]]) -> dict
 def backlog_events(sizes: Sizes, groups: set[str]) -> int:
     """Events the shared backlog topic needs for the selected scenarios."""
     needed = sizes.backlog_deliveries * 2  # throughput, profile, and what parking runs read
+    if "workers" in groups:
+        needed = max(needed, scenarios.WORKERS_DELIVERIES // scenarios.WORKERS_HOOKS)
     if "adaptive" in groups:  # up to the ceiling at first, then the two capacities
         needed = max(needed, int(sizes.adaptive_phase_s * 3 * scenarios.ADAPTIVE_CEILING_PER_S))
     return max(needed, sizes.memory_backlog) if "memory" in groups else needed

@@ -81,8 +81,10 @@ def write_config(
     receiver_url: str,
     log_level: str,
     delivery: dict[str, Any] | None = None,
+    workers: int | str | None = None,
 ) -> int:
     """Write a daemon configuration (JSON is YAML 1.2) to ``path``; return its admin port.
+    ``workers``: the ``workers`` key (default: ``$BENCH_WORKERS``, else none).
 
     Every run gets its own consumer group, retry topics and dead-letter topic, so nothing
     one scenario parked is delivered in another.
@@ -107,11 +109,19 @@ def write_config(
     }
     # BENCH_WORKERS=2 (or auto) runs every scenario with worker processes (README "Worker
     # processes"); the CPU and RSS figures then count the supervisor's process tree.
-    workers = os.environ.get("BENCH_WORKERS")
+    workers = workers or bench_workers()
     if workers:
-        config["workers"] = workers if workers == "auto" else int(workers)
+        config["workers"] = workers
     path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
     return admin_port
+
+
+def bench_workers() -> int | str | None:
+    """``$BENCH_WORKERS``: ``auto``, a count, or None (unset)."""
+    workers = os.environ.get("BENCH_WORKERS")
+    if not workers:
+        return None
+    return workers if workers == "auto" else int(workers)
 
 
 async def http_get(port: int, target: str, timeout_s: float = 2.0) -> tuple[int, bytes]:

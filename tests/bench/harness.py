@@ -20,7 +20,7 @@ from typing import Any
 from hookrelay import __version__
 from hookrelay.events.signing import delivery_id
 from tests.bench.baseline import Request
-from tests.bench.daemon import DaemonProcess, HookSpec, write_config
+from tests.bench.daemon import DaemonProcess, HookSpec, bench_workers, write_config
 from tests.bench.events import event_value, parse_seq, signature, signing_key, webhook_body
 from tests.bench.kafka import Broker, PacedProducer, create_topics
 from tests.bench.procstat import Sampler, peak_rss_bytes
@@ -93,17 +93,21 @@ async def running(
     topic: str,
     hooks: list[HookSpec],
     delivery: dict[str, Any] | None = None,
+    *,
+    workers: int | None = None,
 ) -> AsyncIterator[Run]:
-    """Run the daemon on ``topic`` with ``hooks`` for the duration of the block."""
+    """Run the daemon on ``topic`` with ``hooks`` for the duration of the block (with
+    ``workers`` worker processes when given, else ``$BENCH_WORKERS``)."""
     config = bench.workdir / f"{name}.json"
     port = write_config(
         config, bootstrap=bench.broker.bootstrap, topic=topic, hooks=hooks,
         receiver_url=bench.receiver.url(""), log_level=bench.log_level, delivery=delivery,
+        workers=workers,
     )  # fmt: skip
     daemon = DaemonProcess(config, port, bench.workdir / f"{name}.log")
     # Only a supervisor's tree is walked: reading every /proc entry each sample takes
     # milliseconds of this process, which also runs the paced producer (latency).
-    trees = ("daemon",) if os.environ.get("BENCH_WORKERS") else ()
+    trees = ("daemon",) if workers or bench_workers() else ()
     async with sampled(bench, daemon, "daemon", trees) as run:
         yield run
 

@@ -73,6 +73,34 @@ def _throughput_rows(results: Results) -> list[Row]:
             "  CPU s per 1,000 deliveries (baseline: per 1,000 requests)",
             _n(run["cpu_s_per_1000"], 3), f"base {_n(run['baseline_cpu_s_per_1000'], 3)}",
         ))  # fmt: skip
+        # Issue 17: deliveries per CPU-second against the bare client's requests per CPU-second.
+        per_cpu = _ratio(run["baseline_cpu_s_per_1000"], run["cpu_s_per_1000"])
+        floor = 0.75 if hooks == 1 else 0.7
+        rows.append(Row(
+            "  deliveries per CPU-second (baseline: requests per CPU-second)",
+            _n(_per_cpu_s(run["cpu_s_per_1000"])), _n(per_cpu, 2), f">= {floor}",
+            _check(per_cpu, lambda r: r >= floor),  # noqa: B023  (called at once)
+        ))  # fmt: skip
+    return rows
+
+
+def _workers_rows(results: Results) -> list[Row]:
+    """Worker processes against one process and Benthos of the same run (issue 17)."""
+    run = results.get("throughput_workers", {})
+    if "deliveries_per_s" not in run:
+        return []
+    rows = [Row(
+        f"{run['workers']} worker processes, {run['hooks']} hooks, backlog: deliveries/s",
+        f"{_n(run['deliveries_per_s'])} /s",
+        f"{_n(run['ratio_to_one_process'], 2)}x one process", ">= 1.5x",
+        _check(run["ratio_to_one_process"], lambda r: r >= 1.5),
+    )]  # fmt: skip
+    if run.get("ratio_to_benthos") is not None:
+        rows.append(Row(
+            "  the same, against Benthos (stock) of this run", "",
+            f"{_n(run['ratio_to_benthos'], 2)}x Benthos", ">= 1.0x",
+            _check(run["ratio_to_benthos"], lambda r: r >= 1.0),
+        ))  # fmt: skip
     return rows
 
 
@@ -120,6 +148,8 @@ def _peer_stock_rows(
             "  deliveries per CPU-second, hookrelay / Benthos / bare client",
             " / ".join(_n(value) for value in per_cpu),
             _ratio_text(per_cpu[0], per_cpu[1]),
+            ">= 1.2",
+            _check(_ratio(per_cpu[0], per_cpu[1]), lambda r: r >= 1.2),
         ),
         Row(
             "  connections the receiver accepted, hookrelay / Benthos / bare client",
@@ -326,7 +356,7 @@ def _ingest_rows(results: Results) -> list[Row]:
 def rows(results: Results) -> list[Row]:
     """Every table row the results allow, in scenario order."""
     sections = (
-        _receiver_rows, _throughput_rows, _peer_rows, _latency_rows, _isolation_rows,
+        _receiver_rows, _throughput_rows, _peer_rows, _workers_rows, _latency_rows, _isolation_rows,
         _rate_limit_rows, _adaptive_rows, _ordering_rows, _memory_rows, _startup_rows, _ingest_rows,
     )  # fmt: skip
     return [row for section in sections for row in section(results)]

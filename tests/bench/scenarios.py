@@ -208,6 +208,40 @@ async def throughput(bench: Bench, hooks: int) -> dict[str, Any]:
     return result
 
 
+WORKERS_HOOKS = 10
+WORKERS_DELIVERIES = 200_000
+"""Deliveries the worker-process run reads, at any scale: its workers' group join and the
+rebalance the second one starts take seconds, which a short run would mostly measure."""
+
+
+async def throughput_workers(bench: Bench, workers: int = 2) -> dict[str, Any]:
+    """Deliveries/s of ``workers`` worker processes at ``WORKERS_HOOKS``-fold fan-out (issue
+    17), over the second half of the arrivals (the group settled), against the single
+    process and Benthos of the same run."""
+    specs = bench.hooks(WORKERS_HOOKS)
+    paths = [spec.path for spec in specs]
+    target = max(bench.sizes.backlog_deliveries, WORKERS_DELIVERIES)
+    name = f"throughput-{WORKERS_HOOKS}-workers-{workers}"
+    async with running(bench, name, bench.backlog_topic, specs, workers=workers) as run:
+        await wait_for_deliveries(bench, run, paths, target)
+    arrivals = bench.receiver.dump()
+    rate = steady_rate(arrivals.times(paths)[:target], warm_up=0.5)
+    cpu_s = run.sampler.cpu_between("daemon", rate.start, rate.end)
+    single = bench.results.get(f"throughput_{WORKERS_HOOKS}", {}).get("deliveries_per_s")
+    peer = bench.results.get(f"peer_benthos_stock_{WORKERS_HOOKS}", {}).get("deliveries_per_s")
+    return {
+        "hooks": WORKERS_HOOKS,
+        "workers": workers,
+        "deliveries_per_s": round(rate.per_s, 1),
+        "ratio_to_one_process": _ratio(rate.per_s, single),
+        "ratio_to_benthos": _ratio(rate.per_s, peer),
+        "cpu_s_per_1000": round(cpu_s / rate.count * 1000, 4) if rate.count else None,
+        "window": rate.as_dict(),
+        "cores": run.sampler.utilisation(rate.start, rate.end),
+        **_run_facts(run, arrivals, specs),
+    }
+
+
 def _run_facts(run: Run, arrivals: Arrivals, specs: list[HookSpec]) -> dict[str, Any]:
     """What every daemon run reports besides its figure."""
     ready_at = run.daemon.started_at + run.ready_s

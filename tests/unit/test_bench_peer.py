@@ -131,12 +131,13 @@ def test_table_puts_hookrelay_benthos_and_the_bare_client_side_by_side() -> None
     ten = rows["peer, 10 hook(s): deliveries/s, hookrelay / Benthos v4.27.0 / bare client"]
     assert ten.value == "3,000 / 2,000 / 5,000 /s"
     assert ten.vs_baseline == "hookrelay / Benthos 1.50"
-    per_cpu = [r for r in report.rows(RESULTS) if r.figure.strip().startswith("deliveries per")]
+    per_cpu = [r for r in report.rows(RESULTS) if "per CPU-second, hookrelay" in r.figure]
     assert [r.value for r in per_cpu] == ["4,000 / 2,000 / 8,000", "2,500 / 5,000 / 6,250"]
     assert [r.vs_baseline for r in per_cpu] == [
         "hookrelay / Benthos 2.00",
         "hookrelay / Benthos 0.50",
     ]
+    assert [(r.target, r.met) for r in per_cpu] == [(">= 1.2", True), (">= 1.2", False)]
     assert rows["  Benthos bodies, signatures, webhook-ids as hookrelay's"].value == "NO"
     [connections, _] = [r for r in report.rows(RESULTS) if r.figure.startswith("  connections")]
     assert connections.value == "64 / 9,000 / n/a"
@@ -144,6 +145,29 @@ def test_table_puts_hookrelay_benthos_and_the_bare_client_side_by_side() -> None
     assert keep.value == "6,000 /s, 10,000, 70"
     assert keep.vs_baseline == "hookrelay / Benthos 0.50, 0.25"
     assert _peer_text(RESULTS) == ", Benthos v4.27.0 (go1.26.8 linux/amd64)"
+
+
+def test_the_table_holds_issue_17s_targets_per_cpu_second_and_for_worker_processes() -> None:
+    results = {
+        **RESULTS,
+        "throughput_workers": {"workers": 2, "hooks": 10, "deliveries_per_s": 4800.0,
+                               "ratio_to_one_process": 1.6, "ratio_to_benthos": 2.4},
+    }  # fmt: skip
+    table = report.rows(results)
+    against_bare = [r for r in table if r.figure.startswith("  deliveries per CPU-second (")]
+    # 1 hook: 4,000 per CPU-s against the bare client's 8,000; 10 hooks: 2,500 against 6,250.
+    assert [(r.value, r.vs_baseline, r.target, r.met) for r in against_bare] == [
+        ("4,000", "0.50", ">= 0.75", False),
+        ("2,500", "0.40", ">= 0.7", False),
+    ]
+    rows = {row.figure: row for row in table}
+    workers = rows["2 worker processes, 10 hooks, backlog: deliveries/s"]
+    assert (workers.value, workers.vs_baseline, workers.met) == (
+        "4,800 /s",
+        "1.60x one process",
+        True,
+    )
+    assert rows["  the same, against Benthos (stock) of this run"].met is True
 
 
 def test_a_skipped_peer_is_one_row_and_the_rest_of_the_table_stays() -> None:
