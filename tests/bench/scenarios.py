@@ -534,9 +534,17 @@ async def memory(bench: Bench) -> dict[str, Any]:
     half = run.stopped_at - duration_s / 2
     second_half = [rss for t, rss in zip(series.times, series.rss, strict=True) if t >= half]
     arrivals = bench.receiver.dump()
+    highest = max(range(len(series.rss)), key=series.rss.__getitem__, default=None)
     return {
         "backlog_events": bench.sizes.memory_backlog,
         "rss_timeline_mb": _timeline(series, run.daemon.started_at),
+        # Where the peak falls, as far as the samples (every 0.25 s) saw it.
+        "sampled_peak": None
+        if highest is None
+        else {
+            "rss_mb": round(series.rss[highest] / MIB, 1),
+            "after_start_s": round(series.times[highest] - run.daemon.started_at, 2),
+        },
         "duration_s": duration_s,
         "peak_rss_mb": round(run.peak_rss / MIB, 1),
         "steady_rss_mb": round(statistics.median(second_half) / MIB, 1) if second_half else None,
