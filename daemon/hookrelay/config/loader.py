@@ -161,7 +161,15 @@ Skippable = Literal["hooks", "admin", "ingest", "tracing", "signing_keys", "head
 """What ``load_settings`` can leave out."""
 
 _HOOK_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "signing_keys": ("signing_key", "signing_keys", "signing_key_file", "signing_key_files"),
+    # standard_webhooks goes with the keys: its check wants a key, and a command that never
+    # signs has no use for either.
+    "signing_keys": (
+        "signing_key",
+        "signing_keys",
+        "signing_key_file",
+        "signing_key_files",
+        "standard_webhooks",
+    ),
     "headers": ("headers",),
 }
 """The fields of every hook that a skippable part stands for."""

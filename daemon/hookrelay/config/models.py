@@ -562,7 +562,10 @@ class Hook(FrozenModel):
             for index, key in enumerate(self.signing_keys or ()):
                 check_standard_webhooks_key(key, ("signing_keys", index))
             if not self.active_signing_keys:
-                message = "expected signing_key or signing_keys with standard_webhooks: true"
+                message = (
+                    "expected signing_key or signing_keys (or signing_key_file, "
+                    "signing_key_files) with standard_webhooks: true"
+                )
                 raise refuse(message, at=("standard_webhooks",))
         return self
 

@@ -1533,6 +1533,21 @@ def test_replay_loads_without_the_hooks_credential_headers(tmp_path: Path) -> No
     assert [(hook.id, hook.headers) for hook in settings.hooks] == [("crm-sync", ())]
 
 
+def test_commands_that_sign_nothing_load_a_standard_webhooks_hook_without_its_key(
+    tmp_path: Path,
+) -> None:
+    """A new user's trial: ``pause``, ``deliveries`` and ``replay`` refused a configuration
+    ``check`` accepted, with "expected signing_key or signing_keys with standard_webhooks:
+    true": they leave the keys out, and the scheme's check then found none."""
+    key_file = tmp_path / "sw.key"
+    key_file.write_text("whsec_" + "QUJD" * 8)
+    path = with_hooks(tmp_path, HOOK + "      signing_key_file: sw.key\n"
+                      "      standard_webhooks: true\n")  # fmt: skip
+    assert [hook.standard_webhooks for hook in load_settings(path, env={}).hooks] == [True]
+    settings = load_settings(path, env={}, skip=("admin", "signing_keys", "headers"))
+    assert [(hook.id, hook.active_signing_keys) for hook in settings.hooks] == [("crm-sync", ())]
+
+
 def test_warns_about_an_adaptive_latency_target_no_answer_can_reach(tmp_path: Path) -> None:
     path = with_hooks(
         tmp_path,

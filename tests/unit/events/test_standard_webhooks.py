@@ -321,8 +321,8 @@ def test_a_logto_style_key_is_used_as_is_without_standard_webhooks(tmp_path: Pat
         ),
         (
             "      standard_webhooks: true\n",
-            "5: hooks[0].standard_webhooks: expected signing_key or signing_keys with "
-            "standard_webhooks: true",
+            "5: hooks[0].standard_webhooks: expected signing_key or signing_keys (or "
+            "signing_key_file, signing_key_files) with standard_webhooks: true",
         ),
         (
             "      signing_keys: ['${NEW}', '']\n",
