@@ -178,12 +178,27 @@ async def test_two_workers_deliver_each_event_once_and_answer_as_one_deployment(
             await receiver.wait_for(220, "a", timeout_s=15)
             assert sorted(numbers(receiver, "b")) == list(range(200, 220))
 
-            # The supervisor killed: its workers see their pipe end, drain and exit.
+            # The supervisor killed: its workers see their pipe end, drain and exit, and
+            # remove the snapshot of its configuration (it holds the signing keys).
             workers = [e["pid"] for e in log_entries(log, "worker_started")]
+            snapshot = Path(_environment(workers[-1])["HOOKRELAY_WORKER_SETTINGS"])
+            assert _mode(snapshot) == 0o600
             process.send_signal(signal.SIGKILL)
             await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 15)
             stopped = log_entries(log, "daemon_stopped")
             assert sorted(e["worker"] for e in stopped) == [0, 1]
+            assert _mode(snapshot.parent) is None
+
+
+def _mode(path: Path) -> int | None:
+    """``path``'s permission bits, None when it does not exist."""
+    return path.stat().st_mode & 0o777 if path.exists() else None
+
+
+def _environment(pid: int) -> dict[str, str]:
+    """A running process's environment, from /proc."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
 
 
 async def test_a_killed_worker_is_restarted_and_no_event_is_lost(

@@ -51,6 +51,11 @@ REPORT_FD_ENV: Final = "HOOKRELAY_WORKER_REPORT_FD"
 SETTINGS_ENV: Final = "HOOKRELAY_WORKER_SETTINGS"
 
 
+SNAPSHOT_PREFIX: Final = "hookrelay-settings-"
+SNAPSHOT_NAME: Final = "settings.pickle"
+STAGED_NAME: Final = "settings.pickle.new"
+
+
 class SettingsSnapshot:
     """The configuration a supervisor accepted and runs, for its workers: written when it
     starts and at every accepted reload (after ``plan_reload``: restart-only keys keep their
@@ -62,16 +67,21 @@ class SettingsSnapshot:
     invalid files and take the healthy worker down with it. The snapshot is a pickle (the
     validated ``Settings``, resolved secrets included) in a directory of its own, mode
     0700, under ``$TMPDIR`` (systemd's ``PrivateTmp``, the pod's ``/tmp`` volume), removed
-    when the supervisor exits; it is read only by the supervisor's own workers."""
+    when the supervisor exits, and by its workers when they see it gone (a supervisor
+    killed with ``kill -9`` removes nothing); it is read only by the supervisor's own
+    workers."""
 
     def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="hookrelay-settings-"))
-        self.path = self.directory / "settings.pickle"
+        self.directory = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
+        self.path = self.directory / SNAPSHOT_NAME
 
     def write(self, settings: Settings) -> None:
-        """Make ``settings`` what workers start and reload with."""
-        staged = self.directory / "settings.pickle.new"
-        staged.write_bytes(pickle.dumps(settings))
+        """Make ``settings`` what workers start and reload with (mode 0600: it holds the
+        signing keys)."""
+        staged = self.directory / STAGED_NAME
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(pickle.dumps(settings))
         os.replace(staged, self.path)
 
     def remove(self) -> None:
@@ -133,6 +143,20 @@ class WorkerRole:
         )
         shared._source = settings._source
         return shared
+
+    def forget_snapshot(self) -> None:
+        """Remove the supervisor's snapshot (the supervisor is gone or stopping: nothing
+        will start or reload a worker again). Only its own files and directory: the path
+        comes from the environment, so nothing else is touched whatever it names."""
+        if self.snapshot is None:
+            return
+        path = Path(self.snapshot)
+        if path.name != SNAPSHOT_NAME or not path.parent.name.startswith(SNAPSHOT_PREFIX):
+            return
+        for name in (SNAPSHOT_NAME, STAGED_NAME):
+            (path.parent / name).unlink(missing_ok=True)
+        with suppress(OSError):  # another worker removed it first, or it holds other files
+            path.parent.rmdir()
 
     def load(self, path: str) -> Settings:
         """The configuration for a reload, as this worker runs it: the supervisor's snapshot

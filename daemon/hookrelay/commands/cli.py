@@ -449,7 +449,12 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
                 on_listening=lambda port: role.report(admin_port=port),
             )  # fmt: skip
             daemon.install_signal_handlers()
-            async with supervisor_watched(daemon.request_stop):
+
+            def supervisor_gone() -> None:
+                role.forget_snapshot()  # its keys must not outlive a supervisor's kill -9
+                daemon.request_stop()
+
+            async with supervisor_watched(supervisor_gone):
                 return await daemon.run()
 
         return _serve(settings, work, "daemon_failed", on_failure=role.report)

@@ -3,6 +3,8 @@ it runs with."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hookrelay.app import WorkerRole
@@ -39,3 +41,24 @@ def test_a_worker_runs_its_share_a_private_listener_and_a_member_name_of_its_own
     assert mine.admin.token.get_secret_value() == "private-token"
     assert mine.kafka.group_instance_id == "host-1-w2"
     assert settings.kafka.group_instance_id == "host-1"  # the running settings are untouched
+
+
+def test_a_worker_forgets_only_the_supervisors_own_snapshot_files(tmp_path: Path) -> None:
+    directory = tmp_path / "hookrelay-settings-abc"
+    directory.mkdir()
+    (directory / "settings.pickle").write_bytes(b"keys")
+    (directory / "settings.pickle.new").write_bytes(b"keys")
+    WorkerRole(0, 2, "t", None, str(directory / "settings.pickle")).forget_snapshot()
+    assert not directory.exists()
+
+    # Whatever else the environment names is left alone.
+    elsewhere = tmp_path / "etc" / "settings.pickle"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"not ours")
+    other = tmp_path / "hookrelay-settings-x" / "hookrelay.yaml"
+    other.parent.mkdir()
+    other.write_bytes(b"not ours")
+    for path in (elsewhere, other):
+        WorkerRole(0, 2, "t", None, str(path)).forget_snapshot()
+        assert path.read_bytes() == b"not ours"
+    WorkerRole(0, 2, "t", None, None).forget_snapshot()  # no snapshot: nothing to do
