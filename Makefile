@@ -51,7 +51,7 @@ demo: tools-demo venv  ## local Kafka + demo receiver + daemon on deploy/demo/, 
 	$(BIN)/python deploy/demo/run_demo.py
 
 .PHONY: bench
-bench: venv  ## benchmarks (issue 4): own broker + receiver, table + bench-results.json; QUICK=1 ~3 min
+bench: venv  ## benchmarks (issue 4): own broker + receiver, table + bench-results.json; QUICK=1 ~5 min
 	$(BIN)/python -m tests.bench $(if $(QUICK),--quick) $(if $(BENCH_SCALE),--scale $(BENCH_SCALE)) $(BENCH_ARGS)
 
 kafka-start:  ## start the local broker on KAFKA_PORT (default 9092)
