@@ -219,13 +219,14 @@ def _kafka_warnings(kafka: KafkaSettings, source: SourceMap) -> list[tuple[KeyPa
         message = (
             "a fixed value: every replica reading this file joins with the same instance id, "
             "and all but one stop consuming; use one per replica, e.g. ${POD_NAME} or "
-            "${HOSTNAME}"
+            "${HOSTNAME} (one replica alone, with its workers, is fine)"
         )
         found.append((path, message))
     if kafka.group_instance_id is not None and kafka.session_timeout_s < 30.0:
         message = (
-            "with kafka.group_instance_id, a replica restarted within this timeout keeps its "
-            "partitions without a rebalance; a restart usually takes longer (e.g. 60)"
+            "with kafka.group_instance_id, a member restarted within this timeout keeps its "
+            "partitions without a rebalance; a worker process restarts in seconds, a "
+            "replica (a deploy, a reboot) usually takes longer (e.g. 60)"
         )
         found.append((("kafka", "session_timeout_s"), message))
     return found

@@ -1294,8 +1294,9 @@ def test_a_group_instance_id_from_the_environment_needs_a_session_that_covers_a_
     assert settings.kafka.group_instance_id == "hookrelay-0"
     assert config_warnings(settings) == [
         f"{tmp_path / 'hookrelay.yaml'}:3: kafka.session_timeout_s: with kafka.group_instance_id, "
-        "a replica restarted within this timeout keeps its partitions without a rebalance; a "
-        "restart usually takes longer (e.g. 60)"
+        "a member restarted within this timeout keeps its partitions without a rebalance; a "
+        "worker process restarts in seconds, a replica (a deploy, a reboot) usually takes "
+        "longer (e.g. 60)"
     ]
 
 
