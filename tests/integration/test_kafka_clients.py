@@ -13,8 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from hookrelay.app import cancel_until_done
-from hookrelay.kafka.clients import closed, topics_present
-from hookrelay.kafka.tiers import existing_topics
+from hookrelay.kafka.clients import closed, existing_topics, topics_present
 from tests.integration.harness import unique
 from tests.kafka_broker import create_topics
 

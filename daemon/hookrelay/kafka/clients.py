@@ -29,6 +29,7 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     ProducerFenced,
 )
+from aiokafka.protocol.metadata import MetadataRequest
 
 from hookrelay.net.tls import kafka_ssl_context
 
@@ -114,6 +115,34 @@ async def topics_present(client: Any, topics: Collection[str]) -> set[str]:
         raise KafkaConnectionError("no broker answered a metadata request")
     present: set[str] = cluster.topics() & wanted
     return present
+
+
+async def partitions_by_topic(admin: Any, topics: Collection[str]) -> dict[str, list[Any]]:
+    """The partitions (aiokafka's metadata entries: ``partition``, ``leader``,
+    ``error_code``, ...) of each of ``topics`` the cluster has, asked by name, never
+    creating one (``admin``: an ``AIOKafkaAdminClient``).
+
+    Listing every topic (``list_topics``) costs one parse of the whole cluster's metadata on
+    the event loop: ~110 ms of CPU on a shared cluster of 4,700 topics, a stall every
+    delivery in flight waits out. ``describe_topics`` names them, but its request lets the
+    broker create a topic it asks about (``auto.create.topics.enable``, on by default): a
+    retry tier deleted since its offsets were committed would come back. Sent through the
+    admin client's private ``_send_request``, as aiokafka's own ``describe_topics`` sends
+    it. Raises aiokafka's ``KafkaError`` when the cluster cannot answer."""
+    if not topics:  # an empty list would ask for every topic
+        return {}
+    request = MetadataRequest(sorted(set(topics)), allow_auto_topic_creation=False)
+    response = await admin._send_request(request)
+    return {
+        entry["topic"]: entry["partitions"]
+        for entry in response.to_object()["topics"]
+        if entry["error_code"] == 0
+    }
+
+
+async def existing_topics(admin: Any, topics: Collection[str]) -> set[str]:
+    """Which of ``topics`` the cluster has (``partitions_by_topic``)."""
+    return set(await partitions_by_topic(admin, topics))
 
 
 async def closed(closing: Awaitable[None]) -> None:

@@ -32,18 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings
 from hookrelay.config.naming import TIER_LABEL
-from hookrelay.kafka.clients import client_options, closed
+from hookrelay.kafka.clients import (
+    client_options,
+    closed,
+    existing_topics,
+    partitions_by_topic,
+)
 from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
     HEADER_PREFIX,
@@ -127,11 +131,11 @@ async def find_former_tiers(
             existing = await existing_topics(admin, {tp.topic for tp in committed})
         known, unconfirmed = candidate_topics(settings, existing, committed, by_name=by_name)
         candidates = sorted(known | unconfirmed)
-        described = await admin.describe_topics(candidates) if candidates else []
+        described = await partitions_by_topic(admin, candidates)
     finally:
         await closed(admin.close())
     partitions = {
-        d["topic"]: sorted(p["partition"] for p in d.get("partitions", [])) for d in described
+        topic: sorted(p["partition"] for p in found) for topic, found in described.items()
     }
     if not candidates:
         return []
@@ -152,24 +156,6 @@ async def find_former_tiers(
         return sorted(found, key=lambda tier: (-tier.pending, tier.topic))
     finally:
         await closed(consumer.stop())
-
-
-async def existing_topics(admin: AIOKafkaAdminClient, topics: Collection[str]) -> set[str]:
-    """Which of ``topics`` the cluster has, asked by name, never creating one.
-
-    Listing every topic (``list_topics``) costs one parse of the whole cluster's metadata on
-    the event loop: ~110 ms of CPU on a shared cluster of 4,700 topics, a stall every
-    delivery in flight waits out. A look that only needs the group's own topics names them
-    instead. ``describe_topics`` would do, but its request lets the broker create a topic
-    it asks about (``auto.create.topics.enable``, on by default): a tier deleted since its
-    offsets were committed would come back. Sent through the admin client's private
-    ``_send_request``, as aiokafka's own ``describe_topics`` sends it. Raises aiokafka's
-    ``KafkaError`` when the cluster cannot answer."""
-    if not topics:  # an empty list would ask for every topic
-        return set()
-    request = MetadataRequest(sorted(topics), allow_auto_topic_creation=False)
-    response = await admin._send_request(request)
-    return {entry["topic"] for entry in response.to_object()["topics"] if entry["error_code"] == 0}
 
 
 async def _pending_starts(

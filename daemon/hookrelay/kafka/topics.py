@@ -20,7 +20,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from hookrelay.config import KafkaSettings, Settings
 from hookrelay.errors import TopicsMissingError
-from hookrelay.kafka.clients import client_options, closed
+from hookrelay.kafka.clients import client_options, closed, existing_topics
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.topics")
@@ -61,7 +61,7 @@ async def _create_missing(
     )
     try:
         await admin.start()
-        existing = set(await admin.list_topics())
+        existing = await existing_topics(admin, topics)
         missing = [t for t in topics if t not in existing]
         if kafka.create_topics and missing:
             await _create(admin, kafka, missing, control)
@@ -110,8 +110,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
     )
     try:  # start inside: a client whose start failed is closed too
         await admin.start()
-        existing = set(await admin.list_topics())
-        missing = [t for t in owned_topics(settings) if t not in existing]
+        owned = owned_topics(settings)
+        existing = await existing_topics(admin, [*owned, *k.topics])
+        missing = [t for t in owned if t not in existing]
         absent_sources = [t for t in k.topics if t not in existing]
         if absent_sources:
             log.warning("event_topics_missing", topics=absent_sources)
