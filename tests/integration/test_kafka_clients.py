@@ -13,7 +13,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from hookrelay.app import cancel_until_done
+from hookrelay.config import KafkaSettings
 from hookrelay.kafka.clients import closed, existing_topics, topics_present
+from hookrelay.kafka.scan import partitions_of
 from tests.integration.harness import unique
 from tests.kafka_broker import create_topics
 
@@ -112,6 +114,20 @@ async def test_former_tiers_are_looked_up_by_name_without_listing_or_creating_to
     try:
         assert await existing_topics(client, [mine, missing]) == {mine}
         assert await existing_topics(client, []) == set()  # never "every topic"
+        await asyncio.sleep(0.5)  # an auto-created topic would be listed by now
+        assert missing not in await client.list_topics()
+    finally:
+        await closed(client.close())
+
+
+async def test_asking_a_missing_topics_partitions_does_not_create_it(kafka_bootstrap: str) -> None:
+    """``replay``/``backfill``/``deliveries`` look a topic's partitions up; on a broker that
+    creates topics on request (Kafka's default) a mistyped name came into being."""
+    missing = unique("typo")
+    assert await partitions_of(KafkaSettings(bootstrap_servers=[kafka_bootstrap]), missing) == []
+    client = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await client.start()
+    try:
         await asyncio.sleep(0.5)  # an auto-created topic would be listed by now
         assert missing not in await client.list_topics()
     finally:

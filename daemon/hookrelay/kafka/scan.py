@@ -16,20 +16,21 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import client_options, closed
+from hookrelay.kafka.clients import client_options, closed, partitions_by_topic
 
 
 async def partitions_of(kafka: KafkaSettings, topic: str, role: str = "scan") -> list[int]:
-    """``topic``'s partition numbers, sorted (empty when the topic does not exist).
+    """``topic``'s partition numbers, sorted (empty when the topic does not exist; asking
+    never creates it, whatever the broker's ``auto.create.topics.enable``).
 
     Raises aiokafka's ``KafkaError`` when the cluster cannot be reached."""
     admin = AIOKafkaAdminClient(**client_options(kafka, role))
     try:  # start inside: a client whose start failed is closed too
         await admin.start()
-        [described] = await admin.describe_topics([topic])
+        found = await partitions_by_topic(admin, [topic])
     finally:
         await closed(admin.close())
-    return sorted(p["partition"] for p in described.get("partitions", []))
+    return sorted(p["partition"] for p in found.get(topic, []))
 
 
 async def group_offsets(
