@@ -242,6 +242,31 @@ async def test_a_static_member_restarted_within_its_session_gets_its_partitions_
     assert sorted(delivered_tags(receiver)) == sorted(f"after-{n}" for n in range(20))
 
 
+async def test_a_static_member_restarted_at_once_with_other_topics_consumes_them(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A breaker's trial: restarted within its session with another retry schedule, a static
+    member got its previous assignment back (a tier it no longer subscribes to) and aiokafka
+    failed on every fetch, for good; with an added event topic, it never read that one."""
+    async with Receiver(keys={"crm": None}) as receiver:
+        topic, path = await crm_deployment(kafka_bootstrap, tmp_path, receiver, "restatic", 2)
+        edit_config(path, "kafka", group_instance_id="replica-a", session_timeout_s=30)
+        async with running_daemon(settings_for(path)):
+            pass
+        added = unique("restatic-added")
+        await create_topics(kafka_bootstrap, [added], partitions=1)
+        edit_config(path, "delivery", retry_schedule_s=[5, 30])
+        edit_config(path, "kafka", topics=[topic, added])
+        async with running_daemon(settings_for(path)) as again:  # within the 30-s session
+            await produce(kafka_bootstrap, topic, [event(n, "old") for n in range(5)])
+            await produce(kafka_bootstrap, added, [event(n, "new") for n in range(5)])
+            await receiver.wait_for(10, timeout_s=30)
+            assert {tp.topic for tp in again.tracker.partitions} >= {topic, added}
+    assert sorted(delivered_tags(receiver)) == sorted(
+        [f"old-{n}" for n in range(5)] + [f"new-{n}" for n in range(5)]
+    )
+
+
 async def test_two_processes_with_one_group_instance_id_are_reported_and_one_stops_consuming(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

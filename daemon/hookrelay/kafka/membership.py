@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,6 +38,25 @@ WINDOW_S: Final = 120.0
 is what an expired session costs, a second so soon is the other process taking the
 partitions back. Both processes deliver everything while they fight, so the sooner one
 gives way the fewer copies."""
+
+
+def static_member_id(settings: KafkaSettings, topics: Iterable[str]) -> str | None:
+    """The ``group.instance.id`` this member joins with: ``kafka.group_instance_id`` and a
+    digest of it and of the ``topics`` the member subscribes to (event topics and the
+    configured retry tiers); None without static membership.
+
+    A static member that rejoins within its session gets back the assignment the group made
+    for its previous process, without a rebalance, even when the new process subscribes to
+    other topics: a trial restarted one with another retry schedule and aiokafka failed on
+    every fetch, for good ("Received an assignment for unsubscribed topic"), and one with an
+    added event topic never read it. Changing what a member subscribes to changes its id,
+    so the group sees a new member and rebalances, as without static membership (the old
+    id's partitions wait out its session). At most 249 characters, Kafka's limit."""
+    base = settings.group_instance_id
+    if base is None:
+        return None
+    subscription = "\0".join([base, *sorted(set(topics))])
+    return f"{base[:240]}-{hashlib.sha256(subscription.encode()).hexdigest()[:8]}"
 
 
 class InstanceGuard:

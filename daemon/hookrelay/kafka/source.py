@@ -51,7 +51,7 @@ from hookrelay.kafka.clients import (
     committed_with_metadata,
     topics_present,
 )
-from hookrelay.kafka.membership import InstanceGuard
+from hookrelay.kafka.membership import InstanceGuard, static_member_id
 from hookrelay.kafka.offsets import AckTracker
 from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
@@ -151,8 +151,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             **client_options(settings),
             group_id=settings.group_id,
             # Static membership (KIP-345): a restart within the session timeout keeps the
-            # assignment, without a rebalance.
-            group_instance_id=settings.group_instance_id,
+            # assignment, without a rebalance, as long as it subscribes to the same topics.
+            group_instance_id=static_member_id(settings, self._topics),
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
             # Events of an aborted transaction (outbox relays, Kafka Streams, Debezium's
