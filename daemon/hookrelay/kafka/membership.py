@@ -42,8 +42,8 @@ gives way the fewer copies."""
 
 def static_member_id(settings: KafkaSettings, topics: Iterable[str]) -> str | None:
     """The ``group.instance.id`` this member joins with: ``kafka.group_instance_id`` and a
-    digest of it and of the ``topics`` the member subscribes to (event topics and the
-    configured retry tiers); None without static membership.
+    digest of it and of the ``topics`` the member subscribes to when it starts (event
+    topics, retry tiers, and the former tiers it drains); None without static membership.
 
     A static member that rejoins within its session gets back the assignment the group made
     for its previous process, without a rebalance, even when the new process subscribes to

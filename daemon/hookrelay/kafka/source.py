@@ -151,8 +151,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             **client_options(settings),
             group_id=settings.group_id,
             # Static membership (KIP-345): a restart within the session timeout keeps the
-            # assignment, without a rebalance, as long as it subscribes to the same topics.
-            group_instance_id=static_member_id(settings, self._topics),
+            # assignment, without a rebalance, as long as it subscribes to the same topics
+            # (the id is made in start(), from the topics it subscribes to then).
+            group_instance_id=settings.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
             # Events of an aborted transaction (outbox relays, Kafka Streams, Debezium's
@@ -183,6 +184,11 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def start(self) -> None:
         """Connect and subscribe (raises ``KafkaError`` when the cluster is unreachable)."""
+        # The topics include the former tiers start-up found still holding retries: a
+        # worker restarted after it drained one subscribes to fewer topics, and must not be
+        # handed the assignment that held it (membership.static_member_id). aiokafka reads
+        # the id when it starts; it offers no other way to set it then.
+        self.consumer._group_instance_id = static_member_id(self._settings, self._topics)
         await self.consumer.start()
         self.consumer.subscribe(self._topics, listener=self)
         self.started = True
