@@ -31,8 +31,11 @@ set dumps the classes it loaded, right after it answers, into a dynamic AppCDS a
 <cache>/<version>/kafka-jdk<java version>-<key>.jsa (the key covers the Java build and the
 jars, so neither a Java update nor new jars meets a stale archive); that first start takes
 about a second longer. Every later broker (and the storage format tool) maps it with
--Xshare:auto, which skips an unusable archive instead of failing. One start records at a time
-(the others meanwhile start without); the temp file is renamed into place once complete.
+-Xshare:auto, which skips an archive it can tell is unusable; one corrupted on disk crashes
+the JVM instead, and a broker that dies with the archive (or while recording it: a full
+disk) is started again without it, the archive removed. One start records at a time (the
+others meanwhile start without; so does a start that may not write the cache); the temp
+file is renamed into place once complete.
 
 Exit codes: 0 success; 1 other error; 2 usage; 3 stopped (status only); 4 Java missing or
 older than 17; 5 port already in use; 6 broker not up within --timeout; 7 download failed.
@@ -1066,7 +1069,10 @@ def is_finished_archive(path: Path) -> bool:
 
 def try_cds_lock(folder: Path) -> int | None:
     """The recorder lock's fd if nobody holds it, else None (a start is recording now)."""
-    fd = os.open(folder / CDS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(folder / CDS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:  # a read-only cache: start without recording, never fail for it
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -1227,24 +1233,58 @@ def cmd_start(args: argparse.Namespace) -> int:
         write_server_properties(settings)
         cds = cds_plan(java, libs)
         try:
-            # The storage tool shares most of its classes with the broker (~0.25 s faster).
-            format_storage_if_needed(java, libs, settings, () if cds.recording else cds.options)
-            log_offsets = log_sizes(data_dir)
-            process = launch_broker(java, libs, settings, cds.options)
             try:
-                wait_until_ready(process, settings, args.timeout, log_offsets)
-            except BaseException:
-                # Never leave a half-started broker holding the port (a retry would fail).
-                terminate(process.pid, 10.0)
-                process.wait()
-                (data_dir / PID_FILE).unlink(missing_ok=True)
-                raise
-            record_archive(java, process.pid, cds)
+                launch_and_wait(java, libs, settings, args.timeout, cds)
+            except KafkactlError as e:
+                if not cds.options or e.exit_code == EXIT_TIMEOUT:
+                    raise
+                # A JVM that dies with the archive (one corrupted on disk: SIGBUS, not the
+                # skip -Xshare:auto promises) or while recording it (a full disk) must not
+                # stop every later start: the archive goes, the broker starts without.
+                print(f"kafkactl: the broker failed with the class-data archive ({e}); "
+                      "removing the archive and starting without it", file=sys.stderr)  # fmt: skip
+                discard_archive(cds)
+                launch_and_wait(java, libs, settings, args.timeout, CdsPlan())
         finally:
             if cds.lock_fd is not None:
                 os.close(cds.lock_fd)
     print(f"bootstrap={settings.bootstrap}")
     return EXIT_OK
+
+
+def launch_and_wait(
+    java: str, libs: Path, settings: BrokerSettings, timeout_s: float, cds: CdsPlan
+) -> None:
+    """Format the storage if needed, start the broker with ``cds``'s options, wait until it
+    answers, record the archive if ``cds`` says so. Raises ``KafkactlError`` (the broker
+    stopped) when it does not come up, or dies while the archive is recorded."""
+    # The storage tool shares most of its classes with the broker (~0.25 s faster).
+    format_storage_if_needed(java, libs, settings, () if cds.recording else cds.options)
+    log_offsets = log_sizes(settings.data_dir)
+    process = launch_broker(java, libs, settings, cds.options)
+    try:
+        wait_until_ready(process, settings, timeout_s, log_offsets)
+        record_archive(java, process.pid, cds)
+        time.sleep(0.2 if cds.recording else 0.0)  # a JVM failing its dump exits at once
+        if (code := process.poll()) is not None:
+            raise KafkactlError(
+                f"Kafka broker exited with code {code} while its class-data archive was "
+                "recorded", details=log_tail(settings.data_dir, log_offsets),
+            )  # fmt: skip
+    except BaseException:
+        # Never leave a half-started broker holding the port (a retry would fail).
+        terminate(process.pid, 10.0)
+        process.wait()
+        (settings.data_dir / PID_FILE).unlink(missing_ok=True)
+        raise
+
+
+def discard_archive(cds: CdsPlan) -> None:
+    """Remove the archive ``cds`` used, or the recording it made."""
+    path = cds.recording if cds.recording is not None else cds.archive
+    if path is not None:
+        with contextlib.suppress(OSError):  # a read-only cache: nothing more to do
+            path.unlink(missing_ok=True)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -341,6 +341,19 @@ def test_cds_plan_records_once_and_a_parallel_start_goes_without(
     assert later.lock_fd is None
 
 
+def test_a_read_only_cache_starts_without_recording(
+    kafkactl: ModuleType, cds_libs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A breaker's trial (a user who may not write the cache): the recorder lock could not
+    be made and the start failed with a traceback. It starts without an archive instead."""
+
+    def refused(*_args: object, **_kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(kafkactl.os, "open", refused)
+    assert kafkactl.cds_plan("/usr/bin/java", cds_libs) == kafkactl.CdsPlan()
+
+
 def test_only_a_finished_recording_is_installed(kafkactl: ModuleType, cds_libs: Path) -> None:
     folder = cds_libs.parent
     archive = kafkactl.cds_archive_path(cds_libs, "/usr/bin/java", JAVA_17, b"lock")
@@ -438,6 +451,17 @@ def test_first_start_records_the_archive_and_the_next_start_maps_it(
         maps = Path(f"/proc/{pid}/maps")
         if maps.exists():  # Linux: the JVM really mapped it, not just was told about it
             assert str(archive) in maps.read_text()
+        assert kafkactl_run("status", "--port", str(port)).returncode == 0
+        assert kafkactl_run("stop").returncode == 0
+
+        # A breaker's trial: an archive corrupted on disk crashed every later start (SIGBUS;
+        # -Xshare:auto skips only an archive it can tell is wrong). It is dropped instead.
+        with archive.open("r+b") as file:
+            file.truncate(archive.stat().st_size // 2)
+        started = kafkactl_run("start", "--port", str(port))
+        assert started.returncode == 0, started.stderr
+        assert "removing the archive and starting without it" in started.stderr
+        assert not archive.exists()
         assert kafkactl_run("status", "--port", str(port)).returncode == 0
     finally:
         kafkactl_run("stop", "--timeout", "20")
