@@ -215,8 +215,26 @@ def check_url(url: str) -> str:
         )
     if not parts.hostname:
         raise refuse("expected a URL with a host")
+    if _NUMERIC_HOST.fullmatch(parts.hostname) and not _is_ip_address(parts.hostname):
+        # aiohttp takes 127.1, 0177.0.0.1 or 2130706433 for an address, and the SSRF guard
+        # refuses every such form at each delivery: refused here, once.
+        raise refuse(
+            "the host is an IP address in a non-canonical form; write it as a dotted quad "
+            "(e.g. 127.0.0.1)"
+        )
     _check_url_port(parts)
     return url
+
+
+_NUMERIC_HOST: Final = re.compile(r"[0-9.]+")
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_url_port(parts: SplitResult) -> None:

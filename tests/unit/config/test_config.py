@@ -830,6 +830,15 @@ def test_hook_without_events_is_refused(tmp_path: Path) -> None:
             "credentials in the URL are refused: URLs end up in logs and proxies; "
             "send them in headers (e.g. Authorization) instead",
         ),
+        # A breaker's trial: accepted here, each refused by the SSRF guard at every delivery.
+        *[
+            (
+                f"http://{host}:8080/",
+                "the host is an IP address in a non-canonical form; "
+                "write it as a dotted quad (e.g. 127.0.0.1)",
+            )
+            for host in ("127.1", "0177.0.0.1", "2130706433", "0")
+        ],
     ],
 )
 def test_url_rules(tmp_path: Path, url: str, message: str) -> None:
