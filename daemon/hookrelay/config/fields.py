@@ -113,12 +113,13 @@ _HOST: Final = re.compile(r"[A-Za-z0-9._-]+")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
 
 
-def _is_ipv6(text: str) -> bool:
+def _is_ip_address(text: str, version: int | None = None) -> bool:
+    """True for an IP address in its canonical form (of ``version`` 4 or 6, when given)."""
     try:
-        ipaddress.IPv6Address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False
-    return True
+    return version is None or address.version == version
 
 
 def split_host_port(address: str) -> tuple[str, int] | None:
@@ -126,7 +127,7 @@ def split_host_port(address: str) -> tuple[str, int] | None:
     malformed. Ports run 0-65535."""
     if address.startswith("["):
         host, _, port = address[1:].partition("]:")
-        valid_host = _is_ipv6(host)
+        valid_host = _is_ip_address(host, 6)
     else:
         host, _, port = address.rpartition(":")
         valid_host = _HOST.fullmatch(host) is not None
@@ -227,14 +228,6 @@ def check_url(url: str) -> str:
 
 
 _NUMERIC_HOST: Final = re.compile(r"[0-9.]+")
-
-
-def _is_ip_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_url_port(parts: SplitResult) -> None:
