@@ -116,6 +116,34 @@ def _yaml_hint(problem: str, source_line: str) -> str | None:
     return None
 
 
+MAX_EXPANDED_VALUES: Final = 100_000
+"""Most values a configuration file may hold once its aliases are expanded. A YAML alias
+stands for a copy of its anchor, so nested ones grow exponentially (a breaker's 1 KB file
+held billions: ``check`` took 17 s and 1.5 GB, a reload froze the daemon's event loop); a
+real configuration holds a few thousand."""
+
+
+def _expanded_size(node: Node | None, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias expanded, counted without
+    expanding (``sizes``: per node already counted; a recursive alias counts once)."""
+    if node is None:
+        return 0
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # a node that contains itself (a recursive alias) stops here
+    if isinstance(node, MappingNode):
+        total = 1 + sum(
+            _expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value
+        )
+    elif isinstance(node, SequenceNode):
+        total = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        total = 1
+    sizes[id(node)] = total
+    return total
+
+
 def _duplicate_keys(root: Node | None, file: str) -> list[ConfigIssue]:
     """Issues for repeated keys anywhere in a composed YAML node tree, naming both lines."""
     issues: list[ConfigIssue] = []
@@ -392,7 +420,15 @@ class _Loader(SecretFiles):
         yaml = YAML(typ="rt")
         yaml.allow_duplicate_keys = True  # reported below, with both lines, and not fatal
         try:
-            self.issues.extend(_duplicate_keys(yaml.compose(text), name))
+            root = yaml.compose(text)
+            if _expanded_size(root, {}) > MAX_EXPANDED_VALUES:
+                message = (
+                    f"the aliases (*name) expand this file to over {MAX_EXPANDED_VALUES:,} "
+                    "values; write the repeated parts out, or alias fewer nested ones"
+                )
+                self.issues.append(ConfigIssue(name, 1, 1, "", message))
+                return _BROKEN
+            self.issues.extend(_duplicate_keys(root, name))
             return yaml.load(text)
         except YAMLError as e:
             self.issues.append(_yaml_issue(name, e, text))

@@ -6,6 +6,7 @@ import json
 import re
 import secrets
 import textwrap
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -1556,6 +1557,24 @@ def test_commands_that_sign_nothing_load_a_standard_webhooks_hook_without_its_ke
     assert [hook.standard_webhooks for hook in load_settings(path, env={}).hooks] == [True]
     settings = load_settings(path, env={}, skip=("admin", "signing_keys", "headers"))
     assert [(hook.id, hook.active_signing_keys) for hook in settings.hooks] == [("crm-sync", ())]
+
+
+def test_aliases_that_expand_a_file_beyond_reason_are_refused_at_once(tmp_path: Path) -> None:
+    """A breaker's 1 KB hooks file of nested aliases: ``check`` took 17 s and 1.5 GB, one
+    level more over 9 GB, and a reload froze the daemon's event loop for as long."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
+    path = main_file(tmp_path, "x-bomb:\n" + "".join(f"  {line}\n" for line in levels))
+    started = time.monotonic()
+    [problem] = refusals(path)
+    assert time.monotonic() - started < 5
+    assert problem == (
+        f"{path}:1: the aliases (*name) expand this file to over 100,000 values; write the "
+        "repeated parts out, or alias fewer nested ones"
+    )
+    # A few aliases, as people use them, are fine.
+    fine = with_hooks(tmp_path, HOOK + "      headers: &h {X-A: a}\n")
+    assert load_settings(fine, env={}).hooks[0].headers == (("X-A", "a"),)
 
 
 def test_warns_about_an_adaptive_latency_target_no_answer_can_reach(tmp_path: Path) -> None:
