@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from hookrelay.app import daemon as daemon_module
 from hookrelay.kafka.retries import RetryRecord
 from tests.integration.harness import (
     edit_config,
@@ -98,10 +99,14 @@ async def test_two_deployments_sharing_a_retry_prefix_never_touch_each_others_re
 
 @pytest.mark.parametrize("change", ["retry_schedule_s", "retry_topic_prefix"])
 async def test_a_restart_with_a_changed_retry_setting_still_serves_the_pending_retries(
-    kafka_bootstrap: str, tmp_path: Path, change: str
+    kafka_bootstrap: str, tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Trial: schedule [2, 60] → [2, 30] across a restart left 20 of 20 pairs in the old
-    ``1m`` tier, never delivered nor dead-lettered; a prefix change did the same."""
+    ``1m`` tier, never delivered nor dead-lettered; a prefix change did the same. Once
+    drained, the old tier is no longer subscribed (a breaker deleted one, as the README
+    says one may, and the subscription had the broker create it again at once)."""
+    monkeypatch.setattr(daemon_module, "FIRST_NAME_LOOK_S", 1.0)
+    monkeypatch.setattr(daemon_module, "FORMER_TIERS_INTERVAL_S", 1.0)
     topic = unique("events")
     await create_topics(kafka_bootstrap, [topic, f"{topic}.dlq"])
     async with Receiver(keys={"crm": "k"}) as receiver:
@@ -120,8 +125,13 @@ async def test_a_restart_with_a_changed_retry_setting_still_serves_the_pending_r
         else:
             edit_config(path, "delivery", retry_topic_prefix=f"{topic}.retries-v2.")
         receiver.script_forever("crm", None)  # the endpoint is fixed meanwhile
-        async with running_daemon(settings_for(path)):
+        async with running_daemon(settings_for(path)) as daemon:
             delivered = await receiver.wait_for(60, hook_id="crm", timeout_s=40)
+            former = f"{topic}.retry.8s"
+            await wait_until(
+                lambda: former not in daemon.source.consumer.subscription(), 20,
+                "the drained tier unsubscribed",
+            )  # fmt: skip
     ok = delivered[40:]  # two failed attempts each, then the fixed endpoint
     assert len({r.body for r in ok}) == 20  # every pair delivered, none lost in the old tier
     assert all(r.signature_valid for r in ok)

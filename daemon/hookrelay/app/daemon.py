@@ -468,6 +468,14 @@ class Daemon(AdminView, SystemdReporting, ShutdownOrder):
                         hint="allow this principal to describe its consumer group, or "
                         "drain old retry topics before changing retry settings")  # fmt: skip
             return
+        drained = self._draining - {tier.topic for tier in former}
+        if drained:
+            # Every retry they held is settled (committed up to their end): unsubscribed, so
+            # deleting one is safe. A rolling update's old replica that writes to one again
+            # gets it found again by the next look.
+            self._draining -= drained
+            self.source.remove_retry_topics(drained)
+            log.info("former_retry_tiers_drained", topics=sorted(drained))
         topics = [tier.topic for tier in former if tier.topic not in self._draining]
         if not topics:
             return

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -203,6 +203,19 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self._retry_topics = self._retry_topics | frozenset(new)
         self._topics = list(dict.fromkeys([*self._topics, *new]))
+        if self.started:
+            self.consumer.subscribe(self._topics, listener=self)
+
+    def remove_retry_topics(self, topics: Collection[str]) -> None:
+        """Stop consuming ``topics``, former tiers drained (``add_retry_topics``);
+        re-subscribes when already started. A topic stays subscribed only while it holds
+        retries: a drained tier an operator deletes would otherwise come back at once (the
+        consumer's metadata requests let the broker create what it subscribes to)."""
+        gone = {t for t in topics if t in self._retry_topics}
+        if not gone:
+            return
+        self._retry_topics = self._retry_topics - gone
+        self._topics = [t for t in self._topics if t not in gone]
         if self.started:
             self.consumer.subscribe(self._topics, listener=self)
 
