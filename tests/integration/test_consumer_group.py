@@ -250,14 +250,16 @@ async def test_a_static_member_restarted_at_once_with_other_topics_consumes_them
     failed on every fetch, for good; with an added event topic, it never read that one."""
     async with Receiver(keys={"crm": None}) as receiver:
         topic, path = await crm_deployment(kafka_bootstrap, tmp_path, receiver, "restatic", 2)
-        edit_config(path, "kafka", group_instance_id="replica-a", session_timeout_s=30)
+        # A short session: the restart below is well within it, and the group's rebalance
+        # then waits out only that long for the previous process's member.
+        edit_config(path, "kafka", group_instance_id="replica-a", session_timeout_s=10)
         async with running_daemon(settings_for(path)):
             pass
         added = unique("restatic-added")
         await create_topics(kafka_bootstrap, [added], partitions=1)
         edit_config(path, "delivery", retry_schedule_s=[5, 30])
         edit_config(path, "kafka", topics=[topic, added])
-        async with running_daemon(settings_for(path)) as again:  # within the 30-s session
+        async with running_daemon(settings_for(path)) as again:  # within the 10-s session
             await produce(kafka_bootstrap, topic, [event(n, "old") for n in range(5)])
             await produce(kafka_bootstrap, added, [event(n, "new") for n in range(5)])
             await receiver.wait_for(10, timeout_s=30)
