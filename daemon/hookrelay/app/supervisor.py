@@ -49,7 +49,12 @@ from hookrelay.app.deployment_view import DeploymentView
 from hookrelay.app.shutdown import EXIT_SECOND_SIGNAL, arm_hard_deadline, cancel_until_done
 from hookrelay.app.systemd import SystemdReporting
 from hookrelay.app.worker import SettingsSnapshot
-from hookrelay.app.worker_balance import UNEVEN_HINT, BalanceWatch, Spread
+from hookrelay.app.worker_balance import (
+    UNEVEN_HINT,
+    BalanceWatch,
+    Spread,
+    partitions_by_worker,
+)
 from hookrelay.app.worker_slot import WorkerGoneError, WorkerSlot
 from hookrelay.config import Settings, config_warnings, load_settings
 from hookrelay.errors import ConfigError
@@ -274,9 +279,10 @@ class Supervisor(DeploymentView, SystemdReporting):
             await asyncio.sleep(POLL_S)
 
     async def _watch_balance(self) -> None:
-        """Every ``BALANCE_POLL_S``: the workers' metrics scraped, and, while every worker
-        is ready, each one's event partitions into ``hookrelay_worker_partitions`` and a
-        warning when the spread is uneven (``worker_balance``)."""
+        """Every ``BALANCE_POLL_S``: the workers' metrics scraped, each one's event
+        partitions into ``hookrelay_worker_partitions`` (0 for a worker that does not
+        answer), and, while every worker is ready, a warning when the spread is uneven
+        (``worker_balance``)."""
         watch = BalanceWatch(len(self.slots))
         while True:
             await asyncio.sleep(BALANCE_POLL_S)
@@ -284,16 +290,13 @@ class Supervisor(DeploymentView, SystemdReporting):
             # it: scraped here too, what a deployment's totals can lose is BALANCE_POLL_S
             # worth, however rarely Prometheus scrapes.
             await self._scrape_workers()
-            if not all(slot.ready for slot in self.slots):
-                continue
             answers = await self._by_worker("/v1/partitions")
-            counts = {
-                worker: sum(p["role"] == "event" for p in answer["partitions"])
-                for worker, answer in answers.items()
-            }
+            counts = partitions_by_worker(answers, len(self.slots))
             for worker, count in counts.items():
                 self.metrics.worker_partitions.labels(str(worker)).set(count)
-            verdict = watch.observe(counts)
+            if not all(slot.ready for slot in self.slots):
+                continue
+            verdict = watch.observe({w: n for w, n in counts.items() if w in answers})
             if verdict == "uneven":
                 log.warning("worker_partitions_uneven", partitions=Spread.of(counts).describe(),
                             hint=UNEVEN_HINT)  # fmt: skip

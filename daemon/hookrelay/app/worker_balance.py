@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 UNEVEN_HINT: Final = (
     "each worker sends at most 1/workers of a hook's rate limit: give the event topics a "
@@ -43,16 +43,30 @@ class Spread:
         return {str(index): count for index, count in self.counts}
 
 
+def partitions_by_worker(answers: Mapping[int, Mapping[str, Any]], workers: int) -> dict[int, int]:
+    """Event partitions each of ``workers`` workers holds, from their ``/v1/partitions``
+    answers (worker index → answer); a worker that did not answer holds none (it is gone or
+    restarting, and Kafka hands its partitions to the others at the next rebalance)."""
+    return {
+        worker: sum(p["role"] == "event" for p in answers[worker]["partitions"])
+        if worker in answers
+        else 0
+        for worker in range(workers)
+    }
+
+
 class BalanceWatch:
     """Looks at the spread after each rebalance settles: ``observe`` returns ``"uneven"``
-    the first time a spread that is not even was seen twice in a row (a rebalance in
-    progress is not reported), ``"even"`` when an even spread follows a reported uneven
-    one, else None. A spread is reported once, however long it lasts."""
+    when a spread that is not even was seen twice in a row (a rebalance in progress is not
+    reported) and none was reported since the spread was last even, ``"even"`` when an even
+    spread follows a reported uneven one, else None. An uneven stretch is reported once,
+    however long it lasts and however often the spread changes within it (workers killed
+    and restarted reshuffle it)."""
 
     def __init__(self, workers: int) -> None:
         self._workers = workers
         self._last: Spread | None = None
-        self._reported: Spread | None = None
+        self._uneven_reported = False
 
     def observe(self, counts: Mapping[int, int]) -> str | None:
         """``counts``: event partitions per worker index, from every worker (a look that
@@ -62,10 +76,7 @@ class BalanceWatch:
             return None
         spread = Spread.of(counts)
         stable, self._last = spread == self._last, spread
-        if not stable or spread == self._reported:
+        if not stable or spread.even != self._uneven_reported:
             return None
-        if spread.even:
-            was_reported, self._reported = self._reported is not None, spread
-            return "even" if was_reported else None
-        self._reported = spread
-        return "uneven"
+        self._uneven_reported = not spread.even
+        return "uneven" if self._uneven_reported else "even"
