@@ -40,7 +40,7 @@ from typing import Any, Final
 import orjson
 from pydantic import SecretStr
 
-from hookrelay.config import Settings, load_settings, worker_share
+from hookrelay.config import Settings, worker_share
 from hookrelay.ops.logs import get_logger
 
 log = get_logger("hookrelay.worker")
@@ -106,13 +106,14 @@ class WorkerRole:
     count: int
     token: str
     report_fd: int | None
-    snapshot: str | None = None
-    """The supervisor's ``SettingsSnapshot`` path (None: read the files, as before)."""
+    snapshot: str
+    """The supervisor's ``SettingsSnapshot`` path: a worker never reads the files."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> WorkerRole | None:
         """The role the supervisor gave this process, or None (not a worker). Raises
-        ``ValueError`` for a malformed ``HOOKRELAY_WORKER``."""
+        ``ValueError`` for a malformed ``HOOKRELAY_WORKER``, or one without the snapshot of
+        ``HOOKRELAY_WORKER_SETTINGS`` (set by hand: only a supervisor starts workers)."""
         mark = environ.get(WORKER_ENV)
         if not mark:
             return None
@@ -120,10 +121,17 @@ class WorkerRole:
         role_index, role_count = int(index), int(count)
         if not 0 <= role_index < role_count:
             raise ValueError(f"{WORKER_ENV}={mark!r}: expected <index>/<count>, index < count")
+        snapshot = environ.get(SETTINGS_ENV)
+        if not snapshot:
+            raise ValueError(
+                f"{WORKER_ENV} is set but {SETTINGS_ENV} is not: worker processes are started "
+                "by their supervisor (`workers` above 1), which passes the configuration it "
+                f"accepted; unset {WORKER_ENV} to run the daemon"
+            )
         fd = environ.get(REPORT_FD_ENV)
         return cls(
             role_index, role_count, environ.get(TOKEN_ENV, ""), int(fd) if fd else None,
-            environ.get(SETTINGS_ENV) or None,
+            snapshot,
         )  # fmt: skip
 
     def settings(self, settings: Settings) -> Settings:
@@ -148,8 +156,6 @@ class WorkerRole:
         """Remove the supervisor's snapshot (the supervisor is gone or stopping: nothing
         will start or reload a worker again). Only its own files and directory: the path
         comes from the environment, so nothing else is touched whatever it names."""
-        if self.snapshot is None:
-            return
         path = Path(self.snapshot)
         if path.name != SNAPSHOT_NAME or not path.parent.name.startswith(SNAPSHOT_PREFIX):
             return
@@ -158,11 +164,10 @@ class WorkerRole:
         with suppress(OSError):  # another worker removed it first, or it holds other files
             path.parent.rmdir()
 
-    def load(self, path: str) -> Settings:
-        """The configuration for a reload, as this worker runs it: the supervisor's snapshot
-        (``path`` unused then), else the files at ``path``."""
-        accepted = read_snapshot(self.snapshot) if self.snapshot else load_settings(path)
-        return self.settings(accepted)
+    def load(self, _path: str) -> Settings:
+        """The configuration for a reload, as this worker runs it: the supervisor's snapshot,
+        not the files (the supervisor loaded and accepted them)."""
+        return self.settings(read_snapshot(self.snapshot))
 
     def report(self, **message: Any) -> None:
         """One line to the supervisor; never raises (a supervisor gone is seen on stdin)."""

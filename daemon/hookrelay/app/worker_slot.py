@@ -61,7 +61,7 @@ class WorkerSlot:
         return self.process is not None and self.process.returncode is None
 
     async def start(
-        self, command: Sequence[str], environ: Mapping[str, str], snapshot: str | None = None
+        self, command: Sequence[str], environ: Mapping[str, str], snapshot: str
     ) -> None:
         """Start the worker process (the same executable, marked by the environment), with
         the supervisor's ``SettingsSnapshot`` path; its output goes where the supervisor's
@@ -69,9 +69,7 @@ class WorkerSlot:
         env = {k: v for k, v in environ.items() if k not in SYSTEMD_VARIABLES}
         read_fd, write_fd = os.pipe()
         env |= {WORKER_ENV: f"{self.index}/{self._count}", TOKEN_ENV: self._token,
-                REPORT_FD_ENV: str(write_fd)}  # fmt: skip
-        if snapshot is not None:
-            env[SETTINGS_ENV] = snapshot
+                REPORT_FD_ENV: str(write_fd), SETTINGS_ENV: snapshot}  # fmt: skip
         self.port, self.ready, self.became_ready = None, False, False
         self.reasons, self.cause, self.hint = ["starting"], "", None
         try:

@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for warning in e.warnings:
                 print(f"  warning: {warning}", file=sys.stderr)
         return EXIT_FAILED
+    except ValueError as e:  # a worker's environment set by hand
+        print(f"hookrelay: {e}", file=sys.stderr)
+        return EXIT_FAILED
     handler = {
         "run": _run, "ingest": _ingest, "check": _check, "produce": _produce,
         "send-test": _send_test, "replay": _replay, "match": _match,
@@ -278,13 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _worker_snapshot(args: argparse.Namespace) -> Settings | None:
     """For a worker process of ``run`` (``workers`` > 1), the configuration its supervisor
-    accepted and runs (``app.worker.SettingsSnapshot``), instead of the files; else None."""
+    accepted and runs (``app.worker.SettingsSnapshot``), instead of the files; else None.
+    Raises ``ValueError`` for a worker's environment without a snapshot (see
+    ``WorkerRole.from_environment``)."""
     if args.command != "run" or not os.environ.get("HOOKRELAY_WORKER"):
         return None
-    from hookrelay.app.worker import SETTINGS_ENV, read_snapshot  # noqa: PLC0415
+    from hookrelay.app.worker import WorkerRole, read_snapshot  # noqa: PLC0415
 
-    path = os.environ.get(SETTINGS_ENV)
-    return read_snapshot(path) if path else None
+    role = WorkerRole.from_environment()
+    return None if role is None else read_snapshot(role.snapshot)
 
 
 def _library_errors_only() -> None:

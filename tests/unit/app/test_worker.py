@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from hookrelay.app import WorkerRole
+from hookrelay.commands import cli
+from hookrelay.commands.cli import EXIT_FAILED
 from hookrelay.config import AdminSettings, Hook, KafkaSettings, RateLimit, Settings
 
 
@@ -18,11 +20,25 @@ def test_the_environment_marks_a_worker_its_index_and_the_count() -> None:
             "HOOKRELAY_WORKER": "1/3",
             "HOOKRELAY_WORKER_TOKEN": "t",
             "HOOKRELAY_WORKER_REPORT_FD": "7",
+            "HOOKRELAY_WORKER_SETTINGS": "/tmp/hookrelay-settings-x/settings.pickle",
         }
     )
-    assert role == WorkerRole(1, 3, "t", 7)
+    assert role == WorkerRole(1, 3, "t", 7, "/tmp/hookrelay-settings-x/settings.pickle")
     with pytest.raises(ValueError, match="index < count"):
         WorkerRole.from_environment({"HOOKRELAY_WORKER": "3/3"})
+
+
+def test_a_worker_started_by_hand_without_the_supervisors_snapshot_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker reads no files: without the snapshot it would have nothing to run.
+    with pytest.raises(ValueError, match="started by their supervisor"):
+        WorkerRole.from_environment({"HOOKRELAY_WORKER": "0/2"})
+    config = tmp_path / "hookrelay.yaml"
+    config.write_text("kafka: {topics: [t]}\nhooks: []\n")
+    monkeypatch.setenv("HOOKRELAY_WORKER", "0/2")
+    assert cli.main(["run", "-c", str(config)]) == EXIT_FAILED
+    assert "HOOKRELAY_WORKER_SETTINGS is not" in capsys.readouterr().err
 
 
 def test_a_worker_runs_its_share_a_private_listener_and_a_member_name_of_its_own() -> None:
@@ -34,7 +50,7 @@ def test_a_worker_runs_its_share_a_private_listener_and_a_member_name_of_its_own
         kafka=KafkaSettings(group_instance_id="host-1"),
         admin=AdminSettings(listen="0.0.0.0:9464", token="operator-token-0123456789abcdef"),
     )  # fmt: skip
-    mine = WorkerRole(2, 3, "private-token", None).settings(settings)
+    mine = WorkerRole(2, 3, "private-token", None, "unused").settings(settings)
     assert mine.hooks[0].rate_limit == RateLimit(per_second=3, burst=3)
     assert mine.admin.listen == "127.0.0.1:0"
     assert mine.admin.token is not None
@@ -61,4 +77,3 @@ def test_a_worker_forgets_only_the_supervisors_own_snapshot_files(tmp_path: Path
     for path in (elsewhere, other):
         WorkerRole(0, 2, "t", None, str(path)).forget_snapshot()
         assert path.read_bytes() == b"not ours"
-    WorkerRole(0, 2, "t", None, None).forget_snapshot()  # no snapshot: nothing to do
