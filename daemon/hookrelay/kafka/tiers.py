@@ -34,7 +34,7 @@ import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -45,7 +45,6 @@ from hookrelay.config.naming import TIER_LABEL
 from hookrelay.kafka.clients import (
     client_options,
     closed,
-    existing_topics,
     partitions_by_topic,
 )
 from hookrelay.kafka.retries import (
@@ -125,13 +124,16 @@ async def find_former_tiers(
     try:  # start inside: a client whose start failed is closed too
         await admin.start()
         committed = await admin.list_consumer_group_offsets(k.group_id)
+        described: dict[str, list[Any]] | None = None
         if by_name:
             existing = set(await admin.list_topics())
-        else:
-            existing = await existing_topics(admin, {tp.topic for tp in committed})
+        else:  # one request: the committed topics' partitions say which of them exist
+            described = await partitions_by_topic(admin, {tp.topic for tp in committed})
+            existing = set(described)
         known, unconfirmed = candidate_topics(settings, existing, committed, by_name=by_name)
         candidates = sorted(known | unconfirmed)
-        described = await partitions_by_topic(admin, candidates)
+        if described is None:
+            described = await partitions_by_topic(admin, candidates)
     finally:
         await closed(admin.close())
     partitions = {
