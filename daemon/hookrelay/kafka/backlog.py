@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import Settings
-from hookrelay.kafka.clients import client_options, closed
+from hookrelay.kafka.clients import closed, reader
 from hookrelay.kafka.offsets import OpenOffsets
 from hookrelay.kafka.retries import (
     HEADER_PREFIX,
@@ -183,10 +183,7 @@ class BacklogGauge:
         counts: Counter[tuple[str, str]] = Counter()
         if not starts:
             return counts
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings.kafka, "backlog"), enable_auto_commit=False,
-            group_id=None,
-        )  # fmt: skip
+        consumer = reader(self._settings.kafka, "backlog")
         try:
             await consumer.start()
             await self._read(consumer, starts, counts)

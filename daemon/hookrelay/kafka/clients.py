@@ -5,6 +5,7 @@ asking, and how the connection is secured.
 
     KafkaSettings ─▶ client_options(kafka, role) ─▶ AIOKafkaConsumer / AIOKafkaProducer /
                                                     AIOKafkaAdminClient(**options, ...)
+    KafkaSettings ─▶ reader(kafka, role) ─▶ a consumer outside the group, fetches bounded
 
 ``security_protocol`` is Kafka's own setting of the same name: ``PLAINTEXT``, ``SSL`` (TLS),
 ``SASL_PLAINTEXT`` (SASL authentication, no TLS) or ``SASL_SSL`` (both). SASL mechanisms are
@@ -22,6 +23,7 @@ import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import (
     InvalidProducerEpoch,
@@ -34,7 +36,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from hookrelay.net.tls import kafka_ssl_context
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
     from hookrelay.config import KafkaSettings
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRODUCER_FAILURES", "client_options", "close_within", "closed", "committed_with_metadata",
-    "started", "topics_present", "write_all",
+    "reader", "started", "topics_present", "write_all",
 ]  # fmt: skip
 
 PRODUCER_FAILURES: tuple[type[Exception], ...] = (
@@ -79,6 +81,23 @@ def client_options(kafka: KafkaSettings, role: str | None = None) -> dict[str, A
         options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
+
+
+def reader(kafka: KafkaSettings, role: str) -> AIOKafkaConsumer:
+    """A consumer outside the group (nothing committed, no group joined), for the daemon's
+    own reads beside its group consumer: the control topic, the retry-backlog count, the
+    look for former tiers, and the one-shot commands' scans. Its fetches are bounded like
+    the group consumer's (``kafka.max_partition_fetch_bytes``, ``kafka.fetch_max_bytes``):
+    with aiokafka's defaults (1 MiB a partition, 50 MiB a response) the backlog count, run
+    every 30 s over two dozen retry partitions, lifted the daemon's RSS from 129 to 150 MB
+    within 0.2 s in the 1,000,000-event memory bench."""
+    return AIOKafkaConsumer(
+        **client_options(kafka, role),
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
+        fetch_max_bytes=kafka.fetch_max_bytes,
+    )
 
 
 async def committed_with_metadata(

@@ -65,7 +65,7 @@ from hookrelay.config import Settings
 from hookrelay.errors import RunClaimedError
 from hookrelay.events.model import Delivery, OutboundRecord
 from hookrelay.kafka.backlog import Backlog, Waiting, scan_backlog
-from hookrelay.kafka.clients import client_options, closed, write_all
+from hookrelay.kafka.clients import closed, reader, write_all
 from hookrelay.kafka.retries import GROUP_HEADER, RetryRecord
 from hookrelay.kafka.scan import partitions_of, scan
 from hookrelay.kafka.topics import ensure_control_topic
@@ -264,10 +264,7 @@ class ControlFollower:
         beginning."""
         topic = self._settings.control_topic
         partitions = await self._partitions(topic, timeout_s)
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings.kafka, "control"), enable_auto_commit=False,
-            group_id=None,
-        )  # fmt: skip
+        consumer = reader(self._settings.kafka, "control")
         try:
             await consumer.start()
             tps = [TopicPartition(topic, p) for p in partitions]

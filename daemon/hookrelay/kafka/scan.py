@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from hookrelay.config import KafkaSettings
-from hookrelay.kafka.clients import client_options, closed, partitions_by_topic
+from hookrelay.kafka.clients import client_options, closed, partitions_by_topic, reader
 
 
 async def partitions_of(kafka: KafkaSettings, topic: str, role: str = "scan") -> list[int]:
@@ -71,9 +71,7 @@ async def scan(
     partitions = await partitions_of(kafka, topic, role)
     if not partitions:
         return
-    consumer = AIOKafkaConsumer(
-        **client_options(kafka, role), enable_auto_commit=False, group_id=None
-    )
+    consumer = reader(kafka, role)
     try:  # start inside: a client whose start failed is closed too
         await consumer.start()
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -103,8 +101,7 @@ async def window(
     partitions = await partitions_of(kafka, topic, role)
     if not partitions:
         return {}
-    consumer = AIOKafkaConsumer(**client_options(kafka, role), enable_auto_commit=False,
-                                group_id=None)  # fmt: skip
+    consumer = reader(kafka, role)
     try:
         await consumer.start()
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -46,6 +46,7 @@ from hookrelay.kafka.clients import (
     client_options,
     closed,
     partitions_by_topic,
+    reader,
 )
 from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
@@ -141,9 +142,7 @@ async def find_former_tiers(
     }
     if not candidates:
         return []
-    consumer = AIOKafkaConsumer(
-        **client_options(k, "tiers"), group_id=None, enable_auto_commit=False
-    )
+    consumer = reader(k, "tiers")
     try:  # start inside: a client whose start failed is closed too
         await consumer.start()
         found = []
