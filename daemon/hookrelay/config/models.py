@@ -108,7 +108,9 @@ class KafkaSettings(FrozenModel):
     """Most bytes fetched per partition per request (a larger first record still comes
     whole). Buffered fetches are most of the daemon's memory under a backlog: with the retry
     topics it subscribes to two dozen partitions, so the client's 1 MiB default would let
-    fetches alone hold tens of MiB."""
+    fetches alone hold tens of MiB. Every consumer of the daemon keeps to it (and to
+    ``fetch_max_bytes``): the group's, and those reading the control topic, counting the
+    retry backlog and looking for former retry tiers."""
     fetch_max_bytes: Integer = Field(8_388_608, ge=1024)
     """Most bytes per fetch response, over all partitions."""
     metadata_max_age_s: Number = Field(30.0, gt=0, le=3600)
