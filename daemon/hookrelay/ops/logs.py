@@ -18,6 +18,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 import structlog
+from aiokafka.errors import LeaderNotAvailableError, NotLeaderForPartitionError
 
 _SECRETS: set[str] = set()
 
@@ -146,17 +147,36 @@ class RepeatFilter(logging.Filter):
 
 
 class LevelFilter(logging.Filter):
-    """Lower library messages that are not errors for hookrelay to WARNING: aiokafka logs
-    "Topic %s not found in cluster metadata" at ERROR on every metadata refresh while an
-    event topic does not exist yet, which the daemon expects and reports itself
-    (``event_topics_missing``, and ``/readyz``)."""
+    """Lower library messages that are not errors for hookrelay to WARNING:
+
+    - aiokafka logs "Topic %s not found in cluster metadata" at ERROR on every metadata
+      refresh while an event topic does not exist yet, which the daemon expects and reports
+      itself (``event_topics_missing``, and ``/readyz``);
+    - "Failed fetch offsets from %s: %s" with a partition that has no leader yet
+      (``NotLeaderForPartitionError``, ``LeaderNotAvailableError``): a deployment's first
+      start creates its retry, dead-letter and control topics and reads them at once, and
+      two of three first starts logged it at ERROR, for a reset aiokafka retries after its
+      back-off. A leader that stays away is the broker's outage, which the daemon reports.
+    """
 
     DEMOTED: Final = frozenset({("aiokafka.cluster", "Topic %s not found in cluster metadata")})
+    LEADERLESS: Final = ("aiokafka.consumer.fetcher", "Failed fetch offsets from %s: %s")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.WARNING and (record.name, record.msg) in self.DEMOTED:
+        if record.levelno > logging.WARNING and (
+            (record.name, record.msg) in self.DEMOTED or self._leaderless(record)
+        ):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+    def _leaderless(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return (
+            (record.name, record.msg) == self.LEADERLESS
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and isinstance(args[1], NotLeaderForPartitionError | LeaderNotAvailableError)
+        )
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
