@@ -269,6 +269,35 @@ async def test_a_static_member_restarted_at_once_with_other_topics_consumes_them
     )
 
 
+async def test_a_partition_added_after_a_static_member_restarted_is_consumed(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A new user's trial: with ``group_instance_id``, a member restarted within its session
+    gets its assignment back without a rebalance, and so without a leader that watches the
+    topics' partition counts (aiokafka has no KIP-814); a partition added then was never
+    assigned, its events never delivered, and /readyz said 200."""
+    async with Receiver(keys={"crm": None}) as receiver:
+        topic, path = await crm_deployment(kafka_bootstrap, tmp_path, receiver, "static-grow", 1)
+        edit_config(path, "kafka", group_instance_id="replica-g", session_timeout_s=10,
+                    metadata_max_age_s=1)  # fmt: skip
+        async with running_daemon(settings_for(path)):
+            await produce(kafka_bootstrap, topic, [event(0, "before")])
+            await receiver.wait_for(1, timeout_s=20)
+        async with running_daemon(settings_for(path)) as again:  # within the 10-s session
+            await produce(kafka_bootstrap, topic, [event(1, "before")])
+            await receiver.wait_for(2, timeout_s=20)
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.create_partitions({topic: NewPartitions(total_count=2)})
+            finally:
+                await admin.close()
+            await produce(kafka_bootstrap, topic, [event(2, "added")], partition=1)
+            await receiver.wait_for(3, timeout_s=30)
+            assert TopicPartition(topic, 1) in again.tracker.partitions
+    assert sorted(delivered_tags(receiver)) == ["added-2", "before-0", "before-1"]
+
+
 async def test_two_processes_with_one_group_instance_id_are_reported_and_one_stops_consuming(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.errors import KafkaError
 
 from hookrelay.config import KafkaSettings
@@ -171,3 +173,63 @@ class InstanceGuard:
         # protocol, members of (member id, client id, host, metadata, assignment), ...).
         members = {m[0] for r in responses for g in r.groups for m in g[5]}
         return self._member_id in members
+
+
+class GrowthAwareAssignor(RoundRobinPartitionAssignor):  # type: ignore[misc]  # untyped base
+    """aiokafka's round-robin assignor (same protocol name, so members of older versions
+    share a group with it), whose join metadata also carries a digest of the partition
+    counts this member sees for the topics it subscribes to, and which asks the group to
+    rebalance when a count grows.
+
+    aiokafka watches partition counts only in the member that computed the last assignment
+    (Kafka's KIP-814 is not implemented there). A static member restarted within its session
+    gets its assignment back without a rebalance, so after a restart nobody watched: a
+    partition added to an event topic was never assigned and its events never delivered (a
+    new user's trial, with one process and with workers). Now every member watches
+    (``attach``): on growth it requests a rejoin (``event_partitions_added``), and its new
+    metadata differs from what the group holds, so the coordinator rebalances even for a
+    static member. A member started after the growth joins with other metadata than its
+    previous process did, which rebalances too.
+    """
+
+    def __init__(self) -> None:
+        self._cluster: Any = None
+        self._rejoin: Callable[[], None] | None = None
+        self._topics: tuple[str, ...] = ()
+        self._joined: dict[str, int] = {}
+
+    def attach(self, cluster: Any, rejoin: Callable[[], None]) -> None:
+        """Watch ``cluster`` (aiokafka's ``ClusterMetadata`` of the consumer) and call
+        ``rejoin`` when a subscribed topic has more partitions than at the last join."""
+        self._cluster, self._rejoin = cluster, rejoin
+        cluster.add_listener(self._metadata_updated)
+
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        self._topics = tuple(sorted(topics))
+        self._joined = self._counts()
+        digest = hashlib.sha256(repr(sorted(self._joined.items())).encode()).digest()[:8]
+        return ConsumerProtocolMemberMetadata(self.version, list(self._topics), digest)
+
+    def _counts(self) -> dict[str, int]:
+        """Partitions per subscribed topic, for the topics the metadata knows."""
+        if self._cluster is None:
+            return {}
+        counts = {}
+        for topic in self._topics:
+            partitions = self._cluster.partitions_for_topic(topic)
+            if partitions:
+                counts[topic] = len(partitions)
+        return counts
+
+    def _metadata_updated(self, _cluster: Any) -> None:
+        now = self._counts()
+        grown = {topic: n for topic, n in now.items() if n > self._joined.get(topic, 0)}
+        if not grown or self._rejoin is None:
+            return
+        # Asked once per growth: the listener runs at every metadata refresh until the
+        # rebalance's join records the new counts.
+        before = {topic: self._joined.get(topic, 0) for topic in grown}
+        self._joined.update(grown)
+        log.info("event_partitions_added", partitions=grown, before=before,
+                 hint="rebalancing so that the new partitions are assigned")  # fmt: skip
+        self._rejoin()

@@ -51,7 +51,7 @@ from hookrelay.kafka.clients import (
     committed_with_metadata,
     topics_present,
 )
-from hookrelay.kafka.membership import InstanceGuard, static_member_id
+from hookrelay.kafka.membership import GrowthAwareAssignor, InstanceGuard, static_member_id
 from hookrelay.kafka.offsets import AckTracker
 from hookrelay.kafka.retries import (
     DUE_AT_HEADER,
@@ -147,6 +147,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self._halted = False  # the poll loop stopped, leaving fetched records unhandled
         self._offset_maps = True  # False once the broker refused one as too large
         self._heartbeat_s = min(3.0, settings.session_timeout_s / 3)
+        self._assignor = GrowthAwareAssignor()
         self.consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=settings.group_id,
@@ -170,7 +171,9 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
             # A topic created, or a partition added, after start-up is picked up within this
             # bound (aiokafka's default is 5 min).
             metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
+            partition_assignment_strategy=(self._assignor,),
         )
+        self._assignor.attach(self.consumer._client.cluster, self._request_rejoin)
         self.started = False
         self.joined = False
         self.instance = InstanceGuard(
@@ -194,6 +197,12 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self.started = True
         self.last_contact_ok = time.monotonic()
         log.info("consumer_started", topics=self._topics)
+
+    def _request_rejoin(self) -> None:
+        """Ask the group to rebalance (aiokafka's coordinator exists once started)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator.request_rejoin()
 
     def add_retry_topics(self, topics: list[str]) -> None:
         """Also consume ``topics`` as retry tiers (an earlier configuration's tiers that
