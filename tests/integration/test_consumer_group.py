@@ -58,6 +58,16 @@ async def crm_deployment(
     return topic, write_config(tmp_path, bootstrap, topic, hooks)
 
 
+async def add_partitions(bootstrap: str, topic: str, total: int) -> None:
+    """Grow ``topic`` to ``total`` partitions, as an operator does while the daemon runs."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions({topic: NewPartitions(total_count=total)})
+    finally:
+        await admin.close()
+
+
 def delivered_tags(receiver: Receiver) -> list[str]:
     return [r.json["data"]["id"] for r in receiver.requests]
 
@@ -143,12 +153,7 @@ async def test_partitions_added_while_running_are_read_from_their_first_record_e
             await positioned(daemon)  # latest: a record produced before would be skipped
             await produce(kafka_bootstrap, topic, [event(0, "first")], partition=0)
             await receiver.wait_for(1, timeout_s=20)  # the group has committed partition 0
-            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-            await admin.start()
-            try:
-                await admin.create_partitions({topic: NewPartitions(total_count=3)})
-            finally:
-                await admin.close()
+            await add_partitions(kafka_bootstrap, topic, 3)
             for partition in (1, 2):  # at once: before the daemon can have been assigned them
                 await produce(
                     kafka_bootstrap, topic, [event(n, f"p{partition}") for n in range(3)],
@@ -286,12 +291,7 @@ async def test_a_partition_added_after_a_static_member_restarted_is_consumed(
         async with running_daemon(settings_for(path)) as again:  # within the 10-s session
             await produce(kafka_bootstrap, topic, [event(1, "before")])
             await receiver.wait_for(2, timeout_s=20)
-            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-            await admin.start()
-            try:
-                await admin.create_partitions({topic: NewPartitions(total_count=2)})
-            finally:
-                await admin.close()
+            await add_partitions(kafka_bootstrap, topic, 2)
             await produce(kafka_bootstrap, topic, [event(2, "added")], partition=1)
             await receiver.wait_for(3, timeout_s=30)
             assert TopicPartition(topic, 1) in again.tracker.partitions
