@@ -326,7 +326,8 @@ async def kill_scenario(
                 daemon = await start_daemon_process(path, log)
             await producing
             done_at = await _wait_all(receiver, figures.pairs, 300)
-            await asyncio.sleep(3)
+            await _wait_settled(bootstrap, group_of(path), topic, port, 60)  # late copies count
+            await asyncio.sleep(1.0)
         finally:
             daemon.send_signal(signal.SIGTERM)
             await asyncio.wait_for(daemon.wait(), 60)
