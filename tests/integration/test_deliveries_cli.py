@@ -75,7 +75,7 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
             # (each is a process of its own, and most of its time is waiting on the broker).
             sent = {q.headers["webhook-id"] for q in receiver.for_hook("ok")}
             one = sorted(sent)[0]
-            ok, only, created, failed, later, recent, about = await asyncio.gather(
+            ok, only, created, failed, later, recent, about, _ = await asyncio.gather(
                 deliveries(path, "outcomes", "--hook-id", "ok"),
                 deliveries(path, "outcomes", "--delivery-id", one),
                 deliveries(path, "outcomes", "--event", "User.Created", "--status", "delivered"),
@@ -84,6 +84,8 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
                 deliveries(path, "outcomes", "--since", "10m"),
                 # "Did the event about user u1 reach every hook?" by its record key.
                 deliveries(path, "outcomes", "--key", "u1"),
+                # Meanwhile: down's retries parked, for the questions after these.
+                eventually(lambda: all_parked(path, EVENTS), 30, "the retries of down"),
             )
             assert {row["delivery_id"] for row in ok["rows"]} == sent and len(sent) == EVENTS
             assert {(row["status"], row["attempts"], row["last_status"]) for row in ok["rows"]} == {
@@ -101,7 +103,6 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
             ]  # fmt: skip
             assert {r["key"] for r in about["rows"]} == {"u1"}
 
-            await eventually(lambda: all_parked(path, EVENTS), 30, "the retries of down")
             waiting, about_u2, letters, invalid, (code, table, _) = await asyncio.gather(
                 deliveries(path, "pending", "--hook-id", "down"),
                 deliveries(path, "pending", "--key", "u2"),
