@@ -741,6 +741,10 @@ def _plaintext_properties(settings: BrokerSettings, controller: str) -> dict[str
         "share.coordinator.state.topic.min.isr": "1",
         # Consumers in tests and the demo join at once; no reason to wait 3 s for more.
         "group.initial.rebalance.delay.ms": "0",
+        # A transaction past its timeout is aborted at the next check of this interval (10 s
+        # by default): a dev broker aborts it within a second, so a test's open transaction
+        # ends when its timeout says, not up to 10 s later.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         # Small segments keep a dev broker's disk use proportional to what it holds.
         "log.segment.bytes": str(16 * 1024 * 1024),
         "log.retention.hours": "168",

@@ -30,8 +30,11 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.integration.harness import (
+    committed_offsets,
     edit_config,
     produce,
     start_daemon_process,
@@ -172,9 +175,11 @@ async def rebalance_scenario(
     count: int = 600,
     slow_s: float = 1.5,
     timeline_s: tuple[float, float, float, float] = (4, 12, 17, 24),
-    settle_s: float = 8.0,
+    settle_s: float = 1.0,
 ) -> Figures:
-    """See the module docstring. Every process is stopped before returning."""
+    """See the module docstring. Every process is stopped before returning. Once every
+    pair arrived, the figures wait until no copy can come any more (``_settled``), then
+    ``settle_s`` more."""
     topic = unique("events")
     await create_topics(bootstrap, [topic, f"{topic}.dlq"], partitions=6)
     figures = Figures(pairs=count * len(HOOKS))
@@ -193,16 +198,60 @@ async def rebalance_scenario(
                 figures.in_flight_at_kills = await _churn(path_b, log_b, port_b, started,
                                                           timeline_s)  # fmt: skip
             done_at = await _wait_all(receiver, figures.pairs, 600)
-            await asyncio.sleep(settle_s)  # late copies still count
+            # Late copies still count: B's unsettled work, redone by A once B's session
+            # (after the kill) expires, arrives after the last pair did.
+            await _wait_settled(bootstrap, group_of(path), topic, port_a, 120)
+            await asyncio.sleep(settle_s)
         finally:
             a.send_signal(signal.SIGTERM)
             await asyncio.wait_for(a.wait(), 60)
         _tally(figures, receiver, started, done_at)
-        del port_a
         figures.in_flight_at_revocations = revocations(log_a) + (
             revocations(log_b) if log_b.exists() else []
         )
     return figures
+
+
+def group_of(path: Path) -> str:
+    """The consumer group of a config written by ``write_config``."""
+    return str(orjson.loads(path.read_bytes())["kafka"]["group_id"])
+
+
+async def _settled(bootstrap: str, group: str, topic: str, port: int) -> bool:
+    """True when nothing is left that could make another copy: the group is stable with one
+    member (a member that left or was killed is gone, its partitions handed over), every
+    partition it reads is committed at its end (``topic``'s among them), and the member
+    listening on admin ``port`` has no send in flight."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # DescribeGroups (aiokafka): groups of (error, id, state, protocol type, protocol,
+    # members, ...).
+    if [(g[2], len(g[5])) for r in responses for g in r.groups] != [("Stable", 1)]:
+        return False
+    committed = await committed_offsets(bootstrap, group)
+    if not any(tp.topic == topic for tp in committed):
+        return False
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(list(committed))
+    finally:
+        await consumer.stop()
+    return committed == ends and await lanes_sending(port) == 0
+
+
+async def _wait_settled(
+    bootstrap: str, group: str, topic: str, port: int, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await _settled(bootstrap, group, topic, port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"group {group} not settled after {timeout_s} s")
+        await asyncio.sleep(0.2)
 
 
 async def _churn(
@@ -277,7 +326,8 @@ async def kill_scenario(
                 daemon = await start_daemon_process(path, log)
             await producing
             done_at = await _wait_all(receiver, figures.pairs, 300)
-            await asyncio.sleep(3)
+            await _wait_settled(bootstrap, group_of(path), topic, port, 60)  # late copies count
+            await asyncio.sleep(1.0)
         finally:
             daemon.send_signal(signal.SIGTERM)
             await asyncio.wait_for(daemon.wait(), 60)

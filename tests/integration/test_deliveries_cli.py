@@ -3,6 +3,7 @@ pending retries and dead letters answered from the deployment's own topics."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -70,36 +71,45 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
             )  # fmt: skip
             await receiver.wait_for(EVENTS, hook_id="down")
 
-            ok = await deliveries(path, "outcomes", "--hook-id", "ok")
+            # The questions only read the deployment's topics: asked at once, not one by one
+            # (each is a process of its own, and most of its time is waiting on the broker).
             sent = {q.headers["webhook-id"] for q in receiver.for_hook("ok")}
+            one = sorted(sent)[0]
+            ok, only, created, failed, later, recent, about, _ = await asyncio.gather(
+                deliveries(path, "outcomes", "--hook-id", "ok"),
+                deliveries(path, "outcomes", "--delivery-id", one),
+                deliveries(path, "outcomes", "--event", "User.Created", "--status", "delivered"),
+                deliveries(path, "outcomes", "--status", "dead_lettered"),
+                deliveries(path, "outcomes", "--since", "2999-01-01T00:00:00Z"),
+                deliveries(path, "outcomes", "--since", "10m"),
+                # "Did the event about user u1 reach every hook?" by its record key.
+                deliveries(path, "outcomes", "--key", "u1"),
+                # Meanwhile: down's retries parked, for the questions after these.
+                eventually(lambda: all_parked(path, EVENTS), 30, "the retries of down"),
+            )
             assert {row["delivery_id"] for row in ok["rows"]} == sent and len(sent) == EVENTS
             assert {(row["status"], row["attempts"], row["last_status"]) for row in ok["rows"]} == {
                 ("delivered", 1, 200)
             }
-            one = sorted(sent)[0]
-            only = await deliveries(path, "outcomes", "--delivery-id", one)
             assert [row["delivery_id"] for row in only["rows"]] == [one]
-            created = await deliveries(path, "outcomes", "--event", "User.Created",
-                                       "--status", "delivered")  # fmt: skip
             assert {row["event"] for row in created["rows"]} == {"User.Created"}
             assert created["matched"] == EVENTS // 2
-
-            failed = await deliveries(path, "outcomes", "--status", "dead_lettered")
             reasons = sorted((row["hook_id"] or "-", row["reason"]) for row in failed["rows"])
             assert reasons == [("-", "not_json")] + [("broken", "permanent_failure")] * EVENTS
-            later = await deliveries(path, "outcomes", "--since", "2999-01-01T00:00:00Z")
             assert later["matched"] == 0
-            recent = await deliveries(path, "outcomes", "--since", "10m")
             assert recent["matched"] == 2 * EVENTS + 1
-            # "Did the event about user u1 reach every hook?" by its record key.
-            about = await deliveries(path, "outcomes", "--key", "u1")
             assert sorted((r["hook_id"], r["status"]) for r in about["rows"]) == [
                 ("broken", "dead_lettered"), ("ok", "delivered"),
             ]  # fmt: skip
             assert {r["key"] for r in about["rows"]} == {"u1"}
 
-            await eventually(lambda: all_parked(path, EVENTS), 30, "the retries of down")
-            waiting = await deliveries(path, "pending", "--hook-id", "down")
+            waiting, about_u2, letters, invalid, (code, table, _) = await asyncio.gather(
+                deliveries(path, "pending", "--hook-id", "down"),
+                deliveries(path, "pending", "--key", "u2"),
+                deliveries(path, "dead-letters"),
+                deliveries(path, "dead-letters", "--reason", "not_json"),
+                hookrelay_cli("deliveries", "-c", str(path), "pending"),
+            )
             down_ids = {q.headers["webhook-id"] for q in receiver.for_hook("down")}
             assert {row["delivery_id"] for row in waiting["rows"]} == down_ids
             for row in waiting["rows"]:
@@ -107,7 +117,7 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
                 assert row["last_status"] == 503 and row["error"] == "http 503"
                 due_ms = _ms(row["due_at"])
                 assert started_ms + 60_000 <= due_ms <= int(time.time() * 1000) + 60_000
-            [one] = (await deliveries(path, "pending", "--key", "u2"))["rows"]
+            [one] = about_u2["rows"]
             assert (one["hook_id"], one["key"]) == ("down", "u2")
             [counted] = waiting["backlog"]
             assert (counted["hook_id"], counted["pending"]) == ("down", EVENTS)
@@ -116,17 +126,14 @@ async def test_deliveries_answers_what_ended_what_waits_and_what_was_dead_letter
             await eventually(lambda: gauge_is(path, gauge, EVENTS), 20, "the backlog gauge")
             assert await daemon_metric(path, 'hookrelay_retry_backlog{hook_id="ok"') == 0
 
-            letters = await deliveries(path, "dead-letters")
             assert sorted(row["reason"] for row in letters["rows"]) == (
                 ["not_json"] + ["permanent_failure"] * EVENTS
             )
-            invalid = await deliveries(path, "dead-letters", "--reason", "not_json")
             [row] = invalid["rows"]
             assert (row["hook_id"], row["value_bytes"]) == (None, 1)
             assert row["origin"]["topic"] == topic and row["key"] == "raw"
             assert row["replayed"] is False
 
-            code, table, _ = await hookrelay_cli("deliveries", "-c", str(path), "pending")
             assert code == 0
             assert "waiting per hook and tier" in table and f"{topic}.retry.1m" in table
             assert f"pending: {EVENTS} matched" in table
