@@ -49,7 +49,7 @@ def say(message: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help=f"scale {QUICK_SCALE} (~3 min)")
+    parser.add_argument("--quick", action="store_true", help=f"scale {QUICK_SCALE} (~5 min)")
     parser.add_argument(
         "--scale", type=float, default=float(os.environ.get("BENCH_SCALE", "1.0")),
         help="multiply sizes and durations (default $BENCH_SCALE or 1.0)",

@@ -89,12 +89,16 @@ class SettingsSnapshot:
 
 
 def read_snapshot(path: str) -> Settings:
-    """The ``Settings`` a ``SettingsSnapshot`` at ``path`` holds. Raises ``OSError``, or
-    ``TypeError`` for a file that holds something else."""
+    """The ``Settings`` a ``SettingsSnapshot`` at ``path`` holds. Raises ``ValueError`` for
+    a file that cannot be read or holds something else (a worker's environment set by hand:
+    the supervisor always passes its own snapshot)."""
     # The supervisor wrote it, in a directory only this user can enter (see SettingsSnapshot).
-    settings = pickle.loads(Path(path).read_bytes())
+    try:
+        settings = pickle.loads(Path(path).read_bytes())
+    except Exception as e:  # pickle raises nearly anything on bytes it did not write
+        raise ValueError(f"{SETTINGS_ENV}={path!r}: {type(e).__name__}: {e}") from e
     if not isinstance(settings, Settings):
-        raise TypeError(f"{path}: not a hookrelay configuration")
+        raise ValueError(f"{SETTINGS_ENV}={path!r}: not a hookrelay configuration snapshot")
     return settings
 
 
@@ -118,9 +122,9 @@ class WorkerRole:
         if not mark:
             return None
         index, _, count = mark.partition("/")
-        role_index, role_count = int(index), int(count)
-        if not 0 <= role_index < role_count:
+        if not (index.isdecimal() and count.isdecimal() and int(index) < int(count)):
             raise ValueError(f"{WORKER_ENV}={mark!r}: expected <index>/<count>, index < count")
+        role_index, role_count = int(index), int(count)
         snapshot = environ.get(SETTINGS_ENV)
         if not snapshot:
             raise ValueError(

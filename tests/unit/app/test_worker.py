@@ -39,6 +39,20 @@ def test_a_worker_started_by_hand_without_the_supervisors_snapshot_is_refused(
     monkeypatch.setenv("HOOKRELAY_WORKER", "0/2")
     assert cli.main(["run", "-c", str(config)]) == EXIT_FAILED
     assert "HOOKRELAY_WORKER_SETTINGS is not" in capsys.readouterr().err
+    # Trials: "1", "abc" and "-1/2" gave int()'s message; a missing or foreign snapshot file
+    # a traceback (FileNotFoundError, UnpicklingError).
+    for mark in ("1", "abc", "-1/2", "1/x", "2/2"):
+        with pytest.raises(ValueError, match="expected <index>/<count>"):
+            WorkerRole.from_environment({"HOOKRELAY_WORKER": mark})
+    monkeypatch.setenv("HOOKRELAY_WORKER", "abc")
+    assert cli.main(["run", "-c", str(config)]) == EXIT_FAILED
+    assert "expected <index>/<count>" in capsys.readouterr().err
+    monkeypatch.setenv("HOOKRELAY_WORKER", "0/2")
+    for snapshot in (tmp_path / "missing.pickle", config):
+        monkeypatch.setenv("HOOKRELAY_WORKER_SETTINGS", str(snapshot))
+        assert cli.main(["run", "-c", str(config)]) == EXIT_FAILED
+        err = capsys.readouterr().err
+        assert err.startswith("hookrelay: HOOKRELAY_WORKER_SETTINGS=") and "Traceback" not in err
 
 
 def test_a_worker_runs_its_share_a_private_listener_and_a_member_name_of_its_own() -> None:
