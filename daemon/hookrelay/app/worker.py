@@ -69,10 +69,15 @@ class SettingsSnapshot:
     0700, under ``$TMPDIR`` (systemd's ``PrivateTmp``, the pod's ``/tmp`` volume), removed
     when the supervisor exits, and by its workers when they see it gone (a supervisor
     killed with ``kill -9`` removes nothing); it is read only by the supervisor's own
-    workers."""
+    workers. The directory is named after the supervisor's pid, and a supervisor starting
+    removes the snapshots of supervisors no longer running (``remove_orphans``): an OOM
+    kill or ``systemctl kill -s KILL`` ends the workers with their supervisor, and a trial
+    found a snapshot, keys and admin token in clear, left behind by each of four."""
 
     def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
+        remove_orphans(Path(tempfile.gettempdir()))
+        prefix = f"{SNAPSHOT_PREFIX}{os.getpid()}-"
+        self.directory = Path(tempfile.mkdtemp(prefix=prefix))
         self.path = self.directory / SNAPSHOT_NAME
 
     def write(self, settings: Settings) -> None:
@@ -86,6 +91,40 @@ class SettingsSnapshot:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def remove_orphans(directory: Path) -> list[Path]:
+    """Remove the snapshot directories in ``directory`` of supervisors that are gone
+    (``hookrelay-settings-<pid>-*``, this user's, whose pid runs no process); return them.
+    Only the snapshot's own files are removed, and a directory holding anything else stays.
+    One of a pid that runs again (reused) stays too, until that process is gone."""
+    removed = []
+    for candidate in directory.glob(f"{SNAPSHOT_PREFIX}*-*"):
+        pid = candidate.name.removeprefix(SNAPSHOT_PREFIX).partition("-")[0]
+        if not pid.isdecimal() or _running(int(pid)):
+            continue
+        try:
+            if candidate.is_symlink() or candidate.stat().st_uid != os.getuid():
+                continue
+            for name in (SNAPSHOT_NAME, STAGED_NAME):
+                (candidate / name).unlink(missing_ok=True)
+            candidate.rmdir()
+        except OSError:
+            continue
+        removed.append(candidate)
+    if removed:
+        log.info("orphan_snapshots_removed", directories=[str(p) for p in removed])
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def read_snapshot(path: str) -> Settings:

@@ -3,11 +3,14 @@ it runs with."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from hookrelay.app import WorkerRole
+from hookrelay.app.worker import remove_orphans
 from hookrelay.commands import cli
 from hookrelay.commands.cli import EXIT_FAILED
 from hookrelay.config import AdminSettings, Hook, KafkaSettings, RateLimit, Settings
@@ -91,3 +94,24 @@ def test_a_worker_forgets_only_the_supervisors_own_snapshot_files(tmp_path: Path
     for path in (elsewhere, other):
         WorkerRole(0, 2, "t", None, str(path)).forget_snapshot()
         assert path.read_bytes() == b"not ours"
+
+
+def test_a_starting_supervisor_removes_the_snapshots_of_supervisors_that_are_gone(
+    tmp_path: Path,
+) -> None:
+    # A trial killed supervisor and workers together (as an OOM kill does) four times: each
+    # left a snapshot, signing keys and admin token in clear, and nothing ever removed it.
+    dead_pid = subprocess.Popen(["true"])  # a pid that ran and exited
+    dead_pid.wait()
+    orphan = tmp_path / f"hookrelay-settings-{dead_pid.pid}-abc"
+    alive = tmp_path / f"hookrelay-settings-{os.getpid()}-def"
+    legacy = tmp_path / "hookrelay-settings-k2j4h5"  # an older version's: no pid in it
+    crowded = tmp_path / f"hookrelay-settings-{dead_pid.pid}-ghi"
+    for directory in (orphan, alive, legacy, crowded):
+        directory.mkdir()
+        (directory / "settings.pickle").write_bytes(b"keys")
+    (crowded / "notes.txt").write_bytes(b"not ours")
+    assert remove_orphans(tmp_path) == [orphan]
+    assert not orphan.exists()
+    assert (alive / "settings.pickle").exists() and (legacy / "settings.pickle").exists()
+    assert (crowded / "notes.txt").exists()
