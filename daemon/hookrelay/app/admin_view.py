@@ -96,6 +96,7 @@ class AdminView(HookDecisions):
                 "filter": None if hook.filter is None else hook.filter.text, **state,
                 "pause_reason": pause.reason if pause is not None else None,
                 "retry_backlog": self.backlog.of_hook(hook.id),
+                "retry_backlog_unscanned": self.backlog.unscanned(),
                 "last_24h": self.history.last_24h(hook.id, now),
             })  # fmt: skip
         return found

@@ -132,6 +132,7 @@ def merge_hook(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for tier, n in state["retry_backlog"].items():
             backlog[tier] = backlog.get(tier, 0) + n
     merged["retry_backlog"] = backlog
+    merged["retry_backlog_unscanned"] = sum(s["retry_backlog_unscanned"] for s in states)
     requests = sum(s["last_24h"]["requests"] for s in states)
     succeeded = sum(s["last_24h"]["succeeded"] for s in states)
     rate = round(succeeded / requests, 4) if requests else None

@@ -153,7 +153,7 @@ def hook_state(**changes: Any) -> dict[str, Any]:
         "circuit": "closed", "pending": 1, "in_flight": 2, "pause_reason": None,
         "rate_limit": {"per_second": 5.0, "burst": 3, "current_per_second": 4.5,
                        "adaptive": None},
-        "ordering": None, "retry_backlog": {"30s": 1},
+        "ordering": None, "retry_backlog": {"30s": 1}, "retry_backlog_unscanned": 0,
         "last_24h": {"requests": 10, "succeeded": 9, "success_rate": 0.9},
     }  # fmt: skip
     return state | changes
@@ -162,13 +162,14 @@ def hook_state(**changes: Any) -> dict[str, Any]:
 def test_a_hook_seen_by_two_workers_is_one_hook_of_the_deployment() -> None:
     merged = merge_hooks([
         [hook_state()],
-        [hook_state(circuit="open", retry_backlog={"30s": 2, "2m": 1},
+        [hook_state(circuit="open", retry_backlog={"30s": 2, "2m": 1}, retry_backlog_unscanned=7,
                     last_24h={"requests": 10, "succeeded": 1, "success_rate": 0.1})],
     ])  # fmt: skip
     assert len(merged) == 1
     hook = merged[0]
     assert (hook["circuit"], hook["pending"], hook["in_flight"]) == ("open", 2, 4)
     assert hook["retry_backlog"] == {"30s": 3, "2m": 1}
+    assert hook["retry_backlog_unscanned"] == 7
     assert hook["last_24h"] == {"requests": 20, "succeeded": 10, "success_rate": 0.5}
     assert hook["rate_limit"] == {"per_second": 10.0, "burst": 6, "current_per_second": 9.0,
                                   "adaptive": None}  # fmt: skip

@@ -50,3 +50,13 @@ def test_a_retry_a_release_re_drove_is_no_longer_counted() -> None:
     for offset in range(3):
         gauge._take(retry(b"crm", offset=offset), counts)
     assert counts == {("crm", "g.retry.5s"): 2}
+
+
+def test_what_a_count_left_unread_is_said_beside_each_hooks_backlog() -> None:
+    # A trial's API showed 100,173 of 400,000 waiting retries and nothing to say it was partial.
+    gauge = BacklogGauge(SETTINGS, Metrics(), dict, lambda *_: False)
+    assert gauge.unscanned() == 0
+    gauge._publish(Counter({("crm", "g.retry.5s"): 3, ("unscanned", "g.retry.5s"): 5,
+                            ("unscanned", "g.retry.1m"): 2}))  # fmt: skip
+    assert gauge.of_hook("crm") == {"g.retry.5s": 3}
+    assert gauge.unscanned() == 7

@@ -67,7 +67,8 @@ class AdminBackend(Protocol):
          "paused_by": "gone" (410 Gone seen) | "operator" (POST .../pause) | None,
          "pause_reason": str | None (the operator's),
          "retry_backlog": {tier: int} (retries waiting in this replica's retry partitions,
-         as last counted; see kafka.backlog),
+         as last counted; see kafka.backlog), "retry_backlog_unscanned": int (records past
+         one count's limit, of any hook: retry_backlog is then a lower bound),
          "circuit": "closed"|"open"|"half_open", "pending": int, "in_flight": int,
          "rate_limit": {"per_second": float, "burst": int, "current_per_second": float
                         (requests/s now), "adaptive": None | {"floor": float,

@@ -69,6 +69,7 @@ def hook_state(hook_id: str, **changes: Any) -> dict[str, Any]:
         "paused_by": None,
         "pause_reason": None,
         "retry_backlog": {},
+        "retry_backlog_unscanned": 0,
         "circuit": "closed",
         "pending": 0,
         "in_flight": 0,
