@@ -106,15 +106,21 @@ def remove_orphans(directory: Path) -> list[Path]:
         try:
             if candidate.is_symlink() or candidate.stat().st_uid != os.getuid():
                 continue
-            for name in (SNAPSHOT_NAME, STAGED_NAME):
-                (candidate / name).unlink(missing_ok=True)
-            candidate.rmdir()
+            _remove_snapshot_directory(candidate)
         except OSError:
             continue
         removed.append(candidate)
     if removed:
         log.info("orphan_snapshots_removed", directories=[str(p) for p in removed])
     return removed
+
+
+def _remove_snapshot_directory(directory: Path) -> None:
+    """Remove a snapshot's own files from ``directory``, then the directory; raises
+    ``OSError`` when it cannot (it holds other files, or is gone already)."""
+    for name in (SNAPSHOT_NAME, STAGED_NAME):
+        (directory / name).unlink(missing_ok=True)
+    directory.rmdir()
 
 
 def _running(pid: int) -> bool:
@@ -202,10 +208,8 @@ class WorkerRole:
         path = Path(self.snapshot)
         if path.name != SNAPSHOT_NAME or not path.parent.name.startswith(SNAPSHOT_PREFIX):
             return
-        for name in (SNAPSHOT_NAME, STAGED_NAME):
-            (path.parent / name).unlink(missing_ok=True)
         with suppress(OSError):  # another worker removed it first, or it holds other files
-            path.parent.rmdir()
+            _remove_snapshot_directory(path.parent)
 
     def load(self, _path: str) -> Settings:
         """The configuration for a reload, as this worker runs it: the supervisor's snapshot,
